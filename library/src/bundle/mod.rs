@@ -1,0 +1,185 @@
+//! Bundles: a directory holding `pod.json` and every artifact it names.
+//!
+//! [`load`] reads pod.json in either shape the seeds define (the native
+//! `containers` form, or an Appc `PodManifest` carrying an `ops`
+//! annotation), validates the whole bundle and returns one [`Pod`] model.
+//! A bundle that fails validation yields every problem at once, each naming
+//! the file and the field path, before anything on the host is touched.
+
+mod appc;
+pub mod model;
+pub mod names;
+pub mod native;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use model::{Image, Pod, Port, Source, Unit, Volume};
+pub use names::{ImageId, PodName, UnitName, Version};
+
+/// The file name of a bundle's manifest.
+pub const MANIFEST: &str = "pod.json";
+
+/// Which shape pod.json had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// seeds/000: `name`, `version`, `containers`, ...
+    Native,
+    /// seeds/001: an Appc `PodManifest` with an `ops` annotation.
+    Appc,
+}
+
+/// A validated bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The bundle directory, canonical; the pod's paths are relative to it.
+    pub dir: PathBuf,
+    /// The manifest, as the caller named it.
+    pub manifest: PathBuf,
+    pub shape: Shape,
+    pub pod: Pod,
+}
+
+/// One thing wrong with a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field path in pod.json (`images[1].id`); empty for the whole file.
+    pub field: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read the bundle {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", invalid_message(manifest, problems))]
+    Invalid {
+        manifest: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn invalid_message(manifest: &Path, problems: &[Problem]) -> String {
+    let file = manifest.display();
+    let listed: Vec<String> = problems.iter().map(|p| format!("{file}: {p}")).collect();
+    match problems.len() {
+        1 => format!("invalid bundle: {}", listed.join("")),
+        n => format!("invalid bundle ({n} problems): {}", listed.join("; ")),
+    }
+}
+
+/// Read and validate the bundle at `path`: a bundle directory or its
+/// pod.json.
+pub fn load(path: &Path) -> Result<Bundle, BundleError> {
+    let read_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Read { path, source }
+    };
+    let manifest = if path.is_dir() {
+        path.join(MANIFEST)
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read(&manifest).map_err(read_error(&manifest))?;
+    let parent = match manifest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(parent).map_err(read_error(parent))?;
+    let invalid = |problems| BundleError::Invalid {
+        manifest: manifest.clone(),
+        problems,
+    };
+
+    let value: Value = serde_json::from_slice(&text).map_err(|e| {
+        invalid(vec![Problem {
+            field: String::new(),
+            message: format!("not valid JSON: {e}"),
+        }])
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(invalid(vec![Problem {
+            field: String::new(),
+            message: "expected a JSON object (a pod or an Appc pod manifest)".into(),
+        }]));
+    };
+    let is_appc = object.contains_key("acKind");
+    let (shape, draft) = if is_appc {
+        let wire: appc::PodManifest = from_value(value, "").map_err(|p| invalid(vec![p]))?;
+        (Shape::Appc, wire.into_draft().map_err(invalid)?)
+    } else {
+        let wire: native::PodJson = from_value(value, "").map_err(|p| invalid(vec![p]))?;
+        let mut problems = native::duplicate_containers(&wire);
+        let mut draft = wire.into_draft();
+        draft.problems.append(&mut problems);
+        (Shape::Native, draft)
+    };
+    let pod = draft.validate(&dir).map_err(invalid)?;
+    Ok(Bundle {
+        dir,
+        manifest,
+        shape,
+        pod,
+    })
+}
+
+/// Deserialise a wire type, naming the field path of the first problem
+/// (under `base`) the way validation problems name theirs.
+fn from_value<T: DeserializeOwned>(value: Value, base: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let mut field = error.path().to_string();
+        if field == "." {
+            field.clear();
+        }
+        let field = validate::at(base, &field);
+        let inner = error.into_inner().to_string();
+        // serde names a missing field in the message, not the path; move it
+        // into the path, where every other problem keeps it.
+        let (member, message) = if let Some(rest) = inner.strip_prefix("missing field `") {
+            let name = rest.split('`').next().unwrap_or_default().to_owned();
+            (Some(name), "required field is missing".to_owned())
+        } else if let Some(rest) = inner.strip_prefix("unknown field `") {
+            // The path already ends with the unknown member.
+            let expected = rest
+                .split_once('`')
+                .map(|(_, expected)| expected.trim_start_matches(", ").replace('`', ""))
+                .unwrap_or_default();
+            (None, format!("unknown field; {expected}"))
+        } else {
+            (None, inner)
+        };
+        Problem {
+            field: match member {
+                Some(name) => validate::at(&field, &name),
+                None => field,
+            },
+            message,
+        }
+    })
+}
+
+/// The JSON Schema of the native pod.json, as published under
+/// `collection/schemas/`.
+pub fn schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(native::PodJson)).expect("a schema is plain JSON")
+}

@@ -1,0 +1,71 @@
+//! The validated pod: one model whichever shape pod.json had.
+//!
+//! Everything here has been checked: names are safe in unit names and
+//! paths, every bundle path stays inside the bundle and names a regular
+//! file, nothing is duplicated. Paths are kept relative to the bundle
+//! directory so two bundles with the same content compare equal.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::names::{ImageId, PodName, UnitName, Version};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    pub name: PodName,
+    pub version: Version,
+    pub units: Vec<Unit>,
+    pub images: Vec<Image>,
+    pub volumes: Vec<Volume>,
+    /// Sorted by name.
+    pub ports: Vec<Port>,
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A systemd unit the pod ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unit {
+    pub name: UnitName,
+    /// The unit file, relative to the bundle directory.
+    pub file: PathBuf,
+    /// Instance names of a template unit; empty for a plain unit.
+    pub instances: Vec<String>,
+    /// ops starts it (its instances) when the pod starts.
+    pub start: bool,
+}
+
+/// Where an artifact comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A regular file inside the bundle, relative to the bundle directory.
+    Path(PathBuf),
+    /// An `http`, `https` or `file` URI.
+    Uri(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    pub id: ImageId,
+    pub source: Source,
+    pub signature: Option<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub name: String,
+    /// Absolute, normalised mount point.
+    pub mount: PathBuf,
+    pub read_only: bool,
+    /// Archive of initial contents.
+    pub data: Option<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Port {
+    pub name: String,
+    /// A fixed host port; `None` means ops assigns one.
+    pub fixed: Option<u16>,
+}

@@ -1,0 +1,560 @@
+//! From either wire shape to the validated [`Pod`], collecting every problem.
+//!
+//! Each shape first becomes a [`Draft`]: the same fields, each carrying the
+//! field path it was read from (`images[1].id`,
+//! `annotations[0].value.systemd-units[2].unit-file`). Validation then runs
+//! once over the draft and reports all problems together, so a bad bundle
+//! is fixed in one round trip, and nothing on the host is touched before it
+//! passes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use super::model::{Image, Pod, Port, Source, Unit, Volume};
+use super::names::{self, ImageId, PodName, UnitName, Version};
+use super::native::{InstanceNameWire, InstancesWire, PortWire, PortsWire, VersionWire};
+use super::Problem;
+
+/// Most instances a unit may have: beyond this a typo (`80800`) is likelier
+/// than intent.
+const MAX_INSTANCES: u64 = 1000;
+
+/// A pod as read from either shape, not yet validated.
+#[derive(Debug, Default)]
+pub(super) struct Draft {
+    pub name: Field<String>,
+    pub version: Option<Field<VersionWire>>,
+    pub units: Vec<DraftUnit>,
+    pub images: Vec<DraftImage>,
+    pub volumes: Vec<DraftVolume>,
+    pub ports: Vec<Field<PortsWire>>,
+    pub environment: Field<BTreeMap<String, String>>,
+    /// Problems found while reading the shape (Appc cross-references).
+    pub problems: Vec<Problem>,
+}
+
+/// A value and the field path it was read from.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Field<T> {
+    pub at: String,
+    pub value: T,
+}
+
+impl<T> Field<T> {
+    pub fn new(at: impl Into<String>, value: T) -> Self {
+        Field {
+            at: at.into(),
+            value,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct DraftUnit {
+    pub file: Field<String>,
+    pub start: bool,
+    pub instances: Option<Field<InstancesWire>>,
+    /// The instances are a container's `replication`, shared by its unit
+    /// files: they apply to its templates only.
+    pub shared_instances: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct DraftImage {
+    /// Path of the image entry (`images[1]`).
+    pub at: String,
+    pub id: Option<String>,
+    pub path: Option<String>,
+    pub uri: Option<String>,
+    pub signature: Option<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct DraftVolume {
+    pub name: Field<String>,
+    pub mount: Option<Field<String>>,
+    pub read_only: bool,
+    pub data: Option<Field<String>>,
+}
+
+/// Join a field path and a member name.
+pub(super) fn at(base: &str, member: &str) -> String {
+    if base.is_empty() {
+        member.to_owned()
+    } else {
+        format!("{base}.{member}")
+    }
+}
+
+struct Validator<'a> {
+    dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, at: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            field: at.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn check<T>(&mut self, at: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.problem(at, message)).ok()
+    }
+
+    /// A path relative to pod.json that names a regular file inside the
+    /// bundle, even after following symlinks. Returns it relative to the
+    /// bundle directory.
+    fn bundle_file(&mut self, field: &Field<String>) -> Option<PathBuf> {
+        let result = bundle_file(self.dir, &field.value);
+        self.check(&field.at, result)
+    }
+
+    /// A bundle path, or a URI when the text has a scheme.
+    fn source(&mut self, field: &Field<String>) -> Option<Source> {
+        if field.value.contains("://") {
+            let result = check_uri(&field.value).map(|()| Source::Uri(field.value.clone()));
+            self.check(&field.at, result)
+        } else {
+            self.bundle_file(field).map(Source::Path)
+        }
+    }
+}
+
+/// Check `relative` (as written in pod.json) against the bundle directory
+/// `dir` (canonical).
+fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
+    if relative.is_empty() {
+        return Err("expected a path relative to pod.json, got an empty string".into());
+    }
+    let path = Path::new(relative);
+    if path.is_absolute() {
+        return Err(format!(
+            "expected a path relative to pod.json, got the absolute path {relative:?}"
+        ));
+    }
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir if depth == 0 => {
+                return Err(format!("{relative:?} leaves the bundle directory"));
+            }
+            Component::ParentDir => depth -= 1,
+            _ => {}
+        }
+    }
+    let resolved = match fs::canonicalize(dir.join(path)) {
+        Ok(resolved) => resolved,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("{relative:?}: no such file in the bundle"));
+        }
+        Err(e) => return Err(format!("{relative:?}: cannot be read: {e}")),
+    };
+    let Ok(inside) = resolved.strip_prefix(dir) else {
+        return Err(format!(
+            "{relative:?} resolves to {}, outside the bundle directory",
+            resolved.display()
+        ));
+    };
+    match fs::metadata(&resolved) {
+        Ok(meta) if meta.is_file() => Ok(inside.to_path_buf()),
+        Ok(_) => Err(format!("{relative:?} is not a regular file")),
+        Err(e) => Err(format!("{relative:?}: cannot be read: {e}")),
+    }
+}
+
+/// An `http`, `https` or `file` URI with something after the scheme.
+fn check_uri(uri: &str) -> Result<(), String> {
+    let well_formed = match uri.split_once("://") {
+        Some(("http" | "https", rest)) => {
+            let host = rest.split('/').next().unwrap_or_default();
+            !host.is_empty() && !host.contains(char::is_whitespace)
+        }
+        Some(("file", rest)) => rest.starts_with('/') && rest.len() > 1,
+        _ => false,
+    };
+    if well_formed && !uri.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected an http://, https:// or file:/// URI, got {uri:?}"
+        ))
+    }
+}
+
+/// An absolute mount point without `.`, `..`, empty components or a
+/// trailing slash.
+fn check_mount(path: &str) -> Result<PathBuf, String> {
+    let normal = path.starts_with('/')
+        && path.len() > 1
+        && !path.ends_with('/')
+        && path[1..]
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if normal {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(format!(
+            "expected an absolute, normalised mount point other than / (such as /var/lib/web), got {path:?}"
+        ))
+    }
+}
+
+fn non_negative(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64()
+}
+
+impl Draft {
+    /// Validate the whole draft against the bundle directory `dir`
+    /// (canonical): the pod, or every problem found.
+    pub(super) fn validate(self, dir: &Path) -> Result<Pod, Vec<Problem>> {
+        let mut v = Validator {
+            dir,
+            problems: self.problems,
+        };
+        let name = v.check(&self.name.at, PodName::parse(&self.name.value));
+        let version = match &self.version {
+            None => None,
+            Some(field) => match &field.value {
+                VersionWire::Number(n) => match non_negative(n) {
+                    Some(n) => Some(Version::parse(&n.to_string()).expect("digits are a version")),
+                    None => {
+                        v.problem(
+                            &field.at,
+                            format!("expected a non-negative integer, got {n}"),
+                        );
+                        None
+                    }
+                },
+                VersionWire::Text(s) => v.check(&field.at, Version::parse(s)),
+            },
+        };
+        let units = validate_units(&mut v, self.units);
+        let images = validate_images(&mut v, self.images);
+        let volumes = validate_volumes(&mut v, self.volumes);
+        let ports = validate_ports(&mut v, self.ports);
+        for key in self.environment.value.keys() {
+            let result = names::check_env_name(key);
+            v.check(&at(&self.environment.at, key), result);
+        }
+
+        match (name, version) {
+            (Some(name), Some(version)) if v.problems.is_empty() => Ok(Pod {
+                name,
+                version,
+                units,
+                images,
+                volumes,
+                ports,
+                environment: self.environment.value,
+            }),
+            _ => Err(v.problems),
+        }
+    }
+}
+
+fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option<Vec<String>> {
+    match &field.value {
+        InstancesWire::Count(n) => match non_negative(n) {
+            Some(count @ 1..=MAX_INSTANCES) => Some((1..=count).map(|i| i.to_string()).collect()),
+            _ => {
+                v.problem(
+                    &field.at,
+                    format!("expected a number of instances from 1 to {MAX_INSTANCES}, got {n}"),
+                );
+                None
+            }
+        },
+        InstancesWire::Names(list) if list.is_empty() => {
+            v.problem(
+                &field.at,
+                "expected at least one instance name, got an empty list",
+            );
+            None
+        }
+        InstancesWire::Names(list) => {
+            let mut names: Vec<String> = Vec::new();
+            let mut ok = true;
+            for (i, item) in list.iter().enumerate() {
+                let item_at = format!("{}[{i}]", field.at);
+                let name = match item {
+                    InstanceNameWire::Number(n) => match non_negative(n) {
+                        Some(n) => n.to_string(),
+                        None => {
+                            v.problem(
+                                &item_at,
+                                format!("expected a non-negative integer or a name, got {n}"),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    },
+                    InstanceNameWire::Text(s) => s.clone(),
+                };
+                if let Err(e) = names::check_instance(&name) {
+                    v.problem(&item_at, e);
+                    ok = false;
+                } else if names.contains(&name) {
+                    v.problem(&item_at, format!("duplicate instance {name:?}"));
+                    ok = false;
+                } else {
+                    names.push(name);
+                }
+            }
+            ok.then_some(names)
+        }
+    }
+}
+
+fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    // Whether a shared `replication` found a template to apply to.
+    let mut shared_used: BTreeMap<String, bool> = BTreeMap::new();
+    for draft in drafts {
+        if draft.file.value.contains("://") {
+            v.problem(
+                &draft.file.at,
+                format!(
+                    "{:?}: unit files are read from the bundle; ship the file and give its path",
+                    draft.file.value
+                ),
+            );
+            continue;
+        }
+        let file = v.bundle_file(&draft.file);
+        let base = Path::new(&draft.file.value)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = v.check(&draft.file.at, UnitName::parse(&base));
+        if let Some(name) = &name {
+            if let Some(first) = seen.get(name.as_str()) {
+                v.problem(
+                    &draft.file.at,
+                    format!("duplicate unit {name}: {first} ships it already"),
+                );
+            } else {
+                seen.insert(name.to_string(), draft.file.at.clone());
+            }
+        }
+        let template = name.as_ref().is_some_and(UnitName::is_template);
+        let mut instances = Vec::new();
+        if let Some(field) = &draft.instances {
+            if draft.shared_instances {
+                let used = shared_used.entry(field.at.clone()).or_default();
+                *used |= template;
+            }
+            if template {
+                instances = instance_names(v, field).unwrap_or_default();
+            } else if !draft.shared_instances && name.is_some() {
+                v.problem(
+                    &field.at,
+                    format!(
+                        "{base} is not a template unit (name@.{}); only templates have instances",
+                        base.rsplit('.').next().unwrap_or("service")
+                    ),
+                );
+            }
+        } else if template && draft.start {
+            v.problem(
+                &draft.file.at,
+                format!(
+                    "{base} is a template unit: give its instances (a count or a list of names) \
+                     or do not start it"
+                ),
+            );
+        }
+        if let (Some(name), Some(file)) = (name, file) {
+            units.push(Unit {
+                name,
+                file,
+                instances,
+                start: draft.start,
+            });
+        }
+    }
+    for (field, used) in shared_used {
+        if !used {
+            v.problem(
+                &field,
+                "none of this container's unit files is a template unit (name@.service), \
+                 so there is nothing to replicate",
+            );
+        }
+    }
+    units
+}
+
+fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Vec<Image> {
+    let mut images: Vec<Image> = Vec::new();
+    let mut seen: HashMap<ImageId, String> = HashMap::new();
+    for draft in drafts {
+        let id_at = at(&draft.at, "id");
+        let id = match &draft.id {
+            None => {
+                v.problem(
+                    &id_at,
+                    "required: the image's digest (sha512-<hex> or sha256:<hex>); \
+                     ops verifies every image it imports",
+                );
+                None
+            }
+            Some(id) => v.check(&id_at, ImageId::parse(id)),
+        };
+        if let Some(id) = &id {
+            if let Some(first) = seen.get(id) {
+                v.problem(
+                    &id_at,
+                    format!("duplicate image {id}: {first} has it already"),
+                );
+            } else {
+                seen.insert(id.clone(), draft.at.clone());
+            }
+        }
+        let source = match (draft.path, draft.uri) {
+            (Some(_), Some(_)) => {
+                v.problem(&draft.at, "give either path or uri, not both");
+                None
+            }
+            (None, None) => {
+                v.problem(&draft.at, "give the image's path (in the bundle) or uri");
+                None
+            }
+            (Some(path), None) => v
+                .bundle_file(&Field::new(at(&draft.at, "path"), path))
+                .map(Source::Path),
+            (None, Some(uri)) => {
+                let result = check_uri(&uri).map(|()| Source::Uri(uri));
+                v.check(&at(&draft.at, "uri"), result)
+            }
+        };
+        let signature = draft
+            .signature
+            .map(|s| v.source(&Field::new(at(&draft.at, "signature"), s)));
+        if let (Some(id), Some(source), None | Some(Some(_))) = (id, source, &signature) {
+            images.push(Image {
+                id,
+                source,
+                signature: signature.flatten(),
+            });
+        }
+    }
+    images
+}
+
+fn validate_volumes(v: &mut Validator<'_>, drafts: Vec<DraftVolume>) -> Vec<Volume> {
+    let mut volumes: Vec<Volume> = Vec::new();
+    let mut names_seen: HashMap<String, String> = HashMap::new();
+    let mut mounts_seen: HashMap<PathBuf, String> = HashMap::new();
+    for draft in drafts {
+        let name = v.check(&draft.name.at, names::check_volume_name(&draft.name.value));
+        if name.is_some() {
+            if let Some(first) = names_seen.get(&draft.name.value) {
+                v.problem(
+                    &draft.name.at,
+                    format!(
+                        "duplicate volume {:?}: {first} has it already",
+                        draft.name.value
+                    ),
+                );
+            } else {
+                names_seen.insert(draft.name.value.clone(), draft.name.at.clone());
+            }
+        }
+        let mount = draft.mount.as_ref().and_then(|field| {
+            let mount = v.check(&field.at, check_mount(&field.value))?;
+            if let Some(first) = mounts_seen.get(&mount) {
+                v.problem(
+                    &field.at,
+                    format!("mount point {} is used by {first} already", mount.display()),
+                );
+            } else {
+                mounts_seen.insert(mount.clone(), draft.name.value.clone());
+            }
+            Some(mount)
+        });
+        let data = draft.data.as_ref().map(|field| v.source(field));
+        if let (Some(()), Some(mount), None | Some(Some(_))) = (name, mount, &data) {
+            volumes.push(Volume {
+                name: draft.name.value,
+                mount,
+                read_only: draft.read_only,
+                data: data.flatten(),
+            });
+        }
+    }
+    volumes
+}
+
+fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<Port> {
+    let mut ports: BTreeMap<String, Port> = BTreeMap::new();
+    let mut fixed_seen: HashMap<u16, String> = HashMap::new();
+    for field in fields {
+        let entries: Vec<(String, String, Option<&PortWire>)> = match &field.value {
+            PortsWire::Map(map) => map
+                .iter()
+                .map(|(name, port)| (at(&field.at, name), name.clone(), Some(port)))
+                .collect(),
+            PortsWire::Names(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (format!("{}[{i}]", field.at), name.clone(), None))
+                .collect(),
+        };
+        for (entry_at, name, port) in entries {
+            if v.check(&entry_at, names::check_port_name(&name)).is_none() {
+                continue;
+            }
+            let fixed = match port {
+                None => None,
+                Some(PortWire::Word(word)) if word == "assign" => None,
+                Some(PortWire::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                    Some(port @ 1..) => Some(port),
+                    _ => {
+                        v.problem(
+                            &entry_at,
+                            format!(
+                                "expected a port number from 1 to 65535 or \"assign\", got {n}"
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                Some(PortWire::Word(word)) => {
+                    v.problem(
+                        &entry_at,
+                        format!(
+                            "expected a port number from 1 to 65535 or \"assign\", got {word:?}"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let key = name.to_ascii_uppercase();
+            if ports.contains_key(&key) {
+                v.problem(
+                    &entry_at,
+                    format!("duplicate port name {name:?} (names are compared without case: PORT_{key})"),
+                );
+                continue;
+            }
+            if let Some(port) = fixed {
+                if let Some(other) = fixed_seen.get(&port) {
+                    v.problem(
+                        &entry_at,
+                        format!("port {port} is given to {other:?} already"),
+                    );
+                    continue;
+                }
+                fixed_seen.insert(port, name.clone());
+            }
+            ports.insert(key, Port { name, fixed });
+        }
+    }
+    ports.into_values().collect()
+}

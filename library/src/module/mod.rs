@@ -1,0 +1,259 @@
+//! The Ansible binary-module protocol, once, for every `ops_*` module.
+//!
+//! A module binary's `main` calls [`main`] with its [`Module`] type. The
+//! runner reads the args JSON (the file named by argv\[1\], or standard
+//! input when there is no argument), checks it against the module's
+//! [`Spec`], deserialises the typed options, runs the module and prints
+//! exactly one JSON object on stdout. Every error, and every panic, becomes
+//! `{"failed": true, "msg": ...}` with the whole error chain: Ansible can't
+//! read anything else ("Module result deserialization failed").
+
+pub mod args;
+
+use std::io::{IsTerminal, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+pub use args::{Context, Default, Kind, Opt, Spec};
+
+/// One Ansible module.
+pub trait Module {
+    /// The module's argument spec; its `module` field is the module's name.
+    const SPEC: Spec;
+    /// Typed options, deserialised from the checked and coerced arguments.
+    type Options: DeserializeOwned;
+    /// Do the work (or, in check mode, plan it).
+    fn run(options: Self::Options, context: &mut Context) -> Result<Outcome, Failure>;
+}
+
+/// What a module reports when it succeeds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// The host changed (or, in check mode, would change).
+    pub changed: bool,
+    pub msg: String,
+    /// The module could not act in check mode and did nothing.
+    pub skipped: bool,
+    /// Shown with `--diff`: an object or a list of objects.
+    pub diff: Option<Value>,
+    /// Set as host facts by Ansible.
+    pub facts: Option<Map<String, Value>>,
+    /// Module-specific return values.
+    pub values: Map<String, Value>,
+}
+
+/// What a module reports when it fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The whole error chain, outermost first.
+    pub msg: String,
+    /// Whether the host was changed before the failure.
+    pub changed: bool,
+    pub values: Map<String, Value>,
+}
+
+impl Failure {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Failure {
+            msg: msg.into(),
+            changed: false,
+            values: Map::new(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::new(error_chain(&error))
+    }
+}
+
+/// An error and its sources joined by `: `, outermost first, skipping a
+/// source whose text its parent already ends with.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut msg = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = cause.source();
+    }
+    msg
+}
+
+/// Where the module arguments come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgsSource {
+    File(std::path::PathBuf),
+    Stdin,
+}
+
+impl ArgsSource {
+    /// argv\[1\] when given, else standard input.
+    pub fn from_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Self, String> {
+        let _program = args.next();
+        let source = match args.next() {
+            Some(path) => ArgsSource::File(path.into()),
+            None => ArgsSource::Stdin,
+        };
+        if args.next().is_some() {
+            return Err("expected at most one argument: the path of the args JSON file".into());
+        }
+        Ok(source)
+    }
+
+    fn read(&self) -> Result<Value, String> {
+        let (text, origin) = match self {
+            ArgsSource::File(path) => (
+                std::fs::read(path).map_err(|e| {
+                    format!(
+                        "cannot read the module arguments from {}: {e}",
+                        path.display()
+                    )
+                })?,
+                path.display().to_string(),
+            ),
+            ArgsSource::Stdin => {
+                let mut stdin = std::io::stdin();
+                if stdin.is_terminal() {
+                    return Err("no arguments: give the path of an args JSON file, \
+                                or the arguments as JSON on standard input"
+                        .into());
+                }
+                let mut text = Vec::new();
+                stdin
+                    .read_to_end(&mut text)
+                    .map_err(|e| format!("cannot read the module arguments from stdin: {e}"))?;
+                (text, "standard input".to_owned())
+            }
+        };
+        serde_json::from_slice(&text)
+            .map_err(|e| format!("the module arguments in {origin} are not valid JSON: {e}"))
+    }
+}
+
+/// The entry point of every module binary: never returns, never panics,
+/// prints one JSON object.
+pub fn main<M: Module>() -> ! {
+    let result = match ArgsSource::from_args(std::env::args_os()) {
+        Ok(source) => execute::<M>(&source),
+        Err(msg) => failed(&msg),
+    };
+    let failed = result.get("failed") == Some(&Value::Bool(true));
+    let mut stdout = std::io::stdout().lock();
+    // Nothing useful can be done if stdout is gone; the exit code says it.
+    let written = serde_json::to_writer(&mut stdout, &result).is_ok()
+        && stdout.write_all(b"\n").is_ok()
+        && stdout.flush().is_ok();
+    std::process::exit(if failed || !written { 1 } else { 0 })
+}
+
+/// Read the arguments from `source` and run the module: the result JSON.
+pub fn execute<M: Module>(source: &ArgsSource) -> Value {
+    match source.read() {
+        Ok(raw) => run_guarded::<M>(raw),
+        Err(msg) => failed(&msg),
+    }
+}
+
+static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+
+/// Run the module on already-read arguments, turning a panic into a failed
+/// result.
+pub fn run_guarded<M: Module>(raw: Value) -> Value {
+    // The default hook prints to stderr; ours keeps the location for the
+    // result instead, so the user sees it in `msg`.
+    panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if let Ok(mut slot) = PANIC_LOCATION.lock() {
+            *slot = Some(location);
+        }
+    }));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| run_module::<M>(raw)));
+    let _ = panic::take_hook();
+    result.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        let location = PANIC_LOCATION
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .unwrap_or_default();
+        failed(&format!(
+            "internal error in {}: {what} (at {location}); this is a bug in ops, please report it",
+            M::SPEC.module
+        ))
+    })
+}
+
+fn run_module<M: Module>(raw: Value) -> Value {
+    let (options, mut context) = match args::parse(&M::SPEC, raw) {
+        Ok(parsed) => parsed,
+        Err(e) => return failed(&e.to_string()),
+    };
+    let options: M::Options = match serde_json::from_value(Value::Object(options)) {
+        Ok(options) => options,
+        Err(e) => {
+            return failed(&format!(
+                "internal error: the options of {} do not match its argument spec: {e}",
+                M::SPEC.module
+            ))
+        }
+    };
+    let outcome = M::run(options, &mut context);
+    render(outcome, &context)
+}
+
+fn failed(msg: &str) -> Value {
+    let mut result = Map::new();
+    result.insert("failed".into(), Value::Bool(true));
+    result.insert("changed".into(), Value::Bool(false));
+    result.insert("msg".into(), Value::from(msg));
+    result.insert("warnings".into(), Value::Array(Vec::new()));
+    Value::Object(result)
+}
+
+fn render(outcome: Result<Outcome, Failure>, context: &Context) -> Value {
+    let mut result = Map::new();
+    match outcome {
+        Ok(outcome) => {
+            result.insert("changed".into(), Value::Bool(outcome.changed));
+            if outcome.skipped {
+                result.insert("skipped".into(), Value::Bool(true));
+            }
+            result.insert("msg".into(), Value::from(outcome.msg));
+            result.extend(outcome.values);
+            if context.diff {
+                if let Some(diff) = outcome.diff {
+                    result.insert("diff".into(), diff);
+                }
+            }
+            if let Some(facts) = outcome.facts {
+                result.insert("ansible_facts".into(), Value::Object(facts));
+            }
+        }
+        Err(failure) => {
+            result.insert("failed".into(), Value::Bool(true));
+            result.insert("changed".into(), Value::Bool(failure.changed));
+            result.insert("msg".into(), Value::from(failure.msg));
+            result.extend(failure.values);
+        }
+    }
+    result.insert(
+        "warnings".into(),
+        Value::Array(context.warnings.iter().cloned().map(Value::from).collect()),
+    );
+    Value::Object(result)
+}

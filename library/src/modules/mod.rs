@@ -1,0 +1,35 @@
+//! The four ops modules: each one's argument spec (the public contract),
+//! typed options and body. The binaries in `modules/` only call
+//! [`crate::module::main`] with one of these.
+//!
+//! Until a module's behaviour lands it validates its options (and ops_pod
+//! its bundle) and then says plainly that it cannot act yet: a failure
+//! normally, and in check mode `skipped`, as Ansible asks of a module that
+//! cannot honour check mode.
+
+pub mod facts;
+pub mod image;
+pub mod pod;
+pub mod volume;
+
+use crate::module::{Context, Failure, Outcome};
+
+/// The default store root of every module.
+pub const DEFAULT_ROOT: &str = "/var/lib/ops";
+
+/// Report that `what` is not built yet, honouring check mode.
+pub(crate) fn not_built_yet(context: &Context, what: &str) -> Result<Outcome, Failure> {
+    let msg = format!(
+        "{}: {what} is not implemented yet; nothing was changed",
+        context.module
+    );
+    if context.check_mode {
+        Ok(Outcome {
+            skipped: true,
+            msg: format!("check mode: {msg}"),
+            ..Outcome::default()
+        })
+    } else {
+        Err(Failure::new(msg))
+    }
+}

@@ -1,0 +1,125 @@
+//! The bundle model against the fixtures under `tests/fixtures/`: both seed
+//! shapes, a pair that must normalise to the same model, the bad-bundle
+//! corpus with its exact messages, and the published JSON Schema.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ops_core::bundle::{self, BundleError, Shape};
+
+/// Fixture paths relative to the crate, so messages are the same on every
+/// machine.
+fn fixtures() -> PathBuf {
+    Path::new("../tests/fixtures").to_path_buf()
+}
+
+fn load(relative: &str) -> bundle::Bundle {
+    bundle::load(&fixtures().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+#[test]
+fn the_native_shape_of_seed_000_parses() {
+    let bundle = load("bundles/native-seed000");
+    assert_eq!(bundle.shape, Shape::Native);
+    insta::assert_json_snapshot!(bundle.pod);
+}
+
+#[test]
+fn the_appc_shape_of_seed_001_parses() {
+    let bundle = load("bundles/appc-seed001/pod.json");
+    assert_eq!(bundle.shape, Shape::Appc);
+    insta::assert_json_snapshot!(bundle.pod);
+}
+
+#[test]
+fn both_shapes_normalise_to_the_same_model() {
+    let native = load("bundles/pair/native");
+    let appc = load("bundles/pair/appc");
+    assert_eq!(native.shape, Shape::Native);
+    assert_eq!(appc.shape, Shape::Appc);
+    assert_ne!(native.dir, appc.dir);
+    assert_eq!(native.pod, appc.pod);
+    // The pair is not trivially equal: it exercises every part of the model.
+    let pod = &native.pod;
+    assert!(!pod.units.is_empty() && !pod.images.is_empty() && !pod.volumes.is_empty());
+    assert!(!pod.ports.is_empty() && !pod.environment.is_empty());
+    assert_eq!(pod.units[0].instances, ["1", "2", "3"]);
+}
+
+#[test]
+fn a_bundle_given_as_a_file_or_a_directory_is_the_same() {
+    assert_eq!(
+        load("bundles/pair/native").pod,
+        load("bundles/pair/native/pod.json").pod
+    );
+}
+
+#[test]
+fn a_missing_bundle_says_which_file() {
+    let error = bundle::load(&fixtures().join("bundles/nowhere")).unwrap_err();
+    assert!(matches!(error, BundleError::Read { .. }));
+    assert_eq!(
+        ops_core::module::error_chain(&error),
+        "cannot read the bundle ../tests/fixtures/bundles/nowhere: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn every_bad_bundle_is_refused_with_its_message() {
+    let corpus = fixtures().join("bad-bundles");
+    let mut messages = BTreeMap::new();
+    for entry in std::fs::read_dir(&corpus).expect("the corpus") {
+        let dir = entry.expect("an entry").path();
+        let case = dir.file_name().unwrap().to_string_lossy().into_owned();
+        match bundle::load(&dir) {
+            Ok(_) => panic!("{case}: accepted"),
+            Err(error @ BundleError::Invalid { .. }) => {
+                messages.insert(case, error.to_string());
+            }
+            Err(other) => panic!("{case}: {other}"),
+        }
+    }
+    assert!(
+        messages.len() >= 15,
+        "the corpus has {} cases",
+        messages.len()
+    );
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn all_problems_of_a_bundle_are_reported_at_once() {
+    let error = bundle::load(&fixtures().join("bad-bundles/many-problems")).unwrap_err();
+    let BundleError::Invalid { problems, .. } = error else {
+        panic!("not invalid: {error}");
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "version",
+            "containers[0].systemd.unit-files[0]",
+            "containers[0].systemd.unit-files[1]",
+            "images[0].id",
+            "images[0].path",
+            "volumes[0].name",
+            "volumes[0].path",
+        ]
+    );
+}
+
+#[test]
+fn the_published_schema_matches_the_code() {
+    let path = Path::new("../collection/schemas/pod.schema.json");
+    let generated = serde_json::to_string_pretty(&bundle::schema()).unwrap() + "\n";
+    if std::env::var_os("OPS_UPDATE_GENERATED").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date: run `OPS_UPDATE_GENERATED=1 cargo test -p ops_core --test bundles` and commit it",
+        path.display()
+    );
+}
