@@ -1,0 +1,22 @@
+# Helpers for the real-systemd tests; sourced by each test-*.sh.
+# A test script runs its checks with `check NAME COMMAND...`; the runner
+# counts the PASS/FAIL lines.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+project=$(cd "$here/../.." && pwd)
+sandbox="$here/sandbox"
+failures=0
+
+check() {
+  local name=$1; shift
+  local output
+  if output=$("$@" 2>&1); then
+    echo "PASS $name"
+  else
+    echo "FAIL $name"
+    printf '%s\n' "$output" | sed 's/^/    /'
+    failures=$((failures + 1))
+  fi
+}
+
+finish() { [ "$failures" -eq 0 ]; }
