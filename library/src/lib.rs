@@ -7,3 +7,5 @@
 pub mod bundle;
 pub mod module;
 pub mod modules;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,39 @@
+//! The ops_pod binary, run as Ansible runs it.
+
+use std::path::Path;
+
+use ops_core::testkit::{protocol_results, run_file};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ops_pod");
+
+#[test]
+fn speaks_the_module_protocol() {
+    let valid = json!({"name": "web", "version": "1", "root": "/nonexistent/ops"});
+    insta::assert_json_snapshot!(protocol_results(Path::new(BIN), &valid));
+}
+
+#[test]
+fn a_bad_bundle_is_refused_before_anything_else_in_every_mode() {
+    for check_mode in [true, false] {
+        let result = run_file(
+            Path::new(BIN),
+            &json!({
+                "bundle": "../../tests/fixtures/bad-bundles/bad-digest",
+                "_ansible_check_mode": check_mode,
+            }),
+        );
+        assert_eq!(result["failed"], json!(true), "{result}");
+        insta::assert_json_snapshot!(result);
+    }
+}
+
+#[test]
+fn secrets_given_as_env_are_not_echoed() {
+    let result = run_file(
+        Path::new(BIN),
+        &json!({"name": "web", "env": "not a dict hunter2", "_ansible_no_log": true}),
+    );
+    assert_eq!(result["failed"], json!(true));
+    assert!(!result.to_string().contains("hunter2"), "{result}");
+}
