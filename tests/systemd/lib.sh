@@ -6,12 +6,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 project=$(cd "$here/../.." && pwd)
 sandbox="$here/sandbox"
 failures=0
+passes=0
 
 check() {
   local name=$1; shift
   local output
   if output=$("$@" 2>&1); then
     echo "PASS $name"
+    passes=$((passes + 1))
   else
     echo "FAIL $name"
     printf '%s\n' "$output" | sed 's/^/    /'
