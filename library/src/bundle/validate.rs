@@ -204,10 +204,6 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn non_negative(n: &serde_json::Number) -> Option<u64> {
-    n.as_u64()
-}
-
 impl Draft {
     /// Validate the whole draft against the bundle directory `dir`
     /// (canonical): the pod, or every problem found.
@@ -220,7 +216,7 @@ impl Draft {
         let version = match &self.version {
             None => None,
             Some(field) => match &field.value {
-                VersionWire::Number(n) => match non_negative(n) {
+                VersionWire::Number(n) => match n.as_u64() {
                     Some(n) => Some(Version::parse(&n.to_string()).expect("digits are a version")),
                     None => {
                         v.problem(
@@ -259,7 +255,7 @@ impl Draft {
 
 fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option<Vec<String>> {
     match &field.value {
-        InstancesWire::Count(n) => match non_negative(n) {
+        InstancesWire::Count(n) => match n.as_u64() {
             Some(count @ 1..=MAX_INSTANCES) => Some((1..=count).map(|i| i.to_string()).collect()),
             _ => {
                 v.problem(
@@ -282,7 +278,7 @@ fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option
             for (i, item) in list.iter().enumerate() {
                 let item_at = format!("{}[{i}]", field.at);
                 let name = match item {
-                    InstanceNameWire::Number(n) => match non_negative(n) {
+                    InstanceNameWire::Number(n) => match n.as_u64() {
                         Some(n) => n.to_string(),
                         None => {
                             v.problem(
