@@ -3,9 +3,22 @@
 //! - [`module`]: the Ansible binary-module protocol (args in, one JSON out).
 //! - [`bundle`]: reading and validating a bundle's pod.json into one model.
 //! - [`modules`]: the four modules' options and bodies.
+//! - [`pod`]: deploying, switching and removing pod versions; built on
+//!   [`store`] (what is deployed), [`units`] (what goes in systemd's unit
+//!   directory), [`systemd`] (talking to it), [`lock`], [`atomic`] (every
+//!   write) and [`command`] (every external program).
+//! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 
+pub mod atomic;
 pub mod bundle;
+pub mod command;
+pub mod facts;
+pub mod lock;
 pub mod module;
 pub mod modules;
+pub mod pod;
+pub mod store;
+pub mod systemd;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod units;

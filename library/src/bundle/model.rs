@@ -1,5 +1,8 @@
 //! The validated pod: one model whichever shape pod.json had.
 //!
+//! It is also what the store records of each deployed version (in
+//! `meta.json`), read back through the same checks on every name.
+//!
 //! Everything here has been checked: names are safe in unit names and
 //! paths, every bundle path stays inside the bundle and names a regular
 //! file, nothing is duplicated. Paths are kept relative to the bundle
@@ -8,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::names::{ImageId, PodName, UnitName, Version};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
     pub name: PodName,
     pub version: Version,
@@ -25,7 +28,7 @@ pub struct Pod {
 }
 
 /// A systemd unit the pod ships.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unit {
     pub name: UnitName,
     /// The unit file, relative to the bundle directory.
@@ -37,7 +40,7 @@ pub struct Unit {
 }
 
 /// Where an artifact comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// A regular file inside the bundle, relative to the bundle directory.
@@ -46,14 +49,14 @@ pub enum Source {
     Uri(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub id: ImageId,
     pub source: Source,
     pub signature: Option<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub name: String,
     /// Absolute, normalised mount point.
@@ -63,7 +66,7 @@ pub struct Volume {
     pub data: Option<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub name: String,
     /// A fixed host port; `None` means ops assigns one.

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 fn is_alnum(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
@@ -29,6 +29,17 @@ macro_rules! string_newtype {
                 &self.0
             }
         }
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $name::parse(&s)
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -38,8 +49,8 @@ macro_rules! string_newtype {
 }
 
 /// A pod's name: safe in unit names, slice names and paths.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct PodName(String);
 string_newtype!(PodName);
 
@@ -57,9 +68,12 @@ impl PodName {
     }
 }
 
+/// Names a version may not have: the store's pointers to versions.
+pub const RESERVED_VERSIONS: &[&str] = &["current", "previous"];
+
 /// A pod version: safe in unit names and paths.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Version(String);
 string_newtype!(Version);
 
@@ -67,7 +81,11 @@ impl Version {
     pub fn parse(s: &str) -> Result<Self, String> {
         let edge = |c: char| c.is_ascii_alphanumeric();
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if well_formed(s, allowed, edge) {
+        if RESERVED_VERSIONS.contains(&s) {
+            Err(format!(
+                "{s:?} is reserved: the store keeps its `current` and `previous` pointers beside the versions"
+            ))
+        } else if well_formed(s, allowed, edge) {
             Ok(Version(s.to_owned()))
         } else {
             Err(format!(
@@ -83,8 +101,8 @@ pub const UNIT_SUFFIXES: &[&str] = &["service", "socket", "timer", "path", "targ
 
 /// The name of a unit file a pod ships: `web.service` or the template
 /// `web@.service`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct UnitName(String);
 string_newtype!(UnitName);
 
@@ -134,8 +152,8 @@ pub fn check_instance(s: &str) -> Result<(), String> {
 }
 
 /// A container image's digest.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum ImageId {
     /// An ACI: sha512 of the uncompressed image tar, possibly a prefix of at
     /// least 32 hex digits (as rkt accepted).
@@ -172,6 +190,13 @@ impl fmt::Display for ImageId {
             ImageId::Sha512(h) => write!(f, "sha512-{h}"),
             ImageId::Sha256(h) => write!(f, "sha256:{h}"),
         }
+    }
+}
+
+impl TryFrom<String> for ImageId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ImageId::parse(&s)
     }
 }
 
@@ -261,7 +286,7 @@ mod tests {
         for good in ["1001", "1.4.2", "2026-11-22", "RC1"] {
             assert!(Version::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "1.", "../1", "1 2", "v1/2", "-1"] {
+        for bad in ["", "1.", "../1", "1 2", "v1/2", "-1", "current", "previous"] {
             assert!(Version::parse(bad).is_err(), "{bad}");
         }
     }

@@ -4,10 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use std::time::Duration;
 
-use crate::bundle;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::bundle::names::check_env_name;
+use crate::bundle::{PodName, Version};
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::pod;
+use crate::systemd::Systemctl;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,10 +95,115 @@ impl Module for OpsPod {
     type Options = Options;
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
-        // Validate the whole bundle before anything else, in every mode.
-        if let Some(path) = &options.bundle {
-            bundle::load(path)?;
+        let request = request(options)?;
+        let mut systemd = Systemctl;
+        match pod::run(&request, &mut systemd, context.check_mode, context.diff) {
+            Ok(report) => {
+                for w in &report.warnings {
+                    context.warn(w.clone());
+                }
+                let mut msg = if report.changed {
+                    report.actions.join("; ")
+                } else {
+                    "nothing to do".to_owned()
+                };
+                if context.check_mode {
+                    msg = format!("check mode: {msg}");
+                }
+                Ok(Outcome {
+                    changed: report.changed,
+                    msg,
+                    diff: (!report.diff.is_empty()).then(|| Value::Array(report.diff.clone())),
+                    values: values(&report),
+                    ..Outcome::default()
+                })
+            }
+            Err(failed) => {
+                let mut failure = Failure::from(failed.error);
+                failure.changed = failed.report.changed;
+                if failed.report.name.is_some() {
+                    failure.values = values(&failed.report);
+                }
+                Err(failure)
+            }
         }
-        super::not_built_yet(context, "deploying pods")
     }
+}
+
+/// Check the options that the spec cannot, and build the request.
+fn request(options: Options) -> Result<pod::Request, Failure> {
+    let mut problems = Vec::new();
+    let name = options
+        .name
+        .as_deref()
+        .map(PodName::parse)
+        .transpose()
+        .unwrap_or_else(|e| {
+            problems.push(format!("name: {e}"));
+            None
+        });
+    let version = options
+        .version
+        .as_deref()
+        .map(Version::parse)
+        .transpose()
+        .unwrap_or_else(|e| {
+            problems.push(format!("version: {e}"));
+            None
+        });
+    let state = pod::State::parse(&options.state).expect("the spec checks the choices");
+    let keep = options.keep.map(|k| {
+        usize::try_from(k).unwrap_or_else(|_| {
+            problems.push(format!("keep: expected 0 or more, got {k}"));
+            0
+        })
+    });
+    let mut seconds = |option: &str, value: i64| {
+        u64::try_from(value)
+            .map(Duration::from_secs)
+            .unwrap_or_else(|_| {
+                problems.push(format!("{option}: expected 0 or more seconds, got {value}"));
+                Duration::ZERO
+            })
+    };
+    let start_timeout = seconds("start_timeout", options.start_timeout);
+    let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    if let Some(env) = &options.env {
+        for key in env.keys() {
+            if let Err(e) = check_env_name(key) {
+                problems.push(format!("env: {e}"));
+            }
+        }
+    }
+    if options.bundle.is_none() && name.is_none() && problems.is_empty() {
+        problems.push("one of bundle or name is required".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(Failure::new(format!("ops_pod: {}", problems.join("; "))));
+    }
+    Ok(pod::Request {
+        bundle: options.bundle,
+        name,
+        version,
+        state,
+        keep,
+        env: options.env,
+        root: options.root,
+        unit_dir: options.unit_dir,
+        start_timeout,
+        rollback: options.rollback,
+        lock_timeout,
+    })
+}
+
+/// The module's return values (env values never among them).
+fn values(report: &pod::Report) -> Map<String, Value> {
+    let mut values = Map::new();
+    values.insert("name".into(), json!(report.name));
+    values.insert("version".into(), json!(report.version));
+    values.insert("current".into(), json!(report.current));
+    values.insert("previous".into(), json!(report.previous));
+    values.insert("actions".into(), json!(report.actions));
+    values.insert("pod".into(), report.pod.clone());
+    values
 }

@@ -9,7 +9,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_ops_pod");
 
 #[test]
 fn speaks_the_module_protocol() {
-    let valid = json!({"name": "web", "version": "1", "root": "/nonexistent/ops"});
+    // Removing a pod that was never deployed: a no-op on any host.
+    let valid = json!({
+        "name": "web",
+        "state": "absent",
+        "root": "/nonexistent/ops",
+        "unit_dir": "/nonexistent/units",
+    });
     insta::assert_json_snapshot!(protocol_results(Path::new(BIN), &valid));
 }
 

@@ -1,0 +1,246 @@
+//! Every change ops makes to a file system goes through here.
+//!
+//! A file is never truncated or written in place: it is written to a
+//! temporary file in the same directory, given its mode, synced, renamed
+//! over the old one, and the directory is synced. A crash at any moment
+//! leaves either the old file or the new one, never a torn one. Symlinks
+//! are replaced the same way, and removals and renames sync their
+//! directories so that they survive a power cut once reported done.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A file-system operation that failed, with the path it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct FsError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+pub(crate) trait Context<T> {
+    fn at(self, action: &'static str, path: &Path) -> FsResult<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn at(self, action: &'static str, path: &Path) -> FsResult<T> {
+        self.map_err(|source| FsError {
+            action,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// A name for a temporary sibling of `path`: hidden, and unique within
+/// this process so that two writes never share one.
+fn temp_sibling(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".ops-tmp.{}.{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Make the entries of `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> FsResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("sync directory", dir)
+}
+
+/// Replace `path` with `contents`, readable per `mode`.
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> FsResult<()> {
+    let temp = temp_sibling(path);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        // The umask may have narrowed the mode given to open.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(FsError {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        });
+    }
+    if let Err(source) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(FsError {
+            action: "replace",
+            path: path.to_owned(),
+            source,
+        });
+    }
+    sync_dir(parent(path))
+}
+
+/// Point the symlink `path` at `target`, replacing whatever is there.
+pub(crate) fn write_symlink(path: &Path, target: &Path) -> FsResult<()> {
+    let temp = temp_sibling(path);
+    symlink(target, &temp).at("create symlink", &temp)?;
+    if let Err(source) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(FsError {
+            action: "replace",
+            path: path.to_owned(),
+            source,
+        });
+    }
+    sync_dir(parent(path))
+}
+
+/// Create `path` and its missing parents with `mode`; syncs each parent
+/// that gained an entry.
+pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    create_dir_all(parent(path), mode)?;
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(source) => Err(FsError {
+            action: "create directory",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Remove a file or symlink; `false` when it was not there.
+pub(crate) fn remove_file(path: &Path) -> FsResult<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(FsError {
+            action: "remove",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Remove `dir` if it is empty; `true` when it was removed.
+pub(crate) fn remove_dir_if_empty(dir: &Path) -> FsResult<bool> {
+    match fs::remove_dir(dir) {
+        Ok(()) => sync_dir(parent(dir)).map(|()| true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(source) => Err(FsError {
+            action: "remove directory",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Rename `from` to `to` (same file system) and sync both directories.
+pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
+    fs::rename(from, to).map_err(|source| FsError {
+        action: "move into place",
+        path: to.to_owned(),
+        source,
+    })?;
+    sync_dir(parent(to))?;
+    if parent(from) != parent(to) {
+        sync_dir(parent(from))?;
+    }
+    Ok(())
+}
+
+/// Delete a tree that is no longer reachable by name (it was first renamed
+/// out of the way), so a crash half-way leaves nothing that matters.
+pub(crate) fn remove_tree(path: &Path) -> FsResult<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(FsError {
+            action: "remove",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_write_replaces_the_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_file(&path, b"one", 0o644).unwrap();
+        write_file(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_path_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("f");
+        let err = write_file(&path, b"x", 0o644).unwrap_err();
+        assert!(err.to_string().starts_with("cannot write "), "{err}");
+        assert!(err.to_string().ends_with("missing-dir/f"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_is_replaced_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("current");
+        write_symlink(&link, Path::new("1")).unwrap();
+        write_symlink(&link, Path::new("2")).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("2"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn removals_report_whether_something_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_file(&path, b"x", 0o644).unwrap();
+        assert!(remove_file(&path).unwrap());
+        assert!(!remove_file(&path).unwrap());
+        let sub = dir.path().join("a/b");
+        create_dir_all(&sub, 0o755).unwrap();
+        write_file(&sub.join("f"), b"x", 0o644).unwrap();
+        assert!(!remove_dir_if_empty(&sub).unwrap());
+        remove_file(&sub.join("f")).unwrap();
+        assert!(remove_dir_if_empty(&sub).unwrap());
+    }
+}

@@ -1,0 +1,333 @@
+//! Carrying out a plan, in an order that is safe to interrupt.
+//!
+//! 1. a new version is staged, then committed to the store by one rename;
+//! 2. units that must stop first are stopped;
+//! 3. unit files are written, then one daemon-reload;
+//! 4. `previous` then `current` are switched;
+//! 5. the version is started and watched until it is really up;
+//! 6. the versions it replaces are stopped, their leftover unit files
+//!    removed (and systemd reloaded again, only then);
+//! 7. removed versions leave the store.
+//!
+//! The store is the record of what should be, and the unit files are
+//! derived from it, so a crash between any two steps leaves the running
+//! version running and a rerun finishes the job. A failure before the new
+//! version is up puts everything back as it was observed; a version that
+//! does not come up is stopped and the previous one kept (`rollback`).
+
+use std::time::{Duration, Instant};
+
+use super::plan::{Plan, Start};
+use super::{version_units, Observed, PodError, Report, Request};
+use crate::lock::StoreLock;
+use crate::store::Store;
+use crate::systemd::{Systemd, UnitStatus};
+use crate::units;
+
+/// How long started units must stay up, without restarting, to count as up:
+/// a service that dies right after starting is caught here.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// Journal lines quoted when a unit does not come up.
+const JOURNAL_LINES: usize = 15;
+
+/// Tests kill the process at these points (`OPS_TEST_CRASH_AT=<point>`) to
+/// prove that every interruption converges.
+fn crash_point(point: &str) {
+    if std::env::var("OPS_TEST_CRASH_AT").is_ok_and(|p| p == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    observed: &'a Observed,
+    request: &'a Request,
+    store: &'a Store,
+    lock: &'a StoreLock,
+    systemd: &'a mut dyn Systemd,
+    report: &'a mut Report,
+}
+
+impl Run<'_> {
+    fn done(&mut self, action: String) {
+        self.report.changed = true;
+        self.report.actions.push(action);
+    }
+
+    fn write_files(&mut self, changes: &[units::Change]) -> Result<(), PodError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        units::apply(&self.request.unit_dir, changes)?;
+        for change in changes {
+            let action = match (&change.before, &change.after) {
+                (None, Some(_)) => "install",
+                (Some(_), Some(_)) => "update",
+                (_, None) => "remove",
+            };
+            self.done(format!("{action} {}", change.path.display()));
+        }
+        crash_point("files-written");
+        self.systemd.daemon_reload()?;
+        self.done("daemon-reload".to_owned());
+        Ok(())
+    }
+
+    fn stop(&mut self, units: &[String]) -> Result<(), PodError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        self.systemd.stop(units)?;
+        self.systemd.reset_failed(units);
+        self.done(format!("stop {}", units.join(" ")));
+        Ok(())
+    }
+
+    /// Steps 1 to 4; on failure, the caller puts things back.
+    fn prepare(&mut self) -> Result<(), PodError> {
+        let plan = self.plan;
+        let (store, lock) = (self.store, self.lock);
+        store.ensure_layout(lock)?;
+        store.clean_transient(lock)?;
+        if let Some((new, record)) = &plan.add {
+            let staged = store.stage(lock, new, record)?;
+            crash_point("staged");
+            store.commit(lock, &staged, &plan.name, &new.pod.version)?;
+            self.done(format!(
+                "add version {} of pod {} to the store",
+                new.pod.version, plan.name
+            ));
+            crash_point("committed");
+        }
+        if let (Some(env), Some(v)) = (&plan.environment, &plan.version) {
+            store.write_environment(lock, &plan.name, v, env.as_deref())?;
+            self.done(match env {
+                Some(_) => format!("write the environment file of version {v}"),
+                None => format!("remove the environment file of version {v}"),
+            });
+        }
+        self.stop(&plan.stop_first)?;
+        self.write_files(&plan.files_before)?;
+        crash_point("installed");
+        let before = &self.observed.state;
+        if plan.after.previous != before.previous {
+            store.set_pointer(lock, &plan.name, "previous", plan.after.previous.as_ref())?;
+        }
+        if plan.after.current != before.current {
+            store.set_pointer(lock, &plan.name, "current", plan.after.current.as_ref())?;
+            if let Some(v) = &plan.after.current {
+                self.done(format!("make version {v} current"));
+            }
+            crash_point("switched");
+        }
+        Ok(())
+    }
+
+    /// Put the store, unit files and pointers back as they were observed.
+    fn restore(&mut self) -> Result<(), PodError> {
+        let plan = self.plan;
+        let before = &self.observed.state;
+        let (store, lock) = (self.store, self.lock);
+        store.set_pointer(lock, &plan.name, "current", before.current.as_ref())?;
+        store.set_pointer(lock, &plan.name, "previous", before.previous.as_ref())?;
+        if let (Some(_), Some(v)) = (&plan.environment, &plan.version) {
+            if let Some(old) = before.versions.get(v) {
+                store.write_environment(lock, &plan.name, v, old.environment.as_deref())?;
+            }
+        }
+        let now = units::owned(&plan.name, &self.request.unit_dir)?;
+        let back = units::changes(&now, &self.observed.files);
+        if !back.is_empty() {
+            units::apply(&self.request.unit_dir, &back)?;
+            self.systemd.daemon_reload()?;
+        }
+        if let Some((new, _)) = &plan.add {
+            store.remove_version(lock, &plan.name, &new.pod.version)?;
+        }
+        if before.versions.is_empty() {
+            store.remove_pod(lock, &plan.name)?;
+        }
+        Ok(())
+    }
+
+    /// Step 5, and the rollback when the version does not come up.
+    fn start(&mut self, start: &Start) -> Result<(), PodError> {
+        if start.units.is_empty() {
+            return Ok(());
+        }
+        let verb = if start.restart { "restart" } else { "start" };
+        match bring_up(
+            self.systemd,
+            &start.units,
+            start.restart,
+            self.request.start_timeout,
+        ) {
+            Ok(()) => {
+                self.done(format!("{verb} {} (up)", start.units.join(" ")));
+                Ok(())
+            }
+            Err(down) => {
+                let journal = self.systemd.journal(&down.unit, JOURNAL_LINES);
+                let mut msg = format!(
+                    "version {} of pod {} did not come up within {} s: {}",
+                    start.version,
+                    self.plan.name,
+                    self.request.start_timeout.as_secs(),
+                    down.reason
+                );
+                self.report.changed = true;
+                if self.request.rollback && start.switch {
+                    let (all, _) = version_units(&self.plan.name, &self.plan.after, &start.version);
+                    self.systemd.stop(&all)?;
+                    self.systemd.reset_failed(&all);
+                    self.restore()?;
+                    self.report.current = self.observed.state.current.clone();
+                    self.report.previous = self.observed.state.previous.clone();
+                    self.report.actions.push(format!("stop {}", all.join(" ")));
+                    msg.push_str(&match &self.observed.state.current {
+                        Some(old) => format!("; rolled back to version {old}"),
+                        None => "; rolled back: the pod is as it was before this run".to_owned(),
+                    });
+                    self.report.actions.push("roll back".to_owned());
+                    // Everything this run did has been undone.
+                    self.report.changed = false;
+                } else if start.switch {
+                    msg.push_str("; left as it is (rollback is off): the new version is current and the one it replaces was not stopped");
+                } else {
+                    msg.push_str("; nothing to roll back to: the version was already current");
+                }
+                msg.push_str(&format!("\nlast journal lines of {}:", down.unit));
+                if journal.is_empty() {
+                    msg.push_str(" (none)");
+                }
+                for line in journal {
+                    msg.push_str("\n  ");
+                    msg.push_str(&line);
+                }
+                Err(PodError::NotUp(msg))
+            }
+        }
+    }
+}
+
+/// Why a unit is not up.
+#[derive(Debug)]
+struct Down {
+    unit: String,
+    reason: String,
+}
+
+fn describe(status: &UnitStatus) -> String {
+    format!(
+        "{} is {} ({}, result {})",
+        status.unit, status.active, status.sub, status.result
+    )
+}
+
+/// Start (or restart) `units`, then watch them for [`SETTLE`]: up means
+/// still active and not restarted at the end of it.
+fn bring_up(
+    systemd: &mut dyn Systemd,
+    units: &[String],
+    restart: bool,
+    timeout: Duration,
+) -> Result<(), Down> {
+    let began = Instant::now();
+    let first_down = |systemd: &mut dyn Systemd| -> Option<UnitStatus> {
+        systemd.show(units).ok()?.into_iter().find(|s| !s.is_up())
+    };
+    let started = if restart {
+        systemd.restart(units, timeout)
+    } else {
+        systemd.start(units, timeout)
+    };
+    if let Err(e) = started {
+        let status = first_down(systemd);
+        return Err(Down {
+            unit: status
+                .as_ref()
+                .map_or_else(|| units[0].clone(), |s| s.unit.clone()),
+            reason: match status {
+                Some(s) => format!("{}; {e}", describe(&s)),
+                None => e.to_string(),
+            },
+        });
+    }
+    let baseline: Vec<UnitStatus> = systemd.show(units).unwrap_or_default();
+    let settle_until = Instant::now() + SETTLE.min(timeout.saturating_sub(began.elapsed()));
+    loop {
+        let now = systemd.show(units).unwrap_or_default();
+        for status in &now {
+            let restarted = baseline
+                .iter()
+                .find(|b| b.unit == status.unit)
+                .is_some_and(|b| status.restarts > b.restarts);
+            if !status.is_up() || restarted {
+                return Err(Down {
+                    unit: status.unit.clone(),
+                    reason: if restarted {
+                        format!("{} restarted {} times", status.unit, status.restarts)
+                    } else {
+                        describe(status)
+                    },
+                });
+            }
+        }
+        if Instant::now() >= settle_until {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Carry out `plan` (made under `lock` from `observed`).
+pub(super) fn apply(
+    plan: &Plan,
+    observed: &Observed,
+    request: &Request,
+    store: &Store,
+    lock: &StoreLock,
+    systemd: &mut dyn Systemd,
+    report: &mut Report,
+) -> Result<(), PodError> {
+    let mut run = Run {
+        plan,
+        observed,
+        request,
+        store,
+        lock,
+        systemd,
+        report,
+    };
+    if let Err(error) = run.prepare() {
+        return Err(match run.restore() {
+            Ok(()) => {
+                run.report.changed = false;
+                run.report.actions.push("undo".to_owned());
+                error
+            }
+            Err(undo) => PodError::Refused(format!(
+                "{}; undoing it failed too: {}",
+                crate::module::error_chain(&error),
+                crate::module::error_chain(&undo)
+            )),
+        });
+    }
+    if let Some(start) = &plan.start {
+        run.start(start)?;
+    }
+    crash_point("started");
+    run.stop(&plan.stop_after)?;
+    run.write_files(&plan.files_after)?;
+    for v in &plan.remove {
+        store.remove_version(lock, &plan.name, v)?;
+        run.done(format!(
+            "remove version {v} of pod {} from the store",
+            plan.name
+        ));
+    }
+    if plan.after.versions.is_empty() {
+        store.remove_pod(lock, &plan.name)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! ops_pod's work: bring a pod to a state on the host.
+//!
+//! A run observes the host (store, unit directory, systemd), computes a
+//! [`plan::Plan`] from the request, and, unless the plan is empty or this is
+//! check mode, takes the store lock, observes and plans again (another run
+//! may have changed the host meanwhile) and applies it ([`apply`]). Nothing
+//! is written before the lock is held, so a refused or no-op request leaves
+//! the host byte-identical, and check mode is the plan alone.
+
+mod apply;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::atomic::FsError;
+use crate::bundle::{self, BundleError, PodName, Version};
+use crate::lock::{LockError, StoreLock};
+use crate::store::{self, NewVersion, PodState, Store, StoreError};
+use crate::systemd::{CommandError, Systemd, UnitStatus};
+use crate::units::{self, Files, UnitsError};
+
+use plan::Plan;
+
+/// What the version should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Present,
+    Started,
+    Stopped,
+    Restarted,
+    Absent,
+}
+
+impl State {
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "present" => State::Present,
+            "started" => State::Started,
+            "stopped" => State::Stopped,
+            "restarted" => State::Restarted,
+            "absent" => State::Absent,
+            _ => return None,
+        })
+    }
+}
+
+/// A validated ops_pod request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub bundle: Option<PathBuf>,
+    pub name: Option<PodName>,
+    pub version: Option<Version>,
+    pub state: State,
+    pub keep: Option<usize>,
+    /// Secret environment; `None` leaves the version's as it is.
+    pub env: Option<BTreeMap<String, String>>,
+    pub root: PathBuf,
+    pub unit_dir: PathBuf,
+    pub start_timeout: Duration,
+    pub rollback: bool,
+    pub lock_timeout: Duration,
+}
+
+/// What a run did (or, in check mode, would do).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changed: bool,
+    pub name: Option<PodName>,
+    pub version: Option<Version>,
+    pub current: Option<Version>,
+    pub previous: Option<Version>,
+    pub actions: Vec<String>,
+    /// Ansible diff entries.
+    pub diff: Vec<Value>,
+    pub warnings: Vec<String>,
+    /// The pod as ops_facts reports it, after the run.
+    pub pod: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The request cannot be carried out as asked; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Units(#[from] UnitsError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Systemd(#[from] CommandError),
+    #[error("the unit files of version {version} of pod {pod} are not valid")]
+    Invalid {
+        pod: PodName,
+        version: Version,
+        #[source]
+        source: CommandError,
+    },
+    /// The new version did not come up; the message says what was done.
+    #[error("{0}")]
+    NotUp(String),
+}
+
+/// A failed run: the error and what had been done.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: PodError,
+    pub report: Report,
+}
+
+impl From<PodError> for Box<Failed> {
+    fn from(error: PodError) -> Box<Failed> {
+        Box::new(Failed {
+            error,
+            report: Report::default(),
+        })
+    }
+}
+
+/// The host as it is, for one pod.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub state: PodState,
+    /// The pod starts at boot (its target is enabled).
+    pub started: bool,
+    /// What ops wrote in the unit directory for the pod.
+    pub files: Files,
+    /// Every runnable unit of every stored version.
+    pub status: BTreeMap<String, UnitStatus>,
+}
+
+/// Every runnable unit of a version, and those ops starts.
+pub(crate) fn version_units(
+    name: &PodName,
+    state: &PodState,
+    version: &Version,
+) -> (Vec<String>, Vec<String>) {
+    let Some(stored) = state.versions.get(version) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut all = Vec::new();
+    let mut start = Vec::new();
+    for unit in &stored.record.pod.units {
+        let names = units::runnable(name, version, unit);
+        if unit.start {
+            start.extend(names.iter().cloned());
+        }
+        all.extend(names);
+    }
+    (all, start)
+}
+
+pub(crate) fn observe(
+    store: &Store,
+    unit_dir: &Path,
+    name: &PodName,
+    systemd: &mut dyn Systemd,
+) -> Result<Observed, PodError> {
+    let state = store.read_pod(name)?;
+    let files = units::owned(name, unit_dir)?;
+    let started = files
+        .keys()
+        .any(|p| p.starts_with("multi-user.target.wants"));
+    let all: Vec<String> = state
+        .versions
+        .keys()
+        .flat_map(|v| version_units(name, &state, v).0)
+        .collect();
+    let status = systemd
+        .show(&all)?
+        .into_iter()
+        .map(|s| (s.unit.clone(), s))
+        .collect();
+    Ok(Observed {
+        state,
+        started,
+        files,
+        status,
+    })
+}
+
+/// Read a bundle into the version it would add.
+pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
+    let bundle = bundle::load(path)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| FsError::from_io("read", p, e));
+    let pod_json = read(&bundle.manifest)?;
+    let mut texts = BTreeMap::new();
+    for unit in &bundle.pod.units {
+        let path = bundle.dir.join(&unit.file);
+        let text = String::from_utf8(read(&path)?).map_err(|_| {
+            PodError::Refused(format!(
+                "{}: a unit file must be UTF-8 text",
+                path.display()
+            ))
+        })?;
+        texts.insert(unit.name.clone(), text);
+    }
+    let mut pod = bundle.pod;
+    for unit in &mut pod.units {
+        unit.file = Path::new("units").join(unit.name.as_str());
+    }
+    let digest = store::digest(&pod, &texts);
+    Ok(NewVersion {
+        pod,
+        pod_json,
+        units: texts,
+        digest,
+    })
+}
+
+/// Bring the pod to the requested state; in check mode only plan.
+pub fn run(
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    check_mode: bool,
+    want_diff: bool,
+) -> Result<Report, Box<Failed>> {
+    for (option, path) in [("root", &request.root), ("unit_dir", &request.unit_dir)] {
+        if !path.is_absolute() {
+            return Err(PodError::Refused(format!(
+                "{option} must be an absolute path, got {}",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    let incoming = request.bundle.as_deref().map(load_bundle).transpose()?;
+    let store = Store::new(&request.root);
+    store.check_layout().map_err(PodError::from)?;
+    let name = plan::pod_name(request, incoming.as_ref())?;
+
+    let observed = observe(&store, &request.unit_dir, &name, systemd)?;
+    let first = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
+    if first.is_empty() || check_mode {
+        let mut report = first.report(&observed, want_diff);
+        report.changed = !first.is_empty();
+        report.pod = crate::facts::pod_record(&store, &request.unit_dir, &name, systemd)
+            .unwrap_or(Value::Null);
+        return Ok(report);
+    }
+
+    let what = format!("ops_pod {} of pod {name}", first.describe());
+    let lock =
+        StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
+    let observed = observe(&store, &request.unit_dir, &name, systemd)?;
+    let plan = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
+    let mut report = plan.report(&observed, want_diff);
+    report.actions.clear();
+    let result = apply::apply(
+        &plan,
+        &observed,
+        request,
+        &store,
+        &lock,
+        systemd,
+        &mut report,
+    );
+    report.pod =
+        crate::facts::pod_record(&store, &request.unit_dir, &name, systemd).unwrap_or(Value::Null);
+    drop(lock);
+    match result {
+        Ok(()) => Ok(report),
+        Err(error) => Err(Box::new(Failed { error, report })),
+    }
+}

@@ -1,0 +1,631 @@
+//! From a request and the observed host to the steps that get there.
+//!
+//! The plan is the whole decision: which version is added, which removed,
+//! where `current` points, which unit files change, which units stop
+//! before anything else, which start, which stop once the new version is
+//! up. Check mode reports it; a real run applies it. Every refusal is made
+//! here, before anything is written.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::{version_units, Observed, PodError, Report, Request, State};
+use crate::bundle::{PodName, Version};
+use crate::store::{NewVersion, PodState, StoredVersion, VersionRecord, META_FORMAT};
+use crate::systemd::Systemd;
+use crate::units::{self, Change, Entry, Files};
+
+/// What to start once the store and unit files are in place.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub version: Version,
+    pub units: Vec<String>,
+    /// Restart (the configuration of running units changed, or
+    /// `state: restarted`) rather than start.
+    pub restart: bool,
+    /// `current` moves to this version in this run.
+    pub switch: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: PodName,
+    pub version: Option<Version>,
+    pub state: State,
+    /// A version to stage and commit, with its record.
+    pub add: Option<(NewVersion, VersionRecord)>,
+    /// A new environment file for `version` (`None`: remove it).
+    pub environment: Option<Option<Vec<u8>>>,
+    /// The store and boot state once the run is done.
+    pub after: PodState,
+    pub started_after: bool,
+    /// Units to stop before the unit files change.
+    pub stop_first: Vec<String>,
+    pub start: Option<Start>,
+    /// Units to stop once the started version is up.
+    pub stop_after: Vec<String>,
+    /// Unit file changes before anything starts, and after `stop_after`.
+    pub files_before: Vec<Change>,
+    pub files_after: Vec<Change>,
+    /// Versions to delete from the store.
+    pub remove: Vec<Version>,
+}
+
+/// The pod a request is about: from the bundle, or `name`.
+pub(crate) fn pod_name(
+    request: &Request,
+    incoming: Option<&NewVersion>,
+) -> Result<PodName, PodError> {
+    match (incoming, &request.name) {
+        (Some(new), Some(name)) if &new.pod.name != name => Err(PodError::Refused(format!(
+            "the bundle is pod {} but name is {name}; leave name out or make them agree",
+            new.pod.name
+        ))),
+        (Some(new), _) => Ok(new.pod.name.clone()),
+        (None, Some(name)) => Ok(name.clone()),
+        (None, None) => Err(PodError::Refused("give a bundle or a name".to_owned())),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn list(versions: &[&Version]) -> String {
+    if versions.is_empty() {
+        "none".to_owned()
+    } else {
+        versions
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn active(observed: &Observed, units: &[String]) -> Vec<String> {
+    units
+        .iter()
+        .filter(|u| observed.status.get(*u).is_some_and(|s| s.needs_stopping()))
+        .cloned()
+        .collect()
+}
+
+/// Which versions `keep` prunes: the oldest beyond `keep`, never the
+/// current one nor the one this run acts on.
+fn pruned(state: &PodState, keep: usize, protected: Option<&Version>) -> Vec<Version> {
+    let mut slots = keep;
+    let mut kept: Vec<&Version> = Vec::new();
+    for v in [state.current.as_ref(), protected].into_iter().flatten() {
+        if !kept.contains(&v) {
+            kept.push(v);
+            slots = slots.saturating_sub(1);
+        }
+    }
+    let mut newest_first = state.by_age();
+    newest_first.reverse();
+    for v in newest_first {
+        if slots > 0 && !kept.contains(&v) {
+            kept.push(v);
+            slots -= 1;
+        }
+    }
+    state
+        .by_age()
+        .into_iter()
+        .filter(|v| !kept.contains(v))
+        .cloned()
+        .collect()
+}
+
+impl Plan {
+    pub(crate) fn new(
+        request: &Request,
+        name: &PodName,
+        incoming: Option<&NewVersion>,
+        observed: &Observed,
+        systemd: &mut dyn Systemd,
+    ) -> Result<Plan, PodError> {
+        let before = &observed.state;
+        let mut after = before.clone();
+        let mut started_after = observed.started;
+        let version = match (incoming, &request.version) {
+            (Some(new), Some(v)) if &new.pod.version != v => {
+                return Err(PodError::Refused(format!(
+                    "the bundle is version {} of pod {name} but version is {v}; leave version out or make them agree",
+                    new.pod.version
+                )))
+            }
+            (Some(new), _) => Some(new.pod.version.clone()),
+            (None, Some(v)) => Some(v.clone()),
+            // Without a version, act on the current one (all for absent).
+            (None, None) if request.state == State::Absent => None,
+            (None, None) => match &before.current {
+                Some(v) => Some(v.clone()),
+                None => {
+                    return Err(PodError::Refused(format!(
+                        "pod {name} has no current version; give a bundle or a version (stored: {})",
+                        list(&before.by_age())
+                    )))
+                }
+            },
+        };
+        let mut plan = Plan {
+            name: name.clone(),
+            version: version.clone(),
+            state: request.state,
+            add: None,
+            environment: None,
+            after: PodState::default(),
+            started_after: false,
+            stop_first: Vec::new(),
+            start: None,
+            stop_after: Vec::new(),
+            files_before: Vec::new(),
+            files_after: Vec::new(),
+            remove: Vec::new(),
+        };
+
+        // The version must be in the store, or come with the bundle.
+        if let (Some(v), true) = (&version, request.state != State::Absent) {
+            match (before.versions.get(v), incoming) {
+                (Some(stored), Some(new)) if stored.record.digest != new.digest => {
+                    return Err(PodError::Refused(format!(
+                        "version {v} of pod {name} is already deployed with different content \
+                         (stored {}, bundle {}); versions are immutable: give the bundle a new version, \
+                         or remove version {v} first (state: absent)",
+                        stored.record.digest, new.digest
+                    )))
+                }
+                (Some(_), _) => {}
+                (None, Some(new)) => {
+                    let record = VersionRecord {
+                        format: META_FORMAT,
+                        sequence: before.next_sequence(),
+                        deployed_at: now(),
+                        digest: new.digest.clone(),
+                        pod: new.pod.clone(),
+                    };
+                    verify(systemd, name, v, new)?;
+                    after.versions.insert(
+                        v.clone(),
+                        StoredVersion {
+                            record: record.clone(),
+                            units: new.units.clone(),
+                            environment: None,
+                        },
+                    );
+                    plan.add = Some((new.clone(), record));
+                }
+                (None, None) => {
+                    return Err(PodError::Refused(format!(
+                        "version {v} of pod {name} is not in the store at {}; give its bundle to deploy it \
+                         (stored versions: {})",
+                        request.root.display(),
+                        list(&before.by_age())
+                    )))
+                }
+            }
+            if let Some(env) = &request.env {
+                let wanted = (!env.is_empty()).then(|| units::environment_file(env));
+                let stored = after.versions.get_mut(v).expect("present");
+                if stored.environment != wanted {
+                    stored.environment.clone_from(&wanted);
+                    plan.environment = Some(wanted);
+                }
+            }
+        }
+
+        let mut keep_running_until_after: Vec<Version> = Vec::new();
+        match (request.state, &version) {
+            (State::Absent, None) => {
+                for v in before.versions.keys() {
+                    plan.stop_first
+                        .extend(active(observed, &version_units(name, before, v).0));
+                }
+                after = PodState::default();
+                started_after = false;
+            }
+            (State::Absent, Some(v)) => {
+                if before.versions.contains_key(v) {
+                    let (all, _) = version_units(name, before, v);
+                    let running = active(observed, &all);
+                    if before.current.as_ref() == Some(v)
+                        && (observed.started || !running.is_empty())
+                    {
+                        return Err(PodError::Refused(format!(
+                            "version {v} of pod {name} is the current version and is started; \
+                             stop it first (state: stopped) or remove every version (leave version out)"
+                        )));
+                    }
+                    plan.stop_first.extend(running);
+                    after.versions.remove(v);
+                    if after.current.as_ref() == Some(v) {
+                        after.current = None;
+                        started_after = false;
+                    }
+                    if after.previous.as_ref() == Some(v) {
+                        after.previous = None;
+                    }
+                }
+            }
+            (State::Present, Some(_)) => {}
+            (State::Stopped, Some(v)) => {
+                plan.stop_first
+                    .extend(active(observed, &version_units(name, &after, v).0));
+                if after.current.as_ref() == Some(v) {
+                    started_after = false;
+                }
+            }
+            (State::Started | State::Restarted, Some(v)) => {
+                let switch = after.current.as_ref() != Some(v);
+                if switch {
+                    after.previous = after.current.replace(v.clone());
+                }
+                started_after = true;
+                let (_, start) = version_units(name, &after, v);
+                for other in before.versions.keys().filter(|o| *o != v) {
+                    let running = active(observed, &version_units(name, before, other).0);
+                    if !running.is_empty() {
+                        keep_running_until_after.push(other.clone());
+                    }
+                    plan.stop_after.extend(running);
+                }
+                let down = start
+                    .iter()
+                    .any(|u| !observed.status.get(u).is_some_and(|s| s.is_up()));
+                plan.start = Some(Start {
+                    version: v.clone(),
+                    units: start,
+                    restart: request.state == State::Restarted && !switch,
+                    switch,
+                });
+                if !switch && !down && request.state == State::Started {
+                    // Already up: started only when its configuration changes.
+                    plan.start = None;
+                }
+            }
+            (_, None) => unreachable!("a version is resolved for every state but absent"),
+        }
+
+        if let Some(keep) = request.keep {
+            if request.state != State::Absent || version.is_some() {
+                for v in pruned(&after, keep, version.as_ref()) {
+                    let running = active(observed, &version_units(name, before, &v).0);
+                    if plan.start.is_some() || keep_running_until_after.contains(&v) {
+                        if !running.is_empty() && !keep_running_until_after.contains(&v) {
+                            keep_running_until_after.push(v.clone());
+                        }
+                        for unit in running {
+                            if !plan.stop_after.contains(&unit) {
+                                plan.stop_after.push(unit);
+                            }
+                        }
+                    } else {
+                        plan.stop_first.extend(running);
+                    }
+                    after.versions.remove(&v);
+                    if after.previous.as_ref() == Some(&v) {
+                        after.previous = None;
+                    }
+                }
+            }
+        }
+        plan.remove = before
+            .versions
+            .keys()
+            .filter(|v| !after.versions.contains_key(*v))
+            .cloned()
+            .collect();
+
+        // Unit files: versions stopped only after the new one is up keep
+        // theirs until then.
+        let env_path = |v: &Version| {
+            request
+                .root
+                .join("pods")
+                .join(name.as_str())
+                .join(v.as_str())
+                .join("environment")
+        };
+        let final_files = units::desired(name, &after, started_after, &request.unit_dir, env_path)?;
+        let mut middle = after.clone();
+        for v in &keep_running_until_after {
+            if let Some(stored) = before.versions.get(v) {
+                middle
+                    .versions
+                    .entry(v.clone())
+                    .or_insert_with(|| stored.clone());
+            }
+        }
+        let middle_files =
+            units::desired(name, &middle, started_after, &request.unit_dir, env_path)?;
+        plan.files_before = units::changes(&observed.files, &middle_files);
+        plan.files_after = units::changes(&middle_files, &final_files);
+        units::check_foreign(name, &request.unit_dir, &plan.files_before)?;
+
+        // Running units whose configuration changes are restarted.
+        if let Some(start) = &mut plan.start {
+            let prefix = format!("{name}-{}-", start.version);
+            let reconfigured = plan.environment.is_some()
+                || plan
+                    .files_before
+                    .iter()
+                    .any(|c| c.path.to_string_lossy().starts_with(&prefix));
+            let running = start
+                .units
+                .iter()
+                .any(|u| observed.status.get(u).is_some_and(|s| s.needs_stopping()));
+            if !start.switch && reconfigured && running {
+                start.restart = true;
+            }
+        } else if request.state == State::Started {
+            let v = version.as_ref().expect("resolved");
+            let prefix = format!("{name}-{v}-");
+            let reconfigured = plan.environment.is_some()
+                || plan
+                    .files_before
+                    .iter()
+                    .any(|c| c.path.to_string_lossy().starts_with(&prefix));
+            if reconfigured {
+                plan.start = Some(Start {
+                    version: v.clone(),
+                    units: version_units(name, &after, v).1,
+                    restart: true,
+                    switch: false,
+                });
+            }
+        }
+        if plan
+            .start
+            .as_ref()
+            .is_some_and(|s| s.units.is_empty() && !s.switch)
+        {
+            plan.start = None;
+        }
+        plan.after = after;
+        plan.started_after = started_after;
+        Ok(plan)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions().is_empty()
+    }
+
+    /// A short description for the lock holder file.
+    pub fn describe(&self) -> String {
+        let state = format!("{:?}", self.state).to_lowercase();
+        match &self.version {
+            Some(v) => format!("state={state} version={v}"),
+            None => format!("state={state}"),
+        }
+    }
+
+    /// The steps, in order, in words.
+    pub fn actions(&self) -> Vec<String> {
+        let name = &self.name;
+        let mut out = Vec::new();
+        if let Some((new, _)) = &self.add {
+            out.push(format!(
+                "add version {} of pod {name} to the store",
+                new.pod.version
+            ));
+        }
+        if let (Some(env), Some(v)) = (&self.environment, &self.version) {
+            out.push(match env {
+                Some(_) => format!("write the environment file of version {v}"),
+                None => format!("remove the environment file of version {v}"),
+            });
+        }
+        if !self.stop_first.is_empty() {
+            out.push(format!("stop {}", self.stop_first.join(" ")));
+        }
+        for change in &self.files_before {
+            out.push(describe_change(change));
+        }
+        if !self.files_before.is_empty() {
+            out.push("daemon-reload".to_owned());
+        }
+        if let Some(start) = &self.start {
+            if start.switch {
+                out.push(format!("make version {} current", start.version));
+            }
+            if !start.units.is_empty() {
+                let verb = if start.restart { "restart" } else { "start" };
+                out.push(format!(
+                    "{verb} {} and wait until they are up",
+                    start.units.join(" ")
+                ));
+            }
+        }
+        if !self.stop_after.is_empty() {
+            out.push(format!("stop {}", self.stop_after.join(" ")));
+        }
+        for change in &self.files_after {
+            out.push(describe_change(change));
+        }
+        if !self.files_after.is_empty() {
+            out.push("daemon-reload".to_owned());
+        }
+        for v in &self.remove {
+            out.push(format!("remove version {v} of pod {name} from the store"));
+        }
+        out
+    }
+
+    /// The report of this plan; `changed` is set by the caller.
+    pub(crate) fn report(&self, observed: &Observed, want_diff: bool) -> Report {
+        let before = &observed.state;
+        Report {
+            changed: false,
+            name: Some(self.name.clone()),
+            version: self.version.clone(),
+            current: self.after.current.clone(),
+            previous: self.after.previous.clone(),
+            actions: self.actions(),
+            diff: if want_diff {
+                self.diff(before, observed.started)
+            } else {
+                Vec::new()
+            },
+            warnings: Vec::new(),
+            pod: Value::Null,
+        }
+    }
+
+    fn diff(&self, before: &PodState, started_before: bool) -> Vec<Value> {
+        let changed_env = self.environment.as_ref().and(self.version.as_ref());
+        let summary = |state: &PodState, started: bool, mark: Option<&Version>| {
+            let versions: Vec<&Version> = state.by_age();
+            let mut s = format!(
+                "current: {}\nprevious: {}\nstarted at boot: {}\nversions: {}\n",
+                state.current.as_ref().map_or("none", |v| v.as_str()),
+                state.previous.as_ref().map_or("none", |v| v.as_str()),
+                if started && state.current.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                },
+                list(&versions)
+            );
+            for (v, stored) in &state.versions {
+                if let Some(env) = &stored.environment {
+                    // Names only: the values are secret.
+                    let changed = if mark == Some(v) { ", changed" } else { "" };
+                    s.push_str(&format!(
+                        "environment of {v}: {} (values hidden{changed})\n",
+                        units::environment_names(env).join(", ")
+                    ));
+                }
+            }
+            s
+        };
+        let mut out = vec![json!({
+            "before_header": format!("pod {} (store)", self.name),
+            "after_header": format!("pod {} (store)", self.name),
+            "before": summary(before, started_before, None),
+            "after": summary(&self.after, self.started_after, changed_env),
+        })];
+        for change in self.files_before.iter().chain(&self.files_after) {
+            out.push(json!({
+                "before_header": change.path.display().to_string(),
+                "after_header": change.path.display().to_string(),
+                "before": change.before.as_ref().map(Entry::text).unwrap_or_default(),
+                "after": change.after.as_ref().map(Entry::text).unwrap_or_default(),
+            }));
+        }
+        out
+    }
+}
+
+fn describe_change(change: &Change) -> String {
+    let path = change.path.display();
+    match (&change.before, &change.after) {
+        (None, Some(_)) => format!("install {path}"),
+        (Some(_), Some(_)) => format!("update {path}"),
+        (_, None) => format!("remove {path}"),
+    }
+}
+
+/// Check a new version's unit files as systemd will load them, in a
+/// temporary directory outside the store (so check mode can too).
+fn verify(
+    systemd: &mut dyn Systemd,
+    name: &PodName,
+    version: &Version,
+    new: &NewVersion,
+) -> Result<(), PodError> {
+    let files: Files = units::version_files(
+        name,
+        version,
+        &new.pod.units,
+        &new.units,
+        &new.pod.environment,
+        None,
+    )?;
+    let dir = tempfile::Builder::new()
+        .prefix("ops-verify-")
+        .tempdir()
+        .map_err(|e| {
+            crate::atomic::FsError::from_io("create a directory in", &std::env::temp_dir(), e)
+        })?;
+    let mut top = Vec::new();
+    for (path, entry) in &files {
+        let full = dir.path().join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| crate::atomic::FsError::from_io("create", parent, e))?;
+        }
+        std::fs::write(&full, entry.text())
+            .map_err(|e| crate::atomic::FsError::from_io("write", &full, e))?;
+        if path.parent() == Some(Path::new("")) {
+            top.push(full);
+        }
+    }
+    match systemd.verify(&top) {
+        Ok(_) => Ok(()),
+        Err(source) => Err(PodError::Invalid {
+            pod: name.clone(),
+            version: version.clone(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn state(versions: &[&str], current: Option<&str>) -> PodState {
+        let mut s = PodState::default();
+        for (i, v) in versions.iter().enumerate() {
+            let pod = crate::bundle::Pod {
+                name: PodName::parse("p").unwrap(),
+                version: Version::parse(v).unwrap(),
+                units: vec![],
+                images: vec![],
+                volumes: vec![],
+                ports: vec![],
+                environment: BTreeMap::new(),
+            };
+            s.versions.insert(
+                Version::parse(v).unwrap(),
+                StoredVersion {
+                    record: VersionRecord {
+                        format: 1,
+                        sequence: i as u64 + 1,
+                        deployed_at: 0,
+                        digest: String::new(),
+                        pod,
+                    },
+                    units: BTreeMap::new(),
+                    environment: None,
+                },
+            );
+        }
+        s.current = current.map(|c| Version::parse(c).unwrap());
+        s
+    }
+
+    fn names(v: Vec<Version>) -> Vec<String> {
+        v.into_iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn keep_prunes_the_oldest_but_never_current_or_the_acted_on_version() {
+        let s = state(&["1", "2", "3", "4"], Some("2"));
+        assert_eq!(names(pruned(&s, 1, None)), ["1", "3", "4"]);
+        assert_eq!(names(pruned(&s, 2, None)), ["1", "3"]);
+        assert_eq!(names(pruned(&s, 0, None)), ["1", "3", "4"]);
+        assert_eq!(
+            names(pruned(&s, 1, Some(&Version::parse("4").unwrap()))),
+            ["1", "3"]
+        );
+        assert!(pruned(&s, 9, None).is_empty());
+    }
+}

@@ -1,0 +1,414 @@
+//! The store: what ops has deployed on a host, under one root directory.
+//!
+//! ```text
+//! <root>/layout-version          "1": the layout this tree follows
+//! <root>/lock, lock.holder       the change lock (see crate::lock)
+//! <root>/pods/<name>/current     symlink to the current version's directory
+//! <root>/pods/<name>/previous    symlink to the version current before it
+//! <root>/pods/<name>/<version>/  one deployed version, immutable:
+//!     pod.json                   the bundle's pod.json, byte for byte
+//!     units/<unit file>          the bundle's unit files, as shipped
+//!     meta.json                  ops's record: the validated pod, digest, order
+//!     environment                the pod environment (0600), when given
+//! <root>/staging/, <root>/trash/ transient: versions being added or removed
+//! ```
+//!
+//! Everything is plain files and symlinks, so `ls`, `cat` and a file backup
+//! are enough to read and restore it. A version appears by a rename of a
+//! fully written staging directory and disappears by a rename into
+//! `trash/`, so a reader never sees half a version; a pointer is switched
+//! by renaming a new symlink over the old one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{self, Context, FsError};
+use crate::bundle::names::{PodName, UnitName, Version};
+use crate::bundle::Pod;
+use crate::lock::StoreLock;
+
+/// The layout this code reads and writes.
+pub const LAYOUT: u32 = 1;
+/// The format of `meta.json`.
+pub const META_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(
+        "the store at {} has layout version {found:?}; this ops reads layout {LAYOUT}",
+        root.display()
+    )]
+    Layout { root: PathBuf, found: String },
+    #[error("{} is not a valid version record: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// ops's record of one deployed version (`meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRecord {
+    pub format: u32,
+    /// Order of deployment within the pod: higher is newer.
+    pub sequence: u64,
+    /// Seconds since the Unix epoch.
+    pub deployed_at: u64,
+    /// `sha256:` of the validated pod and its unit files: two bundles with
+    /// the same digest deploy the same thing.
+    pub digest: String,
+    /// The validated pod; unit files are at `units/<name>`.
+    pub pod: Pod,
+}
+
+/// A version as stored: its record, unit file texts and environment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub record: VersionRecord,
+    pub units: BTreeMap<UnitName, String>,
+    pub environment: Option<Vec<u8>>,
+}
+
+/// A version about to be added: everything staging needs.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub pod: Pod,
+    pub pod_json: Vec<u8>,
+    pub units: BTreeMap<UnitName, String>,
+    pub digest: String,
+}
+
+/// What the store holds for one pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodState {
+    pub versions: BTreeMap<Version, StoredVersion>,
+    pub current: Option<Version>,
+    pub previous: Option<Version>,
+}
+
+impl PodState {
+    /// Versions, oldest first.
+    pub fn by_age(&self) -> Vec<&Version> {
+        let mut v: Vec<_> = self.versions.iter().collect();
+        v.sort_by_key(|(_, s)| s.record.sequence);
+        v.into_iter().map(|(v, _)| v).collect()
+    }
+
+    pub fn next_sequence(&self) -> u64 {
+        self.versions
+            .values()
+            .map(|v| v.record.sequence)
+            .max()
+            .map_or(1, |s| s + 1)
+    }
+}
+
+/// The digest of a pod and its unit files.
+pub fn digest(pod: &Pod, units: &BTreeMap<UnitName, String>) -> String {
+    let mut hash = Sha256::new();
+    let model = serde_json::to_vec(pod).expect("a pod serialises");
+    hash.update((model.len() as u64).to_le_bytes());
+    hash.update(&model);
+    for (name, text) in units {
+        for part in [name.as_str().as_bytes(), text.as_bytes()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The store under one root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at("read", path),
+    }
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn layout_path(&self) -> PathBuf {
+        self.root.join("layout-version")
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+
+    pub fn pod_dir(&self, name: &PodName) -> PathBuf {
+        self.pods_dir().join(name.as_str())
+    }
+
+    pub fn version_dir(&self, name: &PodName, version: &Version) -> PathBuf {
+        self.pod_dir(name).join(version.as_str())
+    }
+
+    pub fn environment_path(&self, name: &PodName, version: &Version) -> PathBuf {
+        self.version_dir(name, version).join("environment")
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    /// Refuse a store written by a newer (or unknown) layout.
+    pub fn check_layout(&self) -> Result<(), StoreError> {
+        match read_optional(&self.layout_path())? {
+            None => Ok(()),
+            Some(b) if String::from_utf8_lossy(&b).trim() == LAYOUT.to_string() => Ok(()),
+            Some(b) => Err(StoreError::Layout {
+                root: self.root.clone(),
+                found: String::from_utf8_lossy(&b).trim().to_owned(),
+            }),
+        }
+    }
+
+    /// Pods with a directory in the store, by name.
+    pub fn pod_names(&self) -> Result<Vec<PodName>, FsError> {
+        let dir = self.pods_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).at("read", &dir),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.at("read", &dir)?;
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| PodName::parse(n).ok())
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read_pointer(&self, name: &PodName, pointer: &str) -> Result<Option<Version>, FsError> {
+        let path = self.pod_dir(name).join(pointer);
+        match fs::read_link(&path) {
+            Ok(target) => Ok(target.to_str().and_then(|t| Version::parse(t).ok())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at("read", &path),
+        }
+    }
+
+    fn read_version(&self, name: &PodName, version: &Version) -> Result<StoredVersion, StoreError> {
+        let dir = self.version_dir(name, version);
+        let meta_path = dir.join("meta.json");
+        let bytes = fs::read(&meta_path).at("read", &meta_path)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: meta_path.clone(),
+            reason,
+        };
+        let record: VersionRecord =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if record.format != META_FORMAT {
+            return Err(corrupt(format!(
+                "format {} (this ops reads {META_FORMAT})",
+                record.format
+            )));
+        }
+        if &record.pod.name != name || &record.pod.version != version {
+            return Err(corrupt(format!(
+                "it records pod {} version {}",
+                record.pod.name, record.pod.version
+            )));
+        }
+        let mut units = BTreeMap::new();
+        for unit in &record.pod.units {
+            let path = dir.join("units").join(unit.name.as_str());
+            let text = fs::read_to_string(&path).at("read", &path)?;
+            units.insert(unit.name.clone(), text);
+        }
+        let environment = read_optional(&dir.join("environment"))?;
+        Ok(StoredVersion {
+            record,
+            units,
+            environment,
+        })
+    }
+
+    /// Everything the store holds for `name` (empty when nothing).
+    pub fn read_pod(&self, name: &PodName) -> Result<PodState, StoreError> {
+        let dir = self.pod_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PodState::default()),
+            Err(e) => return Err(FsError::from_io("read", &dir, e).into()),
+        };
+        let mut state = PodState::default();
+        for entry in entries {
+            let entry = entry.at("read", &dir)?;
+            let file_type = entry.file_type().at("read", &entry.path())?;
+            let Some(version) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Version::parse(n).ok())
+            else {
+                continue;
+            };
+            if file_type.is_dir() {
+                let stored = self.read_version(name, &version)?;
+                state.versions.insert(version, stored);
+            }
+        }
+        // A pointer to a version that is gone (removed by hand) is no pointer.
+        state.current = self
+            .read_pointer(name, "current")?
+            .filter(|v| state.versions.contains_key(v));
+        state.previous = self
+            .read_pointer(name, "previous")?
+            .filter(|v| state.versions.contains_key(v));
+        Ok(state)
+    }
+
+    /// Write the layout marker if missing.
+    pub fn ensure_layout(&self, _lock: &StoreLock) -> Result<(), FsError> {
+        if !self.layout_path().exists() {
+            atomic::write_file(&self.layout_path(), format!("{LAYOUT}\n").as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// Remove what a crashed run left in `staging/` and `trash/`.
+    pub fn clean_transient(&self, _lock: &StoreLock) -> Result<(), FsError> {
+        for dir in [self.staging_dir(), self.trash_dir()] {
+            atomic::remove_tree(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Write a new version into a staging directory; returns it. Nothing
+    /// is visible in `pods/` until [`Store::commit`].
+    pub fn stage(
+        &self,
+        _lock: &StoreLock,
+        new: &NewVersion,
+        record: &VersionRecord,
+    ) -> Result<PathBuf, FsError> {
+        let staged = self
+            .staging_dir()
+            .join(format!("{}-{}", new.pod.name, new.pod.version));
+        atomic::remove_tree(&staged)?;
+        atomic::create_dir_all(&staged.join("units"), 0o755)?;
+        atomic::write_file(&staged.join("pod.json"), &new.pod_json, 0o644)?;
+        for (name, text) in &new.units {
+            atomic::write_file(
+                &staged.join("units").join(name.as_str()),
+                text.as_bytes(),
+                0o644,
+            )?;
+        }
+        let mut meta = serde_json::to_vec_pretty(record).expect("a record serialises");
+        meta.push(b'\n');
+        atomic::write_file(&staged.join("meta.json"), &meta, 0o644)?;
+        Ok(staged)
+    }
+
+    /// Make a staged version part of the store.
+    pub fn commit(
+        &self,
+        _lock: &StoreLock,
+        staged: &Path,
+        name: &PodName,
+        version: &Version,
+    ) -> Result<(), FsError> {
+        atomic::create_dir_all(&self.pod_dir(name), 0o755)?;
+        atomic::rename(staged, &self.version_dir(name, version))
+    }
+
+    /// Set (or, with `None`, remove) a version's environment file.
+    pub fn write_environment(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        version: &Version,
+        contents: Option<&[u8]>,
+    ) -> Result<(), FsError> {
+        let path = self.environment_path(name, version);
+        match contents {
+            Some(c) => atomic::write_file(&path, c, 0o600),
+            None => atomic::remove_file(&path).map(drop),
+        }
+    }
+
+    /// Point `current` or `previous` at a version, or remove it.
+    pub fn set_pointer(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        pointer: &str,
+        version: Option<&Version>,
+    ) -> Result<(), FsError> {
+        let path = self.pod_dir(name).join(pointer);
+        match version {
+            Some(v) => atomic::write_symlink(&path, Path::new(v.as_str())),
+            None => atomic::remove_file(&path).map(drop),
+        }
+    }
+
+    /// Remove a version: out of sight by one rename, then deleted.
+    pub fn remove_version(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        version: &Version,
+    ) -> Result<(), FsError> {
+        let dir = self.version_dir(name, version);
+        if !dir.exists() {
+            return Ok(());
+        }
+        atomic::create_dir_all(&self.trash_dir(), 0o755)?;
+        let gone = self.trash_dir().join(format!("{name}-{version}"));
+        atomic::remove_tree(&gone)?;
+        atomic::rename(&dir, &gone)?;
+        atomic::remove_tree(&gone)
+    }
+
+    /// Remove the pod's directory once its versions are gone.
+    pub fn remove_pod(&self, lock: &StoreLock, name: &PodName) -> Result<(), FsError> {
+        for pointer in ["current", "previous"] {
+            self.set_pointer(lock, name, pointer, None)?;
+        }
+        atomic::remove_dir_if_empty(&self.pod_dir(name)).map(drop)
+    }
+}
+
+impl FsError {
+    pub(crate) fn from_io(action: &'static str, path: &Path, source: io::Error) -> FsError {
+        FsError {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

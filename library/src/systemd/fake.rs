@@ -1,0 +1,154 @@
+//! A recording stand-in for systemd, for unit tests of everything above
+//! the [`Systemd`] interface. It keeps an active state per unit, records
+//! every call as the `systemctl` words it stands for, and can be told
+//! that some units fail to come up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{CommandError, Systemd, UnitStatus};
+
+#[derive(Debug, Default)]
+pub struct Recording {
+    /// Every call, e.g. `start a.service b.service`.
+    pub calls: Vec<String>,
+    /// Active state per unit; absent means inactive.
+    pub active: BTreeMap<String, String>,
+    /// Units that fail as soon as they are started.
+    pub failing: BTreeSet<String>,
+    /// Answer of `verify`, by unit file name: an error message.
+    pub invalid: BTreeMap<String, String>,
+}
+
+impl Recording {
+    fn record(&mut self, verb: &str, units: &[String]) {
+        let mut call = verb.to_owned();
+        for u in units {
+            call.push(' ');
+            call.push_str(u);
+        }
+        self.calls.push(call);
+    }
+
+    /// Units the fake believes are active, sorted.
+    pub fn running(&self) -> Vec<String> {
+        self.active
+            .iter()
+            .filter(|(_, s)| s.as_str() == "active")
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    fn bring_up(&mut self, units: &[String]) -> Result<(), CommandError> {
+        let mut failed = Vec::new();
+        for u in units {
+            let state = if self.failing.contains(u) {
+                failed.push(u.clone());
+                "failed"
+            } else {
+                "active"
+            };
+            self.active.insert(u.clone(), state.to_owned());
+        }
+        match failed.first() {
+            None => Ok(()),
+            Some(u) => Err(CommandError::Failed {
+                line: format!("systemctl start {}", units.join(" ")),
+                how: "exited with status 1".to_owned(),
+                stderr: format!("Job for {u} failed."),
+            }),
+        }
+    }
+}
+
+impl Systemd for Recording {
+    fn daemon_reload(&mut self) -> Result<(), CommandError> {
+        self.record("daemon-reload", &[]);
+        Ok(())
+    }
+
+    fn start(&mut self, units: &[String], _timeout: Duration) -> Result<(), CommandError> {
+        self.record("start", units);
+        self.bring_up(units)
+    }
+
+    fn restart(&mut self, units: &[String], _timeout: Duration) -> Result<(), CommandError> {
+        self.record("restart", units);
+        self.bring_up(units)
+    }
+
+    fn stop(&mut self, units: &[String]) -> Result<(), CommandError> {
+        self.record("stop", units);
+        for u in units {
+            if self.active.get(u).map(String::as_str) != Some("failed") {
+                self.active.remove(u);
+            }
+        }
+        Ok(())
+    }
+
+    fn reset_failed(&mut self, units: &[String]) {
+        self.record("reset-failed", units);
+        for u in units {
+            if self.active.get(u).map(String::as_str) == Some("failed") {
+                self.active.remove(u);
+            }
+        }
+    }
+
+    fn show(&mut self, units: &[String]) -> Result<Vec<UnitStatus>, CommandError> {
+        Ok(units
+            .iter()
+            .map(|u| {
+                let active = self
+                    .active
+                    .get(u)
+                    .cloned()
+                    .unwrap_or_else(|| "inactive".to_owned());
+                UnitStatus {
+                    unit: u.clone(),
+                    load: "loaded".to_owned(),
+                    sub: if active == "active" {
+                        "running"
+                    } else {
+                        "dead"
+                    }
+                    .to_owned(),
+                    result: if active == "failed" {
+                        "exit-code"
+                    } else {
+                        "success"
+                    }
+                    .to_owned(),
+                    active,
+                    restarts: 0,
+                    service_type: if u.ends_with(".service") {
+                        "simple"
+                    } else {
+                        ""
+                    }
+                    .to_owned(),
+                }
+            })
+            .collect())
+    }
+
+    fn journal(&mut self, unit: &str, _lines: usize) -> Vec<String> {
+        vec![format!("{unit}: fake journal line")]
+    }
+
+    fn verify(&mut self, files: &[PathBuf]) -> Result<bool, CommandError> {
+        for f in files {
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(msg) = self.invalid.get(name.as_ref()) {
+                return Err(CommandError::Failed {
+                    line: "systemd-analyze verify".to_owned(),
+                    how: "exited with status 1".to_owned(),
+                    stderr: msg.clone(),
+                });
+            }
+        }
+        Ok(true)
+    }
+}

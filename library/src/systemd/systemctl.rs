@@ -1,0 +1,154 @@
+//! [`Systemd`] through `systemctl`, `journalctl` and `systemd-analyze`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Systemd, UnitStatus};
+use crate::command::{self, CommandError};
+
+/// The host's systemd.
+#[derive(Debug, Default)]
+pub struct Systemctl;
+
+fn systemctl(
+    args: &[&str],
+    units: &[String],
+    deadline: Option<Duration>,
+) -> Result<String, CommandError> {
+    let mut cmd = Command::new("systemctl");
+    cmd.args(args).args(units);
+    command::run(&mut cmd, deadline).map(|o| o.stdout)
+}
+
+/// Parse `systemctl show` output for several units: blocks of `Key=value`
+/// lines separated by blank lines, one block per unit in argument order.
+pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
+    let blocks: Vec<HashMap<&str, &str>> = text
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| b.lines().filter_map(|l| l.split_once('=')).collect())
+        .collect();
+    units
+        .iter()
+        .enumerate()
+        .map(|(i, unit)| {
+            let block = blocks
+                .iter()
+                .find(|b| b.get("Id") == Some(&unit.as_str()))
+                .or_else(|| blocks.get(i));
+            let get = |k: &str| {
+                block
+                    .and_then(|b| b.get(k))
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            UnitStatus {
+                unit: unit.clone(),
+                load: get("LoadState"),
+                active: get("ActiveState"),
+                sub: get("SubState"),
+                result: get("Result"),
+                restarts: get("NRestarts").parse().unwrap_or(0),
+                service_type: get("Type"),
+            }
+        })
+        .collect()
+}
+
+impl Systemd for Systemctl {
+    fn daemon_reload(&mut self) -> Result<(), CommandError> {
+        systemctl(&["daemon-reload"], &[], None).map(drop)
+    }
+
+    fn start(&mut self, units: &[String], timeout: Duration) -> Result<(), CommandError> {
+        systemctl(&["start"], units, Some(timeout)).map(drop)
+    }
+
+    fn restart(&mut self, units: &[String], timeout: Duration) -> Result<(), CommandError> {
+        systemctl(&["restart"], units, Some(timeout)).map(drop)
+    }
+
+    fn stop(&mut self, units: &[String]) -> Result<(), CommandError> {
+        systemctl(&["stop"], units, None).map(drop)
+    }
+
+    fn reset_failed(&mut self, units: &[String]) {
+        // Fails for units systemd no longer has loaded: nothing to forget.
+        for unit in units {
+            let _ = systemctl(&["reset-failed"], std::slice::from_ref(unit), None);
+        }
+    }
+
+    fn show(&mut self, units: &[String]) -> Result<Vec<UnitStatus>, CommandError> {
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = systemctl(
+            &[
+                "show",
+                "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type",
+            ],
+            units,
+            None,
+        )?;
+        Ok(parse_show(&text, units))
+    }
+
+    fn journal(&mut self, unit: &str, lines: usize) -> Vec<String> {
+        // journald may still hold the newest lines in memory.
+        let _ = command::run(
+            Command::new("journalctl").arg("--sync"),
+            Some(Duration::from_secs(5)),
+        );
+        let n = lines.to_string();
+        let mut cmd = Command::new("journalctl");
+        cmd.args([
+            "--no-pager",
+            "--quiet",
+            "--output=cat",
+            "--lines",
+            &n,
+            "--unit",
+            unit,
+        ]);
+        command::run(&mut cmd, Some(Duration::from_secs(10)))
+            .map(|o| o.stdout.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn verify(&mut self, files: &[PathBuf]) -> Result<bool, CommandError> {
+        let mut cmd = Command::new("systemd-analyze");
+        cmd.args(["verify", "--man=no", "--recursive-errors=no"])
+            .args(files);
+        match command::run(&mut cmd, Some(Duration::from_secs(60))) {
+            Ok(_) => Ok(true),
+            Err(CommandError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_output_is_matched_to_units_by_id() {
+        let text = "Type=simple\nNRestarts=2\nId=b.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\n\n\
+                    Id=a.timer\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\n";
+        let units = ["a.timer".to_owned(), "b.service".to_owned()];
+        let status = parse_show(text, &units);
+        assert_eq!(status[0].unit, "a.timer");
+        assert_eq!(status[0].active, "inactive");
+        assert!(!status[0].needs_stopping());
+        assert_eq!(status[1].restarts, 2);
+        assert!(status[1].is_up());
+    }
+}

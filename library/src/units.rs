@@ -1,0 +1,560 @@
+//! What a pod puts in systemd's unit directory, and how to get it there.
+//!
+//! Versions live side by side, so each version's units are installed under
+//! names that carry the pod and the version: the bundle's `web@.service`
+//! of pod `shop` version `7` becomes `shop-7-web@.service`. References
+//! between a pod's own units (`After=web@1.service`, a timer's `Unit=`) are
+//! rewritten to match; implicit pairs (a timer and its service) keep
+//! working because both names change the same way.
+//!
+//! Beside the units ops writes:
+//! - a drop-in `50-ops.conf` per unit (per instance for a template) with
+//!   `POD_NAME`, `POD_VERSION`, the bundle's environment, the secret
+//!   environment file of the version, the pod's slice and `PartOf=` its
+//!   target;
+//! - `ops-<pod>.target`, which wants the current version's units, so the
+//!   pod starts and stops as one;
+//! - `ops-<pod>.slice` (with `-` escaped as systemd does), grouping the
+//!   pod's processes under `ops.slice`;
+//! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
+//!   so it comes back after a reboot.
+//!
+//! Every file starts with a header naming the pod; that is how ops knows a
+//! file is its own, and it never overwrites or removes one without it.
+//! The set of files is computed from the store ([`desired`]), compared with
+//! what is there ([`owned`]), and the difference applied ([`apply`]):
+//! reruns converge and hand edits are repaired.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::atomic::{self, Context, FsError};
+use crate::bundle::names::{PodName, UnitName, Version};
+use crate::bundle::Unit;
+use crate::store::PodState;
+
+/// The drop-in file ops writes for each unit.
+pub const DROPIN: &str = "50-ops.conf";
+/// The target that starts pods at boot.
+const BOOT_TARGET: &str = "multi-user.target";
+
+/// Dependency settings whose values are unit names.
+const UNIT_LIST_KEYS: &[&str] = &[
+    "Requires",
+    "Requisite",
+    "Wants",
+    "BindsTo",
+    "PartOf",
+    "Upholds",
+    "Conflicts",
+    "Before",
+    "After",
+    "OnFailure",
+    "OnSuccess",
+    "PropagatesReloadTo",
+    "ReloadPropagatedFrom",
+    "PropagatesStopTo",
+    "StopPropagatedFrom",
+    "JoinsNamespaceOf",
+    "Unit",
+    "Sockets",
+    "Service",
+    "Also",
+    "WantedBy",
+    "RequiredBy",
+    "UpheldBy",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitsError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(
+        "{} exists and is not managed by ops for pod {pod}; move it away (or rename the pod) and rerun",
+        path.display()
+    )]
+    Foreign { path: PathBuf, pod: PodName },
+    #[error("installed unit name {name:?} is longer than systemd's 255 characters; shorten the pod name, version or unit name")]
+    TooLong { name: String },
+}
+
+/// `(stem, suffix)` of a unit name: `("web@", "service")`.
+fn split(name: &str) -> (&str, &str) {
+    name.rsplit_once('.').unwrap_or((name, ""))
+}
+
+/// The name a bundle unit is installed under.
+pub fn installed_name(pod: &PodName, version: &Version, unit: &UnitName) -> String {
+    format!("{pod}-{version}-{}", unit.as_str())
+}
+
+/// The names systemd runs for a unit: each instance of a template, or the
+/// unit itself.
+pub fn runnable(pod: &PodName, version: &Version, unit: &Unit) -> Vec<String> {
+    let installed = installed_name(pod, version, &unit.name);
+    if unit.name.is_template() {
+        let (stem, suffix) = split(&installed);
+        unit.instances
+            .iter()
+            .map(|i| format!("{stem}{i}.{suffix}"))
+            .collect()
+    } else {
+        vec![installed]
+    }
+}
+
+pub fn target_name(pod: &PodName) -> String {
+    format!("ops-{pod}.target")
+}
+
+/// `-` separates levels in slice names, so the pod's own are escaped.
+pub fn slice_name(pod: &PodName) -> String {
+    format!("ops-{}.slice", pod.as_str().replace('-', "\\x2d"))
+}
+
+fn pod_header(pod: &PodName) -> String {
+    format!("# Managed by ops (pod {pod}): edits are overwritten.\n")
+}
+
+fn version_header(pod: &PodName, version: &Version) -> String {
+    format!("# Managed by ops (pod {pod}, version {version}): edits are overwritten; change the bundle instead.\n")
+}
+
+/// Whether a file's text is one ops wrote for `pod`.
+pub fn is_owned(pod: &PodName, text: &str) -> bool {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("# Managed by ops (pod ")
+        .and_then(|rest| rest.strip_prefix(pod.as_str()))
+        .is_some_and(|rest| rest.starts_with(')') || rest.starts_with(','))
+}
+
+/// Rewrite references to the pod's own units in a unit file.
+fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
+    let rename = |token: &str| -> Option<String> {
+        if let Some(new) = renames.get(token) {
+            return Some(new.clone());
+        }
+        // An instance of one of the pod's templates: web@8080.service.
+        let (stem, suffix) = split(token);
+        let (prefix, instance) = stem.split_once('@')?;
+        let template = format!("{prefix}@.{suffix}");
+        let new = renames.get(template.as_str())?;
+        let (new_stem, _) = split(new);
+        Some(format!("{new_stem}{instance}.{suffix}"))
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let rewritten = body.split_once('=').and_then(|(key, value)| {
+            if !UNIT_LIST_KEYS.contains(&key.trim()) {
+                return None;
+            }
+            let tokens: Vec<&str> = value.split_whitespace().collect();
+            let mut changed = false;
+            let new: Vec<String> = tokens
+                .iter()
+                .map(|t| match rename(t) {
+                    Some(n) => {
+                        changed = true;
+                        n
+                    }
+                    None => (*t).to_owned(),
+                })
+                .collect();
+            changed.then(|| format!("{}={}", key, new.join(" ")))
+        });
+        match rewritten {
+            Some(r) => {
+                out.push_str(&r);
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Quote one `NAME=value` for `Environment=`.
+fn environment_assignment(name: &str, value: &str) -> String {
+    let mut s = String::from("Environment=\"");
+    for c in format!("{name}={value}").chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            '%' => s.push_str("%%"),
+            c => s.push(c),
+        }
+    }
+    s.push_str("\"\n");
+    s
+}
+
+/// Quote values for an `EnvironmentFile=`: double quotes, with `\` and `"`
+/// escaped; newlines are kept inside the quotes.
+pub fn environment_file(env: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut s = String::from("# Pod environment written by ops; secret.\n");
+    for (name, value) in env {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        s.push_str(&format!("{name}=\"{escaped}\"\n"));
+    }
+    s.into_bytes()
+}
+
+/// The variable names in an environment file [`environment_file`] wrote.
+pub fn environment_names(file: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(file)
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once('=')?;
+            let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            // A continuation line of a multi-line value cannot start with
+            // NAME=" : its quotes are escaped.
+            (is_name && rest.starts_with('"')).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The drop-in for one runnable unit of a version.
+fn dropin(
+    pod: &PodName,
+    version: &Version,
+    suffix: &str,
+    environment: &BTreeMap<String, String>,
+    environment_file: Option<&Path>,
+) -> String {
+    let mut s = version_header(pod, version);
+    s.push_str(&format!("[Unit]\nPartOf={}\n", target_name(pod)));
+    let section = match suffix {
+        "service" => "Service",
+        "socket" => "Socket",
+        _ => return s,
+    };
+    s.push_str(&format!("\n[{section}]\nSlice={}\n", slice_name(pod)));
+    s.push_str(&environment_assignment("POD_NAME", pod.as_str()));
+    s.push_str(&environment_assignment("POD_VERSION", version.as_str()));
+    for (name, value) in environment {
+        s.push_str(&environment_assignment(name, value));
+    }
+    if let Some(path) = environment_file {
+        s.push_str(&format!("EnvironmentFile={}\n", path.display()));
+    }
+    s
+}
+
+/// What one path in the unit directory should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File(String),
+    Link(PathBuf),
+}
+
+impl Entry {
+    /// Text for a diff.
+    pub fn text(&self) -> String {
+        match self {
+            Entry::File(t) => t.clone(),
+            Entry::Link(p) => format!("symlink to {}\n", p.display()),
+        }
+    }
+}
+
+/// Paths relative to the unit directory.
+pub type Files = BTreeMap<PathBuf, Entry>;
+
+/// The files of one version.
+pub fn version_files(
+    pod: &PodName,
+    version: &Version,
+    units: &[Unit],
+    texts: &BTreeMap<UnitName, String>,
+    environment: &BTreeMap<String, String>,
+    environment_file: Option<&Path>,
+) -> Result<Files, UnitsError> {
+    let renames: BTreeMap<&str, String> = units
+        .iter()
+        .map(|u| (u.name.as_str(), installed_name(pod, version, &u.name)))
+        .collect();
+    let mut files = Files::new();
+    for unit in units {
+        let installed = installed_name(pod, version, &unit.name);
+        let text = texts
+            .get(&unit.name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let mut body = version_header(pod, version);
+        body.push_str(&rewrite_references(text, &renames));
+        files.insert(PathBuf::from(&installed), Entry::File(body));
+        let (_, suffix) = split(&installed);
+        for name in runnable(pod, version, unit) {
+            if name.len() > 255 {
+                return Err(UnitsError::TooLong { name });
+            }
+            files.insert(
+                Path::new(&format!("{name}.d")).join(DROPIN),
+                Entry::File(dropin(pod, version, suffix, environment, environment_file)),
+            );
+        }
+    }
+    Ok(files)
+}
+
+/// Everything the unit directory should hold for a pod in `state`, with
+/// `started` saying whether the current version starts at boot.
+pub fn desired(
+    pod: &PodName,
+    state: &PodState,
+    started: bool,
+    unit_dir: &Path,
+    environment_file: impl Fn(&Version) -> PathBuf,
+) -> Result<Files, UnitsError> {
+    let mut files = Files::new();
+    if state.versions.is_empty() {
+        return Ok(files);
+    }
+    for (version, stored) in &state.versions {
+        let env_file = stored
+            .environment
+            .as_ref()
+            .map(|_| environment_file(version));
+        files.extend(version_files(
+            pod,
+            version,
+            &stored.record.pod.units,
+            &stored.units,
+            &stored.record.pod.environment,
+            env_file.as_deref(),
+        )?);
+    }
+    let mut target = pod_header(pod);
+    target.push_str("[Unit]\n");
+    match state
+        .current
+        .as_ref()
+        .and_then(|v| Some((v, state.versions.get(v)?)))
+    {
+        Some((version, stored)) => {
+            target.push_str(&format!("Description=ops pod {pod} (version {version})\n"));
+            let wants: Vec<String> = stored
+                .record
+                .pod
+                .units
+                .iter()
+                .filter(|u| u.start)
+                .flat_map(|u| runnable(pod, version, u))
+                .collect();
+            if !wants.is_empty() {
+                target.push_str(&format!("Wants={}\n", wants.join(" ")));
+            }
+        }
+        None => target.push_str(&format!("Description=ops pod {pod} (no current version)\n")),
+    }
+    target.push_str(&format!("\n[Install]\nWantedBy={BOOT_TARGET}\n"));
+    files.insert(PathBuf::from(target_name(pod)), Entry::File(target));
+    let mut slice = pod_header(pod);
+    slice.push_str(&format!("[Unit]\nDescription=ops pod {pod}\n"));
+    files.insert(PathBuf::from(slice_name(pod)), Entry::File(slice));
+    if started && state.current.is_some() {
+        files.insert(
+            Path::new(&format!("{BOOT_TARGET}.wants")).join(target_name(pod)),
+            Entry::Link(unit_dir.join(target_name(pod))),
+        );
+    }
+    Ok(files)
+}
+
+fn read_text(path: &Path) -> Result<Option<String>, FsError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at("read", path),
+    }
+}
+
+/// The files in `unit_dir` that ops wrote for `pod`.
+pub fn owned(pod: &PodName, unit_dir: &Path) -> Result<Files, FsError> {
+    let mut files = Files::new();
+    let entries = match fs::read_dir(unit_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(e).at("read", unit_dir),
+    };
+    let prefix = format!("{pod}-");
+    let pod_level = [target_name(pod), slice_name(pod)];
+    for entry in entries {
+        let entry = entry.at("read", unit_dir)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(&prefix) && !pod_level.contains(&name) {
+            continue;
+        }
+        let file_type = entry.file_type().at("read", &entry.path())?;
+        let relative = if file_type.is_dir() && name.ends_with(".d") {
+            Path::new(&name).join(DROPIN)
+        } else if file_type.is_file() {
+            PathBuf::from(&name)
+        } else {
+            continue;
+        };
+        if let Some(text) = read_text(&unit_dir.join(&relative))? {
+            if is_owned(pod, &text) {
+                files.insert(relative, Entry::File(text));
+            }
+        }
+    }
+    let link = Path::new(&format!("{BOOT_TARGET}.wants")).join(target_name(pod));
+    if let Ok(target) = fs::read_link(unit_dir.join(&link)) {
+        if target.file_name().and_then(|n| n.to_str()) == Some(target_name(pod).as_str()) {
+            files.insert(link, Entry::Link(target));
+        }
+    }
+    Ok(files)
+}
+
+/// One change to the unit directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: PathBuf,
+    pub before: Option<Entry>,
+    pub after: Option<Entry>,
+}
+
+/// What turns `from` into `to`.
+pub fn changes(from: &Files, to: &Files) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (path, entry) in to {
+        if from.get(path) != Some(entry) {
+            out.push(Change {
+                path: path.clone(),
+                before: from.get(path).cloned(),
+                after: Some(entry.clone()),
+            });
+        }
+    }
+    for (path, entry) in from {
+        if !to.contains_key(path) {
+            out.push(Change {
+                path: path.clone(),
+                before: Some(entry.clone()),
+                after: None,
+            });
+        }
+    }
+    out
+}
+
+/// Refuse to write over a file ops did not write.
+pub fn check_foreign(pod: &PodName, unit_dir: &Path, changes: &[Change]) -> Result<(), UnitsError> {
+    for change in changes {
+        let path = unit_dir.join(&change.path);
+        if change.before.is_none() && change.after.is_some() && fs::symlink_metadata(&path).is_ok()
+        {
+            return Err(UnitsError::Foreign {
+                path,
+                pod: pod.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Carry out `changes` in `unit_dir`.
+pub fn apply(unit_dir: &Path, changes: &[Change]) -> Result<(), FsError> {
+    for change in changes {
+        let path = unit_dir.join(&change.path);
+        match &change.after {
+            Some(entry) => {
+                if let Some(parent) = path.parent() {
+                    atomic::create_dir_all(parent, 0o755)?;
+                }
+                match entry {
+                    Entry::File(text) => atomic::write_file(&path, text.as_bytes(), 0o644)?,
+                    Entry::Link(target) => atomic::write_symlink(&path, target)?,
+                }
+            }
+            None => {
+                atomic::remove_file(&path)?;
+                // A drop-in directory ops created goes with its drop-in.
+                if let Some(parent) = path
+                    .parent()
+                    .filter(|p| p.extension().is_some_and(|e| e == "d"))
+                {
+                    atomic::remove_dir_if_empty(parent)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodName {
+        PodName::parse("shop").unwrap()
+    }
+
+    #[test]
+    fn installed_names_carry_pod_and_version() {
+        let v = Version::parse("7").unwrap();
+        let unit = Unit {
+            name: UnitName::parse("web@.service").unwrap(),
+            file: PathBuf::from("web@.service"),
+            instances: vec!["1".into(), "8080".into()],
+            start: true,
+        };
+        assert_eq!(
+            installed_name(&pod(), &v, &unit.name),
+            "shop-7-web@.service"
+        );
+        assert_eq!(
+            runnable(&pod(), &v, &unit),
+            ["shop-7-web@1.service", "shop-7-web@8080.service"]
+        );
+        assert_eq!(
+            slice_name(&PodName::parse("my-shop").unwrap()),
+            "ops-my\\x2dshop.slice"
+        );
+    }
+
+    #[test]
+    fn references_to_sibling_units_follow_the_rename() {
+        let renames = BTreeMap::from([
+            ("db.service", "shop-7-db.service".to_owned()),
+            ("web@.service", "shop-7-web@.service".to_owned()),
+        ]);
+        let text = "[Unit]\nAfter=network.target db.service\nWants=web@8080.service  other.service\nDescription=db.service is kept\n[Service]\nExecStart=/bin/true db.service\n";
+        assert_eq!(
+            rewrite_references(text, &renames),
+            "[Unit]\nAfter=network.target shop-7-db.service\nWants=shop-7-web@8080.service other.service\nDescription=db.service is kept\n[Service]\nExecStart=/bin/true db.service\n"
+        );
+    }
+
+    #[test]
+    fn ownership_is_by_header_and_exact_pod_name() {
+        let shop = pod();
+        let other = PodName::parse("shop.eu").unwrap();
+        let text = version_header(&other, &Version::parse("1").unwrap());
+        assert!(is_owned(&other, &text));
+        assert!(!is_owned(&shop, &text));
+        assert!(is_owned(&shop, &pod_header(&shop)));
+        assert!(!is_owned(&shop, "[Unit]\n"));
+    }
+
+    #[test]
+    fn environment_values_are_quoted_for_systemd() {
+        assert_eq!(
+            environment_assignment("A", "50% \"x\" \\ y"),
+            "Environment=\"A=50%% \\\"x\\\" \\\\ y\"\n"
+        );
+        let file = environment_file(&BTreeMap::from([("K".to_owned(), "a\"b\\c".to_owned())]));
+        assert!(String::from_utf8(file)
+            .unwrap()
+            .ends_with("K=\"a\\\"b\\\\c\"\n"));
+    }
+}
