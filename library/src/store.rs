@@ -343,7 +343,8 @@ impl Store {
         version: &Version,
     ) -> Result<(), FsError> {
         atomic::create_dir_all(&self.pod_dir(name), 0o755)?;
-        atomic::rename(staged, &self.version_dir(name, version))
+        atomic::rename(staged, &self.version_dir(name, version))?;
+        atomic::remove_dir_if_empty(&self.staging_dir()).map(drop)
     }
 
     /// Set (or, with `None`, remove) a version's environment file.
@@ -391,7 +392,8 @@ impl Store {
         let gone = self.trash_dir().join(format!("{name}-{version}"));
         atomic::remove_tree(&gone)?;
         atomic::rename(&dir, &gone)?;
-        atomic::remove_tree(&gone)
+        atomic::remove_tree(&gone)?;
+        atomic::remove_dir_if_empty(&self.trash_dir()).map(drop)
     }
 
     /// Remove the pod's directory once its versions are gone.

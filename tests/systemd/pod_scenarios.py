@@ -30,7 +30,7 @@ WEB = """[Unit]
 Description=web %i of the test pod
 
 [Service]
-ExecStart=/bin/sh -c 'echo "up $POD_NAME $POD_VERSION %i secret=$SECRET" > /run/web-$POD_VERSION-%i; exec sleep infinity'
+ExecStart=/bin/sh -c 'printf %%s "up $POD_NAME $POD_VERSION %i secret=$SECRET" > /run/web-$POD_VERSION-%i; exec sleep infinity'
 """
 
 # A service that fails at once, with something to say first.
@@ -166,8 +166,250 @@ def deploy_switch_rollback():
     expect(versions == ["1", "2"], f"both versions recorded, oldest first: {versions}", r)
 
 
+def check_mode_changes_nothing():
+    """A change in check mode is reported, and the host stays byte-identical."""
+    v1, v2 = bundle("1"), bundle("2")
+    r = ok(ops_pod(bundle=v1, check_mode=True, diff=True), True)
+    expect(not ROOT.exists(), "check mode on a fresh host creates no store, lock or staging", r)
+    expect(not (UNIT_DIR / "shop-1-web@.service").exists(), "nor unit files")
+    ok(ops_pod(bundle=v1), True)
+    units_before = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend"],
+                                  capture_output=True, text=True).stdout
+    before = snapshot(ROOT, UNIT_DIR)
+    for args in [dict(bundle=v2), dict(bundle=v2, state="stopped"), dict(name="shop", state="absent"),
+                 dict(name="shop", version="1", state="restarted", env={"SECRET": "new"}),
+                 dict(bundle=v2, keep=1)]:
+        r = ok(ops_pod(check_mode=True, diff=True, **args), True)
+        expect(r["actions"], "check mode lists the planned actions", r)
+        expect(r["msg"].startswith("check mode: "), "check mode says so", r)
+        expect("new" not in json.dumps(r["diff"]).replace("\\n", ""), "no secret in the diff", r)
+    expect(snapshot(ROOT, UNIT_DIR) == before, "the store and unit directory are byte-identical")
+    expect(not (ROOT / "lock").exists() or "lock" in str(before), "no lock file was created")
+    expect(not (ROOT / "staging").exists(), "no staging directory")
+    after = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend"],
+                           capture_output=True, text=True).stdout
+    expect(after == units_before, "systemd's units are as they were")
+    running("1")
+    r = ok(ops_pod(check_mode=True, diff=True, bundle=v2), True)
+    files = {d["after_header"] for d in r["diff"]}
+    expect("shop-2-web@.service" in files and "ops-shop.target" in files,
+           f"the diff shows unit files added and changed: {files}", r)
+    summary = r["diff"][0]
+    expect("current: 1" in summary["before"] and "current: 2" in summary["after"]
+           and "versions: 1, 2" in summary["after"], "the diff shows the current version and versions", r)
+
+
+def failed_start_rolls_back():
+    """v3 exits at once: v2 keeps running, the error quotes the journal."""
+    ok(ops_pod(bundle=bundle("2")), True)
+    before = snapshot(ROOT, UNIT_DIR)
+    r = ops_pod(bundle=bundle("3", BROKEN))
+    expect(r.get("failed") is True, "deploying a broken v3 fails", r)
+    expect("cannot open config for 1: no such file" in r["msg"]
+           or "cannot open config for 2: no such file" in r["msg"],
+           "the failure quotes the unit's journal", r)
+    expect("rolled back to version 2" in r["msg"], "the failure says it rolled back", r)
+    expect(r["changed"] is False, "a complete rollback leaves nothing changed", r)
+    running("2")
+    expect(current() == "2", "v2 is still current")
+    expect(not (ROOT / "pods/shop/3").exists(), "v3 left the store")
+    expect(not (UNIT_DIR / "shop-3-web@.service").exists(), "v3's unit files are gone")
+    expect(snapshot(ROOT, UNIT_DIR) == {k: v for k, v in before.items()},
+           "store and unit directory are as before")
+    failed_units = subprocess.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"],
+                                  capture_output=True, text=True).stdout
+    expect("shop-3" not in failed_units, f"no failed v3 unit is left behind: {failed_units}")
+    ok(ops_pod(bundle=bundle("2")), False)
+
+    # A service that dies a little after starting is caught too.
+    late = WEB.replace("exec sleep infinity", "sleep 0.4; exit 1")
+    r = ops_pod(bundle=bundle("4", late))
+    expect(r.get("failed") is True and "rolled back to version 2" in r["msg"],
+           "a service that dies after 0.4 s does not count as up", r)
+    running("2")
+
+    # Without rollback, the failure is left as it is.
+    r = ops_pod(bundle=bundle("5", BROKEN), rollback=False)
+    expect(r.get("failed") is True and r["changed"] is True and "rollback is off" in r["msg"], "rollback: false", r)
+    expect(current() == "5", "v5 stays current without rollback")
+    running("2")
+
+
+def keep_and_absent():
+    """keep: 1 prunes all but current; absent of all leaves no trace."""
+    for v in ["1", "2", "3"]:
+        ok(ops_pod(bundle=bundle(v)), True)
+    r = ok(ops_pod(bundle=bundle("4"), keep=1), True)
+    expect(sorted(p.name for p in (ROOT / "pods/shop").iterdir()) == ["4", "current", "previous"]
+           or sorted(p.name for p in (ROOT / "pods/shop").iterdir()) == ["4", "current"],
+           f"only v4 is left: {list((ROOT / 'pods/shop').iterdir())}", r)
+    running("4")
+    for v in ["1", "2", "3"]:
+        expect(not (UNIT_DIR / f"shop-{v}-web@.service").exists(), f"v{v}'s units are gone")
+        stopped(v)
+    ok(ops_pod(bundle=bundle("4"), keep=1), False)
+
+    # The current running version is not removed on its own.
+    before = snapshot(ROOT, UNIT_DIR)
+    r = ops_pod(name="shop", version="4", state="absent")
+    expect(r.get("failed") is True and "stop it first (state: stopped) or remove every version" in r["msg"],
+           "absent of the running current version is refused, saying what to do", r)
+    expect(snapshot(ROOT, UNIT_DIR) == before, "a refused request changes nothing")
+
+    ok(ops_pod(bundle=bundle("5"), state="present"), True)
+    stopped("5")
+    ok(ops_pod(name="shop", version="5", state="absent"), True)
+    expect(not (ROOT / "pods/shop/5").exists(), "a non-current version is removed")
+
+    r = ok(ops_pod(name="shop", state="absent"), True)
+    expect(not (ROOT / "pods/shop").exists(), "no store directory is left")
+    left = [p.name for p in UNIT_DIR.rglob("*") if "shop" in p.name]
+    expect(left == [], f"no unit file is left: {left}")
+    listed = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "*shop*"],
+                            capture_output=True, text=True).stdout
+    expect(listed.strip() == "", f"systemd has no trace of the pod: {listed}")
+    ok(ops_pod(name="shop", state="absent"), False)
+
+
+def states_and_environment():
+    """stopped, started, restarted and present; env is secret and applied."""
+    r = ok(ops_pod(bundle=bundle("1"), env={"SECRET": 'p"a$s w\\rd%'}), True)
+    expect("p\"a$s" not in json.dumps(r), "env values are not returned", r)
+    env_file = ROOT / "pods/shop/1/environment"
+    expect(oct(env_file.stat().st_mode & 0o777) == "0o600", "the environment file is 0600")
+    expect(Path("/run/web-1-1").read_text().strip() == 'up shop 1 1 secret=p"a$s w\\rd%',
+           "the secret reaches the service intact: " + Path("/run/web-1-1").read_text())
+    for path in UNIT_DIR.rglob("*"):
+        if path.is_file():
+            expect("p\"a$s" not in path.read_text(errors="replace"), f"no secret in {path}")
+
+    ok(ops_pod(name="shop", version="1", state="stopped"), True)
+    stopped("1")
+    expect(not (UNIT_DIR / "multi-user.target.wants/ops-shop.target").exists(),
+           "a stopped pod does not come back at boot")
+    ok(ops_pod(name="shop", version="1", state="stopped"), False)
+    ok(ops_pod(name="shop", state="started"), True)
+    running("1")
+
+    # A new secret restarts the running version with it.
+    r = ok(ops_pod(name="shop", version="1", env={"SECRET": "second"}), True)
+    expect(any(a.startswith("restart ") for a in r["actions"]), "a changed env restarts the units", r)
+    expect(Path("/run/web-1-2").read_text().strip() == "up shop 1 2 secret=second", "the new secret is used")
+    ok(ops_pod(name="shop", version="1", env={"SECRET": "second"}), False)
+
+    pid = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "shop-1-web@1.service"],
+                         capture_output=True, text=True).stdout.strip()
+    r = ok(ops_pod(name="shop", version="1", state="restarted"), True)
+    pid2 = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "shop-1-web@1.service"],
+                          capture_output=True, text=True).stdout.strip()
+    expect(pid != pid2, "restarted gives new processes")
+    ok(ops_pod(name="shop", version="1", state="restarted"), True)
+
+    r = ok(ops_pod(bundle=bundle("2"), state="present"), True)
+    expect(r["current"] == "1", "present does not switch", r)
+    stopped("2")
+    running("1")
+    ok(ops_pod(bundle=bundle("2"), state="present"), False)
+
+    # A unit file edited by hand is put back.
+    unit = UNIT_DIR / "shop-1-web@.service"
+    unit.write_text(unit.read_text() + "# edited\n")
+    r = ok(ops_pod(name="shop", version="1"), True)
+    expect("# edited" not in unit.read_text(), "the hand edit was repaired", r)
+
+    # A file ops did not write is never overwritten.
+    (UNIT_DIR / "shop-3-web@.service").write_text("[Service]\nExecStart=/bin/true\n")
+    before = snapshot(ROOT, UNIT_DIR)
+    r = ops_pod(bundle=bundle("3"))
+    expect(r.get("failed") is True and "is not managed by ops for pod shop" in r["msg"],
+           "a foreign unit file is refused", r)
+    expect(snapshot(ROOT, UNIT_DIR) == before, "the refusal changed nothing")
+
+    # Same version, different content: refused.
+    r = ops_pod(bundle=bundle("2", WEB.replace("infinity", "9999")))
+    expect(r.get("failed") is True and "versions are immutable" in r["msg"], "a changed version is refused", r)
+
+
+def concurrent_runs_are_serialized():
+    """Two runs at once: one waits for the other's lock; both succeed."""
+    v1 = bundle("1")
+    results = [None, None]
+
+    def run(i):
+        results[i] = ops_pod(bundle=v1)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        expect(not r.get("failed") and not r.get("died"), "both runs succeed", r)
+    expect(sorted(r["changed"] for r in results) == [False, True], "exactly one of them deployed", results)
+    running("1")
+
+    # A run that cannot get the lock in time says who holds it.
+    import fcntl
+    with open(ROOT / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (ROOT / "lock.holder").write_text("held by pid 4242 since 0 (unix time): a test\n")
+        r = ops_pod(bundle=bundle("2"), lock_timeout=1)
+    expect(r.get("failed") is True and "pid 4242" in r["msg"] and "lock_timeout" in r["msg"],
+           "a lock timeout names the holder", r)
+
+
+def crashes_converge():
+    """Killed at every step of a switch: v1 keeps running, a rerun finishes."""
+    points = ["staged", "committed", "files-written", "installed", "switched", "started"]
+    ok(ops_pod(bundle=bundle("1")), True)
+    for i, point in enumerate(points):
+        version = str(i + 2)
+        b = bundle(version)
+        r = ops_pod(bundle=b, process_env={"OPS_TEST_CRASH_AT": point})
+        expect(r.get("died") and r["returncode"] == -9, f"killed at {point}", r)
+        previous = str(i + 1)
+        running(previous)
+        r = ok(ops_pod(bundle=b), True)
+        expect(r["current"] == version, f"the rerun after a crash at {point} converges", r)
+        running(version)
+        stopped(previous)
+        ok(ops_pod(bundle=b), False)
+        expect(not (ROOT / "staging").exists() or not any((ROOT / "staging").iterdir()),
+               "no staging leftovers after the rerun")
+    # Killed while removing everything: a rerun finishes it.
+    r = ops_pod(name="shop", state="absent", process_env={"OPS_TEST_CRASH_AT": "files-written"})
+    expect(r.get("died"), "killed while removing", r)
+    ok(ops_pod(name="shop", state="absent"), True)
+    expect(not (ROOT / "pods/shop").exists(), "absent converges")
+
+
+def readiness_is_awaited():
+    """Type=notify: up means READY=1, within start_timeout or rolled back."""
+    notify = """[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=/bin/sh -c 'sleep 2; systemd-notify --ready; exec sleep infinity'
+"""
+    began = time.monotonic()
+    ok(ops_pod(bundle=bundle("1", notify, instances=1)), True)
+    expect(time.monotonic() - began >= 2, "the run waited for readiness")
+    expect(active("shop-1-web@1.service") == "active", "ready when ops_pod returns")
+    r = ops_pod(bundle=bundle("2", notify, instances=1), start_timeout=1)
+    expect(r.get("failed") is True and "did not come up within 1 s" in r["msg"]
+           and "rolled back to version 1" in r["msg"], "not ready in time: rolled back", r)
+    expect(active("shop-1-web@1.service") == "active", "v1 still up")
+    expect(active("shop-2-web@1.service") in ("inactive", "unknown"), "v2 stopped")
+
+
 SCENARIOS = {f.__name__: f for f in [
     deploy_switch_rollback,
+    check_mode_changes_nothing,
+    failed_start_rolls_back,
+    keep_and_absent,
+    states_and_environment,
+    concurrent_runs_are_serialized,
+        crashes_converge,
+    readiness_is_awaited,
 ]}
 
 if __name__ == "__main__":

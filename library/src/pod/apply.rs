@@ -146,24 +146,36 @@ impl Run<'_> {
         }
         if before.versions.is_empty() {
             store.remove_pod(lock, &plan.name)?;
+            let pod_units = super::pod_units(&plan.name);
+            self.systemd.stop(&pod_units)?;
+            self.systemd.reset_failed(&pod_units);
         }
         Ok(())
     }
 
     /// Step 5, and the rollback when the version does not come up.
     fn start(&mut self, start: &Start) -> Result<(), PodError> {
-        if start.units.is_empty() {
-            return Ok(());
-        }
         let verb = if start.restart { "restart" } else { "start" };
-        match bring_up(
-            self.systemd,
-            &start.units,
-            start.restart,
-            self.request.start_timeout,
-        ) {
+        let up = if start.units.is_empty() {
+            Ok(())
+        } else {
+            bring_up(
+                self.systemd,
+                &start.units,
+                start.restart,
+                self.request.start_timeout,
+            )
+        };
+        match up {
             Ok(()) => {
-                self.done(format!("{verb} {} (up)", start.units.join(" ")));
+                if !start.units.is_empty() {
+                    self.done(format!("{verb} {} (up)", start.units.join(" ")));
+                }
+                if let Some(target) = &start.target {
+                    self.systemd
+                        .start(std::slice::from_ref(target), self.request.start_timeout)?;
+                    self.done(format!("start {target}"));
+                }
                 Ok(())
             }
             Err(down) => {

@@ -134,7 +134,8 @@ pub(crate) struct Observed {
     pub started: bool,
     /// What ops wrote in the unit directory for the pod.
     pub files: Files,
-    /// Every runnable unit of every stored version.
+    /// Every runnable unit of every stored version, and the pod's target
+    /// and slice.
     pub status: BTreeMap<String, UnitStatus>,
 }
 
@@ -159,6 +160,11 @@ pub(crate) fn version_units(
     (all, start)
 }
 
+/// The pod's own target and slice.
+pub(crate) fn pod_units(name: &PodName) -> [String; 2] {
+    [units::target_name(name), units::slice_name(name)]
+}
+
 pub(crate) fn observe(
     store: &Store,
     unit_dir: &Path,
@@ -170,11 +176,12 @@ pub(crate) fn observe(
     let started = files
         .keys()
         .any(|p| p.starts_with("multi-user.target.wants"));
-    let all: Vec<String> = state
+    let mut all: Vec<String> = state
         .versions
         .keys()
         .flat_map(|v| version_units(name, &state, v).0)
         .collect();
+    all.extend(pod_units(name));
     let status = systemd
         .show(&all)?
         .into_iter()

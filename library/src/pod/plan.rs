@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::{version_units, Observed, PodError, Report, Request, State};
+use super::{pod_units, version_units, Observed, PodError, Report, Request, State};
 use crate::bundle::{PodName, Version};
 use crate::store::{NewVersion, PodState, StoredVersion, VersionRecord, META_FORMAT};
 use crate::systemd::Systemd;
@@ -27,6 +27,9 @@ pub struct Start {
     pub restart: bool,
     /// `current` moves to this version in this run.
     pub switch: bool,
+    /// The pod's target, started once the units are up, if it is not
+    /// active: it is what stops the pod as one.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,11 +258,15 @@ impl Plan {
             }
             (State::Present, Some(_)) => {}
             (State::Stopped, Some(v)) => {
-                plan.stop_first
-                    .extend(active(observed, &version_units(name, &after, v).0));
                 if after.current.as_ref() == Some(v) {
+                    // The target first: a manual start of it would bring
+                    // the units back.
+                    plan.stop_first
+                        .extend(active(observed, &[units::target_name(name)]));
                     started_after = false;
                 }
+                plan.stop_first
+                    .extend(active(observed, &version_units(name, &after, v).0));
             }
             (State::Started | State::Restarted, Some(v)) => {
                 let switch = after.current.as_ref() != Some(v);
@@ -275,16 +282,18 @@ impl Plan {
                     }
                     plan.stop_after.extend(running);
                 }
-                let down = start
-                    .iter()
-                    .any(|u| !observed.status.get(u).is_some_and(|s| s.is_up()));
+                let is_up = |u: &String| observed.status.get(u).is_some_and(|s| s.is_up());
+                let down = !start.iter().all(is_up);
+                let target = units::target_name(name);
+                let target_down = !is_up(&target);
                 plan.start = Some(Start {
                     version: v.clone(),
                     units: start,
                     restart: request.state == State::Restarted && !switch,
                     switch,
+                    target: target_down.then_some(target),
                 });
-                if !switch && !down && request.state == State::Started {
+                if !switch && !down && !target_down && request.state == State::Started {
                     // Already up: started only when its configuration changes.
                     plan.start = None;
                 }
@@ -314,6 +323,11 @@ impl Plan {
                     }
                 }
             }
+        }
+        if after.versions.is_empty() {
+            // The pod is gone: its target and slice stop too (a slice stays
+            // active, empty, until stopped).
+            plan.stop_first.extend(active(observed, &pod_units(name)));
         }
         plan.remove = before
             .versions
@@ -377,13 +391,14 @@ impl Plan {
                     units: version_units(name, &after, v).1,
                     restart: true,
                     switch: false,
+                    target: None,
                 });
             }
         }
         if plan
             .start
             .as_ref()
-            .is_some_and(|s| s.units.is_empty() && !s.switch)
+            .is_some_and(|s| s.units.is_empty() && !s.switch && s.target.is_none())
         {
             plan.start = None;
         }
@@ -440,6 +455,9 @@ impl Plan {
                     "{verb} {} and wait until they are up",
                     start.units.join(" ")
                 ));
+            }
+            if let Some(target) = &start.target {
+                out.push(format!("start {target}"));
             }
         }
         if !self.stop_after.is_empty() {
