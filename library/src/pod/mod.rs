@@ -181,7 +181,9 @@ pub(crate) fn observe(
         .keys()
         .flat_map(|v| version_units(name, &state, v).0)
         .collect();
-    all.extend(pod_units(name));
+    if !all.is_empty() || !files.is_empty() {
+        all.extend(pod_units(name));
+    }
     let status = systemd
         .show(&all)?
         .into_iter()

@@ -43,3 +43,21 @@ fn secrets_given_as_env_are_not_echoed() {
     assert_eq!(result["failed"], json!(true));
     assert!(!result.to_string().contains("hunter2"), "{result}");
 }
+
+#[test]
+fn options_the_spec_cannot_check_are_refused_together() {
+    let result = run_file(
+        Path::new(BIN),
+        &json!({
+            "name": "Bad Name",
+            "version": "current",
+            "keep": -1,
+            "start_timeout": -5,
+            "env": {"POD_NAME": "x", "ok": "hunter2"},
+            "root": "/nonexistent/ops",
+        }),
+    );
+    assert_eq!(result["failed"], json!(true), "{result}");
+    assert!(!result.to_string().contains("hunter2"), "{result}");
+    insta::assert_json_snapshot!(result);
+}

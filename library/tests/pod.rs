@@ -1,0 +1,413 @@
+//! ops_pod's engine on a temporary root and unit directory, with the
+//! recording fake standing in for systemd: every state run twice, check
+//! mode, refusals (their messages snapshotted) and rollback.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ops_core::bundle::{PodName, Version};
+use ops_core::pod::{self, Request, State};
+use ops_core::systemd::fake::Recording;
+
+struct Host {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    unit_dir: PathBuf,
+    bundles: PathBuf,
+    systemd: Recording,
+}
+
+const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let unit_dir = dir.path().join("units");
+        let bundles = dir.path().join("bundles");
+        Host {
+            root,
+            unit_dir,
+            bundles,
+            _dir: dir,
+            systemd: Recording::default(),
+        }
+    }
+
+    /// A bundle of pod `shop` at `version` with a templated unit of two
+    /// instances and a helper that after= it.
+    fn bundle(&self, version: &str, web: &str) -> PathBuf {
+        let dir = self.bundles.join(format!("{version}-{}", web.len()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("web@.service"), web).unwrap();
+        fs::write(
+            dir.join("helper.service"),
+            "[Unit]\nAfter=web@1.service\n[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+        let pod = serde_json::json!({
+            "name": "shop",
+            "version": version,
+            "containers": [
+                {"name": "web", "replication": 2, "systemd": {"unit-files": ["web@.service"]}},
+                {"name": "helper", "systemd": {"unit-files": ["helper.service"]}},
+            ],
+        });
+        fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        dir
+    }
+
+    fn request(&self, state: State) -> Request {
+        Request {
+            bundle: None,
+            name: Some(PodName::parse("shop").unwrap()),
+            version: None,
+            state,
+            keep: None,
+            env: None,
+            root: self.root.clone(),
+            unit_dir: self.unit_dir.clone(),
+            start_timeout: Duration::from_secs(5),
+            rollback: true,
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn deploy(&mut self, version: &str) -> pod::Report {
+        let mut request = self.request(State::Started);
+        request.bundle = Some(self.bundle(version, WEB));
+        self.run(&request).expect("deploys")
+    }
+
+    fn run(&mut self, request: &Request) -> Result<pod::Report, String> {
+        pod::run(request, &mut self.systemd, false, true)
+            .map_err(|f| ops_core::module::error_chain(&f.error))
+    }
+
+    /// Every path under the store and unit directory with its contents.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for top in [&self.root, &self.unit_dir] {
+            walk(top, &mut out);
+        }
+        out
+    }
+}
+
+fn walk(path: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        out.insert(
+            path.to_owned(),
+            fs::read_link(path)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes(),
+        );
+    } else if meta.is_dir() {
+        out.insert(path.to_owned(), b"dir".to_vec());
+        for entry in fs::read_dir(path).unwrap() {
+            walk(&entry.unwrap().path(), out);
+        }
+    } else {
+        out.insert(path.to_owned(), fs::read(path).unwrap());
+    }
+}
+
+/// `sha256:<64 hex>` becomes `sha256:<digest>`, for readable snapshots.
+fn hide_digests(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(at) = rest.find("sha256:") {
+        out.push_str(&rest[..at + 7]);
+        out.push_str("<digest>");
+        rest = &rest[(at + 7 + 64).min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn v(s: &str) -> Option<Version> {
+    Some(Version::parse(s).unwrap())
+}
+
+#[test]
+fn deploy_switch_and_roll_back_each_changed_once() {
+    let mut host = Host::new();
+    let first = host.deploy("1");
+    assert!(first.changed);
+    assert_eq!(
+        host.systemd.running(),
+        [
+            "ops-shop.target",
+            "shop-1-helper.service",
+            "shop-1-web@1.service",
+            "shop-1-web@2.service"
+        ]
+    );
+    let helper = fs::read_to_string(host.unit_dir.join("shop-1-helper.service")).unwrap();
+    assert!(helper.contains("After=shop-1-web@1.service\n"), "{helper}");
+    assert!(!host.deploy("1").changed, "the rerun changes nothing");
+
+    let second = host.deploy("2");
+    assert!(second.changed);
+    assert_eq!(
+        (second.current.clone(), second.previous.clone()),
+        (v("2"), v("1"))
+    );
+    assert_eq!(
+        host.systemd.running(),
+        [
+            "ops-shop.target",
+            "shop-2-helper.service",
+            "shop-2-web@1.service",
+            "shop-2-web@2.service"
+        ]
+    );
+    // The new version was up before the old one stopped.
+    let calls = &host.systemd.calls;
+    let started = calls
+        .iter()
+        .position(|c| c.starts_with("start shop-2-"))
+        .unwrap();
+    let stopped = calls
+        .iter()
+        .position(|c| c.starts_with("stop shop-1-"))
+        .unwrap();
+    assert!(started < stopped, "{calls:?}");
+    assert!(!host.deploy("2").changed);
+
+    let mut back = host.request(State::Started);
+    back.version = v("1");
+    let report = host.run(&back).unwrap();
+    assert!(report.changed);
+    assert_eq!((report.current, report.previous), (v("1"), v("2")));
+    assert!(!host.run(&back).unwrap().changed);
+}
+
+#[test]
+fn one_daemon_reload_per_run_and_none_without_unit_changes() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let reloads = |h: &Host| {
+        h.systemd
+            .calls
+            .iter()
+            .filter(|c| *c == "daemon-reload")
+            .count()
+    };
+    assert_eq!(reloads(&host), 1);
+    let mut stop = host.request(State::Stopped);
+    stop.version = v("1");
+    host.run(&stop).unwrap();
+    // Stopping the current version only removes the boot link.
+    assert_eq!(reloads(&host), 2);
+    let before = reloads(&host);
+    host.run(&stop).unwrap();
+    assert_eq!(reloads(&host), before, "a no-op run does not reload");
+}
+
+#[test]
+fn check_mode_plans_everything_and_touches_nothing() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let before = host.snapshot();
+    let calls = host.systemd.calls.len();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("2", WEB));
+    request.keep = Some(1);
+    let report = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    assert!(report.changed);
+    insta::assert_json_snapshot!(report.actions);
+    assert_eq!(host.snapshot(), before);
+    let mutating: Vec<_> = host.systemd.calls[calls..]
+        .iter()
+        .filter(|c| !c.starts_with("show"))
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+}
+
+#[test]
+fn a_version_that_does_not_come_up_is_rolled_back_completely() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let before = host.snapshot();
+    host.systemd.failing.insert("shop-2-web@2.service".into());
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("2", WEB));
+    let failed = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let msg = ops_core::module::error_chain(&failed.error);
+    insta::assert_snapshot!(msg);
+    assert!(!failed.report.changed);
+    assert_eq!(
+        host.snapshot(),
+        before,
+        "store and unit files are as before"
+    );
+    assert_eq!(
+        host.systemd.running(),
+        [
+            "ops-shop.target",
+            "shop-1-helper.service",
+            "shop-1-web@1.service",
+            "shop-1-web@2.service"
+        ]
+    );
+}
+
+#[test]
+fn secrets_are_written_0600_and_never_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut host = Host::new();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("1", WEB));
+    request.env = Some(BTreeMap::from([(
+        "TOKEN".to_owned(),
+        "s3cr3t-value".to_owned(),
+    )]));
+    let report = host.run(&request).unwrap();
+    let env = host.root.join("pods/shop/1/environment");
+    assert_eq!(
+        fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(fs::read_to_string(&env)
+        .unwrap()
+        .contains("TOKEN=\"s3cr3t-value\""));
+    let shown = format!(
+        "{:?} {} {:?}",
+        report.actions,
+        serde_json::Value::Array(report.diff.clone()),
+        report.pod
+    );
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("environment of 1: TOKEN (values hidden, changed)"),
+        "{shown}"
+    );
+    for (path, bytes) in host.snapshot() {
+        if path != env {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("s3cr3t"),
+                "{}",
+                path.display()
+            );
+        }
+    }
+    assert!(!host.run(&request).unwrap().changed);
+}
+
+#[test]
+fn refusals_say_why_and_change_nothing() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let before = host.snapshot();
+    let mut messages = BTreeMap::new();
+
+    let mut r = host.request(State::Absent);
+    r.version = v("1");
+    messages.insert(
+        "absent of the running current version",
+        host.run(&r).unwrap_err(),
+    );
+
+    let mut r = host.request(State::Started);
+    r.version = v("9");
+    messages.insert(
+        "unknown version without a bundle",
+        host.run(&r).unwrap_err(),
+    );
+
+    let mut r = host.request(State::Started);
+    r.bundle = Some(host.bundle("1", "[Service]\nExecStart=/bin/true\n"));
+    messages.insert("same version, other content", host.run(&r).unwrap_err());
+
+    let mut r = host.request(State::Started);
+    r.bundle = Some(host.bundle("3", WEB));
+    r.name = Some(PodName::parse("other").unwrap());
+    messages.insert("name disagrees with the bundle", host.run(&r).unwrap_err());
+
+    let mut r = host.request(State::Started);
+    r.root = PathBuf::from("relative/store");
+    messages.insert("relative root", host.run(&r).unwrap_err());
+
+    fs::write(host.unit_dir.join("shop-4-web@.service"), "[Service]\n").unwrap();
+    let with_foreign = host.snapshot();
+    let mut r = host.request(State::Started);
+    r.bundle = Some(host.bundle("4", WEB));
+    messages.insert("a unit file ops did not write", host.run(&r).unwrap_err());
+    assert_eq!(host.snapshot(), with_foreign);
+    fs::remove_file(host.unit_dir.join("shop-4-web@.service")).unwrap();
+
+    host.systemd.invalid.insert(
+        "shop-5-web@.service".into(),
+        "shop-5-web@.service: Service has no ExecStart=".into(),
+    );
+    let mut r = host.request(State::Started);
+    r.bundle = Some(host.bundle("5", WEB));
+    messages.insert("a unit systemd would refuse", host.run(&r).unwrap_err());
+
+    assert_eq!(host.snapshot(), before, "no refusal changed anything");
+    let messages: BTreeMap<_, _> = messages
+        .into_iter()
+        .map(|(k, m)| {
+            (
+                k,
+                m.replace(&host.root.display().to_string(), "<root>")
+                    .replace(&host.unit_dir.display().to_string(), "<unit_dir>"),
+            )
+        })
+        .collect();
+    let messages: BTreeMap<_, _> = messages
+        .into_iter()
+        .map(|(k, m)| (k, hide_digests(&m)))
+        .collect();
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn keep_prunes_and_absent_removes_everything() {
+    let mut host = Host::new();
+    for version in ["1", "2", "3"] {
+        host.deploy(version);
+    }
+    let mut r = host.request(State::Started);
+    r.keep = Some(1);
+    let report = host.run(&r).unwrap();
+    assert!(report.changed);
+    let versions: Vec<_> = fs::read_dir(host.root.join("pods/shop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        versions.len(),
+        2,
+        "version 3 and its current pointer: {versions:?}"
+    );
+    assert!(!host.unit_dir.join("shop-1-web@.service").exists());
+    assert!(!host.run(&r).unwrap().changed);
+
+    let all = host.request(State::Absent);
+    assert!(host.run(&all).unwrap().changed);
+    assert!(!host.root.join("pods/shop").exists());
+    let left: Vec<_> = fs::read_dir(&host.unit_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Only the (now empty) boot target directory ops created remains.
+    assert!(
+        left.iter()
+            .all(|p| p.is_dir() && fs::read_dir(p).unwrap().next().is_none()),
+        "{left:?}"
+    );
+    assert!(
+        host.systemd.running().is_empty(),
+        "{:?}",
+        host.systemd.running()
+    );
+    assert!(!host.run(&all).unwrap().changed);
+}
