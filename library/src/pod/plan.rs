@@ -54,6 +54,8 @@ pub struct Plan {
     pub files_after: Vec<Change>,
     /// Versions to delete from the store.
     pub remove: Vec<Version>,
+    /// Said to the user, e.g. that a check could not be made.
+    pub warnings: Vec<String>,
 }
 
 /// The pod a request is about: from the bundle, or `name`.
@@ -171,6 +173,7 @@ impl Plan {
             files_before: Vec::new(),
             files_after: Vec::new(),
             remove: Vec::new(),
+            warnings: Vec::new(),
         };
 
         // The version must be in the store, or come with the bundle.
@@ -193,7 +196,12 @@ impl Plan {
                         digest: new.digest.clone(),
                         pod: new.pod.clone(),
                     };
-                    verify(systemd, name, v, new)?;
+                    if !verify(systemd, name, v, new)? {
+                        plan.warnings.push(
+                            "systemd-analyze is not installed: the unit files were not verified before installing"
+                                .to_owned(),
+                        );
+                    }
                     after.versions.insert(
                         v.clone(),
                         StoredVersion {
@@ -490,7 +498,7 @@ impl Plan {
             } else {
                 Vec::new()
             },
-            warnings: Vec::new(),
+            warnings: self.warnings.clone(),
             pod: Value::Null,
         }
     }
@@ -550,13 +558,14 @@ fn describe_change(change: &Change) -> String {
 }
 
 /// Check a new version's unit files as systemd will load them, in a
-/// temporary directory outside the store (so check mode can too).
+/// temporary directory outside the store (so check mode can too);
+/// `false` when no verifier is installed.
 fn verify(
     systemd: &mut dyn Systemd,
     name: &PodName,
     version: &Version,
     new: &NewVersion,
-) -> Result<(), PodError> {
+) -> Result<bool, PodError> {
     let files: Files = units::version_files(
         name,
         version,
@@ -585,7 +594,7 @@ fn verify(
         }
     }
     match systemd.verify(&top) {
-        Ok(_) => Ok(()),
+        Ok(verified) => Ok(verified),
         Err(source) => Err(PodError::Invalid {
             pod: name.clone(),
             version: version.clone(),
