@@ -226,6 +226,29 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     })
 }
 
+/// What a bundle declares that ops_pod does not act on yet (images,
+/// volumes and ports come with their own steps of the project): said, not
+/// silently dropped.
+fn not_yet_handled(incoming: Option<&NewVersion>) -> Vec<String> {
+    let Some(new) = incoming else {
+        return Vec::new();
+    };
+    let pod = &new.pod;
+    [
+        ("images", pod.images.len(), "imported"),
+        ("volumes", pod.volumes.len(), "extracted"),
+        ("ports", pod.ports.len(), "assigned"),
+    ]
+    .into_iter()
+    .filter(|(_, n, _)| *n > 0)
+    .map(|(what, n, done)| {
+        format!(
+            "the bundle declares {n} {what}: recorded in the store, not {done} yet by this ops_pod"
+        )
+    })
+    .collect()
+}
+
 /// Bring the pod to the requested state; in check mode only plan.
 pub fn run(
     request: &Request,
@@ -251,6 +274,7 @@ pub fn run(
     let first = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
+        report.warnings.extend(not_yet_handled(incoming.as_ref()));
         report.changed = !first.is_empty();
         report.pod = crate::facts::pod_record(&store, &request.unit_dir, &name, systemd)
             .unwrap_or(Value::Null);
@@ -263,6 +287,7 @@ pub fn run(
     let observed = observe(&store, &request.unit_dir, &name, systemd)?;
     let plan = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
     let mut report = plan.report(&observed, want_diff);
+    report.warnings.extend(not_yet_handled(incoming.as_ref()));
     report.actions.clear();
     let result = apply::apply(
         &plan,
