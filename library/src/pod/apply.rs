@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::plan::{Plan, Start};
+use super::plan::{describe_change, environment_action, Plan, Start};
 use super::{version_units, Observed, PodError, Report, Request};
 use crate::lock::StoreLock;
 use crate::store::Store;
@@ -60,12 +60,7 @@ impl Run<'_> {
         }
         units::apply(&self.request.unit_dir, changes)?;
         for change in changes {
-            let action = match (&change.before, &change.after) {
-                (None, Some(_)) => "install",
-                (Some(_), Some(_)) => "update",
-                (_, None) => "remove",
-            };
-            self.done(format!("{action} {}", change.path.display()));
+            self.done(describe_change(change));
         }
         crash_point("files-written");
         self.systemd.daemon_reload()?;
@@ -101,10 +96,7 @@ impl Run<'_> {
         }
         if let (Some(env), Some(v)) = (&plan.environment, &plan.version) {
             store.write_environment(lock, &plan.name, v, env.as_deref())?;
-            self.done(match env {
-                Some(_) => format!("write the environment file of version {v}"),
-                None => format!("remove the environment file of version {v}"),
-            });
+            self.done(environment_action(v, env.is_some()));
         }
         self.stop(&plan.stop_first)?;
         self.write_files(&plan.files_before)?;

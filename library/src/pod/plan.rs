@@ -371,13 +371,15 @@ impl Plan {
         units::check_foreign(name, &request.unit_dir, &plan.files_before)?;
 
         // Running units whose configuration changes are restarted.
-        if let Some(start) = &mut plan.start {
-            let prefix = format!("{name}-{}-", start.version);
-            let reconfigured = plan.environment.is_some()
+        let reconfigured = version.as_ref().is_some_and(|v| {
+            let prefix = format!("{name}-{v}-");
+            plan.environment.is_some()
                 || plan
                     .files_before
                     .iter()
-                    .any(|c| c.path.to_string_lossy().starts_with(&prefix));
+                    .any(|c| c.path.to_string_lossy().starts_with(&prefix))
+        });
+        if let Some(start) = &mut plan.start {
             let running = start
                 .units
                 .iter()
@@ -385,23 +387,15 @@ impl Plan {
             if !start.switch && reconfigured && running {
                 start.restart = true;
             }
-        } else if request.state == State::Started {
+        } else if request.state == State::Started && reconfigured {
             let v = version.as_ref().expect("resolved");
-            let prefix = format!("{name}-{v}-");
-            let reconfigured = plan.environment.is_some()
-                || plan
-                    .files_before
-                    .iter()
-                    .any(|c| c.path.to_string_lossy().starts_with(&prefix));
-            if reconfigured {
-                plan.start = Some(Start {
-                    version: v.clone(),
-                    units: version_units(name, &after, v).1,
-                    restart: true,
-                    switch: false,
-                    target: None,
-                });
-            }
+            plan.start = Some(Start {
+                version: v.clone(),
+                units: version_units(name, &after, v).1,
+                restart: true,
+                switch: false,
+                target: None,
+            });
         }
         if plan
             .start
@@ -439,10 +433,7 @@ impl Plan {
             ));
         }
         if let (Some(env), Some(v)) = (&self.environment, &self.version) {
-            out.push(match env {
-                Some(_) => format!("write the environment file of version {v}"),
-                None => format!("remove the environment file of version {v}"),
-            });
+            out.push(environment_action(v, env.is_some()));
         }
         if !self.stop_first.is_empty() {
             out.push(format!("stop {}", self.stop_first.join(" ")));
@@ -548,7 +539,16 @@ impl Plan {
     }
 }
 
-fn describe_change(change: &Change) -> String {
+/// The action of writing (or removing) a version's environment file.
+pub(super) fn environment_action(version: &Version, written: bool) -> String {
+    if written {
+        format!("write the environment file of version {version}")
+    } else {
+        format!("remove the environment file of version {version}")
+    }
+}
+
+pub(super) fn describe_change(change: &Change) -> String {
     let path = change.path.display();
     match (&change.before, &change.after) {
         (None, Some(_)) => format!("install {path}"),
