@@ -7,12 +7,15 @@
 //!   [`store`] (what is deployed), [`units`] (what goes in systemd's unit
 //!   directory), [`systemd`] (talking to it), [`lock`], [`atomic`] (every
 //!   write) and [`command`] (every external program).
+//! - [`image`]: importing images (ACI, OCI, Docker) into the systemd or
+//!   podman runtime, verified; removing them once unused.
 //! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 
 pub mod atomic;
 pub mod bundle;
 pub mod command;
 pub mod facts;
+pub mod image;
 pub mod lock;
 pub mod module;
 pub mod modules;

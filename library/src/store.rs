@@ -64,6 +64,9 @@ pub struct VersionRecord {
     pub digest: String,
     /// The validated pod; unit files are at `units/<name>`.
     pub pod: Pod,
+    /// The runtime the pod's images were imported into.
+    #[serde(default)]
+    pub runtime: crate::image::Runtime,
 }
 
 /// A version as stored: its record, unit file texts and environment file.

@@ -2,10 +2,13 @@
 //! its digest and signature; remove unreferenced images.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
-use crate::bundle;
+use crate::bundle::ImageId;
+use crate::image::{self, Location, Runtime};
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 
 #[derive(Debug, Deserialize)]
@@ -21,6 +24,7 @@ pub struct Options {
     pub state: String,
     pub timeout: i64,
     pub root: PathBuf,
+    pub lock_timeout: i64,
 }
 
 #[derive(Debug)]
@@ -64,13 +68,126 @@ impl Module for OpsImage {
                 .default(Default::Int(600)),
             Opt::new("root", Kind::Path, "The ops store.")
                 .default(Default::Str(super::DEFAULT_ROOT)),
+            Opt::new(
+                "lock_timeout",
+                Kind::Int,
+                "Seconds to wait for another ops run to finish.",
+            )
+            .default(Default::Int(300)),
         ],
         mutually_exclusive: &[&["path", "uri"]],
     };
     type Options = Options;
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
-        bundle::ImageId::parse(&options.id).map_err(|e| Failure::new(format!("id: {e}")))?;
-        super::not_built_yet(context, "importing images")
+        let request = request(options)?;
+        match image::run(&request, context.check_mode, context.diff) {
+            Ok(report) => {
+                let mut msg = if report.changed {
+                    report.actions.join("; ")
+                } else {
+                    format!(
+                        "image {} is {} in {}",
+                        report.id,
+                        present_word(&request),
+                        report.runtime
+                    )
+                };
+                if context.check_mode {
+                    msg = format!("check mode: {msg}");
+                }
+                Ok(Outcome {
+                    changed: report.changed,
+                    msg,
+                    diff: (!report.diff.is_empty()).then(|| Value::Array(report.diff.clone())),
+                    values: values(&report),
+                    ..Outcome::default()
+                })
+            }
+            Err(error) => {
+                let mut failure = Failure::from(error);
+                failure
+                    .values
+                    .insert("id".into(), json!(request.id.to_string()));
+                failure
+                    .values
+                    .insert("runtime".into(), json!(request.runtime));
+                Err(failure)
+            }
+        }
     }
+}
+
+fn present_word(request: &image::Request) -> &'static str {
+    match request.state {
+        image::State::Present => "present",
+        image::State::Absent => "absent",
+    }
+}
+
+/// Check what the spec cannot, and build the request.
+fn request(options: Options) -> Result<image::Request, Failure> {
+    let mut problems = Vec::new();
+    let id = ImageId::parse(&options.id)
+        .map_err(|e| problems.push(format!("id: {e}")))
+        .ok();
+    let mut location = |option: &str, text: Option<String>, uri_only: bool| {
+        text.and_then(|t| {
+            let parsed = if uri_only {
+                Location::parse_uri(&t)
+            } else {
+                Location::parse(&t)
+            };
+            parsed
+                .map_err(|e| problems.push(format!("{option}: {e}")))
+                .ok()
+        })
+    };
+    let source = match (options.path, options.uri) {
+        (Some(path), _) => Some(Location::Path(path)),
+        (None, uri) => location("uri", uri, true),
+    };
+    let signature = location("signature", options.signature, false);
+    let mut seconds = |option: &str, value: i64| {
+        u64::try_from(value)
+            .map(Duration::from_secs)
+            .unwrap_or_else(|_| {
+                problems.push(format!("{option}: expected 0 or more seconds, got {value}"));
+                Duration::ZERO
+            })
+    };
+    let timeout = seconds("timeout", options.timeout);
+    let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    let state = match options.state.as_str() {
+        "absent" => image::State::Absent,
+        _ => image::State::Present,
+    };
+    match (id, problems.is_empty()) {
+        (Some(id), true) => Ok(image::Request {
+            id,
+            source,
+            signature,
+            keyring: options.keyring,
+            require_signature: options.require_signature,
+            runtime: Runtime::parse(&options.runtime).expect("the spec checks the choices"),
+            state,
+            timeout,
+            root: options.root,
+            lock_timeout,
+        }),
+        _ => Err(Failure::new(format!("ops_image: {}", problems.join("; ")))),
+    }
+}
+
+/// The module's return values.
+fn values(report: &image::Report) -> Map<String, Value> {
+    let mut values = Map::new();
+    values.insert("id".into(), json!(report.id));
+    values.insert("runtime".into(), json!(report.runtime));
+    values.insert("format".into(), json!(report.format));
+    values.insert("location".into(), json!(report.location));
+    values.insert("size".into(), json!(report.size));
+    values.insert("used_by".into(), json!(report.used_by));
+    values.insert("actions".into(), json!(report.actions));
+    values
 }

@@ -195,6 +195,7 @@ impl Plan {
                         deployed_at: now(),
                         digest: new.digest.clone(),
                         pod: new.pod.clone(),
+                        runtime: crate::image::Runtime::Systemd,
                     };
                     if !verify(systemd, name, v, new)? {
                         plan.warnings.push(
@@ -629,6 +630,7 @@ mod tests {
                         deployed_at: 0,
                         digest: String::new(),
                         pod,
+                        runtime: Default::default(),
                     },
                     units: BTreeMap::new(),
                     environment: None,

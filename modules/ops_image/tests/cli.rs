@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ops_image");
 
 #[test]
 fn speaks_the_module_protocol() {
-    let valid = json!({"id": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "path": "/nonexistent.tar", "root": "/nonexistent/ops"});
+    let valid = json!({"id": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "state": "absent", "root": "/nonexistent/ops"});
     insta::assert_json_snapshot!(protocol_results(Path::new(BIN), &valid));
 }
 

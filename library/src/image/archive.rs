@@ -1,0 +1,860 @@
+//! Reading an image file in one pass: undo its compression, hash it and
+//! unpack it at once, then say what it was.
+//!
+//! The format is told by content. An ACI is a tar with `manifest` and
+//! `rootfs/`; an OCI image-layout archive has `oci-layout`, `index.json`
+//! and `blobs/<alg>/<hex>`; a Docker archive has `manifest.json`, a config
+//! and layer tars. Archives order these as they like (podman writes the
+//! layers before the manifests that give their order), so each layer is
+//! unpacked as it streams past into a directory of its own, with its
+//! digests computed on the way, and the small documents are kept in
+//! memory. At the end the manifests are read, every digest is checked
+//! against them and against the expected id, and only then are the layers
+//! merged, in order, by renames ([`unpack::overlay`]).
+//!
+//! Everything happens in a work directory that the caller discards on
+//! failure; nothing here touches the store.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256, Sha512};
+use tar::{Archive, Entry, EntryType};
+
+use super::decode::{self, Compression};
+use super::digest::{hex, HashingReader};
+use super::unpack::{self, Route, Unpacker, Whiteout};
+use super::{Format, ImageError};
+use crate::bundle::ImageId;
+
+/// The largest document (manifest, config, index) kept in memory.
+const DOCUMENT_LIMIT: u64 = 16 << 20;
+
+/// An image unpacked into a work directory.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub format: Format,
+    /// The full id: `sha512-<128 hex>` or `sha256:<64 hex>`.
+    pub id: String,
+    /// The root filesystem, inside the work directory.
+    pub rootfs: PathBuf,
+    /// Bytes of file contents in the image's layers.
+    pub size: u64,
+    /// What an ACI says about running it.
+    pub app: Option<AciApp>,
+}
+
+/// The `app` of an ACI manifest: what `podman import` turns into config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AciApp {
+    #[serde(default)]
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<AciEnv>,
+    #[serde(default)]
+    pub ports: Vec<AciPort>,
+    #[serde(default, rename = "workingDirectory")]
+    pub working_directory: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AciEnv {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AciPort {
+    pub name: String,
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct AciManifest {
+    #[serde(rename = "acKind")]
+    ac_kind: String,
+    #[serde(default)]
+    app: Option<AciApp>,
+}
+
+/// A file of the archive other than an ACI's rootfs.
+#[derive(Debug)]
+enum Blob {
+    /// A small document, decompressed, with the sha256 of its raw bytes.
+    Document { bytes: Vec<u8>, raw: String },
+    /// A layer unpacked into `dir`.
+    Layer {
+        dir: PathBuf,
+        raw: String,
+        diff: String,
+        bytes: u64,
+        whiteouts: Vec<Whiteout>,
+    },
+}
+
+impl Blob {
+    fn raw(&self) -> &str {
+        match self {
+            Blob::Document { raw, .. } | Blob::Layer { raw, .. } => raw,
+        }
+    }
+}
+
+/// The state of the one pass over the outer archive.
+#[derive(Debug)]
+struct Scan<'a> {
+    file: &'a str,
+    work: &'a Path,
+    aci_manifest: Option<Vec<u8>>,
+    aci_rootfs: Option<Unpacker>,
+    blobs: HashMap<String, Blob>,
+    /// Symlinks and hard links among the archive's files (Docker archives
+    /// link `<id>/layer.tar` to the layer file).
+    aliases: HashMap<String, String>,
+    layers_made: usize,
+}
+
+/// An error reading or unpacking `file`; a file that ends too soon says so.
+fn unpack_error(file: &str, source: io::Error) -> ImageError {
+    if ends_early(&source) {
+        ImageError::Truncated {
+            file: file.to_owned(),
+        }
+    } else {
+        ImageError::Unpack {
+            file: file.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Did the bytes run out mid-archive? The tar crate says so in words
+/// (`unexpected EOF during skip`, `failed to read entire block`) as well
+/// as by error kind.
+fn ends_early(error: &io::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.is::<ureq::Error>() {
+            return false;
+        }
+        let text = e.to_string();
+        if text.contains("unexpected EOF") || text.contains("failed to read entire block") {
+            return true;
+        }
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    error.kind() == io::ErrorKind::UnexpectedEof
+}
+
+/// Does this block start a tar archive?
+fn is_tar(head: &[u8]) -> bool {
+    head.len() >= 512 && &head[257..262] == b"ustar"
+}
+
+fn read_head(stream: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    stream.take(512).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Open a file's bytes: its compression undone, whatever it was.
+fn decompress<'r>(reader: impl Read + 'r) -> io::Result<(Compression, Box<dyn Read + 'r>)> {
+    decode::decompressed(BufReader::with_capacity(256 << 10, reader))
+}
+
+impl<'a> Scan<'a> {
+    fn read_error(&self, source: io::Error) -> ImageError {
+        unpack_error(self.file, source)
+    }
+
+    fn malformed(&self, what: impl Into<String>) -> ImageError {
+        ImageError::Malformed {
+            file: self.file.to_owned(),
+            what: what.into(),
+        }
+    }
+
+    fn run<R: Read>(&mut self, reader: R) -> io::Result<()> {
+        let mut archive = Archive::new(reader);
+        let rootfs_dir = self.work.join("aci-rootfs");
+        let mut rootfs = Unpacker::new(&rootfs_dir, false);
+        let mut rootfs_made = false;
+        let mut others: Vec<io::Error> = Vec::new();
+        rootfs.unpack(
+            &mut archive,
+            |path| {
+                let rel = unpack::relative(path, &path.display().to_string())?;
+                match rel.strip_prefix("rootfs") {
+                    Ok(inside) => {
+                        if !rootfs_made {
+                            fs::create_dir_all(&rootfs_dir)?;
+                            rootfs_made = true;
+                        }
+                        Ok(Route::Into(inside.to_owned()))
+                    }
+                    Err(_) => Ok(Route::Other),
+                }
+            },
+            |path, entry| {
+                let result = self.other(path, entry);
+                if let Err(e) = result {
+                    others.push(e);
+                }
+                // Stop at the first problem.
+                others.pop().map_or(Ok(()), Err)
+            },
+        )?;
+        if rootfs_made {
+            self.aci_rootfs = Some(rootfs);
+        }
+        Ok(())
+    }
+
+    fn other<R: Read>(&mut self, path: &Path, entry: &mut Entry<'_, R>) -> io::Result<()> {
+        let name = path.display().to_string();
+        let rel = unpack::relative(path, &name)?;
+        let key = rel.to_string_lossy().into_owned();
+        match entry.header().entry_type() {
+            EntryType::Directory => Ok(()),
+            EntryType::Symlink => {
+                let target = entry.link_name()?.unwrap_or_default();
+                let base = rel.parent().unwrap_or(Path::new(""));
+                let joined = normalise(&base.join(target));
+                self.aliases.insert(key, joined);
+                Ok(())
+            }
+            EntryType::Link => {
+                let target = entry.link_name()?.unwrap_or_default();
+                self.aliases.insert(key, normalise(&target));
+                Ok(())
+            }
+            EntryType::Regular | EntryType::Continuous if key == "manifest" => {
+                self.aci_manifest = Some(read_document(entry, &name)?);
+                Ok(())
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let blob = self.blob(entry, &name)?;
+                self.blobs.insert(key, blob);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Take in one file of the archive: a layer is unpacked as it streams,
+    /// anything else is kept in memory.
+    fn blob<R: Read>(&mut self, entry: &mut Entry<'_, R>, name: &str) -> io::Result<Blob> {
+        let mut raw = HashingReader::new::<Sha256>(entry);
+        let (compression, mut stream) = decompress(&mut raw)?;
+        let head = read_head(&mut stream)?;
+        let blob = if is_tar(&head) {
+            self.layers_made += 1;
+            let dir = self.work.join("layers").join(self.layers_made.to_string());
+            fs::create_dir_all(&dir)?;
+            let stream = Cursor::new(head).chain(stream);
+            let (unpacked, diff) = if compression == Compression::None {
+                (unpack_layer(stream, &dir, name)?, None)
+            } else {
+                let mut hashed = HashingReader::new::<Sha256>(stream);
+                let unpacked = unpack_layer(&mut hashed, &dir, name)?;
+                (unpacked, Some(hashed.finish()?.0))
+            };
+            let raw = raw.finish()?.0;
+            Blob::Layer {
+                dir,
+                diff: diff.unwrap_or_else(|| raw.clone()),
+                raw,
+                bytes: unpacked.bytes,
+                whiteouts: unpacked.whiteouts,
+            }
+        } else {
+            let mut bytes = head;
+            (&mut stream).take(DOCUMENT_LIMIT).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 >= DOCUMENT_LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name} is neither a layer (a tar) nor a document of at most 16 MiB"),
+                ));
+            }
+            drop(stream);
+            Blob::Document {
+                bytes,
+                raw: raw.finish()?.0,
+            }
+        };
+        Ok(blob)
+    }
+}
+
+fn read_document<R: Read>(entry: &mut Entry<'_, R>, name: &str) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    entry.take(DOCUMENT_LIMIT).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 >= DOCUMENT_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name} is larger than 16 MiB"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn unpack_layer(stream: impl Read, dir: &Path, name: &str) -> io::Result<unpack::Unpacked> {
+    let mut unpacker = Unpacker::new(dir, true);
+    unpacker
+        .unpack(
+            &mut Archive::new(stream),
+            |p| unpack::relative(p, &p.display().to_string()).map(Route::Into),
+            |_, _| Ok(()),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("layer {name}: {e}")))?;
+    Ok(unpacker.result)
+}
+
+/// `a/./b/../c` → `a/c`, as a key into the archive's files.
+fn normalise(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// Read an image file (`reader`, called `file` in errors) expected to be
+/// image `expected`, into `work` (an empty directory).
+pub fn unpack(
+    reader: impl Read,
+    file: &str,
+    expected: &ImageId,
+    work: &Path,
+) -> Result<Unpacked, ImageError> {
+    let mut scan = Scan {
+        file,
+        work,
+        aci_manifest: None,
+        aci_rootfs: None,
+        blobs: HashMap::new(),
+        aliases: HashMap::new(),
+        layers_made: 0,
+    };
+    let (_, stream) = decompress(reader).map_err(|e| scan.read_error(e))?;
+    // An ACI's id is the sha512 of the whole uncompressed tar: hash it on
+    // the way. Other formats are verified by their documents' digests.
+    let whole_sha512 = if matches!(expected, ImageId::Sha512(_)) {
+        let mut hashed = HashingReader::new::<Sha512>(stream);
+        scan.run(&mut hashed).map_err(|e| scan.read_error(e))?;
+        Some(hashed.finish().map_err(|e| scan.read_error(e))?.0)
+    } else {
+        let mut stream = stream;
+        scan.run(&mut stream).map_err(|e| scan.read_error(e))?;
+        io::copy(&mut stream, &mut io::sink()).map_err(|e| scan.read_error(e))?;
+        None
+    };
+    let format = if scan.blobs.contains_key("index.json") && scan.blobs.contains_key("oci-layout") {
+        Format::Oci
+    } else if scan.blobs.contains_key("manifest.json") {
+        Format::Docker
+    } else if scan.aci_manifest.is_some() {
+        Format::Aci
+    } else {
+        return Err(ImageError::NotAnImage {
+            file: file.to_owned(),
+        });
+    };
+    match (format, expected) {
+        (Format::Aci, ImageId::Sha512(_)) | (Format::Oci | Format::Docker, ImageId::Sha256(_)) => {}
+        _ => {
+            return Err(ImageError::WrongFormat {
+                file: file.to_owned(),
+                format,
+                id: expected.to_string(),
+            })
+        }
+    }
+    match format {
+        Format::Aci => scan.finish_aci(expected, whole_sha512.unwrap_or_default()),
+        Format::Oci => scan.finish_oci(expected),
+        Format::Docker => scan.finish_docker(expected),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct OciIndex {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageConfig {
+    rootfs: RootfsConfig,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootfsConfig {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+impl Scan<'_> {
+    fn parse<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, ImageError> {
+        let Some(Blob::Document { bytes, .. }) = self.blobs.get(key) else {
+            return Err(self.malformed(format!("{key} is missing")));
+        };
+        serde_json::from_slice(bytes).map_err(|e| self.malformed(format!("{key}: {e}")))
+    }
+
+    /// The archive file an OCI digest names, checked against its bytes.
+    fn oci_blob(&self, digest: &str, what: &str) -> Result<String, ImageError> {
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            return Err(self.malformed(format!("{what}: unsupported digest {digest:?}")));
+        };
+        let key = format!("blobs/sha256/{hex}");
+        let Some(blob) = self.blobs.get(&key) else {
+            return Err(self.malformed(format!("{what} {digest} is not in the archive")));
+        };
+        if blob.raw() != hex {
+            return Err(ImageError::Corrupt {
+                file: self.file.to_owned(),
+                what: format!("{what} ({key})"),
+                expected: digest.to_owned(),
+                actual: format!("sha256:{}", blob.raw()),
+            });
+        }
+        Ok(key)
+    }
+
+    fn finish_aci(mut self, expected: &ImageId, sha512: String) -> Result<Unpacked, ImageError> {
+        let ImageId::Sha512(prefix) = expected else {
+            unreachable!("checked by the caller")
+        };
+        let id = format!("sha512-{sha512}");
+        if !sha512.starts_with(prefix.as_str()) {
+            return Err(ImageError::Mismatch {
+                file: self.file.to_owned(),
+                expected: expected.to_string(),
+                actual: id,
+            });
+        }
+        let manifest: AciManifest =
+            serde_json::from_slice(self.aci_manifest.as_deref().unwrap_or_default())
+                .map_err(|e| self.malformed(format!("manifest: {e}")))?;
+        if manifest.ac_kind != "ImageManifest" {
+            return Err(self.malformed(format!(
+                "manifest: acKind is {:?}, expected \"ImageManifest\"",
+                manifest.ac_kind
+            )));
+        }
+        let Some(rootfs) = self.aci_rootfs.take() else {
+            return Err(self.malformed("the ACI has no rootfs/ directory"));
+        };
+        let target = self.work.join("rootfs");
+        fs::rename(self.work.join("aci-rootfs"), &target).map_err(|e| self.read_error(e))?;
+        Ok(Unpacked {
+            format: Format::Aci,
+            id,
+            rootfs: target,
+            size: rootfs.result.bytes,
+            app: Some(manifest.app.unwrap_or_default()),
+        })
+    }
+
+    fn finish_oci(self, expected: &ImageId) -> Result<Unpacked, ImageError> {
+        let index: OciIndex = self.parse("index.json")?;
+        let mut pending = index.manifests;
+        let mut manifests: Vec<OciManifest> = Vec::new();
+        let mut rounds = 0;
+        while let Some(desc) = pending.pop() {
+            rounds += 1;
+            if rounds > 64 {
+                return Err(self.malformed("index.json: too many nested indexes"));
+            }
+            let key = self.oci_blob(&desc.digest, "manifest")?;
+            if desc.media_type.contains("index") || desc.media_type.contains("manifest.list") {
+                let nested: OciIndex = self.parse(&key)?;
+                pending.extend(nested.manifests);
+            } else {
+                manifests.push(self.parse(&key)?);
+            }
+        }
+        let want = expected.to_string();
+        let Some(manifest) = manifests.iter().find(|m| m.config.digest == want) else {
+            return Err(ImageError::Mismatch {
+                file: self.file.to_owned(),
+                expected: want,
+                actual: manifests
+                    .iter()
+                    .map(|m| m.config.digest.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let config_key = self.oci_blob(&manifest.config.digest, "config")?;
+        let config: ImageConfig = self.parse(&config_key)?;
+        let mut layers = Vec::new();
+        for (i, desc) in manifest.layers.iter().enumerate() {
+            layers.push(self.oci_blob(&desc.digest, &format!("layer {}", i + 1))?);
+        }
+        self.finish_layers(want, Format::Oci, &layers, &config.rootfs.diff_ids)
+    }
+
+    fn finish_docker(self, expected: &ImageId) -> Result<Unpacked, ImageError> {
+        let entries: Vec<DockerEntry> = self.parse("manifest.json")?;
+        let want = expected.to_string();
+        let mut found = Vec::new();
+        let mut chosen = None;
+        for entry in &entries {
+            let key = self.resolve(&entry.config);
+            let Some(blob) = self.blobs.get(&key) else {
+                return Err(self.malformed(format!(
+                    "manifest.json: config {} is not in the archive",
+                    entry.config
+                )));
+            };
+            let id = format!("sha256:{}", blob.raw());
+            if id == want {
+                chosen = Some((entry, key));
+                break;
+            }
+            found.push(id);
+        }
+        let Some((entry, config_key)) = chosen else {
+            return Err(ImageError::Mismatch {
+                file: self.file.to_owned(),
+                expected: want,
+                actual: found.join(", "),
+            });
+        };
+        let config: ImageConfig = self.parse(&config_key)?;
+        let layers: Vec<String> = entry.layers.iter().map(|l| self.resolve(l)).collect();
+        self.finish_layers(want, Format::Docker, &layers, &config.rootfs.diff_ids)
+    }
+
+    /// Follow the archive's own links to a file.
+    fn resolve(&self, path: &str) -> String {
+        let mut key = normalise(Path::new(path));
+        for _ in 0..16 {
+            match self.aliases.get(&key) {
+                Some(target) => key = target.clone(),
+                None => break,
+            }
+        }
+        key
+    }
+
+    /// Check every layer's uncompressed digest against the config, then
+    /// merge them in order into `rootfs`.
+    fn finish_layers(
+        mut self,
+        id: String,
+        format: Format,
+        layers: &[String],
+        diff_ids: &[String],
+    ) -> Result<Unpacked, ImageError> {
+        if layers.len() != diff_ids.len() {
+            return Err(self.malformed(format!(
+                "the manifest lists {} layers but the config's rootfs.diff_ids has {}",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let rootfs = self.work.join("rootfs");
+        let mut size = 0;
+        for (i, (key, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+            let what = format!("layer {} ({key})", i + 1);
+            let blob = self.blobs.remove(key).ok_or_else(|| {
+                self.malformed(format!("{what} is not in the archive (or is listed twice)"))
+            })?;
+            let (dir, diff, bytes, whiteouts) = match blob {
+                Blob::Layer {
+                    dir,
+                    diff,
+                    bytes,
+                    whiteouts,
+                    ..
+                } => (dir, diff, bytes, whiteouts),
+                Blob::Document { bytes, .. } => {
+                    // A layer too small to look like a tar (an empty one).
+                    let (_, mut stream) = decompress(&bytes[..]).map_err(|e| self.read_error(e))?;
+                    let mut plain = Vec::new();
+                    stream
+                        .read_to_end(&mut plain)
+                        .map_err(|e| self.read_error(e))?;
+                    let diff = hex(&Sha256::digest(&plain));
+                    let dir = self.work.join("layers").join(format!("small-{i}"));
+                    fs::create_dir_all(&dir).map_err(|e| self.read_error(e))?;
+                    let unpacked =
+                        unpack_layer(&plain[..], &dir, key).map_err(|e| self.read_error(e))?;
+                    (dir, diff, unpacked.bytes, unpacked.whiteouts)
+                }
+            };
+            if format!("sha256:{diff}") != *diff_id {
+                return Err(ImageError::Corrupt {
+                    file: self.file.to_owned(),
+                    what,
+                    expected: diff_id.clone(),
+                    actual: format!("sha256:{diff}"),
+                });
+            }
+            size += bytes;
+            if i == 0 {
+                fs::rename(&dir, &rootfs).map_err(|e| self.read_error(e))?;
+            } else {
+                unpack::overlay(&rootfs, &dir, &whiteouts).map_err(|e| self.read_error(e))?;
+            }
+        }
+        if layers.is_empty() {
+            fs::create_dir_all(&rootfs).map_err(|e| self.read_error(e))?;
+        }
+        Ok(Unpacked {
+            format,
+            id,
+            rootfs,
+            size,
+            app: None,
+        })
+    }
+}
+
+/// Find which images an OCI or Docker archive holds, without unpacking
+/// it: the config digests (ids) it names, each checked against the bytes
+/// of its config. Only headers and small documents are read, and an
+/// uncompressed file's layers are skipped by seeking.
+pub fn identify(path: &Path, file: &str) -> Result<(Format, Vec<String>), ImageError> {
+    let unpack_error = |source: io::Error| unpack_error(file, source);
+    let mut opened = fs::File::open(path).map_err(unpack_error)?;
+    let mut head = [0u8; 8];
+    let n = opened.read(&mut head).map_err(unpack_error)?;
+    let plain = decode::Compression::sniff(&head[..n]) == Compression::None;
+    let opened = fs::File::open(path).map_err(unpack_error)?;
+    let mut docs = Scan {
+        file,
+        work: Path::new(""),
+        aci_manifest: None,
+        aci_rootfs: None,
+        blobs: HashMap::new(),
+        aliases: HashMap::new(),
+        layers_made: 0,
+    };
+    if plain {
+        let mut archive = Archive::new(opened);
+        let entries = archive.entries_with_seek().map_err(unpack_error)?;
+        for entry in entries {
+            docs.keep_document(entry.map_err(unpack_error)?)
+                .map_err(unpack_error)?;
+        }
+    } else {
+        let (_, stream) = decompress(opened).map_err(unpack_error)?;
+        let mut archive = Archive::new(stream);
+        for entry in archive.entries().map_err(unpack_error)? {
+            docs.keep_document(entry.map_err(unpack_error)?)
+                .map_err(unpack_error)?;
+        }
+    }
+    if docs.blobs.contains_key("index.json") && docs.blobs.contains_key("oci-layout") {
+        let index: OciIndex = docs.parse("index.json")?;
+        let mut pending = index.manifests;
+        let mut ids = Vec::new();
+        while let Some(desc) = pending.pop() {
+            if ids.len() + pending.len() > 256 {
+                return Err(docs.malformed("index.json: too many manifests"));
+            }
+            let key = docs.oci_blob(&desc.digest, "manifest")?;
+            if desc.media_type.contains("index") || desc.media_type.contains("manifest.list") {
+                pending.extend(docs.parse::<OciIndex>(&key)?.manifests);
+            } else {
+                let manifest: OciManifest = docs.parse(&key)?;
+                docs.oci_blob(&manifest.config.digest, "config")?;
+                ids.push(manifest.config.digest);
+            }
+        }
+        Ok((Format::Oci, ids))
+    } else if docs.blobs.contains_key("manifest.json") {
+        let entries: Vec<DockerEntry> = docs.parse("manifest.json")?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            let key = docs.resolve(&entry.config);
+            let Some(blob) = docs.blobs.get(&key) else {
+                return Err(docs.malformed(format!(
+                    "manifest.json: config {} is not in the archive",
+                    entry.config
+                )));
+            };
+            ids.push(format!("sha256:{}", blob.raw()));
+        }
+        Ok((Format::Docker, ids))
+    } else if docs.aci_manifest.is_some() {
+        Ok((Format::Aci, Vec::new()))
+    } else {
+        Err(ImageError::NotAnImage {
+            file: file.to_owned(),
+        })
+    }
+}
+
+/// The largest file [`identify`] reads: documents are far smaller.
+const IDENTIFY_LIMIT: u64 = 1 << 20;
+
+impl Scan<'_> {
+    fn keep_document<R: Read>(&mut self, mut entry: Entry<'_, R>) -> io::Result<()> {
+        let path = entry.path()?.into_owned();
+        let rel = unpack::relative(&path, &path.display().to_string())?;
+        let key = rel.to_string_lossy().into_owned();
+        match entry.header().entry_type() {
+            EntryType::Symlink | EntryType::Link => self.other(&path, &mut entry),
+            EntryType::Regular | EntryType::Continuous if key == "manifest" => {
+                self.aci_manifest = Some(Vec::new());
+                Ok(())
+            }
+            EntryType::Regular | EntryType::Continuous if entry.size() <= IDENTIFY_LIMIT => {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes)?;
+                let raw = hex(&Sha256::digest(&bytes));
+                self.blobs.insert(key, Blob::Document { bytes, raw });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rewrite an ACI's `rootfs/` as a plain tar at `out` (for `podman
+/// import`), hashing the ACI on the way; fails, leaving `out` for the
+/// caller to discard, unless the ACI is image `expected`. Returns the full
+/// id and the ACI's app.
+pub fn aci_rootfs_tar(
+    reader: impl Read,
+    file: &str,
+    expected: &ImageId,
+    out: &Path,
+) -> Result<(String, AciApp, u64), ImageError> {
+    let read_error = |source: io::Error| unpack_error(file, source);
+    let ImageId::Sha512(prefix) = expected else {
+        return Err(ImageError::WrongFormat {
+            file: file.to_owned(),
+            format: Format::Aci,
+            id: expected.to_string(),
+        });
+    };
+    let (_, stream) = decompress(reader).map_err(read_error)?;
+    let mut hashed = HashingReader::new::<Sha512>(stream);
+    let target = io::BufWriter::with_capacity(1 << 20, fs::File::create(out).map_err(read_error)?);
+    let mut builder = tar::Builder::new(target);
+    let mut manifest = None;
+    let mut size = 0;
+    let mut saw_rootfs = false;
+    {
+        let mut archive = Archive::new(&mut hashed);
+        for entry in archive.entries().map_err(read_error)? {
+            let mut entry = entry.map_err(read_error)?;
+            let path = entry.path().map_err(read_error)?.into_owned();
+            let name = path.display().to_string();
+            let rel = unpack::relative(&path, &name).map_err(read_error)?;
+            if rel == Path::new("manifest") {
+                manifest = Some(read_document(&mut entry, &name).map_err(read_error)?);
+                continue;
+            }
+            let Ok(inside) = rel.strip_prefix("rootfs") else {
+                continue;
+            };
+            saw_rootfs = true;
+            if inside.as_os_str().is_empty() {
+                continue;
+            }
+            let mut header = entry.header().clone();
+            let kind = header.entry_type();
+            let result = match kind {
+                EntryType::Symlink | EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(read_error)?
+                        .unwrap_or_default()
+                        .into_owned();
+                    let target = if kind == EntryType::Link {
+                        let t = unpack::relative(&target, &name).map_err(read_error)?;
+                        t.strip_prefix("rootfs").map(Path::to_owned).unwrap_or(t)
+                    } else {
+                        target
+                    };
+                    builder.append_link(&mut header, inside, target)
+                }
+                _ => {
+                    size += if kind.is_file() { entry.size() } else { 0 };
+                    builder.append_data(&mut header, inside, &mut entry)
+                }
+            };
+            result.map_err(read_error)?;
+        }
+    }
+    builder
+        .into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all())
+        .map_err(read_error)?;
+    let (sha512, _) = hashed.finish().map_err(read_error)?;
+    let id = format!("sha512-{sha512}");
+    if !sha512.starts_with(prefix.as_str()) {
+        return Err(ImageError::Mismatch {
+            file: file.to_owned(),
+            expected: expected.to_string(),
+            actual: id,
+        });
+    }
+    let Some(manifest) = manifest else {
+        return Err(ImageError::NotAnImage {
+            file: file.to_owned(),
+        });
+    };
+    let manifest: AciManifest =
+        serde_json::from_slice(&manifest).map_err(|e| ImageError::Malformed {
+            file: file.to_owned(),
+            what: format!("manifest: {e}"),
+        })?;
+    if manifest.ac_kind != "ImageManifest" || !saw_rootfs {
+        return Err(ImageError::Malformed {
+            file: file.to_owned(),
+            what: "not an ACI: expected a manifest of acKind \"ImageManifest\" and a rootfs/ directory".into(),
+        });
+    }
+    Ok((id, manifest.app.unwrap_or_default(), size))
+}

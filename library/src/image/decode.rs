@@ -1,0 +1,86 @@
+//! Undoing compression, told by the bytes rather than the file name.
+//!
+//! An ACI may be a plain tar or gzip, bzip2 or xz-compressed; OCI layers
+//! are plain or gzip (zstd layers are refused by name, see below). The
+//! first bytes say which, so a file called `.aci` that is really xz works
+//! and a wrong extension cannot mislead.
+
+use std::io::{self, BufRead, Read};
+
+/// How a stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl Compression {
+    /// Tell the compression from the first bytes of a stream.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Compression::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// A stream with its compression undone, and what it was.
+pub fn decompressed<'a, R: BufRead + 'a>(
+    mut reader: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let compression = Compression::sniff(reader.fill_buf()?);
+    let stream: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(reader),
+        // Multi-member gzip files are valid gzip; one decoder reads them all.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(reader)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
+        Compression::Zstd => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "zstd-compressed content is not supported for images \
+                 (use an uncompressed, gzip, bzip2 or xz archive)",
+            ))
+        }
+    };
+    Ok((compression, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn roundtrip(compressed: Vec<u8>, expected: Compression) {
+        let (found, mut stream) = decompressed(&compressed[..]).unwrap();
+        assert_eq!(found, expected);
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"tar bytes".repeat(100));
+    }
+
+    #[test]
+    fn every_supported_compression_is_recognised_and_undone() {
+        let data = b"tar bytes".repeat(100);
+        roundtrip(data.clone(), Compression::None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        roundtrip(gz.finish().unwrap(), Compression::Gzip);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).unwrap();
+        roundtrip(bz.finish().unwrap(), Compression::Bzip2);
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data).unwrap();
+        roundtrip(xz.finish().unwrap(), Compression::Xz);
+    }
+}

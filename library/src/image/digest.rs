@@ -1,0 +1,205 @@
+//! Hashing bytes while they stream past, on another core.
+//!
+//! An image is hashed in the same pass that unpacks it. Hashing on the
+//! unpacking thread would add its time to the unpacking's; here the bytes
+//! are copied into large chunks and hashed by a worker thread, so the two
+//! overlap and the import takes about as long as the slower of them.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
+
+use sha2::digest::Digest;
+
+/// Bytes handed to the worker at a time: large enough that the hand-over
+/// costs nothing next to the hashing, small enough to stay in cache.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight: the reader runs at most this far ahead of the worker.
+const IN_FLIGHT: usize = 4;
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A hash computed by a worker thread from chunks sent to it.
+#[derive(Debug)]
+pub struct BackgroundHash {
+    pending: Vec<u8>,
+    full: Option<SyncSender<Vec<u8>>>,
+    empty: Receiver<Vec<u8>>,
+    worker: Option<JoinHandle<Vec<u8>>>,
+    total: u64,
+}
+
+impl BackgroundHash {
+    pub fn new<D: Digest + Send + 'static>() -> BackgroundHash {
+        let (full, chunks) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (recycle, empty) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+        let worker = thread::spawn(move || {
+            let mut hash = D::new();
+            for chunk in chunks {
+                hash.update(&chunk);
+                // The reader may have finished and stopped taking buffers back.
+                let _ = recycle.try_send(chunk);
+            }
+            hash.finalize().to_vec()
+        });
+        BackgroundHash {
+            pending: Vec::with_capacity(CHUNK),
+            full: Some(full),
+            empty,
+            worker: Some(worker),
+            total: 0,
+        }
+    }
+
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = CHUNK - self.pending.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.pending.extend_from_slice(now);
+            bytes = rest;
+            if self.pending.len() == CHUNK {
+                self.send();
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.pending, next);
+        if let Some(full) = &self.full {
+            // The worker only stops when `full` is dropped, so this succeeds.
+            let _ = full.send(chunk);
+        }
+        self.pending.clear();
+    }
+
+    /// Bytes hashed so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The digest, in lowercase hex.
+    pub fn finish(mut self) -> String {
+        if !self.pending.is_empty() {
+            self.send();
+        }
+        drop(self.full.take());
+        let worker = self.worker.take().expect("finish runs once");
+        hex(&worker.join().expect("the hashing thread does not panic"))
+    }
+}
+
+impl Drop for BackgroundHash {
+    fn drop(&mut self) {
+        drop(self.full.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// A reader that hashes what is read through it, in the background.
+#[derive(Debug)]
+pub struct HashingReader<R> {
+    inner: R,
+    hash: BackgroundHash,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new<D: Digest + Send + 'static>(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hash: BackgroundHash::new::<D>(),
+        }
+    }
+
+    /// Read what is left (a tar reader stops at its end marker, but the
+    /// digest is of every byte), then return the digest and the byte count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        let total = self.hash.total();
+        Ok((self.hash.finish(), total))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A reader that hashes inline: for the small streams (layers inside an
+/// archive) where a thread per stream would cost more than it saves.
+#[derive(Debug)]
+pub struct InlineHashingReader<R, D> {
+    inner: R,
+    hash: D,
+    total: u64,
+}
+
+impl<R: Read, D: Digest> InlineHashingReader<R, D> {
+    pub fn new(inner: R) -> Self {
+        InlineHashingReader {
+            inner,
+            hash: D::new(),
+            total: 0,
+        }
+    }
+
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((hex(&self.hash.finalize()), self.total))
+    }
+}
+
+impl<R: Read, D: Digest> Read for InlineHashingReader<R, D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.total += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Sha256, Sha512};
+
+    #[test]
+    fn the_background_hash_equals_the_plain_one_across_chunk_borders() {
+        let data: Vec<u8> = (0..(3 * CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut reader = HashingReader::new::<Sha512>(&data[..]);
+        let mut first = vec![0; 1000];
+        reader.read_exact(&mut first).unwrap();
+        let (digest, total) = reader.finish().unwrap();
+        assert_eq!(digest, hex(&Sha512::digest(&data)));
+        assert_eq!(total, data.len() as u64);
+    }
+
+    #[test]
+    fn the_inline_hash_counts_and_hashes_everything() {
+        let data = b"layer bytes".repeat(1000);
+        let reader = InlineHashingReader::<_, Sha256>::new(&data[..]);
+        let (digest, total) = reader.finish().unwrap();
+        assert_eq!(digest, hex(&Sha256::digest(&data)));
+        assert_eq!(total, data.len() as u64);
+    }
+}

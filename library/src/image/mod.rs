@@ -1,0 +1,678 @@
+//! Images: importing a container image into a runtime, verified, and
+//! removing it once nothing uses it.
+//!
+//! - [`archive`]: the one pass over an image file (ACI, OCI or Docker
+//!   archive): decompress, hash, unpack, check every digest.
+//! - [`records`]: where images live in the store and ops's record of each.
+//! - [`source`]: paths and `http`/`https`/`file` URIs; downloads.
+//! - [`signature`]: detached OpenPGP signatures, checked by `sqv`.
+//! - [`podman`]: the podman runtime.
+//!
+//! Two runtimes: `systemd` keeps the image's root filesystem in the store
+//! for units to run in with `RootDirectory=` (no daemon), `podman` hands
+//! the image to podman. Either way an import is staged in `staging/` and
+//! becomes visible by one rename once every digest (and the signature,
+//! when there is one) has been checked; a failure leaves the store as it
+//! was. ops_image and ops_pod both import through [`import`].
+
+pub mod archive;
+mod decode;
+pub mod digest;
+pub mod podman;
+pub mod records;
+mod signature;
+pub mod source;
+mod unpack;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::atomic::{self, FsError};
+use crate::bundle::ImageId;
+use crate::command::CommandError;
+use crate::lock::{LockError, StoreLock};
+use crate::store::{Store, StoreError};
+
+pub use records::ImageRecord;
+pub use source::Location;
+
+/// Where images run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// The root filesystem unpacked in the store, run with `RootDirectory=`.
+    #[default]
+    Systemd,
+    /// podman's image storage.
+    Podman,
+}
+
+impl Runtime {
+    pub fn parse(s: &str) -> Option<Runtime> {
+        match s {
+            "systemd" => Some(Runtime::Systemd),
+            "podman" => Some(Runtime::Podman),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Systemd => "systemd",
+            Runtime::Podman => "podman",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kind of image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Aci,
+    Oci,
+    Docker,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Aci => "aci",
+            Format::Oci => "oci",
+            Format::Docker => "docker",
+        }
+    }
+
+    fn described(self) -> &'static str {
+        match self {
+            Format::Aci => "an ACI",
+            Format::Oci => "an OCI archive",
+            Format::Docker => "a Docker archive",
+        }
+    }
+}
+
+fn id_kind(id: &str) -> &'static str {
+    if id.starts_with("sha512-") {
+        "an ACI (sha512-, the digest of the uncompressed image tar)"
+    } else {
+        "an OCI or Docker image (sha256:, the digest of its config)"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read {location}")]
+    Source {
+        location: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot download {uri}: {reason}")]
+    Download { uri: String, reason: String },
+    #[error("{file} ends early: it is truncated or damaged")]
+    Truncated { file: String },
+    #[error("cannot unpack {file}")]
+    Unpack {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{file} is not an image: it has neither an ACI manifest, an OCI index.json \
+         and oci-layout, nor a Docker manifest.json"
+    )]
+    NotAnImage { file: String },
+    #[error("{file} is {}, but the id {id} names {}", format.described(), id_kind(id))]
+    WrongFormat {
+        file: String,
+        format: Format,
+        id: String,
+    },
+    #[error("{file} is not image {expected}: it is {actual}")]
+    Mismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{file}: {what} is corrupt: its digest is {actual} where the image says {expected}")]
+    Corrupt {
+        file: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{file}: {what}")]
+    Malformed { file: String, what: String },
+    #[error("{} holds image {stored}, not {id} (their first 32 hex digits agree)", path.display())]
+    Collision {
+        id: String,
+        stored: String,
+        path: PathBuf,
+    },
+    #[error("verifying signatures needs sqv (Debian package sqv), which is not installed")]
+    NoVerifier,
+    #[error("the signature {signature} does not verify the image with the given keyring")]
+    BadSignature {
+        signature: String,
+        #[source]
+        source: CommandError,
+    },
+    #[error("the podman runtime needs podman, which is not installed")]
+    NoPodman,
+    #[error(transparent)]
+    Podman(CommandError),
+    #[error(
+        "image {id} is used by {} (runtime {runtime}); it can only be removed \
+         once no deployed version uses it",
+        used_by.join(", ")
+    )]
+    Referenced {
+        id: String,
+        runtime: Runtime,
+        used_by: Vec<String>,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// Where to get an image and how to trust it.
+#[derive(Debug, Clone)]
+pub struct Import {
+    pub id: ImageId,
+    pub source: Location,
+    pub signature: Option<Location>,
+    pub keyring: Option<PathBuf>,
+    pub require_signature: bool,
+    /// For downloads.
+    pub timeout: Duration,
+}
+
+impl Import {
+    /// The checks that need no bytes: done before planning, so check mode
+    /// refuses what the real run would.
+    pub fn check(&self) -> Result<(), ImageError> {
+        match (&self.signature, &self.keyring) {
+            (Some(_), None) => {
+                return Err(ImageError::Refused(format!(
+                    "image {}: a signature is given but no keyring to check it with",
+                    self.id
+                )))
+            }
+            (None, _) if self.require_signature => {
+                return Err(ImageError::Refused(format!(
+                    "image {}: require_signature is set but the image has no signature",
+                    self.id
+                )))
+            }
+            _ => {}
+        }
+        if let Some(keyring) = &self.keyring {
+            Location::Path(keyring.clone()).check()?;
+        }
+        if let Some(signature) = &self.signature {
+            signature.check()?;
+        }
+        self.source.check()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The image's record if the runtime really has it.
+pub fn present(
+    store: &Store,
+    runtime: Runtime,
+    id: &ImageId,
+) -> Result<Option<ImageRecord>, ImageError> {
+    let Some(record) = records::read(store, runtime, id)? else {
+        return Ok(None);
+    };
+    let there = match runtime {
+        Runtime::Systemd => records::rootfs(store, id).is_dir(),
+        Runtime::Podman => podman::exists(&record.location)?,
+    };
+    Ok(there.then_some(record))
+}
+
+/// Do two ids name the same image (an ACI id may be shortened)?
+pub fn same_image(a: &ImageId, b: &ImageId) -> bool {
+    match (a, b) {
+        (ImageId::Sha512(x), ImageId::Sha512(y)) => {
+            x.starts_with(y.as_str()) || y.starts_with(x.as_str())
+        }
+        (ImageId::Sha256(x), ImageId::Sha256(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Pod versions (`pod/version`) in the store that use the image in this
+/// runtime.
+pub fn used_by(store: &Store, runtime: Runtime, id: &ImageId) -> Result<Vec<String>, ImageError> {
+    let mut users = Vec::new();
+    for name in store.pod_names()? {
+        let state = store.read_pod(&name)?;
+        for (version, stored) in &state.versions {
+            let record = &stored.record;
+            if record.runtime == runtime && record.pod.images.iter().any(|i| same_image(&i.id, id))
+            {
+                users.push(format!("{name}/{version}"));
+            }
+        }
+    }
+    Ok(users)
+}
+
+fn staging_dir(store: &Store, id: &ImageId) -> PathBuf {
+    store
+        .root()
+        .join("staging")
+        .join(format!("image-{}", records::dir_name(id)))
+}
+
+/// Import an image (under the store lock). Everything is staged; on
+/// failure the staging is removed and the store is as it was.
+pub fn import(
+    store: &Store,
+    lock: &StoreLock,
+    runtime: Runtime,
+    spec: &Import,
+) -> Result<ImageRecord, ImageError> {
+    spec.check()?;
+    let staging = staging_dir(store, &spec.id);
+    atomic::remove_tree(&staging)?;
+    atomic::create_dir_all(&staging, 0o700)?;
+    let result = import_staged(store, lock, runtime, spec, &staging);
+    let cleaned = atomic::remove_tree(&staging)
+        .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
+    let record = result?;
+    cleaned?;
+    Ok(record)
+}
+
+fn import_staged(
+    store: &Store,
+    lock: &StoreLock,
+    runtime: Runtime,
+    spec: &Import,
+    staging: &Path,
+) -> Result<ImageRecord, ImageError> {
+    let name = spec.source.display();
+    // A signature covers the file's bytes: check it over the whole file
+    // before a byte of it is unpacked. A remote image is then read from
+    // the copy the signature was checked on. podman reads from files.
+    let needs_file = spec.signature.is_some()
+        || (runtime == Runtime::Podman && matches!(spec.id, ImageId::Sha256(_)));
+    let local: Option<PathBuf> = match &spec.source {
+        Location::Path(path) => Some(path.clone()),
+        remote if needs_file => {
+            let target = staging.join("download");
+            source::fetch_into(remote, spec.timeout, &target)?;
+            Some(target)
+        }
+        _ => None,
+    };
+    if let (Some(signature), Some(keyring)) = (&spec.signature, &spec.keyring) {
+        let sig_path = match signature {
+            Location::Path(p) => p.clone(),
+            remote => {
+                let target = staging.join("signature");
+                source::fetch_into(remote, spec.timeout, &target)?;
+                target
+            }
+        };
+        let data = local
+            .as_deref()
+            .expect("a signed image is read from a file");
+        signature::verify(data, &sig_path, &signature.display(), keyring, spec.timeout)?;
+    }
+    let open = || -> Result<Box<dyn io::Read + Send>, ImageError> {
+        match &local {
+            Some(path) => Location::Path(path.clone()).open(spec.timeout),
+            None => spec.source.open(spec.timeout),
+        }
+    };
+    let work = staging.join("image");
+    atomic::create_dir_all(&work, 0o755)?;
+    let target = records::image_dir(store, runtime, &spec.id);
+    let record = match runtime {
+        Runtime::Systemd => {
+            let unpacked = archive::unpack(open()?, &name, &spec.id, &work)
+                .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
+            atomic::remove_tree(&work.join("layers"))?;
+            let record = ImageRecord {
+                format: records::RECORD_FORMAT,
+                id: unpacked.id,
+                image_format: unpacked.format,
+                runtime,
+                location: records::location(store, runtime, &spec.id),
+                size: unpacked.size,
+                imported_at: now(),
+            };
+            records::write(&work, &record)?;
+            record
+        }
+        Runtime::Podman => {
+            let reference = records::podman_reference(&spec.id);
+            let (id, format) = match &spec.id {
+                ImageId::Sha512(_) => {
+                    let tar = staging.join("rootfs.tar");
+                    let (id, app, _) = archive::aci_rootfs_tar(open()?, &name, &spec.id, &tar)
+                        .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
+                    if podman::exists(&reference)? {
+                        podman::remove(&reference)?;
+                    }
+                    podman::import(&tar, &reference, &app)?;
+                    (id, Format::Aci)
+                }
+                ImageId::Sha256(_) => {
+                    let file = local.as_deref().expect("podman loads from a file");
+                    let (format, ids) = archive::identify(file, &name)?;
+                    let want = spec.id.to_string();
+                    if format == Format::Aci {
+                        return Err(ImageError::WrongFormat {
+                            file: name,
+                            format,
+                            id: want,
+                        });
+                    }
+                    if !ids.contains(&want) {
+                        return Err(ImageError::Mismatch {
+                            file: name,
+                            expected: want,
+                            actual: ids.join(", "),
+                        });
+                    }
+                    podman::load(file)?;
+                    if !podman::exists(&reference)? {
+                        return Err(ImageError::Refused(format!(
+                            "podman load of {name} did not leave image {want} in podman's storage"
+                        )));
+                    }
+                    (want, format)
+                }
+            };
+            let record = ImageRecord {
+                format: records::RECORD_FORMAT,
+                id,
+                image_format: format,
+                runtime,
+                size: podman::size(&reference)?,
+                location: reference,
+                imported_at: now(),
+            };
+            records::write(&work, &record)?;
+            record
+        }
+    };
+    // One sync for the whole tree instead of one per file; then the rename
+    // that makes it visible.
+    sync_filesystem(&work)?;
+    store.ensure_layout(lock)?;
+    if target.exists() {
+        remove_dir(store, &target)?;
+    }
+    atomic::create_dir_all(&records::images_dir(store, runtime), 0o755)?;
+    atomic::rename(&work, &target)?;
+    Ok(record)
+}
+
+/// A read error from a download says so.
+fn remote_error(source: &Location, timeout: Duration, error: ImageError) -> ImageError {
+    match (source, error) {
+        (
+            Location::Http(uri),
+            ImageError::Unpack { source, .. } | ImageError::Source { source, .. },
+        ) if is_transfer_error(&source) => ImageError::Download {
+            uri: uri.clone(),
+            reason: source::transfer_failure(&source, timeout),
+        },
+        (_, e) => e,
+    }
+}
+
+fn is_transfer_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<ureq::Error>().is_some())
+        || matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+        )
+}
+
+fn sync_filesystem(dir: &Path) -> Result<(), FsError> {
+    let file = std::fs::File::open(dir).map_err(|e| FsError::from_io("open", dir, e))?;
+    nix::unistd::syncfs(&file).map_err(|e| FsError::from_io("sync", dir, e.into()))
+}
+
+/// Move a directory out of sight, then delete it.
+fn remove_dir(store: &Store, dir: &Path) -> Result<(), FsError> {
+    let trash = store.root().join("trash");
+    atomic::create_dir_all(&trash, 0o755)?;
+    let gone = trash.join(format!(
+        "image-{}",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    atomic::remove_tree(&gone)?;
+    atomic::rename(dir, &gone)?;
+    atomic::remove_tree(&gone)?;
+    atomic::remove_dir_if_empty(&trash).map(drop)
+}
+
+/// Remove an image from its runtime and the store (under the lock).
+pub fn remove(
+    store: &Store,
+    _lock: &StoreLock,
+    runtime: Runtime,
+    id: &ImageId,
+) -> Result<(), ImageError> {
+    let dir = records::image_dir(store, runtime, id);
+    if runtime == Runtime::Podman {
+        let reference = records::podman_reference(id);
+        if podman::exists(&reference)? {
+            podman::remove(&reference)?;
+        }
+    }
+    if dir.exists() {
+        remove_dir(store, &dir)?;
+    }
+    atomic::remove_dir_if_empty(&records::images_dir(store, runtime))?;
+    atomic::remove_dir_if_empty(&store.root().join("images"))?;
+    Ok(())
+}
+
+/// What ops_image should make true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Present,
+    Absent,
+}
+
+/// An ops_image request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: ImageId,
+    pub source: Option<Location>,
+    pub signature: Option<Location>,
+    pub keyring: Option<PathBuf>,
+    pub require_signature: bool,
+    pub runtime: Runtime,
+    pub state: State,
+    pub timeout: Duration,
+    pub root: PathBuf,
+    pub lock_timeout: Duration,
+}
+
+/// What ops_image did (or would do).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changed: bool,
+    pub id: String,
+    pub runtime: Runtime,
+    pub format: Option<Format>,
+    pub location: String,
+    pub size: Option<u64>,
+    pub used_by: Vec<String>,
+    pub actions: Vec<String>,
+    pub diff: Vec<Value>,
+}
+
+/// The diff entry of an image appearing or going.
+pub fn diff_entry(id: &str, runtime: Runtime, location: &str, before: bool, after: bool) -> Value {
+    let text = format!("image: {id}\nruntime: {runtime}\nlocation: {location}\n");
+    json!({
+        "before_header": format!("image {id} ({runtime})"),
+        "after_header": format!("image {id} ({runtime})"),
+        "before": if before { text.clone() } else { String::new() },
+        "after": if after { text } else { String::new() },
+    })
+}
+
+pub fn import_action(id: &ImageId, source: &Location, runtime: Runtime) -> String {
+    format!("import image {id} from {} into {runtime}", source.display())
+}
+
+pub fn remove_action(id: &ImageId, runtime: Runtime) -> String {
+    format!("remove image {id} from {runtime}")
+}
+
+/// ops_image: bring one image to `state` in a runtime.
+pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, ImageError> {
+    let store = Store::new(&request.root);
+    store.check_layout()?;
+    let runtime = request.runtime;
+    let id = &request.id;
+    let mut report = Report {
+        id: id.to_string(),
+        runtime,
+        location: records::location(&store, runtime, id),
+        ..Report::default()
+    };
+    let describe = |report: &mut Report, record: &ImageRecord| {
+        report.id.clone_from(&record.id);
+        report.format = Some(record.image_format);
+        report.location.clone_from(&record.location);
+        report.size = Some(record.size);
+    };
+    let found = present(&store, runtime, id)?;
+    report.used_by = used_by(&store, runtime, id)?;
+    match request.state {
+        State::Present => {
+            if let Some(record) = &found {
+                describe(&mut report, record);
+                return Ok(report);
+            }
+            let Some(source) = &request.source else {
+                return Err(ImageError::Refused(format!(
+                    "image {id} is not in the {runtime} runtime, and neither path nor uri says where to get it"
+                )));
+            };
+            let spec = Import {
+                id: id.clone(),
+                source: source.clone(),
+                signature: request.signature.clone(),
+                keyring: request.keyring.clone(),
+                require_signature: request.require_signature,
+                timeout: request.timeout,
+            };
+            spec.check()?;
+            report.changed = true;
+            report.actions.push(import_action(id, source, runtime));
+            if want_diff {
+                report.diff.push(diff_entry(
+                    &report.id,
+                    runtime,
+                    &report.location,
+                    false,
+                    true,
+                ));
+            }
+            if check {
+                return Ok(report);
+            }
+            let lock = StoreLock::acquire(
+                &request.root,
+                request.lock_timeout,
+                &format!("ops_image {id}"),
+            )?;
+            let record = match present(&store, runtime, id)? {
+                // Another run imported it while this one waited.
+                Some(record) => {
+                    report.changed = false;
+                    report.actions.clear();
+                    report.diff.clear();
+                    record
+                }
+                None => import(&store, &lock, runtime, &spec)?,
+            };
+            describe(&mut report, &record);
+            Ok(report)
+        }
+        State::Absent => {
+            let Some(record) = found.or(records::read(&store, runtime, id)?) else {
+                return Ok(report);
+            };
+            describe(&mut report, &record);
+            if !report.used_by.is_empty() {
+                return Err(ImageError::Referenced {
+                    id: record.id,
+                    runtime,
+                    used_by: report.used_by.clone(),
+                });
+            }
+            report.changed = true;
+            report.actions.push(remove_action(id, runtime));
+            if want_diff {
+                report.diff.push(diff_entry(
+                    &report.id,
+                    runtime,
+                    &report.location,
+                    true,
+                    false,
+                ));
+            }
+            if check {
+                return Ok(report);
+            }
+            let lock = StoreLock::acquire(
+                &request.root,
+                request.lock_timeout,
+                &format!("ops_image {id}"),
+            )?;
+            let users = used_by(&store, runtime, id)?;
+            if !users.is_empty() {
+                return Err(ImageError::Referenced {
+                    id: report.id.clone(),
+                    runtime,
+                    used_by: users,
+                });
+            }
+            remove(&store, &lock, runtime, id)?;
+            Ok(report)
+        }
+    }
+}

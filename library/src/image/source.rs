@@ -1,0 +1,225 @@
+//! Where an image (or its signature) comes from: a path on the host, or an
+//! `http`, `https` or `file` URI.
+//!
+//! Downloads go through ureq over rustls, trusting the host's CA store,
+//! with one deadline for the whole transfer (`timeout`): a server that
+//! stalls mid-body fails the run instead of hanging it. Whatever reads the
+//! body (the unpacker, or a file in staging) hashes it as it arrives.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ImageError;
+
+/// A place to read bytes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    Http(String),
+}
+
+impl Location {
+    /// `http://`, `https://` and `file://` are URIs; anything else a path.
+    pub fn parse(text: &str) -> Result<Location, String> {
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            Ok(Location::Http(text.to_owned()))
+        } else if let Some(rest) = text.strip_prefix("file://") {
+            if rest.starts_with('/') {
+                Ok(Location::Path(PathBuf::from(percent_decode(rest)?)))
+            } else {
+                Err(format!(
+                    "{text:?}: a file URI needs an absolute path (file:///path)"
+                ))
+            }
+        } else if lower.contains("://") {
+            Err(format!(
+                "{text:?}: only http, https and file URIs are supported"
+            ))
+        } else {
+            Ok(Location::Path(PathBuf::from(text)))
+        }
+    }
+
+    /// A URI given where a URI is expected.
+    pub fn parse_uri(text: &str) -> Result<Location, String> {
+        if !text.contains("://") {
+            return Err(format!(
+                "{text:?} is not a URI (http://, https:// or file:///)"
+            ));
+        }
+        Location::parse(text)
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Location::Path(p) => p.display().to_string(),
+            Location::Http(u) => u.clone(),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Http(_))
+    }
+
+    /// Check, without reading it, that a path names a readable file; a URI
+    /// is only checked by fetching it.
+    pub fn check(&self) -> Result<(), ImageError> {
+        if let Location::Path(path) = self {
+            let meta = std::fs::metadata(path).map_err(|source| ImageError::Source {
+                location: self.display(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(ImageError::Source {
+                    location: self.display(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Open the bytes for reading; a download must finish within `timeout`.
+    pub fn open(&self, timeout: Duration) -> Result<Box<dyn Read + Send>, ImageError> {
+        match self {
+            Location::Path(path) => {
+                self.check()?;
+                let file = File::open(path).map_err(|source| ImageError::Source {
+                    location: self.display(),
+                    source,
+                })?;
+                Ok(Box::new(file))
+            }
+            Location::Http(uri) => {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(timeout))
+                    .user_agent(concat!("ops/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .into();
+                let response = agent.get(uri).call().map_err(|e| ImageError::Download {
+                    uri: uri.clone(),
+                    reason: describe(&e, timeout),
+                })?;
+                Ok(Box::new(response.into_body().into_reader()))
+            }
+        }
+    }
+}
+
+/// Decode `%XX` escapes of a file URI's path.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("{text:?}: a '%' not followed by two hex digits"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?}: the path is not UTF-8"))
+}
+
+/// Copy a source into a file (in staging), returning the bytes copied.
+/// Used when the bytes are needed twice: a signature is checked over the
+/// whole file before anything is unpacked, and podman loads from a file.
+pub fn fetch_into(
+    location: &Location,
+    timeout: Duration,
+    target: &Path,
+) -> Result<u64, ImageError> {
+    let mut reader = location.open(timeout)?;
+    let mut file = File::create(target).map_err(|source| ImageError::Source {
+        location: target.display().to_string(),
+        source,
+    })?;
+    let copied =
+        io::copy(&mut reader, &mut file).map_err(|source| read_error(location, source, timeout))?;
+    file.sync_all().map_err(|source| ImageError::Source {
+        location: target.display().to_string(),
+        source,
+    })?;
+    Ok(copied)
+}
+
+/// An error while reading the bytes of `location` (a broken download
+/// surfaces here, mid-body).
+pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> ImageError {
+    match location {
+        Location::Http(uri) => ImageError::Download {
+            uri: uri.clone(),
+            reason: transfer_failure(&source, timeout),
+        },
+        Location::Path(_) => ImageError::Source {
+            location: location.display(),
+            source,
+        },
+    }
+}
+
+/// Why a download failed, in words.
+fn describe(error: &ureq::Error, timeout: Duration) -> String {
+    match error {
+        ureq::Error::StatusCode(code) => format!("the server answered HTTP {code}"),
+        ureq::Error::Timeout(_) => format!(
+            "it did not finish within the timeout of {} s",
+            timeout.as_secs()
+        ),
+        ureq::Error::HostNotFound => "the host name does not resolve".to_owned(),
+        ureq::Error::Tls(e) => format!("TLS failed: {e}"),
+        ureq::Error::Rustls(e) => format!("TLS failed: {e}"),
+        ureq::Error::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Why a transfer broke off mid-body.
+pub fn transfer_failure(error: &io::Error, timeout: Duration) -> String {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ureq::Error>())
+    {
+        Some(inner) => describe(inner, timeout),
+        None => format!("the transfer broke off: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_told_apart_by_scheme() {
+        assert_eq!(
+            Location::parse("img.aci"),
+            Ok(Location::Path("img.aci".into()))
+        );
+        assert_eq!(
+            Location::parse("file:///srv/a%20b.aci"),
+            Ok(Location::Path("/srv/a b.aci".into()))
+        );
+        assert_eq!(
+            Location::parse("HTTPS://example.com/x"),
+            Ok(Location::Http("HTTPS://example.com/x".into()))
+        );
+        assert!(Location::parse("ftp://example.com/x")
+            .unwrap_err()
+            .contains("only http"));
+        assert!(Location::parse("file://relative")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(Location::parse_uri("/srv/x")
+            .unwrap_err()
+            .contains("not a URI"));
+    }
+}

@@ -1,0 +1,521 @@
+//! ops_image's engine on a temporary store with images built here: every
+//! format and compression, layers with whiteouts, wrong ids, truncated and
+//! corrupt files, check mode, removal, and downloads from a real HTTP
+//! server on loopback. (podman and signatures are covered by the
+//! real-component tests in tests/images.)
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ops_core::bundle::ImageId;
+use ops_core::image::{self, Location, Request, Runtime, State};
+use ops_core::module::error_chain;
+use sha2::{Digest, Sha256, Sha512};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Entries of a tar: `("path", "f:content")`, `("dir/", "d")`, `("l", "l:target")`.
+fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, what) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        if let Some(text) = what.strip_prefix("f:") {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(text.len() as u64);
+            b.append_data(&mut h, path, text.as_bytes()).unwrap();
+        } else if let Some(target) = what.strip_prefix("l:") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, path, &[][..]).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+const ACI_MANIFEST: &str = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/web","app":{"exec":["/bin/sh"]}}"#;
+
+/// An ACI and its id.
+fn aci() -> (Vec<u8>, String) {
+    let bytes = tar_of(&[
+        ("manifest", &format!("f:{ACI_MANIFEST}")),
+        ("rootfs/", "d"),
+        ("rootfs/bin/", "d"),
+        ("rootfs/bin/busybox", "f:#!binary"),
+        ("rootfs/bin/sh", "l:busybox"),
+        ("rootfs/www/index.html", "f:hello from the aci\n"),
+    ]);
+    let id = format!("sha512-{}", hex(&Sha512::digest(&bytes)));
+    (bytes, id)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Three layers: a base, one with a whiteout and an opaque directory, one
+/// adding a file and whiting out another.
+fn layers() -> Vec<Vec<u8>> {
+    vec![
+        tar_of(&[
+            ("bin/busybox", "f:#!binary"),
+            ("www/index.html", "f:base\n"),
+            ("www/old.html", "f:old\n"),
+            ("opt/data/x", "f:x"),
+            ("opt/data/y", "f:y"),
+            ("etc/keep/a", "f:a"),
+            ("etc/keep/b", "f:b"),
+        ]),
+        tar_of(&[
+            ("www/.wh.old.html", "f:"),
+            ("opt/data/.wh..wh..opq", "f:"),
+            ("opt/data/z", "f:z"),
+            ("www/index.html", "f:hello from the layers\n"),
+        ]),
+        tar_of(&[("www/new.html", "f:new\n"), ("etc/keep/.wh.b", "f:")]),
+    ]
+}
+
+fn config_of(layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", hex(&Sha256::digest(l))))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// An OCI image-layout archive (blobs first, as podman writes it); the
+/// first layer gzip-compressed. Returns it and its id.
+fn oci(layers: &[Vec<u8>]) -> (Vec<u8>, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    let mut descriptors = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let (blob, media) = if i == 0 {
+            (gzip(layer), "application/vnd.oci.image.layer.v1.tar+gzip")
+        } else {
+            (layer.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        let digest = hex(&Sha256::digest(&blob));
+        add(&mut b, &format!("blobs/sha256/{digest}"), &blob);
+        descriptors.push(serde_json::json!({"mediaType": media, "digest": format!("sha256:{digest}"), "size": blob.len()}));
+    }
+    let config = config_of(layers);
+    let config_digest = hex(&Sha256::digest(&config));
+    add(&mut b, &format!("blobs/sha256/{config_digest}"), &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": config.len()},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let manifest_digest = hex(&Sha256::digest(&manifest));
+    add(
+        &mut b,
+        &format!("blobs/sha256/{manifest_digest}"),
+        &manifest,
+    );
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_digest}"), "size": manifest.len()}]});
+    add(&mut b, "index.json", index.to_string().as_bytes());
+    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    (b.into_inner().unwrap(), format!("sha256:{config_digest}"))
+}
+
+/// A Docker archive (layers first, a symlinked alias, as podman writes it).
+fn docker(layers: &[Vec<u8>]) -> (Vec<u8>, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut names = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let name = format!("{}.tar", hex(&Sha256::digest(layer)));
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o444);
+        h.set_size(layer.len() as u64);
+        b.append_data(&mut h, &name, &layer[..]).unwrap();
+        let alias = format!("v1-{i}/layer.tar");
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, &alias, format!("../{name}")).unwrap();
+        names.push(alias);
+    }
+    let config = config_of(layers);
+    let id = hex(&Sha256::digest(&config));
+    let mut h = tar::Header::new_ustar();
+    h.set_size(config.len() as u64);
+    b.append_data(&mut h, format!("{id}.json"), &config[..])
+        .unwrap();
+    let manifest = serde_json::json!([{"Config": format!("{id}.json"), "RepoTags": ["localhost/t:1"], "Layers": names}]).to_string();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(manifest.len() as u64);
+    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+        .unwrap();
+    (b.into_inner().unwrap(), format!("sha256:{id}"))
+}
+
+struct Host {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        Host { dir, root }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn request(&self, id: &str, source: Option<Location>) -> Request {
+        Request {
+            id: ImageId::parse(id).unwrap(),
+            source,
+            signature: None,
+            keyring: None,
+            require_signature: false,
+            runtime: Runtime::Systemd,
+            state: State::Present,
+            timeout: Duration::from_secs(5),
+            root: self.root.clone(),
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn import(&self, id: &str, file: &Path) -> Result<image::Report, String> {
+        image::run(
+            &self.request(id, Some(Location::Path(file.to_owned()))),
+            false,
+            false,
+        )
+        .map_err(|e| error_chain(&e).replace(&self.dir.path().display().to_string(), "TMP"))
+    }
+
+    fn rootfs(&self, report: &image::Report) -> PathBuf {
+        PathBuf::from(&report.location)
+    }
+
+    /// Every path in the store with its content (files) or target (links).
+    fn snapshot(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.root.exists() {
+            walk(&self.root, &self.root, &mut out);
+        }
+        out.sort();
+        out
+    }
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(base).unwrap().display().to_string();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.push(format!("{rel}/"));
+            walk(base, &path, out);
+        } else if meta.file_type().is_symlink() {
+            out.push(format!(
+                "{rel} -> {}",
+                fs::read_link(&path).unwrap().display()
+            ));
+        } else {
+            out.push(format!(
+                "{rel}: {}",
+                hex(&Sha256::digest(fs::read(&path).unwrap()))
+            ));
+        }
+    }
+}
+
+#[test]
+fn an_aci_in_every_compression_is_the_same_image_and_a_rerun_does_nothing() {
+    let (plain, id) = aci();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(&plain).unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(&plain).unwrap();
+    // The file names lie on purpose: content decides.
+    let files = [
+        ("plain.tar.gz", plain.clone()),
+        ("gzip.aci", gzip(&plain)),
+        ("bzip2.aci", bz.finish().unwrap()),
+        ("xz.tar", xz.finish().unwrap()),
+    ];
+    for (name, bytes) in files {
+        let host = Host::new();
+        let file = host.file(name, &bytes);
+        // The shortest accepted id: 32 hex digits.
+        let short = &id[..7 + 32];
+        let report = host.import(short, &file).unwrap();
+        assert!(report.changed, "{name}");
+        assert_eq!(report.id, id, "{name}: the full id is reported");
+        assert_eq!(report.format, Some(image::Format::Aci));
+        let rootfs = host.rootfs(&report);
+        assert_eq!(
+            fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
+            "hello from the aci\n"
+        );
+        assert_eq!(
+            fs::read_link(rootfs.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        assert!(
+            !host.root.join("staging").exists(),
+            "{name}: staging is cleaned up"
+        );
+        let before = host.snapshot();
+        let again = host.import(&id, &file).unwrap();
+        assert!(!again.changed, "{name}: a rerun changes nothing");
+        assert_eq!(again.location, report.location);
+        assert_eq!(host.snapshot(), before);
+    }
+}
+
+fn assert_layered_tree(rootfs: &Path) {
+    assert_eq!(
+        fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
+        "hello from the layers\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("www/new.html")).unwrap(),
+        "new\n"
+    );
+    assert!(!rootfs.join("www/old.html").exists(), "whited out");
+    let data: Vec<_> = fs::read_dir(rootfs.join("opt/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(data, ["z"], "the opaque directory hides the lower layers");
+    assert!(rootfs.join("etc/keep/a").exists());
+    assert!(!rootfs.join("etc/keep/b").exists());
+    let names = format!("{:?}", walk_names(rootfs));
+    assert!(!names.contains(".wh."), "no whiteout file is left: {names}");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn oci_and_docker_layers_are_applied_in_order_with_whiteouts() {
+    let layers = layers();
+    for (format, (bytes, id)) in [
+        (image::Format::Oci, oci(&layers)),
+        (image::Format::Docker, docker(&layers)),
+    ] {
+        let host = Host::new();
+        let file = host.file("image.tar", &bytes);
+        let report = host.import(&id, &file).unwrap();
+        assert_eq!(report.format, Some(format));
+        assert_eq!(report.id, id);
+        assert_layered_tree(&host.rootfs(&report));
+        assert!(!host.import(&id, &file).unwrap().changed);
+    }
+}
+
+#[test]
+fn a_wrong_id_a_wrong_format_or_a_damaged_file_fails_and_changes_nothing() {
+    let host = Host::new();
+    let (aci_bytes, aci_id) = aci();
+    let good = host.file("good.aci", &aci_bytes);
+    host.import(&aci_id, &good).unwrap();
+    let before = host.snapshot();
+
+    let layers = layers();
+    let (oci_bytes, oci_id) = oci(&layers);
+    let oci_file = host.file("oci.tar", &oci_bytes);
+    let mut corrupt_layer = oci_bytes.clone();
+    // Flip a byte inside the last layer's data (its blob keeps its name).
+    let at = find(&corrupt_layer, b"new\n");
+    corrupt_layer[at] ^= 0x20;
+    let truncated = &aci_bytes[..aci_bytes.len() / 2];
+    let not_an_image = tar_of(&[("README", "f:just a file")]);
+    let other_id = format!("sha512-{}", "ab".repeat(64));
+    let wrong_oci = format!("sha256:{}", "cd".repeat(32));
+
+    let cases: Vec<(&str, String, PathBuf)> = vec![
+        ("aci, wrong id", other_id.clone(), good.clone()),
+        ("oci, wrong id", wrong_oci, oci_file.clone()),
+        ("oci given an aci id", other_id.clone(), oci_file.clone()),
+        ("aci given an oci id", oci_id.clone(), good.clone()),
+        (
+            "truncated",
+            other_id.clone(),
+            host.file("truncated.aci", truncated),
+        ),
+        (
+            "corrupt layer",
+            oci_id.clone(),
+            host.file("corrupt.tar", &corrupt_layer),
+        ),
+        (
+            "not an image",
+            oci_id.clone(),
+            host.file("readme.tar", &not_an_image),
+        ),
+        ("missing file", oci_id, host.dir.path().join("missing.tar")),
+    ];
+    let mut messages = Vec::new();
+    for (what, id, file) in cases {
+        let err = host.import(&id, &file).unwrap_err();
+        assert_eq!(host.snapshot(), before, "{what}: the store is untouched");
+        messages.push(format!("{what}: {err}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .unwrap()
+}
+
+#[test]
+fn check_mode_plans_without_touching_anything_and_absent_removes() {
+    let host = Host::new();
+    let (bytes, id) = aci();
+    let file = host.file("image.aci", &bytes);
+    let request = host.request(&id, Some(Location::Path(file.clone())));
+    let planned = image::run(&request, true, true).unwrap();
+    assert!(planned.changed);
+    assert_eq!(planned.actions.len(), 1);
+    assert_eq!(planned.diff[0]["before"], "");
+    assert!(
+        !host.root.exists(),
+        "check mode wrote nothing, not even the store"
+    );
+
+    host.import(&id, &file).unwrap();
+    let mut absent = host.request(&id, None);
+    absent.state = State::Absent;
+    let planned = image::run(&absent, true, true).unwrap();
+    assert!(planned.changed);
+    assert!(
+        PathBuf::from(&planned.location).exists(),
+        "check mode removed nothing"
+    );
+    let removed = image::run(&absent, false, false).unwrap();
+    assert!(removed.changed);
+    assert!(!PathBuf::from(&removed.location).exists());
+    assert!(!host.root.join("images").exists());
+    assert!(
+        !image::run(&absent, false, false).unwrap().changed,
+        "a second removal does nothing"
+    );
+
+    let err = image::run(&host.request(&id, None), false, false).unwrap_err();
+    assert!(error_chain(&err).contains("neither path nor uri"), "{err}");
+}
+
+/// A one-connection-at-a-time HTTP server on loopback: `/image` serves the
+/// bytes, `/stall` sends half of them and then waits, anything else 404.
+fn serve(bytes: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let header = |len: usize| {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+            };
+            match path.as_str() {
+                "/image" => {
+                    let _ = stream.write_all(header(bytes.len()).as_bytes());
+                    let _ = stream.write_all(&bytes);
+                }
+                "/stall" => {
+                    let _ = stream.write_all(header(bytes.len()).as_bytes());
+                    let _ = stream.write_all(&bytes[..bytes.len() / 2]);
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+                _ => {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
+    let (bytes, id) = aci();
+    let base = serve(bytes);
+    let host = Host::new();
+    let mut request = host.request(&id, Some(Location::Http(format!("{base}/missing"))));
+    let err = error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+    let after_404 = host.snapshot();
+    assert!(
+        !after_404
+            .iter()
+            .any(|p| p.starts_with("staging") || p.starts_with("images")),
+        "{after_404:?}"
+    );
+
+    request.source = Some(Location::Http(format!("{base}/stall")));
+    request.timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let stalled =
+        error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout cut the stall short"
+    );
+    let after_stall = host.snapshot();
+    assert!(
+        !after_stall
+            .iter()
+            .any(|p| p.starts_with("staging") || p.starts_with("images")),
+        "{after_stall:?}"
+    );
+    insta::assert_snapshot!(format!("404: {err}\nstall: {stalled}"));
+
+    request.source = Some(Location::Http(format!("{base}/image")));
+    request.timeout = Duration::from_secs(5);
+    let report = image::run(&request, false, false).unwrap();
+    assert!(report.changed);
+    assert_eq!(report.id, id);
+    assert!(PathBuf::from(&report.location)
+        .join("www/index.html")
+        .exists());
+}
