@@ -80,6 +80,8 @@ pub struct StoredVersion {
 /// A version about to be added: everything staging needs.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
+    /// The bundle directory its images' paths are relative to.
+    pub bundle_dir: PathBuf,
     pub pod: Pod,
     pub pod_json: Vec<u8>,
     pub units: BTreeMap<UnitName, String>,

@@ -11,7 +11,9 @@
 //! - a drop-in `50-ops.conf` per unit (per instance for a template) with
 //!   `POD_NAME`, `POD_VERSION`, the bundle's environment, the secret
 //!   environment file of the version, the pod's slice and `PartOf=` its
-//!   target;
+//!   target; for a unit that names an image, `OPS_IMAGE` (where the image
+//!   is) and, in the systemd runtime, `RootDirectory=` its root filesystem,
+//!   mounted read-only (`ReadOnlyPaths=/`: many units share one image);
 //! - `ops-<pod>.target`, which wants the current version's units, so the
 //!   pod starts and stops as one;
 //! - `ops-<pod>.slice` (with `-` escaped as systemd does), grouping the
@@ -31,9 +33,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Context, FsError};
-use crate::bundle::names::{PodName, UnitName, Version};
+use crate::bundle::names::{ImageId, PodName, UnitName, Version};
 use crate::bundle::Unit;
-use crate::store::PodState;
+use crate::image::{records, Runtime};
+use crate::store::{PodState, Store};
 
 /// The drop-in file ops writes for each unit.
 pub const DROPIN: &str = "50-ops.conf";
@@ -218,6 +221,25 @@ pub fn environment_names(file: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Where a version's images are: the store and the runtime it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'a> {
+    pub store: &'a Store,
+    pub runtime: Runtime,
+}
+
+/// The drop-in lines that run a unit in its image.
+fn image_lines(images: Images<'_>, id: &ImageId) -> String {
+    let location = records::location(images.store, images.runtime, id);
+    let mut s = environment_assignment("OPS_IMAGE", &location);
+    if images.runtime == Runtime::Systemd {
+        s.push_str(&format!(
+            "RootDirectory={location}\nMountAPIVFS=yes\nReadOnlyPaths=/\n"
+        ));
+    }
+    s
+}
+
 /// The drop-in for one runnable unit of a version.
 fn dropin(
     pod: &PodName,
@@ -225,6 +247,7 @@ fn dropin(
     suffix: &str,
     environment: &BTreeMap<String, String>,
     environment_file: Option<&Path>,
+    image: Option<String>,
 ) -> String {
     let mut s = version_header(pod, version);
     s.push_str(&format!("[Unit]\nPartOf={}\n", target_name(pod)));
@@ -241,6 +264,9 @@ fn dropin(
     }
     if let Some(path) = environment_file {
         s.push_str(&format!("EnvironmentFile={}\n", path.display()));
+    }
+    if section == "Service" {
+        s.push_str(&image.unwrap_or_default());
     }
     s
 }
@@ -273,6 +299,7 @@ pub fn version_files(
     texts: &BTreeMap<UnitName, String>,
     environment: &BTreeMap<String, String>,
     environment_file: Option<&Path>,
+    images: Images<'_>,
 ) -> Result<Files, UnitsError> {
     let renames: BTreeMap<&str, String> = units
         .iter()
@@ -295,7 +322,14 @@ pub fn version_files(
             }
             files.insert(
                 Path::new(&format!("{name}.d")).join(DROPIN),
-                Entry::File(dropin(pod, version, suffix, environment, environment_file)),
+                Entry::File(dropin(
+                    pod,
+                    version,
+                    suffix,
+                    environment,
+                    environment_file,
+                    unit.image.as_ref().map(|id| image_lines(images, id)),
+                )),
             );
         }
     }
@@ -309,7 +343,7 @@ pub fn desired(
     state: &PodState,
     started: bool,
     unit_dir: &Path,
-    environment_file: impl Fn(&Version) -> PathBuf,
+    store: &Store,
 ) -> Result<Files, UnitsError> {
     let mut files = Files::new();
     if state.versions.is_empty() {
@@ -319,7 +353,7 @@ pub fn desired(
         let env_file = stored
             .environment
             .as_ref()
-            .map(|_| environment_file(version));
+            .map(|_| store.environment_path(pod, version));
         files.extend(version_files(
             pod,
             version,
@@ -327,6 +361,10 @@ pub fn desired(
             &stored.units,
             &stored.record.pod.environment,
             env_file.as_deref(),
+            Images {
+                store,
+                runtime: stored.record.runtime,
+            },
         )?);
     }
     let mut target = pod_header(pod);
@@ -507,6 +545,7 @@ mod tests {
             file: PathBuf::from("web@.service"),
             instances: vec!["1".into(), "8080".into()],
             start: true,
+            image: None,
         };
         assert_eq!(
             installed_name(&pod(), &v, &unit.name),

@@ -72,6 +72,10 @@ impl Host {
             start_timeout: Duration::from_secs(5),
             rollback: true,
             lock_timeout: Duration::from_secs(5),
+            runtime: None,
+            keyring: None,
+            require_signature: false,
+            download_timeout: Duration::from_secs(5),
         }
     }
 
@@ -395,4 +399,155 @@ fn keep_prunes_and_absent_removes_everything() {
         host.systemd.running()
     );
     assert!(!host.run(&all).unwrap().changed);
+}
+
+/// A minimal ACI and its id.
+fn aci(greeting: &str) -> (Vec<u8>, String) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body) in [
+        (
+            "manifest",
+            r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"t/web"}"#,
+        ),
+        ("rootfs/www/index.html", greeting),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, path, body.as_bytes()).unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let id = format!(
+        "sha512-{}",
+        sha2::Sha512::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    (bytes, id)
+}
+
+use sha2::Digest;
+
+impl Host {
+    /// A bundle whose web unit runs in an ACI shipped beside pod.json.
+    fn bundle_with_image(&self, version: &str, image: &(Vec<u8>, String)) -> PathBuf {
+        let dir = self.bundles.join(format!("{version}-image"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("web.service"), WEB).unwrap();
+        fs::write(dir.join("web.aci"), &image.0).unwrap();
+        let short = &image.1[..7 + 32];
+        let pod = serde_json::json!({
+            "name": "shop",
+            "version": version,
+            "containers": [{"name": "web", "image": short, "systemd": {"unit-files": ["web.service"]}}],
+            "images": [{"id": image.1, "path": "web.aci"}],
+        });
+        fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        dir
+    }
+}
+
+#[test]
+fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused() {
+    let mut host = Host::new();
+    let image = aci("hello\n");
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle_with_image("1", &image));
+
+    let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    assert!(
+        planned.actions[0].starts_with(&format!("import image {}", image.1)),
+        "{:?}",
+        planned.actions
+    );
+    assert!(planned.diff.iter().any(|d| d["before_header"]
+        .as_str()
+        .unwrap()
+        .starts_with("image sha512-")));
+    assert!(!host.root.exists(), "check mode imported nothing");
+
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert!(
+        report.actions[0].starts_with("import image"),
+        "{:?}",
+        report.actions
+    );
+    let rootfs = host
+        .root
+        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
+        "hello\n"
+    );
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains(&format!("Environment=\"OPS_IMAGE={}\"\n", rootfs.display())),
+        "{dropin}"
+    );
+    assert!(dropin.contains("ReadOnlyPaths=/\n"), "{dropin}");
+    assert!(
+        !host.run(&request).unwrap().changed,
+        "a rerun imports nothing"
+    );
+
+    // Version 2 uses the same image: pruning version 1 keeps it.
+    let mut second = host.request(State::Started);
+    second.bundle = Some(host.bundle_with_image("2", &image));
+    second.keep = Some(1);
+    let report = host.run(&second).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.contains("image")),
+        "{:?}",
+        report.actions
+    );
+    assert!(rootfs.exists());
+
+    // The image cannot be removed while version 2 uses it.
+    let mut remove_image = ops_core::image::Request {
+        id: ops_core::bundle::ImageId::parse(&image.1).unwrap(),
+        source: None,
+        signature: None,
+        keyring: None,
+        require_signature: false,
+        runtime: ops_core::image::Runtime::Systemd,
+        state: ops_core::image::State::Absent,
+        timeout: Duration::from_secs(5),
+        root: host.root.clone(),
+        lock_timeout: Duration::from_secs(5),
+    };
+    let refused = ops_core::image::run(&remove_image, false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is used by shop/2"), "{refused}");
+    assert!(rootfs.exists());
+
+    // Undeploying the pod removes the image no version uses any more.
+    let mut stop = host.request(State::Stopped);
+    stop.version = v("2");
+    host.run(&stop).unwrap();
+    let gone = host.run(&host.request(State::Absent)).unwrap();
+    assert!(
+        gone.actions
+            .iter()
+            .any(|a| a.starts_with("remove image") && a.ends_with("(no version uses it)")),
+        "{:?}",
+        gone.actions
+    );
+    assert!(!rootfs.exists());
+    assert!(!host.root.join("images").exists());
+    remove_image.state = ops_core::image::State::Absent;
+    assert!(
+        !ops_core::image::run(&remove_image, false, false)
+            .unwrap()
+            .changed
+    );
 }

@@ -87,6 +87,8 @@ pub struct SystemdUnit {
     pub start: bool,
     #[serde(default)]
     pub instances: Option<InstancesWire>,
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +239,9 @@ impl PodManifest {
                         .instances
                         .map(|n| Field::new(format!("{base}.systemd-units[{i}].instances"), n)),
                     shared_instances: false,
+                    image: unit
+                        .image
+                        .map(|n| Field::new(format!("{base}.systemd-units[{i}].image"), n)),
                 })
                 .collect(),
             images: ops

@@ -37,6 +37,9 @@ pub struct Unit {
     pub instances: Vec<String>,
     /// ops starts it (its instances) when the pod starts.
     pub start: bool,
+    /// The pod image it runs in (as listed in the pod's images).
+    #[serde(default)]
+    pub image: Option<ImageId>,
 }
 
 /// Where an artifact comes from.

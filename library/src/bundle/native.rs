@@ -72,6 +72,12 @@ pub struct Container {
     /// activated by a socket of the pod.
     #[serde(default)]
     pub start: Option<bool>,
+    /// The image the service's units run in: the `id` of one of the pod's
+    /// `images`. ops gives each of these units the image's root filesystem
+    /// as `RootDirectory=` (systemd runtime) and its location in
+    /// `OPS_IMAGE` (either runtime), so unit files never name store paths.
+    #[serde(default)]
+    pub image: Option<String>,
     /// How systemd runs the service.
     pub systemd: SystemdSection,
 }
@@ -192,6 +198,10 @@ impl PodJson {
                     start: container.start.unwrap_or(true),
                     instances: replication.clone(),
                     shared_instances: true,
+                    image: container
+                        .image
+                        .clone()
+                        .map(|i| Field::new(format!("{base}.image"), i)),
                 });
             }
         }

@@ -59,6 +59,8 @@ pub(super) struct DraftUnit {
     /// The instances are a container's `replication`, shared by its unit
     /// files: they apply to its templates only.
     pub shared_instances: bool,
+    /// The id of the pod image the unit runs in.
+    pub image: Option<Field<String>>,
 }
 
 #[derive(Debug)]
@@ -229,8 +231,9 @@ impl Draft {
                 VersionWire::Text(s) => v.check(&field.at, Version::parse(s)),
             },
         };
-        let units = validate_units(&mut v, self.units);
+        let (mut units, unit_images) = validate_units(&mut v, self.units);
         let images = validate_images(&mut v, self.images);
+        resolve_unit_images(&mut v, &mut units, unit_images, &images);
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
         for key in self.environment.value.keys() {
@@ -306,7 +309,32 @@ fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option
     }
 }
 
-fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> Vec<Unit> {
+/// A unit's `image`, resolved once the pod's images are validated: the
+/// index of the unit and the field.
+type UnitImage = (usize, Field<String>);
+
+fn resolve_unit_images(
+    v: &mut Validator<'_>,
+    units: &mut [Unit],
+    pending: Vec<UnitImage>,
+    images: &[Image],
+) {
+    for (index, field) in pending {
+        let Some(id) = v.check(&field.at, ImageId::parse(&field.value)) else {
+            continue;
+        };
+        match images.iter().find(|i| crate::image::same_image(&i.id, &id)) {
+            Some(listed) => units[index].image = Some(listed.id.clone()),
+            None => v.problem(
+                &field.at,
+                format!("image {id} is not among the pod's images; list it in images"),
+            ),
+        }
+    }
+}
+
+fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, Vec<UnitImage>) {
+    let mut unit_images = Vec::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     // Whether a shared `replication` found a template to apply to.
@@ -366,11 +394,15 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> Vec<Unit> {
             );
         }
         if let (Some(name), Some(file)) = (name, file) {
+            if let Some(field) = draft.image {
+                unit_images.push((units.len(), field));
+            }
             units.push(Unit {
                 name,
                 file,
                 instances,
                 start: draft.start,
+                image: None,
             });
         }
     }
@@ -383,7 +415,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> Vec<Unit> {
             );
         }
     }
-    units
+    (units, unit_images)
 }
 
 fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Vec<Image> {

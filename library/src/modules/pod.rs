@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::bundle::names::check_env_name;
 use crate::bundle::{PodName, Version};
+use crate::image::Runtime;
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::pod;
 use crate::systemd::Systemctl;
@@ -29,6 +30,10 @@ pub struct Options {
     pub start_timeout: i64,
     pub rollback: bool,
     pub lock_timeout: i64,
+    pub runtime: Option<String>,
+    pub keyring: Option<PathBuf>,
+    pub require_signature: bool,
+    pub download_timeout: i64,
 }
 
 #[derive(Debug)]
@@ -89,6 +94,30 @@ impl Module for OpsPod {
                 "Seconds to wait for another ops run to finish.",
             )
             .default(Default::Int(300)),
+            Opt::new(
+                "runtime",
+                Kind::Str,
+                "Where the pod's images go (systemd: unpacked in the store, run with \
+                 RootDirectory=; podman). Default: the version's runtime, systemd for a new one.",
+            )
+            .choices(&["systemd", "podman"]),
+            Opt::new(
+                "keyring",
+                Kind::Path,
+                "Trusted public keys for the signatures of the pod's images.",
+            ),
+            Opt::new(
+                "require_signature",
+                Kind::Bool,
+                "Refuse an image of the pod that has no valid signature.",
+            )
+            .default(Default::Bool(false)),
+            Opt::new(
+                "download_timeout",
+                Kind::Int,
+                "Seconds an image download may take.",
+            )
+            .default(Default::Int(600)),
         ],
         mutually_exclusive: &[],
     };
@@ -168,6 +197,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     };
     let start_timeout = seconds("start_timeout", options.start_timeout);
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    let download_timeout = seconds("download_timeout", options.download_timeout);
     if let Some(env) = &options.env {
         for key in env.keys() {
             if let Err(e) = check_env_name(key) {
@@ -193,6 +223,10 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         start_timeout,
         rollback: options.rollback,
         lock_timeout,
+        runtime: options.runtime.as_deref().and_then(Runtime::parse),
+        keyring: options.keyring,
+        require_signature: options.require_signature,
+        download_timeout,
     })
 }
 

@@ -84,6 +84,15 @@ impl Run<'_> {
         let (store, lock) = (self.store, self.lock);
         store.ensure_layout(lock)?;
         store.clean_transient(lock)?;
+        // Images first: a unit must never be installed before its image.
+        for import in &plan.import_images {
+            crate::image::import(store, lock, plan.runtime, import)?;
+            self.done(crate::image::import_action(
+                &import.id,
+                &import.source,
+                plan.runtime,
+            ));
+        }
         if let Some((new, record)) = &plan.add {
             let staged = store.stage(lock, new, record)?;
             crash_point("staged");
@@ -332,6 +341,13 @@ pub(super) fn apply(
     }
     if plan.after.versions.is_empty() {
         store.remove_pod(lock, &plan.name)?;
+    }
+    for (id, runtime) in &plan.remove_images {
+        crate::image::remove(store, lock, *runtime, id)?;
+        run.done(format!(
+            "{} (no version uses it)",
+            crate::image::remove_action(id, *runtime)
+        ));
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::atomic::FsError;
 use crate::bundle::{self, BundleError, PodName, Version};
+use crate::image::{ImageError, Runtime};
 use crate::lock::{LockError, StoreLock};
 use crate::store::{self, NewVersion, PodState, Store, StoreError};
 use crate::systemd::{CommandError, Systemd, UnitStatus};
@@ -63,6 +64,14 @@ pub struct Request {
     pub start_timeout: Duration,
     pub rollback: bool,
     pub lock_timeout: Duration,
+    /// Where the pod's images go; `None`: where the version's went (the
+    /// systemd runtime for a new version).
+    pub runtime: Option<Runtime>,
+    /// Trusted keys for the images' signatures.
+    pub keyring: Option<PathBuf>,
+    pub require_signature: bool,
+    /// For image downloads.
+    pub download_timeout: Duration,
 }
 
 /// What a run did (or, in check mode, would do).
@@ -108,6 +117,8 @@ pub enum PodError {
     /// The new version did not come up; the message says what was done.
     #[error("{0}")]
     NotUp(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
 }
 
 /// A failed run: the error and what had been done.
@@ -219,6 +230,7 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     }
     let digest = store::digest(&pod, &texts);
     Ok(NewVersion {
+        bundle_dir: bundle.dir.clone(),
         pod,
         pod_json,
         units: texts,
@@ -235,7 +247,6 @@ fn not_yet_handled(incoming: Option<&NewVersion>) -> Vec<String> {
     };
     let pod = &new.pod;
     [
-        ("images", pod.images.len(), "imported"),
         ("volumes", pod.volumes.len(), "extracted"),
         ("ports", pod.ports.len(), "assigned"),
     ]

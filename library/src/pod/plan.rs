@@ -12,9 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::{pod_units, version_units, Observed, PodError, Report, Request, State};
-use crate::bundle::{PodName, Version};
-use crate::store::{NewVersion, PodState, StoredVersion, VersionRecord, META_FORMAT};
-use crate::systemd::Systemd;
+use crate::bundle::{ImageId, PodName, Source, Version};
+use crate::image::{self, records, Import, Location, Runtime};
+use crate::store::{NewVersion, PodState, Store, StoredVersion, VersionRecord, META_FORMAT};
+use crate::systemd::{CommandError, Systemd};
 use crate::units::{self, Change, Entry, Files};
 
 /// What to start once the store and unit files are in place.
@@ -54,6 +55,14 @@ pub struct Plan {
     pub files_after: Vec<Change>,
     /// Versions to delete from the store.
     pub remove: Vec<Version>,
+    /// Images to import, before anything else, and where they go.
+    pub import_images: Vec<Import>,
+    /// Images no deployed version uses once `remove` is done.
+    pub remove_images: Vec<(ImageId, Runtime)>,
+    /// The runtime of the version acted on (and of `import_images`).
+    pub runtime: Runtime,
+    /// The store's root, where images are.
+    pub root: std::path::PathBuf,
     /// Said to the user, e.g. that a check could not be made.
     pub warnings: Vec<String>,
 }
@@ -173,8 +182,13 @@ impl Plan {
             files_before: Vec::new(),
             files_after: Vec::new(),
             remove: Vec::new(),
+            import_images: Vec::new(),
+            remove_images: Vec::new(),
+            runtime: Runtime::Systemd,
+            root: request.root.clone(),
             warnings: Vec::new(),
         };
+        let store = Store::new(&request.root);
 
         // The version must be in the store, or come with the bundle.
         if let (Some(v), true) = (&version, request.state != State::Absent) {
@@ -187,17 +201,28 @@ impl Plan {
                         stored.record.digest, new.digest
                     )))
                 }
-                (Some(_), _) => {}
+                (Some(stored), _) => {
+                    let recorded = stored.record.runtime;
+                    match request.runtime {
+                        Some(asked) if asked != recorded && !stored.record.pod.images.is_empty() => {
+                            return Err(PodError::Refused(format!(
+                                "version {v} of pod {name} runs its images in the {recorded} runtime,                                  not {asked}; deploy a new version to change runtime"
+                            )))
+                        }
+                        _ => plan.runtime = recorded,
+                    }
+                }
                 (None, Some(new)) => {
+                    plan.runtime = request.runtime.unwrap_or_default();
                     let record = VersionRecord {
                         format: META_FORMAT,
                         sequence: before.next_sequence(),
                         deployed_at: now(),
                         digest: new.digest.clone(),
                         pod: new.pod.clone(),
-                        runtime: crate::image::Runtime::Systemd,
+                        runtime: plan.runtime,
                     };
-                    if !verify(systemd, name, v, new)? {
+                    if !verify(systemd, &store, plan.runtime, name, v, new)? {
                         plan.warnings.push(
                             "systemd-analyze is not installed: the unit files were not verified before installing"
                                 .to_owned(),
@@ -229,6 +254,14 @@ impl Plan {
                     stored.environment.clone_from(&wanted);
                     plan.environment = Some(wanted);
                 }
+            }
+        }
+
+        if let Some(v) = &version {
+            let runs = matches!(request.state, State::Started | State::Restarted);
+            if incoming.is_some() || runs {
+                plan.import_images =
+                    images_to_import(request, &store, plan.runtime, name, v, &after, incoming)?;
             }
         }
 
@@ -345,17 +378,11 @@ impl Plan {
             .cloned()
             .collect();
 
+        plan.remove_images = unused_images(&store, name, before, &after, &plan.remove)?;
+
         // Unit files: versions stopped only after the new one is up keep
         // theirs until then.
-        let env_path = |v: &Version| {
-            request
-                .root
-                .join("pods")
-                .join(name.as_str())
-                .join(v.as_str())
-                .join("environment")
-        };
-        let final_files = units::desired(name, &after, started_after, &request.unit_dir, env_path)?;
+        let final_files = units::desired(name, &after, started_after, &request.unit_dir, &store)?;
         let mut middle = after.clone();
         for v in &keep_running_until_after {
             if let Some(stored) = before.versions.get(v) {
@@ -365,8 +392,7 @@ impl Plan {
                     .or_insert_with(|| stored.clone());
             }
         }
-        let middle_files =
-            units::desired(name, &middle, started_after, &request.unit_dir, env_path)?;
+        let middle_files = units::desired(name, &middle, started_after, &request.unit_dir, &store)?;
         plan.files_before = units::changes(&observed.files, &middle_files);
         plan.files_after = units::changes(&middle_files, &final_files);
         units::check_foreign(name, &request.unit_dir, &plan.files_before)?;
@@ -427,6 +453,13 @@ impl Plan {
     pub fn actions(&self) -> Vec<String> {
         let name = &self.name;
         let mut out = Vec::new();
+        for import in &self.import_images {
+            out.push(image::import_action(
+                &import.id,
+                &import.source,
+                self.runtime,
+            ));
+        }
         if let Some((new, _)) = &self.add {
             out.push(format!(
                 "add version {} of pod {name} to the store",
@@ -471,6 +504,12 @@ impl Plan {
         }
         for v in &self.remove {
             out.push(format!("remove version {v} of pod {name} from the store"));
+        }
+        for (id, runtime) in &self.remove_images {
+            out.push(format!(
+                "{} (no version uses it)",
+                image::remove_action(id, *runtime)
+            ));
         }
         out
     }
@@ -528,6 +567,27 @@ impl Plan {
             "before": summary(before, started_before, None),
             "after": summary(&self.after, self.started_after, changed_env),
         })];
+        let store = Store::new(&self.root);
+        for import in &self.import_images {
+            let location = records::location(&store, self.runtime, &import.id);
+            out.push(image::diff_entry(
+                &import.id.to_string(),
+                self.runtime,
+                &location,
+                false,
+                true,
+            ));
+        }
+        for (id, runtime) in &self.remove_images {
+            let location = records::location(&store, *runtime, id);
+            out.push(image::diff_entry(
+                &id.to_string(),
+                *runtime,
+                &location,
+                true,
+                false,
+            ));
+        }
         for change in self.files_before.iter().chain(&self.files_after) {
             out.push(json!({
                 "before_header": change.path.display().to_string(),
@@ -558,11 +618,98 @@ pub(super) fn describe_change(change: &Change) -> String {
     }
 }
 
+/// The images of version `v` that its runtime lacks, and where to get
+/// them: the bundle when there is one.
+fn images_to_import(
+    request: &Request,
+    store: &Store,
+    runtime: Runtime,
+    name: &PodName,
+    v: &Version,
+    after: &PodState,
+    incoming: Option<&NewVersion>,
+) -> Result<Vec<Import>, PodError> {
+    let Some(stored) = after.versions.get(v) else {
+        return Ok(Vec::new());
+    };
+    let mut imports = Vec::new();
+    for wanted in &stored.record.pod.images {
+        if image::present(store, runtime, &wanted.id)?.is_some() {
+            continue;
+        }
+        let Some(new) = incoming else {
+            return Err(PodError::Refused(format!(
+                "image {} of version {v} of pod {name} is not in the {runtime} runtime; \
+                 give the bundle to import it",
+                wanted.id
+            )));
+        };
+        let locate = |source: &Source| match source {
+            Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
+            Source::Uri(u) => Location::parse_uri(u).unwrap_or(Location::Http(u.clone())),
+        };
+        let import = Import {
+            id: wanted.id.clone(),
+            source: locate(&wanted.source),
+            signature: wanted.signature.as_ref().map(locate),
+            keyring: request.keyring.clone(),
+            require_signature: request.require_signature,
+            timeout: request.download_timeout,
+        };
+        import.check()?;
+        imports.push(import);
+    }
+    Ok(imports)
+}
+
+/// Images of the removed versions that no version left in the store (of
+/// any pod, this one's as it will be after the run) uses, and that ops has.
+fn unused_images(
+    store: &Store,
+    name: &PodName,
+    before: &PodState,
+    after: &PodState,
+    removed: &[Version],
+) -> Result<Vec<(ImageId, Runtime)>, PodError> {
+    let mut unused: Vec<(ImageId, Runtime)> = Vec::new();
+    for v in removed {
+        let record = &before.versions[v].record;
+        for wanted in &record.pod.images {
+            if unused
+                .iter()
+                .any(|(u, r)| *r == record.runtime && image::same_image(u, &wanted.id))
+            {
+                continue;
+            }
+            let kept_here = after.versions.values().any(|s| {
+                s.record.runtime == record.runtime
+                    && s.record
+                        .pod
+                        .images
+                        .iter()
+                        .any(|i| image::same_image(&i.id, &wanted.id))
+            });
+            let users = image::used_by(store, record.runtime, &wanted.id)?;
+            let prefix = format!("{name}/");
+            let used_elsewhere = users.iter().any(|u| !u.starts_with(&prefix));
+            if !kept_here
+                && !used_elsewhere
+                && records::read(store, record.runtime, &wanted.id)?.is_some()
+            {
+                unused.push((wanted.id.clone(), record.runtime));
+            }
+        }
+    }
+    Ok(unused)
+}
+
 /// Check a new version's unit files as systemd will load them, in a
 /// temporary directory outside the store (so check mode can too);
 /// `false` when no verifier is installed.
 fn verify(
     systemd: &mut dyn Systemd,
+    store: &Store,
+    runtime: Runtime,
     name: &PodName,
     version: &Version,
     new: &NewVersion,
@@ -574,6 +721,7 @@ fn verify(
         &new.units,
         &new.pod.environment,
         None,
+        units::Images { store, runtime },
     )?;
     let dir = tempfile::Builder::new()
         .prefix("ops-verify-")
@@ -594,8 +742,33 @@ fn verify(
             top.push(full);
         }
     }
+    // systemd-analyze looks for a unit's programs on the host even when
+    // RootDirectory= says they are in an image (which check mode has not
+    // even imported): that one complaint, about such units, is not a fault.
+    let in_images: Vec<String> = new
+        .pod
+        .units
+        .iter()
+        .filter(|u| u.image.is_some())
+        .map(|u| {
+            let installed = units::installed_name(name, version, &u.name);
+            installed
+                .split(['@', '.'])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let only_image_programs = |stderr: &str| {
+        !in_images.is_empty()
+            && stderr.lines().filter(|l| !l.trim().is_empty()).all(|line| {
+                line.contains("is not executable")
+                    && in_images.iter().any(|u| line.contains(u.as_str()))
+            })
+    };
     match systemd.verify(&top) {
         Ok(verified) => Ok(verified),
+        Err(CommandError::Failed { stderr, .. }) if only_image_programs(&stderr) => Ok(true),
         Err(source) => Err(PodError::Invalid {
             pod: name.clone(),
             version: version.clone(),
