@@ -493,7 +493,10 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
         dropin.contains(&format!("Environment=\"OPS_IMAGE={}\"\n", rootfs.display())),
         "{dropin}"
     );
-    assert!(dropin.contains("ReadOnlyPaths=/\n"), "{dropin}");
+    assert!(
+        dropin.contains(&format!("ReadOnlyPaths={}\n", rootfs.display())),
+        "{dropin}"
+    );
     assert!(
         !host.run(&request).unwrap().changed,
         "a rerun imports nothing"

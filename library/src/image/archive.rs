@@ -138,7 +138,8 @@ fn unpack_error(file: &str, source: io::Error) -> ImageError {
 }
 
 /// Did the bytes run out mid-archive? The tar crate says so in words
-/// (`unexpected EOF during skip`, `failed to read entire block`) as well
+/// (`unexpected EOF during skip`, `failed to read entire block`, `failed
+/// to write entire file` when an entry's data runs out) as well
 /// as by error kind.
 fn ends_early(error: &io::Error) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -147,7 +148,10 @@ fn ends_early(error: &io::Error) -> bool {
             return false;
         }
         let text = e.to_string();
-        if text.contains("unexpected EOF") || text.contains("failed to read entire block") {
+        if text.contains("unexpected EOF")
+            || text.contains("failed to read entire block")
+            || text.contains("failed to write entire file")
+        {
             return true;
         }
         if e.downcast_ref::<io::Error>()

@@ -229,7 +229,24 @@ impl Import {
         if let Some(signature) = &self.signature {
             signature.check()?;
         }
-        self.source.check()
+        self.source.check()?;
+        // A local image with a local signature is checked now, before any
+        // lock or staging (and in check mode too); remote ones once
+        // downloaded.
+        if let (Location::Path(data), Some(Location::Path(sig)), Some(keyring)) =
+            (&self.source, &self.signature, &self.keyring)
+        {
+            signature::verify(data, sig, &sig.display().to_string(), keyring, self.timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`Import::check`] verified the signature already.
+    fn signature_checked(&self) -> bool {
+        matches!(
+            (&self.source, &self.signature),
+            (Location::Path(_), Some(Location::Path(_)))
+        )
     }
 }
 
@@ -290,15 +307,15 @@ fn staging_dir(store: &Store, id: &ImageId) -> PathBuf {
         .join(format!("image-{}", records::dir_name(id)))
 }
 
-/// Import an image (under the store lock). Everything is staged; on
-/// failure the staging is removed and the store is as it was.
+/// Import an image (under the store lock), once [`Import::check`] has
+/// passed. Everything is staged; on failure the staging is removed and the
+/// store is as it was.
 pub fn import(
     store: &Store,
     lock: &StoreLock,
     runtime: Runtime,
     spec: &Import,
 ) -> Result<ImageRecord, ImageError> {
-    spec.check()?;
     let staging = staging_dir(store, &spec.id);
     atomic::remove_tree(&staging)?;
     atomic::create_dir_all(&staging, 0o700)?;
@@ -332,7 +349,9 @@ fn import_staged(
         }
         _ => None,
     };
-    if let (Some(signature), Some(keyring)) = (&spec.signature, &spec.keyring) {
+    if let (Some(signature), Some(keyring), false) =
+        (&spec.signature, &spec.keyring, spec.signature_checked())
+    {
         let sig_path = match signature {
             Location::Path(p) => p.clone(),
             remote => {
@@ -452,8 +471,7 @@ fn remote_error(source: &Location, timeout: Duration, error: ImageError) -> Imag
 }
 
 fn is_transfer_error(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<ureq::Error>().is_some())
+    source::download_error(e).is_some()
         || matches!(
             e.kind(),
             io::ErrorKind::TimedOut

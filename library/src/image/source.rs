@@ -183,12 +183,27 @@ fn describe(error: &ureq::Error, timeout: Duration) -> String {
     }
 }
 
+/// The download error somewhere in an error's chain (a reader's error
+/// reaches us wrapped by whatever was reading).
+pub fn download_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e ureq::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<ureq::Error>() {
+            return Some(found);
+        }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(found) = download_error(inner) {
+                return Some(found);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Why a transfer broke off mid-body.
 pub fn transfer_failure(error: &io::Error, timeout: Duration) -> String {
-    match error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<ureq::Error>())
-    {
+    match download_error(error) {
         Some(inner) => describe(inner, timeout),
         None => format!("the transfer broke off: {error}"),
     }
