@@ -27,7 +27,8 @@ from pathlib import Path
 PROJECT = Path(os.environ.get("OPS_PROJECT", Path(__file__).resolve().parents[2]))
 BIN_DIR = Path(os.environ.get("OPS_BIN_DIR", PROJECT / "target" / "debug"))
 ROOT = Path("/var/lib/ops")
-WORK = Path(tempfile.mkdtemp(prefix="ops-image-scenario-", dir="/var/tmp"))
+# Made when a scenario runs (inside the sandbox), not when this is imported.
+WORK = Path("/nonexistent")
 FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 2 else Path("/nonexistent")
 INDEX = json.loads((FIXTURES / "index.json").read_text()) if FIXTURES.exists() else {}
 GOOD = [name for name, f in INDEX.items() if not f.get("broken")]
@@ -389,6 +390,7 @@ SCENARIOS = {f.__name__: f for f in [
 ]}
 
 if __name__ == "__main__":
+    WORK = Path(tempfile.mkdtemp(prefix="ops-image-scenario-", dir="/var/tmp"))
     name = sys.argv[2]
     try:
         SCENARIOS[name]()

@@ -23,7 +23,8 @@ BIN_DIR = Path(os.environ.get("OPS_BIN_DIR", PROJECT / "target" / "debug"))
 OPS_POD = BIN_DIR / "ops_pod"
 ROOT = Path("/var/lib/ops")
 UNIT_DIR = Path("/etc/systemd/system")
-WORK = Path(tempfile.mkdtemp(prefix="ops-pod-scenario-"))
+# Made when a scenario runs (inside the sandbox), not when this is imported.
+WORK = Path("/nonexistent")
 
 # A service that says who it is (from the drop-in's environment) and runs.
 WEB = """[Unit]
@@ -413,6 +414,7 @@ SCENARIOS = {f.__name__: f for f in [
 ]}
 
 if __name__ == "__main__":
+    WORK = Path(tempfile.mkdtemp(prefix="ops-pod-scenario-"))
     name = sys.argv[1]
     try:
         SCENARIOS[name]()
