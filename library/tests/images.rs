@@ -508,6 +508,19 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
             .any(|p| p.starts_with("staging") || p.starts_with("images")),
         "{after_stall:?}"
     );
+    // A server that does not speak TLS where https was asked for.
+    let plain = serve(b"not TLS".to_vec());
+    request.source = Some(Location::Http(format!(
+        "{}/image",
+        plain.replace("http://", "https://")
+    )));
+    let tls = error_chain(&image::run(&request, false, false).unwrap_err());
+    assert!(tls.starts_with("cannot download https://"), "{tls}");
+    assert!(tls.contains("TLS failed"), "{tls}");
+    assert!(!host
+        .snapshot()
+        .iter()
+        .any(|p| p.starts_with("staging") || p.starts_with("images")));
     insta::assert_snapshot!(format!("404: {err}\nstall: {stalled}"));
 
     request.source = Some(Location::Http(format!("{base}/image")));

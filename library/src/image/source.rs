@@ -178,6 +178,9 @@ fn describe(error: &ureq::Error, timeout: Duration) -> String {
         ureq::Error::HostNotFound => "the host name does not resolve".to_owned(),
         ureq::Error::Tls(e) => format!("TLS failed: {e}"),
         ureq::Error::Rustls(e) => format!("TLS failed: {e}"),
+        // rustls reports a broken handshake (say, a server that does not
+        // speak TLS) as invalid data on the connection.
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => format!("TLS failed: {e}"),
         ureq::Error::Io(e) => e.to_string(),
         other => other.to_string(),
     }
