@@ -18,85 +18,33 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-PROJECT = Path(os.environ.get("OPS_PROJECT", Path(__file__).resolve().parents[2]))
-BIN_DIR = Path(os.environ.get("OPS_BIN_DIR", PROJECT / "target" / "debug"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "systemd"))
+import scenario_kit as kit  # noqa: E402
+from scenario_kit import PROJECT, expect, failed, ok, snapshot  # noqa: E402
+
 ROOT = Path("/var/lib/ops")
-# Made when a scenario runs (inside the sandbox), not when this is imported.
-WORK = Path("/nonexistent")
+WORK = kit.WORK  # set by kit.start() when a scenario runs
 FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 2 else Path("/nonexistent")
 INDEX = json.loads((FIXTURES / "index.json").read_text()) if FIXTURES.exists() else {}
 GOOD = [name for name, f in INDEX.items() if not f.get("broken")]
 BROKEN = [name for name, f in INDEX.items() if f.get("broken")]
 # podman here needs runc, cgroupfs and modest ulimits (see SANDBOX.md).
 CONTAINERS_CONF = PROJECT / "tests" / "images" / "containers.conf"
-
-
-def module(binary, check_mode=False, diff=False, **args):
-    """Run an ops module binary as Ansible does; return its parsed result."""
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
-    args["_ansible_check_mode"] = check_mode
-    args["_ansible_diff"] = diff
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=WORK, delete=False) as f:
-        json.dump(args, f)
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    proc = subprocess.run([str(BIN_DIR / binary), f.name], capture_output=True, text=True, env=env)
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        return {"died": True, "returncode": proc.returncode, "stdout": proc.stdout,
-                "stderr": proc.stderr}
+PODMAN_ENV = {"CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
 def ops_image(**args):
-    return module("ops_image", **args)
+    return kit.module("ops_image", process_env=PODMAN_ENV, **args)
 
 
 def ops_pod(**args):
     args.setdefault("start_timeout", 20)
-    return module("ops_pod", **args)
-
-
-def expect(cond, what, result=None):
-    if not cond:
-        detail = f"\n  result: {json.dumps(result, indent=2)}" if result is not None else ""
-        raise AssertionError(f"{what}{detail}")
-
-
-def ok(result, changed):
-    expect(not result.get("failed") and not result.get("died"),
-           f"expected success, got failure: {result.get('msg')}", result)
-    expect(result["changed"] is changed, f"expected changed={changed}", result)
-    return result
-
-
-def failed(result, *fragments):
-    expect(result.get("failed") is True, "expected a failure", result)
-    for fragment in fragments:
-        expect(fragment in result["msg"], f"the message says {fragment!r}", result)
-    return result
-
-
-def snapshot(*paths):
-    """Every file, symlink and mode under paths: a byte-level picture."""
-    picture = {}
-    for top in map(Path, paths):
-        if not top.exists():
-            continue
-        for p in sorted([top, *top.rglob("*")]):
-            st = p.lstat()
-            if p.is_symlink():
-                picture[str(p)] = ("link", os.readlink(p))
-            elif p.is_file():
-                picture[str(p)] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
-            else:
-                picture[str(p)] = ("dir", st.st_mode)
-    return picture
+    return kit.module("ops_pod", process_env=PODMAN_ENV, **args)
 
 
 def podman(*args):
@@ -390,7 +338,7 @@ SCENARIOS = {f.__name__: f for f in [
 ]}
 
 if __name__ == "__main__":
-    WORK = Path(tempfile.mkdtemp(prefix="ops-image-scenario-", dir="/var/tmp"))
+    WORK = kit.start("ops-image-scenario-")
     name = sys.argv[2]
     try:
         SCENARIOS[name]()

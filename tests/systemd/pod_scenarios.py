@@ -13,14 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-PROJECT = Path(os.environ.get("OPS_PROJECT", Path(__file__).resolve().parents[2]))
-BIN_DIR = Path(os.environ.get("OPS_BIN_DIR", PROJECT / "target" / "debug"))
-OPS_POD = BIN_DIR / "ops_pod"
+import scenario_kit as kit
+from scenario_kit import expect, ok, snapshot
+
 ROOT = Path("/var/lib/ops")
 UNIT_DIR = Path("/etc/systemd/system")
 # Made when a scenario runs (inside the sandbox), not when this is imported.
@@ -61,20 +60,8 @@ def bundle(version, unit_text=WEB, instances=2, name="shop", extra_units=None):
 
 def ops_pod(check_mode=False, diff=False, process_env=None, **args):
     """Run ops_pod as Ansible does; return its parsed result."""
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
-    args["_ansible_check_mode"] = check_mode
-    args["_ansible_diff"] = diff
     args.setdefault("start_timeout", 20)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=WORK, delete=False) as f:
-        json.dump(args, f)
-    proc = subprocess.run([str(OPS_POD), f.name], capture_output=True, text=True,
-                          env={**os.environ, **(process_env or {})})
-    try:
-        result = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        result = {"died": True, "returncode": proc.returncode,
-                  "stdout": proc.stdout, "stderr": proc.stderr}
-    return result
+    return kit.module("ops_pod", check_mode=check_mode, diff=diff, process_env=process_env, **args)
 
 
 def active(unit):
@@ -84,37 +71,6 @@ def active(unit):
 
 def units_of(version, n=2, name="shop"):
     return [f"{name}-{version}-web@{i}.service" for i in range(1, n + 1)]
-
-
-def snapshot(*paths):
-    """Every file, symlink and mode under paths: a byte-level picture."""
-    picture = {}
-    for top in paths:
-        top = Path(top)
-        if not top.exists():
-            continue
-        for p in sorted([top, *top.rglob("*")]):
-            st = p.lstat()
-            if p.is_symlink():
-                picture[str(p)] = ("link", os.readlink(p))
-            elif p.is_file():
-                picture[str(p)] = ("file", st.st_mode, p.read_bytes())
-            else:
-                picture[str(p)] = ("dir", st.st_mode)
-    return picture
-
-
-def expect(cond, what, result=None):
-    if not cond:
-        detail = f"\n  result: {json.dumps(result, indent=2)}" if result is not None else ""
-        raise AssertionError(f"{what}{detail}")
-
-
-def ok(result, changed):
-    expect(not result.get("failed") and not result.get("died"),
-           f"expected success, got failure: {result.get('msg')}", result)
-    expect(result["changed"] is changed, f"expected changed={changed}", result)
-    return result
 
 
 def running(version, n=2):
@@ -414,7 +370,7 @@ SCENARIOS = {f.__name__: f for f in [
 ]}
 
 if __name__ == "__main__":
-    WORK = Path(tempfile.mkdtemp(prefix="ops-pod-scenario-"))
+    WORK = kit.start("ops-pod-scenario-")
     name = sys.argv[1]
     try:
         SCENARIOS[name]()

@@ -578,7 +578,34 @@ pub fn remove_action(id: &ImageId, runtime: Runtime) -> String {
     format!("remove image {id} from {runtime}")
 }
 
-/// ops_image: bring one image to `state` in a runtime.
+/// What ops_image is about to do.
+#[derive(Debug)]
+enum Change {
+    Import(Import),
+    Remove,
+}
+
+fn refuse_if_used(
+    store: &Store,
+    runtime: Runtime,
+    id: &ImageId,
+    shown: &str,
+) -> Result<(), ImageError> {
+    let users = used_by(store, runtime, id)?;
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(ImageError::Referenced {
+            id: shown.to_owned(),
+            runtime,
+            used_by: users,
+        })
+    }
+}
+
+/// ops_image: bring one image to `state` in a runtime. The plan is made
+/// without the lock (a no-op, a refusal and check mode take none), then
+/// made again under it, where another run may have done the work already.
 pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, ImageError> {
     let store = Store::new(&request.root);
     store.check_layout()?;
@@ -588,21 +615,77 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Im
         id: id.to_string(),
         runtime,
         location: records::location(&store, runtime, id),
+        used_by: used_by(&store, runtime, id)?,
         ..Report::default()
     };
-    let describe = |report: &mut Report, record: &ImageRecord| {
-        report.id.clone_from(&record.id);
-        report.format = Some(record.image_format);
-        report.location.clone_from(&record.location);
-        report.size = Some(record.size);
+    let Some(change) = plan(request, &store, &mut report, true)? else {
+        return Ok(report);
     };
-    let found = present(&store, runtime, id)?;
-    report.used_by = used_by(&store, runtime, id)?;
+    report.changed = true;
+    let (action, before, after) = match &change {
+        Change::Import(spec) => (import_action(id, &spec.source, runtime), false, true),
+        Change::Remove => (remove_action(id, runtime), true, false),
+    };
+    report.actions.push(action);
+    if want_diff {
+        report.diff.push(diff_entry(
+            &report.id,
+            runtime,
+            &report.location,
+            before,
+            after,
+        ));
+    }
+    if check {
+        return Ok(report);
+    }
+    let lock = StoreLock::acquire(
+        &request.root,
+        request.lock_timeout,
+        &format!("ops_image {id}"),
+    )?;
+    let mut again = report.clone();
+    match plan(request, &store, &mut again, false)? {
+        None => {
+            // Another run did it while this one waited for the lock.
+            again.changed = false;
+            return Ok(again);
+        }
+        Some(Change::Import(spec)) => {
+            let record = import(&store, &lock, runtime, &spec)?;
+            describe(&mut report, &record);
+        }
+        Some(Change::Remove) => {
+            refuse_if_used(&store, runtime, id, &report.id)?;
+            remove(&store, &lock, runtime, id)?;
+        }
+    }
+    Ok(report)
+}
+
+fn describe(report: &mut Report, record: &ImageRecord) {
+    report.id.clone_from(&record.id);
+    report.format = Some(record.image_format);
+    report.location.clone_from(&record.location);
+    report.size = Some(record.size);
+}
+
+/// What the request needs done, if anything; refusals are made here.
+/// `check_import` runs the import's checks (files there, the signature):
+/// once per run is enough.
+fn plan(
+    request: &Request,
+    store: &Store,
+    report: &mut Report,
+    check_import: bool,
+) -> Result<Option<Change>, ImageError> {
+    let (runtime, id) = (request.runtime, &request.id);
+    let found = present(store, runtime, id)?;
     match request.state {
         State::Present => {
             if let Some(record) = &found {
-                describe(&mut report, record);
-                return Ok(report);
+                describe(report, record);
+                return Ok(None);
             }
             let Some(source) = &request.source else {
                 return Err(ImageError::Refused(format!(
@@ -617,80 +700,19 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Im
                 require_signature: request.require_signature,
                 timeout: request.timeout,
             };
-            spec.check()?;
-            report.changed = true;
-            report.actions.push(import_action(id, source, runtime));
-            if want_diff {
-                report.diff.push(diff_entry(
-                    &report.id,
-                    runtime,
-                    &report.location,
-                    false,
-                    true,
-                ));
+            if check_import {
+                spec.check()?;
             }
-            if check {
-                return Ok(report);
-            }
-            let lock = StoreLock::acquire(
-                &request.root,
-                request.lock_timeout,
-                &format!("ops_image {id}"),
-            )?;
-            let record = match present(&store, runtime, id)? {
-                // Another run imported it while this one waited.
-                Some(record) => {
-                    report.changed = false;
-                    report.actions.clear();
-                    report.diff.clear();
-                    record
-                }
-                None => import(&store, &lock, runtime, &spec)?,
-            };
-            describe(&mut report, &record);
-            Ok(report)
+            Ok(Some(Change::Import(spec)))
         }
         State::Absent => {
-            let Some(record) = found.or(records::read(&store, runtime, id)?) else {
-                return Ok(report);
+            // A record without the image behind it is removed too.
+            let Some(record) = found.or(records::read(store, runtime, id)?) else {
+                return Ok(None);
             };
-            describe(&mut report, &record);
-            if !report.used_by.is_empty() {
-                return Err(ImageError::Referenced {
-                    id: record.id,
-                    runtime,
-                    used_by: report.used_by.clone(),
-                });
-            }
-            report.changed = true;
-            report.actions.push(remove_action(id, runtime));
-            if want_diff {
-                report.diff.push(diff_entry(
-                    &report.id,
-                    runtime,
-                    &report.location,
-                    true,
-                    false,
-                ));
-            }
-            if check {
-                return Ok(report);
-            }
-            let lock = StoreLock::acquire(
-                &request.root,
-                request.lock_timeout,
-                &format!("ops_image {id}"),
-            )?;
-            let users = used_by(&store, runtime, id)?;
-            if !users.is_empty() {
-                return Err(ImageError::Referenced {
-                    id: report.id.clone(),
-                    runtime,
-                    used_by: users,
-                });
-            }
-            remove(&store, &lock, runtime, id)?;
-            Ok(report)
+            describe(report, &record);
+            refuse_if_used(store, runtime, id, &record.id)?;
+            Ok(Some(Change::Remove))
         }
     }
 }

@@ -83,7 +83,7 @@ impl Module for OpsImage {
         let request = request(options)?;
         match image::run(&request, context.check_mode, context.diff) {
             Ok(report) => {
-                let mut msg = if report.changed {
+                let msg = if report.changed {
                     report.actions.join("; ")
                 } else {
                     format!(
@@ -93,16 +93,13 @@ impl Module for OpsImage {
                         report.runtime
                     )
                 };
-                if context.check_mode {
-                    msg = format!("check mode: {msg}");
-                }
-                Ok(Outcome {
-                    changed: report.changed,
+                Ok(super::reported(
+                    context,
+                    report.changed,
                     msg,
-                    diff: (!report.diff.is_empty()).then(|| Value::Array(report.diff.clone())),
-                    values: values(&report),
-                    ..Outcome::default()
-                })
+                    &report.diff,
+                    values(&report),
+                ))
             }
             Err(error) => {
                 let mut failure = Failure::from(error);

@@ -12,7 +12,32 @@ pub mod image;
 pub mod pod;
 pub mod volume;
 
+use serde_json::{Map, Value};
+
 use crate::module::{Context, Failure, Outcome};
+
+/// A successful run's outcome: `msg` says what was done (prefixed in
+/// check mode), the diff is given when there is one.
+pub(crate) fn reported(
+    context: &Context,
+    changed: bool,
+    msg: String,
+    diff: &[Value],
+    values: Map<String, Value>,
+) -> Outcome {
+    let msg = if context.check_mode {
+        format!("check mode: {msg}")
+    } else {
+        msg
+    };
+    Outcome {
+        changed,
+        msg,
+        diff: (!diff.is_empty()).then(|| Value::Array(diff.to_vec())),
+        values,
+        ..Outcome::default()
+    }
+}
 
 /// The default store root of every module.
 pub const DEFAULT_ROOT: &str = "/var/lib/ops";

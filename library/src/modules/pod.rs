@@ -131,21 +131,18 @@ impl Module for OpsPod {
                 for w in &report.warnings {
                     context.warn(w.clone());
                 }
-                let mut msg = if report.changed {
+                let msg = if report.changed {
                     report.actions.join("; ")
                 } else {
                     "nothing to do".to_owned()
                 };
-                if context.check_mode {
-                    msg = format!("check mode: {msg}");
-                }
-                Ok(Outcome {
-                    changed: report.changed,
+                Ok(super::reported(
+                    context,
+                    report.changed,
                     msg,
-                    diff: (!report.diff.is_empty()).then(|| Value::Array(report.diff.clone())),
-                    values: values(&report),
-                    ..Outcome::default()
-                })
+                    &report.diff,
+                    values(&report),
+                ))
             }
             Err(failed) => {
                 let mut failure = Failure::from(failed.error);
