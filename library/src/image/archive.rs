@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256, Sha512};
 use tar::{Archive, Entry, EntryType};
 
 use super::decode::{self, Compression};
-use super::digest::{hex, HashingReader};
+use super::digest::{hex, HashingReader, PrefetchingReader};
 use super::unpack::{self, Route, Unpacker, Whiteout};
 use super::{Format, ImageError};
 use crate::bundle::ImageId;
@@ -176,7 +176,7 @@ fn read_head(stream: &mut dyn Read) -> io::Result<Vec<u8>> {
 }
 
 /// Open a file's bytes: its compression undone, whatever it was.
-fn decompress<'r>(reader: impl Read + 'r) -> io::Result<(Compression, Box<dyn Read + 'r>)> {
+fn decompress<R: Read>(reader: R) -> io::Result<(Compression, decode::Decoder<BufReader<R>>)> {
     decode::decompressed(BufReader::with_capacity(256 << 10, reader))
 }
 
@@ -346,7 +346,7 @@ fn normalise(path: &Path) -> String {
 /// Read an image file (`reader`, called `file` in errors) expected to be
 /// image `expected`, into `work` (an empty directory).
 pub fn unpack(
-    reader: impl Read,
+    reader: impl Read + Send + 'static,
     file: &str,
     expected: &ImageId,
     work: &Path,
@@ -361,18 +361,14 @@ pub fn unpack(
         layers_made: 0,
     };
     let (_, stream) = decompress(reader).map_err(|e| scan.read_error(e))?;
-    // An ACI's id is the sha512 of the whole uncompressed tar: hash it on
-    // the way. Other formats are verified by their documents' digests.
-    let whole_sha512 = if matches!(expected, ImageId::Sha512(_)) {
-        let mut hashed = HashingReader::new::<Sha512>(stream);
-        scan.run(&mut hashed).map_err(|e| scan.read_error(e))?;
-        Some(hashed.finish().map_err(|e| scan.read_error(e))?.0)
-    } else {
-        let mut stream = stream;
-        scan.run(&mut stream).map_err(|e| scan.read_error(e))?;
-        io::copy(&mut stream, &mut io::sink()).map_err(|e| scan.read_error(e))?;
-        None
-    };
+    // Reading, decompressing and (for an ACI, whose id is the sha512 of
+    // the whole uncompressed tar) hashing happen on another thread while
+    // this one unpacks. Other formats are verified by their documents'
+    // digests.
+    let mut prefetched =
+        PrefetchingReader::new::<Sha512>(Box::new(stream), matches!(expected, ImageId::Sha512(_)));
+    scan.run(&mut prefetched).map_err(|e| scan.read_error(e))?;
+    let (whole_sha512, _) = prefetched.finish().map_err(|e| scan.read_error(e))?;
     let format = if scan.blobs.contains_key("index.json") && scan.blobs.contains_key("oci-layout") {
         Format::Oci
     } else if scan.blobs.contains_key("manifest.json") {
@@ -767,7 +763,7 @@ impl Scan<'_> {
 /// caller to discard, unless the ACI is image `expected`. Returns the full
 /// id and the ACI's app.
 pub fn aci_rootfs_tar(
-    reader: impl Read,
+    reader: impl Read + Send + 'static,
     file: &str,
     expected: &ImageId,
     out: &Path,
@@ -781,7 +777,7 @@ pub fn aci_rootfs_tar(
         });
     };
     let (_, stream) = decompress(reader).map_err(read_error)?;
-    let mut hashed = HashingReader::new::<Sha512>(stream);
+    let mut hashed = PrefetchingReader::new::<Sha512>(Box::new(stream), true);
     let target = io::BufWriter::with_capacity(1 << 20, fs::File::create(out).map_err(read_error)?);
     let mut builder = tar::Builder::new(target);
     let mut manifest = None;
@@ -836,6 +832,7 @@ pub fn aci_rootfs_tar(
         .and_then(|f| f.sync_all())
         .map_err(read_error)?;
     let (sha512, _) = hashed.finish().map_err(read_error)?;
+    let sha512 = sha512.unwrap_or_default();
     let id = format!("sha512-{sha512}");
     if !sha512.starts_with(prefix.as_str()) {
         return Err(ImageError::Mismatch {

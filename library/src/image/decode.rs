@@ -34,17 +34,37 @@ impl Compression {
     }
 }
 
+/// A stream with its compression undone. An enum rather than a boxed
+/// reader: it is `Send` exactly when its source is, so a decoder can move
+/// to a reading thread.
+#[allow(missing_debug_implementations)] // the bzip2 and xz decoders have none
+pub enum Decoder<R: BufRead> {
+    Plain(R),
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Bzip2(bzip2::bufread::MultiBzDecoder<R>),
+    Xz(liblzma::bufread::XzDecoder<R>),
+}
+
+impl<R: BufRead> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(r) => r.read(buf),
+            Decoder::Gzip(r) => r.read(buf),
+            Decoder::Bzip2(r) => r.read(buf),
+            Decoder::Xz(r) => r.read(buf),
+        }
+    }
+}
+
 /// A stream with its compression undone, and what it was.
-pub fn decompressed<'a, R: BufRead + 'a>(
-    mut reader: R,
-) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompressed<R: BufRead>(mut reader: R) -> io::Result<(Compression, Decoder<R>)> {
     let compression = Compression::sniff(reader.fill_buf()?);
-    let stream: Box<dyn Read + 'a> = match compression {
-        Compression::None => Box::new(reader),
+    let stream = match compression {
+        Compression::None => Decoder::Plain(reader),
         // Multi-member gzip files are valid gzip; one decoder reads them all.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(reader)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
+        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::MultiBzDecoder::new(reader)),
+        Compression::Xz => Decoder::Xz(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
         Compression::Zstd => {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -143,6 +143,105 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A reader fed by another thread that reads (and decompresses) the source
+/// and hashes it: the thread that unpacks does nothing but unpack.
+#[derive(Debug)]
+pub struct PrefetchingReader {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+    worker: Option<JoinHandle<(Option<String>, u64)>>,
+}
+
+impl PrefetchingReader {
+    /// Read `source` ahead on a thread, hashing it with `D` when given.
+    pub fn new<D: Digest + Send + 'static>(
+        mut source: Box<dyn Read + Send>,
+        hashed: bool,
+    ) -> PrefetchingReader {
+        let (sender, chunks) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+        let (recycle, empty) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+        let worker = thread::spawn(move || {
+            let mut hash = hashed.then(D::new);
+            let mut total = 0u64;
+            loop {
+                let mut buf = empty.try_recv().unwrap_or_default();
+                buf.resize(CHUNK, 0);
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match source.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = sender.send(Err(e));
+                            return (None, total);
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                if let Some(hash) = &mut hash {
+                    hash.update(&buf);
+                }
+                total += filled as u64;
+                // A receiver that went away has stopped reading: so do we.
+                if filled == 0 || sender.send(Ok(buf)).is_err() || filled < CHUNK {
+                    break;
+                }
+            }
+            (hash.map(|h| hex(&h.finalize())), total)
+        });
+        PrefetchingReader {
+            chunks,
+            recycle,
+            current: Vec::new(),
+            at: 0,
+            worker: Some(worker),
+        }
+    }
+
+    /// Read what is left, then return the digest (if hashed) and the
+    /// byte count.
+    pub fn finish(mut self) -> io::Result<(Option<String>, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        let worker = self.worker.take().expect("finish runs once");
+        Ok(worker.join().expect("the reading thread does not panic"))
+    }
+}
+
+impl Read for PrefetchingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.current.len() {
+            let used = std::mem::take(&mut self.current);
+            if used.capacity() > 0 {
+                let _ = self.recycle.try_send(used);
+            }
+            self.at = 0;
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for PrefetchingReader {
+    fn drop(&mut self) {
+        // Unblock the reading thread (it stops when its sends fail).
+        let (_, dead) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.chunks, dead));
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
 /// A reader that hashes inline: for the small streams (layers inside an
 /// archive) where a thread per stream would cost more than it saves.
 #[derive(Debug)]
@@ -192,6 +291,25 @@ mod tests {
         let (digest, total) = reader.finish().unwrap();
         assert_eq!(digest, hex(&Sha512::digest(&data)));
         assert_eq!(total, data.len() as u64);
+    }
+
+    #[test]
+    fn the_prefetching_reader_hands_over_every_byte_and_hashes_them() {
+        let data: Vec<u8> = (0..(2 * CHUNK + 777))
+            .map(|i| (i * 13 % 253) as u8)
+            .collect();
+        let mut reader =
+            PrefetchingReader::new::<Sha512>(Box::new(io::Cursor::new(data.clone())), true);
+        let mut first = vec![0; 3000];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..3000]);
+        let (digest, total) = reader.finish().unwrap();
+        assert_eq!(digest.unwrap(), hex(&Sha512::digest(&data)));
+        assert_eq!(total, data.len() as u64);
+        // Dropped half-way, the reading thread stops.
+        let mut partial = PrefetchingReader::new::<Sha512>(Box::new(io::Cursor::new(data)), false);
+        partial.read_exact(&mut first).unwrap();
+        drop(partial);
     }
 
     #[test]

@@ -444,9 +444,13 @@ fn import_staged(
             record
         }
     };
-    // One sync for the whole tree instead of one per file; then the rename
-    // that makes it visible.
-    sync_filesystem(&work)?;
+    // One sync for the whole unpacked tree instead of one per file (its
+    // files were started on their way to disk as they were written); then
+    // the rename that makes it visible. In podman's runtime the work holds
+    // only the record, already synced by its atomic write.
+    if runtime == Runtime::Systemd {
+        sync_filesystem(&work)?;
+    }
     store.ensure_layout(lock)?;
     if target.exists() {
         remove_dir(store, &target)?;

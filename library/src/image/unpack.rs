@@ -77,8 +77,7 @@ pub fn relative(path: &Path, entry: &str) -> io::Result<PathBuf> {
     Ok(rel)
 }
 
-/// Unpacks into one destination directory, which must exist and be empty
-/// or made by this unpacker.
+/// Unpacks into one destination directory, which must exist and be empty.
 #[derive(Debug)]
 pub struct Unpacker {
     dest: PathBuf,
@@ -86,6 +85,9 @@ pub struct Unpacker {
     dirs: HashSet<PathBuf>,
     /// Symlinks the archive created, relative to `dest`.
     symlinks: HashSet<PathBuf>,
+    /// Other files the archive created: with `dirs` and `symlinks`,
+    /// everything in `dest`, so a new path needs no look on disk.
+    files: HashSet<PathBuf>,
     record_whiteouts: bool,
     pub result: Unpacked,
 }
@@ -96,6 +98,7 @@ impl Unpacker {
             dest: dest.to_owned(),
             dirs: HashSet::from([PathBuf::new()]),
             symlinks: HashSet::new(),
+            files: HashSet::new(),
             record_whiteouts,
             result: Unpacked::default(),
         }
@@ -194,6 +197,7 @@ impl Unpacker {
                 fs::hard_link(self.dest.join(&target), &abs).map_err(|e| {
                     refuse(&name, format!("cannot link to {}: {e}", target.display()))
                 })?;
+                self.files.insert(rel.to_owned());
             }
             EntryType::Symlink => {
                 entry.unpack(&abs)?;
@@ -201,7 +205,10 @@ impl Unpacker {
             }
             _ => {
                 self.result.bytes += entry.header().size()?;
-                entry.unpack(&abs)?;
+                if let tar::Unpacked::File(file) = entry.unpack(&abs)? {
+                    start_writeback(&file);
+                }
+                self.files.insert(rel.to_owned());
             }
         }
         Ok(None)
@@ -266,6 +273,9 @@ impl Unpacker {
     /// Remove what is at `rel` unless it is a directory that stays one: a
     /// later entry replaces an earlier one, as tar does.
     fn clear(&mut self, rel: &Path, abs: &Path, keep_dir: bool) -> io::Result<()> {
+        if !self.files.contains(rel) && !self.symlinks.contains(rel) && !self.dirs.contains(rel) {
+            return Ok(()); // nothing there: everything in dest is ours
+        }
         let Ok(meta) = fs::symlink_metadata(abs) else {
             return Ok(());
         };
@@ -276,12 +286,25 @@ impl Unpacker {
             fs::remove_dir_all(abs)?;
             self.dirs.retain(|d| !d.starts_with(rel));
             self.symlinks.retain(|s| !s.starts_with(rel));
+            self.files.retain(|f| !f.starts_with(rel));
         } else {
             fs::remove_file(abs)?;
             self.symlinks.remove(rel);
+            self.files.remove(rel);
         }
         Ok(())
     }
+}
+
+/// Start writing a finished file to disk without waiting for it: the
+/// import syncs the whole tree before committing it, and by then most of
+/// it is on disk, written while the rest was being unpacked.
+/// (`POSIX_FADV_DONTNEED` starts writeback of dirty pages; the pages stay
+/// cached until written.)
+fn start_writeback(file: &fs::File) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    // Only advice: a failure costs time at the final sync, nothing else.
+    let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 /// Walk `rel` inside `root` without following symlinks; `None` if some
