@@ -444,9 +444,11 @@ fn import_staged(
             record
         }
     };
-    // One sync for the whole unpacked tree instead of one per file (its
-    // files were started on their way to disk as they were written); then
-    // the rename that makes it visible. In podman's runtime the work holds
+    // One sync for the whole unpacked tree instead of one per file, then
+    // the rename that makes it visible. (Starting each file's writeback as
+    // it was written, with POSIX_FADV_DONTNEED, made the import slower on
+    // the benchmark's disk: 5.6 s against 4.6 s; the kernel's own
+    // writeback batches better.) In podman's runtime the work holds
     // only the record, already synced by its atomic write.
     if runtime == Runtime::Systemd {
         sync_filesystem(&work)?;

@@ -205,9 +205,7 @@ impl Unpacker {
             }
             _ => {
                 self.result.bytes += entry.header().size()?;
-                if let tar::Unpacked::File(file) = entry.unpack(&abs)? {
-                    start_writeback(&file);
-                }
+                entry.unpack(&abs)?;
                 self.files.insert(rel.to_owned());
             }
         }
@@ -294,17 +292,6 @@ impl Unpacker {
         }
         Ok(())
     }
-}
-
-/// Start writing a finished file to disk without waiting for it: the
-/// import syncs the whole tree before committing it, and by then most of
-/// it is on disk, written while the rest was being unpacked.
-/// (`POSIX_FADV_DONTNEED` starts writeback of dirty pages; the pages stay
-/// cached until written.)
-fn start_writeback(file: &fs::File) {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    // Only advice: a failure costs time at the final sync, nothing else.
-    let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 /// Walk `rel` inside `root` without following symlinks; `None` if some
