@@ -178,6 +178,38 @@ pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
     Ok(())
 }
 
+/// Swap two paths (same file system) in one step, so each name always
+/// holds a whole thing, and sync their directories.
+pub(crate) fn exchange(a: &Path, b: &Path) -> FsResult<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(|e| FsError {
+        action: "swap into place",
+        path: b.to_owned(),
+        source: e.into(),
+    })?;
+    sync_dir(parent(b))?;
+    if parent(a) != parent(b) {
+        sync_dir(parent(a))?;
+    }
+    Ok(())
+}
+
+/// Flush everything written to the file system holding `dir`: one sync for
+/// a whole unpacked tree instead of one per file, before the rename that
+/// makes the tree visible.
+pub(crate) fn sync_filesystem(dir: &Path) -> FsResult<()> {
+    let file = fs::File::open(dir).map_err(|source| FsError {
+        action: "open",
+        path: dir.to_owned(),
+        source,
+    })?;
+    nix::unistd::syncfs(&file).map_err(|e| FsError {
+        action: "sync",
+        path: dir.to_owned(),
+        source: e.into(),
+    })
+}
+
 /// Delete a tree that is no longer reachable by name (it was first renamed
 /// out of the way), so a crash half-way leaves nothing that matters.
 pub(crate) fn remove_tree(path: &Path) -> FsResult<()> {

@@ -9,11 +9,14 @@
 //!   write) and [`command`] (every external program).
 //! - [`image`]: importing images (ACI, OCI, Docker) into the systemd or
 //!   podman runtime, verified; removing them once unused.
+//! - [`volume`]: a pod version's data volumes, extracted safely from
+//!   archives ([`unpack`], [`decode`]) and replaced atomically.
 //! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 
 pub mod atomic;
 pub mod bundle;
 pub mod command;
+pub mod decode;
 pub mod facts;
 pub mod image;
 pub mod lock;
@@ -25,3 +28,5 @@ pub mod systemd;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod units;
+pub mod unpack;
+pub mod volume;

@@ -10,6 +10,8 @@
 //!     units/<unit file>          the bundle's unit files, as shipped
 //!     meta.json                  ops's record: the validated pod, digest, order
 //!     environment                the pod environment (0600), when given
+//!     volumes/<volume>/          a data volume: data/ and volume.json
+//!                                (see crate::volume)
 //! <root>/staging/, <root>/trash/ transient: versions being added or removed
 //! ```
 //!
@@ -337,6 +339,12 @@ impl Store {
         meta.push(b'\n');
         atomic::write_file(&staged.join("meta.json"), &meta, 0o644)?;
         Ok(staged)
+    }
+
+    /// Drop a staged version that will not be committed.
+    pub fn discard_staged(&self, _lock: &StoreLock, staged: &Path) -> Result<(), FsError> {
+        atomic::remove_tree(staged)?;
+        atomic::remove_dir_if_empty(&self.staging_dir()).map(drop)
     }
 
     /// Make a staged version part of the store.

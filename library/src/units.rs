@@ -34,9 +34,10 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Context, FsError};
 use crate::bundle::names::{ImageId, PodName, UnitName, Version};
-use crate::bundle::Unit;
+use crate::bundle::{Pod, Unit, Volume};
 use crate::image::{records, Runtime};
 use crate::store::{PodState, Store};
+use crate::volume;
 
 /// The drop-in file ops writes for each unit.
 pub const DROPIN: &str = "50-ops.conf";
@@ -243,15 +244,48 @@ fn image_lines(images: Images<'_>, id: &ImageId) -> String {
     s
 }
 
-/// The drop-in for one runnable unit of a version.
-fn dropin(
+/// The drop-in lines that give a unit the version's volumes: always
+/// `OPS_VOLUME_<NAME>` (the host directory); for a unit running in an
+/// image of the systemd runtime, a bind mount at the volume's mount point;
+/// otherwise a read-only volume is made read-only where it is.
+fn volume_lines(
+    images: Images<'_>,
     pod: &PodName,
     version: &Version,
-    suffix: &str,
-    environment: &BTreeMap<String, String>,
-    environment_file: Option<&Path>,
+    volumes: &[Volume],
+    in_image: bool,
+) -> (String, String) {
+    let mut environment = String::new();
+    let mut mounts = String::new();
+    for v in volumes {
+        let path = volume::data_path(images.store, pod, version, &v.name);
+        let shown = path.display();
+        environment.push_str(&environment_assignment(
+            &volume::env_name(&v.name),
+            &shown.to_string(),
+        ));
+        let mount = v.mount.display();
+        match (in_image && images.runtime == Runtime::Systemd, v.read_only) {
+            (true, false) => mounts.push_str(&format!("BindPaths={shown}:{mount}\n")),
+            (true, true) => mounts.push_str(&format!("BindReadOnlyPaths={shown}:{mount}\n")),
+            (false, true) => mounts.push_str(&format!("ReadOnlyPaths={shown}\n")),
+            (false, false) => {}
+        }
+    }
+    (environment, mounts)
+}
+
+/// What the drop-in of one runnable unit says beyond the pod and version.
+#[derive(Debug, Default)]
+struct Extras<'a> {
+    environment: Option<&'a BTreeMap<String, String>>,
+    environment_file: Option<&'a Path>,
     image: Option<String>,
-) -> String {
+    volumes: (String, String),
+}
+
+/// The drop-in for one runnable unit of a version.
+fn dropin(pod: &PodName, version: &Version, suffix: &str, extras: Extras<'_>) -> String {
     let mut s = version_header(pod, version);
     s.push_str(&format!("[Unit]\nPartOf={}\n", target_name(pod)));
     let section = match suffix {
@@ -262,14 +296,16 @@ fn dropin(
     s.push_str(&format!("\n[{section}]\nSlice={}\n", slice_name(pod)));
     s.push_str(&environment_assignment("POD_NAME", pod.as_str()));
     s.push_str(&environment_assignment("POD_VERSION", version.as_str()));
-    for (name, value) in environment {
+    s.push_str(&extras.volumes.0);
+    for (name, value) in extras.environment.into_iter().flatten() {
         s.push_str(&environment_assignment(name, value));
     }
-    if let Some(path) = environment_file {
+    if let Some(path) = extras.environment_file {
         s.push_str(&format!("EnvironmentFile={}\n", path.display()));
     }
     if section == "Service" {
-        s.push_str(&image.unwrap_or_default());
+        s.push_str(&extras.image.unwrap_or_default());
+        s.push_str(&extras.volumes.1);
     }
     s
 }
@@ -296,14 +332,12 @@ pub type Files = BTreeMap<PathBuf, Entry>;
 
 /// The files of one version.
 pub fn version_files(
-    pod: &PodName,
-    version: &Version,
-    units: &[Unit],
+    model: &Pod,
     texts: &BTreeMap<UnitName, String>,
-    environment: &BTreeMap<String, String>,
     environment_file: Option<&Path>,
     images: Images<'_>,
 ) -> Result<Files, UnitsError> {
+    let (pod, version, units) = (&model.name, &model.version, &model.units);
     let renames: BTreeMap<&str, String> = units
         .iter()
         .map(|u| (u.name.as_str(), installed_name(pod, version, &u.name)))
@@ -329,9 +363,18 @@ pub fn version_files(
                     pod,
                     version,
                     suffix,
-                    environment,
-                    environment_file,
-                    unit.image.as_ref().map(|id| image_lines(images, id)),
+                    Extras {
+                        environment: Some(&model.environment),
+                        environment_file,
+                        image: unit.image.as_ref().map(|id| image_lines(images, id)),
+                        volumes: volume_lines(
+                            images,
+                            pod,
+                            version,
+                            &model.volumes,
+                            unit.image.is_some(),
+                        ),
+                    },
                 )),
             );
         }
@@ -358,11 +401,8 @@ pub fn desired(
             .as_ref()
             .map(|_| store.environment_path(pod, version));
         files.extend(version_files(
-            pod,
-            version,
-            &stored.record.pod.units,
+            &stored.record.pod,
             &stored.units,
-            &stored.record.pod.environment,
             env_file.as_deref(),
             Images {
                 store,

@@ -52,6 +52,16 @@ pub enum Source {
     Uri(String),
 }
 
+impl Source {
+    /// As the bundle wrote it.
+    pub fn text(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Uri(u) => u.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub id: ImageId,

@@ -24,11 +24,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256, Sha512};
 use tar::{Archive, Entry, EntryType};
 
-use super::decode::{self, Compression};
 use super::digest::{hex, HashingReader, PrefetchingReader};
-use super::unpack::{self, Route, Unpacker, Whiteout};
 use super::{Format, ImageError};
 use crate::bundle::ImageId;
+use crate::decode::{self, Compression};
+use crate::unpack::{self, Route, Unpacker, Whiteout};
 
 /// The largest document (manifest, config, index) kept in memory.
 const DOCUMENT_LIMIT: u64 = 16 << 20;

@@ -16,13 +16,11 @@
 //! was. ops_image and ops_pod both import through [`import`].
 
 pub mod archive;
-mod decode;
 pub mod digest;
 pub mod podman;
 pub mod records;
 mod signature;
 pub mod source;
-mod unpack;
 
 use std::fmt;
 use std::io;
@@ -451,7 +449,7 @@ fn import_staged(
     // writeback batches better.) In podman's runtime the work holds
     // only the record, already synced by its atomic write.
     if runtime == Runtime::Systemd {
-        sync_filesystem(&work)?;
+        atomic::sync_filesystem(&work)?;
     }
     store.ensure_layout(lock)?;
     if target.exists() {
@@ -484,11 +482,6 @@ fn is_transfer_error(e: &io::Error) -> bool {
                 | io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
         )
-}
-
-fn sync_filesystem(dir: &Path) -> Result<(), FsError> {
-    let file = std::fs::File::open(dir).map_err(|e| FsError::from_io("open", dir, e))?;
-    nix::unistd::syncfs(&file).map_err(|e| FsError::from_io("sync", dir, e.into()))
 }
 
 /// Move a directory out of sight, then delete it.

@@ -2,10 +2,16 @@
 //! a tar archive, idempotently.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
+use crate::bundle::names::{PodName, Version};
+use crate::image::Location;
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::systemd::Systemctl;
+use crate::volume::{self, Checksum, Settings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,8 +25,12 @@ pub struct Options {
     pub group: Option<String>,
     pub mode: Option<String>,
     pub replace: bool,
+    pub allow_special_files: bool,
+    pub keep_setuid: bool,
     pub state: String,
     pub root: PathBuf,
+    pub timeout: i64,
+    pub lock_timeout: i64,
 }
 
 #[derive(Debug)]
@@ -64,18 +74,203 @@ impl Module for OpsVolume {
                 "Replace the contents when the archive differs from the one extracted.",
             )
             .default(Default::Bool(false)),
+            Opt::new(
+                "allow_special_files",
+                Kind::Bool,
+                "Create the archive's device nodes and fifos instead of refusing the archive.",
+            )
+            .default(Default::Bool(false)),
+            Opt::new(
+                "keep_setuid",
+                Kind::Bool,
+                "Keep setuid, setgid and sticky bits instead of dropping them.",
+            )
+            .default(Default::Bool(false)),
             Opt::new("state", Kind::Str, "Whether the volume should exist.")
                 .choices(&["present", "absent"])
                 .default(Default::Str("present")),
             Opt::new("root", Kind::Path, "The ops store.")
                 .default(Default::Str(super::DEFAULT_ROOT)),
+            Opt::new(
+                "timeout",
+                Kind::Int,
+                "Seconds a download (or a restart) may take.",
+            )
+            .default(Default::Int(600)),
+            Opt::new(
+                "lock_timeout",
+                Kind::Int,
+                "Seconds to wait for another ops run to finish.",
+            )
+            .default(Default::Int(300)),
         ],
         mutually_exclusive: &[],
     };
     type Options = Options;
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
-        let _ = options;
-        super::not_built_yet(context, "managing volumes")
+        let request = request(options)?;
+        let mut systemd = Systemctl;
+        match volume::run(&request, &mut systemd, context.check_mode, context.diff) {
+            Ok(report) => {
+                let msg = if report.changed {
+                    report.actions.join("; ")
+                } else if request.state == volume::State::Absent {
+                    format!(
+                        "volume {} of pod {} version {} is absent",
+                        request.name, request.pod, request.version
+                    )
+                } else {
+                    format!(
+                        "volume {} of pod {} version {} is as requested",
+                        request.name, request.pod, request.version
+                    )
+                };
+                context.warnings.extend(report.warnings.iter().cloned());
+                Ok(super::reported(
+                    context,
+                    report.changed,
+                    msg,
+                    &report.diff,
+                    values(&report),
+                ))
+            }
+            Err(error) => {
+                let mut failure = Failure::from(error);
+                failure.values.insert(
+                    "path".into(),
+                    json!(volume::data_path(
+                        &crate::store::Store::new(&request.root),
+                        &request.pod,
+                        &request.version,
+                        &request.name
+                    )),
+                );
+                Err(failure)
+            }
+        }
     }
+}
+
+/// A user or group given by name or number.
+fn id_of(option: &str, text: &str, problems: &mut Vec<String>) -> Option<u32> {
+    if let Ok(n) = text.parse::<u32>() {
+        return Some(n);
+    }
+    let found = if option == "owner" {
+        nix::unistd::User::from_name(text).map(|u| u.map(|u| u.uid.as_raw()))
+    } else {
+        nix::unistd::Group::from_name(text).map(|g| g.map(|g| g.gid.as_raw()))
+    };
+    match found {
+        Ok(Some(id)) => Some(id),
+        Ok(None) => {
+            let what = if option == "owner" { "user" } else { "group" };
+            problems.push(format!("{option}: no {what} named {text:?} on this host"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{option}: cannot look up {text:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// Check what the spec cannot, and build the request.
+fn request(options: Options) -> Result<volume::Request, Failure> {
+    let mut problems = Vec::new();
+    let pod = PodName::parse(&options.pod)
+        .map_err(|e| problems.push(format!("pod: {e}")))
+        .ok();
+    let version = Version::parse(&options.version)
+        .map_err(|e| problems.push(format!("version: {e}")))
+        .ok();
+    if let Err(e) = crate::bundle::names::check_volume_name(&options.name) {
+        problems.push(format!("name: {e}"));
+    }
+    let data = options.data.as_deref().and_then(|d| {
+        Location::parse(d)
+            .map_err(|e| problems.push(format!("data: {e}")))
+            .ok()
+    });
+    let checksum = options.checksum.as_deref().and_then(|c| {
+        Checksum::parse(c)
+            .map_err(|e| problems.push(format!("checksum: {e}")))
+            .ok()
+    });
+    if checksum.is_some() && data.is_none() {
+        problems.push("checksum: given without data".to_owned());
+    }
+    let mode = options.mode.as_deref().and_then(|m| {
+        u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .or_else(|| {
+                problems.push(format!(
+                    "mode: expected an octal mode such as '0750', got {m:?}"
+                ));
+                None
+            })
+    });
+    let owner = options
+        .owner
+        .as_deref()
+        .and_then(|o| id_of("owner", o, &mut problems));
+    let group = options
+        .group
+        .as_deref()
+        .and_then(|g| id_of("group", g, &mut problems));
+    let mut seconds = |option: &str, value: i64| {
+        u64::try_from(value)
+            .map(Duration::from_secs)
+            .unwrap_or_else(|_| {
+                problems.push(format!("{option}: expected 0 or more seconds, got {value}"));
+                Duration::ZERO
+            })
+    };
+    let timeout = seconds("timeout", options.timeout);
+    let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    if !options.root.is_absolute() {
+        problems.push(format!(
+            "root: must be an absolute path, got {}",
+            options.root.display()
+        ));
+    }
+    match (pod, version, problems.is_empty()) {
+        (Some(pod), Some(version), true) => Ok(volume::Request {
+            pod,
+            version,
+            name: options.name,
+            data,
+            checksum,
+            settings: Settings {
+                owner,
+                group,
+                mode,
+                special_files: options.allow_special_files,
+                keep_setuid: options.keep_setuid,
+            },
+            replace: options.replace,
+            state: if options.state == "absent" {
+                volume::State::Absent
+            } else {
+                volume::State::Present
+            },
+            root: options.root,
+            timeout,
+            lock_timeout,
+        }),
+        _ => Err(Failure::new(format!("ops_volume: {}", problems.join("; ")))),
+    }
+}
+
+/// The module's return values.
+fn values(report: &volume::Report) -> Map<String, Value> {
+    let mut values = Map::new();
+    values.insert("path".into(), json!(report.path));
+    values.insert("digest".into(), json!(report.digest));
+    values.insert("entries".into(), json!(report.entries));
+    values.insert("bytes".into(), json!(report.bytes));
+    values.insert("actions".into(), json!(report.actions));
+    values
 }

@@ -84,19 +84,37 @@ impl Run<'_> {
         let (store, lock) = (self.store, self.lock);
         store.ensure_layout(lock)?;
         store.clean_transient(lock)?;
-        // Images first: a unit must never be installed before its image.
+        // A new version is staged whole, volumes included, then the images
+        // are imported, then the version is committed: a unit is never
+        // installed before its image, and a failure in any of these leaves
+        // the store's versions as they were.
+        let staged = match &plan.add {
+            Some((new, record)) => {
+                let staged = store.stage(lock, new, record)?;
+                if let Err(e) = self.build_volumes(new, &staged) {
+                    store.discard_staged(lock, &staged)?;
+                    return Err(e);
+                }
+                Some(staged)
+            }
+            None => None,
+        };
         for import in &plan.import_images {
-            crate::image::import(store, lock, plan.runtime, import)?;
+            if let Err(e) = crate::image::import(store, lock, plan.runtime, import) {
+                if let Some(staged) = &staged {
+                    store.discard_staged(lock, staged)?;
+                }
+                return Err(e.into());
+            }
             self.done(crate::image::import_action(
                 &import.id,
                 &import.source,
                 plan.runtime,
             ));
         }
-        if let Some((new, record)) = &plan.add {
-            let staged = store.stage(lock, new, record)?;
+        if let (Some((new, _)), Some(staged)) = (&plan.add, &staged) {
             crash_point("staged");
-            store.commit(lock, &staged, &plan.name, &new.pod.version)?;
+            store.commit(lock, staged, &plan.name, &new.pod.version)?;
             self.done(format!(
                 "add version {} of pod {} to the store",
                 new.pod.version, plan.name
@@ -120,6 +138,60 @@ impl Run<'_> {
                 self.done(format!("make version {v} current"));
             }
             crash_point("switched");
+        }
+        Ok(())
+    }
+
+    /// Build the new version's volumes inside its staged directory.
+    fn build_volumes(
+        &mut self,
+        new: &crate::store::NewVersion,
+        staged: &std::path::Path,
+    ) -> Result<(), PodError> {
+        use crate::bundle::Source;
+        use crate::image::Location;
+        use crate::volume;
+        let pod = &new.pod;
+        for v in &pod.volumes {
+            let failed = |source: volume::VolumeError| PodError::Volume {
+                pod: pod.name.clone(),
+                version: pod.version.clone(),
+                volume: v.name.clone(),
+                source: Box::new(source),
+            };
+            let downloads = staged.join("volumes").join(format!(".{}.download", v.name));
+            let archive = match &v.data {
+                None => None,
+                Some(source) => {
+                    let location = match source {
+                        Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
+                        Source::Uri(u) => Location::parse(u).map_err(|e| {
+                            failed(volume::VolumeError::Refused(format!("data: {e}")))
+                        })?,
+                    };
+                    crate::atomic::create_dir_all(&downloads, 0o700)?;
+                    let mut archive =
+                        volume::fetch(&location, self.request.download_timeout, &None, &downloads)
+                            .map_err(failed)?;
+                    archive.shown = source.text();
+                    Some(archive)
+                }
+            };
+            let dir = volume::volume_dir(staged, &v.name);
+            let built = volume::build(
+                &dir,
+                &v.name,
+                archive.as_ref(),
+                &volume::Settings::default(),
+            );
+            crate::atomic::remove_tree(&downloads)?;
+            built.map_err(failed)?;
+            self.done(volume::create_action(
+                &pod.name,
+                &pod.version,
+                &v.name,
+                v.data.as_ref().map(crate::bundle::Source::text).as_deref(),
+            ));
         }
         Ok(())
     }

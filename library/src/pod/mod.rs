@@ -119,6 +119,14 @@ pub enum PodError {
     NotUp(String),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("volume {volume} of pod {pod} version {version}")]
+    Volume {
+        pod: PodName,
+        version: Version,
+        volume: String,
+        #[source]
+        source: Box<crate::volume::VolumeError>,
+    },
 }
 
 /// A failed run: the error and what had been done.
@@ -246,18 +254,15 @@ fn not_yet_handled(incoming: Option<&NewVersion>) -> Vec<String> {
         return Vec::new();
     };
     let pod = &new.pod;
-    [
-        ("volumes", pod.volumes.len(), "extracted"),
-        ("ports", pod.ports.len(), "assigned"),
-    ]
-    .into_iter()
-    .filter(|(_, n, _)| *n > 0)
-    .map(|(what, n, done)| {
-        format!(
+    [("ports", pod.ports.len(), "assigned")]
+        .into_iter()
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(what, n, done)| {
+            format!(
             "the bundle declares {n} {what}: recorded in the store, not {done} yet by this ops_pod"
         )
-    })
-    .collect()
+        })
+        .collect()
 }
 
 /// Bring the pod to the requested state; in check mode only plan.

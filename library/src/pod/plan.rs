@@ -461,6 +461,14 @@ impl Plan {
             ));
         }
         if let Some((new, _)) = &self.add {
+            for v in &new.pod.volumes {
+                out.push(crate::volume::create_action(
+                    name,
+                    &new.pod.version,
+                    &v.name,
+                    v.data.as_ref().map(Source::text).as_deref(),
+                ));
+            }
             out.push(format!(
                 "add version {} of pod {name} to the store",
                 new.pod.version
@@ -568,6 +576,18 @@ impl Plan {
             "after": summary(&self.after, self.started_after, changed_env),
         })];
         let store = Store::new(&self.root);
+        if let Some((new, _)) = &self.add {
+            for v in &new.pod.volumes {
+                let path = crate::volume::data_path(&store, &self.name, &new.pod.version, &v.name);
+                out.push(crate::volume::diff_entry(
+                    &self.name,
+                    &new.pod.version,
+                    &v.name,
+                    None,
+                    Some(crate::volume::pod_diff_text(v, &path)),
+                ));
+            }
+        }
         for import in &self.import_images {
             let location = records::location(&store, self.runtime, &import.id);
             out.push(image::diff_entry(
@@ -714,15 +734,8 @@ fn verify(
     version: &Version,
     new: &NewVersion,
 ) -> Result<bool, PodError> {
-    let files: Files = units::version_files(
-        name,
-        version,
-        &new.pod.units,
-        &new.units,
-        &new.pod.environment,
-        None,
-        units::Images { store, runtime },
-    )?;
+    let files: Files =
+        units::version_files(&new.pod, &new.units, None, units::Images { store, runtime })?;
     let dir = tempfile::Builder::new()
         .prefix("ops-verify-")
         .tempdir()

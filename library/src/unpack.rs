@@ -13,10 +13,18 @@
 //! Layers (OCI, Docker) are unpacked each into its own directory, their
 //! whiteouts recorded rather than written, and then merged in order by
 //! renames ([`overlay`]): no file's bytes are copied twice.
+//!
+//! A [`Policy`] says how strict to be. An image is a whole root filesystem:
+//! absolute paths and symlinks are read relative to its root, setuid bits
+//! kept, device nodes skipped (a runtime provides `/dev`). A volume is a
+//! directory mounted into someone else's tree: every path and every
+//! symlink must stay inside it, special files and setuid bits need asking
+//! for, and ownership can be imposed on every entry.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use tar::{Archive, Entry, EntryType};
@@ -77,6 +85,32 @@ pub fn relative(path: &Path, entry: &str) -> io::Result<PathBuf> {
     Ok(rel)
 }
 
+/// How strict an [`Unpacker`] is (see the module's documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Every path, symlink and hard link must stay inside the tree.
+    pub contained: bool,
+    /// Create device nodes and fifos (contained trees refuse them
+    /// otherwise; images skip them).
+    pub special_files: bool,
+    /// Keep setuid, setgid and sticky bits (always kept for images).
+    pub keep_setuid: bool,
+    /// Owner and group imposed on every entry; `None` keeps the archive's
+    /// (when running as root) or the current user's.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+impl Policy {
+    /// The policy for an image's root filesystem.
+    pub fn image() -> Policy {
+        Policy {
+            keep_setuid: true,
+            ..Policy::default()
+        }
+    }
+}
+
 /// Unpacks into one destination directory, which must exist and be empty.
 #[derive(Debug)]
 pub struct Unpacker {
@@ -89,6 +123,7 @@ pub struct Unpacker {
     /// everything in `dest`, so a new path needs no look on disk.
     files: HashSet<PathBuf>,
     record_whiteouts: bool,
+    policy: Policy,
     pub result: Unpacked,
 }
 
@@ -100,8 +135,15 @@ impl Unpacker {
             symlinks: HashSet::new(),
             files: HashSet::new(),
             record_whiteouts,
+            policy: Policy::image(),
             result: Unpacked::default(),
         }
+    }
+
+    /// Unpack under `policy` instead of the image policy.
+    pub fn with_policy(mut self, policy: Policy) -> Unpacker {
+        self.policy = policy;
+        self
     }
 
     /// Unpack every entry of `archive` that `route` sends into the tree;
@@ -113,7 +155,7 @@ impl Unpacker {
         mut other: impl FnMut(&Path, &mut Entry<'_, R>) -> io::Result<()>,
     ) -> io::Result<()> {
         let as_root = nix::unistd::geteuid().is_root();
-        archive.set_preserve_permissions(true);
+        archive.set_preserve_permissions(self.policy.keep_setuid);
         archive.set_preserve_mtime(true);
         archive.set_preserve_ownerships(as_root);
         archive.set_overwrite(true);
@@ -135,7 +177,45 @@ impl Unpacker {
         }
         directories.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, mut entry) in directories {
-            entry.unpack(self.dest.join(&dir))?;
+            let abs = self.dest.join(&dir);
+            entry.unpack(&abs)?;
+            self.impose_owner(&abs, entry.header().mode()?, &dir)?;
+        }
+        if self.policy.contained {
+            self.check_symlinks_stay_inside()?;
+        }
+        Ok(())
+    }
+
+    /// Give an entry the policy's owner and group, if any. (A change of
+    /// owner clears setuid bits, so they are put back when kept.)
+    fn impose_owner(&self, abs: &Path, mode: u32, rel: &Path) -> io::Result<()> {
+        let policy = &self.policy;
+        if policy.owner.is_none() && policy.group.is_none() {
+            return Ok(());
+        }
+        lchown(abs, policy.owner, policy.group).map_err(|e| {
+            refuse(
+                &rel.display().to_string(),
+                format!("cannot set its owner: {e}"),
+            )
+        })?;
+        if policy.keep_setuid && mode & 0o7000 != 0 && !self.symlinks.contains(rel) {
+            fs::set_permissions(abs, fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        Ok(())
+    }
+
+    /// Every symlink the archive made, followed inside the tree (through
+    /// the other symlinks), must end inside it: checked once all exist,
+    /// since a later entry can change where an earlier link leads.
+    fn check_symlinks_stay_inside(&self) -> io::Result<()> {
+        let mut links: Vec<&PathBuf> = self.symlinks.iter().collect();
+        links.sort();
+        for link in links {
+            if let Err(why) = resolve_inside(&self.dest, link) {
+                return Err(refuse(&link.display().to_string(), why));
+            }
         }
         Ok(())
     }
@@ -162,6 +242,7 @@ impl Unpacker {
             return Ok(None);
         }
         let kind = entry.header().entry_type();
+        let special = matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo);
         match kind {
             EntryType::Regular
             | EntryType::Continuous
@@ -169,9 +250,18 @@ impl Unpacker {
             | EntryType::Directory
             | EntryType::Symlink
             | EntryType::Link => {}
-            // Device nodes and fifos: a runtime provides /dev; a file in
-            // their place would be a lie.
-            _ => return Ok(None),
+            _ if special && self.policy.contained && !self.policy.special_files => {
+                return Err(refuse(
+                    &name,
+                    format!("{} (allow_special_files is off)", special_kind(kind)),
+                ))
+            }
+            _ if special && self.policy.special_files => {}
+            // Device nodes and fifos in an image: a runtime provides /dev;
+            // a file in their place would be a lie. Other kinds (PAX and
+            // GNU headers) are consumed by the tar crate itself.
+            _ if !self.policy.contained || special => return Ok(None),
+            _ => return Err(refuse(&name, format!("an entry of unknown type {kind:?}"))),
         }
         self.make_dirs(parent, &name)?;
         let abs = self.dest.join(rel);
@@ -189,6 +279,12 @@ impl Unpacker {
                 let target = entry
                     .link_name()?
                     .ok_or_else(|| refuse(&name, "a hard link without a target"))?;
+                if self.policy.contained && target.has_root() {
+                    return Err(refuse(
+                        &name,
+                        format!("a hard link to the absolute path {}", target.display()),
+                    ));
+                }
                 let target = relative(&target, &name)?;
                 self.check_under_no_symlink(&target, &name)?;
                 if !self.symlinks.contains(&target) && self.dirs.contains(&target) {
@@ -200,8 +296,21 @@ impl Unpacker {
                 self.files.insert(rel.to_owned());
             }
             EntryType::Symlink => {
+                if self.policy.contained {
+                    let target = entry
+                        .link_name()?
+                        .ok_or_else(|| refuse(&name, "a symlink without a target"))?;
+                    if let Err(why) = lexically_inside(parent, &target) {
+                        return Err(refuse(&name, why));
+                    }
+                }
                 entry.unpack(&abs)?;
                 self.symlinks.insert(rel.to_owned());
+            }
+            _ if special => {
+                make_special(entry, &abs, kind, self.policy.keep_setuid)
+                    .map_err(|e| refuse(&name, format!("cannot create it: {e}")))?;
+                self.files.insert(rel.to_owned());
             }
             _ => {
                 self.result.bytes += entry.header().size()?;
@@ -209,6 +318,7 @@ impl Unpacker {
                 self.files.insert(rel.to_owned());
             }
         }
+        self.impose_owner(&abs, entry.header().mode()?, rel)?;
         Ok(None)
     }
 
@@ -292,6 +402,126 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+fn special_kind(kind: EntryType) -> &'static str {
+    match kind {
+        EntryType::Char => "a character device",
+        EntryType::Block => "a block device",
+        _ => "a fifo",
+    }
+}
+
+/// Create a device node or fifo with the entry's mode, owner and times.
+fn make_special<R: Read>(
+    entry: &mut Entry<'_, R>,
+    abs: &Path,
+    kind: EntryType,
+    keep_setuid: bool,
+) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let header = entry.header();
+    let device = makedev(
+        u64::from(header.device_major()?.unwrap_or(0)),
+        u64::from(header.device_minor()?.unwrap_or(0)),
+    );
+    let flag = match kind {
+        EntryType::Char => SFlag::S_IFCHR,
+        EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    let keep = if keep_setuid { 0o7777 } else { 0o777 };
+    let mode = Mode::from_bits_truncate(header.mode()? & keep);
+    mknod(abs, flag, mode, device)?;
+    fs::set_permissions(abs, fs::Permissions::from_mode(header.mode()? & keep))?;
+    if nix::unistd::geteuid().is_root() {
+        lchown(
+            abs,
+            header.uid().ok().map(|u| u as u32),
+            header.gid().ok().map(|g| g as u32),
+        )?;
+    }
+    Ok(())
+}
+
+/// Does a symlink in `dir` (relative to the tree's root) with this target
+/// stay inside the tree, read as written (without following anything)?
+fn lexically_inside(dir: &Path, target: &Path) -> Result<(), String> {
+    if target.has_root() {
+        return Err(format!(
+            "a symlink to the absolute path {}, outside the volume",
+            target.display()
+        ));
+    }
+    let mut depth = dir.components().count();
+    for part in target.components() {
+        match part {
+            Component::ParentDir if depth == 0 => {
+                return Err(format!(
+                    "a symlink to {}, outside the volume",
+                    target.display()
+                ))
+            }
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Follow the symlink `link` inside `root` as the kernel would, through
+/// other symlinks, without leaving `root`: an error says where it leaves
+/// (or that it loops). A path that ends at something missing is fine.
+fn resolve_inside(root: &Path, link: &Path) -> Result<(), String> {
+    /// As the kernel's limit on symlinks followed in one lookup.
+    const MAX_HOPS: usize = 40;
+    let mut hops = 0;
+    // Where we are (relative to root) and what is left to walk.
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut todo: Vec<std::ffi::OsString> = link
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            if at.pop().is_none() {
+                return Err(format!(
+                    "its target leads outside the volume (through {})",
+                    link.display()
+                ));
+            }
+            continue;
+        }
+        if part == "." {
+            continue;
+        }
+        at.push(part);
+        let here: PathBuf = at.iter().collect();
+        match fs::symlink_metadata(root.join(&here)) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Err("its target is a loop of symlinks".to_owned());
+                }
+                let target = fs::read_link(root.join(&here)).map_err(|e| e.to_string())?;
+                if target.has_root() {
+                    return Err(format!(
+                        "its target leads outside the volume (to {} through {})",
+                        target.display(),
+                        here.display()
+                    ));
+                }
+                at.pop();
+                todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+            }
+            Ok(_) => {}
+            // Missing from here on: the rest is only names.
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Walk `rel` inside `root` without following symlinks; `None` if some

@@ -1,9 +1,9 @@
 //! Undoing compression, told by the bytes rather than the file name.
 //!
 //! An ACI may be a plain tar or gzip, bzip2 or xz-compressed; OCI layers
-//! are plain or gzip (zstd layers are refused by name, see below). The
-//! first bytes say which, so a file called `.aci` that is really xz works
-//! and a wrong extension cannot mislead.
+//! are plain or gzip; a volume's archive any of those or zstd. The first
+//! bytes say which, so a file called `.aci` that is really xz works and a
+//! wrong extension cannot mislead.
 
 use std::io::{self, BufRead, Read};
 
@@ -43,6 +43,7 @@ pub enum Decoder<R: BufRead> {
     Gzip(flate2::bufread::MultiGzDecoder<R>),
     Bzip2(bzip2::bufread::MultiBzDecoder<R>),
     Xz(liblzma::bufread::XzDecoder<R>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
 impl<R: BufRead> Read for Decoder<R> {
@@ -52,6 +53,7 @@ impl<R: BufRead> Read for Decoder<R> {
             Decoder::Gzip(r) => r.read(buf),
             Decoder::Bzip2(r) => r.read(buf),
             Decoder::Xz(r) => r.read(buf),
+            Decoder::Zstd(r) => r.read(buf),
         }
     }
 }
@@ -65,13 +67,7 @@ pub fn decompressed<R: BufRead>(mut reader: R) -> io::Result<(Compression, Decod
         Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::MultiBzDecoder::new(reader)),
         Compression::Xz => Decoder::Xz(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
-        Compression::Zstd => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "zstd-compressed content is not supported for images \
-                 (use an uncompressed, gzip, bzip2 or xz archive)",
-            ))
-        }
+        Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(reader)?),
     };
     Ok((compression, stream))
 }
@@ -102,5 +98,6 @@ mod tests {
         let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
         xz.write_all(&data).unwrap();
         roundtrip(xz.finish().unwrap(), Compression::Xz);
+        roundtrip(zstd::encode_all(&data[..], 1).unwrap(), Compression::Zstd);
     }
 }

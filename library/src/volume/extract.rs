@@ -1,0 +1,218 @@
+//! A volume's archive: its digests, and its extraction into a directory.
+//!
+//! Extraction reads and decompresses on a second thread while this one
+//! creates files ([`PrefetchingReader`]), so inflating and writing overlap.
+//! Decoders: flate2 on zlib-rs for gzip (the fastest inflate without C),
+//! the reference libzstd, liblzma and libbz2.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256, Sha512};
+use tar::Archive;
+
+use super::VolumeError;
+use crate::decode;
+use crate::image::digest::{hex, PrefetchingReader};
+use crate::unpack::{self, Policy, Route, Unpacker};
+
+/// A digest algorithm a checksum may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+/// The `checksum` option: `sha256:<hex>` or `sha512:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+impl Checksum {
+    pub fn parse(text: &str) -> Result<Checksum, String> {
+        let (algorithm, hex, len) = if let Some(h) = text.strip_prefix("sha256:") {
+            (Algorithm::Sha256, h, 64)
+        } else if let Some(h) = text.strip_prefix("sha512:") {
+            (Algorithm::Sha512, h, 128)
+        } else {
+            return Err(format!(
+                "{text:?}: expected sha256:<64 hex digits> or sha512:<128 hex digits>"
+            ));
+        };
+        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{text:?}: expected {len} hex digits after the colon"
+            ));
+        }
+        Ok(Checksum {
+            algorithm,
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Fail unless `digests` match.
+    pub fn verify(&self, digests: &Digests, file: &str) -> Result<(), VolumeError> {
+        let (name, actual) = match self.algorithm {
+            Algorithm::Sha256 => ("sha256", digests.sha256.strip_prefix("sha256:")),
+            Algorithm::Sha512 => ("sha512", digests.sha512.as_deref()),
+        };
+        let actual = actual.unwrap_or_default();
+        if actual == self.hex {
+            Ok(())
+        } else {
+            Err(VolumeError::Checksum {
+                file: file.to_owned(),
+                expected: format!("{name}:{}", self.hex),
+                actual: format!("{name}:{actual}"),
+            })
+        }
+    }
+}
+
+/// An archive file's digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// `sha256:<hex>`: what the volume's record keeps.
+    pub sha256: String,
+    /// Plain hex, computed only when a sha512 checksum asks for it.
+    pub sha512: Option<String>,
+    pub size: u64,
+}
+
+/// Hash a stream (sha256, and sha512 too when asked).
+pub fn digests(mut reader: Box<dyn Read + Send>, also: Option<Algorithm>) -> io::Result<Digests> {
+    let mut sha256 = Sha256::new();
+    let mut sha512 = (also == Some(Algorithm::Sha512)).then(Sha512::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha256.update(&buf[..n]);
+        if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
+        size += n as u64;
+    }
+    Ok(Digests {
+        sha256: format!("sha256:{}", hex(&sha256.finalize())),
+        sha512: sha512.map(|h| hex(&h.finalize())),
+        size,
+    })
+}
+
+/// What an extraction produced.
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub entries: u64,
+    pub bytes: u64,
+    /// The mode of the archive's own top entry (`./`), if it has one.
+    pub top_mode: Option<u32>,
+}
+
+/// Extract the archive `file` (named `shown` in errors) into `dest`, an
+/// existing empty directory, under `policy`.
+pub fn extract(
+    file: &Path,
+    shown: &str,
+    dest: &Path,
+    policy: Policy,
+) -> Result<Extracted, VolumeError> {
+    let failed = |source: io::Error| {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            VolumeError::Truncated {
+                file: shown.to_owned(),
+            }
+        } else {
+            VolumeError::Extract {
+                file: shown.to_owned(),
+                source,
+            }
+        }
+    };
+    let opened = File::open(file).map_err(&failed)?;
+    let (_, decoder) =
+        decode::decompressed(BufReader::with_capacity(256 << 10, opened)).map_err(&failed)?;
+    let mut prefetched = PrefetchingReader::new::<Sha256>(Box::new(decoder), false);
+    let keep_setuid = policy.keep_setuid;
+    let mut unpacker = Unpacker::new(dest, false).with_policy(policy);
+    let mut top_mode = None;
+    {
+        let mut archive = Archive::new(&mut prefetched);
+        unpacker
+            .unpack(
+                &mut archive,
+                |path| {
+                    let name = path.display().to_string();
+                    if path.has_root() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("entry {name:?}: an absolute path"),
+                        ));
+                    }
+                    let rel = unpack::relative(path, &name)?;
+                    Ok(if rel.as_os_str().is_empty() {
+                        Route::Other
+                    } else {
+                        Route::Into(rel)
+                    })
+                },
+                |_, entry| {
+                    if entry.header().entry_type().is_dir() {
+                        top_mode = Some(entry.header().mode()? & 0o7777);
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(&failed)?;
+    }
+    // What follows the archive's end (tar's zero blocks, padding) is read
+    // too, so a damaged compressed tail is caught.
+    prefetched.finish().map_err(&failed)?;
+    Ok(Extracted {
+        entries: unpacker.result.entries,
+        bytes: unpacker.result.bytes,
+        top_mode: top_mode.map(|m| if keep_setuid { m } else { m & 0o777 }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_are_parsed_strictly() {
+        assert!(Checksum::parse(&format!("sha256:{}", "a".repeat(64))).is_ok());
+        assert!(Checksum::parse(&format!("sha512:{}", "A".repeat(128))).is_ok());
+        for bad in [
+            "md5:00",
+            "sha256:xyz",
+            "sha256:",
+            &format!("sha512:{}", "a".repeat(64)),
+        ] {
+            assert!(Checksum::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn both_digests_come_from_one_read() {
+        let d = digests(Box::new(&b"abc"[..]), Some(Algorithm::Sha512)).unwrap();
+        assert_eq!(
+            d.sha256,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(d.sha512.unwrap().starts_with("ddaf35a193617aba"));
+        assert_eq!(d.size, 3);
+    }
+}

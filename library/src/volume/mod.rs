@@ -1,0 +1,831 @@
+//! Volumes: a pod version's data directories, made from archives.
+//!
+//! ```text
+//! <root>/pods/<pod>/<version>/volumes/<name>/
+//!     data/          the contents: what units see (OPS_VOLUME_<NAME>)
+//!     volume.json    ops's record: the archive's digest, counts, owner, mode
+//! ```
+//!
+//! A volume is always built whole in `staging/` (extracted with the strict
+//! [`Policy`]: nothing may leave the volume), synced, and then put in place
+//! by one rename, or for a replacement by one atomic exchange of the two
+//! directories (`renameat2(RENAME_EXCHANGE)`), after which the old
+//! contents are deleted. Contents and record travel together, so a crash
+//! leaves either the old volume or the new one, never half of one.
+//!
+//! - [`extract`]: the archive (tar, possibly gzip, bzip2, xz or zstd) into
+//!   a directory, and the archive's digests.
+//! - [`run`]: ops_volume. ops_pod builds a new version's volumes with
+//!   [`build`] inside the version it stages.
+
+pub mod extract;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::atomic::{self, FsError};
+use crate::bundle::names::{PodName, Version};
+use crate::bundle::Volume;
+use crate::command::CommandError;
+use crate::image::{ImageError, Location};
+use crate::lock::{LockError, StoreLock};
+use crate::store::{Store, StoreError};
+use crate::systemd::Systemd;
+use crate::unpack::Policy;
+
+pub use extract::{Checksum, Digests};
+
+/// The format of `volume.json`.
+pub const RECORD_FORMAT: u32 = 1;
+/// Mode of a volume's top directory when neither the request nor the
+/// archive says.
+pub const DEFAULT_MODE: u32 = 0o755;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("cannot extract {file}")]
+    Extract {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file} ends early: it is truncated or damaged")]
+    Truncated { file: String },
+    #[error("{file} does not match its checksum: expected {expected}, got {actual}")]
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Source(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Systemd(#[from] CommandError),
+}
+
+/// ops's record of a volume (`volume.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRecord {
+    pub format: u32,
+    pub name: String,
+    /// `sha256:<hex>` of the archive extracted; `None`: created empty.
+    pub digest: Option<String>,
+    /// Where the archive came from, as given.
+    pub source: Option<String>,
+    pub entries: u64,
+    /// Bytes of file contents.
+    pub bytes: u64,
+    /// The owner and group imposed on every entry, if any.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    /// Mode of the top directory.
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// How a volume is made, besides its archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    /// Mode of the top directory; `None`: the archive's top entry's, else
+    /// [`DEFAULT_MODE`].
+    pub mode: Option<u32>,
+    pub special_files: bool,
+    pub keep_setuid: bool,
+}
+
+impl Settings {
+    fn policy(&self) -> Policy {
+        Policy {
+            contained: true,
+            special_files: self.special_files,
+            keep_setuid: self.keep_setuid,
+            owner: self.owner,
+            group: self.group,
+        }
+    }
+}
+
+/// An archive on local disk, hashed.
+#[derive(Debug, Clone)]
+pub struct LocalArchive {
+    pub path: PathBuf,
+    /// How to name it in messages and the record: as the user gave it.
+    pub shown: String,
+    pub digests: Digests,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `pods/<pod>/<version>/volumes/<name>` of a version directory.
+pub fn volume_dir(version_dir: &Path, name: &str) -> PathBuf {
+    version_dir.join("volumes").join(name)
+}
+
+/// Where a volume's contents are, from its directory.
+pub fn data_dir(volume_dir: &Path) -> PathBuf {
+    volume_dir.join("data")
+}
+
+/// The host directory units see as the volume.
+pub fn data_path(store: &Store, pod: &PodName, version: &Version, name: &str) -> PathBuf {
+    data_dir(&volume_dir(&store.version_dir(pod, version), name))
+}
+
+/// The record of the volume in `dir`, if it has one.
+pub fn read_record(dir: &Path) -> Result<Option<VolumeRecord>, VolumeError> {
+    let path = dir.join("volume.json");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FsError::from_io("read", &path, e).into()),
+    };
+    let record: VolumeRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if record.format != RECORD_FORMAT {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: format!("format {} (this ops reads {RECORD_FORMAT})", record.format),
+        }
+        .into());
+    }
+    Ok(Some(record))
+}
+
+fn write_record(dir: &Path, record: &VolumeRecord) -> Result<(), FsError> {
+    let mut text = serde_json::to_vec_pretty(record).expect("a record serialises");
+    text.push(b'\n');
+    atomic::write_file(&dir.join("volume.json"), &text, 0o644)
+}
+
+/// Build a volume in `dir` (which must not exist yet): its contents from
+/// `archive` (or empty), then its record, all on disk before returning.
+/// On failure `dir` is removed.
+pub fn build(
+    dir: &Path,
+    name: &str,
+    archive: Option<&LocalArchive>,
+    settings: &Settings,
+) -> Result<VolumeRecord, VolumeError> {
+    let result = build_in(dir, name, archive, settings);
+    if result.is_err() {
+        atomic::remove_tree(dir)?;
+    }
+    result
+}
+
+fn build_in(
+    dir: &Path,
+    name: &str,
+    archive: Option<&LocalArchive>,
+    settings: &Settings,
+) -> Result<VolumeRecord, VolumeError> {
+    let data = data_dir(dir);
+    atomic::create_dir_all(dir, 0o755)?;
+    // Private while it is filled; its real mode comes last.
+    atomic::create_dir_all(&data, 0o700)?;
+    let mut record = VolumeRecord {
+        format: RECORD_FORMAT,
+        name: name.to_owned(),
+        digest: None,
+        source: None,
+        entries: 0,
+        bytes: 0,
+        owner: settings.owner,
+        group: settings.group,
+        mode: settings.mode.unwrap_or(DEFAULT_MODE),
+        created_at: now(),
+    };
+    if let Some(archive) = archive {
+        let done = extract::extract(&archive.path, &archive.shown, &data, settings.policy())?;
+        record.digest = Some(archive.digests.sha256.clone());
+        record.source = Some(archive.shown.clone());
+        record.entries = done.entries;
+        record.bytes = done.bytes;
+        if settings.mode.is_none() {
+            record.mode = done.top_mode.unwrap_or(DEFAULT_MODE);
+        }
+    }
+    set_top(&data, &record)?;
+    // The whole tree on disk before the rename that shows it.
+    atomic::sync_filesystem(dir)?;
+    write_record(dir, &record)?;
+    Ok(record)
+}
+
+/// Give the top directory its mode and owner.
+fn set_top(data: &Path, record: &VolumeRecord) -> Result<(), FsError> {
+    use std::os::unix::fs::PermissionsExt;
+    if record.owner.is_some() || record.group.is_some() {
+        std::os::unix::fs::lchown(data, record.owner, record.group)
+            .map_err(|e| FsError::from_io("chown", data, e))?;
+    }
+    fs::set_permissions(data, fs::Permissions::from_mode(record.mode))
+        .map_err(|e| FsError::from_io("chmod", data, e))
+}
+
+/// Put a built volume at `target`: a rename, or an atomic exchange with
+/// the volume there, whose old contents are then deleted.
+fn install(built: &Path, target: &Path) -> Result<(), VolumeError> {
+    if fs::symlink_metadata(target).is_ok() {
+        atomic::exchange(built, target)?;
+        atomic::remove_tree(built)?;
+    } else {
+        atomic::create_dir_all(target.parent().expect("a volume has a parent"), 0o755)?;
+        atomic::rename(built, target)?;
+    }
+    Ok(())
+}
+
+/// What ops_volume should make true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Present,
+    Absent,
+}
+
+/// An ops_volume request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub pod: PodName,
+    pub version: Version,
+    pub name: String,
+    pub data: Option<Location>,
+    pub checksum: Option<Checksum>,
+    pub settings: Settings,
+    pub replace: bool,
+    pub state: State,
+    pub root: PathBuf,
+    pub timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+/// What ops_volume did (or would do).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changed: bool,
+    pub path: String,
+    pub digest: Option<String>,
+    pub entries: Option<u64>,
+    pub bytes: Option<u64>,
+    pub actions: Vec<String>,
+    pub warnings: Vec<String>,
+    pub diff: Vec<Value>,
+}
+
+/// What the volume needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Build it (from the archive, when there is one) where there is none,
+    /// or in place of the one there.
+    Build {
+        replacing: bool,
+    },
+    /// Only the top directory's mode, or the owner of every entry.
+    Adjust {
+        mode: bool,
+        owner: bool,
+    },
+    Remove,
+}
+
+/// The volume as found: its record, and whether its contents are empty.
+#[derive(Debug, Clone)]
+struct Found {
+    record: VolumeRecord,
+    empty: bool,
+}
+
+fn find(dir: &Path) -> Result<Option<Found>, VolumeError> {
+    let Some(record) = read_record(dir)? else {
+        return Ok(None);
+    };
+    let data = data_dir(dir);
+    let mut entries = match fs::read_dir(&data) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FsError::from_io("read", &data, e).into()),
+    };
+    Ok(Some(Found {
+        record,
+        empty: entries.next().is_none(),
+    }))
+}
+
+/// The volume of the request as pod.json declares it.
+fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
+    let state = store.read_pod(&request.pod)?;
+    let Some(stored) = state.versions.get(&request.version) else {
+        let deployed: Vec<&str> = state.by_age().iter().map(|v| v.as_str()).collect();
+        return Err(VolumeError::Refused(format!(
+            "version {} of pod {} is not deployed (deployed versions: {}); \
+             a volume belongs to a deployed pod version",
+            request.version,
+            request.pod,
+            if deployed.is_empty() {
+                "none".to_owned()
+            } else {
+                deployed.join(", ")
+            }
+        )));
+    };
+    let volumes = &stored.record.pod.volumes;
+    volumes
+        .iter()
+        .find(|v| v.name == request.name)
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+            VolumeError::Refused(format!(
+                "pod {} version {} declares no volume {:?} (its volumes: {})",
+                request.pod,
+                request.version,
+                request.name,
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+}
+
+fn describe(record: &VolumeRecord, path: &Path) -> String {
+    let owner = |id: Option<u32>| id.map_or("(as extracted)".to_owned(), |i| i.to_string());
+    format!(
+        "path: {}\ndigest: {}\nentries: {}\nbytes: {}\nmode: {:04o}\nowner: {}\ngroup: {}\n",
+        path.display(),
+        record.digest.as_deref().unwrap_or("(empty)"),
+        record.entries,
+        record.bytes,
+        record.mode,
+        owner(record.owner),
+        owner(record.group),
+    )
+}
+
+/// The diff of a volume: its record before and after.
+pub fn diff_entry(
+    pod: &PodName,
+    version: &Version,
+    name: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> Value {
+    let header = format!("volume {name} of pod {pod} version {version}");
+    json!({
+        "before_header": header,
+        "after_header": header,
+        "before": before.unwrap_or_default(),
+        "after": after.unwrap_or_default(),
+    })
+}
+
+/// The action that creates a volume.
+pub fn create_action(pod: &PodName, version: &Version, name: &str, source: Option<&str>) -> String {
+    match source {
+        Some(s) => format!("extract volume {name} of pod {pod} version {version} from {s}"),
+        None => format!("create empty volume {name} of pod {pod} version {version}"),
+    }
+}
+
+/// Hash the archive: reading a local file, or a download streamed through
+/// the hash and written nowhere.
+fn digests_of(
+    location: &Location,
+    timeout: Duration,
+    want: &Option<Checksum>,
+) -> Result<Digests, VolumeError> {
+    let reader = location.open(timeout)?;
+    extract::digests(reader, want.as_ref().map(Checksum::algorithm))
+        .map_err(|e| crate::image::source::read_error(location, e, timeout).into())
+}
+
+/// ops_volume: bring one volume to the request. The plan is made without
+/// the lock (a no-op, a refusal and check mode take none), then again
+/// under it.
+pub fn run(
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    check: bool,
+    want_diff: bool,
+) -> Result<Report, VolumeError> {
+    let store = Store::new(&request.root);
+    store.check_layout()?;
+    let version_dir = store.version_dir(&request.pod, &request.version);
+    let dir = volume_dir(&version_dir, &request.name);
+    let mut report = Report {
+        path: data_dir(&dir).display().to_string(),
+        ..Report::default()
+    };
+    if request.state == State::Present {
+        declared(&store, request)?;
+    }
+    let digests = match &request.data {
+        Some(location) if request.state == State::Present => {
+            let digests = digests_of(location, request.timeout, &request.checksum)?;
+            if let Some(checksum) = &request.checksum {
+                checksum.verify(&digests, &location.display())?;
+            }
+            Some(digests)
+        }
+        _ => None,
+    };
+    let found = find(&dir)?;
+    let Some(change) = plan(request, found.as_ref(), digests.as_ref(), &mut report) else {
+        if let Some(found) = &found {
+            fill(&mut report, &found.record);
+        }
+        return Ok(report);
+    };
+    report.changed = true;
+    let after = planned_record(request, found.as_ref(), digests.as_ref(), &change);
+    report.actions.push(action(request, &change));
+    if want_diff {
+        report.diff.push(diff_entry(
+            &request.pod,
+            &request.version,
+            &request.name,
+            found.as_ref().map(|f| describe(&f.record, &data_dir(&dir))),
+            after.as_ref().map(|r| describe(r, &data_dir(&dir))),
+        ));
+    }
+    if let Some(record) = &after {
+        fill(&mut report, record);
+    }
+    if check {
+        return Ok(report);
+    }
+
+    let lock = StoreLock::acquire(
+        &request.root,
+        request.lock_timeout,
+        &format!(
+            "ops_volume {} of pod {} version {}",
+            request.name, request.pod, request.version
+        ),
+    )?;
+    // Under the lock, the version and the volume as they are now.
+    if request.state == State::Present {
+        declared(&store, request)?;
+    }
+    let found = find(&dir)?;
+    let mut again = Report::default();
+    let Some(change) = plan(request, found.as_ref(), digests.as_ref(), &mut again) else {
+        report.changed = false;
+        report.actions.clear();
+        report.diff.clear();
+        report.warnings = again.warnings;
+        if let Some(found) = &found {
+            fill(&mut report, &found.record);
+        }
+        return Ok(report);
+    };
+    let record = apply(&store, &lock, request, &dir, found.as_ref(), &change)?;
+    if let Some(record) = &record {
+        fill(&mut report, record);
+    }
+    if matches!(change, Change::Build { replacing: true }) {
+        restart_users(&store, request, systemd, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn fill(report: &mut Report, record: &VolumeRecord) {
+    report.digest.clone_from(&record.digest);
+    report.entries = Some(record.entries);
+    report.bytes = Some(record.bytes);
+}
+
+fn action(request: &Request, change: &Change) -> String {
+    let (pod, version, name) = (&request.pod, &request.version, &request.name);
+    let source = request.data.as_ref().map(Location::display);
+    match change {
+        Change::Build { replacing: false } => create_action(pod, version, name, source.as_deref()),
+        Change::Build { replacing: true } => match source {
+            Some(s) => format!(
+                "replace the contents of volume {name} of pod {pod} version {version} with {s}"
+            ),
+            None => {
+                format!("replace volume {name} of pod {pod} version {version} with an empty one")
+            }
+        },
+        Change::Adjust { mode, owner } => {
+            let mut what = Vec::new();
+            if *mode {
+                what.push("the mode of its top directory");
+            }
+            if *owner {
+                what.push("the owner of every entry");
+            }
+            format!(
+                "set {} of volume {name} of pod {pod} version {version}",
+                what.join(" and ")
+            )
+        }
+        Change::Remove => format!("remove volume {name} of pod {pod} version {version}"),
+    }
+}
+
+/// The change the request needs, given what is there.
+fn plan(
+    request: &Request,
+    found: Option<&Found>,
+    digests: Option<&Digests>,
+    report: &mut Report,
+) -> Option<Change> {
+    let Some(found) = found else {
+        return (request.state == State::Present).then_some(Change::Build { replacing: false });
+    };
+    if request.state == State::Absent {
+        return Some(Change::Remove);
+    }
+    let record = &found.record;
+    if let Some(digests) = digests {
+        if record.digest.as_deref() != Some(digests.sha256.as_str()) {
+            // Never extracted into and still empty: filling it loses nothing.
+            if request.replace || (record.digest.is_none() && found.empty) {
+                return Some(Change::Build { replacing: true });
+            }
+            report.warnings.push(format!(
+                "volume {} of pod {} version {} holds {}; the archive {} is {}: its contents were \
+                 left as they are (set replace: true to replace them)",
+                request.name,
+                request.pod,
+                request.version,
+                match &record.digest {
+                    Some(d) => format!("the contents of {d}"),
+                    None => "data written since it was created empty".to_owned(),
+                },
+                request
+                    .data
+                    .as_ref()
+                    .map(Location::display)
+                    .unwrap_or_default(),
+                digests.sha256
+            ));
+        }
+    }
+    let settings = &request.settings;
+    let mode = settings.mode.is_some_and(|m| m != record.mode);
+    let owner = (settings.owner.is_some() && settings.owner != record.owner)
+        || (settings.group.is_some() && settings.group != record.group);
+    (mode || owner).then_some(Change::Adjust { mode, owner })
+}
+
+/// The record the change leads to (for diff and report); `None` when the
+/// volume goes.
+fn planned_record(
+    request: &Request,
+    found: Option<&Found>,
+    digests: Option<&Digests>,
+    change: &Change,
+) -> Option<VolumeRecord> {
+    let settings = &request.settings;
+    match change {
+        Change::Remove => None,
+        Change::Adjust { .. } => found.map(|f| adjusted(&f.record, settings)),
+        Change::Build { .. } => Some(VolumeRecord {
+            format: RECORD_FORMAT,
+            name: request.name.clone(),
+            digest: digests.map(|d| d.sha256.clone()),
+            source: request.data.as_ref().map(Location::display),
+            entries: 0,
+            bytes: 0,
+            owner: settings.owner,
+            group: settings.group,
+            mode: settings.mode.unwrap_or(DEFAULT_MODE),
+            created_at: now(),
+        })
+        .map(|mut r| {
+            // Counts are known only once extracted.
+            if let Some(found) = found.filter(|f| f.record.digest == r.digest) {
+                r.entries = found.record.entries;
+                r.bytes = found.record.bytes;
+            }
+            r
+        }),
+    }
+}
+
+fn adjusted(record: &VolumeRecord, settings: &Settings) -> VolumeRecord {
+    let mut after = record.clone();
+    if let Some(mode) = settings.mode {
+        after.mode = mode;
+    }
+    if settings.owner.is_some() {
+        after.owner = settings.owner;
+    }
+    if settings.group.is_some() {
+        after.group = settings.group;
+    }
+    after
+}
+
+fn staging_dir(store: &Store, request: &Request) -> PathBuf {
+    store.root().join("staging").join(format!(
+        "volume-{}-{}-{}",
+        request.pod, request.version, request.name
+    ))
+}
+
+/// Carry out a change under the lock; the volume's record after it.
+fn apply(
+    store: &Store,
+    lock: &StoreLock,
+    request: &Request,
+    dir: &Path,
+    found: Option<&Found>,
+    change: &Change,
+) -> Result<Option<VolumeRecord>, VolumeError> {
+    store.ensure_layout(lock)?;
+    match change {
+        Change::Remove => {
+            let gone = store.root().join("trash").join(format!(
+                "volume-{}-{}-{}",
+                request.pod, request.version, request.name
+            ));
+            atomic::remove_tree(&gone)?;
+            atomic::create_dir_all(gone.parent().expect("trash"), 0o755)?;
+            atomic::rename(dir, &gone)?;
+            atomic::remove_tree(&gone)?;
+            atomic::remove_dir_if_empty(&store.root().join("trash"))?;
+            atomic::remove_dir_if_empty(dir.parent().expect("volumes"))?;
+            Ok(None)
+        }
+        Change::Adjust { owner, .. } => {
+            let record = adjusted(
+                &found.expect("adjusting a found volume").record,
+                &request.settings,
+            );
+            let data = data_dir(dir);
+            if *owner {
+                chown_tree(&data, record.owner, record.group)?;
+            }
+            set_top(&data, &record)?;
+            write_record(dir, &record)?;
+            Ok(Some(record))
+        }
+        Change::Build { .. } => {
+            let staging = staging_dir(store, request);
+            atomic::remove_tree(&staging)?;
+            atomic::create_dir_all(&staging, 0o700)?;
+            let result = build_staged(request, &staging, dir);
+            let cleaned = atomic::remove_tree(&staging)
+                .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
+            let record = result?;
+            cleaned?;
+            Ok(Some(record))
+        }
+    }
+}
+
+fn build_staged(
+    request: &Request,
+    staging: &Path,
+    dir: &Path,
+) -> Result<VolumeRecord, VolumeError> {
+    let archive = match &request.data {
+        None => None,
+        Some(location) => Some(fetch(
+            location,
+            request.timeout,
+            &request.checksum,
+            staging,
+        )?),
+    };
+    let built = staging.join("volume");
+    let record = build(&built, &request.name, archive.as_ref(), &request.settings)?;
+    install(&built, dir)?;
+    Ok(record)
+}
+
+/// The archive as a local file, hashed (and its checksum checked): a
+/// download lands in `staging` first.
+pub fn fetch(
+    location: &Location,
+    timeout: Duration,
+    checksum: &Option<Checksum>,
+    staging: &Path,
+) -> Result<LocalArchive, VolumeError> {
+    let path = match location {
+        Location::Path(p) => p.clone(),
+        remote => {
+            let target = staging.join("download");
+            crate::image::source::fetch_into(remote, timeout, &target)?;
+            target
+        }
+    };
+    let file = fs::File::open(&path).map_err(|source| ImageError::Source {
+        location: location.display(),
+        source,
+    })?;
+    let digests = extract::digests(Box::new(file), checksum.as_ref().map(Checksum::algorithm))
+        .map_err(|source| ImageError::Source {
+            location: location.display(),
+            source,
+        })?;
+    if let Some(checksum) = checksum {
+        checksum.verify(&digests, &location.display())?;
+    }
+    Ok(LocalArchive {
+        path,
+        shown: location.display(),
+        digests,
+    })
+}
+
+/// Give every entry under `top` (and `top`) this owner and group.
+fn chown_tree(top: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
+    std::os::unix::fs::lchown(top, owner, group).map_err(|e| FsError::from_io("chown", top, e))?;
+    let entries = fs::read_dir(top).map_err(|e| FsError::from_io("read", top, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| FsError::from_io("read", top, e))?;
+        let path = entry.path();
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| FsError::from_io("read", &path, e))?
+            .is_dir();
+        if is_dir {
+            chown_tree(&path, owner, group)?;
+        } else {
+            std::os::unix::fs::lchown(&path, owner, group)
+                .map_err(|e| FsError::from_io("chown", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Units of the version that are running had the old contents mounted
+/// (and those are gone now): restart them so they see the new ones.
+fn restart_users(
+    store: &Store,
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    report: &mut Report,
+) -> Result<(), VolumeError> {
+    let state = store.read_pod(&request.pod)?;
+    let (all, _) = crate::pod::version_units(&request.pod, &state, &request.version);
+    if all.is_empty() {
+        return Ok(());
+    }
+    let running: Vec<String> = systemd
+        .show(&all)?
+        .into_iter()
+        .filter(|s| matches!(s.active.as_str(), "active" | "activating" | "reloading"))
+        .map(|s| s.unit)
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    systemd.restart(&running, request.timeout)?;
+    report.actions.push(format!(
+        "restart {} to use the new contents",
+        running.join(" ")
+    ));
+    Ok(())
+}
+
+/// The diff text of a volume that ops_pod creates.
+pub fn pod_diff_text(volume: &Volume, path: &Path) -> String {
+    format!(
+        "path: {}\nmounted at: {}{}\ndata: {}\n",
+        path.display(),
+        volume.mount.display(),
+        if volume.read_only { " (read-only)" } else { "" },
+        volume
+            .data
+            .as_ref()
+            .map_or("(empty)".to_owned(), crate::bundle::Source::text)
+    )
+}
+
+/// The environment variable naming a volume's host directory.
+pub fn env_name(volume: &str) -> String {
+    format!(
+        "OPS_VOLUME_{}",
+        volume.to_ascii_uppercase().replace(['-', '.'], "_")
+    )
+}
