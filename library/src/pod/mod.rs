@@ -287,7 +287,24 @@ pub fn run(
     let name = plan::pod_name(request, incoming.as_ref())?;
 
     let observed = observe(&store, &request.unit_dir, &name, systemd)?;
-    let first = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
+    // Without the lock another run may be half-way through (its files
+    // written, its record not yet): a refusal made then is made again
+    // under the lock before it counts.
+    let first = match Plan::new(request, &name, incoming.as_ref(), &observed, systemd) {
+        Ok(plan) => plan,
+        Err(error) if check_mode => return Err(error.into()),
+        Err(_) => {
+            return run_locked(
+                request,
+                systemd,
+                want_diff,
+                &store,
+                &name,
+                incoming.as_ref(),
+                "replan".to_owned(),
+            )
+        }
+    };
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
         report.warnings.extend(not_yet_handled(incoming.as_ref()));
@@ -297,25 +314,47 @@ pub fn run(
         return Ok(report);
     }
 
-    let what = format!("ops_pod {} of pod {name}", first.describe());
+    let what = first.describe();
+    run_locked(
+        request,
+        systemd,
+        want_diff,
+        &store,
+        &name,
+        incoming.as_ref(),
+        what,
+    )
+}
+
+/// Plan again under the lock and carry the plan out.
+fn run_locked(
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    want_diff: bool,
+    store: &Store,
+    name: &PodName,
+    incoming: Option<&NewVersion>,
+    what: String,
+) -> Result<Report, Box<Failed>> {
+    let what = format!("ops_pod {what} of pod {name}");
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
-    let observed = observe(&store, &request.unit_dir, &name, systemd)?;
-    let plan = Plan::new(request, &name, incoming.as_ref(), &observed, systemd)?;
+    let observed = observe(store, &request.unit_dir, name, systemd)?;
+    let plan = Plan::new(request, name, incoming, &observed, systemd)?;
     let mut report = plan.report(&observed, want_diff);
-    report.warnings.extend(not_yet_handled(incoming.as_ref()));
+    report.warnings.extend(not_yet_handled(incoming));
     report.actions.clear();
     let result = apply::apply(
         &plan,
         &observed,
         request,
-        &store,
+        store,
         &lock,
         systemd,
         &mut report,
     );
     report.pod =
-        crate::facts::pod_record(&store, &request.unit_dir, &name, systemd).unwrap_or(Value::Null);
+        crate::facts::pod_record(store, &request.unit_dir, name, systemd).unwrap_or(Value::Null);
     drop(lock);
     match result {
         Ok(()) => Ok(report),
