@@ -352,7 +352,14 @@ impl Unpacker {
                         ),
                     ))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&abs)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A parent the archive does not list: made as tar
+                    // makes it, and owned as the policy says.
+                    fs::create_dir(&abs)?;
+                    if self.policy.owner.is_some() || self.policy.group.is_some() {
+                        lchown(&abs, self.policy.owner, self.policy.group)?;
+                    }
+                }
                 Err(e) => return Err(e),
             }
             self.dirs.insert(so_far.clone());
@@ -487,9 +494,10 @@ fn resolve_inside(root: &Path, link: &Path) -> Result<(), String> {
     while let Some(part) = todo.pop() {
         if part == ".." {
             if at.pop().is_none() {
+                let target = fs::read_link(root.join(link)).unwrap_or_default();
                 return Err(format!(
-                    "its target leads outside the volume (through {})",
-                    link.display()
+                    "its target {} leads outside the volume once the symlinks on its way are followed",
+                    target.display()
                 ));
             }
             continue;

@@ -1,0 +1,684 @@
+//! Volumes through the engine: ops_volume's `run` and ops_pod's deploy on
+//! a temporary root, with the recording fake standing in for systemd.
+//! Archives are built here, byte by byte where a tool would refuse to make
+//! them (the malicious corpus).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ops_core::bundle::{PodName, Version};
+use ops_core::image::Location;
+use ops_core::pod::{self, State as PodState};
+use ops_core::systemd::fake::Recording;
+use ops_core::volume::{self, Checksum, Request, Settings, State};
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+/// One archive entry: `f:text`, `d`, `l:target` (symlink), `h:target`
+/// (hard link), `c` (char device 1:3), `p` (fifo), `s:text` (setuid file).
+fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, what) in entries {
+        let mut h = Header::new_old();
+        // Set the name by hand: the builder refuses '..' and absolute
+        // paths, which is exactly what the corpus needs.
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_mode(0o644);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_mtime(1_700_000_000);
+        let mut data: &[u8] = &[];
+        let (kind, arg) = what.split_at(what.find(':').map_or(what.len(), |i| i + 1));
+        match kind {
+            "f:" | "s:" => {
+                h.set_entry_type(EntryType::Regular);
+                data = arg.as_bytes();
+                if kind == "s:" {
+                    h.set_mode(0o4755);
+                }
+            }
+            "d" => {
+                h.set_entry_type(EntryType::Directory);
+                h.set_mode(0o750);
+            }
+            "l:" | "h:" => {
+                h.set_entry_type(if kind == "l:" {
+                    EntryType::Symlink
+                } else {
+                    EntryType::Link
+                });
+                h.as_old_mut().linkname[..arg.len()].copy_from_slice(arg.as_bytes());
+            }
+            "c" => {
+                h.set_entry_type(EntryType::Char);
+            }
+            "p" => h.set_entry_type(EntryType::Fifo),
+            other => panic!("unknown entry kind {other}"),
+        }
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+const GOOD: &[(&str, &str)] = &[
+    ("./", "d"),
+    ("www", "d"),
+    ("www/index.html", "f:hello"),
+    ("www/latest", "l:index.html"),
+    ("www/same", "h:www/index.html"),
+    ("conf/app.conf", "f:port=1"),
+];
+
+fn compressed(format: &str, tar: &[u8]) -> Vec<u8> {
+    match format {
+        "tar" => tar.to_vec(),
+        "gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(tar).unwrap();
+            e.finish().unwrap()
+        }
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(tar).unwrap();
+            e.finish().unwrap()
+        }
+        "bz2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(tar).unwrap();
+            e.finish().unwrap()
+        }
+        "zst" => zstd::encode_all(tar, 1).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+struct Host {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    unit_dir: PathBuf,
+    systemd: Recording,
+}
+
+const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        Host {
+            root: dir.path().join("store"),
+            unit_dir: dir.path().join("units"),
+            dir,
+            systemd: Recording::default(),
+        }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join("files").join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Deploy (and start) pod `shop` version `version` with volumes `data`
+    /// (from `data`, if given) and `conf` (read-only, empty).
+    fn deploy(&mut self, version: &str, data: Option<&[u8]>) -> Result<pod::Report, String> {
+        let bundle = self.dir.path().join(format!("bundle-{version}"));
+        fs::create_dir_all(&bundle).unwrap();
+        fs::write(bundle.join("web.service"), WEB).unwrap();
+        let mut data_volume = serde_json::json!({"name": "data", "path": "/srv/data"});
+        if let Some(bytes) = data {
+            fs::write(bundle.join("data.tar"), bytes).unwrap();
+            data_volume["data"] = "data.tar".into();
+        }
+        let pod = serde_json::json!({
+            "name": "shop",
+            "version": version,
+            "containers": [{"name": "web", "systemd": {"unit-files": ["web.service"]}}],
+            "volumes": [data_volume, {"name": "conf", "path": "/etc/app", "read-only": true}],
+        });
+        fs::write(bundle.join("pod.json"), pod.to_string()).unwrap();
+        let request = pod::Request {
+            bundle: Some(bundle),
+            name: Some(PodName::parse("shop").unwrap()),
+            version: Some(Version::parse(version).unwrap()),
+            state: PodState::Started,
+            keep: None,
+            env: None,
+            root: self.root.clone(),
+            unit_dir: self.unit_dir.clone(),
+            start_timeout: Duration::from_secs(5),
+            rollback: true,
+            lock_timeout: Duration::from_secs(5),
+            runtime: None,
+            keyring: None,
+            require_signature: false,
+            download_timeout: Duration::from_secs(5),
+        };
+        pod::run(&request, &mut self.systemd, false, true)
+            .map_err(|f| ops_core::module::error_chain(&f.error))
+    }
+
+    fn request(&self, name: &str, data: Option<&Path>) -> Request {
+        Request {
+            pod: PodName::parse("shop").unwrap(),
+            version: Version::parse("1").unwrap(),
+            name: name.to_owned(),
+            data: data.map(|p| Location::Path(p.to_owned())),
+            checksum: None,
+            settings: Settings::default(),
+            replace: false,
+            state: State::Present,
+            root: self.root.clone(),
+            timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn volume(&mut self, request: &Request) -> Result<volume::Report, String> {
+        volume::run(request, &mut self.systemd, false, true)
+            .map_err(|e| ops_core::module::error_chain(&e))
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.root
+            .join("pods/shop/1/volumes")
+            .join(name)
+            .join("data")
+    }
+
+    /// Every path under the host's directory (archives aside) with its
+    /// type, mode, owner and contents.
+    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        for top in [&self.root, &self.unit_dir] {
+            walk(top, &mut out);
+        }
+        out
+    }
+}
+
+fn walk(path: &Path, out: &mut BTreeMap<PathBuf, String>) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let head = format!("{:o} {}:{}", meta.mode(), meta.uid(), meta.gid());
+    if meta.file_type().is_symlink() {
+        out.insert(
+            path.to_owned(),
+            format!("{head} -> {:?}", fs::read_link(path).unwrap()),
+        );
+    } else if meta.is_dir() {
+        out.insert(path.to_owned(), format!("{head} dir"));
+        for entry in fs::read_dir(path).unwrap() {
+            walk(&entry.unwrap().path(), out);
+        }
+    } else if meta.is_file() {
+        out.insert(
+            path.to_owned(),
+            format!("{head} {:?}", fs::read(path).unwrap()),
+        );
+    } else {
+        out.insert(path.to_owned(), head);
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                go(base, &path, out);
+            }
+        }
+    }
+    go(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn every_format_gives_the_same_volume_and_a_rerun_does_nothing() {
+    let tar = tar_of(GOOD);
+    for format in ["tar", "gz", "xz", "bz2", "zst"] {
+        let mut host = Host::new();
+        host.deploy("1", None).unwrap();
+        // Created empty by the deploy; filled by the first ops_volume.
+        assert_eq!(names(&host.data_dir("data")), Vec::<String>::new());
+        let bytes = compressed(format, &tar);
+        let archive = host.file(&format!("data.{format}"), &bytes);
+        let request = host.request("data", Some(&archive));
+        let first = host.volume(&request).unwrap();
+        assert!(first.changed, "{format}");
+        assert_eq!(first.digest.as_deref(), Some(sha256(&bytes).as_str()));
+        assert_eq!(first.entries, Some(5), "{format}: {first:?}");
+        assert_eq!(first.bytes, Some(11));
+        let data = host.data_dir("data");
+        assert_eq!(
+            names(&data),
+            [
+                "conf",
+                "conf/app.conf",
+                "www",
+                "www/index.html",
+                "www/latest",
+                "www/same"
+            ]
+        );
+        assert_eq!(fs::read_to_string(data.join("www/same")).unwrap(), "hello");
+        assert_eq!(
+            fs::metadata(data.join("www/same")).unwrap().ino(),
+            fs::metadata(data.join("www/index.html")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::read_link(data.join("www/latest")).unwrap(),
+            Path::new("index.html")
+        );
+        assert_eq!(
+            fs::metadata(data.join("www")).unwrap().mode() & 0o7777,
+            0o750
+        );
+        // The archive's top entry gave the volume its mode.
+        assert_eq!(fs::metadata(&data).unwrap().mode() & 0o7777, 0o750);
+        assert!(!host.root.join("staging").exists());
+
+        let before = host.snapshot();
+        let again = host.volume(&request).unwrap();
+        assert!(!again.changed, "{format}: {again:?}");
+        assert!(again.actions.is_empty());
+        assert_eq!(again.digest, first.digest);
+        assert_eq!(host.snapshot(), before);
+    }
+}
+
+/// Entries of a test archive: (path, kind).
+type Entries = &'static [(&'static str, &'static str)];
+
+/// Archives that must be refused, whole: (case, entries, what the error
+/// says).
+const MALICIOUS: &[(&str, Entries, &str)] = &[
+    ("absolute path", &[("/etc/evil", "f:x")], "absolute path"),
+    (
+        "parent directory",
+        &[("../evil", "f:x")],
+        "goes up with '..'",
+    ),
+    (
+        "parent in the middle",
+        &[("a/../../evil", "f:x")],
+        "goes up with '..'",
+    ),
+    (
+        "symlink to an absolute path",
+        &[("etc", "l:/etc")],
+        "absolute path /etc",
+    ),
+    (
+        "symlink up and out",
+        &[("a/up", "l:../../etc")],
+        "outside the volume",
+    ),
+    (
+        "entry under a symlink",
+        &[("real", "d"), ("link", "l:real"), ("link/x", "f:x")],
+        "under the symlink link",
+    ),
+    (
+        "symlink chain out",
+        &[("sub/up", "l:.."), ("esc", "l:sub/up/..")],
+        "leads outside the volume",
+    ),
+    (
+        "symlink retargeted by a later entry",
+        &[
+            ("sub/deep/x", "f:x"),
+            ("esc", "l:sub/deep/../../x"),
+            ("sub/deep", "l:.."),
+        ],
+        "leads outside the volume",
+    ),
+    (
+        "hard link up and out",
+        &[("h", "h:../etc/passwd")],
+        "goes up with '..'",
+    ),
+    (
+        "hard link to an absolute path",
+        &[("h", "h:/etc/passwd")],
+        "hard link to the absolute path",
+    ),
+    (
+        "hard link through a symlink",
+        &[("real/f", "f:x"), ("link", "l:real"), ("h", "h:link/f")],
+        "symlink link",
+    ),
+    (
+        "character device",
+        &[("dev/null", "c")],
+        "a character device (allow_special_files is off)",
+    ),
+    (
+        "fifo",
+        &[("pipe", "p")],
+        "a fifo (allow_special_files is off)",
+    ),
+];
+
+#[test]
+fn malicious_archives_are_refused_by_entry_and_leave_nothing_behind() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let mut messages = BTreeMap::new();
+    for (case, entries, says) in MALICIOUS {
+        let outside = host.dir.path().join("outside");
+        let before = host.snapshot();
+        for format in ["tar", "gz"] {
+            let archive = host.file(
+                &format!("{}.{format}", case.replace(' ', "-")),
+                &compressed(format, &tar_of(entries)),
+            );
+            let err = host
+                .volume(&host.request("data", Some(&archive)))
+                .expect_err(case);
+            assert!(err.contains(says), "{case}: {err}");
+            assert_eq!(host.snapshot(), before, "{case}: the store changed");
+            assert!(!outside.exists(), "{case}: wrote outside");
+            messages.insert(
+                *case,
+                err.replace(&host.dir.path().display().to_string(), "<tmp>"),
+            );
+        }
+    }
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn special_files_and_setuid_bits_need_asking_for() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let archive = host.file(
+        "special.tar",
+        &tar_of(&[("pipe", "p"), ("bin/tool", "s:#!/bin/true")]),
+    );
+    let mut request = host.request("data", Some(&archive));
+    request.settings.special_files = true;
+    host.volume(&request).unwrap();
+    let data = host.data_dir("data");
+    assert!(fs::symlink_metadata(data.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo_like());
+    assert_eq!(
+        fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
+        0o755
+    );
+
+    request.settings.keep_setuid = true;
+    request.replace = true;
+    // Same archive: nothing to do, even with other settings for entries.
+    assert!(!host.volume(&request).unwrap().changed);
+    fs::remove_dir_all(host.root.join("pods/shop/1/volumes/data")).unwrap();
+    host.volume(&request).unwrap();
+    assert_eq!(
+        fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+}
+
+trait FifoLike {
+    fn is_fifo_like(&self) -> bool;
+}
+
+impl FifoLike for fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_fifo()
+    }
+}
+
+#[test]
+fn owner_group_and_mode_reach_every_entry() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let archive = host.file("data.tar", &tar_of(GOOD));
+    let mut request = host.request("data", Some(&archive));
+    request.settings.owner = Some(4321);
+    request.settings.group = Some(8765);
+    request.settings.mode = Some(0o700);
+    host.volume(&request).unwrap();
+    let data = host.data_dir("data");
+    let mut seen = 0;
+    for name in names(&data).iter().map(String::as_str).chain([""]) {
+        let meta = fs::symlink_metadata(data.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 8765), "{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 7);
+    assert_eq!(fs::metadata(&data).unwrap().mode() & 0o7777, 0o700);
+
+    // Another owner for the same archive: every entry again, no extraction.
+    request.settings.owner = Some(1111);
+    request.settings.mode = None;
+    let changed = host.volume(&request).unwrap();
+    assert_eq!(
+        changed.actions,
+        ["set the owner of every entry of volume data of pod shop version 1"]
+    );
+    assert_eq!(
+        fs::symlink_metadata(data.join("www/latest")).unwrap().uid(),
+        1111
+    );
+    assert_eq!(fs::metadata(&data).unwrap().mode() & 0o7777, 0o700);
+    assert!(!host.volume(&request).unwrap().changed);
+}
+
+#[test]
+fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
+    let mut host = Host::new();
+    host.deploy("1", Some(&tar_of(GOOD))).unwrap();
+    let data = host.data_dir("data");
+    assert_eq!(
+        fs::read_to_string(data.join("www/index.html")).unwrap(),
+        "hello"
+    );
+    fs::write(data.join("written-by-the-service"), "state").unwrap();
+
+    let newer = host.file(
+        "v2.tar.gz",
+        &compressed("gz", &tar_of(&[("www/index.html", "f:v2")])),
+    );
+    let mut request = host.request("data", Some(&newer));
+    let before = host.snapshot();
+    let kept = host.volume(&request).unwrap();
+    assert!(!kept.changed);
+    assert_eq!(kept.warnings.len(), 1, "{kept:?}");
+    assert!(kept.warnings[0].contains("set replace: true"), "{kept:?}");
+    assert_eq!(host.snapshot(), before);
+
+    request.replace = true;
+    host.systemd.calls.clear();
+    let replaced = host.volume(&request).unwrap();
+    assert!(replaced.changed);
+    assert_eq!(
+        replaced.actions[0],
+        format!(
+            "replace the contents of volume data of pod shop version 1 with {}",
+            newer.display()
+        )
+    );
+    assert_eq!(names(&data), ["www", "www/index.html"]);
+    assert_eq!(
+        fs::read_to_string(data.join("www/index.html")).unwrap(),
+        "v2"
+    );
+    assert!(
+        host.systemd
+            .calls
+            .iter()
+            .any(|c| c.starts_with("restart") && c.contains("shop-1-web.service")),
+        "{:?}",
+        host.systemd.calls
+    );
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(host.root.join("pods/shop/1/volumes/data/volume.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["digest"].as_str(), replaced.digest.as_deref());
+    assert!(!host.root.join("staging").exists() && !host.root.join("trash").exists());
+    assert!(!host.volume(&request).unwrap().changed);
+}
+
+#[test]
+fn a_checksum_mismatch_and_check_mode_change_nothing() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let bytes = compressed("xz", &tar_of(GOOD));
+    let archive = host.file("data.tar.xz", &bytes);
+    let mut request = host.request("data", Some(&archive));
+    let before = host.snapshot();
+    request.checksum = Some(Checksum::parse(&format!("sha256:{}", "0".repeat(64))).unwrap());
+    let err = host.volume(&request).unwrap_err();
+    assert!(
+        err.contains("does not match its checksum: expected sha256:000"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("got {}", sha256(&bytes))), "{err}");
+    assert_eq!(host.snapshot(), before);
+
+    let sha512: String = sha2::Sha512::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    request.checksum = Some(Checksum::parse(&format!("sha512:{sha512}")).unwrap());
+    let planned = volume::run(&request, &mut host.systemd, true, true).unwrap();
+    assert!(planned.changed);
+    assert_eq!(planned.digest.as_deref(), Some(sha256(&bytes).as_str()));
+    assert!(planned.diff[0]["after"]
+        .as_str()
+        .unwrap()
+        .contains("digest: sha256:"));
+    assert_eq!(host.snapshot(), before, "check mode wrote");
+    assert!(host.volume(&request).unwrap().changed);
+}
+
+#[test]
+fn absent_removes_the_volume_and_unknown_volumes_are_named() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let mut request = host.request("nope", None);
+    let err = host.volume(&request).unwrap_err();
+    assert_eq!(
+        err,
+        "pod shop version 1 declares no volume \"nope\" (its volumes: data, conf)"
+    );
+    request.version = Version::parse("9").unwrap();
+    let err = host.volume(&request).unwrap_err();
+    assert!(
+        err.starts_with("version 9 of pod shop is not deployed (deployed versions: 1)"),
+        "{err}"
+    );
+
+    let mut request = host.request("conf", None);
+    request.state = State::Absent;
+    assert!(host.volume(&request).unwrap().changed);
+    assert!(!host.root.join("pods/shop/1/volumes/conf").exists());
+    assert!(!host.volume(&request).unwrap().changed);
+    request.state = State::Present;
+    assert!(host.volume(&request).unwrap().changed);
+    assert!(host.data_dir("conf").is_dir());
+}
+
+#[test]
+fn a_deploy_builds_the_volumes_and_its_drop_ins_name_them() {
+    let mut host = Host::new();
+    let report = host
+        .deploy("1", Some(&compressed("zst", &tar_of(GOOD))))
+        .unwrap();
+    assert!(report
+        .actions
+        .contains(&"extract volume data of pod shop version 1 from data.tar".to_owned()));
+    assert!(report
+        .actions
+        .contains(&"create empty volume conf of pod shop version 1".to_owned()));
+    let data = host.data_dir("data");
+    assert_eq!(
+        fs::read_to_string(data.join("conf/app.conf")).unwrap(),
+        "port=1"
+    );
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+    let conf = host.data_dir("conf");
+    assert!(
+        dropin.contains(&format!(
+            "Environment=\"OPS_VOLUME_DATA={}\"",
+            data.display()
+        )),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains(&format!(
+            "Environment=\"OPS_VOLUME_CONF={}\"",
+            conf.display()
+        )),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains(&format!("ReadOnlyPaths={}\n", conf.display())),
+        "{dropin}"
+    );
+    assert!(
+        !dropin.contains(&format!("ReadOnlyPaths={}\n", data.display())),
+        "{dropin}"
+    );
+    // Volumes are per version: v2 gets its own, v1's stays as it was.
+    fs::write(data.join("state"), "v1 wrote this").unwrap();
+    host.deploy("2", Some(&tar_of(&[("fresh", "f:v2")])))
+        .unwrap();
+    let v2 = host.root.join("pods/shop/2/volumes/data/data");
+    assert_eq!(names(&v2), ["fresh"]);
+    assert_eq!(
+        fs::read_to_string(data.join("state")).unwrap(),
+        "v1 wrote this"
+    );
+}
+
+#[test]
+fn a_bad_volume_archive_fails_the_deploy_and_leaves_the_store_as_it_was() {
+    let mut host = Host::new();
+    host.deploy("1", Some(&tar_of(GOOD))).unwrap();
+    let before = host.snapshot();
+    let err = host
+        .deploy(
+            "2",
+            Some(&tar_of(&[("ok", "f:x"), ("../../escape", "f:x")])),
+        )
+        .unwrap_err();
+    assert!(err.contains("volume data of pod shop version 2"), "{err}");
+    assert!(
+        err.contains("entry \"../../escape\": its path goes up with '..'"),
+        "{err}"
+    );
+    assert_eq!(host.snapshot(), before);
+    assert!(!host.dir.path().join("escape").exists());
+}
