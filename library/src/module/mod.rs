@@ -10,9 +10,10 @@
 
 pub mod args;
 
+use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::Once;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -162,24 +163,43 @@ pub fn execute<M: Module>(source: &ArgsSource) -> Value {
     }
 }
 
-static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+thread_local! {
+    /// Set while this thread runs a module under [`run_guarded`].
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+    /// Where the last guarded panic on this thread happened.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static PANIC_HOOK: Once = Once::new();
+
+/// The hook is process-wide, so it is installed once and decides per thread:
+/// a panic inside a guarded module keeps its location for the result (the
+/// user sees it in `msg`), any other panic goes to the previous hook.
+/// Swapping hooks per call would race between threads running modules.
+fn install_panic_hook() {
+    PANIC_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(Cell::get) {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                PANIC_LOCATION.with(|slot| *slot.borrow_mut() = Some(location));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
 
 /// Run the module on already-read arguments, turning a panic into a failed
 /// result.
 pub fn run_guarded<M: Module>(raw: Value) -> Value {
-    // The default hook prints to stderr; ours keeps the location for the
-    // result instead, so the user sees it in `msg`.
-    panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        if let Ok(mut slot) = PANIC_LOCATION.lock() {
-            *slot = Some(location);
-        }
-    }));
+    install_panic_hook();
+    let was_guarded = GUARDED.with(|g| g.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| run_module::<M>(raw)));
-    let _ = panic::take_hook();
+    GUARDED.with(|g| g.set(was_guarded));
     result.unwrap_or_else(|payload| {
         let what = payload
             .downcast_ref::<&str>()
@@ -187,9 +207,7 @@ pub fn run_guarded<M: Module>(raw: Value) -> Value {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_owned());
         let location = PANIC_LOCATION
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take())
+            .with(|slot| slot.borrow_mut().take())
             .unwrap_or_default();
         failed(&format!(
             "internal error in {}: {what} (at {location}); this is a bug in ops, please report it",
