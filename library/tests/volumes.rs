@@ -547,6 +547,69 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     assert_eq!(record["digest"].as_str(), replaced.digest.as_deref());
     assert!(!host.root.join("staging").exists() && !host.root.join("trash").exists());
     assert!(!host.volume(&request).unwrap().changed);
+
+    // A restart that fails after the swap: a failure that says the host
+    // changed, with the new contents in place and recorded. The restart is
+    // asked for, so systemd's start limit is reset before it.
+    let third = host.file(
+        "v3.tar.gz",
+        &compressed("gz", &tar_of(&[("www/index.html", "f:v3")])),
+    );
+    request.data = Some(Location::Path(third.clone()));
+    host.systemd.calls.clear();
+    host.systemd.failing.insert("shop-1-web.service".to_owned());
+    let err = volume::run(&request, &mut host.systemd, false, false).unwrap_err();
+    assert_eq!(
+        ops_core::module::error_chain(&err),
+        "volume data of pod shop version 1 now holds the new contents, but \
+         shop-1-web.service did not restart: systemctl start shop-1-web.service exited with \
+         status 1: Job for shop-1-web.service failed."
+    );
+    let done = err.done().expect("the failure says what was done");
+    assert!(done.changed);
+    assert_eq!(
+        done.digest.as_deref(),
+        Some(sha256(&fs::read(&third).unwrap()).as_str())
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("www/index.html")).unwrap(),
+        "v3"
+    );
+    assert_eq!(
+        host.systemd.calls,
+        [
+            "reset-failed shop-1-web.service",
+            "restart shop-1-web.service"
+        ]
+    );
+}
+
+#[test]
+fn an_archive_that_changes_while_read_is_refused() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let archive = host.file("data.tar", &tar_of(GOOD));
+    let dir = host.dir.path().join("built");
+    let local = volume::LocalArchive {
+        planned: Some(format!("sha256:{}", "0".repeat(64))),
+        ..volume::fetch(
+            &Location::Path(archive.clone()),
+            Duration::from_secs(5),
+            host.dir.path(),
+        )
+        .unwrap()
+    };
+    let err = volume::build(&dir, "data", Some(&local), &Settings::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} changed while ops read it: first sha256:{}, then {}; nothing was changed",
+            archive.display(),
+            "0".repeat(64),
+            sha256(&tar_of(GOOD))
+        )
+    );
+    assert!(!dir.exists(), "the half-built volume is gone");
 }
 
 #[test]
@@ -579,7 +642,18 @@ fn a_checksum_mismatch_and_check_mode_change_nothing() {
         .unwrap()
         .contains("digest: sha256:"));
     assert_eq!(host.snapshot(), before, "check mode wrote");
-    assert!(host.volume(&request).unwrap().changed);
+    let filled = host.volume(&request).unwrap();
+    assert_eq!(
+        filled.actions,
+        [
+            format!(
+                "fill the empty volume data of pod shop version 1 from {}",
+                archive.display()
+            ),
+            // The unit had the empty directory mounted: it must see the new one.
+            "restart shop-1-web.service to use the new contents".to_owned()
+        ]
+    );
 }
 
 #[test]

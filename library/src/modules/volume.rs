@@ -136,7 +136,12 @@ impl Module for OpsVolume {
                 ))
             }
             Err(error) => {
+                let done = error.done().cloned();
                 let mut failure = Failure::from(error);
+                if let Some(report) = done {
+                    failure.changed = report.changed;
+                    failure.values = values(&report);
+                }
                 failure.values.insert(
                     "path".into(),
                     json!(volume::data_path(

@@ -171,7 +171,7 @@ impl Run<'_> {
                     };
                     crate::atomic::create_dir_all(&downloads, 0o700)?;
                     let mut archive =
-                        volume::fetch(&location, self.request.download_timeout, &None, &downloads)
+                        volume::fetch(&location, self.request.download_timeout, &downloads)
                             .map_err(failed)?;
                     archive.shown = source.text();
                     Some(archive)

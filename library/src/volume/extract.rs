@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256, Sha512};
 use tar::Archive;
@@ -86,48 +87,92 @@ pub struct Digests {
     pub size: u64,
 }
 
+/// Running digests of a stream.
+struct Hashes {
+    sha256: Sha256,
+    sha512: Option<Sha512>,
+    size: u64,
+}
+
+impl Hashes {
+    fn new(also: Option<Algorithm>) -> Hashes {
+        Hashes {
+            sha256: Sha256::new(),
+            sha512: (also == Some(Algorithm::Sha512)).then(Sha512::new),
+            size: 0,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        if let Some(h) = &mut self.sha512 {
+            h.update(bytes);
+        }
+        self.size += bytes.len() as u64;
+    }
+
+    fn digests(self) -> Digests {
+        Digests {
+            sha256: format!("sha256:{}", hex(&self.sha256.finalize())),
+            sha512: self.sha512.map(|h| hex(&h.finalize())),
+            size: self.size,
+        }
+    }
+}
+
 /// Hash a stream (sha256, and sha512 too when asked).
 pub fn digests(mut reader: Box<dyn Read + Send>, also: Option<Algorithm>) -> io::Result<Digests> {
-    let mut sha256 = Sha256::new();
-    let mut sha512 = (also == Some(Algorithm::Sha512)).then(Sha512::new);
+    let mut hashes = Hashes::new(also);
     let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => hashes.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        sha256.update(&buf[..n]);
-        if let Some(h) = &mut sha512 {
-            h.update(&buf[..n]);
         }
-        size += n as u64;
     }
-    Ok(Digests {
-        sha256: format!("sha256:{}", hex(&sha256.finalize())),
-        sha512: sha512.map(|h| hex(&h.finalize())),
-        size,
-    })
+    Ok(hashes.digests())
+}
+
+/// The archive file, hashed as the decoder reads it (on the reading
+/// thread): the digests are those of exactly the bytes extracted, with no
+/// pass over the file of their own.
+struct HashingFile {
+    file: File,
+    hashes: Arc<Mutex<Option<Hashes>>>,
+}
+
+impl Read for HashingFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(hashes) = self.hashes.lock().expect("not poisoned").as_mut() {
+            hashes.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// What an extraction produced.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Extracted {
     pub entries: u64,
     pub bytes: u64,
     /// The mode of the archive's own top entry (`./`), if it has one.
     pub top_mode: Option<u32>,
+    /// The digests of the archive file, as read while extracting.
+    pub digests: Digests,
 }
 
 /// Extract the archive `file` (named `shown` in errors) into `dest`, an
-/// existing empty directory, under `policy`.
+/// existing empty directory, under `policy`; the file's sha256 (and
+/// `also`) computed on the way.
 pub fn extract(
     file: &Path,
     shown: &str,
     dest: &Path,
     policy: Policy,
+    also: Option<Algorithm>,
 ) -> Result<Extracted, VolumeError> {
     let failed = |source: io::Error| {
         if source.kind() == io::ErrorKind::UnexpectedEof {
@@ -142,8 +187,14 @@ pub fn extract(
         }
     };
     let opened = File::open(file).map_err(&failed)?;
+    let length = opened.metadata().map_err(&failed)?.len();
+    let hashes = Arc::new(Mutex::new(Some(Hashes::new(also))));
+    let hashing = HashingFile {
+        file: opened,
+        hashes: Arc::clone(&hashes),
+    };
     let (_, decoder) =
-        decode::decompressed(BufReader::with_capacity(256 << 10, opened)).map_err(&failed)?;
+        decode::decompressed(BufReader::with_capacity(256 << 10, hashing)).map_err(&failed)?;
     let mut prefetched = PrefetchingReader::new::<Sha256>(Box::new(decoder), false);
     let keep_setuid = policy.keep_setuid;
     let mut unpacker = Unpacker::new(dest, false).with_policy(policy);
@@ -180,10 +231,26 @@ pub fn extract(
     // What follows the archive's end (tar's zero blocks, padding) is read
     // too, so a damaged compressed tail is caught.
     prefetched.finish().map_err(&failed)?;
+    let digests = hashes
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .expect("hashed once")
+        .digests();
+    // Every decoder reads to the end of the file (multi-member gzip, all
+    // zstd frames, ...) or fails; a different count means the file changed.
+    if digests.size != length {
+        return Err(VolumeError::Changed {
+            file: shown.to_owned(),
+            first: format!("{length} bytes"),
+            then: format!("{} bytes", digests.size),
+        });
+    }
     Ok(Extracted {
         entries: unpacker.result.entries,
         bytes: unpacker.result.bytes,
         top_mode: top_mode.map(|m| if keep_setuid { m } else { m & 0o777 }),
+        digests,
     })
 }
 

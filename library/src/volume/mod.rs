@@ -62,6 +62,12 @@ pub enum VolumeError {
         expected: String,
         actual: String,
     },
+    #[error("{file} changed while ops read it: first {first}, then {then}; nothing was changed")]
+    Changed {
+        file: String,
+        first: String,
+        then: String,
+    },
     #[error("{0}")]
     Refused(String),
     #[error(transparent)]
@@ -74,6 +80,26 @@ pub enum VolumeError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Systemd(#[from] CommandError),
+    /// The new contents are in place; the units that used the old ones
+    /// could not be restarted. The host was changed.
+    #[error("volume {volume} now holds the new contents, but {units} did not restart")]
+    NotRestarted {
+        volume: String,
+        units: String,
+        report: Box<Report>,
+        #[source]
+        source: Box<CommandError>,
+    },
+}
+
+impl VolumeError {
+    /// What was done before the failure, when something was.
+    pub fn done(&self) -> Option<&Report> {
+        match self {
+            VolumeError::NotRestarted { report, .. } => Some(report),
+            _ => None,
+        }
+    }
 }
 
 /// ops's record of a volume (`volume.json`).
@@ -122,13 +148,16 @@ impl Settings {
     }
 }
 
-/// An archive on local disk, hashed.
+/// An archive on local disk, and what it must hash to.
 #[derive(Debug, Clone)]
 pub struct LocalArchive {
     pub path: PathBuf,
     /// How to name it in messages and the record: as the user gave it.
     pub shown: String,
-    pub digests: Digests,
+    /// The checksum the user gave.
+    pub checksum: Option<Checksum>,
+    /// The sha256 the plan was made with, when it was read before.
+    pub planned: Option<String>,
 }
 
 fn now() -> u64 {
@@ -219,8 +248,29 @@ fn build_in(
         created_at: now(),
     };
     if let Some(archive) = archive {
-        let done = extract::extract(&archive.path, &archive.shown, &data, settings.policy())?;
-        record.digest = Some(archive.digests.sha256.clone());
+        let also = archive.checksum.as_ref().map(Checksum::algorithm);
+        let done = extract::extract(
+            &archive.path,
+            &archive.shown,
+            &data,
+            settings.policy(),
+            also,
+        )?;
+        if let Some(checksum) = &archive.checksum {
+            checksum.verify(&done.digests, &archive.shown)?;
+        }
+        if let Some(planned) = archive
+            .planned
+            .as_ref()
+            .filter(|p| **p != done.digests.sha256)
+        {
+            return Err(VolumeError::Changed {
+                file: archive.shown.clone(),
+                first: planned.clone(),
+                then: done.digests.sha256,
+            });
+        }
+        record.digest = Some(done.digests.sha256.clone());
         record.source = Some(archive.shown.clone());
         record.entries = done.entries;
         record.bytes = done.bytes;
@@ -462,7 +512,9 @@ pub fn run(
     };
     report.changed = true;
     let after = planned_record(request, found.as_ref(), digests.as_ref(), &change);
-    report.actions.push(action(request, &change));
+    report
+        .actions
+        .push(action(request, found.as_ref(), &change));
     if want_diff {
         report.diff.push(diff_entry(
             &request.pod,
@@ -503,14 +555,23 @@ pub fn run(
         }
         return Ok(report);
     };
-    let record = apply(&store, &lock, request, &dir, found.as_ref(), &change)?;
+    let record = apply(
+        &store,
+        &lock,
+        request,
+        &dir,
+        found.as_ref(),
+        &change,
+        digests.as_ref(),
+    )?;
     if let Some(record) = &record {
         fill(&mut report, record);
     }
     if matches!(change, Change::Build { replacing: true }) {
-        restart_users(&store, request, systemd, &mut report)?;
+        restart_users(&store, request, systemd, report)
+    } else {
+        Ok(report)
     }
-    Ok(report)
 }
 
 fn fill(report: &mut Report, record: &VolumeRecord) {
@@ -519,11 +580,16 @@ fn fill(report: &mut Report, record: &VolumeRecord) {
     report.bytes = Some(record.bytes);
 }
 
-fn action(request: &Request, change: &Change) -> String {
+fn action(request: &Request, found: Option<&Found>, change: &Change) -> String {
     let (pod, version, name) = (&request.pod, &request.version, &request.name);
     let source = request.data.as_ref().map(Location::display);
+    let never_filled = found.is_some_and(|f| f.record.digest.is_none() && f.empty);
     match change {
         Change::Build { replacing: false } => create_action(pod, version, name, source.as_deref()),
+        Change::Build { replacing: true } if never_filled && source.is_some() => format!(
+            "fill the empty volume {name} of pod {pod} version {version} from {}",
+            source.unwrap_or_default()
+        ),
         Change::Build { replacing: true } => match source {
             Some(s) => format!(
                 "replace the contents of volume {name} of pod {pod} version {version} with {s}"
@@ -659,6 +725,7 @@ fn apply(
     dir: &Path,
     found: Option<&Found>,
     change: &Change,
+    digests: Option<&Digests>,
 ) -> Result<Option<VolumeRecord>, VolumeError> {
     store.ensure_layout(lock)?;
     match change {
@@ -692,7 +759,7 @@ fn apply(
             let staging = staging_dir(store, request);
             atomic::remove_tree(&staging)?;
             atomic::create_dir_all(&staging, 0o700)?;
-            let result = build_staged(request, &staging, dir);
+            let result = build_staged(request, &staging, dir, digests);
             let cleaned = atomic::remove_tree(&staging)
                 .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
             let record = result?;
@@ -706,15 +773,15 @@ fn build_staged(
     request: &Request,
     staging: &Path,
     dir: &Path,
+    planned: Option<&Digests>,
 ) -> Result<VolumeRecord, VolumeError> {
     let archive = match &request.data {
         None => None,
-        Some(location) => Some(fetch(
-            location,
-            request.timeout,
-            &request.checksum,
-            staging,
-        )?),
+        Some(location) => Some(LocalArchive {
+            checksum: request.checksum.clone(),
+            planned: planned.map(|d| d.sha256.clone()),
+            ..fetch(location, request.timeout, staging)?
+        }),
     };
     let built = staging.join("volume");
     let record = build(&built, &request.name, archive.as_ref(), &request.settings)?;
@@ -722,12 +789,11 @@ fn build_staged(
     Ok(record)
 }
 
-/// The archive as a local file, hashed (and its checksum checked): a
-/// download lands in `staging` first.
+/// The archive as a local file: a download lands in `staging` first. Its
+/// digests are computed as it is extracted.
 pub fn fetch(
     location: &Location,
     timeout: Duration,
-    checksum: &Option<Checksum>,
     staging: &Path,
 ) -> Result<LocalArchive, VolumeError> {
     let path = match location {
@@ -738,22 +804,11 @@ pub fn fetch(
             target
         }
     };
-    let file = fs::File::open(&path).map_err(|source| ImageError::Source {
-        location: location.display(),
-        source,
-    })?;
-    let digests = extract::digests(Box::new(file), checksum.as_ref().map(Checksum::algorithm))
-        .map_err(|source| ImageError::Source {
-            location: location.display(),
-            source,
-        })?;
-    if let Some(checksum) = checksum {
-        checksum.verify(&digests, &location.display())?;
-    }
     Ok(LocalArchive {
         path,
         shown: location.display(),
-        digests,
+        checksum: None,
+        planned: None,
     })
 }
 
@@ -784,28 +839,53 @@ fn restart_users(
     store: &Store,
     request: &Request,
     systemd: &mut dyn Systemd,
-    report: &mut Report,
-) -> Result<(), VolumeError> {
+    mut report: Report,
+) -> Result<Report, VolumeError> {
     let state = store.read_pod(&request.pod)?;
     let (all, _) = crate::pod::version_units(&request.pod, &state, &request.version);
     if all.is_empty() {
-        return Ok(());
+        return Ok(report);
     }
-    let running: Vec<String> = systemd
-        .show(&all)?
-        .into_iter()
-        .filter(|s| matches!(s.active.as_str(), "active" | "activating" | "reloading"))
-        .map(|s| s.unit)
-        .collect();
+    let running: Vec<String> = match systemd.show(&all) {
+        Ok(statuses) => statuses
+            .into_iter()
+            .filter(|s| matches!(s.active.as_str(), "active" | "activating" | "reloading"))
+            .map(|s| s.unit)
+            .collect(),
+        Err(source) => return Err(not_restarted(request, all.join(" "), report, source)),
+    };
     if running.is_empty() {
-        return Ok(());
+        return Ok(report);
     }
-    systemd.restart(&running, request.timeout)?;
-    report.actions.push(format!(
-        "restart {} to use the new contents",
-        running.join(" ")
-    ));
-    Ok(())
+    // This restart is asked for, not a crash loop: earlier restarts (a play
+    // replacing several volumes in a row) must not make systemd refuse it
+    // with start-limit-hit.
+    systemd.reset_failed(&running);
+    let units = running.join(" ");
+    if let Err(source) = systemd.restart(&running, request.timeout) {
+        return Err(not_restarted(request, units, report, source));
+    }
+    report
+        .actions
+        .push(format!("restart {units} to use the new contents"));
+    Ok(report)
+}
+
+fn not_restarted(
+    request: &Request,
+    units: String,
+    report: Report,
+    source: CommandError,
+) -> VolumeError {
+    VolumeError::NotRestarted {
+        volume: format!(
+            "{} of pod {} version {}",
+            request.name, request.pod, request.version
+        ),
+        units,
+        report: Box::new(report),
+        source: Box::new(source),
+    }
 }
 
 /// The diff text of a volume that ops_pod creates.
