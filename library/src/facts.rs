@@ -64,6 +64,7 @@ pub fn pod_record(
     if versions.is_empty() {
         return Ok(Value::Null);
     }
+    let held = crate::ports::holders(store, Some((name, state)))?;
     Ok(json!({
         "name": name,
         "current": state.current,
@@ -73,5 +74,6 @@ pub fn pod_record(
         "slice": units::slice_name(name),
         "store": store.pod_dir(name),
         "versions": versions,
+        "ports": crate::ports::report(name, &held),
     }))
 }

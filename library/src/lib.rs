@@ -11,6 +11,7 @@
 //!   podman runtime, verified; removing them once unused.
 //! - [`volume`]: a pod version's data volumes, extracted safely from
 //!   archives ([`unpack`], [`decode`]) and replaced atomically.
+//! - [`ports`]: named host ports, allocated across every deployed version.
 //! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 
 pub mod atomic;
@@ -23,6 +24,7 @@ pub mod lock;
 pub mod module;
 pub mod modules;
 pub mod pod;
+pub mod ports;
 pub mod store;
 pub mod systemd;
 #[cfg(feature = "testkit")]

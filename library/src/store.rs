@@ -8,10 +8,13 @@
 //! <root>/pods/<name>/<version>/  one deployed version, immutable:
 //!     pod.json                   the bundle's pod.json, byte for byte
 //!     units/<unit file>          the bundle's unit files, as shipped
-//!     meta.json                  ops's record: the validated pod, digest, order
+//!     meta.json                  ops's record: the validated pod, digest, order,
+//!                                the host ports it uses
 //!     environment                the pod environment (0600), when given
 //!     volumes/<volume>/          a data volume: data/ and volume.json
 //!                                (see crate::volume)
+//! <root>/ports/<port>            who holds a host port, derived from the
+//!                                versions' meta.json (see crate::ports)
 //! <root>/staging/, <root>/trash/ transient: versions being added or removed
 //! ```
 //!
@@ -69,6 +72,9 @@ pub struct VersionRecord {
     /// The runtime the pod's images were imported into.
     #[serde(default)]
     pub runtime: crate::image::Runtime,
+    /// The host ports the version uses (see crate::ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::Allocation>,
 }
 
 /// A version as stored: its record, unit file texts and environment file.

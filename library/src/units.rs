@@ -9,7 +9,8 @@
 //!
 //! Beside the units ops writes:
 //! - a drop-in `50-ops.conf` per unit (per instance for a template) with
-//!   `POD_NAME`, `POD_VERSION`, the bundle's environment, the secret
+//!   `POD_NAME`, `POD_VERSION`, the instance's ports (`PORT_<NAME>`, and
+//!   `PORT`: see crate::ports), the bundle's environment, the secret
 //!   environment file of the version, the pod's slice and `PartOf=` its
 //!   target; for a unit that names an image, `OPS_IMAGE` (where the image
 //!   is) and, in the systemd runtime, `RootDirectory=` its root filesystem,
@@ -278,6 +279,8 @@ fn volume_lines(
 /// What the drop-in of one runnable unit says beyond the pod and version.
 #[derive(Debug, Default)]
 struct Extras<'a> {
+    /// `PORT_<NAME>` and `PORT`.
+    ports: Vec<(String, String)>,
     environment: Option<&'a BTreeMap<String, String>>,
     environment_file: Option<&'a Path>,
     image: Option<String>,
@@ -296,6 +299,9 @@ fn dropin(pod: &PodName, version: &Version, suffix: &str, extras: Extras<'_>) ->
     s.push_str(&format!("\n[{section}]\nSlice={}\n", slice_name(pod)));
     s.push_str(&environment_assignment("POD_NAME", pod.as_str()));
     s.push_str(&environment_assignment("POD_VERSION", version.as_str()));
+    for (name, value) in &extras.ports {
+        s.push_str(&environment_assignment(name, value));
+    }
     s.push_str(&extras.volumes.0);
     for (name, value) in extras.environment.into_iter().flatten() {
         s.push_str(&environment_assignment(name, value));
@@ -336,6 +342,7 @@ pub fn version_files(
     texts: &BTreeMap<UnitName, String>,
     environment_file: Option<&Path>,
     images: Images<'_>,
+    ports: &[crate::ports::Allocation],
 ) -> Result<Files, UnitsError> {
     let (pod, version, units) = (&model.name, &model.version, &model.units);
     let renames: BTreeMap<&str, String> = units
@@ -353,7 +360,12 @@ pub fn version_files(
         body.push_str(&rewrite_references(text, &renames));
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
-        for name in runnable(pod, version, unit) {
+        let instances: Vec<Option<&str>> = if unit.name.is_template() {
+            unit.instances.iter().map(|i| Some(i.as_str())).collect()
+        } else {
+            vec![None]
+        };
+        for (name, instance) in runnable(pod, version, unit).into_iter().zip(instances) {
             if name.len() > 255 {
                 return Err(UnitsError::TooLong { name });
             }
@@ -364,6 +376,7 @@ pub fn version_files(
                     version,
                     suffix,
                     Extras {
+                        ports: crate::ports::environment(model, ports, unit, instance),
                         environment: Some(&model.environment),
                         environment_file,
                         image: unit.image.as_ref().map(|id| image_lines(images, id)),
@@ -408,6 +421,7 @@ pub fn desired(
                 store,
                 runtime: stored.record.runtime,
             },
+            &stored.record.ports,
         )?);
     }
     let mut target = pod_header(pod);
@@ -589,6 +603,7 @@ mod tests {
             instances: vec!["1".into(), "8080".into()],
             start: true,
             image: None,
+            instance_ports: false,
         };
         assert_eq!(
             installed_name(&pod(), &v, &unit.name),

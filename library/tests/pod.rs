@@ -76,6 +76,8 @@ impl Host {
             keyring: None,
             require_signature: false,
             download_timeout: Duration::from_secs(5),
+            ports: None,
+            port_range: Default::default(),
         }
     }
 

@@ -162,6 +162,8 @@ impl Host {
             keyring: None,
             require_signature: false,
             download_timeout: Duration::from_secs(5),
+            ports: None,
+            port_range: Default::default(),
         };
         pod::run(&request, &mut self.systemd, false, true)
             .map_err(|f| ops_core::module::error_chain(&f.error))

@@ -217,8 +217,10 @@ impl PodManifest {
             .into_iter()
             .collect();
         for (i, port) in self.ports.into_iter().enumerate() {
-            let map =
-                BTreeMap::from([(port.name, super::native::PortWire::Number(port.host_port))]);
+            let map = indexmap::IndexMap::from([(
+                port.name,
+                super::native::PortWire::Number(port.host_port),
+            )]);
             ports.push(Field::new(format!("ports[{i}]"), PortsWire::Map(map)));
         }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 pub use model::{Image, Pod, Port, Source, Unit, Volume};
 pub use names::{ImageId, PodName, UnitName, Version};
+pub use validate::{override_ports, parse_ports};
 
 /// The file name of a bundle's manifest.
 pub const MANIFEST: &str = "pod.json";

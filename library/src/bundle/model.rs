@@ -22,7 +22,7 @@ pub struct Pod {
     pub units: Vec<Unit>,
     pub images: Vec<Image>,
     pub volumes: Vec<Volume>,
-    /// Sorted by name.
+    /// In the order pod.json declares them (the first is also `PORT`).
     pub ports: Vec<Port>,
     pub environment: BTreeMap<String, String>,
 }
@@ -40,6 +40,10 @@ pub struct Unit {
     /// The pod image it runs in (as listed in the pod's images).
     #[serde(default)]
     pub image: Option<ImageId>,
+    /// The instances are port numbers (`"replication": [8080, 8081]`):
+    /// each instance's `PORT` is its name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instance_ports: bool,
 }
 
 /// Where an artifact comes from.

@@ -163,8 +163,8 @@ pub struct VolumeWire {
     expecting = "expected a map of port name to a port number or \"assign\", or a list of port names"
 )]
 pub enum PortsWire {
-    /// Port name to a fixed host port number or `"assign"`.
-    Map(BTreeMap<String, PortWire>),
+    /// Port name to a fixed host port number or `"assign"`, in order.
+    Map(indexmap::IndexMap<String, PortWire>),
     /// Port names; ops assigns each a port.
     Names(Vec<String>),
 }

@@ -256,6 +256,18 @@ impl Draft {
     }
 }
 
+/// Instances given as a list of port numbers (`"replication": [8080,
+/// 8081]`): each instance is named after its port.
+fn are_ports(instances: &InstancesWire) -> bool {
+    match instances {
+        InstancesWire::Count(_) => false,
+        InstancesWire::Names(list) => list.iter().all(|item| {
+            matches!(item, InstanceNameWire::Number(n)
+                if n.as_u64().is_some_and(|n| (1..=u64::from(u16::MAX)).contains(&n)))
+        }),
+    }
+}
+
 fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option<Vec<String>> {
     match &field.value {
         InstancesWire::Count(n) => match n.as_u64() {
@@ -368,6 +380,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
         }
         let template = name.as_ref().is_some_and(UnitName::is_template);
         let mut instances = Vec::new();
+        let mut instance_ports = false;
         if let Some(field) = &draft.instances {
             if draft.shared_instances {
                 let used = shared_used.entry(field.at.clone()).or_default();
@@ -375,6 +388,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
             }
             if template {
                 instances = instance_names(v, field).unwrap_or_default();
+                instance_ports = are_ports(&field.value);
             } else if !draft.shared_instances && name.is_some() {
                 v.problem(
                     &field.at,
@@ -403,6 +417,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
                 instances,
                 start: draft.start,
                 image: None,
+                instance_ports,
             });
         }
     }
@@ -519,8 +534,43 @@ fn validate_volumes(v: &mut Validator<'_>, drafts: Vec<DraftVolume>) -> Vec<Volu
     volumes
 }
 
+/// Ports given outside a bundle (ops_pod's `ports` option), in either
+/// shape pod.json takes, checked the same way; errors name `option`.
+pub fn parse_ports(option: &str, value: serde_json::Value) -> Result<Vec<Port>, String> {
+    let wire: PortsWire = serde_json::from_value(value).map_err(|e| format!("{option}: {e}"))?;
+    let mut v = Validator {
+        dir: Path::new("."),
+        problems: Vec::new(),
+    };
+    let ports = validate_ports(&mut v, vec![Field::new(option, wire)]);
+    match v.problems.is_empty() {
+        true => Ok(ports),
+        false => Err(v
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// `overrides` laid over `ports`: a name given again (compared without
+/// case) takes the override's place and value, a new name is added.
+pub fn override_ports(ports: &mut Vec<Port>, overrides: &[Port]) {
+    for o in overrides {
+        match ports
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case(&o.name))
+        {
+            Some(p) => *p = o.clone(),
+            None => ports.push(o.clone()),
+        }
+    }
+}
+
 fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<Port> {
-    let mut ports: BTreeMap<String, Port> = BTreeMap::new();
+    // In the order given: the first one is also `PORT`.
+    let mut ports: Vec<(String, Port)> = Vec::new();
     let mut fixed_seen: HashMap<u16, String> = HashMap::new();
     for field in fields {
         let entries: Vec<(String, String, Option<&PortWire>)> = match &field.value {
@@ -564,7 +614,7 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
                 }
             };
             let key = name.to_ascii_uppercase();
-            if ports.contains_key(&key) {
+            if ports.iter().any(|(k, _)| *k == key) {
                 v.problem(
                     &entry_at,
                     format!("duplicate port name {name:?} (names are compared without case: PORT_{key})"),
@@ -581,8 +631,8 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
                 }
                 fixed_seen.insert(port, name.clone());
             }
-            ports.insert(key, Port { name, fixed });
+            ports.push((key, Port { name, fixed }));
         }
     }
-    ports.into_values().collect()
+    ports.into_iter().map(|(_, port)| port).collect()
 }

@@ -27,6 +27,8 @@ pub enum Kind {
     /// A dictionary whose values have the given kind; accepts a JSON string
     /// or `k=v` pairs.
     Dict(&'static Kind),
+    /// Any JSON value, as given; the module checks it.
+    Raw,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Path => "path",
             Kind::List(_) => "list",
             Kind::Dict(_) => "dict",
+            Kind::Raw => "raw",
         }
     }
 }
@@ -338,6 +341,7 @@ fn python_type(value: &Value) -> &'static str {
 
 fn coerce(kind: Kind, value: &Value) -> Result<Value, String> {
     match kind {
+        Kind::Raw => Ok(value.clone()),
         Kind::Str => to_str(value).map(Value::String),
         Kind::Path => to_str(value).map(|s| Value::String(expand_home(s))),
         Kind::Bool => to_bool(value).map(Value::Bool),

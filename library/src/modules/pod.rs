@@ -34,6 +34,8 @@ pub struct Options {
     pub keyring: Option<PathBuf>,
     pub require_signature: bool,
     pub download_timeout: i64,
+    pub ports: Option<Value>,
+    pub port_range: String,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,18 @@ impl Module for OpsPod {
                 "Seconds an image download may take.",
             )
             .default(Default::Int(600)),
+            Opt::new(
+                "ports",
+                Kind::Raw,
+                "Named ports laid over the bundle's, by name: a dict of name to a port number \
+                 or \"assign\", or a list of names to assign.",
+            ),
+            Opt::new(
+                "port_range",
+                Kind::Str,
+                "Where assigned ports come from: LOW-HIGH.",
+            )
+            .default(Default::Str("30000-32767")),
         ],
         mutually_exclusive: &[],
     };
@@ -202,6 +216,16 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
             }
         }
     }
+    let ports = options.ports.map(|value| {
+        crate::bundle::parse_ports("ports", numbers_from_text(value)).unwrap_or_else(|e| {
+            problems.push(e);
+            Vec::new()
+        })
+    });
+    let port_range = crate::ports::PortRange::parse(&options.port_range).unwrap_or_else(|e| {
+        problems.push(format!("port_range: {e}"));
+        crate::ports::PortRange::default()
+    });
     if options.bundle.is_none() && name.is_none() && problems.is_empty() {
         problems.push("one of bundle or name is required".to_owned());
     }
@@ -224,7 +248,39 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         keyring: options.keyring,
         require_signature: options.require_signature,
         download_timeout,
+        ports,
+        port_range,
     })
+}
+
+/// A port given as text of digits (what a Jinja template makes of a
+/// number) is that number, as Ansible converts option values.
+fn numbers_from_text(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                        let n = s.parse::<u64>().map_or(Value::String(s), Value::from);
+                        (k, n)
+                    }
+                    v => (k, v),
+                })
+                .collect(),
+        ),
+        // Ansible turns "a,b" into a list for list options.
+        Value::String(s) if !s.trim_start().starts_with('{') => Value::Array(
+            s.split(',')
+                .map(|n| Value::from(n.trim()))
+                .filter(|n| n != "")
+                .collect(),
+        ),
+        Value::String(s) => match serde_json::from_str::<Value>(&s) {
+            Ok(parsed @ Value::Object(_)) => numbers_from_text(parsed),
+            _ => Value::String(s),
+        },
+        v => v,
+    }
 }
 
 /// The module's return values (env values never among them).
@@ -235,6 +291,7 @@ fn values(report: &pod::Report) -> Map<String, Value> {
     values.insert("current".into(), json!(report.current));
     values.insert("previous".into(), json!(report.previous));
     values.insert("actions".into(), json!(report.actions));
+    values.insert("ports".into(), json!(report.ports));
     values.insert("pod".into(), report.pod.clone());
     values
 }

@@ -72,6 +72,10 @@ pub struct Request {
     pub require_signature: bool,
     /// For image downloads.
     pub download_timeout: Duration,
+    /// Ports laid over the bundle's (by name), before it is deployed.
+    pub ports: Option<Vec<bundle::Port>>,
+    /// Where assigned ports come from.
+    pub port_range: crate::ports::PortRange,
 }
 
 /// What a run did (or, in check mode, would do).
@@ -88,6 +92,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The pod as ops_facts reports it, after the run.
     pub pod: Value,
+    /// The pod's ports after the run (in check mode: as they would be).
+    pub ports: Vec<Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +125,8 @@ pub enum PodError {
     NotUp(String),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Ports(#[from] crate::ports::PortError),
     #[error("volume {volume} of pod {pod} version {version}")]
     Volume {
         pod: PodName,
@@ -246,25 +254,6 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     })
 }
 
-/// What a bundle declares that ops_pod does not act on yet (images,
-/// volumes and ports come with their own steps of the project): said, not
-/// silently dropped.
-fn not_yet_handled(incoming: Option<&NewVersion>) -> Vec<String> {
-    let Some(new) = incoming else {
-        return Vec::new();
-    };
-    let pod = &new.pod;
-    [("ports", pod.ports.len(), "assigned")]
-        .into_iter()
-        .filter(|(_, n, _)| *n > 0)
-        .map(|(what, n, done)| {
-            format!(
-            "the bundle declares {n} {what}: recorded in the store, not {done} yet by this ops_pod"
-        )
-        })
-        .collect()
-}
-
 /// Bring the pod to the requested state; in check mode only plan.
 pub fn run(
     request: &Request,
@@ -281,7 +270,22 @@ pub fn run(
             .into());
         }
     }
-    let incoming = request.bundle.as_deref().map(load_bundle).transpose()?;
+    let mut incoming = request.bundle.as_deref().map(load_bundle).transpose()?;
+    match (&mut incoming, &request.ports) {
+        (Some(new), Some(overrides)) => {
+            bundle::override_ports(&mut new.pod.ports, overrides);
+            new.digest = store::digest(&new.pod, &new.units);
+        }
+        (None, Some(_)) => {
+            return Err(PodError::Refused(
+                "ports applies to the bundle being deployed: give bundle too (a stored version \
+                 keeps the ports it was deployed with)"
+                    .to_owned(),
+            )
+            .into())
+        }
+        _ => {}
+    }
     let store = Store::new(&request.root);
     store.check_layout().map_err(PodError::from)?;
     let name = plan::pod_name(request, incoming.as_ref())?;
@@ -307,7 +311,6 @@ pub fn run(
     };
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
-        report.warnings.extend(not_yet_handled(incoming.as_ref()));
         report.changed = !first.is_empty();
         report.pod = crate::facts::pod_record(&store, &request.unit_dir, &name, systemd)
             .unwrap_or(Value::Null);
@@ -342,7 +345,6 @@ fn run_locked(
     let observed = observe(store, &request.unit_dir, name, systemd)?;
     let plan = Plan::new(request, name, incoming, &observed, systemd)?;
     let mut report = plan.report(&observed, want_diff);
-    report.warnings.extend(not_yet_handled(incoming));
     report.actions.clear();
     let result = apply::apply(
         &plan,

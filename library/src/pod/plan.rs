@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::{pod_units, version_units, Observed, PodError, Report, Request, State};
 use crate::bundle::{ImageId, PodName, Source, Version};
 use crate::image::{self, records, Import, Location, Runtime};
+use crate::ports;
 use crate::store::{NewVersion, PodState, Store, StoredVersion, VersionRecord, META_FORMAT};
 use crate::systemd::{CommandError, Systemd};
 use crate::units::{self, Change, Entry, Files};
@@ -65,6 +66,10 @@ pub struct Plan {
     pub root: std::path::PathBuf,
     /// Said to the user, e.g. that a check could not be made.
     pub warnings: Vec<String>,
+    /// Changes to the port record `<root>/ports/`, last.
+    pub port_index: Vec<ports::IndexChange>,
+    /// The pod's ports once the run is done, as reported.
+    pub ports: Vec<Value>,
 }
 
 /// The pod a request is about: from the bundle, or `name`.
@@ -187,6 +192,8 @@ impl Plan {
             runtime: Runtime::Systemd,
             root: request.root.clone(),
             warnings: Vec::new(),
+            port_index: Vec::new(),
+            ports: Vec::new(),
         };
         let store = Store::new(&request.root);
 
@@ -214,6 +221,21 @@ impl Plan {
                 }
                 (None, Some(new)) => {
                     plan.runtime = request.runtime.unwrap_or_default();
+                    let held = ports::holders(&store, Some((name, before)))?;
+                    let listening = ports::listening();
+                    let allocated =
+                        ports::allocate(name, &new.pod, &held, request.port_range, &listening)?;
+                    for a in &allocated {
+                        let newly = !held.get(&a.port).is_some_and(|h| h.pod == *name);
+                        if a.kind != ports::Kind::Assigned && newly && listening.contains(&a.port) {
+                            plan.warnings.push(format!(
+                                "port {} ({}) of pod {name} is being listened on by a process that \
+                                 is not this pod's: version {v} may fail to bind it",
+                                a.port,
+                                a.describe()
+                            ));
+                        }
+                    }
                     let record = VersionRecord {
                         format: META_FORMAT,
                         sequence: before.next_sequence(),
@@ -221,8 +243,9 @@ impl Plan {
                         digest: new.digest.clone(),
                         pod: new.pod.clone(),
                         runtime: plan.runtime,
+                        ports: allocated,
                     };
-                    if !verify(systemd, &store, plan.runtime, name, v, new)? {
+                    if !verify(systemd, &store, plan.runtime, name, v, new, &record.ports)? {
                         plan.warnings.push(
                             "systemd-analyze is not installed: the unit files were not verified before installing"
                                 .to_owned(),
@@ -431,6 +454,11 @@ impl Plan {
         {
             plan.start = None;
         }
+        // The port record follows the store as it will be (and is repaired
+        // if it does not match the store now).
+        let held_after = ports::holders(&store, Some((name, &after)))?;
+        plan.port_index = ports::index_changes(&store, &held_after)?;
+        plan.ports = ports::report(name, &held_after);
         plan.after = after;
         plan.started_after = started_after;
         Ok(plan)
@@ -519,6 +547,10 @@ impl Plan {
                 image::remove_action(id, *runtime)
             ));
         }
+        let store = Store::new(&self.root);
+        for change in &self.port_index {
+            out.push(change.describe(&store));
+        }
         out
     }
 
@@ -539,6 +571,7 @@ impl Plan {
             },
             warnings: self.warnings.clone(),
             pod: Value::Null,
+            ports: self.ports.clone(),
         }
     }
 
@@ -607,6 +640,15 @@ impl Plan {
                 true,
                 false,
             ));
+        }
+        for change in &self.port_index {
+            let path = change.path(&store).display().to_string();
+            out.push(json!({
+                "before_header": path,
+                "after_header": path,
+                "before": change.before.clone().unwrap_or_default(),
+                "after": change.after.clone().unwrap_or_default(),
+            }));
         }
         for change in self.files_before.iter().chain(&self.files_after) {
             out.push(json!({
@@ -733,9 +775,15 @@ fn verify(
     name: &PodName,
     version: &Version,
     new: &NewVersion,
+    ports: &[ports::Allocation],
 ) -> Result<bool, PodError> {
-    let files: Files =
-        units::version_files(&new.pod, &new.units, None, units::Images { store, runtime })?;
+    let files: Files = units::version_files(
+        &new.pod,
+        &new.units,
+        None,
+        units::Images { store, runtime },
+        ports,
+    )?;
     let dir = tempfile::Builder::new()
         .prefix("ops-verify-")
         .tempdir()
@@ -817,6 +865,7 @@ mod tests {
                         digest: String::new(),
                         pod,
                         runtime: Default::default(),
+                        ports: Vec::new(),
                     },
                     units: BTreeMap::new(),
                     environment: None,

@@ -1,0 +1,620 @@
+//! Named ports: which host port each pod's port name and instance holds,
+//! how a new version gets its ports, and the readable record of them.
+//!
+//! The truth is in the store: each version's `meta.json` records the ports
+//! it uses ([`Allocation`]), written with the version and gone with it, so
+//! a port is free exactly when no retained version uses it. A new version
+//! gets, for each port name and instance, the port its pod already holds
+//! for that name and instance in any retained version (a switch or a
+//! rollback does not move clients), a fixed port as declared, or the lowest
+//! port of the range that no pod holds and nothing listens on. Allocation
+//! happens under the store lock (ops_pod plans again under it), so
+//! concurrent deploys never share a port.
+//!
+//! `<root>/ports/<port>` is one small text file per held port, naming the
+//! pod, port name, instance, kind and versions: `ls` and `cat` answer "who
+//! has port 30001". It is derived from the store and rewritten by every
+//! ops_pod run that finds it different (a lost or stale record is rebuilt).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Context, FsError};
+use crate::bundle::{Pod, PodName, Unit, Version};
+use crate::lock::StoreLock;
+use crate::store::{PodState, Store, StoreError};
+
+/// How a port was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Declared with a number in pod.json (or the `ports` option).
+    Fixed,
+    /// Picked by ops from the range.
+    Assigned,
+    /// The instance's own name, from `"replication": [8080, 8081]`.
+    Instance,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Fixed => "fixed",
+            Kind::Assigned => "assigned",
+            Kind::Instance => "instance",
+        })
+    }
+}
+
+/// One port a version uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    /// The port's name in pod.json; `None` for an instance's own port.
+    pub name: Option<String>,
+    /// The instance of the pod's template units it serves; `None` for
+    /// plain units.
+    pub instance: Option<String>,
+    pub port: u16,
+    pub kind: Kind,
+}
+
+impl Allocation {
+    /// `http (instance 2)`, `http`, `instance 8080`.
+    pub fn describe(&self) -> String {
+        describe(self.name.as_deref(), self.instance.as_deref())
+    }
+}
+
+fn describe(name: Option<&str>, instance: Option<&str>) -> String {
+    match (name, instance) {
+        (Some(n), Some(i)) => format!("{n} (instance {i})"),
+        (Some(n), None) => n.to_owned(),
+        (None, Some(i)) => format!("instance {i}"),
+        (None, None) => "the pod".to_owned(),
+    }
+}
+
+/// The ports ops assigns from: `low-high`, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            low: 30000,
+            high: 32767,
+        }
+    }
+}
+
+impl PortRange {
+    pub fn parse(text: &str) -> Result<PortRange, String> {
+        let bad = || format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {text:?}");
+        let (low, high) = text.trim().split_once('-').ok_or_else(bad)?;
+        let low: u16 = low.trim().parse().map_err(|_| bad())?;
+        let high: u16 = high.trim().parse().map_err(|_| bad())?;
+        if low == 0 || low > high {
+            return Err(bad());
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error(
+        "port {port} for {wanted} of pod {pod} is held by {holder}; \
+         choose another port or remove the versions that hold it"
+    )]
+    Held {
+        port: u16,
+        wanted: String,
+        pod: PodName,
+        holder: String,
+    },
+    #[error(
+        "port {name} of pod {pod} is fixed to {port}, but the pod has {count} instances ({list}); \
+         one port serves one instance: use \"assign\" or one instance"
+    )]
+    FixedForInstances {
+        name: String,
+        pod: PodName,
+        port: u16,
+        count: usize,
+        list: String,
+    },
+    #[error("port {port} is wanted twice by pod {pod}: for {first} and for {second}")]
+    Twice {
+        port: u16,
+        pod: PodName,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "no free port in {range} for {wanted} of pod {pod}: every one is held by a pod or \
+         listened on; widen port_range"
+    )]
+    Exhausted {
+        range: PortRange,
+        wanted: String,
+        pod: PodName,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// Who holds a port: one pod's port name and instance, in some versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pod: PodName,
+    pub name: Option<String>,
+    pub instance: Option<String>,
+    pub kind: Kind,
+    /// Oldest first.
+    pub versions: Vec<Version>,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let versions: Vec<&str> = self.versions.iter().map(Version::as_str).collect();
+        write!(
+            f,
+            "pod {}'s {} in version{} {}",
+            self.pod,
+            describe(self.name.as_deref(), self.instance.as_deref()),
+            if versions.len() == 1 { "" } else { "s" },
+            versions.join(", ")
+        )
+    }
+}
+
+/// Every held port, from every pod's versions in the store; `this` stands
+/// in for what the store holds of one pod (the state a plan leads to).
+pub fn holders(
+    store: &Store,
+    this: Option<(&PodName, &PodState)>,
+) -> Result<BTreeMap<u16, Holder>, StoreError> {
+    let mut names = store.pod_names()?;
+    if let Some((name, _)) = this {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let mut held = BTreeMap::new();
+    for name in names {
+        let read;
+        let state = match this {
+            Some((n, state)) if *n == name => state,
+            _ => {
+                read = store.read_pod(&name)?;
+                &read
+            }
+        };
+        add_holders(&mut held, &name, state);
+    }
+    Ok(held)
+}
+
+fn add_holders(held: &mut BTreeMap<u16, Holder>, pod: &PodName, state: &PodState) {
+    for version in state.by_age() {
+        for a in &state.versions[version].record.ports {
+            let holder = held.entry(a.port).or_insert_with(|| Holder {
+                pod: pod.clone(),
+                name: a.name.clone(),
+                instance: a.instance.clone(),
+                kind: a.kind,
+                versions: Vec::new(),
+            });
+            // The same port under another key can only come from a store
+            // edited by hand: the first holder keeps it.
+            if holder.pod == *pod && holder.name == a.name && holder.instance == a.instance {
+                holder.kind = a.kind;
+                holder.versions.push(version.clone());
+            }
+        }
+    }
+}
+
+/// One port a version needs.
+struct Want<'a> {
+    name: Option<&'a str>,
+    instance: Option<&'a str>,
+    fixed: Option<u16>,
+    kind: Kind,
+}
+
+/// The instances the pod's units run, in order: each template's instance
+/// names, and `None` when a plain unit is among them.
+fn instances(pod: &Pod) -> Vec<Option<&str>> {
+    let mut out: Vec<Option<&str>> = Vec::new();
+    for unit in &pod.units {
+        let names: Vec<Option<&str>> = if unit.name.is_template() {
+            unit.instances.iter().map(|i| Some(i.as_str())).collect()
+        } else {
+            vec![None]
+        };
+        for n in names {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+fn wants<'a>(name: &PodName, pod: &'a Pod) -> Result<Vec<Want<'a>>, PortError> {
+    let instances = instances(pod);
+    let mut out = Vec::new();
+    for unit in pod.units.iter().filter(|u| u.instance_ports) {
+        for i in &unit.instances {
+            if out
+                .iter()
+                .all(|w: &Want<'_>| w.instance != Some(i.as_str()))
+            {
+                out.push(Want {
+                    name: None,
+                    instance: Some(i),
+                    fixed: i.parse().ok(),
+                    kind: Kind::Instance,
+                });
+            }
+        }
+    }
+    for port in &pod.ports {
+        if let (Some(fixed), true) = (port.fixed, instances.len() > 1) {
+            return Err(PortError::FixedForInstances {
+                name: port.name.clone(),
+                pod: name.clone(),
+                port: fixed,
+                count: instances.len(),
+                list: instances
+                    .iter()
+                    .map(|i| i.unwrap_or("the plain units"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        for instance in &instances {
+            out.push(Want {
+                name: Some(&port.name),
+                instance: *instance,
+                fixed: port.fixed,
+                kind: if port.fixed.is_some() {
+                    Kind::Fixed
+                } else {
+                    Kind::Assigned
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The ports of a new version of pod `name`: what its pod holds already
+/// for the same name and instance, else fixed or the lowest free port of
+/// `range` (held by no pod, listened on by nothing: `listening`).
+pub fn allocate(
+    name: &PodName,
+    pod: &Pod,
+    held: &BTreeMap<u16, Holder>,
+    range: PortRange,
+    listening: &BTreeSet<u16>,
+) -> Result<Vec<Allocation>, PortError> {
+    // What the pod holds now, by name and instance.
+    let mine: BTreeMap<(Option<&str>, Option<&str>), u16> = held
+        .iter()
+        .filter(|(_, h)| h.pod == *name)
+        .map(|(port, h)| ((h.name.as_deref(), h.instance.as_deref()), *port))
+        .collect();
+    let mut chosen: BTreeMap<u16, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut next = range.low;
+    for want in wants(name, pod)? {
+        let key = (want.name, want.instance);
+        let wanted = describe(want.name, want.instance);
+        let port = match want.fixed {
+            Some(port) => {
+                if let Some(h) = held.get(&port) {
+                    let same = h.pod == *name && (h.name.as_deref(), h.instance.as_deref()) == key;
+                    if !same {
+                        return Err(PortError::Held {
+                            port,
+                            wanted,
+                            pod: name.clone(),
+                            holder: h.to_string(),
+                        });
+                    }
+                }
+                port
+            }
+            None => match mine.get(&key).filter(|p| !chosen.contains_key(p)) {
+                Some(port) => *port,
+                None => loop {
+                    let free = |p: u16| {
+                        !held.contains_key(&p)
+                            && !chosen.contains_key(&p)
+                            && !listening.contains(&p)
+                    };
+                    if free(next) {
+                        break next;
+                    }
+                    if next == range.high {
+                        return Err(PortError::Exhausted {
+                            range,
+                            wanted,
+                            pod: name.clone(),
+                        });
+                    }
+                    next += 1;
+                },
+            },
+        };
+        if let Some(first) = chosen.insert(port, wanted.clone()) {
+            return Err(PortError::Twice {
+                port,
+                pod: name.clone(),
+                first,
+                second: wanted,
+            });
+        }
+        out.push(Allocation {
+            name: want.name.map(str::to_owned),
+            instance: want.instance.map(str::to_owned),
+            port,
+            kind: want.kind,
+        });
+    }
+    Ok(out)
+}
+
+/// TCP ports something listens on, from `/proc/net/tcp` and `tcp6` (this
+/// network namespace). A file that cannot be read counts as no listener.
+pub fn listening() -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        ports.extend(listening_in(&text));
+    }
+    ports
+}
+
+/// The listening ports of one `/proc/net/tcp*` table (state `0A`).
+fn listening_in(table: &str) -> impl Iterator<Item = u16> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state) = (fields.get(1)?, fields.get(3)?);
+        if *state != "0A" {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    })
+}
+
+/// The environment a runnable unit gets: `PORT_<NAME>` for each of the
+/// pod's ports of its instance, and `PORT`: the instance's own port, or
+/// the first port pod.json declares.
+pub fn environment(
+    pod: &Pod,
+    ports: &[Allocation],
+    unit: &Unit,
+    instance: Option<&str>,
+) -> Vec<(String, String)> {
+    let instance = if unit.name.is_template() {
+        instance
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    let mut first = None;
+    for declared in &pod.ports {
+        if let Some(a) = ports.iter().find(|a| {
+            a.name.as_deref() == Some(declared.name.as_str()) && a.instance.as_deref() == instance
+        }) {
+            first.get_or_insert(a.port);
+            out.push((
+                format!("PORT_{}", declared.name.to_ascii_uppercase()),
+                a.port.to_string(),
+            ));
+        }
+    }
+    let own = unit
+        .instance_ports
+        .then(|| instance.and_then(|i| i.parse::<u16>().ok()))
+        .flatten();
+    if let Some(port) = own.or(first) {
+        out.push(("PORT".to_owned(), port.to_string()));
+    }
+    out
+}
+
+/// The ports of pod `name` in `held`, as results report them.
+pub fn report(name: &PodName, held: &BTreeMap<u16, Holder>) -> Vec<serde_json::Value> {
+    held.iter()
+        .filter(|(_, h)| h.pod == *name)
+        .map(|(port, h)| {
+            serde_json::json!({
+                "name": h.name,
+                "instance": h.instance,
+                "port": port,
+                "kind": h.kind,
+                "versions": h.versions,
+            })
+        })
+        .collect()
+}
+
+/// `<root>/ports`.
+pub fn index_dir(store: &Store) -> PathBuf {
+    store.root().join("ports")
+}
+
+const INDEX_HEADER: &str =
+    "# Managed by ops: who holds this port, derived from the versions' meta.json.\n";
+
+/// The text of `<root>/ports/<port>`.
+fn index_text(holder: &Holder) -> String {
+    let versions: Vec<&str> = holder.versions.iter().map(Version::as_str).collect();
+    format!(
+        "{INDEX_HEADER}pod: {}\nname: {}\ninstance: {}\nkind: {}\nversions: {}\n",
+        holder.pod,
+        holder.name.as_deref().unwrap_or("-"),
+        holder.instance.as_deref().unwrap_or("-"),
+        holder.kind,
+        versions.join(" ")
+    )
+}
+
+/// A change to the port record: one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexChange {
+    pub port: u16,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+impl IndexChange {
+    pub fn path(&self, store: &Store) -> PathBuf {
+        index_dir(store).join(self.port.to_string())
+    }
+
+    pub fn describe(&self, store: &Store) -> String {
+        let path = self.path(store);
+        match (&self.before, &self.after) {
+            (None, Some(_)) => format!("record port {} in {}", self.port, path.display()),
+            (Some(_), Some(_)) => format!(
+                "update the record of port {} in {}",
+                self.port,
+                path.display()
+            ),
+            (_, None) => format!("free port {} (remove {})", self.port, path.display()),
+        }
+    }
+}
+
+/// What turns the record on disk into the one `held` implies. Files not
+/// named as a port, or without ops's header, are not ops's: left alone.
+pub fn index_changes(
+    store: &Store,
+    held: &BTreeMap<u16, Holder>,
+) -> Result<Vec<IndexChange>, FsError> {
+    let dir = index_dir(store);
+    let mut on_disk: BTreeMap<u16, String> = BTreeMap::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.at("read", &dir)?;
+                let Some(port) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u16>().ok())
+                else {
+                    continue;
+                };
+                let path = entry.path();
+                match fs::read_to_string(&path) {
+                    Ok(text) if text.starts_with(INDEX_HEADER) => {
+                        on_disk.insert(port, text);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+                    Err(e) => return Err(e).at("read", &path),
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).at("read", &dir),
+    }
+    let mut changes = Vec::new();
+    for (port, holder) in held {
+        let text = index_text(holder);
+        if on_disk.get(port) != Some(&text) {
+            changes.push(IndexChange {
+                port: *port,
+                before: on_disk.get(port).cloned(),
+                after: Some(text),
+            });
+        }
+    }
+    for (port, text) in on_disk {
+        if !held.contains_key(&port) {
+            changes.push(IndexChange {
+                port,
+                before: Some(text),
+                after: None,
+            });
+        }
+    }
+    changes.sort_by_key(|c| c.port);
+    Ok(changes)
+}
+
+/// Write the changes to the record.
+pub fn apply_index(
+    store: &Store,
+    _lock: &StoreLock,
+    changes: &[IndexChange],
+) -> Result<(), FsError> {
+    let dir = index_dir(store);
+    for change in changes {
+        let path = change.path(store);
+        match &change.after {
+            Some(text) => {
+                atomic::create_dir_all(&dir, 0o755)?;
+                atomic::write_file(&path, text.as_bytes(), 0o644)?;
+            }
+            None => {
+                atomic::remove_file(&path)?;
+            }
+        }
+    }
+    atomic::remove_dir_if_empty(&dir)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_are_read_from_the_kernel_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n\
+   1: 0100007F:7531 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2\n\
+   2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3\n";
+        assert_eq!(listening_in(table).collect::<Vec<_>>(), [8080, 30001]);
+    }
+
+    #[test]
+    fn ranges_are_parsed_strictly() {
+        assert_eq!(
+            PortRange::parse("30000-32767").unwrap(),
+            PortRange::default()
+        );
+        assert_eq!(
+            PortRange::parse(" 8000 - 8000 ").unwrap().to_string(),
+            "8000-8000"
+        );
+        for bad in ["", "30000", "0-10", "20-10", "1-65536", "a-b", "1-2-3"] {
+            assert!(PortRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
