@@ -321,6 +321,52 @@ fn a_pod_keeps_its_ports_across_versions_and_frees_them_with_the_last_one() {
 }
 
 #[test]
+fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
+    let mut host = Host::new();
+    host.deploy("a", "1", json!(1), json!(["http"]));
+    host.systemd.calls.clear();
+    host.deploy("a", "2", json!(1), json!(["http"]));
+    let calls: Vec<&str> = host
+        .systemd
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with("start") || c.starts_with("stop"))
+        .collect();
+    assert_eq!(
+        calls,
+        ["stop a-1-web@1.service", "start a-2-web@1.service"],
+        "{:?}",
+        host.systemd.calls
+    );
+
+    // When the new version does not come up, the old one gets its ports
+    // back.
+    host.systemd.calls.clear();
+    host.systemd.failing.insert("a-3-web@1.service".to_owned());
+    let mut request = host.request("a", State::Started);
+    request.bundle = Some(host.bundle("a", "3", json!(1), json!(["http"])));
+    let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    assert!(
+        ops_core::module::error_chain(&failure.error).contains("rolled back to version 2"),
+        "{:?}",
+        failure.error
+    );
+    assert!(
+        failure
+            .report
+            .actions
+            .contains(&"start a-2-web@1.service again".to_owned()),
+        "{:?}",
+        failure.report.actions
+    );
+    assert_eq!(
+        host.systemd.running(),
+        ["a-2-web@1.service", "ops-a.target"]
+    );
+}
+
+#[test]
 fn refusals_name_the_holder_and_change_nothing() {
     let mut host = Host::new();
     host.deploy("a", "1", json!(1), json!({"http": 18080}));

@@ -227,6 +227,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Start again what was stopped to free the started version's ports,
+    /// once the run has been undone.
+    fn start_again(&mut self) -> Result<(), PodError> {
+        let units = &self.plan.stopped_for_ports;
+        if units.is_empty() {
+            return Ok(());
+        }
+        self.systemd.start(units, self.request.start_timeout)?;
+        self.report
+            .actions
+            .push(format!("start {} again", units.join(" ")));
+        Ok(())
+    }
+
     /// Step 5, and the rollback when the version does not come up.
     fn start(&mut self, start: &Start) -> Result<(), PodError> {
         let verb = if start.restart { "restart" } else { "start" };
@@ -270,6 +284,7 @@ impl Run<'_> {
                     self.report.current = self.observed.state.current.clone();
                     self.report.previous = self.observed.state.previous.clone();
                     self.report.actions.push(format!("stop {}", all.join(" ")));
+                    self.start_again()?;
                     msg.push_str(&match &self.observed.state.current {
                         Some(old) => format!("; rolled back to version {old}"),
                         None => "; rolled back: the pod is as it was before this run".to_owned(),
@@ -386,7 +401,7 @@ pub(super) fn apply(
         report,
     };
     if let Err(error) = run.prepare() {
-        return Err(match run.restore() {
+        return Err(match run.restore().and_then(|()| run.start_again()) {
             Ok(()) => {
                 run.report.changed = false;
                 run.report.actions.push("undo".to_owned());

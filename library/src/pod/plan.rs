@@ -48,6 +48,9 @@ pub struct Plan {
     pub started_after: bool,
     /// Units to stop before the unit files change.
     pub stop_first: Vec<String>,
+    /// Those of `stop_first` that run a version holding ports the started
+    /// version uses: started again if the run is undone.
+    pub stopped_for_ports: Vec<String>,
     pub start: Option<Start>,
     /// Units to stop once the started version is up.
     pub stop_after: Vec<String>,
@@ -182,6 +185,7 @@ impl Plan {
             after: PodState::default(),
             started_after: false,
             stop_first: Vec::new(),
+            stopped_for_ports: Vec::new(),
             start: None,
             stop_after: Vec::new(),
             files_before: Vec::new(),
@@ -340,8 +344,27 @@ impl Plan {
                 }
                 started_after = true;
                 let (_, start) = version_units(name, &after, v);
+                let new_ports: Vec<u16> = after.versions[v]
+                    .record
+                    .ports
+                    .iter()
+                    .map(|a| a.port)
+                    .collect();
                 for other in before.versions.keys().filter(|o| *o != v) {
                     let running = active(observed, &version_units(name, before, other).0);
+                    // A version holding the ports the new one will listen
+                    // on must let go of them first (and gets them back if
+                    // the new one fails); others run until it is up.
+                    let shares = before.versions[other]
+                        .record
+                        .ports
+                        .iter()
+                        .any(|a| new_ports.contains(&a.port));
+                    if shares {
+                        plan.stop_first.extend(running.iter().cloned());
+                        plan.stopped_for_ports.extend(running);
+                        continue;
+                    }
                     if !running.is_empty() {
                         keep_running_until_after.push(other.clone());
                     }
