@@ -212,7 +212,8 @@ pub fn holders(
     Ok(held)
 }
 
-fn add_holders(held: &mut BTreeMap<u16, Holder>, pod: &PodName, state: &PodState) {
+/// Add the ports of one pod's versions to `held`.
+pub fn add_holders(held: &mut BTreeMap<u16, Holder>, pod: &PodName, state: &PodState) {
     for version in state.by_age() {
         for a in &state.versions[version].record.ports {
             let holder = held.entry(a.port).or_insert_with(|| Holder {

@@ -304,6 +304,24 @@ impl Store {
         Ok(state)
     }
 
+    /// [`Store::read_pod`] for readers without the lock: a version that a
+    /// concurrent run removes (renames into `trash/`) while it is read makes
+    /// the whole pod be read again, so the result is the pod before or
+    /// after that run's step, never half of it.
+    pub fn read_pod_unlocked(&self, name: &PodName) -> Result<PodState, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match self.read_pod(name) {
+                Err(StoreError::Fs(e))
+                    if e.source.kind() == io::ErrorKind::NotFound && attempts < 10 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Write the layout marker if missing.
     pub fn ensure_layout(&self, _lock: &StoreLock) -> Result<(), FsError> {
         if !self.layout_path().exists() {

@@ -4,7 +4,13 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use serde_json::Map;
+
+use crate::bundle::PodName;
+use crate::facts;
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::store::Store;
+use crate::systemd::Systemctl;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +45,58 @@ impl Module for OpsFacts {
     type Options = Options;
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
-        let _ = options;
-        super::not_built_yet(context, "gathering facts")
+        let mut problems = Vec::new();
+        for (option, path) in [("root", &options.root), ("unit_dir", &options.unit_dir)] {
+            if !path.is_absolute() {
+                problems.push(format!(
+                    "{option} must be an absolute path, got {}",
+                    path.display()
+                ));
+            }
+        }
+        let pods: Option<Vec<PodName>> = options.pods.map(|names| {
+            names
+                .iter()
+                .filter_map(|n| {
+                    PodName::parse(n)
+                        .map_err(|e| problems.push(format!("pods: {e}")))
+                        .ok()
+                })
+                .collect()
+        });
+        if !problems.is_empty() {
+            return Err(Failure::new(format!("ops_facts: {}", problems.join("; "))));
+        }
+        let store = Store::new(&options.root);
+        let scope = facts::Scope {
+            pods: pods.as_deref(),
+            units: options.units,
+        };
+        let gathered = facts::gather(&store, &options.unit_dir, &scope, &mut Systemctl)?;
+        let count = gathered["pods"].as_object().map_or(0, Map::len);
+        for name in pods.iter().flatten() {
+            if gathered["pods"].get(name.as_str()).is_none() {
+                context.warn(format!(
+                    "pod {name} is not deployed under {}",
+                    options.root.display()
+                ));
+            }
+        }
+        let mut facts = Map::new();
+        facts.insert("ops".into(), gathered);
+        // Read-only: the same facts in check mode, only the message says so.
+        let mut outcome = super::reported(
+            context,
+            false,
+            format!(
+                "{count} pod{} deployed under {}",
+                if count == 1 { "" } else { "s" },
+                options.root.display()
+            ),
+            &[],
+            Map::new(),
+        );
+        outcome.facts = Some(facts);
+        Ok(outcome)
     }
 }

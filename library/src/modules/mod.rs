@@ -14,7 +14,7 @@ pub mod volume;
 
 use serde_json::{Map, Value};
 
-use crate::module::{Context, Failure, Outcome};
+use crate::module::{Context, Outcome};
 
 /// A successful run's outcome: `msg` says what was done (prefixed in
 /// check mode), the diff is given when there is one.
@@ -41,20 +41,3 @@ pub(crate) fn reported(
 
 /// The default store root of every module.
 pub const DEFAULT_ROOT: &str = "/var/lib/ops";
-
-/// Report that `what` is not built yet, honouring check mode.
-pub(crate) fn not_built_yet(context: &Context, what: &str) -> Result<Outcome, Failure> {
-    let msg = format!(
-        "{}: {what} is not implemented yet; nothing was changed",
-        context.module
-    );
-    if context.check_mode {
-        Ok(Outcome {
-            skipped: true,
-            msg: format!("check mode: {msg}"),
-            ..Outcome::default()
-        })
-    } else {
-        Err(Failure::new(msg))
-    }
-}

@@ -7,8 +7,10 @@
 //! 5. the version is started and watched until it is really up;
 //! 6. the versions it replaces are stopped, their leftover unit files
 //!    removed (and systemd reloaded again, only then);
-//! 7. removed versions leave the store, unused images go, and the port
-//!    record (`<root>/ports/`) is brought in line with the store.
+//! 7. removed versions leave the store and unused images go.
+//!
+//! Then, whatever happened, the port record (`<root>/ports/`) is brought in
+//! line with the store (see [`super::sync_port_record`]).
 //!
 //! The store is the record of what should be, and the unit files are
 //! derived from it, so a crash between any two steps leaves the running
@@ -436,13 +438,6 @@ pub(super) fn apply(
             "{} (no version uses it)",
             crate::image::remove_action(id, *runtime)
         ));
-    }
-    // The port record is derived from the store: written once the store
-    // is as planned (a crash before leaves it stale, and the next run
-    // rewrites it).
-    crate::ports::apply_index(store, lock, &plan.port_index)?;
-    for change in &plan.port_index {
-        run.done(change.describe(store));
     }
     Ok(())
 }

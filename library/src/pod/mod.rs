@@ -355,11 +355,33 @@ fn run_locked(
         systemd,
         &mut report,
     );
+    // The port record follows the store as the run left it, rolled back
+    // or not.
+    let synced = sync_port_record(store, &lock, name, &mut report);
     report.pod =
         crate::facts::pod_record(store, &request.unit_dir, name, systemd).unwrap_or(Value::Null);
     drop(lock);
-    match result {
+    match result.and(synced) {
         Ok(()) => Ok(report),
         Err(error) => Err(Box::new(Failed { error, report })),
     }
+}
+
+/// Bring `<root>/ports/` in line with the store as it is, and report the
+/// pod's ports from it.
+fn sync_port_record(
+    store: &Store,
+    lock: &StoreLock,
+    name: &PodName,
+    report: &mut Report,
+) -> Result<(), PodError> {
+    let held = crate::ports::holders(store, None)?;
+    let changes = crate::ports::index_changes(store, &held)?;
+    crate::ports::apply_index(store, lock, &changes)?;
+    for change in &changes {
+        report.changed = true;
+        report.actions.push(change.describe(store));
+    }
+    report.ports = crate::ports::report(name, &held);
+    Ok(())
 }

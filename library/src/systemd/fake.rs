@@ -19,6 +19,9 @@ pub struct Recording {
     pub failing: BTreeSet<String>,
     /// Answer of `verify`, by unit file name: an error message.
     pub invalid: BTreeMap<String, String>,
+    /// `show` calls (not in `calls`: they change nothing), and the units
+    /// each asked about.
+    pub shows: Vec<usize>,
 }
 
 impl Recording {
@@ -98,6 +101,7 @@ impl Systemd for Recording {
     }
 
     fn show(&mut self, units: &[String]) -> Result<Vec<UnitStatus>, CommandError> {
+        self.shows.push(units.len());
         Ok(units
             .iter()
             .map(|u| {
