@@ -6,12 +6,15 @@
 //! and leave by rename, pointers and records are replaced atomically; a
 //! version removed while it is read makes its pod be read again), so a
 //! deploy running at the same time shows as before or after one of its
-//! steps, never half. systemd is asked once, for every unit at once.
+//! steps, never half. systemd is asked once (`list-units` by pattern:
+//! one D-Bus call) for every unit at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::bundle::{ImageId, PodName, Version};
 use crate::image::{records, Runtime};
@@ -55,12 +58,16 @@ fn read_host(
     systemd: &mut dyn Systemd,
 ) -> Result<Host, FactsError> {
     store.check_layout()?;
+    let names: Vec<PodName> = store
+        .pod_names()
+        .map_err(StoreError::from)?
+        .into_iter()
+        .filter(|name| !scope.pods.is_some_and(|only| !only.contains(name)))
+        .collect();
+    let read = in_parallel(&names, |name| store.read_pod_unlocked(name));
     let mut pods = BTreeMap::new();
-    for name in store.pod_names().map_err(StoreError::from)? {
-        if scope.pods.is_some_and(|only| !only.contains(&name)) {
-            continue;
-        }
-        let state = store.read_pod_unlocked(&name)?;
+    for (name, state) in names.into_iter().zip(read) {
+        let state = state?;
         if !state.versions.is_empty() {
             pods.insert(name, state);
         }
@@ -75,18 +82,10 @@ fn read_host(
         })
         .collect();
     let status = if scope.units {
-        let all: Vec<String> = pods
-            .iter()
-            .flat_map(|(name, state)| {
-                state
-                    .versions
-                    .keys()
-                    .flat_map(|v| crate::pod::version_units(name, state, v).0)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let shown = systemd.show(&all).map_err(FactsError::Systemd)?;
-        Some(shown.into_iter().map(|s| (s.unit.clone(), s)).collect())
+        // One query for every pod: the units whose names start with it.
+        let patterns: Vec<String> = pods.keys().map(|name| format!("{name}-*")).collect();
+        let listed = systemd.list(&patterns).map_err(FactsError::Systemd)?;
+        Some(listed.into_iter().map(|s| (s.unit.clone(), s)).collect())
     } else {
         None
     };
@@ -97,6 +96,132 @@ fn read_host(
     })
 }
 
+/// `f` over `items` on the machine's cores (reading and shaping a thousand
+/// versions is mostly system calls and allocation, both of which scale),
+/// results in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || items.len() < 16 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a facts thread does not panic"))
+            .collect()
+    })
+}
+
+/// `ansible_facts.ops`.
+#[derive(Debug, Serialize)]
+pub struct Facts {
+    pub root: PathBuf,
+    /// By pod name.
+    pub pods: BTreeMap<String, PodFacts>,
+    pub images: Vec<ImageFacts>,
+    /// By port (as text: JSON keys are strings), lowest first.
+    pub ports: IndexMap<String, HolderFacts>,
+}
+
+/// One pod: what ops_facts reports under its name and ops_pod as `pod`.
+#[derive(Debug, Serialize)]
+pub struct PodFacts {
+    pub name: PodName,
+    pub current: Option<Version>,
+    pub previous: Option<Version>,
+    /// Current, and started at boot (its target is enabled).
+    pub started: bool,
+    pub target: String,
+    pub slice: String,
+    pub store: PathBuf,
+    /// By version, oldest first.
+    pub versions: IndexMap<String, VersionFacts>,
+    pub ports: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VersionFacts {
+    pub version: Version,
+    pub current: bool,
+    /// running, stopped, partial, failed or installed; `null` without
+    /// `units`.
+    pub state: Option<&'static str>,
+    pub deployed_at: u64,
+    pub digest: String,
+    pub runtime: Runtime,
+    pub units: Vec<UnitFacts>,
+    pub images: Vec<String>,
+    pub volumes: Vec<VolumeFacts>,
+    pub ports: Vec<PortFacts>,
+    /// Names of the secret environment; never its values.
+    pub env_keys: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitFacts {
+    pub name: String,
+    pub installed_as: String,
+    pub start: bool,
+    pub image: Option<String>,
+    pub instances: Vec<InstanceFacts>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstanceFacts {
+    pub unit: String,
+    pub instance: Option<String>,
+    /// systemd's `ActiveState` and `SubState`; `null` without `units`.
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    /// Started at boot: the version is current, the pod started, and ops
+    /// starts this unit.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumeFacts {
+    pub name: String,
+    pub path: PathBuf,
+    pub mount: PathBuf,
+    pub read_only: bool,
+    pub digest: Option<String>,
+    pub entries: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortFacts {
+    pub name: Option<String>,
+    pub instance: Option<String>,
+    pub port: u16,
+    pub kind: ports::Kind,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HolderFacts {
+    pub pod: PodName,
+    pub versions: Vec<Version>,
+    pub name: Option<String>,
+    pub instance: Option<String>,
+    pub kind: ports::Kind,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageFacts {
+    pub id: String,
+    pub runtime: Runtime,
+    pub format: crate::image::Format,
+    pub size: u64,
+    pub location: String,
+    /// `pod/version`.
+    pub used_by: BTreeSet<String>,
+}
+
 /// `ansible_facts.ops`: every pod (or those of `scope`), the images they
 /// use and the ports they hold.
 pub fn gather(
@@ -104,48 +229,50 @@ pub fn gather(
     unit_dir: &Path,
     scope: &Scope<'_>,
     systemd: &mut dyn Systemd,
-) -> Result<Value, FactsError> {
+) -> Result<Facts, FactsError> {
     let host = read_host(store, unit_dir, scope, systemd)?;
-    let pods: Map<String, Value> = host
-        .pods
+    let all: Vec<(&PodName, &PodState)> = host.pods.iter().collect();
+    let values = in_parallel(&all, |(name, state)| pod_facts(store, &host, name, state));
+    let pods = all
         .iter()
-        .map(|(name, state)| (name.to_string(), pod_value(store, &host, name, state)))
+        .zip(values)
+        .map(|((name, _), value)| (name.to_string(), value))
         .collect();
     let mut held = BTreeMap::new();
     for (name, state) in &host.pods {
         ports::add_holders(&mut held, name, state);
     }
-    let ports: Map<String, Value> = held
-        .iter()
+    let ports = held
+        .into_iter()
         .map(|(port, h)| {
             (
                 port.to_string(),
-                json!({
-                    "pod": h.pod,
-                    "versions": h.versions,
-                    "name": h.name,
-                    "instance": h.instance,
-                    "kind": h.kind,
-                }),
+                HolderFacts {
+                    pod: h.pod,
+                    versions: h.versions,
+                    name: h.name,
+                    instance: h.instance,
+                    kind: h.kind,
+                },
             )
         })
         .collect();
-    Ok(json!({
-        "root": store.root(),
-        "pods": pods,
-        "images": images_value(store, &host, scope)?,
-        "ports": ports,
-    }))
+    Ok(Facts {
+        root: store.root().to_owned(),
+        pods,
+        images: images_facts(store, &host, scope)?,
+        ports,
+    })
 }
 
-/// The record of pod `name`, as ops_pod returns it (`null` when nothing
+/// The record of pod `name`, as ops_pod returns it (`None` when nothing
 /// of it is deployed).
 pub fn pod_record(
     store: &Store,
     unit_dir: &Path,
     name: &PodName,
     systemd: &mut dyn Systemd,
-) -> Result<Value, FactsError> {
+) -> Result<Option<PodFacts>, FactsError> {
     let only = [name.clone()];
     let scope = Scope {
         pods: Some(&only),
@@ -155,12 +282,12 @@ pub fn pod_record(
     Ok(host
         .pods
         .get(name)
-        .map_or(Value::Null, |state| pod_value(store, &host, name, state)))
+        .map(|state| pod_facts(store, &host, name, state)))
 }
 
-fn pod_value(store: &Store, host: &Host, name: &PodName, state: &PodState) -> Value {
+fn pod_facts(store: &Store, host: &Host, name: &PodName, state: &PodState) -> PodFacts {
     let at_boot = host.at_boot.get(name).copied().unwrap_or(false);
-    let versions: Map<String, Value> = state
+    let versions = state
         .by_age()
         .into_iter()
         .map(|version| {
@@ -168,26 +295,26 @@ fn pod_value(store: &Store, host: &Host, name: &PodName, state: &PodState) -> Va
             let current = state.current.as_ref() == Some(version);
             (
                 version.to_string(),
-                version_value(store, host, name, version, stored, current, at_boot),
+                version_facts(store, host, name, version, stored, current, at_boot),
             )
         })
         .collect();
     let mut held = BTreeMap::new();
     ports::add_holders(&mut held, name, state);
-    json!({
-        "name": name,
-        "current": state.current,
-        "previous": state.previous,
-        "started": at_boot && state.current.is_some(),
-        "target": units::target_name(name),
-        "slice": units::slice_name(name),
-        "store": store.pod_dir(name),
-        "versions": versions,
-        "ports": ports::report(name, &held),
-    })
+    PodFacts {
+        name: name.clone(),
+        current: state.current.clone(),
+        previous: state.previous.clone(),
+        started: at_boot && state.current.is_some(),
+        target: units::target_name(name),
+        slice: units::slice_name(name),
+        store: store.pod_dir(name),
+        versions,
+        ports: ports::report(name, &held),
+    }
 }
 
-fn version_value(
+fn version_facts(
     store: &Store,
     host: &Host,
     name: &PodName,
@@ -195,53 +322,49 @@ fn version_value(
     stored: &StoredVersion,
     current: bool,
     at_boot: bool,
-) -> Value {
+) -> VersionFacts {
     let record = &stored.record;
-    let status = |unit: &str| host.status.as_ref().map(|s| s.get(unit));
     let mut states: Vec<(bool, &str)> = Vec::new();
-    let unit_values: Vec<Value> = record
+    let units = record
         .pod
         .units
         .iter()
         .map(|unit| {
-            let names = units::runnable(name, version, unit);
             let instance_names: Vec<Option<&str>> = if unit.name.is_template() {
                 unit.instances.iter().map(|i| Some(i.as_str())).collect()
             } else {
                 vec![None]
             };
-            let instances: Vec<Value> = names
-                .iter()
+            let instances = units::runnable(name, version, unit)
+                .into_iter()
                 .zip(instance_names)
                 .map(|(u, instance)| {
-                    let shown = status(u);
-                    if let Some(s) = shown {
-                        states.push((unit.start, s.map_or("unknown", |s| s.active.as_str())));
+                    let shown = host.status.as_ref().map(|s| s.get(&u));
+                    // A unit systemd has not loaded is not running.
+                    let active = shown.map(|s| s.map_or("inactive", |s| s.active.as_str()));
+                    if let Some(active) = active {
+                        states.push((unit.start, active));
                     }
-                    json!({
-                        "unit": u,
-                        "instance": instance,
-                        "active_state": shown.map(|s| s.map_or("unknown", |s| s.active.as_str())),
-                        "sub_state": shown.map(|s| s.map_or("unknown", |s| s.sub.as_str())),
-                        "enabled": current && at_boot && unit.start,
-                    })
+                    InstanceFacts {
+                        active_state: active.map(str::to_owned),
+                        sub_state: shown.map(|s| s.map_or("dead", |s| s.sub.as_str()).to_owned()),
+                        unit: u,
+                        instance: instance.map(str::to_owned),
+                        enabled: current && at_boot && unit.start,
+                    }
                 })
                 .collect();
-            json!({
-                "name": unit.name,
-                "installed_as": units::installed_name(name, version, &unit.name),
-                "start": unit.start,
-                "image": unit.image,
-                "instances": instances,
-            })
+            UnitFacts {
+                name: unit.name.to_string(),
+                installed_as: units::installed_name(name, version, &unit.name),
+                start: unit.start,
+                image: unit.image.as_ref().map(ToString::to_string),
+                instances,
+            }
         })
         .collect();
-    let state = host
-        .status
-        .as_ref()
-        .map(|_| version_state(&states, current));
     let version_dir = store.version_dir(name, version);
-    let volumes: Vec<Value> = record
+    let volumes = record
         .pod
         .volumes
         .iter()
@@ -249,40 +372,46 @@ fn version_value(
             let found = volume::read_record(&volume::volume_dir(&version_dir, &v.name))
                 .ok()
                 .flatten();
-            json!({
-                "name": v.name,
-                "path": volume::data_path(store, name, version, &v.name),
-                "mount": v.mount,
-                "read_only": v.read_only,
-                "digest": found.as_ref().and_then(|r| r.digest.clone()),
-                "entries": found.as_ref().map(|r| r.entries),
-                "bytes": found.as_ref().map(|r| r.bytes),
-            })
+            VolumeFacts {
+                name: v.name.clone(),
+                path: volume::data_path(store, name, version, &v.name),
+                mount: v.mount.clone(),
+                read_only: v.read_only,
+                digest: found.as_ref().and_then(|r| r.digest.clone()),
+                entries: found.as_ref().map(|r| r.entries),
+                bytes: found.as_ref().map(|r| r.bytes),
+            }
         })
         .collect();
-    let ports: Vec<Value> = record
-        .ports
-        .iter()
-        .map(|a| json!({"name": a.name, "instance": a.instance, "port": a.port, "kind": a.kind}))
-        .collect();
-    json!({
-        "version": version,
-        "current": current,
-        "state": state,
-        "deployed_at": record.deployed_at,
-        "digest": record.digest,
-        "runtime": record.runtime,
-        "units": unit_values,
-        "images": record.pod.images.iter().map(|i| i.id.to_string()).collect::<Vec<_>>(),
-        "volumes": volumes,
-        "ports": ports,
-        // Names only: the values are secret.
-        "env_keys": stored
+    VersionFacts {
+        version: version.clone(),
+        current,
+        state: host
+            .status
+            .as_ref()
+            .map(|_| version_state(&states, current)),
+        deployed_at: record.deployed_at,
+        digest: record.digest.clone(),
+        runtime: record.runtime,
+        units,
+        images: record.pod.images.iter().map(|i| i.id.to_string()).collect(),
+        volumes,
+        ports: record
+            .ports
+            .iter()
+            .map(|a| PortFacts {
+                name: a.name.clone(),
+                instance: a.instance.clone(),
+                port: a.port,
+                kind: a.kind,
+            })
+            .collect(),
+        env_keys: stored
             .environment
             .as_deref()
             .map(units::environment_names)
             .unwrap_or_default(),
-    })
+    }
 }
 
 /// A version's state from its units' active states (`(ops starts it,
@@ -311,7 +440,11 @@ fn version_state(units: &[(bool, &str)], current: bool) -> &'static str {
 
 /// Every image in the store (or those the scope's pods use), with the
 /// versions using it.
-fn images_value(store: &Store, host: &Host, scope: &Scope<'_>) -> Result<Vec<Value>, FactsError> {
+fn images_facts(
+    store: &Store,
+    host: &Host,
+    scope: &Scope<'_>,
+) -> Result<Vec<ImageFacts>, FactsError> {
     let mut used: Vec<(Runtime, ImageId, String)> = Vec::new();
     for (name, state) in &host.pods {
         for (version, stored) in &state.versions {
@@ -327,22 +460,22 @@ fn images_value(store: &Store, host: &Host, scope: &Scope<'_>) -> Result<Vec<Val
     let mut out = Vec::new();
     for runtime in [Runtime::Systemd, Runtime::Podman] {
         for record in records::all(store, runtime)? {
-            let by: BTreeSet<String> = used
+            let used_by: BTreeSet<String> = used
                 .iter()
                 .filter(|(r, id, _)| *r == runtime && records::matches(id, &record.id))
                 .map(|(_, _, user)| user.clone())
                 .collect();
-            if scope.pods.is_some() && by.is_empty() {
+            if scope.pods.is_some() && used_by.is_empty() {
                 continue;
             }
-            out.push(json!({
-                "id": record.id,
-                "runtime": record.runtime,
-                "format": record.image_format,
-                "size": record.size,
-                "location": record.location,
-                "used_by": by,
-            }));
+            out.push(ImageFacts {
+                id: record.id,
+                runtime: record.runtime,
+                format: record.image_format,
+                size: record.size,
+                location: record.location,
+                used_by,
+            });
         }
     }
     Ok(out)

@@ -234,7 +234,14 @@ impl Store {
         }
     }
 
-    fn read_version(&self, name: &PodName, version: &Version) -> Result<StoredVersion, StoreError> {
+    /// A version's record and environment, and its unit files' texts when
+    /// `with_units` (readers that only report leave them).
+    fn read_version_with(
+        &self,
+        name: &PodName,
+        version: &Version,
+        with_units: bool,
+    ) -> Result<StoredVersion, StoreError> {
         let dir = self.version_dir(name, version);
         let meta_path = dir.join("meta.json");
         let bytes = fs::read(&meta_path).at("read", &meta_path)?;
@@ -257,7 +264,7 @@ impl Store {
             )));
         }
         let mut units = BTreeMap::new();
-        for unit in &record.pod.units {
+        for unit in record.pod.units.iter().filter(|_| with_units) {
             let path = dir.join("units").join(unit.name.as_str());
             let text = fs::read_to_string(&path).at("read", &path)?;
             units.insert(unit.name.clone(), text);
@@ -272,6 +279,10 @@ impl Store {
 
     /// Everything the store holds for `name` (empty when nothing).
     pub fn read_pod(&self, name: &PodName) -> Result<PodState, StoreError> {
+        self.read_pod_with(name, true)
+    }
+
+    fn read_pod_with(&self, name: &PodName, with_units: bool) -> Result<PodState, StoreError> {
         let dir = self.pod_dir(name);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -290,7 +301,7 @@ impl Store {
                 continue;
             };
             if file_type.is_dir() {
-                let stored = self.read_version(name, &version)?;
+                let stored = self.read_version_with(name, &version, with_units)?;
                 state.versions.insert(version, stored);
             }
         }
@@ -308,10 +319,11 @@ impl Store {
     /// concurrent run removes (renames into `trash/`) while it is read makes
     /// the whole pod be read again, so the result is the pod before or
     /// after that run's step, never half of it.
+    /// The unit files' texts are not read (`units` stays empty).
     pub fn read_pod_unlocked(&self, name: &PodName) -> Result<PodState, StoreError> {
         let mut attempts = 0;
         loop {
-            match self.read_pod(name) {
+            match self.read_pod_with(name, false) {
                 Err(StoreError::Fs(e))
                     if e.source.kind() == io::ErrorKind::NotFound && attempts < 10 =>
                 {

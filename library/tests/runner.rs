@@ -83,7 +83,9 @@ impl Module for Echo {
                     changed: true,
                     msg: "echoed".into(),
                     diff: Some(json!({"before": "a\n", "after": "b\n"})),
-                    facts: Some(Map::from_iter([("echo".to_owned(), json!({"seen": true}))])),
+                    facts: Some(
+                        serde_json::value::to_raw_value(&json!({"echo": {"seen": true}})).unwrap(),
+                    ),
                     values,
                     ..Outcome::default()
                 })

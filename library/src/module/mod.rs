@@ -16,6 +16,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use args::{Context, Default, Kind, Opt, Spec};
@@ -31,7 +33,7 @@ pub trait Module {
 }
 
 /// What a module reports when it succeeds.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct Outcome {
     /// The host changed (or, in check mode, would change).
     pub changed: bool,
@@ -40,8 +42,8 @@ pub struct Outcome {
     pub skipped: bool,
     /// Shown with `--diff`: an object or a list of objects.
     pub diff: Option<Value>,
-    /// Set as host facts by Ansible.
-    pub facts: Option<Map<String, Value>>,
+    /// Set as host facts by Ansible: a JSON object, already serialized.
+    pub facts: Option<Box<RawValue>>,
     /// Module-specific return values.
     pub values: Map<String, Value>,
 }
@@ -142,23 +144,56 @@ impl ArgsSource {
 /// The entry point of every module binary: never returns, never panics,
 /// prints one JSON object.
 pub fn main<M: Module>() -> ! {
-    let result = match ArgsSource::from_args(std::env::args_os()) {
+    let reply = match ArgsSource::from_args(std::env::args_os()) {
         Ok(source) => execute::<M>(&source),
         Err(msg) => failed(&msg),
     };
-    let failed = result.get("failed") == Some(&Value::Bool(true));
+    let failed = reply.result.get("failed") == Some(&Value::Bool(true));
     let mut stdout = std::io::stdout().lock();
+    // One write: stdout is line-buffered and the JSON has no newline, so
+    // writing it piecewise made a syscall per kilobyte of a large result.
+    let mut text = reply.to_json();
+    text.push(b'\n');
     // Nothing useful can be done if stdout is gone; the exit code says it.
-    let written = serde_json::to_writer(&mut stdout, &result).is_ok()
-        && stdout.write_all(b"\n").is_ok()
-        && stdout.flush().is_ok();
+    let written = text.len() > 1 && stdout.write_all(&text).is_ok() && stdout.flush().is_ok();
     std::process::exit(if failed || !written { 1 } else { 0 })
 }
 
-/// Read the arguments from `source` and run the module: the result JSON.
-pub fn execute<M: Module>(source: &ArgsSource) -> Value {
+/// A module's result: its keys, and its facts as serialized JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub result: Map<String, Value>,
+    pub facts: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct Emitted<'a> {
+    #[serde(flatten)]
+    result: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ansible_facts: Option<&'a RawValue>,
+}
+
+impl Reply {
+    /// The JSON Ansible reads.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&Emitted {
+            result: &self.result,
+            ansible_facts: self.facts.as_deref(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// The same as one value (for tests).
+    pub fn into_value(self) -> Value {
+        serde_json::from_slice(&self.to_json()).unwrap_or(Value::Null)
+    }
+}
+
+/// Read the arguments from `source` and run the module.
+pub fn execute<M: Module>(source: &ArgsSource) -> Reply {
     match source.read() {
-        Ok(raw) => run_guarded::<M>(raw),
+        Ok(raw) => run_guarded_reply::<M>(raw),
         Err(msg) => failed(&msg),
     }
 }
@@ -194,8 +229,13 @@ fn install_panic_hook() {
 }
 
 /// Run the module on already-read arguments, turning a panic into a failed
-/// result.
+/// result: the result as one JSON value.
 pub fn run_guarded<M: Module>(raw: Value) -> Value {
+    run_guarded_reply::<M>(raw).into_value()
+}
+
+/// [`run_guarded`], the result as the module prints it.
+pub fn run_guarded_reply<M: Module>(raw: Value) -> Reply {
     install_panic_hook();
     let was_guarded = GUARDED.with(|g| g.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| run_module::<M>(raw)));
@@ -216,7 +256,7 @@ pub fn run_guarded<M: Module>(raw: Value) -> Value {
     })
 }
 
-fn run_module<M: Module>(raw: Value) -> Value {
+fn run_module<M: Module>(raw: Value) -> Reply {
     let (options, mut context) = match args::parse(&M::SPEC, raw) {
         Ok(parsed) => parsed,
         Err(e) => return failed(&e.to_string()),
@@ -234,17 +274,21 @@ fn run_module<M: Module>(raw: Value) -> Value {
     render(outcome, &context)
 }
 
-fn failed(msg: &str) -> Value {
+fn failed(msg: &str) -> Reply {
     let mut result = Map::new();
     result.insert("failed".into(), Value::Bool(true));
     result.insert("changed".into(), Value::Bool(false));
     result.insert("msg".into(), Value::from(msg));
     result.insert("warnings".into(), Value::Array(Vec::new()));
-    Value::Object(result)
+    Reply {
+        result,
+        facts: None,
+    }
 }
 
-fn render(outcome: Result<Outcome, Failure>, context: &Context) -> Value {
+fn render(outcome: Result<Outcome, Failure>, context: &Context) -> Reply {
     let mut result = Map::new();
+    let mut facts = None;
     match outcome {
         Ok(outcome) => {
             result.insert("changed".into(), Value::Bool(outcome.changed));
@@ -258,9 +302,7 @@ fn render(outcome: Result<Outcome, Failure>, context: &Context) -> Value {
                     result.insert("diff".into(), diff);
                 }
             }
-            if let Some(facts) = outcome.facts {
-                result.insert("ansible_facts".into(), Value::Object(facts));
-            }
+            facts = outcome.facts;
         }
         Err(failure) => {
             result.insert("failed".into(), Value::Bool(true));
@@ -273,5 +315,5 @@ fn render(outcome: Result<Outcome, Failure>, context: &Context) -> Value {
         "warnings".into(),
         Value::Array(context.warnings.iter().cloned().map(Value::from).collect()),
     );
-    Value::Object(result)
+    Reply { result, facts }
 }

@@ -73,17 +73,21 @@ impl Module for OpsFacts {
             units: options.units,
         };
         let gathered = facts::gather(&store, &options.unit_dir, &scope, &mut Systemctl)?;
-        let count = gathered["pods"].as_object().map_or(0, Map::len);
+        let count = gathered.pods.len();
         for name in pods.iter().flatten() {
-            if gathered["pods"].get(name.as_str()).is_none() {
+            if !gathered.pods.contains_key(name.as_str()) {
                 context.warn(format!(
                     "pod {name} is not deployed under {}",
                     options.root.display()
                 ));
             }
         }
-        let mut facts = Map::new();
-        facts.insert("ops".into(), gathered);
+        #[derive(serde::Serialize)]
+        struct AnsibleFacts<'a> {
+            ops: &'a facts::Facts,
+        }
+        let text = serde_json::value::to_raw_value(&AnsibleFacts { ops: &gathered })
+            .map_err(|e| Failure::new(format!("ops_facts: cannot write the facts: {e}")))?;
         // Read-only: the same facts in check mode, only the message says so.
         let mut outcome = super::reported(
             context,
@@ -96,7 +100,7 @@ impl Module for OpsFacts {
             &[],
             Map::new(),
         );
-        outcome.facts = Some(facts);
+        outcome.facts = Some(text);
         Ok(outcome)
     }
 }

@@ -312,8 +312,7 @@ pub fn run(
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
         report.changed = !first.is_empty();
-        report.pod = crate::facts::pod_record(&store, &request.unit_dir, &name, systemd)
-            .unwrap_or(Value::Null);
+        report.pod = pod_value(&store, &request.unit_dir, &name, systemd);
         return Ok(report);
     }
 
@@ -358,13 +357,22 @@ fn run_locked(
     // The port record follows the store as the run left it, rolled back
     // or not.
     let synced = sync_port_record(store, &lock, name, &mut report);
-    report.pod =
-        crate::facts::pod_record(store, &request.unit_dir, name, systemd).unwrap_or(Value::Null);
+    report.pod = pod_value(store, &request.unit_dir, name, systemd);
     drop(lock);
     match result.and(synced) {
         Ok(()) => Ok(report),
         Err(error) => Err(Box::new(Failed { error, report })),
     }
+}
+
+/// The pod's record as ops_facts reports it, for the result (`null` when
+/// nothing of it is deployed, or it cannot be read).
+fn pod_value(store: &Store, unit_dir: &Path, name: &PodName, systemd: &mut dyn Systemd) -> Value {
+    crate::facts::pod_record(store, unit_dir, name, systemd)
+        .ok()
+        .flatten()
+        .and_then(|record| serde_json::to_value(record).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Bring `<root>/ports/` in line with the store as it is, and report the

@@ -22,6 +22,8 @@ pub struct Recording {
     /// `show` calls (not in `calls`: they change nothing), and the units
     /// each asked about.
     pub shows: Vec<usize>,
+    /// `list` calls, and the patterns each gave.
+    pub lists: Vec<usize>,
 }
 
 impl Recording {
@@ -136,6 +138,24 @@ impl Systemd for Recording {
                 }
             })
             .collect())
+    }
+
+    fn list(&mut self, patterns: &[String]) -> Result<Vec<UnitStatus>, CommandError> {
+        self.lists.push(patterns.len());
+        // Prefix globs (`name-*`) are all ops uses.
+        let wanted: Vec<String> = self
+            .active
+            .keys()
+            .filter(|u| {
+                patterns
+                    .iter()
+                    .any(|p| u.starts_with(p.trim_end_matches('*')))
+            })
+            .cloned()
+            .collect();
+        let shown = self.show(&wanted)?;
+        self.shows.pop();
+        Ok(shown)
     }
 
     fn journal(&mut self, unit: &str, _lines: usize) -> Vec<String> {

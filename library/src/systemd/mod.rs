@@ -66,6 +66,10 @@ pub trait Systemd {
     /// Forget that `units` failed, so a stopped version leaves no trace.
     fn reset_failed(&mut self, units: &[String]);
     fn show(&mut self, units: &[String]) -> Result<Vec<UnitStatus>, CommandError>;
+    /// The units systemd has loaded whose names match `patterns` (shell
+    /// globs), in one query; a unit it has not loaded is inactive (dead).
+    /// Only `unit`, `load`, `active` and `sub` are filled in.
+    fn list(&mut self, patterns: &[String]) -> Result<Vec<UnitStatus>, CommandError>;
     /// The last `lines` journal lines of `unit`; empty when unavailable.
     fn journal(&mut self, unit: &str, lines: usize) -> Vec<String>;
     /// Check unit files (and the drop-in directories beside them) the way

@@ -22,6 +22,34 @@ fn systemctl(
     command::run(&mut cmd, deadline).map(|o| o.stdout)
 }
 
+#[derive(serde::Deserialize)]
+struct Listed {
+    unit: String,
+    load: String,
+    active: String,
+    sub: String,
+}
+
+/// Parse `systemctl list-units --output=json`.
+pub(crate) fn parse_list(text: &str) -> Result<Vec<UnitStatus>, CommandError> {
+    let listed: Vec<Listed> =
+        serde_json::from_str(text.trim()).map_err(|e| CommandError::Failed {
+            line: "systemctl list-units --all --output=json".to_owned(),
+            how: "printed what is not the expected JSON".to_owned(),
+            stderr: e.to_string(),
+        })?;
+    Ok(listed
+        .into_iter()
+        .map(|l| UnitStatus {
+            unit: l.unit,
+            load: l.load,
+            active: l.active,
+            sub: l.sub,
+            ..UnitStatus::default()
+        })
+        .collect())
+}
+
 /// Parse `systemctl show` output for several units: blocks of `Key=value`
 /// lines separated by blank lines, one block per unit in argument order.
 pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
@@ -97,6 +125,20 @@ impl Systemd for Systemctl {
         Ok(parse_show(&text, units))
     }
 
+    fn list(&mut self, patterns: &[String]) -> Result<Vec<UnitStatus>, CommandError> {
+        if patterns.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One D-Bus call (ListUnitsByPatterns); `show` asks per unit and
+        // loads each one, a second for a few hundred units.
+        let text = systemctl(
+            &["list-units", "--all", "--output=json", "--"],
+            patterns,
+            None,
+        )?;
+        parse_list(&text)
+    }
+
     fn journal(&mut self, unit: &str, lines: usize) -> Vec<String> {
         // journald may still hold the newest lines in memory.
         let _ = command::run(
@@ -138,6 +180,18 @@ impl Systemd for Systemctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_output_is_read_as_json() {
+        let text = r#"[{"unit":"a-1-web@1.service","load":"loaded","active":"failed","sub":"failed","description":"web 1"}]"#;
+        let listed = parse_list(text).unwrap();
+        assert_eq!(listed[0].unit, "a-1-web@1.service");
+        assert_eq!(
+            (listed[0].active.as_str(), listed[0].sub.as_str()),
+            ("failed", "failed")
+        );
+        assert!(parse_list("UNIT LOAD").is_err());
+    }
 
     #[test]
     fn show_output_is_matched_to_units_by_id() {
