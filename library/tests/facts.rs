@@ -6,35 +6,20 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
+
+mod common;
+
+use common::Host;
 
 use ops_core::bundle::{PodName, Version};
 use ops_core::facts::{self, Scope};
-use ops_core::pod::{self, Request, State};
+use ops_core::pod::{self, State};
 use ops_core::store::Store;
-use ops_core::systemd::fake::Recording;
 use serde_json::{json, Value};
-
-struct Host {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    unit_dir: PathBuf,
-    systemd: Recording,
-}
 
 const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 
 impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        Host {
-            root: dir.path().join("store"),
-            unit_dir: dir.path().join("units"),
-            dir,
-            systemd: Recording::default(),
-        }
-    }
-
     /// Pod `name` at `version`: `web@` with 2 instances and an `http`
     /// port, a `worker` not started by ops, an empty volume.
     fn bundle(&self, name: &str, version: &str) -> PathBuf {
@@ -61,30 +46,8 @@ impl Host {
         dir
     }
 
-    fn request(&self, name: &str, state: State) -> Request {
-        Request {
-            bundle: None,
-            name: Some(PodName::parse(name).unwrap()),
-            version: None,
-            state,
-            keep: None,
-            env: None,
-            root: self.root.clone(),
-            unit_dir: self.unit_dir.clone(),
-            start_timeout: Duration::from_secs(5),
-            rollback: true,
-            lock_timeout: Duration::from_secs(5),
-            runtime: None,
-            keyring: None,
-            require_signature: false,
-            download_timeout: Duration::from_secs(5),
-            ports: None,
-            port_range: Default::default(),
-        }
-    }
-
     fn deploy(&mut self, name: &str, version: &str, state: State) -> pod::Report {
-        let mut request = self.request(name, state);
+        let mut request = self.pod_request(name, state);
         request.bundle = Some(self.bundle(name, version));
         request.env = Some(BTreeMap::from([(
             "API_TOKEN".to_owned(),
@@ -141,7 +104,7 @@ fn every_state_as_the_store_and_systemd_say() {
     host.deploy("shop", "2", State::Started);
     host.deploy("shop", "3", State::Present);
     host.deploy("blog", "1", State::Started);
-    let mut stop = host.request("blog", State::Stopped);
+    let mut stop = host.pod_request("blog", State::Stopped);
     stop.version = Some(Version::parse("1").unwrap());
     pod::run(&stop, &mut host.systemd, false, false).unwrap();
     // Version 3's web@1 alone is started by hand; the worker of 2 fails.

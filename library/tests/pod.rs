@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+mod common;
 
 use ops_core::bundle::{PodName, Version};
 use ops_core::pod::{self, Request, State};
@@ -60,25 +62,9 @@ impl Host {
     }
 
     fn request(&self, state: State) -> Request {
-        Request {
-            bundle: None,
-            name: Some(PodName::parse("shop").unwrap()),
-            version: None,
-            state,
-            keep: None,
-            env: None,
-            root: self.root.clone(),
-            unit_dir: self.unit_dir.clone(),
-            start_timeout: Duration::from_secs(5),
-            rollback: true,
-            lock_timeout: Duration::from_secs(5),
-            runtime: None,
-            keyring: None,
-            require_signature: false,
-            download_timeout: Duration::from_secs(5),
-            ports: None,
-            port_range: Default::default(),
-        }
+        let mut request = common::pod_request(&self.root, &self.unit_dir, "shop", state);
+        request.lock_timeout = Duration::from_secs(5);
+        request
     }
 
     fn deploy(&mut self, version: &str) -> pod::Report {
@@ -93,34 +79,8 @@ impl Host {
     }
 
     /// Every path under the store and unit directory with its contents.
-    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for top in [&self.root, &self.unit_dir] {
-            walk(top, &mut out);
-        }
-        out
-    }
-}
-
-fn walk(path: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.file_type().is_symlink() {
-        out.insert(
-            path.to_owned(),
-            fs::read_link(path)
-                .unwrap()
-                .into_os_string()
-                .into_encoded_bytes(),
-        );
-    } else if meta.is_dir() {
-        out.insert(path.to_owned(), b"dir".to_vec());
-        for entry in fs::read_dir(path).unwrap() {
-            walk(&entry.unwrap().path(), out);
-        }
-    } else {
-        out.insert(path.to_owned(), fs::read(path).unwrap());
+    fn snapshot(&self) -> BTreeMap<PathBuf, common::Entry> {
+        common::picture(&[&self.root, &self.unit_dir])
     }
 }
 
@@ -280,10 +240,10 @@ fn secrets_are_written_0600_and_never_reported() {
         shown.contains("environment of 1: TOKEN (values hidden, changed)"),
         "{shown}"
     );
-    for (path, bytes) in host.snapshot() {
+    for (path, entry) in host.snapshot() {
         if path != env {
             assert!(
-                !String::from_utf8_lossy(&bytes).contains("s3cr3t"),
+                !String::from_utf8_lossy(&entry.bytes).contains("s3cr3t"),
                 "{}",
                 path.display()
             );

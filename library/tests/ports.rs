@@ -6,35 +6,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use ops_core::bundle::{PodName, Version};
+mod common;
+
+use common::Host;
+
+use ops_core::bundle::Version;
 use ops_core::pod::{self, Request, State};
 use ops_core::ports::PortRange;
 use ops_core::systemd::fake::Recording;
 use serde_json::{json, Value};
 
-struct Host {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    unit_dir: PathBuf,
-    systemd: Recording,
-}
-
 const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 
 impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        Host {
-            root: dir.path().join("store"),
-            unit_dir: dir.path().join("units"),
-            dir,
-            systemd: Recording::default(),
-        }
-    }
-
     /// A bundle of pod `name` at `version`: a template `web@` with
     /// `replication`, and `ports` as pod.json's.
     fn bundle(&self, name: &str, version: &str, replication: Value, ports: Value) -> PathBuf {
@@ -59,28 +45,6 @@ impl Host {
         dir
     }
 
-    fn request(&self, name: &str, state: State) -> Request {
-        Request {
-            bundle: None,
-            name: Some(PodName::parse(name).unwrap()),
-            version: None,
-            state,
-            keep: None,
-            env: None,
-            root: self.root.clone(),
-            unit_dir: self.unit_dir.clone(),
-            start_timeout: Duration::from_secs(5),
-            rollback: true,
-            lock_timeout: Duration::from_secs(30),
-            runtime: None,
-            keyring: None,
-            require_signature: false,
-            download_timeout: Duration::from_secs(5),
-            ports: None,
-            port_range: PortRange::default(),
-        }
-    }
-
     fn deploy(
         &mut self,
         name: &str,
@@ -88,7 +52,7 @@ impl Host {
         replication: Value,
         ports: Value,
     ) -> pod::Report {
-        let mut request = self.request(name, State::Started);
+        let mut request = self.pod_request(name, State::Started);
         request.bundle = Some(self.bundle(name, version, replication, ports));
         self.run(&request).expect("deploys")
     }
@@ -121,36 +85,6 @@ impl Host {
                 )
             })
             .collect()
-    }
-
-    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for top in [&self.root, &self.unit_dir] {
-            walk(top, &mut out);
-        }
-        out
-    }
-}
-
-fn walk(path: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.file_type().is_symlink() {
-        out.insert(
-            path.to_owned(),
-            fs::read_link(path)
-                .unwrap()
-                .into_os_string()
-                .into_encoded_bytes(),
-        );
-    } else if meta.is_dir() {
-        out.insert(path.to_owned(), b"dir".to_vec());
-        for entry in fs::read_dir(path).unwrap() {
-            walk(&entry.unwrap().path(), out);
-        }
-    } else {
-        out.insert(path.to_owned(), fs::read(path).unwrap());
     }
 }
 
@@ -232,7 +166,7 @@ fn two_pods_get_distinct_ports_per_instance_injected_and_recorded() {
     assert_eq!(a.pod["ports"].as_array().unwrap().len(), 4);
 
     let before = host.snapshot();
-    let mut again = host.request("a", State::Started);
+    let mut again = host.pod_request("a", State::Started);
     again.bundle = Some(host.bundle(
         "a",
         "1",
@@ -281,7 +215,7 @@ fn a_pod_keeps_its_ports_across_versions_and_frees_them_with_the_last_one() {
     assert_eq!(versions(&v2, fresh[0]), json!(["2"]));
 
     // Rolling back to version 1 moves no port.
-    let mut back = host.request("web", State::Started);
+    let mut back = host.pod_request("web", State::Started);
     back.version = Some(Version::parse("1").unwrap());
     let back = host.run(&back).unwrap();
     assert_eq!(
@@ -294,7 +228,7 @@ fn a_pod_keeps_its_ports_across_versions_and_frees_them_with_the_last_one() {
     assert_eq!(ports_of(&back), ports_of(&v2));
 
     // Version 2 pruned: only its own ports are freed.
-    let mut prune = host.request("web", State::Started);
+    let mut prune = host.pod_request("web", State::Started);
     prune.keep = Some(1);
     let pruned = host.run(&prune).unwrap();
     assert_eq!(ports_of(&pruned), ports_of(&v1));
@@ -312,7 +246,7 @@ fn a_pod_keeps_its_ports_across_versions_and_frees_them_with_the_last_one() {
 
     // Every version gone: every port of the pod free, and a new pod may
     // have the lowest of them.
-    let gone = host.run(&host.request("web", State::Absent)).unwrap();
+    let gone = host.run(&host.pod_request("web", State::Absent)).unwrap();
     assert!(gone.ports.is_empty());
     assert_eq!(host.record().len(), 1, "{:?}", host.record());
     let lowest = ports_of(&v1).iter().map(|p| p.2).min().unwrap();
@@ -344,7 +278,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     // back.
     host.systemd.calls.clear();
     host.systemd.failing.insert("a-3-web@1.service".to_owned());
-    let mut request = host.request("a", State::Started);
+    let mut request = host.pod_request("a", State::Started);
     request.bundle = Some(host.bundle("a", "3", json!(1), json!(["http"])));
     let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
     assert!(
@@ -422,7 +356,7 @@ fn refusals_name_the_holder_and_change_nothing() {
             }),
         ),
     ] {
-        let mut request = host.request(pod, State::Started);
+        let mut request = host.pod_request(pod, State::Started);
         request.bundle = Some(host.bundle(pod, "1", replication, ports));
         if let Some(range) = range {
             request.port_range = range;
@@ -475,7 +409,7 @@ fn a_port_someone_listens_on_is_not_assigned() {
     let mut host = Host::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = listener.local_addr().unwrap().port();
-    let mut request = host.request("a", State::Started);
+    let mut request = host.pod_request("a", State::Started);
     request.bundle = Some(host.bundle("a", "1", json!(2), json!(["http"])));
     request.port_range = PortRange {
         low: busy,
@@ -493,7 +427,7 @@ fn check_mode_reports_the_ports_it_would_assign_and_records_nothing() {
     let mut host = Host::new();
     host.deploy("a", "1", json!(1), json!(["http"]));
     let before = host.snapshot();
-    let mut request = host.request("b", State::Started);
+    let mut request = host.pod_request("b", State::Started);
     request.bundle = Some(host.bundle("b", "1", json!(2), json!(["http"])));
     let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
     assert!(planned.changed);
@@ -521,7 +455,7 @@ fn check_mode_reports_the_ports_it_would_assign_and_records_nothing() {
 #[test]
 fn the_ports_option_overrides_the_bundle() {
     let mut host = Host::new();
-    let mut request = host.request("a", State::Started);
+    let mut request = host.pod_request("a", State::Started);
     request.bundle = Some(host.bundle(
         "a",
         "1",
@@ -539,7 +473,7 @@ fn the_ports_option_overrides_the_bundle() {
     );
     assert_eq!(ports_of(&r).len(), 3);
     // Ports given without a bundle: said, not ignored.
-    let mut bare = host.request("a", State::Started);
+    let mut bare = host.pod_request("a", State::Started);
     bare.ports = request.ports.clone();
     assert_eq!(
         host.run(&bare).unwrap_err(),
@@ -559,7 +493,7 @@ fn a_lost_or_stale_record_is_rebuilt_from_the_store() {
     let r = host.deploy("a", "1", json!(2), json!(["http"]));
     let record = host.record();
     fs::remove_dir_all(host.root.join("ports")).unwrap();
-    let mut stale = host.request("a", State::Started);
+    let mut stale = host.pod_request("a", State::Started);
     stale.bundle = Some(host.bundle("a", "1", json!(2), json!(["http"])));
     fs::create_dir_all(host.root.join("ports")).unwrap();
     fs::write(
@@ -598,7 +532,7 @@ fn concurrent_deploys_of_different_pods_never_share_a_port() {
         let handles: Vec<_> = bundles
             .iter()
             .map(|(name, bundle)| {
-                let mut request = host.request(name, State::Started);
+                let mut request = host.pod_request(name, State::Started);
                 request.bundle = Some(bundle.clone());
                 s.spawn(move || {
                     let mut systemd = Recording::default();

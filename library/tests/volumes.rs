@@ -10,10 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+
+use common::Host;
 use ops_core::bundle::{PodName, Version};
 use ops_core::image::Location;
 use ops_core::pod::{self, State as PodState};
-use ops_core::systemd::fake::Recording;
 use ops_core::volume::{self, Checksum, Request, Settings, State};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -101,26 +103,9 @@ fn compressed(format: &str, tar: &[u8]) -> Vec<u8> {
     }
 }
 
-struct Host {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    unit_dir: PathBuf,
-    systemd: Recording,
-}
-
 const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 
 impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        Host {
-            root: dir.path().join("store"),
-            unit_dir: dir.path().join("units"),
-            dir,
-            systemd: Recording::default(),
-        }
-    }
-
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.dir.path().join("files").join(name);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -146,25 +131,10 @@ impl Host {
             "volumes": [data_volume, {"name": "conf", "path": "/etc/app", "read-only": true}],
         });
         fs::write(bundle.join("pod.json"), pod.to_string()).unwrap();
-        let request = pod::Request {
-            bundle: Some(bundle),
-            name: Some(PodName::parse("shop").unwrap()),
-            version: Some(Version::parse(version).unwrap()),
-            state: PodState::Started,
-            keep: None,
-            env: None,
-            root: self.root.clone(),
-            unit_dir: self.unit_dir.clone(),
-            start_timeout: Duration::from_secs(5),
-            rollback: true,
-            lock_timeout: Duration::from_secs(5),
-            runtime: None,
-            keyring: None,
-            require_signature: false,
-            download_timeout: Duration::from_secs(5),
-            ports: None,
-            port_range: Default::default(),
-        };
+        let mut request = self.pod_request("shop", PodState::Started);
+        request.bundle = Some(bundle);
+        request.version = Some(Version::parse(version).unwrap());
+        request.lock_timeout = Duration::from_secs(5);
         pod::run(&request, &mut self.systemd, false, true)
             .map_err(|f| ops_core::module::error_chain(&f.error))
     }
@@ -195,41 +165,6 @@ impl Host {
             .join("pods/shop/1/volumes")
             .join(name)
             .join("data")
-    }
-
-    /// Every path under the host's directory (archives aside) with its
-    /// type, mode, owner and contents.
-    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
-        let mut out = BTreeMap::new();
-        for top in [&self.root, &self.unit_dir] {
-            walk(top, &mut out);
-        }
-        out
-    }
-}
-
-fn walk(path: &Path, out: &mut BTreeMap<PathBuf, String>) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    let head = format!("{:o} {}:{}", meta.mode(), meta.uid(), meta.gid());
-    if meta.file_type().is_symlink() {
-        out.insert(
-            path.to_owned(),
-            format!("{head} -> {:?}", fs::read_link(path).unwrap()),
-        );
-    } else if meta.is_dir() {
-        out.insert(path.to_owned(), format!("{head} dir"));
-        for entry in fs::read_dir(path).unwrap() {
-            walk(&entry.unwrap().path(), out);
-        }
-    } else if meta.is_file() {
-        out.insert(
-            path.to_owned(),
-            format!("{head} {:?}", fs::read(path).unwrap()),
-        );
-    } else {
-        out.insert(path.to_owned(), head);
     }
 }
 

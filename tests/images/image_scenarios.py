@@ -12,13 +12,11 @@ means every assertion held; otherwise the first failed one is printed.
 """
 
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -191,37 +189,10 @@ def signatures():
     assert_tree(r["location"], entry, "signed image")
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, directory=str(FIXTURES), **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path.startswith("/stall/"):
-            data = (FIXTURES / self.path[len("/stall/"):]).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            time.sleep(30)
-            return
-        super().do_GET()
-
-
-def serve():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
 def downloads():
     """http from a loopback server: verified while it streams; 404 and a
     stalled server fail clearly and leave nothing behind."""
-    base = serve()
+    base = kit.serve(FIXTURES)
     entry, path = fixture("aci-xz")
     docker, docker_path = fixture("docker")
     ok(ops_image(id=docker["id"], path=docker_path), True)
@@ -339,9 +310,4 @@ SCENARIOS = {f.__name__: f for f in [
 
 if __name__ == "__main__":
     WORK = kit.start("ops-image-scenario-")
-    name = sys.argv[2]
-    try:
-        SCENARIOS[name]()
-    except (AssertionError, subprocess.CalledProcessError) as e:
-        print(f"{name}: {e}")
-        sys.exit(1)
+    kit.run(SCENARIOS, sys.argv[2])

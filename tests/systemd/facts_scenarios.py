@@ -212,9 +212,4 @@ SCENARIOS = {f.__name__: f for f in [
 
 if __name__ == "__main__":
     kit.start("ops-facts-scenario-")
-    name = sys.argv[1]
-    try:
-        SCENARIOS[name]()
-    except AssertionError as e:
-        print(f"{name}: {e}")
-        sys.exit(1)
+    kit.run(SCENARIOS, sys.argv[1])

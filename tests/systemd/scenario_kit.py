@@ -7,10 +7,14 @@ each sets `kit.WORK` (a scratch directory) when it runs.
 """
 
 import hashlib
+import http.server
 import json
 import os
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 PROJECT = Path(os.environ.get("OPS_PROJECT", Path(__file__).resolve().parents[2]))
@@ -79,3 +83,43 @@ def failed(result, *fragments):
     for fragment in fragments:
         expect(fragment in result["msg"], f"the message says {fragment!r}", result)
     return result
+
+
+def serve(directory):
+    """A loopback HTTP server for `directory`, in a thread; its base URL.
+    `/stall/<file>` sends half of the file, then nothing for 30 s."""
+    directory = Path(directory)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/stall/"):
+                data = (directory / self.path[len("/stall/"):]).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                time.sleep(30)
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def run(scenarios, name):
+    """Run one scenario: exit 0 when every assertion held, else print the
+    first that failed and exit 1."""
+    try:
+        scenarios[name]()
+    except (AssertionError, subprocess.CalledProcessError) as e:
+        print(f"{name}: {e}")
+        sys.exit(1)

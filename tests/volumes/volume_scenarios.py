@@ -16,7 +16,6 @@ printed.
 
 import grp
 import hashlib
-import http.server
 import json
 import os
 import pwd
@@ -24,7 +23,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -518,38 +516,11 @@ def checksum_mismatch():
     ok(ops_volume(checksum="sha256:" + sha256, **args), False)
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, directory=str(FIXTURES), **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path.startswith("/stall/"):
-            data = (FIXTURES / self.path[len("/stall/"):]).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            time.sleep(30)
-            return
-        super().do_GET()
-
-
-def serve():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
 def downloads():
     """Volumes from a loopback HTTP server, by ops_volume and from a
     bundle; a 404, a stalled server and a wrong checksum fail and leave
     nothing behind."""
-    base = serve()
+    base = kit.serve(FIXTURES)
     volumes = [{"name": "bundled", "path": "/srv/bundled", "data": f"{base}/v1.tar.gz"},
                {"name": "fetched", "path": "/srv/fetched"},
                {"name": "missing", "path": "/srv/missing"}]
@@ -668,9 +639,4 @@ SCENARIOS = {f.__name__: f for f in [
 
 if __name__ == "__main__":
     WORK = kit.start("ops-volume-scenario-")
-    name = sys.argv[2]
-    try:
-        SCENARIOS[name]()
-    except (AssertionError, subprocess.CalledProcessError) as e:
-        print(f"{name}: {e}")
-        sys.exit(1)
+    kit.run(SCENARIOS, sys.argv[2])
