@@ -119,7 +119,7 @@ def deploy_switch_rollback():
     stopped("2")
     r = ok(ops_pod(name="shop", version="1"), False)
     expect(r["pod"]["current"] == "1", "the pod record says v1 is current", r)
-    versions = [v["version"] for v in r["pod"]["versions"]]
+    versions = list(r["pod"]["versions"])
     expect(versions == ["1", "2"], f"both versions recorded, oldest first: {versions}", r)
 
 

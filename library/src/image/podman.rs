@@ -90,9 +90,26 @@ fn changes(app: &AciApp) -> Vec<String> {
     changes
 }
 
-/// Remove an image from podman's storage.
+/// How long a removal waits for containers of just-stopped units to go.
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Remove an image from podman's storage. A unit that ran `podman run
+/// --rm` is stopped before its container is gone (podman's cleanup runs
+/// after the main process exits), so "in use by a container" is retried
+/// for a while; a container that stays (someone else's) fails the removal.
 pub fn remove(reference: &str) -> Result<(), ImageError> {
-    run(podman().args(["image", "rm", reference])).map(drop)
+    let began = std::time::Instant::now();
+    loop {
+        match run(podman().args(["image", "rm", reference])) {
+            Err(ImageError::Podman(CommandError::Failed { stderr, .. }))
+                if stderr.contains("in use by a container")
+                    && began.elapsed() < REMOVE_PATIENCE =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            other => return other.map(drop),
+        }
+    }
 }
 
 #[cfg(test)]
