@@ -203,7 +203,7 @@ pub fn holders(
         let state = match this {
             Some((n, state)) if *n == name => state,
             _ => {
-                read = store.read_pod(&name)?;
+                read = store.read_pod_unlocked(&name)?;
                 &read
             }
         };
