@@ -58,7 +58,7 @@ impl Module for OpsPod {
             Opt::new(
                 "version",
                 Kind::Str,
-                "Version of the pod; needed without a bundle, except to remove every version.",
+                "Version of the pod; without a bundle, the current one (every version for state=absent).",
             ),
             Opt::new("state", Kind::Str, "What the version should be.")
                 .choices(&["present", "started", "stopped", "restarted", "absent"])

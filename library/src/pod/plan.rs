@@ -217,7 +217,8 @@ impl Plan {
                     match request.runtime {
                         Some(asked) if asked != recorded && !stored.record.pod.images.is_empty() => {
                             return Err(PodError::Refused(format!(
-                                "version {v} of pod {name} runs its images in the {recorded} runtime,                                  not {asked}; deploy a new version to change runtime"
+                                "version {v} of pod {name} runs its images in the {recorded} runtime, \
+                                 not {asked}; deploy a new version to change runtime"
                             )))
                         }
                         _ => plan.runtime = recorded,

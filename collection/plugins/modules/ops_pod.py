@@ -1,0 +1,311 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Documentation only: the module is the binary beside this file.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ops_pod
+short_description: Deploy, start, stop, switch, roll back and remove versions of a pod
+description:
+  - Brings one version of a pod to O(state). The version comes from a bundle
+    already on the target (O(bundle), a directory holding C(pod.json) and
+    every file it names), or is one already in the store, picked by O(name)
+    and O(version).
+  - Each version is kept in the store under O(root) (C(pods/<name>/<version>/))
+    and its unit files are installed in O(unit_dir) under versioned names
+    (C(<pod>-<version>-<unit>), for example C(shop-2-web@.service)), so
+    versions sit side by side. C(ops-<pod>.target) wants the current
+    version's units and, while the pod is started, brings them back after a
+    reboot. Versions are immutable - the same version with other content is
+    refused.
+  - O(state=started) makes the version current, starts its units, waits until
+    each is up within O(start_timeout), then stops every other version's
+    units. If the new version does not come up and O(rollback=true),
+    everything is put back and the task fails with the unit's state and its
+    last journal lines in RV(msg).
+  - The images a bundle lists and the runtime lacks are imported first, as
+    M(ops.onboard.ops_image) does, and a new version's volumes are built
+    from their archives before it is added. An image is removed with the
+    last version that uses it.
+  - The pod's named ports get a host port for each instance, fixed or
+    assigned from O(port_range). A new version gets the ports its pod
+    already holds for the same name and instance, so a switch or a rollback
+    moves no client.
+  - A rerun reports no change and does nothing, not even take the lock.
+    Changes are serialized by a lock on C(<root>/lock), and are ordered so
+    that a crash leaves the running version running and a rerun converges.
+  - New unit files are checked with C(systemd-analyze verify) before anything
+    is written.
+version_added: 0.1.0
+author: the ops authors
+options:
+  bundle:
+    description:
+      - Path to a bundle directory or its C(pod.json), on the target.
+      - The pod's name and version are taken from it.
+    type: path
+  name:
+    description:
+      - Name of the pod.
+      - Taken from the bundle when O(bundle) is given; if given too, it must
+        agree.
+      - One of O(bundle) or O(name) is required.
+    type: str
+  version:
+    description:
+      - Version of the pod. Without O(bundle), it must be in the store.
+      - Taken from the bundle when O(bundle) is given; if given too, it must
+        agree.
+      - Left out without O(bundle), the current version; with O(state=absent),
+        every version.
+    type: str
+  state:
+    description:
+      - What the version should be.
+      - V(started) makes it current, starts it and stops the other versions.
+        A running version whose unit files or O(env) change is restarted.
+      - V(present) installs it without starting, stopping or switching
+        anything.
+      - V(stopped) stops it (and, for the current version, the pod's target
+        and its start at boot).
+      - V(restarted) restarts it (making it current, as V(started) does).
+      - V(absent) removes it, refusing the current version while it is
+        started. Without O(version), every version is removed - units,
+        target, slice and store directory.
+    type: str
+    choices: [present, started, stopped, restarted, absent]
+    default: started
+  keep:
+    description:
+      - Prune the oldest versions beyond this many, never the current one nor
+        the one the task acts on.
+    type: int
+  env:
+    description:
+      - The version's secret environment, as variable names and values.
+      - Written with mode C(0600) and given to every unit of the version;
+        values are never returned, not even in the diff (only the names).
+      - Left out, the version's environment is kept as it is; V({}) removes
+        it.
+    type: dict
+  root:
+    description: The ops store.
+    type: path
+    default: /var/lib/ops
+  unit_dir:
+    description: systemd's unit directory, where ops installs the pods' units.
+    type: path
+    default: /etc/systemd/system
+  start_timeout:
+    description: Seconds to wait for the units to come up.
+    type: int
+    default: 60
+  rollback:
+    description:
+      - Go back to the previous version when the new one does not come up.
+      - With V(false), the new version stays current, as it is, and the old
+        one keeps running.
+    type: bool
+    default: true
+  lock_timeout:
+    description: Seconds to wait for another ops run to finish.
+    type: int
+    default: 300
+  runtime:
+    description:
+      - Where the pod's images go. V(systemd) unpacks them in the store and
+        runs units in them with C(RootDirectory=); with V(podman), units run
+        C(podman run ... ${OPS_IMAGE}).
+      - Default - the version's own runtime, V(systemd) for a new version.
+        Another runtime for a deployed version with images is refused.
+    type: str
+    choices: [systemd, podman]
+  keyring:
+    description:
+      - Trusted public keys for the signatures of the pod's images.
+      - Needed when an image of the bundle has a signature.
+    type: path
+  require_signature:
+    description: Refuse an image of the pod that has no valid signature.
+    type: bool
+    default: false
+  download_timeout:
+    description: Seconds an image download may take.
+    type: int
+    default: 600
+  ports:
+    description:
+      - Named ports laid over the bundle's, by name - a dict of name to a
+        port number or V(assign), or a list of names to assign.
+      - A port given as text of digits, as a template makes it, counts as a
+        number.
+      - Only with O(bundle); a stored version keeps the ports it was deployed
+        with.
+    type: raw
+  port_range:
+    description: Where assigned ports come from, as C(LOW-HIGH).
+    type: str
+    default: 30000-32767
+attributes:
+  check_mode:
+    support: full
+    description:
+      - The same plan, listed in RV(actions); nothing is written anywhere (no
+        store, lock or daemon-reload).
+  diff_mode:
+    support: full
+    description:
+      - Every unit file and drop-in before and after, the files of
+        C(<root>/ports/) added and removed, and a summary of the current and
+        previous version, start at boot and the versions kept.
+notes:
+  - Binary modules are copied to the target for every task and need an
+    executable remote tmp.
+  - The result's RV(pod) is the record M(ops.onboard.ops_facts) returns under
+    C(ansible_facts.ops.pods.<name>).
+seealso:
+  - module: ops.onboard.ops_facts
+  - module: ops.onboard.ops_image
+  - module: ops.onboard.ops_volume
+"""
+
+EXAMPLES = r"""
+- name: Deploy shop 2 (the bundle was copied to the host first)
+  ops.onboard.ops_pod:
+    bundle: /srv/bundles/shop-2
+    env:
+      API_TOKEN: "{{ vault_shop_token }}"
+    keep: 3
+  register: deployed
+
+- name: Roll back shop to the version before, by name and version
+  ops.onboard.ops_pod:
+    name: shop
+    version: "{{ deployed.previous }}"
+
+- name: Stop shop's current version
+  ops.onboard.ops_pod:
+    name: shop
+    state: stopped
+
+- name: Remove every version of shop
+  ops.onboard.ops_pod:
+    name: shop
+    state: absent
+
+- name: Deploy with http on a fixed port and admin assigned from a narrower range
+  ops.onboard.ops_pod:
+    bundle: /srv/bundles/shop-3/pod.json
+    ports:
+      http: 8080
+      admin: assign
+    port_range: 31000-31999
+
+- name: Run the images in podman, signed by a trusted key
+  ops.onboard.ops_pod:
+    bundle: /srv/bundles/shop-4
+    runtime: podman
+    keyring: /etc/ops/trusted.asc
+    require_signature: true
+"""
+
+RETURN = r"""
+msg:
+  description:
+    - The actions taken, joined with semicolons, or V(nothing to do);
+      prefixed with C(check mode:) in check mode.
+    - When the new version did not come up, its units' state and last
+      journal lines.
+  type: str
+  returned: always
+  sample: "add version 2 of pod shop to the store; ...; stop shop-1-web@1.service shop-1-web@2.service"
+name:
+  description: The pod's name.
+  type: str
+  returned: always
+  sample: shop
+version:
+  description: The version acted on; V(null) when every version was removed.
+  type: str
+  returned: always
+  sample: "2"
+current:
+  description: The pod's current version after the run, or V(null).
+  type: str
+  returned: always
+  sample: "2"
+previous:
+  description: The version current before it, or V(null).
+  type: str
+  returned: always
+  sample: "1"
+actions:
+  description: The steps taken (in check mode, that would be taken), in order, in words.
+  type: list
+  elements: str
+  returned: always
+  sample:
+    - add version 2 of pod shop to the store
+    - write the environment file of version 2
+    - install shop-2-web@.service
+    - daemon-reload
+    - make version 2 current
+    - start shop-2-web@1.service shop-2-web@2.service (up)
+    - stop shop-1-web@1.service shop-1-web@2.service
+ports:
+  description:
+    - The pod's ports after the run (in check mode, as they would be), each
+      with the versions that use it.
+    - C(name) is V(null) for an instance's own port, C(instance) for a plain
+      unit; C(kind) is V(fixed), V(assigned) or V(instance).
+  type: list
+  elements: dict
+  returned: always
+  sample:
+    - {name: http, instance: "1", port: 30000, kind: assigned, versions: ["1", "2"]}
+pod:
+  description:
+    - The pod's record after the run (in check mode, as it is), the one
+      M(ops.onboard.ops_facts) returns under C(ansible_facts.ops.pods.<name>).
+    - V(null) when nothing of the pod is deployed.
+  type: dict
+  returned: always
+  contains:
+    name:
+      description: The pod's name.
+      type: str
+      returned: always
+      sample: shop
+    current:
+      description: The current version, or V(null).
+      type: str
+      returned: always
+      sample: "2"
+    previous:
+      description: The version current before it, or V(null).
+      type: str
+      returned: always
+      sample: "1"
+    started:
+      description: The pod has a current version and starts at boot (its target is enabled).
+      type: bool
+      returned: always
+    ports:
+      description: The pod's ports, as RV(ports).
+      type: list
+      elements: dict
+      returned: always
+    versions:
+      description:
+        - By version, oldest first, each with its C(state), C(units),
+          C(images), C(volumes), C(ports) and C(env_keys) (the names of its
+          secret environment, never the values).
+        - See M(ops.onboard.ops_facts) for every field.
+      type: dict
+      returned: always
+"""

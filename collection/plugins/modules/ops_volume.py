@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Documentation only: the module is the binary beside this file.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ops_volume
+short_description: Fill, replace or remove a data volume of a deployed pod version
+description:
+  - Makes one volume of a deployed pod version hold the contents of a tar
+    archive (plain, gzip, xz, bzip2 or zstd, told by content), or removes it.
+  - A volume belongs to its version. Its host directory is
+    C(<root>/pods/<pod>/<version>/volumes/<name>/data); units see it as
+    C(OPS_VOLUME_<NAME>) and, in an image of the C(systemd) runtime, mounted
+    where pod.json says.
+  - Idempotent. The archive's digest is recorded with the volume, and the
+    same archive again reports C(changed=false) without extracting. A
+    different archive is extracted only with O(replace=true), or into a
+    volume created empty that is still empty; otherwise the module warns and
+    leaves the contents as they are.
+  - Extraction is always safe. Absolute paths, C(..), symlinks leading out
+    of the volume, entries under a symlink, and hard links out of the volume
+    or through a symlink are refused with the entry named. Device nodes and
+    fifos are refused unless O(allow_special_files=true). Setuid, setgid and
+    sticky bits are dropped unless O(keep_setuid=true).
+  - Nothing is left half-done. A volume is built whole in C(<root>/staging/),
+    synced, then renamed into place or swapped with the old one in one atomic
+    exchange, and only then are the old contents deleted. A refused archive,
+    a checksum mismatch or a failed download leaves the store as it was.
+  - The archive is hashed before deciding and again while it is extracted.
+    If the two differ (the file or the server's answer changed in between),
+    nothing is installed and the error says so.
+  - Running units of the version had the old directory mounted. When their
+    volume is replaced (or an empty one filled) ops resets their start limit,
+    restarts them and says so in the returned C(actions). If a restart fails,
+    the task fails with C(changed=true), the new contents in place and
+    recorded.
+  - A change of O(mode), O(owner) or O(group) alone is made in place,
+    without extracting again.
+version_added: 0.1.0
+author: the ops authors
+options:
+  pod:
+    description: Name of the deployed pod.
+    type: str
+    required: true
+  version:
+    description:
+      - Version of the deployed pod.
+      - With O(state=present) the version must be deployed and declare the
+        volume O(name) in its pod.json.
+    type: str
+    required: true
+  name:
+    description: The volume, as named in pod.json.
+    type: str
+    required: true
+  data:
+    description:
+      - Path (on the managed host), C(file://), C(http://) or C(https://) URI
+        of the archive of the volume's contents.
+      - A tar archive, plain or compressed with gzip, xz, bzip2 or zstd,
+        told by content.
+      - Without it, a volume that does not exist is created empty, and the
+        contents of one that does are left as they are.
+    type: str
+  checksum:
+    description:
+      - C(sha256:<hex>) or C(sha512:<hex>) of the archive file.
+      - Requires O(data).
+    type: str
+  owner:
+    description:
+      - User (name or id) owning every extracted entry.
+      - Without O(owner) and O(group), entries keep the archive's ownership
+        when ops runs as root.
+    type: str
+  group:
+    description: Group (name or id) owning every extracted entry.
+    type: str
+  mode:
+    description:
+      - Mode of the volume's top directory, such as V(0750). Quote it.
+      - Without it, the mode of the archive's top entry, else V(0755).
+    type: str
+  replace:
+    description:
+      - Replace the contents when the archive differs from the one extracted.
+      - Without it, a different archive only gives a warning, unless the
+        volume was created empty and is still empty.
+    type: bool
+    default: false
+  allow_special_files:
+    description: Create the archive's device nodes and fifos instead of refusing the archive.
+    type: bool
+    default: false
+  keep_setuid:
+    description: Keep setuid, setgid and sticky bits instead of dropping them.
+    type: bool
+    default: false
+  state:
+    description:
+      - Whether the volume should exist.
+      - V(absent) deletes the volume's directory. A volume of a version that
+        is not deployed is absent already.
+    type: str
+    choices: [present, absent]
+    default: present
+  root:
+    description: The ops store.
+    type: path
+    default: /var/lib/ops
+  timeout:
+    description: Seconds a download (or a restart) may take.
+    type: int
+    default: 600
+  lock_timeout:
+    description:
+      - Seconds to wait for another ops run to finish.
+      - A run with nothing to do, a refused request and check mode take no lock.
+    type: int
+    default: 300
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reads the archive to hash it (a URI is streamed through the hash,
+        written nowhere) and writes nothing.
+  diff_mode:
+    support: full
+    description:
+      - The volume's digest, entries, bytes, mode and owner before and after.
+notes:
+  - Volumes are first built by M(ops.onboard.ops_pod) when it deploys a
+    version, from the C(data) each volume declares in pod.json.
+  - The archive is read twice when something changes, once to hash it and
+    once to extract it; a URI is downloaded twice.
+"""
+
+EXAMPLES = r"""
+- name: Fill the shop's data volume from a local archive
+  ops.onboard.ops_volume:
+    pod: shop
+    version: "7"
+    name: data
+    data: /srv/archives/shop-data.tar.gz
+    owner: shop
+    group: shop
+    mode: "0750"
+
+- name: Replace the catalogue with a new one
+  ops.onboard.ops_volume:
+    pod: shop
+    version: "7"
+    name: catalogue
+    data: https://files.example.com/catalogue-2026-11.tar.zst
+    checksum: sha256:3b1f8e5c2d4a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e
+    replace: true
+
+- name: Remove the scratch volume of version 6
+  ops.onboard.ops_volume:
+    pod: shop
+    version: "6"
+    name: scratch
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: The volume was (or, in check mode, would be) created, replaced, adjusted or removed.
+  type: bool
+  returned: always
+msg:
+  description: What was done, or that the volume is as requested (prefixed C(check mode:) in check mode).
+  type: str
+  returned: always
+  sample: extract volume data of pod shop version 7 from /srv/archives/shop-data.tar.gz
+path:
+  description: The volume's host directory.
+  type: path
+  returned: always, on failure too
+  sample: /var/lib/ops/pods/shop/7/volumes/data/data
+digest:
+  description:
+    - C(sha256:) of the archive file the volume holds.
+    - V(null) for a volume created empty, or one that is absent.
+  type: str
+  returned: success, and when a restart failed
+  sample: "sha256:3b1f8e5c2d4a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+entries:
+  description:
+    - Entries extracted into the volume.
+    - V(null) when the volume is absent; V(0) in check mode for an archive
+      not extracted yet.
+  type: int
+  returned: success, and when a restart failed
+  sample: 1204
+bytes:
+  description:
+    - Bytes of file contents in the volume.
+    - V(null) when the volume is absent; V(0) in check mode for an archive
+      not extracted yet.
+  type: int
+  returned: success, and when a restart failed
+  sample: 52428800
+actions:
+  description: What was (or would be) done, in order, including the units restarted.
+  type: list
+  elements: str
+  returned: success, and when a restart failed
+  sample:
+    - replace the contents of volume catalogue of pod shop version 7 with https://files.example.com/catalogue-2026-11.tar.zst
+    - restart shop-7-web@1.service to use the new contents
+"""
