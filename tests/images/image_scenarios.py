@@ -277,6 +277,7 @@ Description=busybox httpd in podman from the pod's image
 ExecStartPre=-/usr/bin/podman rm -f site-web
 ExecStart=/usr/bin/podman run --rm --name site-web --network=host ${OPS_IMAGE} /bin/busybox httpd -f -p 127.0.0.1:18081 -h /www
 ExecStop=/usr/bin/podman stop -t 2 site-web
+ExecStopPost=-/usr/bin/podman rm -f --ignore site-web
 """
 
 
@@ -296,6 +297,24 @@ def pod_runs_in_podman():
     ok(ops_pod(name="site", state="absent"), True)
     expect(podman("image", "exists", entry["id"].split(":")[1]).returncode != 0,
            "undeploy removed the image from podman")
+
+    # A container podman keeps (not the unit's: made by hand) holds the
+    # image: the pod goes all the same, the image stays, with a warning
+    # that names the way out.
+    ok(ops_pod(bundle=bundle, runtime="podman"), True)
+    ok(ops_pod(name="site", state="stopped", version="1"), True)
+    ref = entry["id"].split(":")[1]
+    expect(podman("create", "--name", "left-behind", ref, "/bin/true").returncode == 0,
+           "a container of the image is made by hand")
+    r = ok(ops_pod(name="site", state="absent"), True)
+    warnings = " ".join(r.get("warnings", []))
+    expect("podman keeps it" in warnings and "podman rm" in warnings,
+           "the warning says why the image stays and how to remove it", r)
+    expect(podman("image", "exists", ref).returncode == 0, "the image stays in podman")
+    expect(not (ROOT / "pods" / "site").exists(), "the pod is gone")
+    podman("rm", "left-behind")
+    ok(ops_image(id=entry["id"], runtime="podman", state="absent"), True)
+    expect(podman("image", "exists", ref).returncode != 0, "then ops_image removes it")
 
 
 SCENARIOS = {f.__name__: f for f in [

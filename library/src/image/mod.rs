@@ -110,6 +110,9 @@ fn id_kind(id: &str) -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// podman keeps a container made from the image.
+    #[error("podman will not remove image {reference}: {detail}")]
+    InUse { reference: String, detail: String },
     #[error("cannot read {location}")]
     Source {
         location: String,

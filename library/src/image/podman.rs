@@ -91,20 +91,25 @@ fn changes(app: &AciApp) -> Vec<String> {
 }
 
 /// How long a removal waits for containers of just-stopped units to go.
-const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Remove an image from podman's storage. A unit that ran `podman run
-/// --rm` is stopped before its container is gone (podman's cleanup runs
-/// after the main process exits), so "in use by a container" is retried
-/// for a while; a container that stays (someone else's) fails the removal.
+/// --rm` can stop before its container is gone (podman's cleanup runs after
+/// the main process exits, and may be cut short), so "in use by a
+/// container" is retried for a while, then reported as [`ImageError::InUse`].
 pub fn remove(reference: &str) -> Result<(), ImageError> {
     let began = std::time::Instant::now();
     loop {
         match run(podman().args(["image", "rm", reference])) {
             Err(ImageError::Podman(CommandError::Failed { stderr, .. }))
-                if stderr.contains("in use by a container")
-                    && began.elapsed() < REMOVE_PATIENCE =>
+                if stderr.contains("in use by a container") =>
             {
+                if began.elapsed() >= REMOVE_PATIENCE {
+                    return Err(ImageError::InUse {
+                        reference: reference.to_owned(),
+                        detail: stderr.trim().trim_start_matches("Error: ").to_owned(),
+                    });
+                }
                 std::thread::sleep(std::time::Duration::from_millis(250));
             }
             other => return other.map(drop),

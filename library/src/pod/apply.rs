@@ -433,11 +433,23 @@ pub(super) fn apply(
         store.remove_pod(lock, &plan.name)?;
     }
     for (id, runtime) in &plan.remove_images {
-        crate::image::remove(store, lock, *runtime, id)?;
-        run.done(format!(
-            "{} (no version uses it)",
-            crate::image::remove_action(id, *runtime)
-        ));
+        match crate::image::remove(store, lock, *runtime, id) {
+            Ok(()) => run.done(format!(
+                "{} (no version uses it)",
+                crate::image::remove_action(id, *runtime)
+            )),
+            // A container podman keeps (a unit that did not clean up, or
+            // someone else's) is not ops's to remove: the pod is gone all
+            // the same; the image stays, said and recorded.
+            Err(crate::image::ImageError::InUse { reference, detail }) => {
+                run.report.warnings.push(format!(
+                    "image {id} is no longer used by any version, but podman keeps it: \
+                     {detail}; remove that container (podman rm), then the image \
+                     (ops_image state=absent, or podman image rm {reference})"
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
