@@ -271,26 +271,13 @@ ports:
 pod:
   description:
     - The pod's record after the run (in check mode, as it is), the one
-      M(ops.onboard.ops_facts) returns under C(ansible_facts.ops.pods.<name>).
+      M(ops.onboard.ops_facts) returns under C(ansible_facts.ops.pods.<name>),
+      so it also holds C(name), C(current), C(previous) (as RV(name), RV(current),
+      RV(previous)), C(target), C(slice) and C(store).
     - V(null) when nothing of the pod is deployed.
   type: dict
   returned: always
   contains:
-    name:
-      description: The pod's name.
-      type: str
-      returned: always
-      sample: shop
-    current:
-      description: The current version, or V(null).
-      type: str
-      returned: always
-      sample: "2"
-    previous:
-      description: The version current before it, or V(null).
-      type: str
-      returned: always
-      sample: "1"
     started:
       description: The pod has a current version and starts at boot (its target is enabled).
       type: bool
