@@ -181,8 +181,8 @@ pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
 /// Swap two paths (same file system) in one step, so each name always
 /// holds a whole thing, and sync their directories.
 pub(crate) fn exchange(a: &Path, b: &Path) -> FsResult<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(|e| FsError {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(|e| FsError {
         action: "swap into place",
         path: b.to_owned(),
         source: e.into(),
