@@ -1,6 +1,7 @@
 """Each module's documentation (collection/plugins/modules/<module>.py)
-names exactly the options its binary accepts, and says which it
-returns: the binary is asked by an unknown option (it answers with the
+names exactly the options its binaries (collection/bin/<machine>/<module>,
+every machine built) accept, that each has its action (plugins/action/),
+and says which it returns: each binary is asked by an unknown option (it answers with the
 list of the parameters it supports, as Ansible's modules do) and the
 documentation's YAML is read. Exit status 0 when they agree."""
 
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import yaml
 
-MODULES = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules"
+COLLECTION = Path(__file__).resolve().parents[2] / "collection"
+MODULES = COLLECTION / "plugins" / "modules"
+BINARIES = COLLECTION / "bin"
+ACTIONS = COLLECTION / "plugins" / "action"
 
 
 def supported(binary):
@@ -38,14 +42,20 @@ def main():
         yaml.safe_load(text["EXAMPLES"])
         yaml.safe_load(text["RETURN"])
         documented = sorted(documentation.get("options", {}))
-        accepted = supported(MODULES / name)
-        if documented != accepted:
-            problems.append(f"{name}: documented {documented}, the binary accepts {accepted}")
+        binaries = sorted(BINARIES.glob(f"*/{name}"))
+        if not binaries:
+            problems.append(f"{name}: no binary built in {BINARIES}")
+        for binary in binaries:
+            accepted = supported(binary)
+            if documented != accepted:
+                problems.append(f"{name}: documented {documented}, {binary} accepts {accepted}")
+        if not (ACTIONS / f"{name}.py").exists():
+            problems.append(f"{name}: no action plugin {ACTIONS / name}.py")
         if documentation.get("module") != name:
             problems.append(f"{name}: DOCUMENTATION says module {documentation.get('module')!r}")
-    for binary in sorted(p for p in MODULES.glob("ops_*") if not p.suffix):
+    for binary in sorted(BINARIES.glob("*/*")):
         if not (MODULES / f"{binary.name}.py").exists():
-            problems.append(f"{binary.name}: no documentation beside the binary")
+            problems.append(f"{binary}: no documentation in {MODULES}")
     if problems:
         print("\n".join(problems))
         sys.exit(1)

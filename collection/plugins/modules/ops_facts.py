@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-# Documentation only: the module is the binary beside this file.
+# Documentation only: the module is a binary per machine (bin/<machine>/ in
+# the built collection), run by the action of the same name (plugins/action/).
 
 from __future__ import annotations
 

@@ -1,0 +1,73 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Run an ops module's binary built for the target's machine.
+
+ops modules are Rust binaries, one per machine architecture, found as
+``ops.onboard.<module>_<machine>`` (build outputs placed by the
+collection's build). The module a playbook names (``ops.onboard.ops_pod``)
+is this action: it learns the target's machine from the gathered fact
+``ansible_facts.architecture`` or, when facts were not gathered, from one
+``uname -m`` on the target, and runs that machine's binary as a module.
+Check mode and diff reach the binary as for any module: it honours them.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+COLLECTION = "ops.onboard"
+
+# What uname -m (or the architecture fact) says, to the name of a build.
+MACHINES = {
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+}
+
+
+class BinaryModule(ActionBase):
+    """The action of every ops module: dispatch to the binary for the target."""
+
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        module = (self._task.resolved_action or self._task.action).rsplit(".", 1)[-1]
+        machine = self._machine(task_vars)
+        binary = "%s.%s_%s" % (COLLECTION, module, MACHINES.get(machine, machine))
+        if not self._shared_loader_obj.module_loader.has_plugin(binary):
+            built = sorted(
+                name for name in set(MACHINES.values())
+                if self._shared_loader_obj.module_loader.has_plugin("%s.%s_%s" % (COLLECTION, module, name))
+            )
+            raise AnsibleActionFail(
+                "%s.%s has no binary for this host's machine %r (built for: %s); "
+                "build the collection for %s (see the collection's README)"
+                % (COLLECTION, module, machine, ", ".join(built) or "none", machine)
+            )
+        result.update(
+            self._execute_module(module_name=binary, module_args=self._task.args, task_vars=task_vars)
+        )
+        return result
+
+    def _machine(self, task_vars):
+        facts = task_vars.get("ansible_facts") or {}
+        machine = facts.get("architecture")
+        if machine:
+            return str(machine)
+        probe = self._low_level_execute_command("uname -m")
+        machine = (probe.get("stdout") or "").strip()
+        if probe.get("rc") != 0 or not machine:
+            raise AnsibleActionFail(
+                "could not tell the target's machine architecture: uname -m said %r (rc %s)"
+                % ((probe.get("stderr") or probe.get("stdout") or "").strip(), probe.get("rc"))
+            )
+        return machine
