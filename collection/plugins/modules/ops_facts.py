@@ -22,7 +22,7 @@ description:
   - systemd is asked once, for every unit (C(systemctl list-units) by pattern),
     or not at all with O(units=false).
 version_added: 0.1.0
-author: the ops authors
+author: ops developers (@ops)
 options:
   root:
     description: The ops store.
@@ -51,8 +51,10 @@ attributes:
     description: The same facts in check mode; nothing is ever changed.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
   facts:
     support: full
+    description: Sets C(ansible_facts.ops).
 notes:
   - The record of a pod is the one M(ops.onboard.ops_pod) returns as C(pod).
 """
@@ -129,7 +131,7 @@ ansible_facts:
               sample: ops-shop.slice
             store:
               description: The pod's directory in the store.
-              type: path
+              type: str
               returned: always
               sample: /var/lib/ops/pods/shop
             ports:

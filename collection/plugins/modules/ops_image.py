@@ -31,7 +31,7 @@ description:
     checked; after a failure (a wrong digest, a corrupt or truncated file, a
     bad signature, a failed or stalled download) the store is as it was.
 version_added: 0.1.0
-author: the ops authors
+author: ops developers (@ops)
 options:
   id:
     description:

@@ -43,7 +43,7 @@ description:
   - New unit files are checked with C(systemd-analyze verify) before anything
     is written.
 version_added: 0.1.0
-author: the ops authors
+author: ops developers (@ops)
 options:
   bundle:
     description:

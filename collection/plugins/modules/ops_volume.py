@@ -44,7 +44,7 @@ description:
   - A change of O(mode), O(owner) or O(group) alone is made in place,
     without extracting again.
 version_added: 0.1.0
-author: the ops authors
+author: ops developers (@ops)
 options:
   pod:
     description: Name of the deployed pod.
@@ -183,7 +183,7 @@ msg:
   sample: extract volume data of pod shop version 7 from /srv/archives/shop-data.tar.gz
 path:
   description: The volume's host directory.
-  type: path
+  type: str
   returned: always, on failure too
   sample: /var/lib/ops/pods/shop/7/volumes/data/data
 digest:
