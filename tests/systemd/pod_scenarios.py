@@ -178,6 +178,13 @@ def failed_start_rolls_back():
     expect("shop-3" not in failed_units, f"no failed v3 unit is left behind: {failed_units}")
     ok(ops_pod(bundle=bundle("2")), False)
 
+    # Tried again, the message quotes this run's journal lines, not the
+    # earlier run's too (the same unit names failed before).
+    r = ops_pod(bundle=bundle("3", BROKEN))
+    quoted = [line for line in r["msg"].splitlines() if "cannot open config for" in line]
+    expect(r.get("failed") is True and len(quoted) == 1,
+           "the second failure quotes only its own run's journal line", r)
+
     # A service that dies a little after starting is caught too.
     late = WEB.replace("exec sleep infinity", "sleep 0.4; exit 1")
     r = ops_pod(bundle=bundle("4", late))
@@ -352,7 +359,7 @@ ExecStart=/bin/sh -c 'sleep 2; systemd-notify --ready; exec sleep infinity'
     expect(time.monotonic() - began >= 2, "the run waited for readiness")
     expect(active("shop-1-web@1.service") == "active", "ready when ops_pod returns")
     r = ops_pod(bundle=bundle("2", notify, instances=1), start_timeout=1)
-    expect(r.get("failed") is True and "did not come up within 1 s" in r["msg"]
+    expect(r.get("failed") is True and "did not come up" in r["msg"] and "did not finish within 1 s" in r["msg"]
            and "rolled back to version 1" in r["msg"], "not ready in time: rolled back", r)
     expect(active("shop-1-web@1.service") == "active", "v1 still up")
     expect(active("shop-2-web@1.service") in ("inactive", "unknown"), "v2 stopped")

@@ -270,12 +270,10 @@ impl Run<'_> {
             }
             Err(down) => {
                 let journal = self.systemd.journal(&down.unit, JOURNAL_LINES);
+                // The reason says whether it failed or ran out of time.
                 let mut msg = format!(
-                    "version {} of pod {} did not come up within {} s: {}",
-                    start.version,
-                    self.plan.name,
-                    self.request.start_timeout.as_secs(),
-                    down.reason
+                    "version {} of pod {} did not come up: {}",
+                    start.version, self.plan.name, down.reason
                 );
                 self.report.changed = true;
                 if self.request.rollback && start.switch {

@@ -145,17 +145,29 @@ impl Systemd for Systemctl {
             Command::new("journalctl").arg("--sync"),
             Some(Duration::from_secs(5)),
         );
+        // The lines of the unit's last run only: `--unit` would also show
+        // an earlier run's (a version that failed before, under the same
+        // unit name). The service's own lines carry _SYSTEMD_INVOCATION_ID,
+        // systemd's about it INVOCATION_ID.
+        let invocation = systemctl(
+            &["show", "--property=InvocationID", "--value", "--"],
+            &[unit.to_owned()],
+            None,
+        )
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
         let n = lines.to_string();
         let mut cmd = Command::new("journalctl");
-        cmd.args([
-            "--no-pager",
-            "--quiet",
-            "--output=cat",
-            "--lines",
-            &n,
-            "--unit",
-            unit,
-        ]);
+        cmd.args(["--no-pager", "--quiet", "--output=cat", "--lines", &n]);
+        if invocation.is_empty() {
+            cmd.args(["--unit", unit]);
+        } else {
+            cmd.args([
+                format!("_SYSTEMD_INVOCATION_ID={invocation}"),
+                "+".to_owned(),
+                format!("INVOCATION_ID={invocation}"),
+            ]);
+        }
         command::run(&mut cmd, Some(Duration::from_secs(10)))
             .map(|o| o.stdout.lines().map(str::to_owned).collect())
             .unwrap_or_default()
