@@ -672,6 +672,28 @@ fn a_deploy_builds_the_volumes_and_its_drop_ins_name_them() {
         fs::read_to_string(data.join("state")).unwrap(),
         "v1 wrote this"
     );
+    // Removing the pod shows every version's volumes going in the diff.
+    let request = host.pod_request("shop", PodState::Absent);
+    let removed = pod::run(&request, &mut host.systemd, false, true).unwrap();
+    for (version, name) in [("1", "data"), ("1", "conf"), ("2", "data"), ("2", "conf")] {
+        let header = format!("volume {name} of pod shop version {version}");
+        let entry = removed
+            .diff
+            .iter()
+            .find(|d| d["before_header"] == header.as_str())
+            .unwrap_or_else(|| panic!("no diff of {header}: {:#?}", removed.diff));
+        let path = host
+            .root
+            .join(format!("pods/shop/{version}/volumes/{name}/data"));
+        assert!(
+            entry["before"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("path: {}\n", path.display())),
+            "{entry}"
+        );
+        assert_eq!(entry["after"], "");
+    }
 }
 
 #[test]

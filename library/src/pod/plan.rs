@@ -645,6 +645,22 @@ impl Plan {
                 ));
             }
         }
+        // A removed version takes its volumes with it.
+        for v in &self.remove {
+            let Some(stored) = before.versions.get(v) else {
+                continue;
+            };
+            for volume in &stored.record.pod.volumes {
+                let path = crate::volume::data_path(&store, &self.name, v, &volume.name);
+                out.push(crate::volume::diff_entry(
+                    &self.name,
+                    v,
+                    &volume.name,
+                    Some(crate::volume::pod_diff_text(volume, &path)),
+                    None,
+                ));
+            }
+        }
         for import in &self.import_images {
             let location = records::location(&store, self.runtime, &import.id);
             out.push(image::diff_entry(
