@@ -191,6 +191,17 @@ def failed_start_rolls_back():
     expect(r.get("failed") is True and "rolled back to version 2" in r["msg"],
            "a service that dies after 0.4 s does not count as up", r)
     running("2")
+    # min_up_time: 0 takes systemd's word at once, so that one counts as up;
+    # a longer window catches a service that dies later.
+    r = ops_pod(bundle=bundle("4", late), min_up_time=0)
+    expect(r.get("failed") is not True and r["changed"] is True and current() == "4",
+           "min_up_time 0: a service that dies after 0.4 s counted as up", r)
+    ok(ops_pod(bundle=bundle("2")), True)
+    later = WEB.replace("exec sleep infinity", "sleep 1.5; exit 1")
+    r = ops_pod(bundle=bundle("6", later), min_up_time=3)
+    expect(r.get("failed") is True and "rolled back to version 2" in r["msg"],
+           "min_up_time 3: a service that dies after 1.5 s does not count as up", r)
+    running("2")
 
     # Without rollback, the failure is left as it is.
     r = ops_pod(bundle=bundle("5", BROKEN), rollback=False)

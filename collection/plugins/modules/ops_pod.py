@@ -25,8 +25,9 @@ description:
     reboot. Versions are immutable - the same version with other content is
     refused.
   - O(state=started) makes the version current, starts its units, waits until
-    each is up within O(start_timeout), then stops every other version's
-    units. If the new version does not come up and O(rollback=true),
+    each is up (and stays up for O(min_up_time)) within O(start_timeout),
+    then stops every other version's units. If the new version does not
+    come up and O(rollback=true),
     everything is put back and the task fails with the unit's state and its
     last journal lines in RV(msg).
   - The images a bundle lists and the runtime lacks are imported first, as
@@ -106,6 +107,17 @@ options:
     description: Seconds to wait for the units to come up.
     type: int
     default: 60
+  min_up_time:
+    description:
+      - Seconds each started unit must stay up (active, and not restarted by
+        systemd) to count as up, within O(start_timeout). A C(Type=simple)
+        service is active as soon as it is forked; this window catches one
+        that dies right after starting, and rolls back.
+      - C(0) takes systemd's word as soon as the start job is done (active, or
+        ready for C(Type=notify)): the fastest, and what a C(systemd_service)
+        task does; a service that dies a moment later then counts as up.
+    type: int
+    default: 1
   rollback:
     description:
       - Go back to the previous version when the new one does not come up.

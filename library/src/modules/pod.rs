@@ -28,6 +28,7 @@ pub struct Options {
     pub root: PathBuf,
     pub unit_dir: PathBuf,
     pub start_timeout: i64,
+    pub min_up_time: i64,
     pub rollback: bool,
     pub lock_timeout: i64,
     pub runtime: Option<String>,
@@ -84,6 +85,13 @@ impl Module for OpsPod {
                 "Seconds to wait for the units to come up.",
             )
             .default(Default::Int(60)),
+            Opt::new(
+                "min_up_time",
+                Kind::Int,
+                "Seconds each started unit must stay up, without restarting, to count as up; \
+                 0 takes systemd's word (active, or ready for Type=notify).",
+            )
+            .default(Default::Int(1)),
             Opt::new(
                 "rollback",
                 Kind::Bool,
@@ -207,6 +215,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
             })
     };
     let start_timeout = seconds("start_timeout", options.start_timeout);
+    let min_up_time = seconds("min_up_time", options.min_up_time);
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
     let download_timeout = seconds("download_timeout", options.download_timeout);
     if let Some(env) = &options.env {
@@ -242,6 +251,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         root: options.root,
         unit_dir: options.unit_dir,
         start_timeout,
+        min_up_time,
         rollback: options.rollback,
         lock_timeout,
         runtime: options.runtime.as_deref().and_then(Runtime::parse),

@@ -27,9 +27,6 @@ use crate::store::Store;
 use crate::systemd::{Systemd, UnitStatus};
 use crate::units;
 
-/// How long started units must stay up, without restarting, to count as up:
-/// a service that dies right after starting is caught here.
-pub const SETTLE: Duration = Duration::from_secs(1);
 /// Journal lines quoted when a unit does not come up.
 const JOURNAL_LINES: usize = 15;
 
@@ -254,6 +251,7 @@ impl Run<'_> {
                 &start.units,
                 start.restart,
                 self.request.start_timeout,
+                self.request.min_up_time,
             )
         };
         match up {
@@ -325,13 +323,14 @@ fn describe(status: &UnitStatus) -> String {
     )
 }
 
-/// Start (or restart) `units`, then watch them for [`SETTLE`]: up means
+/// Start (or restart) `units`, then watch them for `min_up_time`: up means
 /// still active and not restarted at the end of it.
 fn bring_up(
     systemd: &mut dyn Systemd,
     units: &[String],
     restart: bool,
     timeout: Duration,
+    min_up_time: Duration,
 ) -> Result<(), Down> {
     let began = Instant::now();
     let first_down = |systemd: &mut dyn Systemd| -> Option<UnitStatus> {
@@ -355,7 +354,7 @@ fn bring_up(
         });
     }
     let baseline: Vec<UnitStatus> = systemd.show(units).unwrap_or_default();
-    let settle_until = Instant::now() + SETTLE.min(timeout.saturating_sub(began.elapsed()));
+    let settle_until = Instant::now() + min_up_time.min(timeout.saturating_sub(began.elapsed()));
     loop {
         let now = systemd.show(units).unwrap_or_default();
         for status in &now {

@@ -62,6 +62,10 @@ pub struct Request {
     pub root: PathBuf,
     pub unit_dir: PathBuf,
     pub start_timeout: Duration,
+    /// How long started units must stay up, without restarting, to count
+    /// as up (within `start_timeout`): a service that dies right after
+    /// starting is caught. Zero takes systemd's word (active, or ready).
+    pub min_up_time: Duration,
     pub rollback: bool,
     pub lock_timeout: Duration,
     /// Where the pod's images go; `None`: where the version's went (the

@@ -58,6 +58,7 @@ pub fn pod_request(root: &Path, unit_dir: &Path, name: &str, state: State) -> Re
         root: root.to_owned(),
         unit_dir: unit_dir.to_owned(),
         start_timeout: Duration::from_secs(5),
+        min_up_time: Duration::from_secs(1),
         rollback: true,
         lock_timeout: Duration::from_secs(30),
         runtime: None,
