@@ -114,7 +114,7 @@ options:
         service is active as soon as it is forked; this window catches one
         that dies right after starting, and rolls back.
       - C(0) takes systemd's word as soon as the start job is done (active, or
-        ready for C(Type=notify)): the fastest, and what a C(systemd_service)
+        ready for C(Type=notify)) - the fastest, and what a C(systemd_service)
         task does; a service that dies a moment later then counts as up.
     type: int
     default: 1
