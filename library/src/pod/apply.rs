@@ -18,7 +18,7 @@
 //! version is up puts everything back as it was observed; a version that
 //! does not come up is stopped and the previous one kept (`rollback`).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{describe_change, environment_action, Plan, Start};
 use super::{version_units, Observed, PodError, Report, Request};
@@ -267,7 +267,7 @@ impl Run<'_> {
                 Ok(())
             }
             Err(down) => {
-                let journal = self.systemd.journal(&down.unit, JOURNAL_LINES);
+                let journal = self.systemd.journal(&down.unit, down.since, JOURNAL_LINES);
                 // The reason says whether it failed or ran out of time.
                 let mut msg = format!(
                     "version {} of pod {} did not come up: {}",
@@ -314,6 +314,8 @@ impl Run<'_> {
 struct Down {
     unit: String,
     reason: String,
+    /// When the start began: the journal lines worth quoting are later.
+    since: SystemTime,
 }
 
 fn describe(status: &UnitStatus) -> String {
@@ -333,6 +335,7 @@ fn bring_up(
     min_up_time: Duration,
 ) -> Result<(), Down> {
     let began = Instant::now();
+    let since = SystemTime::now();
     let first_down = |systemd: &mut dyn Systemd| -> Option<UnitStatus> {
         systemd.show(units).ok()?.into_iter().find(|s| !s.is_up())
     };
@@ -351,6 +354,7 @@ fn bring_up(
                 Some(s) => format!("{}; {e}", describe(&s)),
                 None => e.to_string(),
             },
+            since,
         });
     }
     let baseline: Vec<UnitStatus> = systemd.show(units).unwrap_or_default();
@@ -370,6 +374,7 @@ fn bring_up(
                     } else {
                         describe(status)
                     },
+                    since,
                 });
             }
         }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{CommandError, Systemd, UnitStatus};
 
@@ -158,7 +158,7 @@ impl Systemd for Recording {
         Ok(shown)
     }
 
-    fn journal(&mut self, unit: &str, _lines: usize) -> Vec<String> {
+    fn journal(&mut self, unit: &str, _since: SystemTime, _lines: usize) -> Vec<String> {
         vec![format!("{unit}: fake journal line")]
     }
 

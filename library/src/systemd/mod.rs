@@ -14,7 +14,7 @@ pub mod fake;
 mod systemctl;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use systemctl::Systemctl;
 
@@ -70,8 +70,9 @@ pub trait Systemd {
     /// globs), in one query; a unit it has not loaded is inactive (dead).
     /// Only `unit`, `load`, `active` and `sub` are filled in.
     fn list(&mut self, patterns: &[String]) -> Result<Vec<UnitStatus>, CommandError>;
-    /// The last `lines` journal lines of `unit`; empty when unavailable.
-    fn journal(&mut self, unit: &str, lines: usize) -> Vec<String>;
+    /// The last `lines` journal lines of `unit` logged since `since`;
+    /// empty when unavailable.
+    fn journal(&mut self, unit: &str, since: SystemTime, lines: usize) -> Vec<String>;
     /// Check unit files (and the drop-in directories beside them) the way
     /// systemd will load them. `Ok(false)` when no verifier is installed.
     fn verify(&mut self, files: &[PathBuf]) -> Result<bool, CommandError>;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Systemd, UnitStatus};
 use crate::command::{self, CommandError};
@@ -139,35 +139,31 @@ impl Systemd for Systemctl {
         parse_list(&text)
     }
 
-    fn journal(&mut self, unit: &str, lines: usize) -> Vec<String> {
+    fn journal(&mut self, unit: &str, since: SystemTime, lines: usize) -> Vec<String> {
         // journald may still hold the newest lines in memory.
         let _ = command::run(
             Command::new("journalctl").arg("--sync"),
             Some(Duration::from_secs(5)),
         );
-        // The lines of the unit's last run only: `--unit` would also show
-        // an earlier run's (a version that failed before, under the same
-        // unit name). The service's own lines carry _SYSTEMD_INVOCATION_ID,
-        // systemd's about it INVOCATION_ID.
-        let invocation = systemctl(
-            &["show", "--property=InvocationID", "--value", "--"],
-            &[unit.to_owned()],
-            None,
-        )
-        .map(|text| text.trim().to_owned())
-        .unwrap_or_default();
+        // Only the lines since this run started the unit: `--unit` alone
+        // also shows an earlier run's (a version that failed before, under
+        // the same unit name). Not by invocation id: a process that exits
+        // at once may log before journald can tell its invocation.
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = format!("@{}.{:06}", since.as_secs(), since.subsec_micros());
         let n = lines.to_string();
         let mut cmd = Command::new("journalctl");
-        cmd.args(["--no-pager", "--quiet", "--output=cat", "--lines", &n]);
-        if invocation.is_empty() {
-            cmd.args(["--unit", unit]);
-        } else {
-            cmd.args([
-                format!("_SYSTEMD_INVOCATION_ID={invocation}"),
-                "+".to_owned(),
-                format!("INVOCATION_ID={invocation}"),
-            ]);
-        }
+        cmd.args([
+            "--no-pager",
+            "--quiet",
+            "--output=cat",
+            "--since",
+            &since,
+            "--lines",
+            &n,
+            "--unit",
+            unit,
+        ]);
         command::run(&mut cmd, Some(Duration::from_secs(10)))
             .map(|o| o.stdout.lines().map(str::to_owned).collect())
             .unwrap_or_default()
