@@ -9,9 +9,10 @@ ops modules are Rust binaries, one per machine architecture, found as
 ``ops.onboard.<module>_<machine>`` (build outputs placed by the
 collection's build). The module a playbook names (``ops.onboard.ops_pod``)
 is this action: it learns the target's machine from the gathered fact
-``ansible_facts.architecture`` or, when facts were not gathered, from one
-``uname -m`` on the target, and runs that machine's binary as a module.
-Check mode and diff reach the binary as for any module: it honours them.
+``ansible_facts.architecture`` or, when facts were not gathered (or the
+task is delegated), from one ``uname -m`` on the target, and runs that
+machine's binary as a module. Check mode and diff reach the binary as for
+any module: it honours them.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class BinaryModule(ActionBase):
         return result
 
     def _machine(self, task_vars):
-        facts = task_vars.get("ansible_facts") or {}
+        # A delegated task runs on another host than the one whose facts
+        # these are: ask that host.
+        facts = {} if self._task.delegate_to else (task_vars.get("ansible_facts") or {})
         machine = facts.get("architecture")
         if machine:
             return str(machine)
