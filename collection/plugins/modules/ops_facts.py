@@ -46,6 +46,12 @@ options:
     type: bool
     default: true
 attributes:
+  action:
+    support: full
+    description: An action runs the binary built for the target's machine (x86_64 or aarch64 Linux).
+  async:
+    support: none
+    description: Not supported.
   check_mode:
     support: full
     description: The same facts in check mode; nothing is ever changed.
@@ -56,6 +62,8 @@ attributes:
     support: full
     description: Sets C(ansible_facts.ops).
 notes:
+  - Run it as a task. It cannot be one of the C(FACTS_MODULES) that
+    C(gather_facts) runs, which calls a module without its action.
   - The record of a pod is the one M(ops.onboard.ops_pod) returns as C(pod).
 """
 
