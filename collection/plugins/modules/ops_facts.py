@@ -45,13 +45,9 @@ options:
         and C(sub_state) are V(null).
     type: bool
     default: true
+extends_documentation_fragment:
+  - ops.onboard.binary_module
 attributes:
-  action:
-    support: full
-    description: An action runs the binary built for the target's machine (x86_64 or aarch64 Linux).
-  async:
-    support: none
-    description: Not supported.
   check_mode:
     support: full
     description: The same facts in check mode; nothing is ever changed.

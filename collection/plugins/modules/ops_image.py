@@ -97,13 +97,9 @@ options:
 requirements:
   - sqv (Debian package C(sqv)) on the target, to check signatures
   - podman on the target, for O(runtime=podman)
+extends_documentation_fragment:
+  - ops.onboard.binary_module
 attributes:
-  action:
-    support: full
-    description: An action runs the binary built for the target's machine (x86_64 or aarch64 Linux).
-  async:
-    support: none
-    description: Not supported; a task runs to its end, bounded by O(lock_timeout) and its other timeouts.
   check_mode:
     support: full
     description:

@@ -1,0 +1,22 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The attributes every ops module shares: a binary run by an action."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """ops.onboard.binary_module"""
+
+    DOCUMENTATION = r"""
+attributes:
+  action:
+    support: full
+    description: An action runs the binary built for the target's machine (x86_64 or aarch64 Linux).
+  async:
+    support: none
+    description: Not supported; a task runs to its end, bounded by its timeouts.
+"""
