@@ -24,14 +24,6 @@ description:
 version_added: 0.1.0
 author: ops developers (@ops)
 options:
-  root:
-    description: The ops store.
-    type: path
-    default: /var/lib/ops
-  unit_dir:
-    description: systemd's unit directory, where ops installs the pods' units.
-    type: path
-    default: /etc/systemd/system
   pods:
     description:
       - Only these pods, and the images and ports they use.
@@ -47,6 +39,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ops.onboard.binary_module
+  - ops.onboard.store
+  - ops.onboard.store.units
 attributes:
   check_mode:
     support: full

@@ -86,19 +86,13 @@ options:
     description: Seconds a download may take.
     type: int
     default: 600
-  root:
-    description: The ops store.
-    type: path
-    default: /var/lib/ops
-  lock_timeout:
-    description: Seconds to wait for another ops run to finish.
-    type: int
-    default: 300
 requirements:
   - sqv (Debian package C(sqv)) on the target, to check signatures
   - podman on the target, for O(runtime=podman)
 extends_documentation_fragment:
   - ops.onboard.binary_module
+  - ops.onboard.store
+  - ops.onboard.store.lock
 attributes:
   check_mode:
     support: full

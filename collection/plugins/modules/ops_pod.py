@@ -95,14 +95,6 @@ options:
       - Left out, the version's environment is kept as it is; V({}) removes
         it.
     type: dict
-  root:
-    description: The ops store.
-    type: path
-    default: /var/lib/ops
-  unit_dir:
-    description: systemd's unit directory, where ops installs the pods' units.
-    type: path
-    default: /etc/systemd/system
   start_timeout:
     description: Seconds to wait for the units to come up.
     type: int
@@ -125,10 +117,6 @@ options:
         one keeps running.
     type: bool
     default: true
-  lock_timeout:
-    description: Seconds to wait for another ops run to finish.
-    type: int
-    default: 300
   runtime:
     description:
       - Where the pod's images go. V(systemd) unpacks them in the store and
@@ -166,6 +154,9 @@ options:
     default: 30000-32767
 extends_documentation_fragment:
   - ops.onboard.binary_module
+  - ops.onboard.store
+  - ops.onboard.store.units
+  - ops.onboard.store.lock
 attributes:
   check_mode:
     support: full

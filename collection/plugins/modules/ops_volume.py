@@ -112,22 +112,14 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  root:
-    description: The ops store.
-    type: path
-    default: /var/lib/ops
   timeout:
     description: Seconds a download (or a restart) may take.
     type: int
     default: 600
-  lock_timeout:
-    description:
-      - Seconds to wait for another ops run to finish.
-      - A run with nothing to do, a refused request and check mode take no lock.
-    type: int
-    default: 300
 extends_documentation_fragment:
   - ops.onboard.binary_module
+  - ops.onboard.store
+  - ops.onboard.store.lock
 attributes:
   check_mode:
     support: full
@@ -139,6 +131,8 @@ attributes:
     description:
       - The volume's digest, entries, bytes, mode and owner before and after.
 notes:
+  - A run with nothing to do, a refused request and check mode take no lock
+    (O(lock_timeout)).
   - Volumes are first built by M(ops.onboard.ops_pod) when it deploys a
     version, from the C(data) each volume declares in pod.json.
   - The archive is read twice when something changes, once to hash it and
