@@ -169,8 +169,7 @@ fn physical_lines(text: &str) -> Vec<PhysicalLine<'_>> {
 
 /// A line systemd skips: first non-blank character `#` or `;`.
 fn is_comment(line: &str) -> bool {
-    line.trim_start_matches([' ', '\t'])
-        .starts_with(['#', ';'])
+    line.trim_start_matches([' ', '\t']).starts_with(['#', ';'])
 }
 
 /// Whether systemd joins the next line to this one: it ends in an odd
@@ -210,10 +209,14 @@ fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
         };
         let mut rest = words;
         while !rest.is_empty() {
-            let start = rest.find(|c: char| !c.is_ascii_whitespace()).unwrap_or(rest.len());
+            let start = rest
+                .find(|c: char| !c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
             out.push_str(&rest[..start]);
             rest = &rest[start..];
-            let end = rest.find(|c: char| c.is_ascii_whitespace()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
             let word = &rest[..end];
             match rename(word) {
                 Some(new) => out.push_str(&new),
@@ -341,10 +344,9 @@ pub fn environment_file(env: &BTreeMap<String, String>) -> Vec<u8> {
 /// way, and systemd ends lines at control characters, so a path with any
 /// of these is refused; `%` is written `%%` ([`unit_path`]).
 pub fn check_unit_path(path: &str) -> Result<(), String> {
-    match path
-        .chars()
-        .find(|c| c.is_ascii_control() || c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '\\' | ':'))
-    {
+    match path.chars().find(|c| {
+        c.is_ascii_control() || c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '\\' | ':')
+    }) {
         Some(c) => Err(format!(
             "it contains {c:?}; systemd unit files cannot carry whitespace, control characters, \
              quotes, '\\' or ':' in a path"
@@ -904,8 +906,17 @@ mod tests {
         for value in HOSTILE.iter().copied().chain([every_control.as_str()]) {
             let line = environment_assignment("A", value);
             // One line, with nothing systemd could take for a line end.
-            assert!(!line.trim_end_matches('\n').contains(|c: char| c.is_ascii_control()), "{line:?}");
-            assert_eq!(systemd_environment(&line), format!("A={value}"), "{value:?}");
+            assert!(
+                !line
+                    .trim_end_matches('\n')
+                    .contains(|c: char| c.is_ascii_control()),
+                "{line:?}"
+            );
+            assert_eq!(
+                systemd_environment(&line),
+                format!("A={value}"),
+                "{value:?}"
+            );
         }
     }
 
@@ -926,7 +937,9 @@ mod tests {
                 }
             };
             out.insert(name.to_owned(), v);
-            rest = value[end + 1..].strip_prefix('\n').expect("one variable a line");
+            rest = value[end + 1..]
+                .strip_prefix('\n')
+                .expect("one variable a line");
         }
         out
     }
@@ -962,9 +975,16 @@ mod tests {
             unit_path("store path", Path::new("/var/lib/ops%n/é")).unwrap(),
             "/var/lib/ops%%n/é"
         );
-        for bad in ["/a b", "/a\nb", "/a\rb", "/a\tb", "/a:b", "/a\"b", "/a'b", "/a\\b", "/a\x01b"] {
-            let e = unit_path("store path", Path::new(bad)).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("store path {bad:?} cannot be written")), "{e}");
+        for bad in [
+            "/a b", "/a\nb", "/a\rb", "/a\tb", "/a:b", "/a\"b", "/a'b", "/a\\b", "/a\x01b",
+        ] {
+            let e = unit_path("store path", Path::new(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("store path {bad:?} cannot be written")),
+                "{e}"
+            );
         }
     }
 }

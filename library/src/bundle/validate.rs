@@ -239,7 +239,13 @@ impl Draft {
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
         for (key, value) in &self.environment.value {
-            let field = at(&self.environment.at, key);
+            // A name that is no identifier is quoted: it may hold a newline.
+            let field =
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    at(&self.environment.at, key)
+                } else {
+                    format!("{}[{key:?}]", self.environment.at)
+                };
             if v.check(&field, names::check_env_name(key)).is_some() {
                 v.check(&field, crate::units::check_env_value(key, value));
             }
