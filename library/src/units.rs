@@ -22,6 +22,11 @@
 //! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
 //!   so it comes back after a reboot.
 //!
+//! What ops writes reaches systemd exactly or is refused: environment
+//! values are escaped for the parser that reads them, values no variable
+//! can hold ([`check_env_value`]) and paths a unit file cannot carry
+//! ([`check_unit_path`]) are refused before anything is written.
+//!
 //! Every file starts with a header naming the pod; that is how ops knows a
 //! file is its own, and it never overwrites or removes one without it.
 //! The set of files is computed from the store ([`desired`]), compared with
