@@ -22,6 +22,11 @@
 //! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
 //!   so it comes back after a reboot.
 //!
+//! What ops writes reaches systemd exactly or is refused: environment
+//! values are escaped for the parser that reads them, values no variable
+//! can hold ([`check_env_value`]) and paths a unit file cannot carry
+//! ([`check_unit_path`]) are refused before anything is written.
+//!
 //! Every file starts with a header naming the pod; that is how ops knows a
 //! file is its own, and it never overwrites or removes one without it.
 //! The set of files is computed from the store ([`desired`]), compared with
@@ -83,6 +88,12 @@ pub enum UnitsError {
     Foreign { path: PathBuf, pod: PodName },
     #[error("installed unit name {name:?} is longer than systemd's 255 characters; shorten the pod name, version or unit name")]
     TooLong { name: String },
+    #[error("{what} {path:?} cannot be written into a systemd unit: {reason}")]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// `(stem, suffix)` of a unit name: `("web@", "service")`.
@@ -135,7 +146,50 @@ pub fn is_owned(pod: &PodName, text: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(')') || rest.starts_with(','))
 }
 
+/// One physical line of a unit file, as systemd splits them: at `\n`,
+/// `\r\n`, a lone `\r` or a NUL (systemd's `read_line`).
+struct PhysicalLine<'a> {
+    body: &'a str,
+    end: &'a str,
+}
+
+fn physical_lines(text: &str) -> Vec<PhysicalLine<'_>> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = rest.find(['\n', '\r', '\0']).unwrap_or(rest.len());
+        let end_len = match &rest[cut..] {
+            e if e.starts_with("\r\n") => 2,
+            "" => 0,
+            _ => 1,
+        };
+        lines.push(PhysicalLine {
+            body: &rest[..cut],
+            end: &rest[cut..cut + end_len],
+        });
+        rest = &rest[cut + end_len..];
+    }
+    lines
+}
+
+/// A line systemd skips: first non-blank character `#` or `;`.
+fn is_comment(line: &str) -> bool {
+    line.trim_start_matches([' ', '\t']).starts_with(['#', ';'])
+}
+
+/// Whether systemd joins the next line to this one: it ends in an odd
+/// number of backslashes (an even number is escaped backslashes).
+fn continues(line: &str) -> bool {
+    let trailing = line.len() - line.trim_end_matches('\\').len();
+    trailing % 2 == 1
+}
+
 /// Rewrite references to the pod's own units in a unit file.
+///
+/// Lines are read as systemd reads them: a line ending in `\` goes on
+/// on the next, comment lines inside such a continuation are skipped, and
+/// a CR or NUL ends a line too. A reference on any line of a dependency
+/// setting is renamed; every other byte is kept.
 fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
     let rename = |token: &str| -> Option<String> {
         if let Some(new) = renames.get(token) {
@@ -149,47 +203,123 @@ fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
         let (new_stem, _) = split(new);
         Some(format!("{new_stem}{instance}.{suffix}"))
     };
+    // Rename the whitespace-separated words of `value`, keeping the
+    // separators (and a continuation's final backslash) as they are.
+    let rename_words = |value: &str, out: &mut String| {
+        let continued = continues(value);
+        let words = if continued {
+            &value[..value.len() - 1]
+        } else {
+            value
+        };
+        let mut rest = words;
+        while !rest.is_empty() {
+            let start = rest
+                .find(|c: char| !c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest
+                .find(|c: char| c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            match rename(word) {
+                Some(new) => out.push_str(&new),
+                None => out.push_str(word),
+            }
+            rest = &rest[end..];
+        }
+        if continued {
+            out.push('\\');
+        }
+    };
+    // systemd's logical lines: a line and those it is continued on.
+    let mut groups: Vec<Vec<PhysicalLine<'_>>> = Vec::new();
+    let mut open = false;
+    for line in physical_lines(text) {
+        let comment = is_comment(line.body);
+        match groups.last_mut() {
+            Some(group) if open => {
+                open = comment || continues(line.body);
+                group.push(line);
+            }
+            _ => {
+                open = !comment && continues(line.body);
+                groups.push(vec![line]);
+            }
+        }
+    }
     let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let rewritten = body.split_once('=').and_then(|(key, value)| {
-            if !UNIT_LIST_KEYS.contains(&key.trim()) {
-                return None;
+    for group in groups {
+        // The key is what comes before the first `=`, the continuation
+        // backslashes read as spaces (as systemd does); comments skipped.
+        let mut key = String::new();
+        let mut value_from: Option<(usize, usize)> = None;
+        for (i, line) in group.iter().enumerate() {
+            if is_comment(line.body) {
+                continue;
             }
-            let tokens: Vec<&str> = value.split_whitespace().collect();
-            let mut changed = false;
-            let new: Vec<String> = tokens
-                .iter()
-                .map(|t| match rename(t) {
-                    Some(n) => {
-                        changed = true;
-                        n
-                    }
-                    None => (*t).to_owned(),
-                })
-                .collect();
-            changed.then(|| format!("{}={}", key, new.join(" ")))
-        });
-        match rewritten {
-            Some(r) => {
-                out.push_str(&r);
-                out.push_str(&line[body.len()..]);
+            if let Some(at) = line.body.find('=') {
+                key.push_str(&line.body[..at]);
+                value_from = Some((i, at + 1));
+                break;
             }
-            None => out.push_str(line),
+            key.push_str(line.body.strip_suffix('\\').unwrap_or(line.body));
+            key.push(' ');
+        }
+        let is_list = value_from.is_some() && UNIT_LIST_KEYS.contains(&key.trim());
+        for (i, line) in group.iter().enumerate() {
+            match value_from {
+                Some((first, at)) if is_list && i >= first && !is_comment(line.body) => {
+                    let at = if i == first { at } else { 0 };
+                    out.push_str(&line.body[..at]);
+                    rename_words(&line.body[at..], &mut out);
+                }
+                _ => out.push_str(line.body),
+            }
+            out.push_str(line.end);
         }
     }
     out
 }
 
-/// Quote one `NAME=value` for `Environment=`.
+/// Longest `NAME=value` Linux hands to a program: one string of the
+/// environment block, NUL included, may be 32 pages (MAX_ARG_STRLEN);
+/// systemd refuses to start a service with a longer one.
+const MAX_ASSIGNMENT: usize = 32 * 4096 - 1;
+
+/// Whether variable `name` can carry `value` to a service exactly. The
+/// message never quotes the value: it may be a secret.
+pub fn check_env_value(name: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(
+            "the value contains a NUL character, which no environment variable can hold".into(),
+        );
+    }
+    let length = name.len() + 1 + value.len();
+    if length > MAX_ASSIGNMENT {
+        return Err(format!(
+            "the value is too long: {name}=value is {length} bytes, and Linux passes at most \
+             {MAX_ASSIGNMENT} bytes in one environment variable"
+        ));
+    }
+    Ok(())
+}
+
+/// `Environment="NAME=value"`, encoded so systemd hands the service exactly
+/// `value`: systemd reads the quoted word with C escapes (so control
+/// characters, which it would take for line ends or drop, are `\xNN`), and
+/// then expands `%` specifiers (so `%` is `%%`). `value` holds no NUL
+/// ([`check_env_value`]).
 fn environment_assignment(name: &str, value: &str) -> String {
+    debug_assert!(check_env_value(name, value).is_ok());
     let mut s = String::from("Environment=\"");
     for c in format!("{name}={value}").chars() {
         match c {
             '\\' => s.push_str("\\\\"),
             '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
             '%' => s.push_str("%%"),
+            c if c.is_ascii_control() => s.push_str(&format!("\\x{:02x}", u32::from(c))),
             c => s.push(c),
         }
     }
@@ -197,15 +327,52 @@ fn environment_assignment(name: &str, value: &str) -> String {
     s
 }
 
-/// Quote values for an `EnvironmentFile=`: double quotes, with `\` and `"`
-/// escaped; newlines are kept inside the quotes.
+/// An environment file: each value in double quotes, where systemd's
+/// parser takes every byte as it is but `\\` and `\"` (so those two are
+/// escaped); newlines, CRs and other control characters are kept inside
+/// the quotes. Values hold no NUL ([`check_env_value`]): systemd's
+/// parser would stop at it and drop the variables after.
 pub fn environment_file(env: &BTreeMap<String, String>) -> Vec<u8> {
     let mut s = String::from("# Pod environment written by ops; secret.\n");
     for (name, value) in env {
+        debug_assert!(check_env_value(name, value).is_ok());
         let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
         s.push_str(&format!("{name}=\"{escaped}\"\n"));
     }
     s.into_bytes()
+}
+
+/// Whether a path can be written into a path setting of a unit
+/// (`RootDirectory=`, `EnvironmentFile=`, `ReadOnlyPaths=`, `BindPaths=`)
+/// and reach systemd exactly. Those settings split at whitespace (and
+/// `BindPaths=` at `:`) and treat quotes and backslashes each their own
+/// way, and systemd ends lines at control characters, so a path with any
+/// of these is refused; `%` is written `%%` ([`unit_path`]).
+pub fn check_unit_path(path: &str) -> Result<(), String> {
+    match path.chars().find(|c| {
+        c.is_ascii_control() || c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '\\' | ':')
+    }) {
+        Some(c) => Err(format!(
+            "it contains {c:?}; systemd unit files cannot carry whitespace, control characters, \
+             quotes, '\\' or ':' in a path"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `path` as written in a path setting of a unit; `what` names it in the
+/// error.
+fn unit_path(what: &'static str, path: &Path) -> Result<String, UnitsError> {
+    let refuse = |reason: String| UnitsError::Path {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let text = path
+        .to_str()
+        .ok_or_else(|| refuse("it is not UTF-8".into()))?;
+    check_unit_path(text).map_err(refuse)?;
+    Ok(text.replace('%', "%%"))
 }
 
 /// The variable names in an environment file [`environment_file`] wrote.
@@ -231,10 +398,11 @@ pub struct Images<'a> {
 }
 
 /// The drop-in lines that run a unit in its image.
-fn image_lines(images: Images<'_>, id: &ImageId) -> String {
-    let location = records::location(images.store, images.runtime, id);
-    let mut s = environment_assignment("OPS_IMAGE", &location);
+fn image_lines(images: Images<'_>, id: &ImageId) -> Result<String, UnitsError> {
+    let path = records::location(images.store, images.runtime, id);
+    let mut s = environment_assignment("OPS_IMAGE", &path);
     if images.runtime == Runtime::Systemd {
+        let location = unit_path("image directory", Path::new(&path))?;
         // ReadOnlyPaths= takes host paths, applied before the switch to
         // the root: naming the root makes the whole image read-only
         // (`ReadOnlyPaths=/` would not; measured on systemd 252).
@@ -242,7 +410,7 @@ fn image_lines(images: Images<'_>, id: &ImageId) -> String {
             "RootDirectory={location}\nMountAPIVFS=yes\nReadOnlyPaths={location}\n"
         ));
     }
-    s
+    Ok(s)
 }
 
 /// The drop-in lines that give a unit the version's volumes: always
@@ -255,25 +423,27 @@ fn volume_lines(
     version: &Version,
     volumes: &[Volume],
     in_image: bool,
-) -> (String, String) {
+) -> Result<(String, String), UnitsError> {
     let mut environment = String::new();
     let mut mounts = String::new();
     for v in volumes {
         let path = volume::data_path(images.store, pod, version, &v.name);
-        let shown = path.display();
         environment.push_str(&environment_assignment(
             &volume::env_name(&v.name),
-            &shown.to_string(),
+            &path.display().to_string(),
         ));
-        let mount = v.mount.display();
+        let shown = || unit_path("volume directory", &path);
+        let mount = || unit_path("volume mount point", &v.mount);
         match (in_image && images.runtime == Runtime::Systemd, v.read_only) {
-            (true, false) => mounts.push_str(&format!("BindPaths={shown}:{mount}\n")),
-            (true, true) => mounts.push_str(&format!("BindReadOnlyPaths={shown}:{mount}\n")),
-            (false, true) => mounts.push_str(&format!("ReadOnlyPaths={shown}\n")),
+            (true, false) => mounts.push_str(&format!("BindPaths={}:{}\n", shown()?, mount()?)),
+            (true, true) => {
+                mounts.push_str(&format!("BindReadOnlyPaths={}:{}\n", shown()?, mount()?));
+            }
+            (false, true) => mounts.push_str(&format!("ReadOnlyPaths={}\n", shown()?)),
             (false, false) => {}
         }
     }
-    (environment, mounts)
+    Ok((environment, mounts))
 }
 
 /// What the drop-in of one runnable unit says beyond the pod and version.
@@ -282,7 +452,8 @@ struct Extras<'a> {
     /// `PORT_<NAME>` and `PORT`.
     ports: Vec<(String, String)>,
     environment: Option<&'a BTreeMap<String, String>>,
-    environment_file: Option<&'a Path>,
+    /// Written as in a unit ([`unit_path`]).
+    environment_file: Option<&'a str>,
     image: Option<String>,
     volumes: (String, String),
 }
@@ -307,7 +478,7 @@ fn dropin(pod: &PodName, version: &Version, suffix: &str, extras: Extras<'_>) ->
         s.push_str(&environment_assignment(name, value));
     }
     if let Some(path) = extras.environment_file {
-        s.push_str(&format!("EnvironmentFile={}\n", path.display()));
+        s.push_str(&format!("EnvironmentFile={path}\n"));
     }
     if section == "Service" {
         s.push_str(&extras.image.unwrap_or_default());
@@ -349,6 +520,9 @@ pub fn version_files(
         .iter()
         .map(|u| (u.name.as_str(), installed_name(pod, version, &u.name)))
         .collect();
+    let environment_file = environment_file
+        .map(|path| unit_path("environment file", path))
+        .transpose()?;
     let mut files = Files::new();
     for unit in units {
         let installed = installed_name(pod, version, &unit.name);
@@ -378,15 +552,19 @@ pub fn version_files(
                     Extras {
                         ports: crate::ports::environment(model, ports, unit, instance),
                         environment: Some(&model.environment),
-                        environment_file,
-                        image: unit.image.as_ref().map(|id| image_lines(images, id)),
+                        environment_file: environment_file.as_deref(),
+                        image: unit
+                            .image
+                            .as_ref()
+                            .map(|id| image_lines(images, id))
+                            .transpose()?,
                         volumes: volume_lines(
                             images,
                             pod,
                             version,
                             &model.volumes,
                             unit.image.is_some(),
-                        ),
+                        )?,
                     },
                 )),
             );
@@ -628,7 +806,7 @@ mod tests {
         let text = "[Unit]\nAfter=network.target db.service\nWants=web@8080.service  other.service\nDescription=db.service is kept\n[Service]\nExecStart=/bin/true db.service\n";
         assert_eq!(
             rewrite_references(text, &renames),
-            "[Unit]\nAfter=network.target shop-7-db.service\nWants=shop-7-web@8080.service other.service\nDescription=db.service is kept\n[Service]\nExecStart=/bin/true db.service\n"
+            "[Unit]\nAfter=network.target shop-7-db.service\nWants=shop-7-web@8080.service  other.service\nDescription=db.service is kept\n[Service]\nExecStart=/bin/true db.service\n"
         );
     }
 
@@ -644,14 +822,174 @@ mod tests {
     }
 
     #[test]
+    fn references_on_continued_lines_follow_the_rename() {
+        let renames = BTreeMap::from([
+            ("db.service", "shop-7-db.service".to_owned()),
+            ("web@.service", "shop-7-web@.service".to_owned()),
+        ]);
+        for key in UNIT_LIST_KEYS {
+            let text = format!(
+                "[Unit]\n{key}=network.target \\\n  # a comment systemd skips\n; db.service\n\tdb.service\\\n web@1.service \\\r\n  other.service\n"
+            );
+            assert_eq!(
+                rewrite_references(&text, &renames),
+                format!(
+                    "[Unit]\n{key}=network.target \\\n  # a comment systemd skips\n; db.service\n\tshop-7-db.service\\\n shop-7-web@1.service \\\r\n  other.service\n"
+                ),
+                "{key}"
+            );
+        }
+        // The key itself continued; a CR or NUL ends a line as a newline
+        // does; an even number of backslashes does not continue.
+        assert_eq!(
+            rewrite_references(
+                "Wants\\\n=db.service\rAfter=db.service\0Wants=x.service\\\\\ndb.service\n",
+                &renames
+            ),
+            "Wants\\\n=shop-7-db.service\rAfter=shop-7-db.service\0Wants=x.service\\\\\ndb.service\n"
+        );
+        // A comment line does not start a continuation, and a continued
+        // setting of another key keeps its words.
+        assert_eq!(
+            rewrite_references(
+                "# Wants=db.service \\\nAfter=db.service\nExecStart=/bin/echo \\\n  db.service\n",
+                &renames
+            ),
+            "# Wants=db.service \\\nAfter=shop-7-db.service\nExecStart=/bin/echo \\\n  db.service\n"
+        );
+    }
+
+    /// What systemd makes of one `Environment="..."` line: the quoted word
+    /// with C escapes, then `%%` to `%` (the escapes ops writes).
+    fn systemd_environment(line: &str) -> String {
+        let word = line
+            .strip_prefix("Environment=\"")
+            .and_then(|l| l.strip_suffix("\"\n"))
+            .expect("one quoted word on one line");
+        let mut out = String::new();
+        let mut chars = word.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next().expect("an escape") {
+                    'x' => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                    }
+                    c @ ('\\' | '"') => out.push(c),
+                    c => panic!("unexpected escape \\{c}"),
+                },
+                '"' => panic!("an unescaped quote ends the word"),
+                c => out.push(c),
+            }
+        }
+        out.replace("%%", "%")
+    }
+
+    const HOSTILE: &[&str] = &[
+        "a\rExecStartPre=/bin/touch /tmp/pwned\rb",
+        "a\nUser=nobody\nb",
+        "x\r\ny",
+        "\tt\x0b\x0c\x1b[31m\x7f",
+        "50% %n %%i",
+        "$HOME ${PATH} `id`",
+        "a\\b\\nc\\x41\\",
+        "\"dq\" 'sq' \\\" \\'",
+        "ends with a backslash\\",
+        "  lead and trail  ",
+        "héllo ☃ 𝄞 \u{2028} \u{85}",
+        "#not a comment ;x",
+        "",
+    ];
+
+    #[test]
     fn environment_values_are_quoted_for_systemd() {
         assert_eq!(
-            environment_assignment("A", "50% \"x\" \\ y"),
-            "Environment=\"A=50%% \\\"x\\\" \\\\ y\"\n"
+            environment_assignment("A", "50% \"x\" \\ y\r\n"),
+            "Environment=\"A=50%% \\\"x\\\" \\\\ y\\x0d\\x0a\"\n"
         );
-        let file = environment_file(&BTreeMap::from([("K".to_owned(), "a\"b\\c".to_owned())]));
-        assert!(String::from_utf8(file)
-            .unwrap()
-            .ends_with("K=\"a\\\"b\\\\c\"\n"));
+        let every_control: String = (1u8..0x20).chain([0x7f]).map(char::from).collect();
+        for value in HOSTILE.iter().copied().chain([every_control.as_str()]) {
+            let line = environment_assignment("A", value);
+            // One line, with nothing systemd could take for a line end.
+            assert!(
+                !line
+                    .trim_end_matches('\n')
+                    .contains(|c: char| c.is_ascii_control()),
+                "{line:?}"
+            );
+            assert_eq!(
+                systemd_environment(&line),
+                format!("A={value}"),
+                "{value:?}"
+            );
+        }
+    }
+
+    /// What systemd makes of an environment file ops wrote: in double
+    /// quotes only `\\` and `\"` are escapes.
+    fn systemd_environment_file(file: &[u8]) -> BTreeMap<String, String> {
+        let text = std::str::from_utf8(file).unwrap();
+        let mut out = BTreeMap::new();
+        let mut rest = text.split_once('\n').unwrap().1;
+        while let Some((name, value)) = rest.split_once("=\"") {
+            let mut v = String::new();
+            let mut chars = value.char_indices();
+            let end = loop {
+                match chars.next().expect("a closing quote") {
+                    (_, '\\') => v.push(chars.next().unwrap().1),
+                    (i, '"') => break i,
+                    (_, c) => v.push(c),
+                }
+            };
+            out.insert(name.to_owned(), v);
+            rest = value[end + 1..]
+                .strip_prefix('\n')
+                .expect("one variable a line");
+        }
+        out
+    }
+
+    #[test]
+    fn environment_files_keep_every_value() {
+        let env: BTreeMap<String, String> = HOSTILE
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("V{i}"), (*v).to_owned()))
+            .collect();
+        let file = environment_file(&env);
+        assert_eq!(systemd_environment_file(&file), env);
+        let mut names: Vec<String> = env.keys().cloned().collect();
+        names.sort();
+        assert_eq!(environment_names(&file), names);
+    }
+
+    #[test]
+    fn values_no_environment_can_hold_are_refused_without_showing_them() {
+        assert!(check_env_value("A", "a\r\n\t\x01%$\\\"'").is_ok());
+        let nul = check_env_value("A", "sec\0ret").unwrap_err();
+        assert!(nul.contains("NUL") && !nul.contains("sec"), "{nul}");
+        let longest = "x".repeat(MAX_ASSIGNMENT - 2);
+        assert!(check_env_value("A", &longest).is_ok());
+        let long = check_env_value("A", &format!("{longest}y")).unwrap_err();
+        assert!(long.contains("too long") && !long.contains("xy"), "{long}");
+    }
+
+    #[test]
+    fn paths_systemd_would_misread_are_refused() {
+        assert_eq!(
+            unit_path("store path", Path::new("/var/lib/ops%n/é")).unwrap(),
+            "/var/lib/ops%%n/é"
+        );
+        for bad in [
+            "/a b", "/a\nb", "/a\rb", "/a\tb", "/a:b", "/a\"b", "/a'b", "/a\\b", "/a\x01b",
+        ] {
+            let e = unit_path("store path", Path::new(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("store path {bad:?} cannot be written")),
+                "{e}"
+            );
+        }
     }
 }

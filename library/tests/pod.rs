@@ -516,3 +516,47 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
             .changed
     );
 }
+
+#[test]
+fn env_no_service_could_receive_is_refused_before_anything() {
+    let host = Host::new();
+    let result =
+        ops_core::module::run_guarded::<ops_core::modules::pod::OpsPod>(serde_json::json!({
+            "name": "shop",
+            "root": host.root,
+            "unit_dir": host.unit_dir,
+            "env": {
+                "REPRESENTABLE": "a\r\nExecStartPre=/bin/true\u{1}%n",
+                "TOKEN": "secret-before\u{0}secret-after",
+                "LONG": "secret".repeat(30_000),
+                "A\nB": "x",
+                "A=B": "x",
+            },
+        }));
+    assert_eq!(result["failed"], true, "{result}");
+    assert!(!result.to_string().contains("secret"), "{result}");
+    assert!(host.snapshot().is_empty(), "nothing was written");
+    insta::assert_snapshot!(result["msg"].as_str().unwrap());
+}
+
+#[test]
+fn a_store_path_unit_files_cannot_carry_is_refused_before_anything() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let before = host.snapshot();
+    // The same store, reached through a path with a space: the drop-ins
+    // would name the environment file through it.
+    let spaced = host.root.with_file_name("my store");
+    std::os::unix::fs::symlink(&host.root, &spaced).unwrap();
+    let mut r = host.request(State::Started);
+    r.root = spaced;
+    r.bundle = Some(host.bundle("2", WEB));
+    r.env = Some(BTreeMap::from([("SECRET".to_owned(), "x".to_owned())]));
+    let error = host.run(&r).unwrap_err();
+    assert!(
+        error.contains("environment file \"")
+            && error.contains("my store/pods/shop/2/environment\" cannot be written into a systemd unit: it contains ' '"),
+        "{error}"
+    );
+    assert_eq!(host.snapshot(), before, "nothing changed");
+}

@@ -42,7 +42,7 @@ ExecStart=/bin/sh -c 'echo "cannot open config for %i: no such file" >&2; exit 3
 """
 
 
-def bundle(version, unit_text=WEB, instances=2, name="shop", extra_units=None):
+def bundle(version, unit_text=WEB, instances=2, name="shop", extra_units=None, environment=None):
     """Write a native bundle and return its directory."""
     d = WORK / f"{name}-{version}-{abs(hash(unit_text)) % 10000}"
     (d / "units").mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,8 @@ def bundle(version, unit_text=WEB, instances=2, name="shop", extra_units=None):
         containers.append({"name": file_name.split(".")[0],
                            "systemd": {"unit-files": [f"units/{file_name}"]}})
     pod = {"name": name, "version": version, "containers": containers}
+    if environment is not None:
+        pod["environment"] = environment
     (d / "pod.json").write_text(json.dumps(pod, indent=2))
     return d
 
@@ -376,6 +378,89 @@ ExecStart=/bin/sh -c 'sleep 2; systemd-notify --ready; exec sleep infinity'
     expect(active("shop-2-web@1.service") in ("inactive", "unknown"), "v2 stopped")
 
 
+# Values a bundle or the env option may carry that systemd's parsers treat
+# specially: each must reach the service byte for byte, and none may add a
+# directive (the CR and LF values try to).
+HOSTILE = {
+    "CR": "a\rExecStartPre=/bin/touch /run/pwned\rUser=nobody\rb",
+    "LF": "a\nExecStartPre=/bin/touch /run/pwned\nINJECTED=yes\nb",
+    "CRLF": "x\r\ny",
+    "CONTROLS": "".join(chr(c) for c in range(1, 32)) + "\x7f",
+    "PERCENT": "50% %n %i %%",
+    "DOLLAR": "$HOME ${PATH} $$ `id`",
+    "BACKSLASHES": "a\\b\\nc\\x41\\",
+    "QUOTES": "\"dq\" 'sq' \\\" \\'",
+    "TRAILING_BACKSLASH": "ends with a backslash\\",
+    "SPACES": "  lead and trail  ",
+    "UNICODE": "h\u00e9llo \u2603 \U0001d11e \u2028 \u0085",
+    "COMMENT": "#not a comment ;x",
+    "EMPTY": "",
+}
+
+# Says everything it was given: its environment, NUL-separated, and its uid.
+ENV_DUMP = """[Service]
+ExecStart=/bin/sh -c 'cat /proc/$$$$/environ > /run/env-%i; id -u > /run/uid-%i; exec sleep infinity'
+"""
+
+
+def environ(path):
+    env = {}
+    for item in Path(path).read_bytes().split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            env[k.decode()] = v
+    return env
+
+
+def hostile_environment_arrives_exactly():
+    """Bundle environment and env option values reach the service byte
+    for byte, through a root whose path has a '%' and non-ASCII; no
+    injected directive takes effect."""
+    root = Path("/var/lib/ops%n-\u00e9")
+    environment = {f"B_{k}": v for k, v in HOSTILE.items()}
+    secrets = {f"S_{k}": v for k, v in HOSTILE.items()}
+    b = bundle("1", ENV_DUMP, instances=1, environment=environment)
+    ok(ops_pod(bundle=b, root=root, env=secrets), True)
+    ok(ops_pod(bundle=b, root=root, env=secrets), False)
+    got = environ("/run/env-1")
+    for name, value in {**environment, **secrets}.items():
+        expect(got.get(name) == value.encode(),
+               f"{name} arrives exactly: sent {value!r}, got {got.get(name)!r}")
+    expect("INJECTED" not in got, "no variable injected through a newline")
+    expect(not Path("/run/pwned").exists(), "no ExecStartPre= injected")
+    expect(Path("/run/uid-1").read_text().strip() == "0", "no User= injected")
+    r = ops_pod(bundle=b, root=root, env={"TOKEN": "secret\0tail"})
+    kit.failed(r, "env.TOKEN: the value contains a NUL character")
+    expect("secret" not in json.dumps(r), "the refused value is not shown", r)
+
+
+def continued_references_are_renamed():
+    """A sibling named on a continued line of Wants=/Requires=/After= (with
+    a comment line inside) is bound under its installed name."""
+    web = """[Unit]
+Wants=network.target \\
+  # the database comes first
+  db.service
+Requires=cache.service \\
+  db.service
+After=\\
+  db.service
+[Service]
+ExecStart=/bin/sleep infinity
+"""
+    sibling = "[Service]\nExecStart=/bin/sleep infinity\n"
+    ok(ops_pod(bundle=bundle("1", web, instances=1,
+                             extra_units={"db.service": sibling, "cache.service": sibling})), True)
+    shown = subprocess.run(["systemctl", "show", "-p", "Wants", "-p", "Requires", "-p", "After",
+                            "shop-1-web@1.service"], capture_output=True, text=True, check=True).stdout
+    deps = {line.split("=", 1)[0]: line.split("=", 1)[1].split() for line in shown.splitlines()}
+    for key in ("Wants", "Requires", "After"):
+        expect("shop-1-db.service" in deps[key] and "db.service" not in deps[key],
+               f"{key} names the installed sibling: {deps[key]}")
+    expect("shop-1-cache.service" in deps["Requires"], f"Requires: {deps['Requires']}")
+    expect(active("shop-1-db.service") == "active", "the sibling runs")
+
+
 SCENARIOS = {f.__name__: f for f in [
     deploy_switch_rollback,
     check_mode_changes_nothing,
@@ -385,6 +470,8 @@ SCENARIOS = {f.__name__: f for f in [
     concurrent_runs_are_serialized,
         crashes_converge,
     readiness_is_awaited,
+    hostile_environment_arrives_exactly,
+    continued_references_are_renamed,
 ]}
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ options:
       - The version's secret environment, as variable names and values.
       - Written with mode C(0600) and given to every unit of the version;
         values are never returned, not even in the diff (only the names).
+      - Values reach the units exactly as given, control characters
+        included; a value with a NUL character, or a C(NAME=value) over
+        131071 bytes, is refused, naming the variable.
       - Left out, the version's environment is kept as it is; V({}) removes
         it.
     type: dict

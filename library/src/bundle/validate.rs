@@ -198,6 +198,8 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
             .split('/')
             .all(|part| !part.is_empty() && part != "." && part != "..");
     if normal {
+        crate::units::check_unit_path(path)
+            .map_err(|reason| format!("mount point {path:?}: {reason}"))?;
         Ok(PathBuf::from(path))
     } else {
         Err(format!(
@@ -236,9 +238,17 @@ impl Draft {
         resolve_unit_images(&mut v, &mut units, unit_images, &images);
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
-        for key in self.environment.value.keys() {
-            let result = names::check_env_name(key);
-            v.check(&at(&self.environment.at, key), result);
+        for (key, value) in &self.environment.value {
+            // A name that is no identifier is quoted: it may hold a newline.
+            let field =
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    at(&self.environment.at, key)
+                } else {
+                    format!("{}[{key:?}]", self.environment.at)
+                };
+            if v.check(&field, names::check_env_name(key)).is_some() {
+                v.check(&field, crate::units::check_env_value(key, value));
+            }
         }
 
         match (name, version) {

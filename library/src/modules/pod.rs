@@ -219,9 +219,11 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
     let download_timeout = seconds("download_timeout", options.download_timeout);
     if let Some(env) = &options.env {
-        for key in env.keys() {
+        for (key, value) in env {
             if let Err(e) = check_env_name(key) {
                 problems.push(format!("env: {e}"));
+            } else if let Err(e) = crate::units::check_env_value(key, value) {
+                problems.push(format!("env.{key}: {e}"));
             }
         }
     }
