@@ -371,16 +371,35 @@ fn special_files_and_setuid_bits_need_asking_for() {
         0o755
     );
 
+    // The same archive with keep_setuid: only extracting it again keeps
+    // the bits, and that replaces the contents: refused unless asked.
     request.settings.keep_setuid = true;
+    let before = host.snapshot();
+    let err = host.volume(&request).unwrap_err();
+    assert_eq!(host.snapshot(), before);
+    let err_check = volume::run(&request, &mut host.systemd, true, false)
+        .map(|r| r.changed)
+        .map_err(|e| ops_core::module::error_chain(&e));
+    assert_eq!(err_check, Err(err.clone()), "check mode says the same");
+    insta::assert_snapshot!(err.replace(&host.dir.path().display().to_string(), "<tmp>"));
     request.replace = true;
-    // Same archive: nothing to do, even with other settings for entries.
-    assert!(!host.volume(&request).unwrap().changed);
-    fs::remove_dir_all(host.root.join("pods/shop/1/volumes/data")).unwrap();
-    host.volume(&request).unwrap();
+    let replaced = host.volume(&request).unwrap();
+    assert!(replaced.changed);
     assert_eq!(
         fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
         0o4755
     );
+    let before = host.snapshot();
+    assert!(!host.volume(&request).unwrap().changed);
+    assert_eq!(host.snapshot(), before);
+    // And back: dropping them is extracting again too.
+    request.settings.keep_setuid = false;
+    assert!(host.volume(&request).unwrap().changed);
+    assert_eq!(
+        fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert!(!host.volume(&request).unwrap().changed);
 }
 
 trait FifoLike {
@@ -447,11 +466,19 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     );
     let mut request = host.request("data", Some(&newer));
     let before = host.snapshot();
-    let kept = host.volume(&request).unwrap();
-    assert!(!kept.changed);
-    assert_eq!(kept.warnings.len(), 1, "{kept:?}");
-    assert!(kept.warnings[0].contains("set replace: true"), "{kept:?}");
+    // Not "nothing to do" while the old data is served: refused, naming
+    // both archives and the way out, in check mode as in a run.
+    let refused = host.volume(&request).unwrap_err();
     assert_eq!(host.snapshot(), before);
+    let planned = volume::run(&request, &mut host.systemd, true, true)
+        .map(|r| r.changed)
+        .map_err(|e| ops_core::module::error_chain(&e));
+    assert_eq!(planned, Err(refused.clone()));
+    assert_eq!(host.snapshot(), before);
+    insta::assert_snapshot!(refused
+        .replace(&host.dir.path().display().to_string(), "<tmp>")
+        .replace(&sha256(&tar_of(GOOD)), "<v1>")
+        .replace(&sha256(&fs::read(&newer).unwrap()), "<v2>"));
 
     request.replace = true;
     host.systemd.calls.clear();
@@ -637,6 +664,20 @@ fn a_deploy_builds_the_volumes_and_its_drop_ins_name_them() {
         fs::read_to_string(data.join("conf/app.conf")).unwrap(),
         "port=1"
     );
+    // web.service runs on the host: nothing is mounted for it.
+    let diff = report
+        .diff
+        .iter()
+        .find(|d| d["after_header"] == "volume data of pod shop version 1")
+        .unwrap();
+    assert_eq!(
+        diff["after"].as_str().unwrap(),
+        format!(
+            "path: {}\nenvironment: OPS_VOLUME_DATA\nread-only: no\n\
+             not mounted (on the host: the unit uses the path): web.service\ndata: data.tar\n",
+            data.display()
+        )
+    );
     let dropin =
         fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
     let conf = host.data_dir("conf");
@@ -714,4 +755,311 @@ fn a_bad_volume_archive_fails_the_deploy_and_leaves_the_store_as_it_was() {
     );
     assert_eq!(host.snapshot(), before);
     assert!(!host.dir.path().join("escape").exists());
+}
+
+/// Accept the error of a run, with this test's temporary directory hidden.
+fn hidden(host: &Host, err: &str) -> String {
+    err.replace(&host.dir.path().display().to_string(), "<tmp>")
+}
+
+#[test]
+fn a_deployed_version_keeps_its_volume_data_and_a_changed_archive_is_refused() {
+    let mut host = Host::new();
+    let first = compressed("gz", &tar_of(GOOD));
+    host.deploy("1", Some(&first)).unwrap();
+    let data = host.data_dir("data");
+    let again = host.deploy("1", Some(&first)).unwrap();
+    assert!(!again.changed, "{again:?}");
+
+    // The same bundle version, its pod.json and units as they were, its
+    // volume archive changed: refused like a changed unit file, in check
+    // mode as in a run, and nothing changes.
+    let other = compressed("gz", &tar_of(&[("www/index.html", "f:other")]));
+    let before = host.snapshot();
+    let err = host.deploy("1", Some(&other)).unwrap_err();
+    assert_eq!(host.snapshot(), before);
+    let mut request = host.pod_request("shop", PodState::Started);
+    request.bundle = Some(host.dir.path().join("bundle-1"));
+    let planned = pod::run(&request, &mut host.systemd, true, false)
+        .map(|r| r.changed)
+        .map_err(|f| ops_core::module::error_chain(&f.error));
+    assert_eq!(planned, Err(err.clone()), "check mode refuses the same way");
+    assert_eq!(host.snapshot(), before);
+    assert_eq!(
+        fs::read_to_string(data.join("www/index.html")).unwrap(),
+        "hello"
+    );
+    let tmp = host.dir.path().display().to_string();
+    let shown = |err: &str| {
+        err.replace(&tmp, "<tmp>")
+            .replace(&sha256(&first), "<first>")
+            .replace(&sha256(&other), "<other>")
+    };
+    let mut messages = vec![shown(&err)];
+
+    // The way out the message names: ops_volume's replace. Then the bundle
+    // with either archive is the version as deployed, or as loaded since.
+    let archive = host.file("other.tar.gz", &other);
+    let mut load = host.request("data", Some(&archive));
+    load.replace = true;
+    assert!(host.volume(&load).unwrap().changed);
+    assert!(!host.deploy("1", Some(&other)).unwrap().changed);
+    assert!(!host.deploy("1", Some(&first)).unwrap().changed);
+    assert_eq!(
+        fs::read_to_string(data.join("www/index.html")).unwrap(),
+        "other"
+    );
+    // A third archive is neither.
+    let third = tar_of(&[("third", "f:3")]);
+    let before = host.snapshot();
+    let err = host.deploy("1", Some(&third)).unwrap_err();
+    assert_eq!(host.snapshot(), before);
+    messages.push(shown(&err).replace(&sha256(&third), "<third>"));
+    insta::assert_json_snapshot!(messages);
+}
+
+/// Files that are no archive, or a damaged one, that a look at the start
+/// tells: (case, bytes).
+fn not_archives() -> Vec<(&'static str, Vec<u8>)> {
+    let text = b"just some text, not a tar at all\n".repeat(40);
+    let mut cut_gzip = compressed("gz", &tar_of(GOOD));
+    cut_gzip.truncate(15);
+    let garbage = |magic: &[u8]| [magic, &[7u8; 700][..]].concat();
+    let mut bad_sum = tar_of(GOOD);
+    bad_sum[0] ^= 1;
+    vec![
+        ("short text", b"hello world\n".to_vec()),
+        ("text", text.clone()),
+        ("gzip of text", compressed("gz", &text)),
+        ("xz of text", compressed("xz", &text)),
+        ("tar header checksum wrong", bad_sum),
+        ("gzip header then garbage", garbage(&[0x1f, 0x8b])),
+        (
+            "xz header then garbage",
+            garbage(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
+        ),
+        (
+            "zstd header then garbage",
+            garbage(&[0x28, 0xb5, 0x2f, 0xfd]),
+        ),
+        ("bzip2 header then garbage", garbage(b"BZh9")),
+        ("gzip cut short", cut_gzip),
+    ]
+}
+
+#[test]
+fn check_mode_refuses_what_the_run_refuses_by_the_archive_start() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let mut messages = BTreeMap::new();
+    let dir = host.dir.path().join("a-directory");
+    fs::create_dir_all(&dir).unwrap();
+    let mut cases: Vec<(&str, PathBuf)> = not_archives()
+        .into_iter()
+        .map(|(case, bytes)| (case, host.file(&case.replace(' ', "-"), &bytes)))
+        .collect();
+    cases.push(("a directory", dir));
+    for (case, path) in &cases {
+        let request = host.request("data", Some(path));
+        let before = host.snapshot();
+        let planned = volume::run(&request, &mut host.systemd, true, false)
+            .map(|r| r.changed)
+            .map_err(|e| ops_core::module::error_chain(&e));
+        let run = host.volume(&request).map(|r| r.changed);
+        assert!(run.is_err(), "{case}: the run refuses it");
+        assert_eq!(planned, run, "{case}: check mode says what the run says");
+        assert_eq!(host.snapshot(), before, "{case}");
+        messages.insert(
+            format!("ops_volume: {case}"),
+            hidden(&host, &run.unwrap_err()),
+        );
+    }
+
+    // ops_pod's check mode looks at a new version's archives the same way.
+    for (case, bytes) in not_archives() {
+        let before = host.snapshot();
+        let bundle = host.dir.path().join("bundle-2");
+        let _ = fs::remove_dir_all(&bundle);
+        let err = host.deploy("2", Some(&bytes)).unwrap_err();
+        assert_eq!(host.snapshot(), before, "{case}");
+        let mut request = host.pod_request("shop", PodState::Started);
+        request.bundle = Some(bundle);
+        let planned = pod::run(&request, &mut host.systemd, true, false)
+            .map(|r| r.changed)
+            .map_err(|f| ops_core::module::error_chain(&f.error));
+        assert_eq!(
+            planned,
+            Err(err.clone()),
+            "{case}: check mode says the same"
+        );
+        messages.insert(format!("ops_pod: {case}"), hidden(&host, &err));
+    }
+    insta::assert_json_snapshot!(messages);
+
+    // What the start cannot tell (an empty file is an empty archive to
+    // tar) is not refused by either, and a good archive passes both.
+    for (version, bytes) in [("3", Vec::new()), ("4", compressed("bz2", &tar_of(GOOD)))] {
+        let archive = host.file("fine", &bytes);
+        let request = host.request("conf", Some(&archive));
+        assert!(
+            volume::run(&request, &mut host.systemd, true, false)
+                .unwrap()
+                .changed
+        );
+        assert!(host.deploy(version, Some(&bytes)).unwrap().changed);
+    }
+}
+
+#[test]
+fn owner_keep_setuid_and_mode_are_what_is_on_disk() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let mut entries = tar_of(&[
+        ("./", "d"),
+        ("bin/tool", "s:#!/bin/true"),
+        // A hard link's header carries its own mode (0644 here): the file
+        // it links to keeps its own.
+        ("bin/same", "h:bin/tool"),
+        ("shared", "d"),
+    ]);
+    // The directory setgid, as shared directories are.
+    let shared = 3 * 512 + 512;
+    let mut h = Header::new_old();
+    h.as_mut_bytes()
+        .copy_from_slice(&entries[shared..shared + 512]);
+    assert_eq!(h.path().unwrap(), Path::new("shared"));
+    h.set_mode(0o2775);
+    h.set_cksum();
+    entries[shared..shared + 512].copy_from_slice(h.as_bytes());
+    let archive = host.file("setuid.tar", &entries);
+    let mut request = host.request("data", Some(&archive));
+    request.settings.keep_setuid = true;
+    request.settings.owner = Some(4321);
+    request.settings.group = Some(8765);
+    let data = host.data_dir("data");
+    let on_disk = |data: &Path| -> Vec<(String, u32, u32, u32)> {
+        ["", "bin", "bin/tool", "bin/same", "shared"]
+            .iter()
+            .map(|n| {
+                let m = fs::symlink_metadata(data.join(n)).unwrap();
+                (n.to_string(), m.mode() & 0o7777, m.uid(), m.gid())
+            })
+            .collect()
+    };
+    let report = host.volume(&request).unwrap();
+    assert!(report.changed);
+    let record: volume::VolumeRecord =
+        volume::read_record(&host.root.join("pods/shop/1/volumes/data"))
+            .unwrap()
+            .unwrap();
+    assert_eq!((record.owner, record.group), (Some(4321), Some(8765)));
+    assert_eq!(record.keep_setuid, Some(true));
+    assert_eq!(
+        on_disk(&data),
+        [
+            ("".to_owned(), record.mode, 4321, 8765),
+            ("bin".to_owned(), 0o755, 4321, 8765),
+            ("bin/tool".to_owned(), 0o4755, 4321, 8765),
+            ("bin/same".to_owned(), 0o4755, 4321, 8765),
+            ("shared".to_owned(), 0o2775, 4321, 8765),
+        ]
+    );
+    // Another owner, in place: the bits kept stay kept.
+    request.settings.owner = Some(1111);
+    request.settings.mode = Some(0o2750);
+    let adjusted = host.volume(&request).unwrap();
+    assert!(adjusted.changed);
+    assert_eq!(
+        on_disk(&data),
+        [
+            ("".to_owned(), 0o2750, 1111, 8765),
+            ("bin".to_owned(), 0o755, 1111, 8765),
+            ("bin/tool".to_owned(), 0o4755, 1111, 8765),
+            ("bin/same".to_owned(), 0o4755, 1111, 8765),
+            ("shared".to_owned(), 0o2775, 1111, 8765),
+        ]
+    );
+    let before = host.snapshot();
+    assert!(!host.volume(&request).unwrap().changed);
+    assert_eq!(host.snapshot(), before);
+}
+
+#[test]
+fn owner_and_group_ids_that_chown_ignores_are_refused() {
+    use ops_core::modules::volume::OpsVolume;
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let archive = host.file("data.tar", &tar_of(GOOD));
+    let before = host.snapshot();
+    let mut messages = BTreeMap::new();
+    for (option, value) in [
+        ("owner", "4294967295"),
+        ("group", "4294967295"),
+        ("owner", "-1"),
+        ("group", "-2"),
+        ("owner", "4294967296"),
+        ("owner", "99999999999999999999999"),
+    ] {
+        let result = ops_core::module::run_guarded::<OpsVolume>(serde_json::json!({
+            "pod": "shop", "version": "1", "name": "data",
+            "data": archive, "root": host.root, option: value,
+        }));
+        assert_eq!(result["failed"], true, "{option}={value}: {result}");
+        assert_eq!(result["changed"], false, "{option}={value}: {result}");
+        messages.insert(
+            format!("{option}={value}"),
+            result["msg"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(host.snapshot(), before, "{option}={value}");
+    }
+    insta::assert_json_snapshot!(messages);
+    // The highest real id is taken.
+    let result = ops_core::module::run_guarded::<OpsVolume>(serde_json::json!({
+        "pod": "shop", "version": "1", "name": "data",
+        "data": archive, "root": host.root, "owner": "4294967294", "group": "0",
+    }));
+    assert_eq!(result["changed"], true, "{result}");
+    let meta = fs::symlink_metadata(host.data_dir("data").join("www/index.html")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4294967294, 0));
+}
+
+#[test]
+fn the_diff_says_where_a_volume_is_mounted_and_where_it_is_not() {
+    let host = Host::new();
+    let dir = host.dir.path().join("bundle");
+    fs::create_dir_all(&dir).unwrap();
+    for unit in ["web.service", "worker.service", "tick.timer"] {
+        fs::write(dir.join(unit), WEB).unwrap();
+    }
+    fs::write(dir.join("web.aci"), b"not read here").unwrap();
+    let id = format!("sha512-{}", "ab".repeat(64));
+    let pod = serde_json::json!({
+        "name": "shop",
+        "version": "1",
+        "containers": [
+            {"name": "web", "image": id, "systemd": {"unit-files": ["web.service"]}},
+            {"name": "worker", "systemd": {"unit-files": ["worker.service", "tick.timer"]}},
+        ],
+        "images": [{"id": id, "path": "web.aci"}],
+        "volumes": [
+            {"name": "conf", "path": "/etc/app", "read-only": true},
+            {"name": "data", "path": "/srv/data"},
+        ],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let model = ops_core::bundle::load(&dir).unwrap().pod;
+    let path = Path::new("/var/lib/ops/pods/shop/1/volumes/conf/data");
+    let mut texts = BTreeMap::new();
+    for runtime in [
+        ops_core::image::Runtime::Systemd,
+        ops_core::image::Runtime::Podman,
+    ] {
+        for v in &model.volumes {
+            texts.insert(
+                format!("{runtime:?} {}", v.name),
+                volume::pod_diff_text(&model, runtime, v, path),
+            );
+        }
+    }
+    insta::assert_json_snapshot!(texts);
 }

@@ -226,7 +226,7 @@ def owner_group_and_mode():
     root); with them every entry, symlinks and the top directory included,
     gets them; mode sets the top directory; a change of owner or mode alone
     adjusts the volume in place; setuid bits only with keep_setuid."""
-    names = ["kept", "imposed", "named", "adjusted", "setuid"]
+    names = ["kept", "imposed", "named", "adjusted", "setuid", "setuid-owned"]
     b = bundle("owned", "1", [{"name": n, "path": f"/srv/{n}"} for n in names],
                {"idle.service": (IDLE, None)})
     ok(ops_pod(bundle=b, state="present"), True)
@@ -278,9 +278,39 @@ def owner_group_and_mode():
     mode = stat.S_IMODE((data_dir("owned", "1", "setuid") / "bin/setuid").lstat().st_mode)
     expect(mode == 0o4755, f"keep_setuid keeps the setuid bit: {mode:04o}")
 
+    # With an owner too (a chown clears setuid bits): what the result and
+    # the record say is what lstat finds, after extraction and after an
+    # owner change in place.
+    where = data_dir("owned", "1", "setuid-owned")
+    for owner in ("4242", "4545"):
+        r = ok(ops_volume(name="setuid-owned", keep_setuid=True, owner=owner, group="4343",
+                          **volume), True)
+        rec = record("owned", "1", "setuid-owned")
+        st = (where / "bin/setuid").lstat()
+        found = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        expect(found == (0o4755, int(owner), 4343) and (rec["owner"], rec["group"]) == (int(owner), 4343)
+               and rec["keep_setuid"] is True,
+               f"owner {owner} with keep_setuid: bin/setuid is {found[0]:04o} {found[1]}:{found[2]}, "
+               f"the record says {rec}", r)
+        ok(ops_volume(name="setuid-owned", keep_setuid=True, owner=owner, group="4343", **volume),
+           False)
+    # The same archive with keep_setuid off needs extracting again: refused
+    # without replace, done with it.
+    before = snapshot(ROOT, UNIT_DIR)
+    for check_mode in (True, False):
+        failed(ops_volume(name="setuid", check_mode=check_mode, **volume),
+               "with keep_setuid: true", "set replace: true")
+    expect(snapshot(ROOT, UNIT_DIR) == before, "a refused keep_setuid change changed nothing")
+    ok(ops_volume(name="setuid", replace=True, **volume), True)
+    mode = stat.S_IMODE((data_dir("owned", "1", "setuid") / "bin/setuid").lstat().st_mode)
+    expect(mode == 0o755, f"extracted again without keep_setuid: {mode:04o}")
+    ok(ops_volume(name="setuid", replace=True, **volume), False)
+
     before = snapshot(ROOT, UNIT_DIR)
     failed(ops_volume(name="kept", owner="no-such-user-here", **volume), 'no user named "no-such-user-here"')
     failed(ops_volume(name="kept", mode="0999", **volume), "mode: expected an octal mode")
+    for option, value in (("owner", "4294967295"), ("group", "4294967295"), ("owner", "-1")):
+        failed(ops_volume(name="kept", **{option: value}, **volume), f"{option}: {value} is not a")
     expect(snapshot(ROOT, UNIT_DIR) == before, "refused options changed nothing")
     nothing_transient()
 
@@ -435,15 +465,25 @@ def replace_restarts_users():
     ids = (show(unit, "InvocationID"), show(unit, "MainPID"))
     args = dict(pod="rep", version="1", name="content", data=fixture("v2.tar.gz"))
 
-    r = ok(ops_volume(**args), False)
-    warnings = " ".join(r.get("warnings", []))
-    expect("set replace: true" in warnings and digest("v1.tar.gz") in warnings
-           and digest("v2.tar.gz") in warnings, "a warning names both archives and the way out", r)
-    expect(r["digest"] == digest("v1.tar.gz"), "the volume still holds v1", r)
+    before = snapshot(ROOT, UNIT_DIR)
+    for check_mode in (True, False):
+        failed(ops_volume(check_mode=check_mode, **args), "set replace: true", digest("v1.tar.gz"),
+               digest("v2.tar.gz"))
+    expect(snapshot(ROOT, UNIT_DIR) == before, "a refused replacement changed nothing")
     assert_tree(where, TREES["v1"], "v1 after a refused replacement")
     expect((show(unit, "InvocationID"), show(unit, "MainPID")) == ids, "nothing restarted")
 
-    before = snapshot(ROOT, UNIT_DIR)
+    # The bundle of version 1 with another archive under the same name:
+    # refused like a changed unit file, in check mode too.
+    changed_b1 = WORK / "bundle-rep-1-changed"
+    shutil.copytree(b1, changed_b1)
+    shutil.copy(fixture("content.tar.gz"), changed_b1 / "v1.tar.gz")
+    for check_mode in (True, False):
+        failed(ops_pod(bundle=changed_b1, check_mode=check_mode),
+               "version 1 of pod rep is already deployed with different data in volume content",
+               digest("content.tar.gz"), digest("v1.tar.gz"), "versions are immutable")
+    expect(snapshot(ROOT, UNIT_DIR) == before, "a refused bundle changed nothing")
+
     plan = ok(ops_volume(replace=True, check_mode=True, diff=True, **args), True)
     expect(plan["digest"] == digest("v2.tar.gz"), "check mode reports the new digest", plan)
     expect(snapshot(ROOT, UNIT_DIR) == before, "check mode replaced nothing", plan)
@@ -466,6 +506,8 @@ def replace_restarts_users():
     expect((show(unit, "InvocationID"), show(unit, "MainPID")) == ids, "a rerun restarts nothing")
     r = ok(ops_pod(bundle=b1), False)
     assert_tree(where, TREES["v2"], "ops_pod's rerun leaves the replaced contents")
+    failed(ops_pod(bundle=changed_b1), "already deployed with different data in volume content",
+           f"its volume now holds {digest('v2.tar.gz')}")
 
     # Version 2 installed but not running: replacing its volume restarts
     # nothing, and version 1's unit keeps running untouched.
@@ -626,6 +668,39 @@ def malicious_archives_refused():
            "allow_special_files creates the device node")
 
 
+def unusable_archives_refused_in_check_mode():
+    """Files that are no tar archive, or a damaged one, as far as their
+    start tells: check mode refuses them (ops_volume, and ops_pod for a new
+    version's volumes) with the message the run gives, and nothing
+    changes."""
+    volumes = [{"name": "data", "path": "/srv/data"}]
+    ok(ops_pod(bundle=bundle("bad", "1", volumes, {"idle.service": (IDLE, None)})), True)
+    cases = {
+        "text.tar": (b"not a tar at all\n" * 100, ["cannot extract", "not a tar archive"]),
+        "garbage.tar.gz": (b"\x1f\x8b" + b"\x07" * 700,
+                           ["cannot extract", "gzip compression is damaged"]),
+        "cut.tar.gz": (fixture("v1.tar.gz").read_bytes()[:15], ["ends early"]),
+    }
+    for n, (name, (data, says)) in enumerate(cases.items()):
+        path = WORK / name
+        path.write_bytes(data)
+        before = snapshot(ROOT, UNIT_DIR)
+        args = dict(pod="bad", version="1", name="data", data=path)
+        planned = failed(ops_volume(check_mode=True, **args), str(path), *says)
+        run = failed(ops_volume(**args), str(path), *says)
+        expect(planned["msg"] == run["msg"], f"{name}: check mode says what the run says",
+               {"check mode": planned, "run": run})
+        d = bundle("bad", str(n + 2), [{**volumes[0], "data": name}], {"idle.service": (IDLE, None)})
+        shutil.copy(path, d / name)
+        planned = failed(ops_pod(bundle=d, check_mode=True), f"volume data of pod bad version {n + 2}",
+                         *says)
+        run = failed(ops_pod(bundle=d), f"volume data of pod bad version {n + 2}", *says)
+        expect(planned["msg"] == run["msg"], f"{name}: ops_pod's check mode says what its run says",
+               {"check mode": planned, "run": run})
+        expect(snapshot(ROOT, UNIT_DIR) == before, f"{name}: nothing changed")
+    nothing_transient()
+
+
 SCENARIOS = {f.__name__: f for f in [
     every_format_extracted,
     owner_group_and_mode,
@@ -635,6 +710,7 @@ SCENARIOS = {f.__name__: f for f in [
     checksum_mismatch,
     downloads,
     malicious_archives_refused,
+    unusable_archives_refused_in_check_mode,
 ]}
 
 if __name__ == "__main__":

@@ -17,13 +17,19 @@ description:
     archive (plain, gzip, xz, bzip2 or zstd, told by content), or removes it.
   - A volume belongs to its version. Its host directory is
     C(<root>/pods/<pod>/<version>/volumes/<name>/data); units see it as
-    C(OPS_VOLUME_<NAME>) and, in an image of the C(systemd) runtime, mounted
-    where pod.json says.
+    C(OPS_VOLUME_<NAME>); only a service running in an image of the
+    C(systemd) runtime gets it mounted where pod.json says (a unit on the
+    host uses the path, a podman unit passes C(-v) itself).
   - Idempotent. The archive's digest is recorded with the volume, and the
     same archive again reports C(changed=false) without extracting. A
     different archive is extracted only with O(replace=true), or into a
-    volume created empty that is still empty; otherwise the module warns and
-    leaves the contents as they are.
+    volume created empty that is still empty; otherwise the task fails,
+    naming both digests, and the contents stay as they are. The same
+    archive with another O(keep_setuid) needs extracting again, so
+    O(replace=true) too.
+  - Check mode reads the archive and refuses what the extraction would
+    refuse from its start (not a regular file, a damaged compression, no
+    tar header or one with a wrong checksum), with the same message.
   - Extraction is always safe. Absolute paths, C(..), symlinks leading out
     of the volume, entries under a symlink, and hard links out of the volume
     or through a symlink are refused with the entry named. Device nodes and
@@ -36,7 +42,7 @@ description:
   - The archive is hashed before deciding and again while it is extracted.
     If the two differ (the file or the server's answer changed in between),
     nothing is installed and the error says so.
-  - Running units of the version had the old directory mounted. When their
+  - Running units of the version had the old directory mounted or open. When their
     volume is replaced (or an empty one filled) ops resets their start limit,
     restarts them and says so in the returned C(actions). If a restart fails,
     the task fails with C(changed=true), the new contents in place and
@@ -78,11 +84,17 @@ options:
   owner:
     description:
       - User (name or id) owning every extracted entry.
+      - An id runs from 0 to 4294967294; 4294967295 (-1 to chown, "leave it
+        as it is") and negative ids are refused.
       - Without O(owner) and O(group), entries keep the archive's ownership
         when ops runs as root.
+      - Each entry keeps its mode through the change of owner, setuid bits
+        kept by O(keep_setuid) included.
     type: str
   group:
-    description: Group (name or id) owning every extracted entry.
+    description:
+      - Group (name or id) owning every extracted entry.
+      - Ids as for O(owner).
     type: str
   mode:
     description:
@@ -91,9 +103,10 @@ options:
     type: str
   replace:
     description:
-      - Replace the contents when the archive differs from the one extracted.
-      - Without it, a different archive only gives a warning, unless the
-        volume was created empty and is still empty.
+      - Replace the contents when the archive differs from the one extracted
+        (or O(keep_setuid) differs from what it was extracted with).
+      - Without it, a different archive fails the task and changes nothing,
+        unless the volume was created empty and is still empty.
     type: bool
     default: false
   allow_special_files:
@@ -125,7 +138,8 @@ attributes:
     support: full
     description:
       - Reads the archive to hash it (a URI is streamed through the hash,
-        written nowhere) and writes nothing.
+        written nowhere), refuses what the extraction would refuse from the
+        archive's start, and writes nothing.
   diff_mode:
     support: full
     description:

@@ -157,10 +157,22 @@ impl Module for OpsVolume {
     }
 }
 
+/// The highest user or group id: one more, 4294967295, is `(uid_t)-1`,
+/// which chown takes as "leave it as it is".
+const MAX_ID: u32 = u32::MAX - 1;
+
 /// A user or group given by name or number.
 fn id_of(option: &str, text: &str, problems: &mut Vec<String>) -> Option<u32> {
-    if let Ok(n) = text.parse::<u32>() {
-        return Some(n);
+    if let Ok(n) = text.trim().parse::<i128>() {
+        let id = u32::try_from(n).ok().filter(|id| *id <= MAX_ID);
+        if id.is_none() {
+            let what = if option == "owner" { "user" } else { "group" };
+            problems.push(format!(
+                "{option}: {n} is not a {what} id: ids run from 0 to {MAX_ID} (4294967295 is -1 \
+                 to chown, which then leaves the {option} as it is)"
+            ));
+        }
+        return id;
     }
     let found = if option == "owner" {
         nix::unistd::User::from_name(text).map(|u| u.map(|u| u.uid.as_raw()))

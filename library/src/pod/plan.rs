@@ -275,6 +275,10 @@ impl Plan {
                     )))
                 }
             }
+            if let Some(new) = incoming {
+                let deployed = before.versions.contains_key(v);
+                crate::volume::check_bundle(&store, new, deployed, request.download_timeout)?;
+            }
             if let Some(env) = &request.env {
                 let wanted = (!env.is_empty()).then(|| units::environment_file(env));
                 let stored = after.versions.get_mut(v).expect("present");
@@ -641,7 +645,12 @@ impl Plan {
                     &new.pod.version,
                     &v.name,
                     None,
-                    Some(crate::volume::pod_diff_text(v, &path)),
+                    Some(crate::volume::pod_diff_text(
+                        &new.pod,
+                        self.runtime,
+                        v,
+                        &path,
+                    )),
                 ));
             }
         }
@@ -656,7 +665,12 @@ impl Plan {
                     &self.name,
                     v,
                     &volume.name,
-                    Some(crate::volume::pod_diff_text(volume, &path)),
+                    Some(crate::volume::pod_diff_text(
+                        &stored.record.pod,
+                        stored.record.runtime,
+                        volume,
+                        &path,
+                    )),
                     None,
                 ));
             }

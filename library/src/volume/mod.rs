@@ -30,11 +30,12 @@ use serde_json::{json, Value};
 
 use crate::atomic::{self, FsError};
 use crate::bundle::names::{PodName, Version};
-use crate::bundle::Volume;
+use crate::bundle::{Pod, Volume};
 use crate::command::CommandError;
-use crate::image::{ImageError, Location};
+use crate::image::{ImageError, Location, Runtime};
 use crate::lock::{LockError, StoreLock};
-use crate::store::{Store, StoreError};
+use crate::pod::PodError;
+use crate::store::{NewVersion, Store, StoreError};
 use crate::systemd::Systemd;
 use crate::unpack::Policy;
 
@@ -122,6 +123,15 @@ pub struct VolumeRecord {
     pub mode: u32,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Whether setuid, setgid and sticky bits were kept when it was
+    /// extracted; `None` in a record written before ops recorded it.
+    #[serde(default)]
+    pub keep_setuid: Option<bool>,
+    /// `sha256:` of the archive the volume was first built from (by
+    /// ops_pod: the bundle's). A replacement keeps it, so a rerun of
+    /// ops_pod compares the bundle with what it deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// How a volume is made, besides its archive.
@@ -137,13 +147,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The owner is given after extraction ([`chown_tree`]), not by the
+    /// unpacker: a change of owner clears setuid bits, and the unpacker
+    /// puts them back from the entry's header, which for a hard link is
+    /// not the mode of the file it links to.
     fn policy(&self) -> Policy {
         Policy {
             contained: true,
             special_files: self.special_files,
             keep_setuid: self.keep_setuid,
-            owner: self.owner,
-            group: self.group,
+            owner: None,
+            group: None,
         }
     }
 }
@@ -218,7 +232,26 @@ pub fn build(
     archive: Option<&LocalArchive>,
     settings: &Settings,
 ) -> Result<VolumeRecord, VolumeError> {
-    let result = build_in(dir, name, archive, settings);
+    build_with(dir, name, archive, settings, Origin::ThisArchive)
+}
+
+/// What a built volume's record says it was first built from.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// The archive it is built from: ops_pod building a version's volume.
+    ThisArchive,
+    /// ops_volume: what the volume it replaces said, or nothing.
+    Kept(Option<String>),
+}
+
+fn build_with(
+    dir: &Path,
+    name: &str,
+    archive: Option<&LocalArchive>,
+    settings: &Settings,
+    origin: Origin,
+) -> Result<VolumeRecord, VolumeError> {
+    let result = build_in(dir, name, archive, settings, origin);
     if result.is_err() {
         atomic::remove_tree(dir)?;
     }
@@ -230,6 +263,7 @@ fn build_in(
     name: &str,
     archive: Option<&LocalArchive>,
     settings: &Settings,
+    origin: Origin,
 ) -> Result<VolumeRecord, VolumeError> {
     let data = data_dir(dir);
     atomic::create_dir_all(dir, 0o755)?;
@@ -246,6 +280,8 @@ fn build_in(
         group: settings.group,
         mode: settings.mode.unwrap_or(DEFAULT_MODE),
         created_at: now(),
+        keep_setuid: Some(settings.keep_setuid),
+        origin: None,
     };
     if let Some(archive) = archive {
         let also = archive.checksum.as_ref().map(Checksum::algorithm);
@@ -277,6 +313,13 @@ fn build_in(
         if settings.mode.is_none() {
             record.mode = done.top_mode.unwrap_or(DEFAULT_MODE);
         }
+    }
+    record.origin = match origin {
+        Origin::ThisArchive => record.digest.clone(),
+        Origin::Kept(kept) => kept,
+    };
+    if record.owner.is_some() || record.group.is_some() {
+        chown_tree(&data, record.owner, record.group)?;
     }
     set_top(&data, &record)?;
     // The whole tree on disk before the rename that shows it.
@@ -461,16 +504,23 @@ pub fn create_action(pod: &PodName, version: &Version, name: &str, source: Optio
     }
 }
 
-/// Hash the archive: reading a local file, or a download streamed through
-/// the hash and written nowhere.
+/// Hash the archive (reading a local file, or a download streamed through
+/// the hash and written nowhere), and refuse it as the extraction would if
+/// it does not even start as an archive: check mode tells what the run
+/// will refuse.
 fn digests_of(
     location: &Location,
     timeout: Duration,
     want: &Option<Checksum>,
 ) -> Result<Digests, VolumeError> {
-    let reader = location.open(timeout)?;
-    extract::digests(reader, want.as_ref().map(Checksum::algorithm))
-        .map_err(|e| crate::image::source::read_error(location, e, timeout).into())
+    let mut reader = location.open(timeout)?;
+    let (digests, head) =
+        extract::digests_and_head(&mut reader, want.as_ref().map(Checksum::algorithm)).map_err(
+            |e| VolumeError::from(crate::image::source::read_error(location, e, timeout)),
+        )?;
+    let whole = digests.size <= extract::HEAD as u64;
+    extract::check_start(&head, whole).map_err(|e| extract::unusable(&location.display(), e))?;
+    Ok(digests)
 }
 
 /// ops_volume: bring one volume to the request. The plan is made without
@@ -504,7 +554,7 @@ pub fn run(
         _ => None,
     };
     let found = find(&dir)?;
-    let Some(change) = plan(request, found.as_ref(), digests.as_ref(), &mut report) else {
+    let Some(change) = plan(request, found.as_ref(), digests.as_ref())? else {
         if let Some(found) = &found {
             fill(&mut report, &found.record);
         }
@@ -544,12 +594,10 @@ pub fn run(
         declared(&store, request)?;
     }
     let found = find(&dir)?;
-    let mut again = Report::default();
-    let Some(change) = plan(request, found.as_ref(), digests.as_ref(), &mut again) else {
+    let Some(change) = plan(request, found.as_ref(), digests.as_ref())? else {
         report.changed = false;
         report.actions.clear();
         report.diff.clear();
-        report.warnings = again.warnings;
         if let Some(found) = &found {
             fill(&mut report, &found.record);
         }
@@ -615,50 +663,66 @@ fn action(request: &Request, found: Option<&Found>, change: &Change) -> String {
     }
 }
 
-/// The change the request needs, given what is there.
+/// The change the request needs, given what is there; refused when the
+/// request would change the volume's data without `replace`: a deployed
+/// version's data changes only when asked (ops_pod never changes it).
 fn plan(
     request: &Request,
     found: Option<&Found>,
     digests: Option<&Digests>,
-    report: &mut Report,
-) -> Option<Change> {
+) -> Result<Option<Change>, VolumeError> {
     let Some(found) = found else {
-        return (request.state == State::Present).then_some(Change::Build { replacing: false });
+        return Ok((request.state == State::Present).then_some(Change::Build { replacing: false }));
     };
     if request.state == State::Absent {
-        return Some(Change::Remove);
+        return Ok(Some(Change::Remove));
     }
     let record = &found.record;
+    let settings = &request.settings;
+    let volume = format!(
+        "volume {} of pod {} version {}",
+        request.name, request.pod, request.version
+    );
     if let Some(digests) = digests {
+        let shown = request
+            .data
+            .as_ref()
+            .map(Location::display)
+            .unwrap_or_default();
         if record.digest.as_deref() != Some(digests.sha256.as_str()) {
             // Never extracted into and still empty: filling it loses nothing.
             if request.replace || (record.digest.is_none() && found.empty) {
-                return Some(Change::Build { replacing: true });
+                return Ok(Some(Change::Build { replacing: true }));
             }
-            report.warnings.push(format!(
-                "volume {} of pod {} version {} holds {}; the archive {} is {}: its contents were \
-                 left as they are (set replace: true to replace them)",
-                request.name,
-                request.pod,
-                request.version,
+            return Err(VolumeError::Refused(format!(
+                "{volume} holds {}; the archive {shown} is {}: a deployed version's volume \
+                 data is replaced only when asked: set replace: true to replace it (or deploy \
+                 the new data with a new version of the pod); nothing was changed",
                 match &record.digest {
                     Some(d) => format!("the contents of {d}"),
                     None => "data written since it was created empty".to_owned(),
                 },
-                request
-                    .data
-                    .as_ref()
-                    .map(Location::display)
-                    .unwrap_or_default(),
                 digests.sha256
-            ));
+            )));
+        }
+        // The same archive, extracted keeping or dropping setuid bits
+        // otherwise than asked: only extracting it again makes it so.
+        if let Some(kept) = record.keep_setuid.filter(|k| *k != settings.keep_setuid) {
+            if request.replace {
+                return Ok(Some(Change::Build { replacing: true }));
+            }
+            return Err(VolumeError::Refused(format!(
+                "{volume} was extracted from {shown} with keep_setuid: {kept}; keep_setuid: {} \
+                 means extracting it again, which replaces its contents: set replace: true to \
+                 do so; nothing was changed",
+                settings.keep_setuid
+            )));
         }
     }
-    let settings = &request.settings;
     let mode = settings.mode.is_some_and(|m| m != record.mode);
     let owner = (settings.owner.is_some() && settings.owner != record.owner)
         || (settings.group.is_some() && settings.group != record.group);
-    (mode || owner).then_some(Change::Adjust { mode, owner })
+    Ok((mode || owner).then_some(Change::Adjust { mode, owner }))
 }
 
 /// The record the change leads to (for diff and report); `None` when the
@@ -684,6 +748,8 @@ fn planned_record(
             group: settings.group,
             mode: settings.mode.unwrap_or(DEFAULT_MODE),
             created_at: now(),
+            keep_setuid: Some(settings.keep_setuid),
+            origin: found.and_then(|f| f.record.origin.clone()),
         })
         .map(|mut r| {
             // Counts are known only once extracted.
@@ -759,7 +825,8 @@ fn apply(
             let staging = staging_dir(store, request);
             atomic::remove_tree(&staging)?;
             atomic::create_dir_all(&staging, 0o700)?;
-            let result = build_staged(request, &staging, dir, digests);
+            let origin = found.and_then(|f| f.record.origin.clone());
+            let result = build_staged(request, &staging, dir, digests, origin);
             let cleaned = atomic::remove_tree(&staging)
                 .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
             let record = result?;
@@ -774,6 +841,7 @@ fn build_staged(
     staging: &Path,
     dir: &Path,
     planned: Option<&Digests>,
+    origin: Option<String>,
 ) -> Result<VolumeRecord, VolumeError> {
     let archive = match &request.data {
         None => None,
@@ -784,7 +852,13 @@ fn build_staged(
         }),
     };
     let built = staging.join("volume");
-    let record = build(&built, &request.name, archive.as_ref(), &request.settings)?;
+    let record = build_with(
+        &built,
+        &request.name,
+        archive.as_ref(),
+        &request.settings,
+        Origin::Kept(origin),
+    )?;
     install(&built, dir)?;
     Ok(record)
 }
@@ -812,9 +886,11 @@ pub fn fetch(
     })
 }
 
-/// Give every entry under `top` (and `top`) this owner and group.
+/// Give every entry under `top` (and `top`) this owner and group, each
+/// keeping its mode: a change of owner clears setuid and setgid bits, so
+/// the mode is put back after it (what keep_setuid kept stays kept).
 fn chown_tree(top: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
-    std::os::unix::fs::lchown(top, owner, group).map_err(|e| FsError::from_io("chown", top, e))?;
+    chown_keeping_mode(top, owner, group)?;
     let entries = fs::read_dir(top).map_err(|e| FsError::from_io("read", top, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| FsError::from_io("read", top, e))?;
@@ -826,9 +902,21 @@ fn chown_tree(top: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), 
         if is_dir {
             chown_tree(&path, owner, group)?;
         } else {
-            std::os::unix::fs::lchown(&path, owner, group)
-                .map_err(|e| FsError::from_io("chown", &path, e))?;
+            chown_keeping_mode(&path, owner, group)?;
         }
+    }
+    Ok(())
+}
+
+fn chown_keeping_mode(path: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(path).map_err(|e| FsError::from_io("read", path, e))?;
+    std::os::unix::fs::lchown(path, owner, group)
+        .map_err(|e| FsError::from_io("chown", path, e))?;
+    let mode = meta.mode() & 0o7777;
+    if !meta.file_type().is_symlink() && mode & 0o6000 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| FsError::from_io("chmod", path, e))?;
     }
     Ok(())
 }
@@ -888,18 +976,51 @@ fn not_restarted(
     }
 }
 
-/// The diff text of a volume that ops_pod creates.
-pub fn pod_diff_text(volume: &Volume, path: &Path) -> String {
-    format!(
-        "path: {}\nmounted at: {}{}\ndata: {}\n",
+/// The diff text of a volume that ops_pod creates (or removes) in `pod`,
+/// whose images run in `runtime`: where each service sees it, as its
+/// drop-in makes it (see `units::volume_lines`). Only a service running in
+/// an image of the systemd runtime gets a mount; one on the host gets the
+/// path in the environment, and a podman one mounts it itself, if at all.
+pub fn pod_diff_text(pod: &Pod, runtime: Runtime, volume: &Volume, path: &Path) -> String {
+    let env = env_name(&volume.name);
+    let mut text = format!(
+        "path: {}\nenvironment: {env}\nread-only: {}\n",
         path.display(),
-        volume.mount.display(),
-        if volume.read_only { " (read-only)" } else { "" },
+        if volume.read_only { "yes" } else { "no" }
+    );
+    let services = |in_image: bool, podman: bool| -> Vec<&str> {
+        pod.units
+            .iter()
+            .filter(|u| u.name.as_str().ends_with(".service"))
+            .filter(|u| u.image.is_some() == in_image && (runtime == Runtime::Podman) == podman)
+            .map(|u| u.name.as_str())
+            .collect()
+    };
+    let mount = volume.mount.display();
+    let lines = [
+        (format!("mounted at {mount}"), services(true, false)),
+        (
+            format!("not mounted by ops (podman: the unit passes -v ${{{env}}}:{mount})"),
+            services(true, true),
+        ),
+        (
+            "not mounted (on the host: the unit uses the path)".to_owned(),
+            [services(false, false), services(false, true)].concat(),
+        ),
+    ];
+    for (how, units) in lines {
+        if !units.is_empty() {
+            text.push_str(&format!("{how}: {}\n", units.join(", ")));
+        }
+    }
+    text.push_str(&format!(
+        "data: {}\n",
         volume
             .data
             .as_ref()
             .map_or("(empty)".to_owned(), crate::bundle::Source::text)
-    )
+    ));
+    text
 }
 
 /// The environment variable naming a volume's host directory.
@@ -908,4 +1029,98 @@ pub fn env_name(volume: &str) -> String {
         "OPS_VOLUME_{}",
         volume.to_ascii_uppercase().replace(['-', '.'], "_")
     )
+}
+
+/// ops_pod's look at the volumes of a bundle before it plans anything
+/// (check mode included). A version it would add: each archive must start
+/// as an archive does ([`extract::check_start`]; the extraction refuses the
+/// same way). A version it has (`deployed`): each archive must be the one
+/// the version was deployed with, or the one its volume holds now (loaded
+/// with ops_volume's `replace`): a version's volume data is as immutable as
+/// its unit files, and a changed archive is refused, not ignored.
+pub fn check_bundle(
+    store: &Store,
+    new: &NewVersion,
+    deployed: bool,
+    timeout: Duration,
+) -> Result<(), PodError> {
+    let pod = &new.pod;
+    for volume in &pod.volumes {
+        let Some(source) = &volume.data else {
+            continue;
+        };
+        let failed = |source: VolumeError| PodError::Volume {
+            pod: pod.name.clone(),
+            version: pod.version.clone(),
+            volume: volume.name.clone(),
+            source: Box::new(source),
+        };
+        let shown = source.text();
+        let location = match source {
+            crate::bundle::Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
+            crate::bundle::Source::Uri(u) => Location::parse(u)
+                .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?,
+        };
+        if !deployed {
+            check_archive_start(&location, &shown, timeout).map_err(failed)?;
+            continue;
+        }
+        let dir = volume_dir(&store.version_dir(&pod.name, &pod.version), &volume.name);
+        let Some(record) = read_record(&dir).map_err(failed)? else {
+            // Removed with ops_volume: nothing to compare with.
+            continue;
+        };
+        // A record from before `origin` was kept: the archive it holds, if
+        // it is still the bundle's.
+        let deployed_with = record.origin.clone().or_else(|| {
+            record
+                .digest
+                .clone()
+                .filter(|_| record.source.as_deref() == Some(&shown))
+        });
+        let Some(deployed_with) = deployed_with else {
+            continue;
+        };
+        let digests = digests_of(&location, timeout, &None).map_err(failed)?;
+        if digests.sha256 == deployed_with || Some(&digests.sha256) == record.digest.as_ref() {
+            continue;
+        }
+        let v = &pod.version;
+        return Err(PodError::Refused(format!(
+            "version {v} of pod {} is already deployed with different data in volume {}: the \
+             bundle's {shown} is {}, version {v} was deployed with {deployed_with}{}; versions are \
+             immutable: give the bundle a new version, or remove version {v} first (state: \
+             absent), or load the new data into the deployed volume with ops_volume (replace: \
+             true)",
+            pod.name,
+            volume.name,
+            digests.sha256,
+            match &record.digest {
+                Some(now) if *now != deployed_with => format!(" and its volume now holds {now}"),
+                _ => String::new(),
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// [`extract::check_start`] on the first bytes of the archive at
+/// `location` (a download is cut off once they are read).
+fn check_archive_start(
+    location: &Location,
+    shown: &str,
+    timeout: Duration,
+) -> Result<(), VolumeError> {
+    let read = match location {
+        Location::Path(path) => {
+            extract::open_archive(path).and_then(|mut f| extract::read_head(&mut f))
+        }
+        remote => {
+            let mut reader = remote.open(timeout)?;
+            extract::read_head(&mut reader)
+                .map_err(|e| io::Error::other(crate::image::source::read_error(remote, e, timeout)))
+        }
+    };
+    let (head, whole) = read.map_err(|e| extract::unusable(shown, e))?;
+    extract::check_start(&head, whole).map_err(|e| extract::unusable(shown, e))
 }
