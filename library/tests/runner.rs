@@ -162,3 +162,76 @@ fn a_panic_becomes_a_failed_result() {
         json!(true)
     );
 }
+
+/// Every number option of the real modules, at and past its bounds: the
+/// values past them are refused by the option layer, naming the option and
+/// its range, before the module does anything.
+#[test]
+fn numbers_past_their_bounds_are_refused_by_name() {
+    use ops_core::modules::{image::OpsImage, pod::OpsPod, volume::OpsVolume};
+    let root = tempfile::tempdir().unwrap();
+    let fresh = root.path().join("store");
+    let base = |extra: Value| {
+        let mut args = json!({"root": fresh, "unit_dir": fresh.join("units")});
+        args.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        args
+    };
+    let id = format!("sha256:{}", "a".repeat(64));
+    let mut results = BTreeMap::new();
+    for (option, value) in [
+        ("start_timeout", json!(i64::MAX)),
+        ("min_up_time", json!(u64::MAX)),
+        ("lock_timeout", json!("9223372036854775807")),
+        ("download_timeout", json!(604_801)),
+        ("keep", json!(10_001)),
+        ("start_timeout", json!(-1)),
+    ] {
+        let args = base(json!({"name": "web", option: value}));
+        results.insert(
+            format!("ops_pod {option}={value}"),
+            run_guarded::<OpsPod>(args)["msg"].clone(),
+        );
+    }
+    for (option, value) in [("timeout", json!(i64::MAX)), ("lock_timeout", json!(-5))] {
+        let mut args = base(json!({"id": id, "path": "/nonexistent", option: value}));
+        args.as_object_mut().unwrap().remove("unit_dir");
+        results.insert(
+            format!("ops_image {option}={value}"),
+            run_guarded::<OpsImage>(args)["msg"].clone(),
+        );
+        let mut args = base(json!({"pod": "web", "version": "1", "name": "data", option: value}));
+        args.as_object_mut().unwrap().remove("unit_dir");
+        results.insert(
+            format!("ops_volume {option}={value}"),
+            run_guarded::<OpsVolume>(args)["msg"].clone(),
+        );
+    }
+    assert!(!fresh.exists(), "a refusal created the store");
+    insta::assert_json_snapshot!(results);
+}
+
+/// The largest accepted waits are accepted: the bound is where the docs
+/// say, and nothing past it is computed from them.
+#[test]
+fn the_largest_accepted_numbers_are_accepted() {
+    use ops_core::module::args::MAX_SECONDS;
+    use ops_core::modules::pod::OpsPod;
+    let root = tempfile::tempdir().unwrap();
+    let result = run_guarded::<OpsPod>(json!({
+        "name": "web",
+        "state": "stopped",
+        "root": root.path(),
+        "unit_dir": root.path().join("units"),
+        "start_timeout": MAX_SECONDS,
+        "min_up_time": MAX_SECONDS,
+        "lock_timeout": MAX_SECONDS,
+        "download_timeout": MAX_SECONDS,
+        "keep": 10_000,
+        "_ansible_check_mode": true,
+    }));
+    let msg = result["msg"].as_str().unwrap_or_default();
+    assert!(!msg.contains("must be between"), "{result}");
+    assert!(!msg.contains("internal error"), "{result}");
+}

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use super::ImageError;
 
+/// The longest transfer deadline handed to the HTTP client.
+const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECONDS as u64);
+
 /// A place to read bytes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -95,7 +98,9 @@ impl Location {
             }
             Location::Http(uri) => {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(timeout))
+                    // Capped: the options bound it, but a deadline past
+                    // Instant's range would panic inside the client.
+                    .timeout_global(Some(timeout.min(MAX_TIMEOUT)))
                     .user_agent(concat!("ops/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .into();

@@ -65,7 +65,8 @@ impl Module for OpsImage {
                 .choices(&["present", "absent"])
                 .default(Default::Str("present")),
             Opt::new("timeout", Kind::Int, "Seconds a download may take.")
-                .default(Default::Int(600)),
+                .default(Default::Int(600))
+                .seconds(),
             Opt::new("root", Kind::Path, "The ops store.")
                 .default(Default::Str(super::DEFAULT_ROOT)),
             Opt::new(
@@ -73,7 +74,8 @@ impl Module for OpsImage {
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300)),
+            .default(Default::Int(300))
+            .seconds(),
         ],
         mutually_exclusive: &[&["path", "uri"]],
     };
