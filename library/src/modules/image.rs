@@ -157,6 +157,12 @@ fn request(options: Options) -> Result<image::Request, Failure> {
     };
     let timeout = seconds("timeout", options.timeout);
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    if !options.root.is_absolute() {
+        problems.push(format!(
+            "root: must be an absolute path, got {}",
+            options.root.display()
+        ));
+    }
     let state = match options.state.as_str() {
         "absent" => image::State::Absent,
         _ => image::State::Present,
