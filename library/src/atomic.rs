@@ -40,6 +40,54 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
+/// Open a file a user named, for reading, refusing anything but a regular
+/// file. The open cannot block (a FIFO opened without a writer) and the
+/// type is checked on the opened file, so nothing changes between check
+/// and read. Symlinks are followed: the user named the path, and may
+/// point it anywhere they can read.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    ))
+}
+
+/// Read a small file a user named, by [`open_regular`], refusing one
+/// larger than `limit` bytes instead of reading without bound.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A name for a temporary sibling of `path`: hidden, and unique within
 /// this process so that two writes never share one.
 fn temp_sibling(path: &Path) -> PathBuf {

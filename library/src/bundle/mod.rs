@@ -25,6 +25,10 @@ pub use validate::{override_ports, parse_ports};
 /// The file name of a bundle's manifest.
 pub const MANIFEST: &str = "pod.json";
 
+/// The largest pod.json read: far more than any pod needs, and a bound on
+/// what a wrong path (a log, a device) can make ops read.
+pub const MAX_MANIFEST: u64 = 1 << 20;
+
 /// Which shape pod.json had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,7 +105,8 @@ pub fn load(path: &Path) -> Result<Bundle, BundleError> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read(&manifest).map_err(read_error(&manifest))?;
+    let text =
+        crate::atomic::read_regular(&manifest, MAX_MANIFEST).map_err(read_error(&manifest))?;
     let parent = match manifest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

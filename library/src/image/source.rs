@@ -140,11 +140,11 @@ impl Location {
     pub fn open(&self, timeout: Duration) -> Result<Box<dyn Read + Send>, ImageError> {
         match self {
             Location::Path(path) => {
-                self.check()?;
-                let file = File::open(path).map_err(|source| ImageError::Source {
-                    location: self.display(),
-                    source,
-                })?;
+                let file =
+                    crate::atomic::open_regular(path).map_err(|source| ImageError::Source {
+                        location: self.display(),
+                        source,
+                    })?;
                 Ok(Box::new(file))
             }
             Location::Http(uri) => {
@@ -271,6 +271,24 @@ pub fn transfer_failure(error: &io::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_or_device_named_as_an_image_or_data_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for (path, what) in [(fifo, "a FIFO"), ("/dev/zero".into(), "a device")] {
+            let err = Location::Path(path)
+                .open(Duration::from_secs(1))
+                .err()
+                .unwrap();
+            let msg = crate::module::error_chain(&err);
+            assert!(
+                msg.ends_with(&format!("not a regular file ({what})")),
+                "{msg}"
+            );
+        }
+    }
 
     #[test]
     fn credentials_and_query_values_are_hidden_wherever_a_uri_is_shown() {
