@@ -177,7 +177,7 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             runtime: Runtime::parse(&options.runtime).expect("the spec checks the choices"),
             state,
             timeout,
-            root: options.root,
+            root: crate::atomic::resolve(&options.root),
             lock_timeout,
         }),
         _ => Err(Failure::new(format!("ops_image: {}", problems.join("; ")))),

@@ -253,8 +253,9 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         state,
         keep,
         env: options.env,
-        root: options.root,
-        unit_dir: options.unit_dir,
+        // Resolved once: below them, ops follows no symlink it did not make.
+        root: crate::atomic::resolve(&options.root),
+        unit_dir: crate::atomic::resolve(&options.unit_dir),
         start_timeout,
         min_up_time,
         rollback: options.rollback,

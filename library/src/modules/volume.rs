@@ -263,7 +263,7 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
             } else {
                 volume::State::Present
             },
-            root: options.root,
+            root: crate::atomic::resolve(&options.root),
             timeout,
             lock_timeout,
         }),
