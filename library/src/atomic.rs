@@ -40,6 +40,54 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
+/// Open a file a user named, for reading, refusing anything but a regular
+/// file. The open cannot block (a FIFO opened without a writer) and the
+/// type is checked on the opened file, so nothing changes between check
+/// and read. Symlinks are followed: the user named the path, and may
+/// point it anywhere they can read.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    ))
+}
+
+/// Read a small file a user named, by [`open_regular`], refusing one
+/// larger than `limit` bytes instead of reading without bound.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A name for a temporary sibling of `path`: hidden, and unique within
 /// this process so that two writes never share one.
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -58,6 +106,60 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Refuse to write at `path` through a symlink that ops did not make.
+///
+/// The roots ops writes under (the store root, the unit directory) are
+/// resolved once when a module reads its options ([`resolve`]), so any
+/// symlink met on the way to `path` was planted there, and following it
+/// would write elsewhere on the host (`pods/<name>` pointing at `/etc`).
+/// `path` itself may be a symlink only where ops writes one
+/// (`link_ok`): replacing it then replaces the link, not its target.
+fn refuse_symlinks(path: &Path, link_ok: bool) -> FsResult<()> {
+    let refused = |at: &Path| FsError {
+        action: "write through",
+        path: at.to_owned(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symlink that ops did not make; refusing to follow it (nothing was changed)",
+        ),
+    };
+    if !link_ok && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(refused(path));
+    }
+    if !path.is_absolute() {
+        return Ok(());
+    }
+    let mut lexical = PathBuf::new();
+    for component in parent(path).components() {
+        lexical.push(component);
+        match fs::symlink_metadata(&lexical) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(refused(&lexical)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// `path` with the symlinks of its existing part resolved: a root given by
+/// the user may lead anywhere, once, before ops writes below it.
+pub fn resolve(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            return missing.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(up), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = up;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
 /// Make the entries of `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> FsResult<()> {
     File::open(dir)
@@ -67,6 +169,7 @@ pub(crate) fn sync_dir(dir: &Path) -> FsResult<()> {
 
 /// Replace `path` with `contents`, readable per `mode`.
 pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> FsResult<()> {
+    refuse_symlinks(path, false)?;
     let temp = temp_sibling(path);
     let written = (|| {
         let mut file = OpenOptions::new()
@@ -100,6 +203,7 @@ pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> FsResult<()
 
 /// Point the symlink `path` at `target`, replacing whatever is there.
 pub(crate) fn write_symlink(path: &Path, target: &Path) -> FsResult<()> {
+    refuse_symlinks(path, true)?;
     let temp = temp_sibling(path);
     symlink(target, &temp).at("create symlink", &temp)?;
     if let Err(source) = fs::rename(&temp, path) {
@@ -116,6 +220,7 @@ pub(crate) fn write_symlink(path: &Path, target: &Path) -> FsResult<()> {
 /// Create `path` and its missing parents with `mode`; syncs each parent
 /// that gained an entry.
 pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {
+    refuse_symlinks(path, false)?;
     if path.is_dir() {
         return Ok(());
     }
@@ -133,6 +238,7 @@ pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {
 
 /// Remove a file or symlink; `false` when it was not there.
 pub(crate) fn remove_file(path: &Path) -> FsResult<bool> {
+    refuse_symlinks(path, true)?;
     match fs::remove_file(path) {
         Ok(()) => sync_dir(parent(path)).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -146,6 +252,7 @@ pub(crate) fn remove_file(path: &Path) -> FsResult<bool> {
 
 /// Remove `dir` if it is empty; `true` when it was removed.
 pub(crate) fn remove_dir_if_empty(dir: &Path) -> FsResult<bool> {
+    refuse_symlinks(dir, true)?;
     match fs::remove_dir(dir) {
         Ok(()) => sync_dir(parent(dir)).map(|()| true),
         Err(e)
@@ -166,6 +273,7 @@ pub(crate) fn remove_dir_if_empty(dir: &Path) -> FsResult<bool> {
 
 /// Rename `from` to `to` (same file system) and sync both directories.
 pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
+    refuse_symlinks(to, false)?;
     fs::rename(from, to).map_err(|source| FsError {
         action: "move into place",
         path: to.to_owned(),
@@ -213,6 +321,7 @@ pub(crate) fn sync_filesystem(dir: &Path) -> FsResult<()> {
 /// Delete a tree that is no longer reachable by name (it was first renamed
 /// out of the way), so a crash half-way leaves nothing that matters.
 pub(crate) fn remove_tree(path: &Path) -> FsResult<()> {
+    refuse_symlinks(path, true)?;
     match fs::remove_dir_all(path) {
         Ok(()) => sync_dir(parent(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -274,5 +383,62 @@ mod tests {
         assert!(!remove_dir_if_empty(&sub).unwrap());
         remove_file(&sub.join("f")).unwrap();
         assert!(remove_dir_if_empty(&sub).unwrap());
+    }
+
+    #[test]
+    fn a_planted_symlink_on_the_way_is_refused_by_name_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir_all(root.join("pods")).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, root.join("pods/web")).unwrap();
+        let planted = root.join("pods/web");
+        let attempts: Vec<FsError> = vec![
+            write_file(&planted.join("1/environment"), b"S=1", 0o600).unwrap_err(),
+            create_dir_all(&planted.join("1/units"), 0o755).unwrap_err(),
+            write_symlink(&planted.join("current"), Path::new("1")).unwrap_err(),
+            remove_file(&planted.join("current")).unwrap_err(),
+            remove_tree(&planted.join("1")).unwrap_err(),
+            rename(&root.join("pods"), &planted.join("2")).unwrap_err(),
+        ];
+        for err in attempts {
+            assert_eq!(
+                err.to_string(),
+                format!("cannot write through {}", planted.display())
+            );
+            let chain = crate::module::error_chain(&err);
+            assert!(
+                chain.contains("is a symlink that ops did not make"),
+                "{chain}"
+            );
+        }
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+        // A file ops writes that is a symlink (a unit masked to /dev/null)
+        // is not replaced either.
+        let unit = root.join("web.service");
+        symlink("/dev/null", &unit).unwrap();
+        let err = write_file(&unit, b"[Unit]\n", 0o644).unwrap_err();
+        assert_eq!(err.path, unit);
+        assert_eq!(fs::read_link(&unit).unwrap(), Path::new("/dev/null"));
+
+        // The symlinks ops makes are replaced and removed as before.
+        write_symlink(&root.join("current"), Path::new("1")).unwrap();
+        write_symlink(&root.join("current"), Path::new("2")).unwrap();
+        assert!(remove_file(&root.join("current")).unwrap());
+    }
+
+    #[test]
+    fn a_root_given_through_a_symlink_is_resolved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        symlink(&real, dir.path().join("link")).unwrap();
+        let resolved = resolve(&dir.path().join("link/store/x"));
+        assert_eq!(resolved, fs::canonicalize(&real).unwrap().join("store/x"));
+        create_dir_all(&resolved, 0o755).unwrap();
+        write_file(&resolved.join("f"), b"x", 0o644).unwrap();
+        assert!(real.join("store/x/f").is_file());
     }
 }

@@ -5,6 +5,7 @@
 //! bytes say which, so a file called `.aci` that is really xz works and a
 //! wrong extension cannot mislead.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
 
 /// How a stream is compressed.
@@ -72,6 +73,28 @@ pub fn decompressed<R: BufRead>(mut reader: R) -> io::Result<(Compression, Decod
     Ok((compression, stream))
 }
 
+/// An error message with no bytes of the file it is about.
+///
+/// The tar reader parses a header's numeric fields before it checks the
+/// header, and its message quotes the field and the entry name: for a file
+/// that is no archive at all (a host file named by mistake, or on purpose)
+/// those are the file's first bytes. A message of that form says instead
+/// which field is bad; every other message is kept.
+pub fn content_free(message: &str) -> Cow<'_, str> {
+    if !message.starts_with("numeric field ") {
+        return Cow::Borrowed(message);
+    }
+    let field = message
+        .rsplit_once(" when getting ")
+        .and_then(|(_, rest)| rest.split_once(" for "))
+        .map_or("a numeric", |(field, _)| field);
+    Cow::Owned(if field == "cksum" {
+        "it is not a tar archive: its first block is not a tar header".to_owned()
+    } else {
+        format!("a tar header is damaged: its {field} field is not a number")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +122,34 @@ mod tests {
         xz.write_all(&data).unwrap();
         roundtrip(xz.finish().unwrap(), Compression::Xz);
         roundtrip(zstd::encode_all(&data[..], 1).unwrap(), Compression::Zstd);
+    }
+
+    #[test]
+    fn a_tar_header_message_keeps_no_bytes_of_the_file() {
+        let file = b"root:$6$secret:19000:0:99999:7:::\n".repeat(20);
+        let error = tar::Archive::new(&file[..])
+            .entries()
+            .unwrap()
+            .next()
+            .unwrap()
+            .err()
+            .expect("no tar header")
+            .to_string();
+        assert!(
+            error.contains("secret"),
+            "the tar crate's own message: {error}"
+        );
+        assert_eq!(
+            content_free(&error),
+            "it is not a tar archive: its first block is not a tar header"
+        );
+        assert_eq!(
+            content_free("numeric field was not a number: x y when getting mtime for a\nb"),
+            "a tar header is damaged: its mtime field is not a number"
+        );
+        assert_eq!(
+            content_free("archive header checksum mismatch"),
+            "archive header checksum mismatch"
+        );
     }
 }

@@ -9,6 +9,11 @@
 //! module's `lock_timeout`. Who holds the lock is written beside it, in
 //! `<root>/lock.holder`, so that a waiter who gives up can say whom it
 //! waited for. Read-only work (check mode, facts) never takes the lock.
+//!
+//! Taking the lock creates the store root when it is missing. A run that
+//! then changes nothing (it was refused under the lock) removes what taking
+//! the lock created, so a refusal leaves a fresh host as it was; a waiter
+//! that finds its lock file gone starts over on the new one.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -38,52 +43,110 @@ pub enum LockError {
 /// The held lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct StoreLock {
+    root: PathBuf,
     holder_path: PathBuf,
+    /// The topmost directory that taking this lock created (the root or an
+    /// ancestor of it): a run that leaves nothing else in the store removes
+    /// it again, so a refusal on a fresh host leaves the host as it was.
+    created: Option<PathBuf>,
     // Declared last: dropped (unlocked) after the holder file is gone.
     _lock: Flock<File>,
+}
+
+/// The topmost of `path` and its ancestors that does not exist.
+fn first_missing(path: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for ancestor in path.ancestors() {
+        if ancestor.as_os_str().is_empty() || ancestor.symlink_metadata().is_ok() {
+            break;
+        }
+        missing = Some(ancestor.to_path_buf());
+    }
+    missing
+}
+
+/// Whether `dir` holds nothing but empty directories and the files a run
+/// writes before it changes anything (the lock, its holder, the layout
+/// marker): what a run that was refused under the lock leaves.
+fn only_scaffolding(dir: &Path, top: bool) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.into_iter().all(|entry| {
+        let Ok(entry) = entry else { return false };
+        let Ok(kind) = entry.file_type() else {
+            return false;
+        };
+        let name = entry.file_name();
+        if kind.is_dir() {
+            only_scaffolding(&entry.path(), false)
+        } else {
+            top && kind.is_file()
+                && ["lock", "lock.holder", "layout-version"]
+                    .iter()
+                    .any(|n| name == *n)
+        }
+    })
 }
 
 impl StoreLock {
     /// Take the lock of the store at `root`, waiting up to `timeout`.
     /// `what` says what this run is doing, for whoever waits behind it.
     pub fn acquire(root: &Path, timeout: Duration, what: &str) -> Result<StoreLock, LockError> {
-        atomic::create_dir_all(root, 0o755)?;
+        let created = first_missing(root);
         let path = root.join("lock");
         let holder_path = root.join("lock.holder");
         let started = Instant::now();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .at("open", &path)?;
-        let lock = loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => break lock,
-                Err((back, Errno::EWOULDBLOCK)) if started.elapsed() < timeout => {
-                    file = back;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    let holder = std::fs::read_to_string(&holder_path)
-                        .map(|s| s.trim().to_owned())
-                        .unwrap_or_else(|_| "holder unknown".to_owned());
-                    return Err(LockError::Timeout {
-                        path,
-                        holder,
-                        waited: timeout.as_secs(),
-                    });
-                }
-                Err((_, errno)) => {
-                    return Err(FsError {
-                        action: "lock",
-                        path,
-                        source: errno.into(),
+        let lock = 'open: loop {
+            // Again on every try: a run that created the store and left it
+            // empty removes it (see Drop).
+            atomic::create_dir_all(root, 0o755)?;
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&path);
+            let mut file = match opened {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.at("open", &path)?,
+            };
+            let lock = loop {
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => break lock,
+                    Err((back, Errno::EWOULDBLOCK)) if started.elapsed() < timeout => {
+                        file = back;
+                        std::thread::sleep(Duration::from_millis(100));
                     }
-                    .into())
+                    Err((_, Errno::EWOULDBLOCK)) => {
+                        let holder = std::fs::read_to_string(&holder_path)
+                            .map(|s| s.trim().to_owned())
+                            .unwrap_or_else(|_| "holder unknown".to_owned());
+                        return Err(LockError::Timeout {
+                            path,
+                            holder,
+                            waited: timeout.as_secs(),
+                        });
+                    }
+                    Err((_, errno)) => {
+                        return Err(FsError {
+                            action: "lock",
+                            path,
+                            source: errno.into(),
+                        }
+                        .into())
+                    }
                 }
+            };
+            // The holder before may have removed the lock file (and the
+            // store it created) while this run waited on it: a lock on a
+            // file no longer at `path` locks nothing.
+            use std::os::unix::fs::MetadataExt;
+            let held = lock.metadata().at("lock", &path)?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => break 'open lock,
+                _ => continue,
             }
         };
         let since = SystemTime::now()
@@ -93,17 +156,34 @@ impl StoreLock {
             "held by pid {} since {since} (unix time): {what}\n",
             std::process::id()
         );
-        atomic::write_file(&holder_path, holder.as_bytes(), 0o644)?;
-        Ok(StoreLock {
+        let lock = StoreLock {
+            root: root.to_owned(),
             holder_path,
+            created,
             _lock: lock,
-        })
+        };
+        atomic::write_file(&lock.holder_path, holder.as_bytes(), 0o644)?;
+        Ok(lock)
     }
 }
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
         let _ = atomic::remove_file(&self.holder_path);
+        let Some(top) = &self.created else { return };
+        if !only_scaffolding(&self.root, true) {
+            return;
+        }
+        // Still holding the lock: nothing else writes here now, and a
+        // waiter sees the lock file go and starts over.
+        let _ = atomic::remove_file(&self.root.join("layout-version"));
+        let _ = atomic::remove_file(&self.root.join("lock"));
+        let _ = std::fs::remove_dir_all(&self.root);
+        for dir in self.root.ancestors().skip(1) {
+            if !dir.starts_with(top) || !atomic::remove_dir_if_empty(dir).unwrap_or(false) {
+                break;
+            }
+        }
     }
 }
 
@@ -133,5 +213,49 @@ mod tests {
         drop(held);
         assert!(!root.path().join("lock.holder").exists());
         StoreLock::acquire(root.path(), Duration::ZERO, "again").unwrap();
+    }
+
+    #[test]
+    fn a_lock_that_created_the_store_removes_it_when_the_run_left_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a/b/store");
+        let lock = StoreLock::acquire(&root, Duration::ZERO, "refused").unwrap();
+        atomic::create_dir_all(&root.join("staging"), 0o700).unwrap();
+        atomic::write_file(&root.join("layout-version"), b"1\n", 0o644).unwrap();
+        drop(lock);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+
+        // Something written: the store stays, lock file and all.
+        let lock = StoreLock::acquire(&root, Duration::ZERO, "deploying").unwrap();
+        atomic::create_dir_all(&root.join("pods"), 0o755).unwrap();
+        atomic::write_file(&root.join("pods/x"), b"", 0o644).unwrap();
+        drop(lock);
+        assert!(root.join("lock").is_file());
+
+        // A store that was there is never removed, even empty.
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        drop(StoreLock::acquire(&root, Duration::ZERO, "nothing").unwrap());
+        assert!(root.join("lock").is_file());
+    }
+
+    #[test]
+    fn a_waiter_whose_lock_file_was_removed_takes_the_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let first = StoreLock::acquire(&root, Duration::ZERO, "first").unwrap();
+        let waiter = {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let lock = StoreLock::acquire(&root, Duration::from_secs(10), "second").unwrap();
+                atomic::write_file(&root.join("pods"), b"", 0o644).unwrap();
+                drop(lock);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // The first run leaves nothing: its store goes, lock file and all.
+        drop(first);
+        waiter.join().unwrap();
+        assert!(root.join("lock").is_file() && root.join("pods").is_file());
     }
 }

@@ -137,6 +137,26 @@ pub fn digest(pod: &Pod, units: &BTreeMap<UnitName, String>) -> String {
     format!("sha256:{hex}")
 }
 
+/// Hide the credentials of every URI of `pod`; whether any had some.
+fn redact_uris(pod: &mut Pod) -> bool {
+    let mut hidden = false;
+    let sources = pod
+        .images
+        .iter_mut()
+        .flat_map(|i| std::iter::once(&mut i.source).chain(i.signature.as_mut()))
+        .chain(pod.volumes.iter_mut().filter_map(|v| v.data.as_mut()));
+    for source in sources {
+        if let crate::bundle::Source::Uri(uri) = source {
+            let shown = crate::image::source::redact(uri).into_owned();
+            if shown != *uri {
+                *uri = shown;
+                hidden = true;
+            }
+        }
+    }
+    hidden
+}
+
 /// The store under one root.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -363,7 +383,13 @@ impl Store {
             .join(format!("{}-{}", new.pod.name, new.pod.version));
         atomic::remove_tree(&staged)?;
         atomic::create_dir_all(&staged.join("units"), 0o755)?;
-        atomic::write_file(&staged.join("pod.json"), &new.pod_json, 0o644)?;
+        // The record is world-readable: URIs are kept with their
+        // credentials hidden, and the bundle's pod.json, kept byte for
+        // byte, is readable by root only when it holds any.
+        let mut record = record.clone();
+        let hidden = redact_uris(&mut record.pod);
+        let pod_json_mode = if hidden { 0o600 } else { 0o644 };
+        atomic::write_file(&staged.join("pod.json"), &new.pod_json, pod_json_mode)?;
         for (name, text) in &new.units {
             atomic::write_file(
                 &staged.join("units").join(name.as_str()),
@@ -371,7 +397,7 @@ impl Store {
                 0o644,
             )?;
         }
-        let mut meta = serde_json::to_vec_pretty(record).expect("a record serialises");
+        let mut meta = serde_json::to_vec_pretty(&record).expect("a record serialises");
         meta.push(b'\n');
         atomic::write_file(&staged.join("meta.json"), &meta, 0o644)?;
         Ok(staged)
@@ -461,5 +487,49 @@ impl FsError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stored_record_hides_uri_credentials_and_the_pod_json_holding_them_is_private() {
+        let bundle =
+            crate::bundle::load(Path::new("../tests/fixtures/bundles/pair/native")).unwrap();
+        let mut pod = bundle.pod;
+        let secret = "http://deploy:hunter2@images.example/web.aci?token=abc";
+        pod.images[0].source = crate::bundle::Source::Uri(secret.to_owned());
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let lock = StoreLock::acquire(tmp.path(), Duration::ZERO, "test").unwrap();
+        let new = NewVersion {
+            bundle_dir: bundle.dir,
+            pod_json: format!("{{\"uri\": \"{secret}\"}}").into_bytes(),
+            units: BTreeMap::new(),
+            digest: digest(&pod, &BTreeMap::new()),
+            pod: pod.clone(),
+        };
+        let record = VersionRecord {
+            format: META_FORMAT,
+            sequence: 1,
+            deployed_at: 0,
+            digest: new.digest.clone(),
+            pod,
+            runtime: crate::image::Runtime::default(),
+            ports: Vec::new(),
+        };
+        let staged = store.stage(&lock, &new, &record).unwrap();
+        let meta = fs::read_to_string(staged.join("meta.json")).unwrap();
+        assert!(!meta.contains("hunter2") && !meta.contains("abc"), "{meta}");
+        assert!(meta.contains("http://***@images.example/web.aci?token=***"));
+        let mode = fs::metadata(staged.join("pod.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

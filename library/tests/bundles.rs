@@ -123,3 +123,51 @@ fn the_published_schema_matches_the_code() {
         path.display()
     );
 }
+
+/// `load` on a thread, given up after a while: a FIFO used to block it
+/// for ever and a device to read it without bound.
+fn load_within_seconds(path: PathBuf) -> Result<bundle::Bundle, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(bundle::load(&path).map_err(|e| ops_core::module::error_chain(&e)));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("bundle::load did not return")
+}
+
+#[test]
+fn a_pod_json_that_is_not_a_regular_file_is_refused_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::create_dir(dir.join("b1")).unwrap();
+    nix::unistd::mkfifo(&dir.join("b1/pod.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::fs::create_dir(dir.join("b2")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("b2/pod.json")).unwrap();
+    std::fs::create_dir(dir.join("b3")).unwrap();
+    std::fs::write(dir.join("b3/pod.json"), " ".repeat(2 << 20)).unwrap();
+    let mut messages = BTreeMap::new();
+    for (case, path) in [
+        ("bundle path a fifo", fifo),
+        ("pod.json a fifo", dir.join("b1")),
+        ("pod.json a symlink to /dev/zero", dir.join("b2/pod.json")),
+        ("pod.json over 1 MiB", dir.join("b3")),
+    ] {
+        let message = load_within_seconds(path).unwrap_err();
+        messages.insert(case, message.replace(&dir.display().to_string(), "<tmp>"));
+    }
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn a_bundle_named_through_a_symlink_is_read() {
+    // The user names the bundle: a symlink they made to it is theirs to
+    // make; only what it leads to must be a regular pod.json.
+    let tmp = tempfile::tempdir().unwrap();
+    let real = std::fs::canonicalize(fixtures().join("bundles/pair/native")).unwrap();
+    let link = tmp.path().join("bundle");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let linked = load_within_seconds(link.join("pod.json")).unwrap();
+    assert_eq!(linked.pod, load("bundles/pair/native").pod);
+}

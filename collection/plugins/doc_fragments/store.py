@@ -14,7 +14,9 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
   root:
-    description: The ops store.
+    description:
+      - The ops store. An absolute path, as in every ops module; a relative
+        one is refused before anything is written.
     type: path
     default: /var/lib/ops
 """
@@ -22,7 +24,9 @@ options:
     UNITS = r"""
 options:
   unit_dir:
-    description: systemd's unit directory, where ops installs the pods' units.
+    description:
+      - systemd's unit directory, where ops installs the pods' units. An
+        absolute path.
     type: path
     default: /etc/systemd/system
 """
@@ -30,7 +34,9 @@ options:
     LOCK = r"""
 options:
   lock_timeout:
-    description: Seconds to wait for another ops run to finish.
+    description:
+      - Seconds to wait for another ops run to finish, from 0 to 604800 (one
+        week); any other value is refused.
     type: int
     default: 300
 """

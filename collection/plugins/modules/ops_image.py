@@ -83,7 +83,8 @@ options:
     choices: [present, absent]
     default: present
   timeout:
-    description: Seconds a download may take.
+    description:
+      - Seconds a download may take, from 0 to 604800 (one week).
     type: int
     default: 600
 requirements:

@@ -86,6 +86,7 @@ options:
     description:
       - Prune the oldest versions beyond this many, never the current one nor
         the one the task acts on.
+      - From 0 to 10000; any other value is refused.
     type: int
   env:
     description:
@@ -99,7 +100,8 @@ options:
         it.
     type: dict
   start_timeout:
-    description: Seconds to wait for the units to come up.
+    description:
+      - Seconds to wait for the units to come up, from 0 to 604800 (one week).
     type: int
     default: 60
   min_up_time:
@@ -111,6 +113,7 @@ options:
       - C(0) takes systemd's word as soon as the start job is done (active, or
         ready for C(Type=notify)) - the fastest, and what a C(systemd_service)
         task does; a service that dies a moment later then counts as up.
+      - From 0 to 604800 (one week).
     type: int
     default: 1
   rollback:
@@ -139,7 +142,8 @@ options:
     type: bool
     default: false
   download_timeout:
-    description: Seconds an image download may take.
+    description:
+      - Seconds an image download may take, from 0 to 604800 (one week).
     type: int
     default: 600
   ports:

@@ -126,7 +126,8 @@ options:
     choices: [present, absent]
     default: present
   timeout:
-    description: Seconds a download (or a restart) may take.
+    description:
+      - Seconds a download (or a restart) may take, from 0 to 604800 (one week).
     type: int
     default: 600
 extends_documentation_fragment:

@@ -134,9 +134,8 @@ impl PodManifest {
         let base = format!("annotations[{index}].value");
         let value: serde_json::Value = serde_json::from_str(&self.annotations[index].value)
             .map_err(|e| vec![problem(base.clone(), format!("not valid JSON: {e}"))])?;
-        let ops: OpsAnnotation = super::from_value(value, &base).map_err(|p| vec![p])?;
+        let (ops, mut problems): (OpsAnnotation, _) = super::from_value(value, &base)?;
 
-        let mut problems = Vec::new();
         // Where each manifest volume is mounted, from the apps' mounts.
         let mut mounts: BTreeMap<&str, Field<String>> = BTreeMap::new();
         for (a, app) in self.apps.iter().enumerate() {

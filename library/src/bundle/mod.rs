@@ -25,6 +25,10 @@ pub use validate::{override_ports, parse_ports};
 /// The file name of a bundle's manifest.
 pub const MANIFEST: &str = "pod.json";
 
+/// The largest pod.json read: far more than any pod needs, and a bound on
+/// what a wrong path (a log, a device) can make ops read.
+pub const MAX_MANIFEST: u64 = 1 << 20;
+
 /// Which shape pod.json had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,7 +105,8 @@ pub fn load(path: &Path) -> Result<Bundle, BundleError> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read(&manifest).map_err(read_error(&manifest))?;
+    let text =
+        crate::atomic::read_regular(&manifest, MAX_MANIFEST).map_err(read_error(&manifest))?;
     let parent = match manifest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -126,13 +131,22 @@ pub fn load(path: &Path) -> Result<Bundle, BundleError> {
     };
     let is_appc = object.contains_key("acKind");
     let (shape, draft) = if is_appc {
-        let wire: appc::PodManifest = from_value(value, "").map_err(|p| invalid(vec![p]))?;
-        (Shape::Appc, wire.into_draft().map_err(invalid)?)
+        let (wire, mut unknown): (appc::PodManifest, _) = from_value(value, "").map_err(invalid)?;
+        let draft = wire.into_draft().map_err(|mut problems| {
+            unknown.append(&mut problems);
+            invalid(std::mem::take(&mut unknown))
+        });
+        let mut draft = draft?;
+        unknown.append(&mut draft.problems);
+        draft.problems = unknown;
+        (Shape::Appc, draft)
     } else {
-        let wire: native::PodJson = from_value(value, "").map_err(|p| invalid(vec![p]))?;
+        let (wire, mut unknown): (native::PodJson, _) = from_value(value, "").map_err(invalid)?;
         let mut problems = native::duplicate_containers(&wire);
         let mut draft = wire.into_draft();
-        draft.problems.append(&mut problems);
+        unknown.append(&mut draft.problems);
+        unknown.append(&mut problems);
+        draft.problems = unknown;
         (Shape::Native, draft)
     };
     let pod = draft.validate(&dir).map_err(invalid)?;
@@ -144,39 +158,82 @@ pub fn load(path: &Path) -> Result<Bundle, BundleError> {
     })
 }
 
-/// Deserialise a wire type, naming the field path of the first problem
-/// (under `base`) the way validation problems name theirs.
-fn from_value<T: DeserializeOwned>(value: Value, base: &str) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let mut field = error.path().to_string();
-        if field == "." {
-            field.clear();
-        }
-        let field = validate::at(base, &field);
-        let inner = error.into_inner().to_string();
-        // serde names a missing field in the message, not the path; move it
-        // into the path, where every other problem keeps it.
-        let (member, message) = if let Some(rest) = inner.strip_prefix("missing field `") {
-            let name = rest.split('`').next().unwrap_or_default().to_owned();
-            (Some(name), "required field is missing".to_owned())
-        } else if let Some(rest) = inner.strip_prefix("unknown field `") {
-            // The path already ends with the unknown member.
-            let expected = rest
-                .split_once('`')
-                .map(|(_, expected)| expected.trim_start_matches(", ").replace('`', ""))
-                .unwrap_or_default();
-            (None, format!("unknown field; {expected}"))
-        } else {
-            (None, inner)
+/// Deserialise a wire type, naming the field path of each problem (under
+/// `base`) the way validation problems name theirs. An unknown key is one
+/// more problem, not the end: it is set aside and the rest is read, so the
+/// bundle's other problems are reported with it. The first problem of any
+/// other kind ends the reading.
+fn from_value<T: DeserializeOwned>(
+    mut value: Value,
+    base: &str,
+) -> Result<(T, Vec<Problem>), Vec<Problem>> {
+    let mut problems = Vec::new();
+    loop {
+        let error = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(wire) => return Ok((wire, problems)),
+            Err(error) => error,
         };
-        Problem {
-            field: match member {
-                Some(name) => validate::at(&field, &name),
-                None => field,
-            },
-            message,
+        let unknown = error.inner().to_string().starts_with("unknown field `");
+        let segments: Vec<serde_path_to_error::Segment> = error.path().iter().cloned().collect();
+        problems.push(problem_of(error, base));
+        // Only an unknown key that can be taken out is set aside.
+        if !unknown || !remove_at(&mut value, &segments) {
+            return Err(problems);
         }
-    })
+    }
+}
+
+/// Remove the member that `path` ends with; whether it was there.
+fn remove_at(value: &mut Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((Segment::Map { key }, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut here = value;
+    for segment in parents {
+        let next = match (segment, here) {
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index),
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key),
+            _ => None,
+        };
+        match next {
+            Some(next) => here = next,
+            None => return false,
+        }
+    }
+    here.as_object_mut()
+        .is_some_and(|map| map.remove(key).is_some())
+}
+
+fn problem_of(error: serde_path_to_error::Error<serde_json::Error>, base: &str) -> Problem {
+    let mut field = error.path().to_string();
+    if field == "." {
+        field.clear();
+    }
+    let field = validate::at(base, &field);
+    let inner = error.into_inner().to_string();
+    // serde names a missing field in the message, not the path; move it
+    // into the path, where every other problem keeps it.
+    let (member, message) = if let Some(rest) = inner.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default().to_owned();
+        (Some(name), "required field is missing".to_owned())
+    } else if let Some(rest) = inner.strip_prefix("unknown field `") {
+        // The path already ends with the unknown member.
+        let expected = rest
+            .split_once('`')
+            .map(|(_, expected)| expected.trim_start_matches(", ").replace('`', ""))
+            .unwrap_or_default();
+        (None, format!("unknown field; {expected}"))
+    } else {
+        (None, inner)
+    };
+    Problem {
+        field: match member {
+            Some(name) => validate::at(&field, &name),
+            None => field,
+        },
+        message,
+    }
 }
 
 /// The JSON Schema of the native pod.json, as published under

@@ -57,11 +57,11 @@ pub enum Source {
 }
 
 impl Source {
-    /// As the bundle wrote it.
+    /// As the bundle wrote it, a URI's credentials hidden (it is shown).
     pub fn text(&self) -> String {
         match self {
             Source::Path(p) => p.display().to_string(),
-            Source::Uri(u) => u.clone(),
+            Source::Uri(u) => crate::image::source::redact(u).into_owned(),
         }
     }
 }

@@ -470,7 +470,7 @@ fn remote_error(source: &Location, timeout: Duration, error: ImageError) -> Imag
             Location::Http(uri),
             ImageError::Unpack { source, .. } | ImageError::Source { source, .. },
         ) if is_transfer_error(&source) => ImageError::Download {
-            uri: uri.clone(),
+            uri: source::redact(uri).into_owned(),
             reason: source::transfer_failure(&source, timeout),
         },
         (_, e) => e,

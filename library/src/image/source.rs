@@ -13,6 +13,57 @@ use std::time::Duration;
 
 use super::ImageError;
 
+/// The longest transfer deadline handed to the HTTP client.
+const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECONDS as u64);
+
+/// A URI as ops shows and records it: credentials in it (`user:pass@`)
+/// become `***@`, and the value of every query parameter `***` (presigned
+/// URLs carry their token there). The download itself uses the URI as
+/// given; only this form appears in messages, results and records.
+pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map(|(_, host)| host);
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    if host.is_none() && query.is_none() {
+        return uri.into();
+    }
+    let mut shown = format!("{scheme}://");
+    if let Some(host) = host {
+        shown.push_str("***@");
+        shown.push_str(host);
+    } else {
+        shown.push_str(authority);
+    }
+    shown.push_str(path);
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        let hidden: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}=***"),
+                None => pair.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&hidden.join("&"));
+        if let Some(fragment) = fragment {
+            shown.push('#');
+            shown.push_str(fragment);
+        }
+    }
+    shown.into()
+}
+
 /// A place to read bytes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -31,12 +82,14 @@ impl Location {
                 Ok(Location::Path(PathBuf::from(percent_decode(rest)?)))
             } else {
                 Err(format!(
-                    "{text:?}: a file URI needs an absolute path (file:///path)"
+                    "{:?}: a file URI needs an absolute path (file:///path)",
+                    redact(text)
                 ))
             }
         } else if lower.contains("://") {
             Err(format!(
-                "{text:?}: only http, https and file URIs are supported"
+                "{:?}: only http, https and file URIs are supported",
+                redact(text)
             ))
         } else {
             Ok(Location::Path(PathBuf::from(text)))
@@ -47,7 +100,8 @@ impl Location {
     pub fn parse_uri(text: &str) -> Result<Location, String> {
         if !text.contains("://") {
             return Err(format!(
-                "{text:?} is not a URI (http://, https:// or file:///)"
+                "{:?} is not a URI (http://, https:// or file:///)",
+                redact(text)
             ));
         }
         Location::parse(text)
@@ -56,7 +110,7 @@ impl Location {
     pub fn display(&self) -> String {
         match self {
             Location::Path(p) => p.display().to_string(),
-            Location::Http(u) => u.clone(),
+            Location::Http(u) => redact(u).into_owned(),
         }
     }
 
@@ -86,22 +140,24 @@ impl Location {
     pub fn open(&self, timeout: Duration) -> Result<Box<dyn Read + Send>, ImageError> {
         match self {
             Location::Path(path) => {
-                self.check()?;
-                let file = File::open(path).map_err(|source| ImageError::Source {
-                    location: self.display(),
-                    source,
-                })?;
+                let file =
+                    crate::atomic::open_regular(path).map_err(|source| ImageError::Source {
+                        location: self.display(),
+                        source,
+                    })?;
                 Ok(Box::new(file))
             }
             Location::Http(uri) => {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(timeout))
+                    // Capped: the options bound it, but a deadline past
+                    // Instant's range would panic inside the client.
+                    .timeout_global(Some(timeout.min(MAX_TIMEOUT)))
                     .user_agent(concat!("ops/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .into();
                 let response = agent.get(uri).call().map_err(|e| ImageError::Download {
-                    uri: uri.clone(),
-                    reason: describe(&e, timeout),
+                    uri: self.display(),
+                    reason: describe(&e, timeout).replace(uri.as_str(), &self.display()),
                 })?;
                 Ok(Box::new(response.into_body().into_reader()))
             }
@@ -157,8 +213,8 @@ pub fn fetch_into(
 pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> ImageError {
     match location {
         Location::Http(uri) => ImageError::Download {
-            uri: uri.clone(),
-            reason: transfer_failure(&source, timeout),
+            uri: location.display(),
+            reason: transfer_failure(&source, timeout).replace(uri.as_str(), &location.display()),
         },
         Location::Path(_) => ImageError::Source {
             location: location.display(),
@@ -215,6 +271,53 @@ pub fn transfer_failure(error: &io::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_or_device_named_as_an_image_or_data_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for (path, what) in [(fifo, "a FIFO"), ("/dev/zero".into(), "a device")] {
+            let err = Location::Path(path)
+                .open(Duration::from_secs(1))
+                .err()
+                .unwrap();
+            let msg = crate::module::error_chain(&err);
+            assert!(
+                msg.ends_with(&format!("not a regular file ({what})")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_and_query_values_are_hidden_wherever_a_uri_is_shown() {
+        for (given, shown) in [
+            ("http://user:pass@h:8080/a.aci", "http://***@h:8080/a.aci"),
+            ("https://tok@h/a?b", "https://***@h/a?b"),
+            (
+                "https://h/a.aci?X-Sig=abc&v=2#f",
+                "https://h/a.aci?X-Sig=***&v=***#f",
+            ),
+            ("https://h/a@b", "https://h/a@b"),
+            ("https://h/a.aci", "https://h/a.aci"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+            let location = Location::parse(given).unwrap();
+            assert_eq!(location.display(), shown);
+        }
+        let err = Location::parse("ftp://user:hunter2@h/x").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        // A refused connection names the URI without its password.
+        let err = Location::parse("http://user:hunter2@127.0.0.1:9/x")
+            .unwrap()
+            .open(Duration::from_secs(5))
+            .err()
+            .unwrap();
+        let msg = crate::module::error_chain(&err);
+        assert!(msg.contains("http://***@127.0.0.1:9/x"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
 
     #[test]
     fn locations_are_told_apart_by_scheme() {

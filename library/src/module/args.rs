@@ -74,6 +74,10 @@ pub struct Opt {
     pub choices: &'static [&'static str],
     /// The value is a secret: never echoed in messages.
     pub no_log: bool,
+    /// For an `Int`: the smallest and largest value accepted. Every number
+    /// a module computes with is bounded here, so no later arithmetic on
+    /// it (a deadline, a count) can overflow.
+    pub range: Option<(i64, i64)>,
     /// One sentence for the module documentation.
     pub description: &'static str,
 }
@@ -87,6 +91,7 @@ impl Opt {
             default: None,
             choices: &[],
             no_log: false,
+            range: None,
             description,
         }
     }
@@ -106,7 +111,19 @@ impl Opt {
         self.no_log = true;
         self
     }
+    pub const fn range(mut self, min: i64, max: i64) -> Self {
+        self.range = Some((min, max));
+        self
+    }
+    /// A number of seconds: 0 to [`MAX_SECONDS`].
+    pub const fn seconds(self) -> Self {
+        self.range(0, MAX_SECONDS)
+    }
 }
+
+/// The longest wait any option may ask for: one week, in seconds. Longer
+/// is a typo, and it keeps every deadline far from `Instant`'s limits.
+pub const MAX_SECONDS: i64 = 7 * 24 * 3600;
 
 /// A module's whole argument spec.
 #[derive(Debug, Clone, Copy)]
@@ -242,12 +259,14 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                 }
             }
             Some(value) => match coerce(opt.kind, value) {
-                Ok(value) => match check_choices(opt, &value) {
-                    Ok(()) => {
-                        options.insert(opt.name.to_owned(), value);
+                Ok(value) => {
+                    match check_choices(opt, &value).and_then(|()| check_range(opt, &value)) {
+                        Ok(()) => {
+                            options.insert(opt.name.to_owned(), value);
+                        }
+                        Err(e) => errors.push(e),
                     }
-                    Err(e) => errors.push(e),
-                },
+                }
                 Err(reason) => errors.push(format!(
                     "argument '{}' is of type {} and we were unable to convert to {}: {}",
                     opt.name,
@@ -322,6 +341,16 @@ fn check_choices(opt: &Opt, value: &Value) -> Result<(), String> {
                 ))
             }
         }
+        _ => Ok(()),
+    }
+}
+
+fn check_range(opt: &Opt, value: &Value) -> Result<(), String> {
+    match (opt.range, value.as_i64()) {
+        (Some((min, max)), Some(n)) if n < min || n > max => Err(format!(
+            "value of {} must be between {min} and {max}, got: {n}",
+            opt.name
+        )),
         _ => Ok(()),
     }
 }

@@ -76,11 +76,13 @@ impl<E: std::error::Error> From<E> for Failure {
 
 /// An error and its sources joined by `: `, outermost first, skipping a
 /// source whose text its parent already ends with.
+/// Every part passes through [`crate::decode::content_free`]: no message
+/// carries bytes of a file that was named as an archive and is not one.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut msg = error.to_string();
+    let mut msg = crate::decode::content_free(&error.to_string()).into_owned();
     let mut source = error.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
+        let text = crate::decode::content_free(&cause.to_string()).into_owned();
         if !msg.ends_with(&text) {
             msg.push_str(": ");
             msg.push_str(&text);

@@ -65,7 +65,8 @@ impl Module for OpsImage {
                 .choices(&["present", "absent"])
                 .default(Default::Str("present")),
             Opt::new("timeout", Kind::Int, "Seconds a download may take.")
-                .default(Default::Int(600)),
+                .default(Default::Int(600))
+                .seconds(),
             Opt::new("root", Kind::Path, "The ops store.")
                 .default(Default::Str(super::DEFAULT_ROOT)),
             Opt::new(
@@ -73,7 +74,8 @@ impl Module for OpsImage {
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300)),
+            .default(Default::Int(300))
+            .seconds(),
         ],
         mutually_exclusive: &[&["path", "uri"]],
     };
@@ -155,6 +157,12 @@ fn request(options: Options) -> Result<image::Request, Failure> {
     };
     let timeout = seconds("timeout", options.timeout);
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
+    if !options.root.is_absolute() {
+        problems.push(format!(
+            "root: must be an absolute path, got {}",
+            options.root.display()
+        ));
+    }
     let state = match options.state.as_str() {
         "absent" => image::State::Absent,
         _ => image::State::Present,
@@ -169,7 +177,7 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             runtime: Runtime::parse(&options.runtime).expect("the spec checks the choices"),
             state,
             timeout,
-            root: options.root,
+            root: crate::atomic::resolve(&options.root),
             lock_timeout,
         }),
         _ => Err(Failure::new(format!("ops_image: {}", problems.join("; ")))),

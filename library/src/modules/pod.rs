@@ -68,7 +68,8 @@ impl Module for OpsPod {
                 "keep",
                 Kind::Int,
                 "Prune the oldest versions beyond this many, never the current one.",
-            ),
+            )
+            .range(0, 10_000),
             Opt::new(
                 "env",
                 Kind::Dict(&Kind::Str),
@@ -84,14 +85,16 @@ impl Module for OpsPod {
                 Kind::Int,
                 "Seconds to wait for the units to come up.",
             )
-            .default(Default::Int(60)),
+            .default(Default::Int(60))
+            .seconds(),
             Opt::new(
                 "min_up_time",
                 Kind::Int,
                 "Seconds each started unit must stay up, without restarting, to count as up; \
                  0 takes systemd's word (active, or ready for Type=notify).",
             )
-            .default(Default::Int(1)),
+            .default(Default::Int(1))
+            .seconds(),
             Opt::new(
                 "rollback",
                 Kind::Bool,
@@ -103,7 +106,8 @@ impl Module for OpsPod {
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300)),
+            .default(Default::Int(300))
+            .seconds(),
             Opt::new(
                 "runtime",
                 Kind::Str,
@@ -127,7 +131,8 @@ impl Module for OpsPod {
                 Kind::Int,
                 "Seconds an image download may take.",
             )
-            .default(Default::Int(600)),
+            .default(Default::Int(600))
+            .seconds(),
             Opt::new(
                 "ports",
                 Kind::Raw,
@@ -250,8 +255,9 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         state,
         keep,
         env: options.env,
-        root: options.root,
-        unit_dir: options.unit_dir,
+        // Resolved once: below them, ops follows no symlink it did not make.
+        root: crate::atomic::resolve(&options.root),
+        unit_dir: crate::atomic::resolve(&options.unit_dir),
         start_timeout,
         min_up_time,
         rollback: options.rollback,

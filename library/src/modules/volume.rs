@@ -96,13 +96,15 @@ impl Module for OpsVolume {
                 Kind::Int,
                 "Seconds a download (or a restart) may take.",
             )
-            .default(Default::Int(600)),
+            .default(Default::Int(600))
+            .seconds(),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300)),
+            .default(Default::Int(300))
+            .seconds(),
         ],
         mutually_exclusive: &[],
     };
@@ -273,7 +275,7 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
             } else {
                 volume::State::Present
             },
-            root: options.root,
+            root: crate::atomic::resolve(&options.root),
             timeout,
             lock_timeout,
         }),

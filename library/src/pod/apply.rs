@@ -358,7 +358,9 @@ fn bring_up(
         });
     }
     let baseline: Vec<UnitStatus> = systemd.show(units).unwrap_or_default();
-    let settle_until = Instant::now() + min_up_time.min(timeout.saturating_sub(began.elapsed()));
+    // Saturating: a far deadline is "never", not a panic.
+    let window = min_up_time.min(timeout.saturating_sub(began.elapsed()));
+    let settle_until = Instant::now().checked_add(window);
     loop {
         let now = systemd.show(units).unwrap_or_default();
         for status in &now {
@@ -378,7 +380,7 @@ fn bring_up(
                 });
             }
         }
-        if Instant::now() >= settle_until {
+        if settle_until.is_some_and(|until| Instant::now() >= until) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));

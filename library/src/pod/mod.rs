@@ -231,7 +231,10 @@ pub(crate) fn observe(
 /// Read a bundle into the version it would add.
 pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     let bundle = bundle::load(path)?;
-    let read = |p: &Path| std::fs::read(p).map_err(|e| FsError::from_io("read", p, e));
+    let read = |p: &Path| {
+        crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
+            .map_err(|e| FsError::from_io("read", p, e))
+    };
     let pod_json = read(&bundle.manifest)?;
     let mut texts = BTreeMap::new();
     for unit in &bundle.pod.units {

@@ -760,6 +760,14 @@ fn images_to_import(
                 wanted.id
             )));
         };
+        // The stored record hides a URI's credentials: the bundle's own
+        // image entry has them.
+        let wanted = new
+            .pod
+            .images
+            .iter()
+            .find(|i| i.id == wanted.id)
+            .unwrap_or(wanted);
         let locate = |source: &Source| match source {
             Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
             Source::Uri(u) => Location::parse_uri(u).unwrap_or(Location::Http(u.clone())),

@@ -51,8 +51,8 @@ fn options_the_spec_cannot_check_are_refused_together() {
         &json!({
             "name": "Bad Name",
             "version": "current",
-            "keep": -1,
-            "start_timeout": -5,
+            // keep and the timeouts are bounded by the spec now, before
+            // these checks (see the runner's bounds test).
             "env": {"POD_NAME": "x", "ok": "hunter2"},
             "root": "/nonexistent/ops",
         }),
