@@ -543,11 +543,13 @@ fn env_no_service_could_receive_is_refused_before_anything() {
 fn a_store_path_unit_files_cannot_carry_is_refused_before_anything() {
     let mut host = Host::new();
     host.deploy("1");
-    let before = host.snapshot();
-    // The same store, reached through a path with a space: the drop-ins
-    // would name the environment file through it.
+    // The same store, moved to a path with a space: the drop-ins would
+    // name the environment file through it. (Moved, not linked: a symlink
+    // on the way is refused for a reason of its own.)
     let spaced = host.root.with_file_name("my store");
-    std::os::unix::fs::symlink(&host.root, &spaced).unwrap();
+    std::fs::rename(&host.root, &spaced).unwrap();
+    host.root.clone_from(&spaced);
+    let before = host.snapshot();
     let mut r = host.request(State::Started);
     r.root = spaced;
     r.bundle = Some(host.bundle("2", WEB));
