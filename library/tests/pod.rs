@@ -843,3 +843,109 @@ fn a_rolled_back_switch_starts_again_what_it_stopped_for_its_ports() {
     assert_eq!(host.snapshot(), before);
     assert_eq!(host.systemd.running(), running);
 }
+
+#[test]
+fn an_upgrade_without_env_carries_the_secret_environment_over() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut host = Host::new();
+    let mut first = host.request(State::Started);
+    first.bundle = Some(host.bundle("1", WEB));
+    first.env = Some(BTreeMap::from([
+        ("TOKEN".to_owned(), "s3cr3t-value".to_owned()),
+        ("DB_PASSWORD".to_owned(), "hunter2-value".to_owned()),
+    ]));
+    host.run(&first).unwrap();
+    let env_of = |h: &Host, v: &str| fs::read(h.root.join(format!("pods/shop/{v}/environment")));
+    let secret = env_of(&host, "1").unwrap();
+    let carried = "write the environment file of version 2, carried over from version 1 \
+                   (env not given): DB_PASSWORD, TOKEN (values hidden)";
+    let shows_no_secret = |report: &pod::Report| {
+        let shown = format!(
+            "{:?} {} {} {:?}",
+            report.actions,
+            serde_json::Value::Array(report.diff.clone()),
+            report.pod,
+            report.warnings
+        );
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    };
+
+    // Version 2 without env: check mode says so and writes nothing.
+    let mut second = host.request(State::Started);
+    second.bundle = Some(host.bundle("2", WEB));
+    let before = host.snapshot();
+    let planned = pod::run(&second, &mut host.systemd, true, true).unwrap();
+    assert!(
+        planned.actions.iter().any(|a| a == carried),
+        "{:?}",
+        planned.actions
+    );
+    assert!(
+        planned.diff[0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("environment of 2: DB_PASSWORD, TOKEN (values hidden, changed)"),
+        "{}",
+        planned.diff[0]
+    );
+    shows_no_secret(&planned);
+    assert_eq!(host.snapshot(), before, "check mode wrote nothing");
+
+    let report = host.run(&second).unwrap();
+    assert!(
+        report.actions.iter().any(|a| a == carried),
+        "{:?}",
+        report.actions
+    );
+    shows_no_secret(&report);
+    assert_eq!(
+        env_of(&host, "2").unwrap(),
+        secret,
+        "the values arrive as they were"
+    );
+    let path = host.root.join("pods/shop/2/environment");
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-2-web@1.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("EnvironmentFile={}", path.display())),
+        "{dropin}"
+    );
+    assert!(
+        !host.run(&second).unwrap().changed,
+        "the rerun changes nothing"
+    );
+
+    // Back to version 1: it keeps its own; nothing is carried.
+    let mut back = host.request(State::Started);
+    back.version = v("1");
+    let report = host.run(&back).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.contains("environment")),
+        "{:?}",
+        report.actions
+    );
+    assert_eq!(env_of(&host, "1").unwrap(), secret);
+
+    // `env: {}` asks for no secret environment.
+    let mut third = host.request(State::Started);
+    third.bundle = Some(host.bundle("3", WEB));
+    third.env = Some(BTreeMap::new());
+    let report = host.run(&third).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.contains("environment")),
+        "{:?}",
+        report.actions
+    );
+    assert!(
+        env_of(&host, "3").is_err(),
+        "version 3 has no environment file"
+    );
+    assert!(!host.run(&third).unwrap().changed);
+}

@@ -275,10 +275,26 @@ impl Plan {
                     )))
                 }
             }
-            let wanted = request
-                .env
-                .as_ref()
-                .map(|env| (!env.is_empty()).then(|| units::environment_file(env)));
+            // A new version deployed without `env` gets the current
+            // version's secret environment: an upgrade must not silently
+            // drop it (`env: {}` asks for none). A stored version keeps
+            // its own.
+            let carried = match (&request.env, &plan.add, &before.current) {
+                (None, Some(_), Some(current)) => before
+                    .versions
+                    .get(current)
+                    .and_then(|s| s.environment.clone())
+                    .map(|env| (current.clone(), env)),
+                _ => None,
+            };
+            let wanted = match (&request.env, carried) {
+                (Some(env), _) => Some((!env.is_empty()).then(|| units::environment_file(env))),
+                (None, Some((from, env))) => {
+                    plan.environment_from = Some(from);
+                    Some(Some(env))
+                }
+                (None, None) => None,
+            };
             if let Some(wanted) = wanted {
                 let stored = after.versions.get_mut(v).expect("present");
                 if stored.environment != wanted {
