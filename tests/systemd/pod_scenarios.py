@@ -167,6 +167,9 @@ def failed_start_rolls_back():
            "the failure quotes the unit's journal", r)
     expect("rolled back to version 2" in r["msg"], "the failure says it rolled back", r)
     expect(r["changed"] is False, "a complete rollback leaves nothing changed", r)
+    expect(r["current"] == "2", "the result says version 2 is current", r)
+    expect("undo: stop shop-3-web@1.service shop-3-web@2.service" in r["actions"],
+           "the undo is in the actions", r)
     running("2")
     expect(current() == "2", "v2 is still current")
     expect(not (ROOT / "pods/shop/3").exists(), "v3 left the store")
@@ -376,6 +379,94 @@ ExecStart=/bin/sh -c 'sleep 2; systemd-notify --ready; exec sleep infinity'
     expect(active("shop-2-web@1.service") in ("inactive", "unknown"), "v2 stopped")
 
 
+def without_lock(picture):
+    """A store picture without the lock file (and the directory it needed)."""
+    picture = {k: v for k, v in picture.items() if k != str(ROOT / "lock")}
+    if not any(k.startswith(str(ROOT) + "/") for k in picture):
+        picture.pop(str(ROOT), None)
+    return picture
+
+
+def failed_first_deploy_says_why():
+    """A first version whose unit exits: the cause and journal lead, all is undone, every time."""
+    before = snapshot(ROOT, UNIT_DIR)
+    units_before = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend"],
+                                  capture_output=True, text=True).stdout
+    broken = bundle("1", BROKEN)
+    for attempt in ("first", "rerun"):
+        r = ops_pod(bundle=broken)
+        expect(r.get("failed") is True, f"{attempt}: the deploy fails", r)
+        msg = r["msg"]
+        expect(msg.startswith("version 1 of pod shop did not come up: shop-1-web@"),
+               f"{attempt}: the message leads with the real cause", r)
+        journal = msg.split("\n")[1:3]
+        expect(journal[0].startswith("last journal lines of shop-1-web@")
+               and "cannot open config for" in journal[1] and "no such file" in journal[1],
+               f"{attempt}: the unit's journal lines come right after", r)
+        expect("not loaded" not in msg and "undoing it failed" not in msg,
+               f"{attempt}: the undo did not trip over units never loaded", r)
+        expect("rolled back: the pod is as it was before this run; undone: stop shop-1-web@1.service" in msg,
+               f"{attempt}: then what was undone", r)
+        expect(r["changed"] is False and r["current"] is None and r["pod"] is None,
+               f"{attempt}: nothing is left changed", r)
+        expect("undo: remove version 1 of pod shop from the store" in r["actions"]
+               and r["actions"][-1] == "undo: stop ops-shop.slice",
+               f"{attempt}: actions end with the undo, down to the pod's slice", r)
+        expect(without_lock(snapshot(ROOT, UNIT_DIR)) == before,
+               f"{attempt}: store and unit directory are as before (only the lock file stays)")
+        units_after = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend"],
+                                     capture_output=True, text=True).stdout
+        left = [line for line in units_after.splitlines() if "shop" in line]
+        expect(left == [], f"{attempt}: systemd has no trace of the pod: {left}")
+        expect(units_after.count("\n") <= units_before.count("\n") + 2,
+               f"{attempt}: no unit is left behind")
+
+
+def volume_bundle(version, volumes, name="shop"):
+    """A bundle whose pod has `volumes`: {name: [(path in archive, text)]}, one archive each."""
+    import io
+    import tarfile
+    d = bundle(version, name=name)
+    pod = json.loads((d / "pod.json").read_text())
+    pod["volumes"] = []
+    for vol, entries in volumes.items():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path, text in entries:
+                info = tarfile.TarInfo(path)
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text.encode()))
+        (d / f"{vol}.tar").write_bytes(buf.getvalue())
+        pod["volumes"].append({"name": vol, "path": f"/srv/{vol}", "data": f"{vol}.tar"})
+    (d / "pod.json").write_text(json.dumps(pod, indent=2))
+    return d
+
+
+def failed_switch_reports_what_it_did():
+    """v2's second volume archive is refused: v1 untouched, current 1, actions exactly what was done."""
+    ok(ops_pod(bundle=bundle("1")), True)
+    before = snapshot(ROOT, UNIT_DIR)
+    pids = {u: subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", u],
+                              capture_output=True, text=True).stdout.strip() for u in units_of("1")}
+    v2 = volume_bundle("2", {"conf": [("app.conf", "x")], "data": [("ok", "x"), ("../../escape", "x")]})
+    for attempt in ("first", "rerun"):
+        r = ops_pod(bundle=v2)
+        expect(r.get("failed") is True, f"{attempt}: the switch fails", r)
+        expect(r["msg"].startswith("volume data of pod shop version 2: ")
+               and "'..'" in r["msg"].split("\n")[0], f"{attempt}: the real cause leads", r)
+        expect(r["actions"] == ["extract volume conf of pod shop version 2 from conf.tar",
+                                "undo: remove the staged copy of version 2 of pod shop and its volumes"],
+               f"{attempt}: actions are what was done and undone, nothing else", r)
+        expect(r["current"] == "1" and r["pod"]["current"] == "1", f"{attempt}: version 1 is current", r)
+        expect(r["changed"] is False, f"{attempt}: nothing stays changed", r)
+        expect(snapshot(ROOT, UNIT_DIR) == before, f"{attempt}: the store and unit directory are as before")
+        running("1")
+        now = {u: subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", u],
+                                 capture_output=True, text=True).stdout.strip() for u in units_of("1")}
+        expect(now == pids, f"{attempt}: version 1 was not restarted: {pids} -> {now}")
+    expect(not Path("/escape").exists() and not (ROOT / "escape").exists(), "nothing escaped")
+
+
 SCENARIOS = {f.__name__: f for f in [
     deploy_switch_rollback,
     check_mode_changes_nothing,
@@ -383,8 +474,10 @@ SCENARIOS = {f.__name__: f for f in [
     keep_and_absent,
     states_and_environment,
     concurrent_runs_are_serialized,
-        crashes_converge,
+    crashes_converge,
     readiness_is_awaited,
+    failed_first_deploy_says_why,
+    failed_switch_reports_what_it_did,
 ]}
 
 if __name__ == "__main__":
