@@ -949,3 +949,32 @@ fn an_upgrade_without_env_carries_the_secret_environment_over() {
     );
     assert!(!host.run(&third).unwrap().changed);
 }
+
+#[test]
+fn an_undo_that_fails_says_what_it_undid_and_what_stays_changed() {
+    let mut host = Host::new();
+    host.deploy("1");
+    host.systemd.failing.insert("shop-2-web@1.service".into());
+    // The run's own reload works; the undo's does not.
+    host.systemd.reloads_before_failure = Some(1);
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("2", WEB));
+    let failed = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    assert!(
+        matches!(failed.error, pod::PodError::AfterChanges(_)),
+        "not a refusal: {:?}",
+        failed.error
+    );
+    let msg = ops_core::module::error_chain(&failed.error);
+    insta::assert_snapshot!("undo fails: msg", msg);
+    assert!(
+        msg.starts_with("version 2 of pod shop did not come up"),
+        "{msg}"
+    );
+    assert!(failed.report.changed, "something stays changed");
+    assert_eq!(failed.report.current, v("1"), "the pointer was put back");
+    assert!(
+        host.root.join("pods/shop/2").exists(),
+        "version 2 stays, as said"
+    );
+}

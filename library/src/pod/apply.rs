@@ -366,8 +366,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Undo one step.
-    fn undo_step(&mut self, done: &Done) -> Result<(), PodError> {
+    /// Undo one step; when it is undone only in part, `done` is left
+    /// saying what stays.
+    fn undo_step(&mut self, done: &mut Done) -> Result<(), PodError> {
         let plan = self.plan;
         let before = &self.observed.state;
         let (store, lock) = (self.store, self.lock);
@@ -395,7 +396,13 @@ impl Run<'_> {
                     for change in &back {
                         self.undid(describe_change(change));
                     }
-                    self.systemd.daemon_reload()?;
+                    if let Err(e) = self.systemd.daemon_reload() {
+                        done.actions = vec![
+                            "the unit files are back as they were, but systemd has not reloaded them"
+                                .to_owned(),
+                        ];
+                        return Err(e.into());
+                    }
                     self.undid("daemon-reload".to_owned());
                 }
             }
@@ -463,8 +470,8 @@ impl Run<'_> {
     /// it). Then remove what a first deploy left: the pod's target and
     /// slice, and the directories the run created.
     fn undo(&mut self) -> Result<(), PodError> {
-        while let Some(done) = self.steps.pop() {
-            if let Err(e) = self.undo_step(&done) {
+        while let Some(mut done) = self.steps.pop() {
+            if let Err(e) = self.undo_step(&mut done) {
                 self.steps.push(done);
                 return Err(e);
             }

@@ -32,6 +32,9 @@ pub struct Recording {
     /// `systemctl stop` does, after stopping the others. Unset, every unit
     /// is loaded.
     pub unit_dir: Option<PathBuf>,
+    /// When set, this many more daemon-reloads succeed, then every one
+    /// fails.
+    pub reloads_before_failure: Option<usize>,
     /// Unit file names found at the last daemon-reload.
     pub files: BTreeSet<String>,
 }
@@ -94,6 +97,17 @@ impl Recording {
 impl Systemd for Recording {
     fn daemon_reload(&mut self) -> Result<(), CommandError> {
         self.record("daemon-reload", &[]);
+        match &mut self.reloads_before_failure {
+            Some(0) => {
+                return Err(CommandError::Failed {
+                    line: "systemctl daemon-reload".to_owned(),
+                    how: "exited with status 1".to_owned(),
+                    stderr: "Failed to reload daemon: Access denied".to_owned(),
+                })
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
         if let Some(dir) = &self.unit_dir {
             self.files = std::fs::read_dir(dir)
                 .into_iter()
