@@ -29,12 +29,18 @@ impl Host {
         let root = dir.path().join("store");
         let unit_dir = dir.path().join("units");
         let bundles = dir.path().join("bundles");
+        // systemd only loads units that have a file: stopping one that
+        // was never loaded fails, as it does on a real host.
+        let systemd = Recording {
+            unit_dir: Some(unit_dir.clone()),
+            ..Recording::default()
+        };
         Host {
             root,
             unit_dir,
             bundles,
             _dir: dir,
-            systemd: Recording::default(),
+            systemd,
         }
     }
 
@@ -561,4 +567,460 @@ fn a_store_path_unit_files_cannot_carry_is_refused_before_anything() {
         "{error}"
     );
     assert_eq!(host.snapshot(), before, "nothing changed");
+}
+
+// ---------------------------------------------------------------- failures
+//
+// A run that fails after changing the host says the real cause first, then
+// what it undid; `actions` are the steps really done (and undone), and
+// `current` and `changed` are the host's.
+
+impl Host {
+    /// A bundle of pod `shop` from `pod` (name and version filled in) and
+    /// `files` beside pod.json; the web units are templated.
+    fn custom(
+        &self,
+        version: &str,
+        tag: &str,
+        mut pod: serde_json::Value,
+        files: &[(&str, &[u8])],
+    ) -> PathBuf {
+        let dir = self.bundles.join(format!("{version}-{tag}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("web@.service"), WEB).unwrap();
+        for (name, bytes) in files {
+            fs::write(dir.join(name), bytes).unwrap();
+        }
+        pod["name"] = "shop".into();
+        pod["version"] = version.into();
+        if pod.get("containers").is_none() {
+            pod["containers"] = serde_json::json!([
+                {"name": "web", "replication": 2, "systemd": {"unit-files": ["web@.service"]}}
+            ]);
+        }
+        fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        dir
+    }
+
+    /// Run and fail: the message (paths hidden) and the report.
+    fn fail(&mut self, request: &Request) -> (String, pod::Report) {
+        let failed = pod::run(request, &mut self.systemd, false, true).unwrap_err();
+        let msg = ops_core::module::error_chain(&failed.error)
+            .replace(&self.bundles.display().to_string(), "<bundles>")
+            .replace(&self.root.display().to_string(), "<root>");
+        (msg, failed.report)
+    }
+}
+
+fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(body.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        // `append_data` refuses `..`; a hostile archive is written raw.
+        let name = h.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A 404 for every request, on loopback.
+fn serve_404() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let _ = stream.read(&mut [0u8; 4096]);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The host after a failed first deploy: as before, but for the store's
+/// lock file (a lock others may wait on is never removed).
+fn but_the_lock(host: &Host) -> BTreeMap<PathBuf, common::Entry> {
+    let mut now = host.snapshot();
+    now.remove(&host.root.join("lock"));
+    if !now
+        .keys()
+        .any(|p| p != &host.root && p.starts_with(&host.root))
+    {
+        // Only the store directory the lock needed.
+        now.remove(&host.root);
+    }
+    now
+}
+
+#[test]
+fn a_first_deploy_whose_unit_fails_is_undone_and_says_why_every_time() {
+    let mut host = Host::new();
+    fs::create_dir_all(&host.unit_dir).unwrap();
+    let before = host.snapshot();
+    host.systemd.failing.insert("shop-1-web@2.service".into());
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("1", WEB));
+    let (msg, report) = host.fail(&request);
+    assert!(
+        msg.starts_with("version 1 of pod shop did not come up: shop-1-web@2.service is failed"),
+        "{msg}"
+    );
+    assert!(!msg.contains("not loaded"), "{msg}");
+    insta::assert_snapshot!("first deploy, unit fails: msg", msg);
+    insta::assert_json_snapshot!("first deploy, unit fails: actions", report.actions);
+    assert!(!report.changed, "everything was undone");
+    assert_eq!((report.current, report.previous), (None, None));
+    assert_eq!(report.pod, serde_json::Value::Null);
+    assert_eq!(
+        but_the_lock(&host),
+        before,
+        "store and unit directory as before"
+    );
+    assert!(
+        host.systemd.running().is_empty(),
+        "{:?}",
+        host.systemd.active
+    );
+    assert!(host.systemd.active.is_empty(), "no failed unit is left");
+
+    let (again, report) = host.fail(&request);
+    assert_eq!(
+        again, msg,
+        "a rerun fails the same way, for the same reason"
+    );
+    assert!(!report.changed);
+    assert_eq!(but_the_lock(&host), before);
+}
+
+#[test]
+fn a_first_deploy_whose_image_cannot_be_had_is_undone_and_says_why() {
+    let mut host = Host::new();
+    fs::create_dir_all(&host.unit_dir).unwrap();
+    let before = host.snapshot();
+    let good = aci("hello\n");
+    let (mut damaged, damaged_id) = aci("damaged\n");
+    let end = damaged.len() - 1100;
+    damaged[end] ^= 0xff;
+    let base = serve_404();
+    let container = |name: &str, image: &str| serde_json::json!({"name": name, "image": &image[..7 + 32], "systemd": {"unit-files": [format!("{name}.service")]}});
+    let (_, other_id) = aci("other\n");
+    let mut messages = BTreeMap::new();
+    for (case, second) in [
+        (
+            "404",
+            serde_json::json!({"id": other_id, "uri": format!("{base}/other.aci")}),
+        ),
+        (
+            "damaged file",
+            serde_json::json!({"id": damaged_id, "path": "damaged.aci"}),
+        ),
+    ] {
+        let second_id = second["id"].as_str().unwrap().to_owned();
+        let pod = serde_json::json!({
+            "containers": [container("web", &good.1), container("api", &second_id)],
+            "images": [{"id": good.1, "path": "good.aci"}, second],
+        });
+        let mut request = host.request(State::Started);
+        request.bundle = Some(host.custom(
+            "1",
+            case,
+            pod,
+            &[
+                ("good.aci", &good.0),
+                ("damaged.aci", &damaged),
+                ("web.service", WEB.as_bytes()),
+                ("api.service", WEB.as_bytes()),
+            ],
+        ));
+        let (msg, report) = host.fail(&request);
+        let msg = msg.replace(&base, "<server>");
+        let (cause, undo) = msg.split_once('\n').unwrap();
+        assert!(
+            cause.contains("404") || cause.contains("is not image"),
+            "the cause comes first: {msg}"
+        );
+        assert!(undo.contains("; undone: remove image sha512-"), "{msg}");
+        assert!(!msg.contains("not loaded"), "{msg}");
+        assert!(
+            !report.changed,
+            "{case}: the imported image was removed again"
+        );
+        assert_eq!(report.current, None);
+        assert_eq!(
+            report
+                .actions
+                .iter()
+                .filter(|a| a.starts_with("undo: remove image"))
+                .count(),
+            1,
+            "{case}: {:?}",
+            report.actions
+        );
+        assert_eq!(but_the_lock(&host), before, "{case}");
+        let (again, _) = host.fail(&request);
+        assert_eq!(
+            again.replace(&base, "<server>"),
+            msg,
+            "{case}: the rerun says the same"
+        );
+        // Image ids differ with each build of the archives.
+        let mut hidden = String::new();
+        let mut rest = msg.as_str();
+        while let Some(at) = rest.find("sha512-") {
+            hidden.push_str(&rest[..at + 7]);
+            hidden.push_str("<id>");
+            rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+        }
+        hidden.push_str(rest);
+        messages.insert(case, hidden);
+    }
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn a_first_deploy_whose_volume_archive_is_refused_changes_nothing() {
+    let mut host = Host::new();
+    fs::create_dir_all(&host.unit_dir).unwrap();
+    let before = host.snapshot();
+    let pod = serde_json::json!({
+        "volumes": [{"name": "data", "path": "/srv/data", "data": "data.tar"}],
+    });
+    let bad = tar_of(&[("ok", "x"), ("../../escape", "x")]);
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.custom("1", "bad-volume", pod, &[("data.tar", &bad)]));
+    let (msg, report) = host.fail(&request);
+    insta::assert_snapshot!("first deploy, volume refused: msg", msg);
+    assert!(
+        msg.starts_with("volume data of pod shop version 1"),
+        "{msg}"
+    );
+    assert!(
+        report.actions.is_empty(),
+        "nothing was done: {:?}",
+        report.actions
+    );
+    assert!(!report.changed);
+    assert_eq!(but_the_lock(&host), before);
+    assert_eq!(host.fail(&request).0, msg);
+}
+
+#[test]
+fn a_switch_whose_volume_fails_reports_what_it_did_and_the_real_current() {
+    let mut host = Host::new();
+    let ports = serde_json::json!({"http": "assign"});
+    let mut first = host.request(State::Started);
+    first.bundle = Some(host.custom("1", "ports", serde_json::json!({"ports": ports}), &[]));
+    host.run(&first).unwrap();
+    let before = host.snapshot();
+    let running = host.systemd.running();
+    let calls = host.systemd.calls.len();
+
+    // Version 2 holds the same ports (version 1 would stop first to free
+    // them) and its second volume's archive is refused.
+    let good = tar_of(&[("ok", "x")]);
+    let bad = tar_of(&[("ok", "x"), ("../../escape", "x")]);
+    let pod = serde_json::json!({
+        "ports": ports,
+        "volumes": [
+            {"name": "conf", "path": "/etc/app", "data": "good.tar"},
+            {"name": "data", "path": "/srv/data", "data": "bad.tar"},
+        ],
+    });
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.custom(
+        "2",
+        "bad-volume",
+        pod,
+        &[("good.tar", &good), ("bad.tar", &bad)],
+    ));
+    let (msg, report) = host.fail(&request);
+    insta::assert_snapshot!("switch, volume refused: msg", msg);
+    assert!(
+        msg.starts_with("volume data of pod shop version 2"),
+        "{msg}"
+    );
+    insta::assert_json_snapshot!("switch, volume refused: actions", report.actions);
+    assert_eq!(report.current, v("1"), "version 1 stayed current");
+    assert_eq!(report.previous, None);
+    assert_eq!(report.pod["current"], "1");
+    assert!(!report.changed);
+    assert_eq!(host.snapshot(), before);
+    assert_eq!(host.systemd.running(), running);
+    assert!(
+        host.systemd.calls[calls..]
+            .iter()
+            .all(|c| !c.starts_with("st")),
+        "version 1 was not touched: {:?}",
+        &host.systemd.calls[calls..]
+    );
+}
+
+#[test]
+fn a_rolled_back_switch_starts_again_what_it_stopped_for_its_ports() {
+    let mut host = Host::new();
+    let ports = serde_json::json!({"ports": {"http": "assign"}});
+    let mut first = host.request(State::Started);
+    first.bundle = Some(host.custom("1", "ports", ports.clone(), &[]));
+    host.run(&first).unwrap();
+    let before = host.snapshot();
+    let running = host.systemd.running();
+    host.systemd.failing.insert("shop-2-web@1.service".into());
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.custom("2", "ports", ports, &[]));
+    let (msg, report) = host.fail(&request);
+    assert!(
+        msg.starts_with("version 2 of pod shop did not come up"),
+        "{msg}"
+    );
+    insta::assert_json_snapshot!("switch, unit fails: actions", report.actions);
+    assert_eq!((report.current, report.changed), (v("1"), false));
+    assert_eq!(host.snapshot(), before);
+    assert_eq!(host.systemd.running(), running);
+}
+
+#[test]
+fn an_upgrade_without_env_carries_the_secret_environment_over() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut host = Host::new();
+    let mut first = host.request(State::Started);
+    first.bundle = Some(host.bundle("1", WEB));
+    first.env = Some(BTreeMap::from([
+        ("TOKEN".to_owned(), "s3cr3t-value".to_owned()),
+        ("DB_PASSWORD".to_owned(), "hunter2-value".to_owned()),
+    ]));
+    host.run(&first).unwrap();
+    let env_of = |h: &Host, v: &str| fs::read(h.root.join(format!("pods/shop/{v}/environment")));
+    let secret = env_of(&host, "1").unwrap();
+    let carried = "write the environment file of version 2, carried over from version 1 \
+                   (env not given): DB_PASSWORD, TOKEN (values hidden)";
+    let shows_no_secret = |report: &pod::Report| {
+        let shown = format!(
+            "{:?} {} {} {:?}",
+            report.actions,
+            serde_json::Value::Array(report.diff.clone()),
+            report.pod,
+            report.warnings
+        );
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    };
+
+    // Version 2 without env: check mode says so and writes nothing.
+    let mut second = host.request(State::Started);
+    second.bundle = Some(host.bundle("2", WEB));
+    let before = host.snapshot();
+    let planned = pod::run(&second, &mut host.systemd, true, true).unwrap();
+    assert!(
+        planned.actions.iter().any(|a| a == carried),
+        "{:?}",
+        planned.actions
+    );
+    assert!(
+        planned.diff[0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("environment of 2: DB_PASSWORD, TOKEN (values hidden, changed)"),
+        "{}",
+        planned.diff[0]
+    );
+    shows_no_secret(&planned);
+    assert_eq!(host.snapshot(), before, "check mode wrote nothing");
+
+    let report = host.run(&second).unwrap();
+    assert!(
+        report.actions.iter().any(|a| a == carried),
+        "{:?}",
+        report.actions
+    );
+    shows_no_secret(&report);
+    assert_eq!(
+        env_of(&host, "2").unwrap(),
+        secret,
+        "the values arrive as they were"
+    );
+    let path = host.root.join("pods/shop/2/environment");
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-2-web@1.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("EnvironmentFile={}", path.display())),
+        "{dropin}"
+    );
+    assert!(
+        !host.run(&second).unwrap().changed,
+        "the rerun changes nothing"
+    );
+
+    // Back to version 1: it keeps its own; nothing is carried.
+    let mut back = host.request(State::Started);
+    back.version = v("1");
+    let report = host.run(&back).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.contains("environment")),
+        "{:?}",
+        report.actions
+    );
+    assert_eq!(env_of(&host, "1").unwrap(), secret);
+
+    // `env: {}` asks for no secret environment.
+    let mut third = host.request(State::Started);
+    third.bundle = Some(host.bundle("3", WEB));
+    third.env = Some(BTreeMap::new());
+    let report = host.run(&third).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.contains("environment")),
+        "{:?}",
+        report.actions
+    );
+    assert!(
+        env_of(&host, "3").is_err(),
+        "version 3 has no environment file"
+    );
+    assert!(!host.run(&third).unwrap().changed);
+}
+
+#[test]
+fn an_undo_that_fails_says_what_it_undid_and_what_stays_changed() {
+    let mut host = Host::new();
+    host.deploy("1");
+    host.systemd.failing.insert("shop-2-web@1.service".into());
+    // The run's own reload works; the undo's does not.
+    host.systemd.reloads_before_failure = Some(1);
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("2", WEB));
+    let failed = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    assert!(
+        matches!(failed.error, pod::PodError::AfterChanges(_)),
+        "not a refusal: {:?}",
+        failed.error
+    );
+    let msg = ops_core::module::error_chain(&failed.error);
+    insta::assert_snapshot!("undo fails: msg", msg);
+    assert!(
+        msg.starts_with("version 2 of pod shop did not come up"),
+        "{msg}"
+    );
+    assert!(failed.report.changed, "something stays changed");
+    assert_eq!(failed.report.current, v("1"), "the pointer was put back");
+    assert!(
+        host.root.join("pods/shop/2").exists(),
+        "version 2 stays, as said"
+    );
 }

@@ -290,7 +290,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
         failure
             .report
             .actions
-            .contains(&"start a-2-web@1.service again".to_owned()),
+            .contains(&"undo: start a-2-web@1.service again".to_owned()),
         "{:?}",
         failure.report.actions
     );

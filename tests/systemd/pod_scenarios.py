@@ -85,6 +85,18 @@ def stopped(version, n=2):
         expect(active(u) in ("inactive", "unknown"), f"{u} is {active(u)}, expected inactive")
 
 
+def traces(pattern="*shop*", wait=10):
+    """Units systemd still lists for `pattern`, once it had `wait` seconds to
+    forget them: it unloads stopped units asynchronously, later under load."""
+    deadline = time.monotonic() + wait
+    while True:
+        listed = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", pattern],
+                                capture_output=True, text=True).stdout.strip()
+        if not listed or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.2)
+
+
 def current():
     link = ROOT / "pods" / "shop" / "current"
     return os.readlink(link) if link.is_symlink() else None
@@ -169,6 +181,9 @@ def failed_start_rolls_back():
            "the failure quotes the unit's journal", r)
     expect("rolled back to version 2" in r["msg"], "the failure says it rolled back", r)
     expect(r["changed"] is False, "a complete rollback leaves nothing changed", r)
+    expect(r["current"] == "2", "the result says version 2 is current", r)
+    expect("undo: stop shop-3-web@1.service shop-3-web@2.service" in r["actions"],
+           "the undo is in the actions", r)
     running("2")
     expect(current() == "2", "v2 is still current")
     expect(not (ROOT / "pods/shop/3").exists(), "v3 left the store")
@@ -242,9 +257,8 @@ def keep_and_absent():
     expect(not (ROOT / "pods/shop").exists(), "no store directory is left")
     left = [p.name for p in UNIT_DIR.rglob("*") if "shop" in p.name]
     expect(left == [], f"no unit file is left: {left}")
-    listed = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "*shop*"],
-                            capture_output=True, text=True).stdout
-    expect(listed.strip() == "", f"systemd has no trace of the pod: {listed}")
+    listed = traces()
+    expect(listed == "", f"systemd has no trace of the pod: {listed}")
     ok(ops_pod(name="shop", state="absent"), False)
 
 
@@ -461,6 +475,91 @@ ExecStart=/bin/sleep infinity
     expect(active("shop-1-db.service") == "active", "the sibling runs")
 
 
+def without_lock(picture):
+    """A store picture without the lock file (and the directory it needed)."""
+    picture = {k: v for k, v in picture.items() if k != str(ROOT / "lock")}
+    if not any(k.startswith(str(ROOT) + "/") for k in picture):
+        picture.pop(str(ROOT), None)
+    return picture
+
+
+def failed_first_deploy_says_why():
+    """A first version whose unit exits: the cause and journal lead, all is undone, every time."""
+    before = snapshot(ROOT, UNIT_DIR)
+    broken = bundle("1", BROKEN)
+    for attempt in ("first", "rerun"):
+        r = ops_pod(bundle=broken)
+        expect(r.get("failed") is True, f"{attempt}: the deploy fails", r)
+        msg = r["msg"]
+        expect(msg.startswith("version 1 of pod shop did not come up: shop-1-web@"),
+               f"{attempt}: the message leads with the real cause", r)
+        journal = msg.split("\n")[1:3]
+        expect(journal[0].startswith("last journal lines of shop-1-web@")
+               and "cannot open config for" in journal[1] and "no such file" in journal[1],
+               f"{attempt}: the unit's journal lines come right after", r)
+        expect("not loaded" not in msg and "undoing it failed" not in msg,
+               f"{attempt}: the undo did not trip over units never loaded", r)
+        expect("rolled back: the pod is as it was before this run; undone: stop shop-1-web@1.service" in msg,
+               f"{attempt}: then what was undone", r)
+        expect(r["changed"] is False and r["current"] is None and r["pod"] is None,
+               f"{attempt}: nothing is left changed", r)
+        expect("undo: remove version 1 of pod shop from the store" in r["actions"]
+               and r["actions"][-1] == "undo: stop ops-shop.slice",
+               f"{attempt}: actions end with the undo, down to the pod's slice", r)
+        expect(without_lock(snapshot(ROOT, UNIT_DIR)) == before,
+               f"{attempt}: store and unit directory are as before (only the lock file stays)")
+        left = traces()
+        expect(left == "", f"{attempt}: systemd has no trace of the pod: {left}")
+        failed = subprocess.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"],
+                                capture_output=True, text=True).stdout
+        expect("shop" not in failed, f"{attempt}: no failed unit is left: {failed}")
+
+
+def volume_bundle(version, volumes, name="shop"):
+    """A bundle whose pod has `volumes`: {name: [(path in archive, text)]}, one archive each."""
+    import io
+    import tarfile
+    d = bundle(version, name=name)
+    pod = json.loads((d / "pod.json").read_text())
+    pod["volumes"] = []
+    for vol, entries in volumes.items():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path, text in entries:
+                info = tarfile.TarInfo(path)
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text.encode()))
+        (d / f"{vol}.tar").write_bytes(buf.getvalue())
+        pod["volumes"].append({"name": vol, "path": f"/srv/{vol}", "data": f"{vol}.tar"})
+    (d / "pod.json").write_text(json.dumps(pod, indent=2))
+    return d
+
+
+def failed_switch_reports_what_it_did():
+    """v2's second volume archive is refused: v1 untouched, current 1, actions exactly what was done."""
+    ok(ops_pod(bundle=bundle("1")), True)
+    before = snapshot(ROOT, UNIT_DIR)
+    pids = {u: subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", u],
+                              capture_output=True, text=True).stdout.strip() for u in units_of("1")}
+    v2 = volume_bundle("2", {"conf": [("app.conf", "x")], "data": [("ok", "x"), ("../../escape", "x")]})
+    for attempt in ("first", "rerun"):
+        r = ops_pod(bundle=v2)
+        expect(r.get("failed") is True, f"{attempt}: the switch fails", r)
+        expect(r["msg"].startswith("volume data of pod shop version 2: ")
+               and "'..'" in r["msg"].split("\n")[0], f"{attempt}: the real cause leads", r)
+        expect(r["actions"] == ["extract volume conf of pod shop version 2 from conf.tar",
+                                "undo: remove the staged copy of version 2 of pod shop and its volumes"],
+               f"{attempt}: actions are what was done and undone, nothing else", r)
+        expect(r["current"] == "1" and r["pod"]["current"] == "1", f"{attempt}: version 1 is current", r)
+        expect(r["changed"] is False, f"{attempt}: nothing stays changed", r)
+        expect(snapshot(ROOT, UNIT_DIR) == before, f"{attempt}: the store and unit directory are as before")
+        running("1")
+        now = {u: subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", u],
+                                 capture_output=True, text=True).stdout.strip() for u in units_of("1")}
+        expect(now == pids, f"{attempt}: version 1 was not restarted: {pids} -> {now}")
+    expect(not Path("/escape").exists() and not (ROOT / "escape").exists(), "nothing escaped")
+
+
 SCENARIOS = {f.__name__: f for f in [
     deploy_switch_rollback,
     check_mode_changes_nothing,
@@ -468,10 +567,12 @@ SCENARIOS = {f.__name__: f for f in [
     keep_and_absent,
     states_and_environment,
     concurrent_runs_are_serialized,
-        crashes_converge,
+    crashes_converge,
     readiness_is_awaited,
     hostile_environment_arrives_exactly,
     continued_references_are_renamed,
+    failed_first_deploy_says_why,
+    failed_switch_reports_what_it_did,
 ]}
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def failed_version_gives_the_ports_back():
     units = "alpha-1-web@1.service alpha-1-web@2.service"
     expect(r["actions"][:1] == [f"stop {units}"] or f"stop {units}" in r["actions"],
            "version 1 let go of its ports first", r)
-    expect(f"start {units} again" in r["actions"], "and was started again", r)
+    expect(f"undo: start {units} again" in r["actions"], "and was started again", r)
     expect(r["current"] == "1", "version 1 is current", r)
     serves(v1, "alpha", "1")
 

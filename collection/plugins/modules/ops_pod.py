@@ -30,6 +30,12 @@ description:
     come up and O(rollback=true),
     everything is put back and the task fails with the unit's state and its
     last journal lines in RV(msg).
+  - A failure after the run began changing the host (a unit that does not
+    come up, an image that cannot be had, a refused volume archive) is
+    undone step by step; RV(msg) gives the real cause first, then what was
+    undone, then what could not be. RV(actions) are the steps really done
+    (the undo's marked C(undo:)), RV(current) is the host's, and C(changed)
+    is false when everything was undone.
   - The images a bundle lists and the runtime lacks are imported first, as
     M(ops.onboard.ops_image) does, and a new version's volumes are built
     from their archives before it is added. An image is removed with the
@@ -98,6 +104,11 @@ options:
         131071 bytes, is refused, naming the variable.
       - Left out, the version's environment is kept as it is; V({}) removes
         it.
+      - Left out for a new version, the current version's secret environment
+        is carried over to it (the action names the variables, never the
+        values), so an upgrade does not drop it; give V({}) for a new
+        version without one. A stored version switched back to keeps its
+        own.
     type: dict
   start_timeout:
     description:
@@ -232,8 +243,9 @@ msg:
   description:
     - The actions taken, joined with semicolons, or V(nothing to do);
       prefixed with C(check mode:) in check mode.
-    - When the new version did not come up, its units' state and last
-      journal lines.
+    - On failure, the real cause first (when the new version did not come
+      up, its unit's state and last journal lines), then what was undone,
+      then anything the undo could not undo.
   type: str
   returned: always
   sample: "add version 2 of pod shop to the store; ...; stop shop-1-web@1.service shop-1-web@2.service"
@@ -258,7 +270,10 @@ previous:
   returned: always
   sample: "1"
 actions:
-  description: The steps taken (in check mode, that would be taken), in order, in words.
+  description:
+    - The steps taken (in check mode, that would be taken), in order, in words.
+    - After a failure, the steps really done, then those of the undo,
+      each prefixed with C(undo:).
   type: list
   elements: str
   returned: always

@@ -124,9 +124,16 @@ pub enum PodError {
         #[source]
         source: CommandError,
     },
-    /// The new version did not come up; the message says what was done.
+    /// The started version did not come up: why, with its unit's journal
+    /// lines. Reported inside [`PodError::AfterChanges`].
     #[error("{0}")]
     NotUp(String),
+    /// The run failed after it had changed the host: unlike the errors
+    /// above (found before anything was written), the message says what
+    /// was undone and what stays changed, and the report's `changed` says
+    /// whether anything does.
+    #[error("{0}")]
+    AfterChanges(Box<Unfinished>),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -139,6 +146,38 @@ pub enum PodError {
         #[source]
         source: Box<crate::volume::VolumeError>,
     },
+}
+
+/// A run that failed after changing the host.
+#[derive(Debug)]
+pub struct Unfinished {
+    /// The real cause, first (for a version that did not come up, with
+    /// its unit's last journal lines).
+    pub cause: String,
+    /// How the run ended, e.g. `rolled back to version 1`.
+    pub outcome: String,
+    /// What the undo did, in order.
+    pub undone: Vec<String>,
+    /// Why the undo stopped before the end, if it did.
+    pub undo_error: Option<String>,
+    /// What the run did that stays changed.
+    pub left: Vec<String>,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.cause, self.outcome)?;
+        if !self.undone.is_empty() {
+            write!(f, "; undone: {}", self.undone.join("; "))?;
+        }
+        if let Some(error) = &self.undo_error {
+            write!(f, "\ncould not undo the rest: {error}")?;
+        }
+        if !self.left.is_empty() {
+            write!(f, "\nleft changed: {}", self.left.join("; "))?;
+        }
+        Ok(())
+    }
 }
 
 /// A failed run: the error and what had been done.
@@ -361,6 +400,12 @@ fn run_locked(
         systemd,
         &mut report,
     );
+    // What is current is read back from the host: after a failure it is
+    // not what the plan said.
+    if let Ok(state) = store.read_pod(name) {
+        report.current = state.current;
+        report.previous = state.previous;
+    }
     // The port record follows the store as the run left it, rolled back
     // or not.
     let synced = sync_port_record(store, &lock, name, &mut report);

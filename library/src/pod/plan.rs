@@ -43,14 +43,14 @@ pub struct Plan {
     pub add: Option<(NewVersion, VersionRecord)>,
     /// A new environment file for `version` (`None`: remove it).
     pub environment: Option<Option<Vec<u8>>>,
+    /// The version whose secret environment `environment` carries over to
+    /// a new version deployed without `env`.
+    pub environment_from: Option<Version>,
     /// The store and boot state once the run is done.
     pub after: PodState,
     pub started_after: bool,
     /// Units to stop before the unit files change.
     pub stop_first: Vec<String>,
-    /// Those of `stop_first` that run a version holding ports the started
-    /// version uses: started again if the run is undone.
-    pub stopped_for_ports: Vec<String>,
     pub start: Option<Start>,
     /// Units to stop once the started version is up.
     pub stop_after: Vec<String>,
@@ -182,10 +182,10 @@ impl Plan {
             state: request.state,
             add: None,
             environment: None,
+            environment_from: None,
             after: PodState::default(),
             started_after: false,
             stop_first: Vec::new(),
-            stopped_for_ports: Vec::new(),
             start: None,
             stop_after: Vec::new(),
             files_before: Vec::new(),
@@ -279,8 +279,27 @@ impl Plan {
                 let deployed = before.versions.contains_key(v);
                 crate::volume::check_bundle(&store, new, deployed, request.download_timeout)?;
             }
-            if let Some(env) = &request.env {
-                let wanted = (!env.is_empty()).then(|| units::environment_file(env));
+            // A new version deployed without `env` gets the current
+            // version's secret environment: an upgrade must not silently
+            // drop it (`env: {}` asks for none). A stored version keeps
+            // its own.
+            let carried = match (&request.env, &plan.add, &before.current) {
+                (None, Some(_), Some(current)) => before
+                    .versions
+                    .get(current)
+                    .and_then(|s| s.environment.clone())
+                    .map(|env| (current.clone(), env)),
+                _ => None,
+            };
+            let wanted = match (&request.env, carried) {
+                (Some(env), _) => Some((!env.is_empty()).then(|| units::environment_file(env))),
+                (None, Some((from, env))) => {
+                    plan.environment_from = Some(from);
+                    Some(Some(env))
+                }
+                (None, None) => None,
+            };
+            if let Some(wanted) = wanted {
                 let stored = after.versions.get_mut(v).expect("present");
                 if stored.environment != wanted {
                     stored.environment.clone_from(&wanted);
@@ -366,8 +385,7 @@ impl Plan {
                         .iter()
                         .any(|a| new_ports.contains(&a.port));
                     if shares {
-                        plan.stop_first.extend(running.iter().cloned());
-                        plan.stopped_for_ports.extend(running);
+                        plan.stop_first.extend(running);
                         continue;
                     }
                     if !running.is_empty() {
@@ -530,8 +548,8 @@ impl Plan {
                 new.pod.version
             ));
         }
-        if let (Some(env), Some(v)) = (&self.environment, &self.version) {
-            out.push(environment_action(v, env.is_some()));
+        if self.environment.is_some() {
+            out.push(self.environment_action());
         }
         if !self.stop_first.is_empty() {
             out.push(format!("stop {}", self.stop_first.join(" ")));
@@ -716,12 +734,20 @@ impl Plan {
     }
 }
 
-/// The action of writing (or removing) a version's environment file.
-pub(super) fn environment_action(version: &Version, written: bool) -> String {
-    if written {
-        format!("write the environment file of version {version}")
-    } else {
-        format!("remove the environment file of version {version}")
+impl Plan {
+    /// The action of writing (or removing) the version's environment
+    /// file: names only, never values.
+    pub(super) fn environment_action(&self) -> String {
+        let version = self.version.as_ref().map_or("", |v| v.as_str());
+        match (&self.environment, &self.environment_from) {
+            (Some(Some(env)), Some(from)) => format!(
+                "write the environment file of version {version}, carried over from version \
+                 {from} (env not given): {} (values hidden)",
+                units::environment_names(env).join(", ")
+            ),
+            (Some(Some(_)), None) => format!("write the environment file of version {version}"),
+            _ => format!("remove the environment file of version {version}"),
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! A recording stand-in for systemd, for unit tests of everything above
 //! the [`Systemd`] interface. It keeps an active state per unit, records
 //! every call as the `systemctl` words it stands for, and can be told
-//! that some units fail to come up.
+//! that some units fail to come up. Given a unit directory, it also loads
+//! units as systemd does (at daemon-reload, from their files), so that
+//! stopping a unit that was never loaded fails as `systemctl stop` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,6 +26,17 @@ pub struct Recording {
     pub shows: Vec<usize>,
     /// `list` calls, and the patterns each gave.
     pub lists: Vec<usize>,
+    /// Where unit files are. When set, a unit is loaded only while it runs
+    /// or failed, or had a file (or a template's) at the last
+    /// daemon-reload, and `stop` of a unit that is not loaded fails as
+    /// `systemctl stop` does, after stopping the others. Unset, every unit
+    /// is loaded.
+    pub unit_dir: Option<PathBuf>,
+    /// When set, this many more daemon-reloads succeed, then every one
+    /// fails.
+    pub reloads_before_failure: Option<usize>,
+    /// Unit file names found at the last daemon-reload.
+    pub files: BTreeSet<String>,
 }
 
 impl Recording {
@@ -43,6 +56,20 @@ impl Recording {
             .filter(|(_, s)| s.as_str() == "active")
             .map(|(u, _)| u.clone())
             .collect()
+    }
+
+    /// Whether systemd would have `unit` loaded.
+    pub fn is_loaded(&self, unit: &str) -> bool {
+        if self.unit_dir.is_none() || self.active.contains_key(unit) || self.files.contains(unit) {
+            return true;
+        }
+        // `name@instance.suffix` loads from the template `name@.suffix`.
+        match (unit.split_once('@'), unit.rsplit_once('.')) {
+            (Some((name, _)), Some((_, suffix))) => {
+                self.files.contains(&format!("{name}@.{suffix}"))
+            }
+            _ => false,
+        }
     }
 
     fn bring_up(&mut self, units: &[String]) -> Result<(), CommandError> {
@@ -70,6 +97,26 @@ impl Recording {
 impl Systemd for Recording {
     fn daemon_reload(&mut self) -> Result<(), CommandError> {
         self.record("daemon-reload", &[]);
+        match &mut self.reloads_before_failure {
+            Some(0) => {
+                return Err(CommandError::Failed {
+                    line: "systemctl daemon-reload".to_owned(),
+                    how: "exited with status 1".to_owned(),
+                    stderr: "Failed to reload daemon: Access denied".to_owned(),
+                })
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        if let Some(dir) = &self.unit_dir {
+            self.files = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect();
+        }
         Ok(())
     }
 
@@ -85,12 +132,22 @@ impl Systemd for Recording {
 
     fn stop(&mut self, units: &[String]) -> Result<(), CommandError> {
         self.record("stop", units);
+        let mut not_loaded = Vec::new();
         for u in units {
-            if self.active.get(u).map(String::as_str) != Some("failed") {
+            if !self.is_loaded(u) {
+                not_loaded.push(format!("Failed to stop {u}: Unit {u} not loaded."));
+            } else if self.active.get(u).map(String::as_str) != Some("failed") {
                 self.active.remove(u);
             }
         }
-        Ok(())
+        if not_loaded.is_empty() {
+            return Ok(());
+        }
+        Err(CommandError::Failed {
+            line: format!("systemctl stop {}", units.join(" ")),
+            how: "exited with status 5".to_owned(),
+            stderr: not_loaded.join("\n"),
+        })
     }
 
     fn reset_failed(&mut self, units: &[String]) {
@@ -114,7 +171,12 @@ impl Systemd for Recording {
                     .unwrap_or_else(|| "inactive".to_owned());
                 UnitStatus {
                     unit: u.clone(),
-                    load: "loaded".to_owned(),
+                    load: if self.is_loaded(u) {
+                        "loaded"
+                    } else {
+                        "not-found"
+                    }
+                    .to_owned(),
                     sub: if active == "active" {
                         "running"
                     } else {

@@ -44,6 +44,11 @@ impl UnitStatus {
         !matches!(self.active.as_str(), "inactive" | "")
     }
 
+    /// Not running: inactive (or never loaded), or failed.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.active.as_str(), "inactive" | "failed" | "")
+    }
+
     /// Up as ops means it: active, or a one-shot service that ran and
     /// succeeded.
     pub fn is_up(&self) -> bool {
@@ -62,6 +67,8 @@ pub trait Systemd {
     fn start(&mut self, units: &[String], timeout: Duration) -> Result<(), CommandError>;
     /// Restart `units`, waiting as [`Systemd::start`] does.
     fn restart(&mut self, units: &[String], timeout: Duration) -> Result<(), CommandError>;
+    /// `systemctl stop`: like it, fails when one of `units` is not loaded
+    /// (after stopping the others). [`stop_units`] is what callers want.
     fn stop(&mut self, units: &[String]) -> Result<(), CommandError>;
     /// Forget that `units` failed, so a stopped version leaves no trace.
     fn reset_failed(&mut self, units: &[String]);
@@ -76,4 +83,43 @@ pub trait Systemd {
     /// Check unit files (and the drop-in directories beside them) the way
     /// systemd will load them. `Ok(false)` when no verifier is installed.
     fn verify(&mut self, files: &[PathBuf]) -> Result<bool, CommandError>;
+}
+
+/// Stop `units`: done once none of them runs. `systemctl stop` fails for
+/// a unit systemd has not loaded ("Unit … not loaded": a target that was
+/// never started, a unit whose file was just removed); such a unit does
+/// not run, so that is no failure of the stop. Any other failure is one
+/// only if a unit still runs after it.
+pub fn stop_units(systemd: &mut dyn Systemd, units: &[String]) -> Result<(), CommandError> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let Err(error) = systemd.stop(units) else {
+        return Ok(());
+    };
+    match systemd.show(units) {
+        Ok(status) if status.iter().all(UnitStatus::is_stopped) => Ok(()),
+        _ => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_a_unit_that_is_not_loaded_is_done_not_failed() {
+        let mut systemd = fake::Recording {
+            unit_dir: Some(std::env::temp_dir().join("ops-no-such-unit-dir")),
+            ..Default::default()
+        };
+        let units = ["ops-x.target".to_owned(), "x-1-web.service".to_owned()];
+        systemd.active.insert(units[1].clone(), "active".to_owned());
+        let raw = systemd.stop(&units).unwrap_err().to_string();
+        assert!(raw.contains("Unit ops-x.target not loaded"), "{raw}");
+        assert!(systemd.running().is_empty(), "the loaded one stopped");
+        systemd.active.insert(units[1].clone(), "active".to_owned());
+        stop_units(&mut systemd, &units).unwrap();
+        assert!(systemd.running().is_empty());
+    }
 }
