@@ -141,6 +141,12 @@ fn refuse_symlinks(path: &Path, link_ok: bool) -> FsResult<()> {
     Ok(())
 }
 
+/// The check each write makes ([`refuse_symlinks`]), for a caller that
+/// checks every path of a plan before its first write.
+pub fn refuse_planted(path: &Path, link_ok: bool) -> FsResult<()> {
+    refuse_symlinks(path, link_ok)
+}
+
 /// `path` with the symlinks of its existing part resolved: a root given by
 /// the user may lead anywhere, once, before ops writes below it.
 pub fn resolve(path: &Path) -> PathBuf {

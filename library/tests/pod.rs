@@ -1024,3 +1024,73 @@ fn an_undo_that_fails_says_what_it_undid_and_what_stays_changed() {
         "version 2 stays, as said"
     );
 }
+
+/// A symlink planted where ops writes (in the store or the unit directory)
+/// is refused before the first write, naming it, whichever step of the
+/// run would meet it: the host (and where the link leads) stays as it was.
+#[test]
+fn a_planted_symlink_is_refused_before_anything_is_written() {
+    // Where to plant (relative to the store or the unit directory), and
+    // whether version 1 is deployed first (then the run deploys version 2
+    // over it; else it is a first deploy).
+    let plants: &[(&str, bool, bool)] = &[
+        ("pods/shop", true, true),
+        ("pods/shop/1/units", true, true),
+        ("pods/shop/1/meta.json", true, true),
+        ("ports", true, true),
+        ("staging", true, true),
+        ("pods", true, false),
+        ("shop-2-web@1.service.d", false, true),
+        ("ops-shop.target", false, true),
+        ("multi-user.target.wants", false, false),
+    ];
+    let mut messages = Vec::new();
+    for (plant, in_store, over_1) in plants {
+        let mut host = Host::new();
+        if *over_1 {
+            host.deploy("1");
+        } else {
+            fs::create_dir_all(&host.root).unwrap();
+            fs::create_dir_all(&host.unit_dir).unwrap();
+        }
+        let elsewhere = host.root.with_file_name("elsewhere");
+        let at = if *in_store {
+            host.root.join(plant)
+        } else {
+            host.unit_dir.join(plant)
+        };
+        // The planted link leads to a copy of what was there, so a run
+        // that followed it would find what it expects.
+        if at.exists() {
+            fs::rename(&at, &elsewhere).unwrap();
+        } else {
+            fs::create_dir(&elsewhere).unwrap();
+        }
+        std::os::unix::fs::symlink(&elsewhere, &at).unwrap();
+        let before = host.snapshot();
+        let outside = common::picture(&[&elsewhere]);
+        let calls = host.systemd.calls.len();
+        let mut request = host.request(State::Started);
+        request.bundle = Some(host.bundle("2", WEB));
+        let error = host.run(&request).expect_err(plant);
+        assert!(
+            error.contains(&at.display().to_string()),
+            "{plant}: {error}"
+        );
+        assert_eq!(host.snapshot(), before, "{plant}: nothing changed");
+        assert_eq!(
+            common::picture(&[&elsewhere]),
+            outside,
+            "{plant}: nothing written there"
+        );
+        assert_eq!(
+            host.systemd.calls.len(),
+            calls,
+            "{plant}: systemd was not asked to change anything: {:?}",
+            &host.systemd.calls[calls..]
+        );
+        let shown = error.replace(&host._dir.path().display().to_string(), "<tmp>");
+        messages.push(format!("{plant}: {shown}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+}

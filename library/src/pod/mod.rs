@@ -9,6 +9,7 @@
 
 mod apply;
 mod plan;
+mod planted;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -355,6 +356,11 @@ pub fn run(
             )
         }
     };
+    if !first.is_empty() {
+        first
+            .refuse_planted_links(&store, &request.unit_dir)
+            .map_err(PodError::from)?;
+    }
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
         report.changed = !first.is_empty();
@@ -389,6 +395,10 @@ fn run_locked(
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
     let observed = observe(store, &request.unit_dir, name, systemd)?;
     let plan = Plan::new(request, name, incoming, &observed, systemd)?;
+    if !plan.is_empty() {
+        plan.refuse_planted_links(store, &request.unit_dir)
+            .map_err(PodError::from)?;
+    }
     let mut report = plan.report(&observed, want_diff);
     report.actions.clear();
     let result = apply::apply(

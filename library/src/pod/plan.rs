@@ -145,6 +145,17 @@ fn pruned(state: &PodState, keep: usize, protected: Option<&Version>) -> Vec<Ver
 }
 
 impl Plan {
+    /// Refuse, before anything is written, a path of this plan that is or
+    /// goes through a symlink ops did not make ([`super::planted`]).
+    pub fn refuse_planted_links(
+        &self,
+        store: &Store,
+        unit_dir: &Path,
+    ) -> Result<(), crate::atomic::FsError> {
+        let changes: Vec<&Change> = self.files_before.iter().chain(&self.files_after).collect();
+        super::planted::refuse(store, &self.name, unit_dir, &changes)
+    }
+
     pub(crate) fn new(
         request: &Request,
         name: &PodName,

@@ -1,0 +1,100 @@
+//! The check, before a plan's first write, that no path it writes goes
+//! through a symlink ops did not make.
+//!
+//! Every write refuses such a link by itself (crate::atomic), but a run
+//! writes many files: the refusal must come before the first, or an
+//! earlier step would already have changed the host. So the paths of the
+//! pod in the store and the plan's unit files are looked at first, without
+//! following anything. The links ops makes itself are allowed where it
+//! makes them: the pod's `current`/`previous` pointers and the unit
+//! directory's `.wants` links. A volume's data is the archive's own tree,
+//! with the links it holds, and is not looked into.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::atomic::{self, FsError};
+use crate::bundle::PodName;
+use crate::image::{records, Runtime};
+use crate::ports;
+use crate::store::Store;
+use crate::units::{Change, Entry};
+
+/// The pointers ops keeps as symlinks in a pod's directory.
+const POINTERS: &[&str] = &["current", "previous"];
+
+/// The entries of `dir`, or none when it is missing or unreadable (the
+/// write that needs it will say why).
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn is_dir_not_link(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Refuse when a path the plan for pod `name` writes, in the store or the
+/// unit directory, is or goes through a symlink ops did not make.
+pub fn refuse(
+    store: &Store,
+    name: &PodName,
+    unit_dir: &Path,
+    unit_changes: &[&Change],
+) -> Result<(), FsError> {
+    let root = store.root();
+    let mut paths = vec![
+        store.pods_dir(),
+        root.join("staging"),
+        root.join("trash"),
+        ports::index_dir(store),
+        root.join("images"),
+        records::images_dir(store, Runtime::Systemd),
+        records::images_dir(store, Runtime::Podman),
+    ];
+    paths.extend(entries(&ports::index_dir(store)));
+    let pod_dir = store.pod_dir(name);
+    paths.push(pod_dir.clone());
+    for entry in entries(&pod_dir) {
+        let pointer = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| POINTERS.contains(&n));
+        if pointer {
+            atomic::refuse_planted(&entry, true)?;
+            continue;
+        }
+        paths.push(entry.clone());
+        if !is_dir_not_link(&entry) {
+            continue;
+        }
+        // A version: its files, its unit files, its volumes' own files.
+        for file in entries(&entry) {
+            paths.push(file.clone());
+            let sub = file.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+            match sub.as_deref() {
+                Some("units") if is_dir_not_link(&file) => paths.extend(entries(&file)),
+                Some("volumes") if is_dir_not_link(&file) => {
+                    for volume in entries(&file) {
+                        paths.push(volume.clone());
+                        if is_dir_not_link(&volume) {
+                            paths.extend(entries(&volume));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for path in &paths {
+        atomic::refuse_planted(path, false)?;
+    }
+    for change in unit_changes {
+        let link_ok = matches!(change.after, Some(Entry::Link(_)))
+            || matches!(change.before, Some(Entry::Link(_)));
+        atomic::refuse_planted(&unit_dir.join(&change.path), link_ok)?;
+    }
+    Ok(())
+}
