@@ -10,9 +10,23 @@
 //! canonicalising every parent would cost dozens of system calls for each
 //! of an image's tens of thousands of files.
 //!
+//! A hard link is judged by what it links to, looked at on disk: `link()`
+//! on a symlink makes another symlink, which must then be as safe where it
+//! lands as a symlink entry would be; a directory is refused, and so is a
+//! special file or a setuid file the policy would not create.
+//!
 //! Layers (OCI, Docker) are unpacked each into its own directory, their
 //! whiteouts recorded rather than written, and then merged in order by
-//! renames ([`overlay`]): no file's bytes are copied twice.
+//! renames ([`overlay`]): no file's bytes are copied twice. A layer's hard
+//! link to a file it has not created is made when it is laid over the
+//! layers below, as applying the layer onto them would. Whiteouts follow
+//! the OCI layer format: an empty file named `.wh.` and the name of one
+//! entry of its directory, or `.wh..wh..opq`; other `.wh.` names, and
+//! whiteouts of `.`, `..` or nothing, are refused, so no whiteout can
+//! reach the root or above it.
+//!
+//! The tar reader holds an entry's long names and PAX records in memory
+//! whole; read through [`Guarded`], they are bounded by [`HEADER_LIMIT`].
 //!
 //! A [`Policy`] says how strict to be. An image is a whole root filesystem:
 //! absolute paths and symlinks are read relative to its root, setuid bits
@@ -24,8 +38,10 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{lchown, PermissionsExt};
+use std::os::unix::fs::{lchown, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tar::{Archive, Entry, EntryType};
 
@@ -33,6 +49,13 @@ use tar::{Archive, Entry, EntryType};
 const WHITEOUT: &str = ".wh.";
 /// Name of the marker that makes a directory opaque.
 const OPAQUE: &str = ".wh..wh..opq";
+/// The most bytes the tar reader may take in between two entries: GNU
+/// long names, PAX records and sparse maps are held in memory whole, and
+/// a compressed archive can make them as large as it likes for a few
+/// bytes. Real ones are well under a KiB.
+pub const HEADER_LIMIT: u64 = 1 << 20;
+/// The longest link target a hard link may name (Linux's PATH_MAX).
+const PATH_LIMIT: usize = 4096;
 
 /// A deletion a layer makes in the layers below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +66,15 @@ pub enum Whiteout {
     Opaque(PathBuf),
 }
 
+/// A hard link of a layer to a file the layer has not created (before
+/// it): made against the layers below when the layer is laid over them
+/// ([`overlay`]), as applying the layer onto them would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerLink {
+    pub path: PathBuf,
+    pub target: PathBuf,
+}
+
 /// What unpacking one archive produced.
 #[derive(Debug, Default)]
 pub struct Unpacked {
@@ -50,8 +82,10 @@ pub struct Unpacked {
     pub bytes: u64,
     /// Entries written.
     pub entries: u64,
-    /// Whiteouts seen (only when asked to record them).
+    /// Whiteouts seen (layers only).
     pub whiteouts: Vec<Whiteout>,
+    /// Hard links to files of lower layers (layers only).
+    pub lower_links: Vec<LowerLink>,
 }
 
 /// What to do with an archive entry, by its path.
@@ -74,15 +108,85 @@ fn refuse(entry: &str, why: impl std::fmt::Display) -> io::Error {
 /// The path of an entry relative to the archive root: leading `/` and `.`
 /// dropped, `..` refused.
 pub fn relative(path: &Path, entry: &str) -> io::Result<PathBuf> {
+    relative_as(path, entry, "its path")
+}
+
+fn relative_as(path: &Path, entry: &str, what: &str) -> io::Result<PathBuf> {
     let mut rel = PathBuf::new();
     for part in path.components() {
         match part {
             Component::Normal(p) => rel.push(p),
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => return Err(refuse(entry, "its path goes up with '..'")),
+            Component::ParentDir => return Err(refuse(entry, format!("{what} goes up with '..'"))),
         }
     }
     Ok(rel)
+}
+
+/// A reader for [`Archive`] that bounds what the tar reader buffers for
+/// one entry's headers (see [`HEADER_LIMIT`]): an [`Unpacker`] given its
+/// [`Gate`] counts only the bytes read while the tar reader looks for the
+/// next entry, having itself read each entry's data to its end.
+#[derive(Debug)]
+pub struct Guarded<R> {
+    inner: R,
+    gate: Gate,
+}
+
+/// The count shared by a [`Guarded`] reader and its unpacker.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicU64>);
+
+/// Not counting: an entry's own data is being read.
+const OPEN: u64 = u64::MAX;
+
+impl Gate {
+    pub fn start(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    pub fn stop(&self) {
+        self.0.store(OPEN, Ordering::Relaxed);
+    }
+}
+
+impl<R: Read> Guarded<R> {
+    pub fn new(inner: R) -> Guarded<R> {
+        let gate = Gate::default();
+        gate.stop();
+        Guarded { inner, gate }
+    }
+
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+}
+
+impl<R: Read> Read for Guarded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let seen = self.gate.0.load(Ordering::Relaxed);
+        if seen != OPEN {
+            let seen = seen + n as u64;
+            if seen > HEADER_LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "its headers (GNU long names, PAX records, sparse maps) take more than {} KiB",
+                        HEADER_LIMIT >> 10
+                    ),
+                ));
+            }
+            self.gate.0.store(seen, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: io::Seek> io::Seek for Guarded<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
 }
 
 /// How strict an [`Unpacker`] is (see the module's documentation).
@@ -111,30 +215,50 @@ impl Policy {
     }
 }
 
+/// A directory's metadata, applied once everything in it is written.
+#[derive(Debug)]
+struct DirMeta {
+    rel: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
 /// Unpacks into one destination directory, which must exist and be empty.
 #[derive(Debug)]
 pub struct Unpacker {
     dest: PathBuf,
     /// Directories known to be real directories, relative to `dest`.
     dirs: HashSet<PathBuf>,
-    /// Symlinks the archive created, relative to `dest`.
+    /// Symlinks the archive created (as symlinks or as hard links to
+    /// one), relative to `dest`.
     symlinks: HashSet<PathBuf>,
     /// Other files the archive created: with `dirs` and `symlinks`,
     /// everything in `dest`, so a new path needs no look on disk.
     files: HashSet<PathBuf>,
-    record_whiteouts: bool,
+    /// A layer: whiteouts are recorded, not written, and hard links may
+    /// refer to lower layers.
+    layer: bool,
+    /// What the archive's hard link targets start with (an ACI's
+    /// `rootfs`): the archive's paths, not the tree's.
+    link_base: PathBuf,
+    gate: Option<Gate>,
     policy: Policy,
     pub result: Unpacked,
 }
 
 impl Unpacker {
-    pub fn new(dest: &Path, record_whiteouts: bool) -> Unpacker {
+    /// An unpacker into `dest`; `layer` for an image layer.
+    pub fn new(dest: &Path, layer: bool) -> Unpacker {
         Unpacker {
             dest: dest.to_owned(),
             dirs: HashSet::from([PathBuf::new()]),
             symlinks: HashSet::new(),
             files: HashSet::new(),
-            record_whiteouts,
+            layer,
+            link_base: PathBuf::new(),
+            gate: None,
             policy: Policy::image(),
             result: Unpacked::default(),
         }
@@ -143,6 +267,20 @@ impl Unpacker {
     /// Unpack under `policy` instead of the image policy.
     pub fn with_policy(mut self, policy: Policy) -> Unpacker {
         self.policy = policy;
+        self
+    }
+
+    /// Hard link targets are archive paths under `base`; anything else
+    /// is outside the tree.
+    pub fn with_link_base(mut self, base: &Path) -> Unpacker {
+        self.link_base = base.to_owned();
+        self
+    }
+
+    /// Bound each entry's headers through the [`Guarded`] reader that the
+    /// archive reads from.
+    pub fn with_gate(mut self, gate: Gate) -> Unpacker {
+        self.gate = Some(gate);
         self
     }
 
@@ -163,28 +301,84 @@ impl Unpacker {
         // Directories get their mode and owner last: a read-only directory
         // must not stop its own contents from being written.
         let mut directories = Vec::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
+        let mut entries = archive.entries()?;
+        let mut last: Option<String> = None;
+        loop {
+            if let Some(gate) = &self.gate {
+                gate.start();
+            }
+            let next = entries.next();
+            if let Some(gate) = &self.gate {
+                gate.stop();
+            }
+            let mut entry = match next {
+                None => break,
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    return Err(match &last {
+                        Some(last) if self.gate.is_some() => {
+                            io::Error::new(e.kind(), format!("the entry after {last:?}: {e}"))
+                        }
+                        _ => e,
+                    })
+                }
+            };
             let path = entry.path()?.into_owned();
             match route(&path)? {
                 Route::Other => other(&path, &mut entry)?,
                 Route::Into(rel) => {
                     if let Some(dir) = self.place(&mut entry, &rel)? {
-                        directories.push((dir, entry));
+                        directories.push(dir);
                     }
                 }
             }
+            // Whatever is left of the entry's data is read here, not by
+            // the tar reader's skip, so that the gate counts headers only.
+            io::copy(&mut entry, &mut io::sink())?;
+            last = Some(path.display().to_string());
         }
-        directories.sort_by(|a, b| b.0.cmp(&a.0));
-        for (dir, mut entry) in directories {
-            let abs = self.dest.join(&dir);
-            entry.unpack(&abs)?;
-            self.impose_owner(&abs, entry.header().mode()?, &dir)?;
+        directories.sort_by(|a, b| b.rel.cmp(&a.rel));
+        for dir in directories {
+            self.finish_dir(&dir, as_root)?;
         }
         if self.policy.contained {
             self.check_symlinks_stay_inside()?;
         }
         Ok(())
+    }
+
+    /// Give a directory the archive's mode, owner and times (unless a
+    /// later entry replaced it).
+    fn finish_dir(&self, dir: &DirMeta, as_root: bool) -> io::Result<()> {
+        let abs = self.dest.join(&dir.rel);
+        if !fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let name = dir.rel.display().to_string();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            refuse(&name, format!("cannot set its {what}: {e}"))
+        };
+        if as_root {
+            lchown(&abs, Some(dir.uid as u32), Some(dir.gid as u32))
+                .map_err(|e| failed("owner", &e))?;
+        }
+        let keep = if self.policy.keep_setuid {
+            0o7777
+        } else {
+            0o777
+        };
+        fs::set_permissions(&abs, fs::Permissions::from_mode(dir.mode & keep))
+            .map_err(|e| failed("mode", &e))?;
+        self.impose_owner(&abs, dir.mode, &dir.rel)?;
+        let time = nix::sys::time::TimeSpec::new(dir.mtime as i64, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &abs,
+            &time,
+            &time,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| failed("times", &e))
     }
 
     /// Give an entry the policy's owner and group, if any. (A change of
@@ -226,20 +420,29 @@ impl Unpacker {
         &mut self,
         entry: &mut Entry<'_, R>,
         rel: &Path,
-    ) -> io::Result<Option<PathBuf>> {
+    ) -> io::Result<Option<DirMeta>> {
         let name = rel.display().to_string();
         let Some(file_name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             return Ok(None); // the root itself
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
-        if self.record_whiteouts && file_name.starts_with(WHITEOUT) {
-            self.make_dirs(parent, &name)?;
-            self.result.whiteouts.push(if file_name == OPAQUE {
-                Whiteout::Opaque(parent.to_owned())
-            } else {
-                Whiteout::Remove(parent.join(&file_name[WHITEOUT.len()..]))
-            });
-            return Ok(None);
+        if self.layer {
+            if let Some(reserved) = parent
+                .components()
+                .find(|c| c.as_os_str().to_string_lossy().starts_with(WHITEOUT))
+            {
+                return Err(refuse(
+                    &name,
+                    format!(
+                        "it lies under {}, a whiteout name (names that begin with .wh. are reserved)",
+                        reserved.as_os_str().to_string_lossy()
+                    ),
+                ));
+            }
+            if file_name.starts_with(WHITEOUT) {
+                self.whiteout(entry, parent, &file_name, &name)?;
+                return Ok(None);
+            }
         }
         let kind = entry.header().entry_type();
         let special = matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo);
@@ -273,27 +476,48 @@ impl Unpacker {
                     fs::create_dir(&abs)?;
                 }
                 self.dirs.insert(rel.to_owned());
-                return Ok(Some(rel.to_owned()));
+                let header = entry.header();
+                return Ok(Some(DirMeta {
+                    rel: rel.to_owned(),
+                    mode: header.mode()?,
+                    uid: header.uid()?,
+                    gid: header.gid()?,
+                    mtime: header.mtime()?,
+                }));
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name()?
-                    .ok_or_else(|| refuse(&name, "a hard link without a target"))?;
-                if self.policy.contained && target.has_root() {
+                let target = self.link_target(entry, &name)?;
+                let Some(meta) = lookup(&self.dest, &target).map_err(|why| refuse(&name, why))?
+                else {
+                    if self.layer {
+                        self.result.lower_links.push(LowerLink {
+                            path: rel.to_owned(),
+                            target,
+                        });
+                        return Ok(None);
+                    }
                     return Err(refuse(
                         &name,
-                        format!("a hard link to the absolute path {}", target.display()),
+                        format!(
+                            "a hard link to {}, which the archive has not created before it",
+                            target.display()
+                        ),
                     ));
-                }
-                let target = relative(&target, &name)?;
-                self.check_under_no_symlink(&target, &name)?;
-                if !self.symlinks.contains(&target) && self.dirs.contains(&target) {
-                    return Err(refuse(&name, "a hard link to a directory"));
-                }
+                };
+                // link() on a symlink makes another symlink, which must be
+                // as safe where it lands as a symlink entry would be.
+                self.check_link(rel, &target, &meta, &name)?;
                 fs::hard_link(self.dest.join(&target), &abs).map_err(|e| {
                     refuse(&name, format!("cannot link to {}: {e}", target.display()))
                 })?;
-                self.files.insert(rel.to_owned());
+                if meta.file_type().is_symlink() {
+                    self.symlinks.insert(rel.to_owned());
+                } else {
+                    self.files.insert(rel.to_owned());
+                }
+                // The link is the target's inode: its mode is the target's.
+                self.impose_owner(&abs, meta.mode(), rel)?;
+                return Ok(None);
             }
             EntryType::Symlink => {
                 if self.policy.contained {
@@ -320,6 +544,102 @@ impl Unpacker {
         }
         self.impose_owner(&abs, entry.header().mode()?, rel)?;
         Ok(None)
+    }
+
+    /// Record a layer's whiteout entry, refusing what the OCI layer
+    /// format does not allow: a whiteout is an empty file named `.wh.`
+    /// and the name of one entry of its directory, or `.wh..wh..opq`.
+    fn whiteout<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        parent: &Path,
+        file_name: &str,
+        name: &str,
+    ) -> io::Result<()> {
+        let header = entry.header();
+        let kind = header.entry_type();
+        let size = header.size()?;
+        if !matches!(kind, EntryType::Regular | EntryType::Continuous) || size != 0 {
+            let what = match kind {
+                EntryType::Regular | EntryType::Continuous => format!("a file of {size} bytes"),
+                EntryType::Directory => "a directory".to_owned(),
+                EntryType::Symlink => "a symlink".to_owned(),
+                EntryType::Link => "a hard link".to_owned(),
+                other => format!("an entry of type {other:?}"),
+            };
+            return Err(refuse(
+                name,
+                format!("a whiteout must be an empty file, but this one is {what}"),
+            ));
+        }
+        let whiteout = if file_name == OPAQUE {
+            Whiteout::Opaque(parent.to_owned())
+        } else {
+            let hidden = &file_name[WHITEOUT.len()..];
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(refuse(
+                    name,
+                    format!(
+                        "a whiteout of {hidden:?}, which names no entry of its directory (it would remove the directory itself or its parent)"
+                    ),
+                ));
+            }
+            if hidden.starts_with(WHITEOUT) {
+                return Err(refuse(
+                    name,
+                    format!(
+                        "a whiteout of {hidden}, a reserved .wh. name (the only special one is {OPAQUE})"
+                    ),
+                ));
+            }
+            Whiteout::Remove(parent.join(hidden))
+        };
+        self.make_dirs(parent, name)?;
+        self.result.whiteouts.push(whiteout);
+        Ok(())
+    }
+
+    /// A hard link's target, as a path in the tree.
+    fn link_target<R: Read>(&self, entry: &Entry<'_, R>, name: &str) -> io::Result<PathBuf> {
+        let target = entry
+            .link_name()?
+            .ok_or_else(|| refuse(name, "a hard link without a target"))?;
+        if self.policy.contained && target.has_root() {
+            return Err(refuse(
+                name,
+                format!("a hard link to the absolute path {}", target.display()),
+            ));
+        }
+        if target.as_os_str().len() > PATH_LIMIT {
+            return Err(refuse(
+                name,
+                format!("a hard link whose target is longer than {PATH_LIMIT} bytes"),
+            ));
+        }
+        let target = relative_as(&target, name, "its link target")?;
+        match target.strip_prefix(&self.link_base) {
+            Ok(inside) => Ok(inside.to_owned()),
+            Err(_) => Err(refuse(
+                name,
+                format!(
+                    "a hard link to {}, outside {}/",
+                    target.display(),
+                    self.link_base.display()
+                ),
+            )),
+        }
+    }
+
+    /// May `rel` be a hard link to `target` (whose metadata is `meta`)?
+    fn check_link(
+        &self,
+        rel: &Path,
+        target: &Path,
+        meta: &fs::Metadata,
+        name: &str,
+    ) -> io::Result<()> {
+        check_link_kind(&self.policy, rel, &self.dest.join(target), target, meta)
+            .map_err(|why| refuse(name, why))
     }
 
     /// Make sure `dir` (relative) exists as a real directory, creating what
@@ -367,24 +687,6 @@ impl Unpacker {
         Ok(())
     }
 
-    fn check_under_no_symlink(&self, rel: &Path, entry: &str) -> io::Result<()> {
-        let mut so_far = PathBuf::new();
-        let mut parts = rel.components().peekable();
-        while let Some(part) = parts.next() {
-            so_far.push(part);
-            if parts.peek().is_some() && self.symlinks.contains(&so_far) {
-                return Err(refuse(
-                    entry,
-                    format!(
-                        "its link target lies under the symlink {}",
-                        so_far.display()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Remove what is at `rel` unless it is a directory that stays one: a
     /// later entry replaces an earlier one, as tar does.
     fn clear(&mut self, rel: &Path, abs: &Path, keep_dir: bool) -> io::Result<()> {
@@ -409,6 +711,91 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// What `rel` is inside `base`, looked at on disk without following
+/// anything: `None` if it does not exist; an error if a parent is a
+/// symlink or not a directory (a link through it could reach anywhere).
+fn lookup(base: &Path, rel: &Path) -> Result<Option<fs::Metadata>, String> {
+    let mut so_far = PathBuf::new();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        so_far.push(part);
+        let meta = match fs::symlink_metadata(base.join(&so_far)) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot look at {}: {e}", so_far.display())),
+        };
+        if parts.peek().is_none() {
+            return Ok(Some(meta));
+        }
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "its link target lies under the symlink {}",
+                so_far.display()
+            ));
+        }
+        if !meta.is_dir() {
+            return Err(format!(
+                "its link target lies under {}, which is not a directory",
+                so_far.display()
+            ));
+        }
+    }
+    // No name at all: the root of the tree.
+    Ok(fs::symlink_metadata(base).ok())
+}
+
+/// The policy's rules for a hard link at `rel` to the existing `target`
+/// (at `abs`): what the link makes must be allowed as if it were an entry
+/// of its own.
+fn check_link_kind(
+    policy: &Policy,
+    rel: &Path,
+    abs: &Path,
+    target: &Path,
+    meta: &fs::Metadata,
+) -> Result<(), String> {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(format!("a hard link to the directory {}", target.display()));
+    }
+    if kind.is_symlink() && policy.contained {
+        let points_to = fs::read_link(abs).map_err(|e| e.to_string())?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if let Err(why) = lexically_inside(parent, &points_to) {
+            return Err(format!(
+                "a hard link to the symlink {}, which here would be {why}",
+                target.display()
+            ));
+        }
+    }
+    let special = if kind.is_char_device() {
+        Some("character device")
+    } else if kind.is_block_device() {
+        Some("block device")
+    } else if kind.is_fifo() {
+        Some("fifo")
+    } else if kind.is_socket() {
+        Some("socket")
+    } else {
+        None
+    };
+    if let Some(special) = special {
+        if policy.contained && !policy.special_files {
+            return Err(format!(
+                "a hard link to the {special} {} (allow_special_files is off)",
+                target.display()
+            ));
+        }
+    }
+    if !kind.is_symlink() && !policy.keep_setuid && meta.mode() & 0o6000 != 0 {
+        return Err(format!(
+            "a hard link to the setuid or setgid file {} (keep_setuid is off)",
+            target.display()
+        ));
+    }
+    Ok(())
 }
 
 fn special_kind(kind: EntryType) -> &'static str {
@@ -555,34 +942,90 @@ fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Lay `layer` (a directory unpacked from a layer, whose whiteouts are
-/// given) over `root`, the layers below it merged. The layer's directory
-/// is consumed.
-pub fn overlay(root: &Path, layer: &Path, whiteouts: &[Whiteout]) -> io::Result<()> {
+/// Lay `layer` (a directory unpacked from a layer, with its whiteouts and
+/// its hard links to lower files) over `root`, the layers below it
+/// merged. The layer's directory is consumed. Errors name the layer's
+/// entry.
+pub fn overlay(
+    root: &Path,
+    layer: &Path,
+    whiteouts: &[Whiteout],
+    lower_links: &[LowerLink],
+) -> io::Result<()> {
+    // Whiteouts hide what the lower layers have, never the root itself
+    // (a whiteout's name is checked when it is read).
     for whiteout in whiteouts {
-        match whiteout {
+        let (entry, result) = match whiteout {
             Whiteout::Remove(rel) => {
-                if let Some(path) = resolve_in(root, rel) {
-                    remove_any(&path)?;
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                let name = rel.file_name().unwrap_or_default().to_string_lossy();
+                let entry = parent.join(format!("{WHITEOUT}{name}"));
+                match resolve_in(root, rel) {
+                    Some(path) if !rel.as_os_str().is_empty() => (entry, remove_any(&path)),
+                    _ => (entry, Ok(())),
                 }
             }
             Whiteout::Opaque(rel) => {
-                let Some(dir) = resolve_in(root, rel) else {
-                    continue;
+                let entry = rel.join(OPAQUE);
+                let dir = resolve_in(root, rel)
+                    .filter(|dir| fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()));
+                let result = match dir {
+                    Some(dir) => fs::read_dir(&dir)
+                        .and_then(|mut children| children.try_for_each(|c| remove_any(&c?.path()))),
+                    None => Ok(()),
                 };
-                if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                    for child in fs::read_dir(&dir)? {
-                        remove_any(&child?.path())?;
-                    }
-                }
+                (entry, result)
             }
-        }
+        };
+        result.map_err(|e| {
+            refuse(
+                &entry.display().to_string(),
+                format!("cannot apply the whiteout: {e}"),
+            )
+        })?;
+    }
+    for link in lower_links {
+        lower_link(root, layer, link)?;
     }
     merge(layer, root)?;
     fs::remove_dir(layer).or_else(|e| match e.kind() {
         io::ErrorKind::NotFound => Ok(()),
         _ => Err(e),
     })
+}
+
+/// Make a layer's hard link to a file that is earlier in the layer (made
+/// by an earlier such link) or in the layers below, as applying the layer
+/// onto them would; the image policy applies to what it makes.
+fn lower_link(root: &Path, layer: &Path, link: &LowerLink) -> io::Result<()> {
+    let name = link.path.display().to_string();
+    let at = layer.join(&link.path);
+    let parent = link.path.parent().unwrap_or(Path::new(""));
+    let parent_is_dir = matches!(lookup(layer, parent), Ok(Some(m)) if m.is_dir());
+    if fs::symlink_metadata(&at).is_ok() || !parent_is_dir {
+        return Ok(()); // a later entry of the layer took its place
+    }
+    let target = &link.target;
+    let found = match lookup(layer, target).map_err(|why| refuse(&name, why))? {
+        Some(meta) => Some((layer, meta)),
+        None => lookup(root, target)
+            .map_err(|why| refuse(&name, why))?
+            .map(|meta| (root, meta)),
+    };
+    let Some((base, meta)) = found else {
+        return Err(refuse(
+            &name,
+            format!(
+                "a hard link to {}, which is neither earlier in its layer nor in a lower layer",
+                target.display()
+            ),
+        ));
+    };
+    let from = base.join(target);
+    check_link_kind(&Policy::image(), &link.path, &from, target, &meta)
+        .map_err(|why| refuse(&name, why))?;
+    fs::hard_link(&from, &at)
+        .map_err(|e| refuse(&name, format!("cannot link to {}: {e}", target.display())))
 }
 
 /// Move everything in `from` into `to` (a real directory): directories on
@@ -747,7 +1190,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(upper.whiteouts.len(), 3);
-        overlay(&root, &layer, &upper.whiteouts).unwrap();
+        overlay(&root, &layer, &upper.whiteouts, &upper.lower_links).unwrap();
         assert!(!root.join("www/old").exists());
         assert!(root.join("www/keep").exists());
         let data: Vec<_> = fs::read_dir(root.join("data"))

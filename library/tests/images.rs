@@ -19,7 +19,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Entries of a tar: `("path", "f:content")`, `("dir/", "d")`, `("l", "l:target")`.
+/// Entries of a tar: `("path", "f:content")`, `("dir/", "d")`, `("l", "l:target")`,
+/// `("h", "h:target")` (hard link).
 fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, what) in entries {
@@ -34,6 +35,10 @@ fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
             b.append_data(&mut h, path, text.as_bytes()).unwrap();
         } else if let Some(target) = what.strip_prefix("l:") {
             h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        } else if let Some(target) = what.strip_prefix("h:") {
+            h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
             b.append_link(&mut h, path, target).unwrap();
         } else {
@@ -531,4 +536,414 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
     assert!(PathBuf::from(&report.location)
         .join("www/index.html")
         .exists());
+}
+
+/// An ACI of these entries (a manifest first) and its id.
+fn aci_of(entries: &[(&str, &str)]) -> (Vec<u8>, String) {
+    let manifest = format!("f:{ACI_MANIFEST}");
+    let mut all = vec![("manifest", manifest.as_str())];
+    all.extend_from_slice(entries);
+    let bytes = tar_of(&all);
+    let id = format!("sha512-{}", hex(&Sha512::digest(&bytes)));
+    (bytes, id)
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().ino()
+}
+
+#[test]
+fn an_aci_with_gnu_tar_hard_links_keeps_them_as_hard_links() {
+    // GNU tar names a hard link's target by its archive path, rootfs/
+    // included (and ./ too when given `-C dir .`).
+    let (bytes, id) = aci_of(&[
+        ("rootfs/", "d"),
+        ("rootfs/bin/", "d"),
+        ("rootfs/bin/busybox", "f:#!binary"),
+        ("rootfs/bin/sh", "h:rootfs/bin/busybox"),
+        ("./rootfs/bin/ls", "h:./rootfs/bin/busybox"),
+        ("rootfs/bin/link", "l:/bin/busybox"),
+        // A hard link to a symlink is a symlink, read in the image.
+        ("rootfs/sbin/init", "h:rootfs/bin/link"),
+    ]);
+    let host = Host::new();
+    let file = host.file("busybox.aci", &bytes);
+    let report = host.import(&id, &file).unwrap();
+    assert!(report.changed);
+    let rootfs = host.rootfs(&report);
+    let busybox = inode(&rootfs.join("bin/busybox"));
+    assert_eq!(inode(&rootfs.join("bin/sh")), busybox);
+    assert_eq!(inode(&rootfs.join("bin/ls")), busybox);
+    assert_eq!(
+        fs::read_link(rootfs.join("sbin/init")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert!(!host.import(&id, &file).unwrap().changed);
+}
+
+/// Layered images whose hard links must work: a layer linking a file of
+/// a lower one (directly, through another such link, or a lower symlink).
+#[test]
+fn a_layer_may_hard_link_the_files_of_lower_layers() {
+    let layers = vec![
+        tar_of(&[
+            ("bin/busybox", "f:#!binary"),
+            ("lib/libc.so", "l:/usr/lib/libc.so.6"),
+        ]),
+        tar_of(&[
+            ("bin/sh", "h:bin/busybox"),
+            ("bin/ash", "h:bin/sh"),
+            ("lib/libc.so.alias", "h:lib/libc.so"),
+            ("www/index.html", "f:hello\n"),
+            ("www/copy.html", "h:www/index.html"),
+        ]),
+    ];
+    for (format, (bytes, id)) in [("oci", oci(&layers)), ("docker", docker(&layers))] {
+        let host = Host::new();
+        let file = host.file("image.tar", &bytes);
+        let report = host.import(&id, &file).unwrap();
+        let rootfs = host.rootfs(&report);
+        let busybox = inode(&rootfs.join("bin/busybox"));
+        assert_eq!(inode(&rootfs.join("bin/sh")), busybox, "{format}");
+        assert_eq!(inode(&rootfs.join("bin/ash")), busybox, "{format}");
+        assert_eq!(
+            inode(&rootfs.join("www/copy.html")),
+            inode(&rootfs.join("www/index.html"))
+        );
+        assert_eq!(
+            fs::read_link(rootfs.join("lib/libc.so.alias")).unwrap(),
+            Path::new("/usr/lib/libc.so.6")
+        );
+        assert!(!host.import(&id, &file).unwrap().changed, "{format}");
+    }
+}
+
+/// The lower layer the odd layers below are laid over.
+fn base_layer() -> Vec<u8> {
+    tar_of(&[
+        ("www/index.html", "f:base\n"),
+        ("www/old.html", "f:old\n"),
+        ("etc", "l:/etc"),
+        ("data/", "d"),
+        ("data/x", "f:x"),
+    ])
+}
+
+/// Layers and archives that must be refused, each naming its entry, and
+/// leaving the store as it was.
+#[test]
+fn hard_links_out_of_the_tree_and_odd_whiteouts_are_refused_by_entry() {
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "hard link in the first layer to nothing",
+            vec![tar_of(&[("bin/sh", "h:bin/busybox")])],
+        ),
+        (
+            "hard link to a lower file through a lower symlink",
+            vec![base_layer(), tar_of(&[("passwd", "h:etc/passwd")])],
+        ),
+        (
+            "hard link to a lower directory",
+            vec![base_layer(), tar_of(&[("d", "h:data")])],
+        ),
+        (
+            "hard link to a whited-out file",
+            vec![
+                base_layer(),
+                tar_of(&[("www/.wh.old.html", "f:"), ("old", "h:www/old.html")]),
+            ],
+        ),
+        (
+            "whiteout of ''",
+            vec![base_layer(), tar_of(&[(".wh.", "f:")])],
+        ),
+        (
+            "whiteout of '.'",
+            vec![base_layer(), tar_of(&[(".wh..", "f:")])],
+        ),
+        (
+            "whiteout of '..'",
+            vec![base_layer(), tar_of(&[(".wh...", "f:")])],
+        ),
+        (
+            "whiteout of '.' in a directory",
+            vec![base_layer(), tar_of(&[("www/.wh..", "f:")])],
+        ),
+        (
+            "whiteout that is a directory",
+            vec![base_layer(), tar_of(&[(".wh.www/", "d")])],
+        ),
+        (
+            "whiteout with content",
+            vec![base_layer(), tar_of(&[("www/.wh.old.html", "f:surprise")])],
+        ),
+        (
+            "whiteout that is a symlink",
+            vec![base_layer(), tar_of(&[("www/.wh.old.html", "l:/")])],
+        ),
+        (
+            "entry under a whiteout name",
+            vec![base_layer(), tar_of(&[(".wh.www/index.html", "f:x")])],
+        ),
+        (
+            "whiteout of a reserved name",
+            vec![base_layer(), tar_of(&[("www/.wh..wh.plnk", "f:")])],
+        ),
+        (
+            "opaque marker that is a directory",
+            vec![base_layer(), tar_of(&[("data/.wh..wh..opq/", "d")])],
+        ),
+    ];
+    let host = Host::new();
+    let (good, good_id) = aci();
+    host.import(&good_id, &host.file("good.aci", &good))
+        .unwrap();
+    let before = host.snapshot();
+    let mut messages = Vec::new();
+    for (case, layers) in cases {
+        for (format, (bytes, id)) in [("oci", oci(&layers)), ("docker", docker(&layers))] {
+            let file = host.file("odd.tar", &bytes);
+            let err = host
+                .import(&id, &file)
+                .expect_err(&format!("{case} ({format})"));
+            assert_eq!(
+                host.snapshot(),
+                before,
+                "{case} ({format}): the store changed"
+            );
+            if format == "oci" {
+                messages.push(format!("{case}: {err}"));
+            }
+        }
+    }
+    // An ACI's hard link may not leave its rootfs/.
+    let (aci_bytes, aci_id) =
+        aci_of(&[("rootfs/bin/", "d"), ("rootfs/bin/manifest", "h:manifest")]);
+    let err = host
+        .import(&aci_id, &host.file("escape.aci", &aci_bytes))
+        .unwrap_err();
+    assert_eq!(host.snapshot(), before);
+    messages.push(format!("aci hard link out of rootfs: {err}"));
+    let digests = regex_free_digests(&messages.join("\n"));
+    insta::assert_snapshot!(digests);
+}
+
+/// Layer digests vary with the case: shown as `<digest>`.
+fn regex_free_digests(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("sha256/") {
+        let (head, tail) = rest.split_at(at + "sha256/".len());
+        out.push_str(head);
+        let hex_len = tail.chars().take_while(|c| c.is_ascii_hexdigit()).count();
+        out.push_str("<digest>");
+        rest = &tail[hex_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+type Layers = Vec<Vec<u8>>;
+
+/// Whiteouts the OCI format allows, odd as they look: each applied as
+/// the layer spec says, the root always a directory.
+#[test]
+fn whiteouts_apply_to_lower_layers_only_and_never_to_the_root() {
+    let cases: Vec<(&str, Layers, &[&str])> = vec![
+        (
+            "whiteouts in the first layer hide nothing",
+            vec![tar_of(&[
+                (".wh.www", "f:"),
+                (".wh..wh..opq", "f:"),
+                ("a", "f:a"),
+            ])],
+            &["a: a"],
+        ),
+        (
+            "whiteout of a path no lower layer has",
+            vec![
+                base_layer(),
+                tar_of(&[("www/.wh.nothing", "f:"), ("nope/.wh.x", "f:")]),
+            ],
+            &[
+                "data/",
+                "data/x: x",
+                "etc -> /etc",
+                "nope/",
+                "www/",
+                "www/index.html: base\n",
+                "www/old.html: old\n",
+            ],
+        ),
+        (
+            "opaque marker at the top of a layer",
+            vec![
+                base_layer(),
+                tar_of(&[(".wh..wh..opq", "f:"), ("www/new.html", "f:new\n")]),
+            ],
+            &["www/", "www/new.html: new\n"],
+        ),
+        (
+            "whiteout at the top of a layer",
+            vec![
+                base_layer(),
+                tar_of(&[(".wh.www", "f:"), (".wh.etc", "f:")]),
+            ],
+            &["data/", "data/x: x"],
+        ),
+        (
+            "a file and its whiteout in the same layer: the file stays",
+            vec![
+                base_layer(),
+                tar_of(&[("www/old.html", "f:new\n"), ("www/.wh.old.html", "f:")]),
+            ],
+            &[
+                "data/",
+                "data/x: x",
+                "etc -> /etc",
+                "www/",
+                "www/index.html: base\n",
+                "www/old.html: new\n",
+            ],
+        ),
+        (
+            "opaque marker where a lower layer has a file",
+            vec![
+                base_layer(),
+                tar_of(&[("www/index.html/.wh..wh..opq", "f:")]),
+            ],
+            &[
+                "data/",
+                "data/x: x",
+                "etc -> /etc",
+                "www/",
+                "www/index.html/",
+                "www/old.html: old\n",
+            ],
+        ),
+    ];
+    for (case, layers, expected) in cases {
+        let (bytes, id) = oci(&layers);
+        let host = Host::new();
+        let report = host
+            .import(&id, &host.file("image.tar", &bytes))
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let rootfs = host.rootfs(&report);
+        assert!(fs::symlink_metadata(&rootfs).unwrap().is_dir(), "{case}");
+        let mut tree = Vec::new();
+        walk_text(&rootfs, &rootfs, &mut tree);
+        tree.sort();
+        assert_eq!(tree, expected, "{case}");
+    }
+}
+
+/// Every path under `dir` with its text (files) or target (symlinks).
+fn walk_text(base: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(base).unwrap().display().to_string();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.push(format!("{rel}/"));
+            walk_text(base, &path, out);
+        } else if meta.file_type().is_symlink() {
+            out.push(format!(
+                "{rel} -> {}",
+                fs::read_link(&path).unwrap().display()
+            ));
+        } else {
+            out.push(format!("{rel}: {}", fs::read_to_string(&path).unwrap()));
+        }
+    }
+}
+
+/// A tar of raw members (outer archive of an image), each `(path, data)`;
+/// `None` makes a symlink to `x`.
+fn raw_archive(members: &[(String, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        match data {
+            Some(data) => {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, &data[..]).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, "x").unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// What an image archive may make the importer hold in memory is bounded:
+/// documents, their total, the files and links besides the layers, and
+/// each entry's headers. Each archive here is small once compressed.
+#[test]
+fn what_an_archive_makes_the_importer_keep_in_memory_is_bounded() {
+    let layout = || {
+        vec![
+            (
+                "oci-layout".to_owned(),
+                Some(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ),
+            (
+                "index.json".to_owned(),
+                Some(br#"{"manifests":[]}"#.to_vec()),
+            ),
+        ]
+    };
+    let big_document = {
+        let mut m = layout();
+        m.push(("blobs/sha256/big".to_owned(), Some(vec![b' '; 5 << 20])));
+        m
+    };
+    let many_documents = {
+        let mut m = layout();
+        for n in 0..6 {
+            m.push((format!("blobs/sha256/doc{n}"), Some(vec![b' '; 3 << 20])));
+        }
+        m
+    };
+    let many_links = {
+        let mut m = layout();
+        for n in 0..10_001 {
+            m.push((format!("alias{n}"), None));
+        }
+        m
+    };
+    let long_name = {
+        let mut m = layout();
+        m.push(("d/".repeat(600 << 10) + "f", Some(b"x".to_vec())));
+        m
+    };
+    let long_name_in_a_layer = {
+        let layer = raw_archive(&[("d/".repeat(600 << 10) + "f", Some(b"x".to_vec()))]);
+        let mut m = layout();
+        m.push(("blobs/sha256/layer".to_owned(), Some(layer)));
+        m
+    };
+    let host = Host::new();
+    let id = format!("sha256:{}", "ab".repeat(32));
+    let mut messages = Vec::new();
+    for (case, members) in [
+        ("a document over the limit", big_document),
+        ("documents over the total", many_documents),
+        ("too many files and links", many_links),
+        ("a long name", long_name),
+        ("a long name in a layer", long_name_in_a_layer),
+    ] {
+        let bytes = gzip(&raw_archive(&members));
+        assert!(bytes.len() < 512 << 10, "{case}: {} bytes", bytes.len());
+        let err = host
+            .import(&id, &host.file("big.tar.gz", &bytes))
+            .expect_err(case);
+        assert!(!host.root.join("images").exists(), "{case}");
+        messages.push(format!("{case}: {err}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
 }

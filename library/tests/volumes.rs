@@ -311,6 +311,40 @@ const MALICIOUS: &[(&str, Entries, &str)] = &[
         "symlink link",
     ),
     (
+        "hard link to a symlink to the parent",
+        &[("a/up", "l:.."), ("h", "h:a/up")],
+        "a hard link to the symlink a/up, which here would be a symlink to .., outside the volume",
+    ),
+    (
+        "hard link through a hard-linked symlink",
+        &[("a/up", "l:."), ("a/b", "h:a/up"), ("c", "h:a/b/x")],
+        "its link target lies under the symlink a/b",
+    ),
+    (
+        "chain of hard links to a symlink",
+        &[
+            ("a/b/up", "l:.."),
+            ("a/b/h1", "h:a/b/up"),
+            ("h2", "h:a/b/h1"),
+        ],
+        "a hard link to the symlink a/b/h1, which here would be a symlink to ..",
+    ),
+    (
+        "hard link to a symlink made later",
+        &[("h", "h:s"), ("s", "l:..")],
+        "a hard link to s, which the archive has not created before it",
+    ),
+    (
+        "hard link to a directory",
+        &[("d", "d"), ("h", "h:d")],
+        "a hard link to the directory d",
+    ),
+    (
+        "written through a hard-linked symlink",
+        &[("a/here", "l:."), ("h", "h:a/here"), ("h/x", "f:x")],
+        "it lies under the symlink h",
+    ),
+    (
         "character device",
         &[("dev/null", "c")],
         "a character device (allow_special_files is off)",
@@ -356,7 +390,14 @@ fn special_files_and_setuid_bits_need_asking_for() {
     host.deploy("1", None).unwrap();
     let archive = host.file(
         "special.tar",
-        &tar_of(&[("pipe", "p"), ("bin/tool", "s:#!/bin/true")]),
+        &tar_of(&[
+            ("pipe", "p"),
+            ("bin/tool", "s:#!/bin/true"),
+            // Hard links are what they link to: no setuid bit unless kept,
+            // a fifo only when special files are allowed.
+            ("bin/alias", "h:bin/tool"),
+            ("pipe2", "h:pipe"),
+        ]),
     );
     let mut request = host.request("data", Some(&archive));
     request.settings.special_files = true;
@@ -366,9 +407,16 @@ fn special_files_and_setuid_bits_need_asking_for() {
         .unwrap()
         .file_type()
         .is_fifo_like());
+    for file in ["bin/tool", "bin/alias"] {
+        assert_eq!(
+            fs::metadata(data.join(file)).unwrap().mode() & 0o7777,
+            0o755,
+            "{file}"
+        );
+    }
     assert_eq!(
-        fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
-        0o755
+        fs::metadata(data.join("pipe2")).unwrap().ino(),
+        fs::metadata(data.join("pipe")).unwrap().ino()
     );
 
     // The same archive with keep_setuid: only extracting it again keeps
@@ -385,10 +433,14 @@ fn special_files_and_setuid_bits_need_asking_for() {
     request.replace = true;
     let replaced = host.volume(&request).unwrap();
     assert!(replaced.changed);
-    assert_eq!(
-        fs::metadata(data.join("bin/tool")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    // A hard link to the setuid file is the same file, bits and all.
+    for file in ["bin/tool", "bin/alias"] {
+        assert_eq!(
+            fs::metadata(data.join(file)).unwrap().mode() & 0o7777,
+            0o4755,
+            "{file}"
+        );
+    }
     let before = host.snapshot();
     assert!(!host.volume(&request).unwrap().changed);
     assert_eq!(host.snapshot(), before);

@@ -33,6 +33,13 @@ The fixtures, and why each exists:
   opaque directory (`.wh..wh..opq`), once as an OCI image layout and once as
   a Docker archive.  Blobs/layers come before index.json/manifest.json in
   the archive, as podman writes them, so a streaming reader must cope.
+* `aci-hardlinks` - the ACI as GNU tar writes a busybox tree: `bin/sh`
+  is a hard link whose target is the archive path `rootfs/bin/busybox`
+  (rootfs/ included). `hardlinks` in the index maps each link to its
+  target: the same inode in the unpacked rootfs.
+* `oci-hardlink-layers` - two layers where the upper one hard-links a file
+  of the lower one (`bin/ash` -> `bin/busybox`), as the OCI layer format
+  allows; applied in order, the link is to the lower file.
 * `aci-truncated`, `aci-corrupt`, `oci-bad-layer`, `not-an-image` - broken
   archives: cut short, a content byte flipped (sha512 mismatch), a byte
   flipped in a layer blob (digest mismatch), and a tar that is no image.
@@ -99,10 +106,10 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 @dataclass(frozen=True)
 class Entry:
-    """One tar member: a directory, a regular file or a symlink."""
+    """One tar member: a directory, a regular file, a symlink or a hard link."""
 
     path: str
-    kind: str  # "dir" | "file" | "link"
+    kind: str  # "dir" | "file" | "link" | "hardlink"
     data: bytes = b""  # file content
     target: str = ""  # symlink target
     mode: int = 0o644
@@ -118,6 +125,10 @@ def f(path: str, data: bytes, mode: int = 0o644) -> Entry:
 
 def link(path: str, target: str) -> Entry:
     return Entry(path, "link", target=target, mode=0o777)
+
+
+def hardlink(path: str, target: str) -> Entry:
+    return Entry(path, "hardlink", target=target, mode=0o755)
 
 
 def sha256(data: bytes) -> str:
@@ -155,8 +166,8 @@ def make_tar(entries: list[Entry]) -> bytes:
             if e.kind == "dir":
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
-            elif e.kind == "link":
-                info.type = tarfile.SYMTYPE
+            elif e.kind in ("link", "hardlink"):
+                info.type = tarfile.SYMTYPE if e.kind == "link" else tarfile.LNKTYPE
                 info.linkname = e.target
                 tar.addfile(info)
             else:
@@ -212,6 +223,23 @@ def build_aci(outdir: Path) -> dict[str, dict]:
     }
     for name, (file, data) in compressed.items():
         index[name] = {"file": write(outdir, file, data), **good}
+
+    # GNU tar's busybox: applets are hard links named by archive path.
+    linked = [
+        hardlink("rootfs/bin/sh", "rootfs/bin/busybox") if e.path == "rootfs/bin/sh" else e
+        for e in rootfs
+    ]
+    aci_links = make_tar([f("manifest", manifest), d("rootfs")] + linked)
+    link_files = dict(files, **{"bin/sh": files["bin/busybox"]})
+    index["aci-hardlinks"] = {
+        "file": write(outdir, "aci-hardlinks.aci", aci_links),
+        "id": "sha512-" + hashlib.sha512(aci_links).hexdigest(),
+        "format": "aci",
+        "files": link_files,
+        "absent": [],
+        "symlinks": {k: v for k, v in links.items() if k != "bin/sh"},
+        "hardlinks": {"bin/sh": "bin/busybox"},
+    }
 
     offset, size = data_offset(aci, "rootfs/bin/busybox")
     broken = {"id": aci_id, "format": "aci", "broken": True}
@@ -397,6 +425,49 @@ def build_layered(outdir: Path) -> dict[str, dict]:
     }
 
 
+def oci_archive(layers: list[bytes]) -> tuple[bytes, str]:
+    """An OCI image layout of plain-tar layers, and its id."""
+    config = image_config(["sha256:" + sha256(layer) for layer in layers])
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, config),
+        "layers": [descriptor(OCI_LAYER_TAR, layer) for layer in layers],
+    }
+    manifest_blob = json.dumps(manifest, separators=(",", ":")).encode()
+    oci_index = {"schemaVersion": 2, "manifests": [descriptor(OCI_MANIFEST, manifest_blob)]}
+    members = [(f"blobs/sha256/{sha256(b)}", b) for b in layers + [config, manifest_blob]]
+    members += [
+        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        ("index.json", json.dumps(oci_index, separators=(",", ":")).encode()),
+    ]
+    return archive(members), "sha256:" + sha256(config)
+
+
+def build_hardlink_layers(outdir: Path) -> dict[str, dict]:
+    base = base_tree(b"base\n")
+    upper = [
+        d("bin"),
+        hardlink("bin/ash", "bin/busybox"),
+        d("www"),
+        f("www/index.html", b"hello from the hard-linked layers\n"),
+    ]
+    data, image_id = oci_archive([make_tar(base), make_tar(upper)])
+    files, links = expect(base + [e for e in upper if e.kind == "file"])
+    files["bin/ash"] = files["bin/busybox"]
+    return {
+        "oci-hardlink-layers": {
+            "file": write(outdir, "oci-hardlink-layers.tar", data),
+            "id": image_id,
+            "format": "oci",
+            "files": dict(sorted(files.items())),
+            "absent": [],
+            "symlinks": links,
+            "hardlinks": {"bin/ash": "bin/busybox"},
+        }
+    }
+
+
 def build_not_an_image(outdir: Path) -> dict[str, dict]:
     readme = b"This tar is not a container image.\n"
     data = archive([("README", readme)])
@@ -552,6 +623,7 @@ def build(outdir: str | os.PathLike) -> dict[str, dict]:
     index.update(build_aci(out))
     index.update(build_podman(out))
     index.update(build_layered(out))
+    index.update(build_hardlink_layers(out))
     index.update(build_not_an_image(out))
     tmp = tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp")
     with tmp:

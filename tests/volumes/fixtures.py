@@ -23,7 +23,9 @@ The archives, and why each exists:
   pod whose services use them.
 * `evil-*.tar` - archives that try to write outside the volume: a `..`
   entry, an absolute path, a write through a symlink to `/tmp`, a symlink
-  leading out, hard links to `/etc/passwd`, and a device node (refused
+  leading out, hard links to `/etc/passwd`, hard links to a symlink that
+  would lead out where the link lands (directly and through a chain of
+  hard links), and a device node (refused
   unless allow_special_files). The files they would create are named
   `ops-escape-*`, so a test can look for them.
 * the busybox ACI of the image tests (`aci-gz.aci`, from
@@ -197,6 +199,21 @@ EVIL = {
     ],
     "evil-hardlink-absolute": [
         {"name": "passwd", "kind": "hard", "target": "/etc/passwd"},
+    ],
+    # link() on a symlink makes another symlink: a hard link to a symlink
+    # that is fine where it is plants one to the volume's parent.
+    "evil-hardlink-symlink": [
+        {"name": "a/", "kind": "dir"},
+        {"name": "a/up", "kind": "link", "target": ".."},
+        {"name": "up", "kind": "hard", "target": "a/up"},
+        {"name": "up/ops-escape-hardlink-symlink", "kind": "file", "data": b"escaped\n"},
+    ],
+    # The same through a chain of hard links.
+    "evil-hardlink-chain": [
+        {"name": "a/b/", "kind": "dir"},
+        {"name": "a/b/up", "kind": "link", "target": ".."},
+        {"name": "a/b/h1", "kind": "hard", "target": "a/b/up"},
+        {"name": "h2", "kind": "hard", "target": "a/b/h1"},
     ],
     # Not an escape, but refused unless allow_special_files is set.
     "evil-device": [

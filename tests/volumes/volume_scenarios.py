@@ -614,6 +614,8 @@ EVIL = {
     "evil-symlink-chain-only.tar": ('entry "b"', "leads outside the volume once the symlinks"),
     "evil-hardlink.tar": ('entry "passwd"', "goes up with '..'"),
     "evil-hardlink-absolute.tar": ('entry "passwd"', "a hard link to the absolute path /etc/passwd"),
+    "evil-hardlink-symlink.tar": ('entry "up"', "a hard link to the symlink a/up"),
+    "evil-hardlink-chain.tar": ('entry "h2"', "a hard link to the symlink a/b/h1"),
     "evil-device.tar": ('entry "dev-null"', "allow_special_files is off"),
 }
 ESCAPES = ["/tmp/ops-escape-dotdot", "/tmp/ops-escape-absolute", "/tmp/ops-escape-through-symlink",

@@ -12,6 +12,13 @@
 //! against them and against the expected id, and only then are the layers
 //! merged, in order, by renames ([`unpack::overlay`]).
 //!
+//! What is kept in memory is bounded, whatever the archive says: each
+//! document at most [`DOCUMENT_LIMIT`], all the names, links and
+//! documents outside the layers at most [`KEPT_LIMIT`] in all and
+//! [`MEMBER_LIMIT`] in number, and each entry's headers (long names, PAX
+//! records) at most [`unpack::HEADER_LIMIT`]. Past a bound the archive is
+//! refused, naming the entry.
+//!
 //! Everything happens in a work directory that the caller discards on
 //! failure; nothing here touches the store.
 
@@ -28,10 +35,17 @@ use super::digest::{hex, HashingReader, PrefetchingReader};
 use super::{Format, ImageError};
 use crate::bundle::ImageId;
 use crate::decode::{self, Compression};
-use crate::unpack::{self, Route, Unpacker, Whiteout};
+use crate::unpack::{self, Guarded, LowerLink, Route, Unpacker, Whiteout};
 
-/// The largest document (manifest, config, index) kept in memory.
-const DOCUMENT_LIMIT: u64 = 16 << 20;
+/// The largest document (manifest, config, index) kept in memory: real
+/// ones are a few KiB, a config with a long history well under 1 MiB.
+pub const DOCUMENT_LIMIT: u64 = 4 << 20;
+/// The most bytes of documents, file names and link targets outside the
+/// layers kept in memory at once.
+pub const KEPT_LIMIT: u64 = 16 << 20;
+/// The most files and links outside the layers (blobs, documents,
+/// aliases): a multi-platform image has a few hundred.
+pub const MEMBER_LIMIT: usize = 10_000;
 
 /// An image unpacked into a work directory.
 #[derive(Debug)]
@@ -98,6 +112,7 @@ enum Blob {
         diff: String,
         bytes: u64,
         whiteouts: Vec<Whiteout>,
+        lower_links: Vec<LowerLink>,
     },
 }
 
@@ -121,6 +136,9 @@ struct Scan<'a> {
     /// link `<id>/layer.tar` to the layer file).
     aliases: HashMap<String, String>,
     layers_made: usize,
+    /// Bytes of documents, names and links kept, and how many.
+    kept: u64,
+    members: usize,
 }
 
 /// An error reading or unpacking `file`; a file that ends too soon says so.
@@ -193,9 +211,15 @@ impl<'a> Scan<'a> {
     }
 
     fn run<R: Read>(&mut self, reader: R) -> io::Result<()> {
-        let mut archive = Archive::new(reader);
+        let guarded = Guarded::new(reader);
+        let gate = guarded.gate();
+        let mut archive = Archive::new(guarded);
         let rootfs_dir = self.work.join("aci-rootfs");
-        let mut rootfs = Unpacker::new(&rootfs_dir, false);
+        // An ACI's hard links name their targets by archive path:
+        // `rootfs/bin/busybox`.
+        let mut rootfs = Unpacker::new(&rootfs_dir, false)
+            .with_link_base(Path::new("rootfs"))
+            .with_gate(gate);
         let mut rootfs_made = false;
         let mut others: Vec<io::Error> = Vec::new();
         rootfs.unpack(
@@ -238,25 +262,55 @@ impl<'a> Scan<'a> {
                 let target = entry.link_name()?.unwrap_or_default();
                 let base = rel.parent().unwrap_or(Path::new(""));
                 let joined = normalise(&base.join(target));
+                self.keep(&name, key.len() + joined.len())?;
                 self.aliases.insert(key, joined);
                 Ok(())
             }
             EntryType::Link => {
-                let target = entry.link_name()?.unwrap_or_default();
-                self.aliases.insert(key, normalise(&target));
+                let target = normalise(&entry.link_name()?.unwrap_or_default());
+                self.keep(&name, key.len() + target.len())?;
+                self.aliases.insert(key, target);
                 Ok(())
             }
             EntryType::Regular | EntryType::Continuous if key == "manifest" => {
-                self.aci_manifest = Some(read_document(entry, &name)?);
+                let manifest = read_document(entry, &name)?;
+                self.keep(&name, key.len() + manifest.len())?;
+                self.aci_manifest = Some(manifest);
                 Ok(())
             }
             EntryType::Regular | EntryType::Continuous => {
+                self.keep(&name, key.len())?;
                 let blob = self.blob(entry, &name)?;
+                if let Blob::Document { bytes, .. } = &blob {
+                    self.keep_bytes(&name, bytes.len())?;
+                }
                 self.blobs.insert(key, blob);
                 Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    /// Count one more member kept in memory, of `bytes` bytes.
+    fn keep(&mut self, name: &str, bytes: usize) -> io::Result<()> {
+        self.members += 1;
+        if self.members > MEMBER_LIMIT {
+            return Err(too_much(format!(
+                "entry {name:?}: the archive has more than {MEMBER_LIMIT} files and links besides its layers' contents"
+            )));
+        }
+        self.keep_bytes(name, bytes)
+    }
+
+    fn keep_bytes(&mut self, name: &str, bytes: usize) -> io::Result<()> {
+        self.kept += bytes as u64;
+        if self.kept > KEPT_LIMIT {
+            return Err(too_much(format!(
+                "entry {name:?}: the archive's documents, names and links besides its layers take more than {} MiB",
+                KEPT_LIMIT >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Take in one file of the archive: a layer is unpacked as it streams,
@@ -284,15 +338,16 @@ impl<'a> Scan<'a> {
                 raw,
                 bytes: unpacked.bytes,
                 whiteouts: unpacked.whiteouts,
+                lower_links: unpacked.lower_links,
             }
         } else {
             let mut bytes = head;
             (&mut stream).take(DOCUMENT_LIMIT).read_to_end(&mut bytes)?;
             if bytes.len() as u64 >= DOCUMENT_LIMIT {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{name} is neither a layer (a tar) nor a document of at most 16 MiB"),
-                ));
+                return Err(too_much(format!(
+                    "{name} is neither a layer (a tar) nor a document of less than {} MiB",
+                    DOCUMENT_LIMIT >> 20
+                )));
             }
             drop(stream);
             Blob::Document {
@@ -308,19 +363,24 @@ fn read_document<R: Read>(entry: &mut Entry<'_, R>, name: &str) -> io::Result<Ve
     let mut bytes = Vec::new();
     entry.take(DOCUMENT_LIMIT).read_to_end(&mut bytes)?;
     if bytes.len() as u64 >= DOCUMENT_LIMIT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{name} is larger than 16 MiB"),
-        ));
+        return Err(too_much(format!(
+            "{name} is a document of {} MiB or more",
+            DOCUMENT_LIMIT >> 20
+        )));
     }
     Ok(bytes)
 }
 
+fn too_much(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
 fn unpack_layer(stream: impl Read, dir: &Path, name: &str) -> io::Result<unpack::Unpacked> {
-    let mut unpacker = Unpacker::new(dir, true);
+    let guarded = Guarded::new(stream);
+    let mut unpacker = Unpacker::new(dir, true).with_gate(guarded.gate());
     unpacker
         .unpack(
-            &mut Archive::new(stream),
+            &mut Archive::new(guarded),
             |p| unpack::relative(p, &p.display().to_string()).map(Route::Into),
             |_, _| Ok(()),
         )
@@ -359,6 +419,8 @@ pub fn unpack(
         blobs: HashMap::new(),
         aliases: HashMap::new(),
         layers_made: 0,
+        kept: 0,
+        members: 0,
     };
     let (_, stream) = decompress(reader).map_err(|e| scan.read_error(e))?;
     // Reading, decompressing and (for an ACI, whose id is the sha512 of
@@ -605,27 +667,40 @@ impl Scan<'_> {
             let blob = self.blobs.remove(key).ok_or_else(|| {
                 self.malformed(format!("{what} is not in the archive (or is listed twice)"))
             })?;
-            let (dir, diff, bytes, whiteouts) = match blob {
+            let (dir, diff, bytes, whiteouts, lower_links) = match blob {
                 Blob::Layer {
                     dir,
                     diff,
                     bytes,
                     whiteouts,
+                    lower_links,
                     ..
-                } => (dir, diff, bytes, whiteouts),
+                } => (dir, diff, bytes, whiteouts, lower_links),
                 Blob::Document { bytes, .. } => {
                     // A layer too small to look like a tar (an empty one).
                     let (_, mut stream) = decompress(&bytes[..]).map_err(|e| self.read_error(e))?;
                     let mut plain = Vec::new();
-                    stream
+                    (&mut stream)
+                        .take(DOCUMENT_LIMIT)
                         .read_to_end(&mut plain)
                         .map_err(|e| self.read_error(e))?;
+                    if plain.len() as u64 >= DOCUMENT_LIMIT {
+                        return Err(self.malformed(format!(
+                            "{what} is not a tar, nor a small file that decompresses to one"
+                        )));
+                    }
                     let diff = hex(&Sha256::digest(&plain));
                     let dir = self.work.join("layers").join(format!("small-{i}"));
                     fs::create_dir_all(&dir).map_err(|e| self.read_error(e))?;
                     let unpacked =
                         unpack_layer(&plain[..], &dir, key).map_err(|e| self.read_error(e))?;
-                    (dir, diff, unpacked.bytes, unpacked.whiteouts)
+                    (
+                        dir,
+                        diff,
+                        unpacked.bytes,
+                        unpacked.whiteouts,
+                        unpacked.lower_links,
+                    )
                 }
             };
             if format!("sha256:{diff}") != *diff_id {
@@ -638,10 +713,13 @@ impl Scan<'_> {
             }
             size += bytes;
             if i == 0 {
-                fs::rename(&dir, &rootfs).map_err(|e| self.read_error(e))?;
-            } else {
-                unpack::overlay(&rootfs, &dir, &whiteouts).map_err(|e| self.read_error(e))?;
+                fs::create_dir(&rootfs).map_err(|e| self.read_error(e))?;
             }
+            // The first layer too: its hard links to lower layers find
+            // none, and its whiteouts hide nothing.
+            unpack::overlay(&rootfs, &dir, &whiteouts, &lower_links).map_err(|e| {
+                self.read_error(io::Error::new(e.kind(), format!("layer {key}: {e}")))
+            })?;
         }
         if layers.is_empty() {
             fs::create_dir_all(&rootfs).map_err(|e| self.read_error(e))?;
@@ -675,21 +753,26 @@ pub fn identify(path: &Path, file: &str) -> Result<(Format, Vec<String>), ImageE
         blobs: HashMap::new(),
         aliases: HashMap::new(),
         layers_made: 0,
+        kept: 0,
+        members: 0,
     };
     if plain {
-        let mut archive = Archive::new(opened);
+        // Layers are skipped by seeking, so only headers are read between
+        // entries.
+        let guarded = Guarded::new(opened);
+        let gate = guarded.gate();
+        let mut archive = Archive::new(guarded);
         let entries = archive.entries_with_seek().map_err(unpack_error)?;
-        for entry in entries {
-            docs.keep_document(entry.map_err(unpack_error)?)
-                .map_err(unpack_error)?;
-        }
+        docs.keep_documents(entries, &gate, false)
+            .map_err(unpack_error)?;
     } else {
         let (_, stream) = decompress(opened).map_err(unpack_error)?;
-        let mut archive = Archive::new(stream);
-        for entry in archive.entries().map_err(unpack_error)? {
-            docs.keep_document(entry.map_err(unpack_error)?)
-                .map_err(unpack_error)?;
-        }
+        let guarded = Guarded::new(stream);
+        let gate = guarded.gate();
+        let mut archive = Archive::new(guarded);
+        let entries = archive.entries().map_err(unpack_error)?;
+        docs.keep_documents(entries, &gate, true)
+            .map_err(unpack_error)?;
     }
     if docs.blobs.contains_key("index.json") && docs.blobs.contains_key("oci-layout") {
         let index: OciIndex = docs.parse("index.json")?;
@@ -736,19 +819,54 @@ pub fn identify(path: &Path, file: &str) -> Result<(Format, Vec<String>), ImageE
 const IDENTIFY_LIMIT: u64 = 1 << 20;
 
 impl Scan<'_> {
-    fn keep_document<R: Read>(&mut self, mut entry: Entry<'_, R>) -> io::Result<()> {
+    /// Keep the documents among `entries`, each entry's headers bounded
+    /// by `gate`; `drain` reads what an entry leaves (a stream that cannot
+    /// seek past it).
+    fn keep_documents<R: Read>(
+        &mut self,
+        mut entries: tar::Entries<'_, R>,
+        gate: &unpack::Gate,
+        drain: bool,
+    ) -> io::Result<()> {
+        let mut last: Option<String> = None;
+        loop {
+            gate.start();
+            let next = entries.next();
+            gate.stop();
+            let mut entry = match next {
+                None => return Ok(()),
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    return Err(match last {
+                        Some(last) => {
+                            io::Error::new(e.kind(), format!("the entry after {last:?}: {e}"))
+                        }
+                        None => e,
+                    })
+                }
+            };
+            last = Some(entry.path()?.display().to_string());
+            self.keep_document(&mut entry)?;
+            if drain {
+                io::copy(&mut entry, &mut io::sink())?;
+            }
+        }
+    }
+
+    fn keep_document<R: Read>(&mut self, entry: &mut Entry<'_, R>) -> io::Result<()> {
         let path = entry.path()?.into_owned();
         let rel = unpack::relative(&path, &path.display().to_string())?;
         let key = rel.to_string_lossy().into_owned();
         match entry.header().entry_type() {
-            EntryType::Symlink | EntryType::Link => self.other(&path, &mut entry),
+            EntryType::Symlink | EntryType::Link => self.other(&path, entry),
             EntryType::Regular | EntryType::Continuous if key == "manifest" => {
                 self.aci_manifest = Some(Vec::new());
                 Ok(())
             }
             EntryType::Regular | EntryType::Continuous if entry.size() <= IDENTIFY_LIMIT => {
                 let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes)?;
+                entry.take(IDENTIFY_LIMIT).read_to_end(&mut bytes)?;
+                self.keep(&path.display().to_string(), key.len() + bytes.len())?;
                 let raw = hex(&Sha256::digest(&bytes));
                 self.blobs.insert(key, Blob::Document { bytes, raw });
                 Ok(())
@@ -784,14 +902,27 @@ pub fn aci_rootfs_tar(
     let mut size = 0;
     let mut saw_rootfs = false;
     {
-        let mut archive = Archive::new(&mut hashed);
-        for entry in archive.entries().map_err(read_error)? {
-            let mut entry = entry.map_err(read_error)?;
+        let guarded = Guarded::new(&mut hashed);
+        let gate = guarded.gate();
+        let mut archive = Archive::new(guarded);
+        let mut entries = archive.entries().map_err(read_error)?;
+        // The entry before, whose data is read to its end here rather than
+        // skipped by the tar reader, so that the gate counts headers only.
+        let mut previous = None;
+        loop {
+            if let Some(mut done) = previous.take() {
+                io::copy(&mut done, &mut io::sink()).map_err(read_error)?;
+            }
+            gate.start();
+            let next = entries.next();
+            gate.stop();
+            let Some(entry) = next else { break };
+            let entry = previous.insert(entry.map_err(read_error)?);
             let path = entry.path().map_err(read_error)?.into_owned();
             let name = path.display().to_string();
             let rel = unpack::relative(&path, &name).map_err(read_error)?;
             if rel == Path::new("manifest") {
-                manifest = Some(read_document(&mut entry, &name).map_err(read_error)?);
+                manifest = Some(read_document(entry, &name).map_err(read_error)?);
                 continue;
             }
             let Ok(inside) = rel.strip_prefix("rootfs") else {
@@ -812,7 +943,18 @@ pub fn aci_rootfs_tar(
                         .into_owned();
                     let target = if kind == EntryType::Link {
                         let t = unpack::relative(&target, &name).map_err(read_error)?;
-                        t.strip_prefix("rootfs").map(Path::to_owned).unwrap_or(t)
+                        match t.strip_prefix("rootfs") {
+                            Ok(inside) => inside.to_owned(),
+                            Err(_) => {
+                                return Err(ImageError::Malformed {
+                                    file: file.to_owned(),
+                                    what: format!(
+                                        "entry {name:?}: a hard link to {}, outside rootfs/",
+                                        t.display()
+                                    ),
+                                })
+                            }
+                        }
                     } else {
                         target
                     };
@@ -820,7 +962,7 @@ pub fn aci_rootfs_tar(
                 }
                 _ => {
                     size += if kind.is_file() { entry.size() } else { 0 };
-                    builder.append_data(&mut header, inside, &mut entry)
+                    builder.append_data(&mut header, inside, &mut *entry)
                 }
             };
             result.map_err(read_error)?;
