@@ -21,8 +21,9 @@
 //! link to a file it has not created is made when it is laid over the
 //! layers below, as applying the layer onto them would. Whiteouts follow
 //! the OCI layer format: an empty file named `.wh.` and the name of one
-//! entry of its directory, or `.wh..wh..opq`; other `.wh.` names, and
-//! whiteouts of `.`, `..` or nothing, are refused, so no whiteout can
+//! entry of its directory, or `.wh..wh..opq`; aufs's own `.wh..wh.*`
+//! entries are skipped (as containerd and podman do); other `.wh.` names,
+//! and whiteouts of `.`, `..` or nothing, are refused, so no whiteout can
 //! reach the root or above it.
 //!
 //! The tar reader holds an entry's long names and PAX records in memory
@@ -49,6 +50,8 @@ use tar::{Archive, Entry, EntryType};
 const WHITEOUT: &str = ".wh.";
 /// Name of the marker that makes a directory opaque.
 const OPAQUE: &str = ".wh..wh..opq";
+/// Prefix of aufs's metadata entries, which layers may carry.
+const AUFS_META: &str = ".wh..wh.";
 /// The most bytes the tar reader may take in between two entries: GNU
 /// long names, PAX records and sparse maps are held in memory whole, and
 /// a compressed archive can make them as large as it likes for a few
@@ -427,6 +430,17 @@ impl Unpacker {
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
         if self.layer {
+            // aufs kept its own bookkeeping under `.wh..wh.` names
+            // (`.wh..wh.plnk/`, `.wh..wh.aufs`), and old Docker layers still
+            // carry it: it is no part of the image, and skipped as
+            // containerd and podman skip it.
+            let aufs_meta = rel.components().any(|c| {
+                let c = c.as_os_str().to_string_lossy();
+                c.starts_with(AUFS_META) && c != OPAQUE
+            });
+            if aufs_meta {
+                return Ok(None);
+            }
             if let Some(reserved) = parent
                 .components()
                 .find(|c| c.as_os_str().to_string_lossy().starts_with(WHITEOUT))

@@ -687,10 +687,6 @@ fn hard_links_out_of_the_tree_and_odd_whiteouts_are_refused_by_entry() {
             vec![base_layer(), tar_of(&[(".wh.www/index.html", "f:x")])],
         ),
         (
-            "whiteout of a reserved name",
-            vec![base_layer(), tar_of(&[("www/.wh..wh.plnk", "f:")])],
-        ),
-        (
             "opaque marker that is a directory",
             vec![base_layer(), tar_of(&[("data/.wh..wh..opq/", "d")])],
         ),
@@ -805,6 +801,26 @@ fn whiteouts_apply_to_lower_layers_only_and_never_to_the_root() {
                 "www/",
                 "www/index.html: base\n",
                 "www/old.html: new\n",
+            ],
+        ),
+        (
+            "aufs's own entries are no part of the image",
+            vec![
+                base_layer(),
+                tar_of(&[
+                    ("www/.wh..wh.plnk/", "d"),
+                    ("www/.wh..wh.plnk/4.12", "f:x"),
+                    (".wh..wh.aufs", "f:"),
+                    ("www/.wh..wh.orph/", "d"),
+                ]),
+            ],
+            &[
+                "data/",
+                "data/x: x",
+                "etc -> /etc",
+                "www/",
+                "www/index.html: base\n",
+                "www/old.html: old\n",
             ],
         ),
         (
