@@ -4,9 +4,14 @@
 //! are plain or gzip; a volume's archive any of those or zstd. The first
 //! bytes say which, so a file called `.aci` that is really xz works and a
 //! wrong extension cannot mislead.
+//!
+//! Also the look at an archive's first bytes ([`check_start`]) that tells,
+//! without reading it whole, whether it can be read as a tar at all: check
+//! mode refuses with it what the real run would refuse, for images and
+//! volumes alike.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Cursor, Read};
 
 /// How a stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +98,99 @@ pub fn content_free(message: &str) -> Cow<'_, str> {
     } else {
         format!("a tar header is damaged: its {field} field is not a number")
     })
+}
+
+/// How much of an archive [`check_start`] needs at most to see its first
+/// tar header: a bzip2 block, the largest unit a decoder must read whole
+/// before it gives anything, holds 900 kB.
+pub const HEAD: usize = 2 << 20;
+
+/// Up to [`HEAD`] bytes from the start of `reader`, and whether that is all
+/// of it.
+pub fn read_head(reader: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
+    let mut head = Vec::new();
+    reader.take(HEAD as u64 + 1).read_to_end(&mut head)?;
+    let whole = head.len() <= HEAD;
+    head.truncate(HEAD);
+    Ok((head, whole))
+}
+
+/// What can be told of an archive without extracting it: its compression
+/// is recognised and its start decodes, and it starts as a tar archive
+/// does (an end-of-archive block, or a header whose checksum is right),
+/// exactly as the extraction will read it. `head` is the start of the file
+/// ([`read_head`]), `whole` says it is all of it: a start cut short by
+/// [`HEAD`] is not held against the archive.
+pub fn check_start(head: &[u8], whole: bool) -> io::Result<()> {
+    let (compression, mut decoder) = decompressed(Cursor::new(head))?;
+    let named = match compression {
+        Compression::None => None,
+        Compression::Gzip => Some("gzip"),
+        Compression::Bzip2 => Some("bzip2"),
+        Compression::Xz => Some("xz"),
+        Compression::Zstd => Some("zstd"),
+    };
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match decoder.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The decoder ran out of the part it was given.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !whole => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
+            Err(e) => {
+                let what = named.unwrap_or("its");
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{what} compression is damaged: {e}"),
+                ));
+            }
+        }
+    }
+    let inner = if named.is_some() {
+        " once decompressed"
+    } else {
+        ""
+    };
+    let not_tar = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a tar archive: {why}"),
+        )
+    };
+    if got < block.len() {
+        // Nothing at all is an empty archive to tar; a part of a block is
+        // an archive cut short, unless `head` was.
+        return if got == 0 || !whole {
+            Ok(())
+        } else {
+            Err(not_tar(format!(
+                "it holds {got} bytes{inner}, less than one tar header (512 bytes)"
+            )))
+        };
+    }
+    if block.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    let header = tar::Header::from_byte_slice(&block);
+    let Ok(recorded) = header.cksum() else {
+        return Err(not_tar(format!(
+            "its first 512 bytes{inner} are not a tar header (no checksum where a header has one)"
+        )));
+    };
+    let sum = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .fold(8 * u32::from(b' '), |a, b| a + u32::from(*b));
+    if sum == recorded {
+        Ok(())
+    } else {
+        Err(not_tar(format!(
+            "the checksum of its first header{inner} is wrong: it is damaged, or not a tar"
+        )))
+    }
 }
 
 #[cfg(test)]

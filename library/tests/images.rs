@@ -442,6 +442,37 @@ fn check_mode_plans_without_touching_anything_and_absent_removes() {
     assert!(error_chain(&err).contains("neither path nor uri"), "{err}");
 }
 
+/// A local file that cannot be an image (not a tar, its compression
+/// damaged) is refused in check mode as in the real run, with the same
+/// message and without a byte of it shown; the host stays as it was.
+#[test]
+fn check_mode_refuses_a_local_file_that_cannot_be_an_image() {
+    let host = Host::new();
+    let (_, id) = aci();
+    let mut gzip_garbage = vec![0x1f, 0x8b, 0x08, 0x00];
+    gzip_garbage.extend_from_slice(b"SECRET-BYTES garbage after a gzip magic");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("text", b"root:SECRET-BYTES:19000:0:99999:7:::\n".repeat(20)),
+        ("gzip header then garbage", gzip_garbage),
+    ];
+    let mut messages = Vec::new();
+    for (what, bytes) in cases {
+        let file = host.file("not-an-image", &bytes);
+        let request = host.request(&id, Some(Location::Path(file)));
+        let checked = error_chain(&image::run(&request, true, true).unwrap_err());
+        assert!(!host.root.exists(), "{what}: check mode wrote nothing");
+        let real = error_chain(&image::run(&request, false, false).unwrap_err());
+        assert_eq!(checked, real, "{what}: check mode says what the run says");
+        assert!(!checked.contains("SECRET"), "{what}: {checked}");
+        assert!(!host.root.exists(), "{what}: the refusal wrote nothing");
+        messages.push(format!(
+            "{what}: {}",
+            checked.replace(&host.dir.path().display().to_string(), "TMP")
+        ));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+}
+
 /// A one-connection-at-a-time HTTP server on loopback: `/image` serves the
 /// bytes, `/stall` sends half of them and then waits, anything else 404.
 fn serve(bytes: Vec<u8>) -> String {

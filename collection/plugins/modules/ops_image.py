@@ -99,9 +99,12 @@ attributes:
     support: full
     description:
       - Reports what would be imported or removed and changes nothing.
-      - The checks that need no download are made too, so check mode refuses
-        what the real run would; a local image with a local signature has
-        its signature checked.
+      - The checks that need no download and no reading of the whole image
+        are made too - the file is a regular file, its compression and first
+        tar header are sound, and a local image with a local signature has
+        its signature checked - so check mode refuses what the real run
+        would refuse by them. Whether the file is the image O(id) names is
+        known only from all of its bytes, which only the real run reads.
   diff_mode:
     support: full
     description: The diff shows the image id, runtime and location added or removed.

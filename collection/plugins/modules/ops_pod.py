@@ -23,7 +23,10 @@ description:
     versions sit side by side. C(ops-<pod>.target) wants the current
     version's units and, while the pod is started, brings them back after a
     reboot. Versions are immutable - the same version with other content is
-    refused.
+    refused, its volume data included (a volume archive by path other than
+    the one the version was deployed with; an archive by URI counts as the
+    same data while its URI is the same): give a new version, or load new
+    data with M(ops.onboard.ops_volume) (O(ops.onboard.ops_volume#module:replace=true)).
   - O(state=started) makes the version current, starts its units, waits until
     each is up (and stays up for O(min_up_time)) within O(start_timeout),
     then stops every other version's units. If the new version does not

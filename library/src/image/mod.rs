@@ -206,8 +206,9 @@ pub struct Import {
 }
 
 impl Import {
-    /// The checks that need no bytes: done before planning, so check mode
-    /// refuses what the real run would.
+    /// The checks that need no download and no reading of the image
+    /// whole: done before planning, so check mode refuses what the real
+    /// run would refuse by them.
     pub fn check(&self) -> Result<(), ImageError> {
         match (&self.signature, &self.keyring) {
             (Some(_), None) => {
@@ -231,6 +232,18 @@ impl Import {
             signature.check()?;
         }
         self.source.check()?;
+        // A local image's first bytes say whether it can be a tar at all:
+        // check mode refuses a file the run would refuse, without reading
+        // it whole (its digest is known only then).
+        if let Location::Path(path) = &self.source {
+            let looked = crate::atomic::open_regular(path)
+                .and_then(|mut file| crate::decode::read_head(&mut file))
+                .and_then(|(head, whole)| crate::decode::check_start(&head, whole));
+            looked.map_err(|source| ImageError::Source {
+                location: self.source.display(),
+                source,
+            })?;
+        }
         // A local image with a local signature is checked now, before any
         // lock or staging (and in check mode too); remote ones once
         // downloaded.

@@ -73,7 +73,7 @@ impl Module for OpsPod {
             Opt::new(
                 "env",
                 Kind::Dict(&Kind::Str),
-                "Pod environment; values are secrets, written 0600 and never returned.",
+                "Pod environment; values are secrets, written 0600 and never returned. Left out for a new version, the current version's is carried over.",
             )
             .no_log(),
             Opt::new("root", Kind::Path, "The ops store.")

@@ -1,5 +1,5 @@
 //! A volume's archive: its digests, the look at its first bytes that tells
-//! whether it can be extracted at all ([`check_start`]), and its
+//! whether it can be extracted at all ([`decode::check_start`]), and its
 //! extraction into a directory.
 //!
 //! Extraction reads and decompresses on a second thread while this one
@@ -8,7 +8,7 @@
 //! the reference libzstd, liblzma and libbz2.
 
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -127,7 +127,7 @@ pub fn digests(mut reader: Box<dyn Read + Send>, also: Option<Algorithm>) -> io:
     Ok(digests_and_head(&mut reader, also)?.0)
 }
 
-/// Hash a stream, keeping its first [`HEAD`] bytes for [`check_start`]:
+/// Hash a stream, keeping its first [`decode::HEAD`] bytes for [`decode::check_start`]:
 /// one read tells both whether it changed and whether it can be extracted.
 pub fn digests_and_head(
     reader: &mut dyn Read,
@@ -141,7 +141,7 @@ pub fn digests_and_head(
             Ok(0) => break,
             Ok(n) => {
                 hashes.update(&buf[..n]);
-                let room = HEAD.saturating_sub(head.len()).min(n);
+                let room = decode::HEAD.saturating_sub(head.len()).min(n);
                 head.extend_from_slice(&buf[..room]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -184,110 +184,10 @@ impl Read for HashingFile {
     }
 }
 
-/// How much of an archive [`check_start`] needs at most to see its first
-/// tar header: a bzip2 block, the largest unit a decoder must read whole
-/// before it gives anything, holds 900 kB.
-pub const HEAD: usize = 2 << 20;
-
 /// The archive file at `path`, opened after checking it is a regular file:
 /// what the extraction reads, and what check mode looks at.
 pub fn open_archive(path: &Path) -> io::Result<File> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    File::open(path)
-}
-
-/// Up to [`HEAD`] bytes from the start of `reader`, and whether that is all
-/// of it.
-pub fn read_head(reader: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
-    let mut head = Vec::new();
-    reader.take(HEAD as u64 + 1).read_to_end(&mut head)?;
-    let whole = head.len() <= HEAD;
-    head.truncate(HEAD);
-    Ok((head, whole))
-}
-
-/// What can be told of an archive without extracting it: its compression
-/// is recognised and its start decodes, and it starts as a tar archive
-/// does (an end-of-archive block, or a header whose checksum is right),
-/// exactly as the extraction will read it. `head` is the start of the file
-/// ([`read_head`]), `whole` says it is all of it: a start cut short by
-/// [`HEAD`] is not held against the archive.
-pub fn check_start(head: &[u8], whole: bool) -> io::Result<()> {
-    let (compression, mut decoder) = decode::decompressed(Cursor::new(head))?;
-    let named = match compression {
-        decode::Compression::None => None,
-        decode::Compression::Gzip => Some("gzip"),
-        decode::Compression::Bzip2 => Some("bzip2"),
-        decode::Compression::Xz => Some("xz"),
-        decode::Compression::Zstd => Some("zstd"),
-    };
-    let mut block = [0u8; 512];
-    let mut got = 0;
-    while got < block.len() {
-        match decoder.read(&mut block[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The decoder ran out of the part it was given.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !whole => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
-            Err(e) => {
-                let what = named.unwrap_or("its");
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{what} compression is damaged: {e}"),
-                ));
-            }
-        }
-    }
-    let inner = if named.is_some() {
-        " once decompressed"
-    } else {
-        ""
-    };
-    let not_tar = |why: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not a tar archive: {why}"),
-        )
-    };
-    if got < block.len() {
-        // Nothing at all is an empty archive to tar; a part of a block is
-        // an archive cut short, unless `head` was.
-        return if got == 0 || !whole {
-            Ok(())
-        } else {
-            Err(not_tar(format!(
-                "it holds {got} bytes{inner}, less than one tar header (512 bytes)"
-            )))
-        };
-    }
-    if block.iter().all(|b| *b == 0) {
-        return Ok(());
-    }
-    let header = tar::Header::from_byte_slice(&block);
-    let Ok(recorded) = header.cksum() else {
-        return Err(not_tar(format!(
-            "its first 512 bytes{inner} are not a tar header (no checksum where a header has one)"
-        )));
-    };
-    let sum = block[..148]
-        .iter()
-        .chain(&block[156..])
-        .fold(8 * u32::from(b' '), |a, b| a + u32::from(*b));
-    if sum == recorded {
-        Ok(())
-    } else {
-        Err(not_tar(format!(
-            "the checksum of its first header{inner} is wrong: it is damaged, or not a tar"
-        )))
-    }
+    crate::atomic::open_regular(path)
 }
 
 /// What an extraction produced.
@@ -315,8 +215,8 @@ pub fn extract(
     let mut opened = open_archive(file).map_err(&failed)?;
     // What check mode tells of the archive is refused the same way here,
     // before anything is written.
-    let (head, whole) = read_head(&mut opened).map_err(&failed)?;
-    check_start(&head, whole).map_err(&failed)?;
+    let (head, whole) = decode::read_head(&mut opened).map_err(&failed)?;
+    decode::check_start(&head, whole).map_err(&failed)?;
     opened.seek(SeekFrom::Start(0)).map_err(&failed)?;
     let length = opened.metadata().map_err(&failed)?.len();
     let hashes = Arc::new(Mutex::new(Some(Hashes::new(also))));

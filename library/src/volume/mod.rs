@@ -32,6 +32,7 @@ use crate::atomic::{self, FsError};
 use crate::bundle::names::{PodName, Version};
 use crate::bundle::{Pod, Volume};
 use crate::command::CommandError;
+use crate::decode;
 use crate::image::{ImageError, Location, Runtime};
 use crate::lock::{LockError, StoreLock};
 use crate::pod::PodError;
@@ -518,8 +519,8 @@ fn digests_of(
         extract::digests_and_head(&mut reader, want.as_ref().map(Checksum::algorithm)).map_err(
             |e| VolumeError::from(crate::image::source::read_error(location, e, timeout)),
         )?;
-    let whole = digests.size <= extract::HEAD as u64;
-    extract::check_start(&head, whole).map_err(|e| extract::unusable(&location.display(), e))?;
+    let whole = digests.size <= decode::HEAD as u64;
+    decode::check_start(&head, whole).map_err(|e| extract::unusable(&location.display(), e))?;
     Ok(digests)
 }
 
@@ -1033,7 +1034,7 @@ pub fn env_name(volume: &str) -> String {
 
 /// ops_pod's look at the volumes of a bundle before it plans anything
 /// (check mode included). A version it would add: each archive must start
-/// as an archive does ([`extract::check_start`]; the extraction refuses the
+/// as an archive does ([`decode::check_start`]; the extraction refuses the
 /// same way). A version it has (`deployed`): each archive must be the one
 /// the version was deployed with, or the one its volume holds now (loaded
 /// with ops_volume's `replace`): a version's volume data is as immutable as
@@ -1110,7 +1111,7 @@ pub fn check_bundle(
     Ok(())
 }
 
-/// [`extract::check_start`] on the first bytes of the archive at
+/// [`decode::check_start`] on the first bytes of the archive at
 /// `location` (a download is cut off once they are read).
 fn check_archive_start(
     location: &Location,
@@ -1119,14 +1120,14 @@ fn check_archive_start(
 ) -> Result<(), VolumeError> {
     let read = match location {
         Location::Path(path) => {
-            extract::open_archive(path).and_then(|mut f| extract::read_head(&mut f))
+            extract::open_archive(path).and_then(|mut f| decode::read_head(&mut f))
         }
         remote => {
             let mut reader = remote.open(timeout)?;
-            extract::read_head(&mut reader)
+            decode::read_head(&mut reader)
                 .map_err(|e| io::Error::other(crate::image::source::read_error(remote, e, timeout)))
         }
     };
     let (head, whole) = read.map_err(|e| extract::unusable(shown, e))?;
-    extract::check_start(&head, whole).map_err(|e| extract::unusable(shown, e))
+    decode::check_start(&head, whole).map_err(|e| extract::unusable(shown, e))
 }
