@@ -472,6 +472,15 @@ fn the_ports_option_overrides_the_bundle() {
         "fixed"
     );
     assert_eq!(ports_of(&r).len(), 3);
+    // Other ports for the deployed version: the option is what differs,
+    // and the refusal says so rather than blaming the bundle.
+    let mut other = request.clone();
+    other.ports = Some(ops_core::bundle::parse_ports("ports", json!({"HTTP": 18444})).unwrap());
+    let refused = host.run(&other).unwrap_err();
+    assert!(
+        refused.contains("with the ports option laid over it: a stored version keeps the ports"),
+        "{refused}"
+    );
     // Ports given without a bundle: said, not ignored.
     let mut bare = host.pod_request("a", State::Started);
     bare.ports = request.ports.clone();

@@ -218,9 +218,16 @@ impl Plan {
                 (Some(stored), Some(new)) if stored.record.digest != new.digest => {
                     return Err(PodError::Refused(format!(
                         "version {v} of pod {name} is already deployed with different content \
-                         (stored {}, bundle {}); versions are immutable: give the bundle a new version, \
+                         (stored {}, bundle {}{}); versions are immutable: give the bundle a new version, \
                          or remove version {v} first (state: absent)",
-                        stored.record.digest, new.digest
+                        stored.record.digest,
+                        new.digest,
+                        if request.ports.is_some() {
+                            " with the ports option laid over it: a stored version keeps the ports \
+                             it was deployed with"
+                        } else {
+                            ""
+                        }
                     )))
                 }
                 (Some(stored), _) => {
