@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::atomic::{self, Context, FsError};
 
@@ -89,6 +89,25 @@ fn only_scaffolding(dir: &Path, top: bool) -> bool {
     })
 }
 
+/// The lock file went away (or was replaced) under a waiter: it starts
+/// over, within its `timeout` like any wait, so a lock file that keeps
+/// changing can never hold a run forever.
+fn gone_again(path: &Path, started: Instant, timeout: Duration) -> Result<(), LockError> {
+    if started.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(10));
+        return Ok(());
+    }
+    Err(FsError {
+        action: "lock",
+        path: path.to_owned(),
+        source: std::io::Error::other(format!(
+            "the lock file kept being removed or replaced for {} s (lock_timeout)",
+            timeout.as_secs()
+        )),
+    }
+    .into())
+}
+
 impl StoreLock {
     /// Take the lock of the store at `root`, waiting up to `timeout`.
     /// `what` says what this run is doing, for whoever waits behind it.
@@ -101,15 +120,23 @@ impl StoreLock {
             // Again on every try: a run that created the store and left it
             // empty removes it (see Drop).
             atomic::create_dir_all(root, 0o755)?;
+            // A lock file that is a symlink was planted: opening it would
+            // create or lock a file elsewhere. Refused by name, and by
+            // O_NOFOLLOW should one appear between the look and the open.
+            atomic::refuse_planted(&path, false)?;
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o644)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
                 .open(&path);
             let mut file = match opened {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    gone_again(&path, started, timeout)?;
+                    continue;
+                }
                 other => other.at("open", &path)?,
             };
             let lock = loop {
@@ -146,7 +173,7 @@ impl StoreLock {
             let held = lock.metadata().at("lock", &path)?;
             match std::fs::symlink_metadata(&path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => break 'open lock,
-                _ => continue,
+                _ => gone_again(&path, started, timeout)?,
             }
         };
         let since = SystemTime::now()
@@ -257,5 +284,36 @@ mod tests {
         drop(first);
         waiter.join().unwrap();
         assert!(root.join("lock").is_file() && root.join("pods").is_file());
+    }
+
+    #[test]
+    fn a_planted_lock_symlink_is_refused_at_once_and_nothing_is_made_where_it_leads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        for target in ["dangling", "existing"] {
+            let elsewhere = tmp.path().join(target);
+            if target == "existing" {
+                std::fs::write(&elsewhere, b"keep").unwrap();
+            }
+            let _ = std::fs::remove_file(root.join("lock"));
+            std::os::unix::fs::symlink(&elsewhere, root.join("lock")).unwrap();
+            let started = Instant::now();
+            let error = StoreLock::acquire(&root, Duration::from_secs(30), "run").unwrap_err();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{target}: no wait"
+            );
+            let shown = crate::module::error_chain(&error);
+            assert!(
+                shown.contains("lock: it is a symlink that ops did not make"),
+                "{target}: {shown}"
+            );
+            match target {
+                "dangling" => assert!(!elsewhere.exists(), "nothing made where it leads"),
+                _ => assert_eq!(std::fs::read(&elsewhere).unwrap(), b"keep"),
+            }
+            assert!(!root.join("lock.holder").exists());
+        }
     }
 }
