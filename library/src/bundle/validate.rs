@@ -129,13 +129,16 @@ impl Validator<'_> {
 /// Check `relative` (as written in pod.json) against the bundle directory
 /// `dir` (canonical).
 fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
+    // A path that looks like a URI with credentials (`http:/u:pw@h/x`) is
+    // shown without them.
+    let shown = crate::image::source::redact(relative);
     if relative.is_empty() {
         return Err("expected a path relative to pod.json, got an empty string".into());
     }
     let path = Path::new(relative);
     if path.is_absolute() {
         return Err(format!(
-            "expected a path relative to pod.json, got the absolute path {relative:?}"
+            "expected a path relative to pod.json, got the absolute path {shown:?}"
         ));
     }
     let mut depth = 0usize;
@@ -143,7 +146,7 @@ fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
         match component {
             Component::Normal(_) => depth += 1,
             Component::ParentDir if depth == 0 => {
-                return Err(format!("{relative:?} leaves the bundle directory"));
+                return Err(format!("{shown:?} leaves the bundle directory"));
             }
             Component::ParentDir => depth -= 1,
             _ => {}
@@ -152,26 +155,29 @@ fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
     let resolved = match fs::canonicalize(dir.join(path)) {
         Ok(resolved) => resolved,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!("{relative:?}: no such file in the bundle"));
+            return Err(format!("{shown:?}: no such file in the bundle"));
         }
-        Err(e) => return Err(format!("{relative:?}: cannot be read: {e}")),
+        Err(e) => return Err(format!("{shown:?}: cannot be read: {e}")),
     };
     let Ok(inside) = resolved.strip_prefix(dir) else {
         return Err(format!(
-            "{relative:?} resolves to {}, outside the bundle directory",
+            "{shown:?} resolves to {}, outside the bundle directory",
             resolved.display()
         ));
     };
     match fs::metadata(&resolved) {
         Ok(meta) if meta.is_file() => Ok(inside.to_path_buf()),
-        Ok(_) => Err(format!("{relative:?} is not a regular file")),
-        Err(e) => Err(format!("{relative:?}: cannot be read: {e}")),
+        Ok(_) => Err(format!("{shown:?} is not a regular file")),
+        Err(e) => Err(format!("{shown:?}: cannot be read: {e}")),
     }
 }
 
 /// An `http`, `https` or `file` URI with something after the scheme.
 fn check_uri(uri: &str) -> Result<(), String> {
-    let well_formed = match uri.split_once("://") {
+    let scheme = uri
+        .split_once("://")
+        .map(|(s, rest)| (s.to_ascii_lowercase(), rest));
+    let well_formed = match scheme.as_ref().map(|(s, rest)| (s.as_str(), *rest)) {
         Some(("http" | "https", rest)) => {
             let host = rest.split('/').next().unwrap_or_default();
             !host.is_empty() && !host.contains(char::is_whitespace)
@@ -183,7 +189,8 @@ fn check_uri(uri: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "expected an http://, https:// or file:/// URI, got {uri:?}"
+            "expected an http://, https:// or file:/// URI, got {:?}",
+            crate::image::source::redact(uri)
         ))
     }
 }

@@ -17,36 +17,51 @@ use super::ImageError;
 const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECONDS as u64);
 
 /// A URI as ops shows and records it: credentials in it (`user:pass@`)
-/// become `***@`, and the value of every query parameter `***` (presigned
-/// URLs carry their token there). The download itself uses the URI as
-/// given; only this form appears in messages, results and records.
+/// become `***@`, the value of every query parameter `***` (presigned
+/// URLs carry their token there), and a fragment `#***`. Any scheme, in
+/// any case, and a malformed `scheme:/user:pass@host` too: a text that
+/// only looks like a URI is shown the same way. The download itself uses
+/// the URI as given; only this form appears in messages, results and
+/// records.
 pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
-    let Some((scheme, rest)) = uri.split_once("://") else {
+    let Some((scheme, rest)) = uri.split_once(':') else {
         return uri.into();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return uri.into();
+    }
+    let slashes = rest.len() - rest.trim_start_matches('/').len();
+    let (slashes, rest) = rest.split_at(slashes);
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (rest, None),
+    };
+    let authority_end = before_fragment
+        .find(['/', '?'])
+        .unwrap_or(before_fragment.len());
+    let (authority, tail) = before_fragment.split_at(authority_end);
     let host = authority.rsplit_once('@').map(|(_, host)| host);
     let (path, query) = match tail.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (tail, None),
     };
-    if host.is_none() && query.is_none() {
+    if host.is_none() && query.is_none() && fragment.is_none_or(str::is_empty) {
         return uri.into();
     }
-    let mut shown = format!("{scheme}://");
-    if let Some(host) = host {
-        shown.push_str("***@");
-        shown.push_str(host);
-    } else {
-        shown.push_str(authority);
+    let mut shown = format!("{scheme}:{slashes}");
+    match host {
+        Some(host) => {
+            shown.push_str("***@");
+            shown.push_str(host);
+        }
+        None => shown.push_str(authority),
     }
     shown.push_str(path);
     if let Some(query) = query {
-        let (query, fragment) = match query.split_once('#') {
-            Some((q, f)) => (q, Some(f)),
-            None => (query, None),
-        };
         let hidden: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
@@ -56,10 +71,9 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
             .collect();
         shown.push('?');
         shown.push_str(&hidden.join("&"));
-        if let Some(fragment) = fragment {
-            shown.push('#');
-            shown.push_str(fragment);
-        }
+    }
+    if fragment.is_some_and(|f| !f.is_empty()) {
+        shown.push_str("#***");
     }
     shown.into()
 }
@@ -297,14 +311,27 @@ mod tests {
             ("https://tok@h/a?b", "https://***@h/a?b"),
             (
                 "https://h/a.aci?X-Sig=abc&v=2#f",
-                "https://h/a.aci?X-Sig=***&v=***#f",
+                "https://h/a.aci?X-Sig=***&v=***#***",
             ),
             ("https://h/a@b", "https://h/a@b"),
             ("https://h/a.aci", "https://h/a.aci"),
+            ("HTTP://user:hunter2@h/x", "HTTP://***@h/x"),
+            ("https://h/x.aci#tok3n", "https://h/x.aci#***"),
+            ("https://u:p@h?q=s#f", "https://***@h?q=***#***"),
         ] {
             assert_eq!(redact(given), shown, "{given}");
             let location = Location::parse(given).unwrap();
             assert_eq!(location.display(), shown);
+        }
+        // Texts that only look like URIs, and paths that do not.
+        for (given, shown) in [
+            ("http:/u:hunter2@h/x", "http:/***@h/x"),
+            ("ftp://user:hunter2@h/x", "ftp://***@h/x"),
+            ("data:v1.tar", "data:v1.tar"),
+            ("units/web@.service", "units/web@.service"),
+            ("/srv/a@b/c", "/srv/a@b/c"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
         }
         let err = Location::parse("ftp://user:hunter2@h/x").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
