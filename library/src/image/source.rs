@@ -49,7 +49,7 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
         Some((path, query)) => (path, Some(query)),
         None => (tail, None),
     };
-    if host.is_none() && query.is_none() && fragment.is_none_or(str::is_empty) {
+    if host.is_none() && query.is_none() && !fragment.is_some_and(|f| !f.is_empty()) {
         return uri.into();
     }
     let mut shown = format!("{scheme}:{slashes}");
