@@ -89,6 +89,9 @@ pub struct Unpacked {
     pub whiteouts: Vec<Whiteout>,
     /// Hard links to files of lower layers (layers only).
     pub lower_links: Vec<LowerLink>,
+    /// Directories made only because entries lie under them: the archive
+    /// does not list them (layers only; see [`overlay`]).
+    pub implied_dirs: HashSet<PathBuf>,
 }
 
 /// What to do with an archive entry, by its path.
@@ -490,6 +493,7 @@ impl Unpacker {
                     fs::create_dir(&abs)?;
                 }
                 self.dirs.insert(rel.to_owned());
+                self.result.implied_dirs.remove(rel);
                 let header = entry.header();
                 return Ok(Some(DirMeta {
                     rel: rel.to_owned(),
@@ -690,6 +694,9 @@ impl Unpacker {
                     // A parent the archive does not list: made as tar
                     // makes it, and owned as the policy says.
                     fs::create_dir(&abs)?;
+                    if self.layer {
+                        self.result.implied_dirs.insert(so_far.clone());
+                    }
                     if self.policy.owner.is_some() || self.policy.group.is_some() {
                         lchown(&abs, self.policy.owner, self.policy.group)?;
                     }
@@ -965,6 +972,7 @@ pub fn overlay(
     layer: &Path,
     whiteouts: &[Whiteout],
     lower_links: &[LowerLink],
+    implied_dirs: &HashSet<PathBuf>,
 ) -> io::Result<()> {
     // Whiteouts hide what the lower layers have, never the root itself
     // (a whiteout's name is checked when it is read).
@@ -1001,7 +1009,7 @@ pub fn overlay(
     for link in lower_links {
         lower_link(root, layer, link)?;
     }
-    merge(layer, root)?;
+    merge(layer, root, Path::new(""), implied_dirs)?;
     fs::remove_dir(layer).or_else(|e| match e.kind() {
         io::ErrorKind::NotFound => Ok(()),
         _ => Err(e),
@@ -1043,17 +1051,36 @@ fn lower_link(root: &Path, layer: &Path, link: &LowerLink) -> io::Result<()> {
 }
 
 /// Move everything in `from` into `to` (a real directory): directories on
-/// both sides are merged, anything else replaces what was there.
-fn merge(from: &Path, to: &Path) -> io::Result<()> {
+/// both sides are merged, anything else replaces what was there. `rel` is
+/// where `from` is in the image. A directory the layer made only for the
+/// entries under it (`implied_dirs`) does not replace a lower layer's
+/// symlink or file: those entries would go through it (a symlink) or under
+/// it (a file), which a layer cannot do, so they are refused by name.
+fn merge(from: &Path, to: &Path, rel: &Path, implied_dirs: &HashSet<PathBuf>) -> io::Result<()> {
     for child in fs::read_dir(from)? {
         let child = child?;
         let source = child.path();
         let target = to.join(child.file_name());
+        let child_rel = rel.join(child.file_name());
         let source_is_dir = child.file_type()?.is_dir();
         let target_meta = fs::symlink_metadata(&target).ok();
         match target_meta {
+            Some(m) if !m.is_dir() && source_is_dir && implied_dirs.contains(&child_rel) => {
+                let lower = if m.file_type().is_symlink() {
+                    "a symlink"
+                } else {
+                    "a file, not a directory"
+                };
+                return Err(refuse(
+                    &child_rel.display().to_string(),
+                    format!(
+                        "the layer has entries under it without listing it, and a lower layer \
+                         has it as {lower}: a layer cannot write through or under it"
+                    ),
+                ));
+            }
             Some(m) if m.is_dir() && source_is_dir => {
-                merge(&source, &target)?;
+                merge(&source, &target, &child_rel, implied_dirs)?;
                 // The upper layer's directory decides mode, owner and times.
                 let meta = fs::symlink_metadata(&source)?;
                 copy_dir_metadata(&meta, &target)?;
@@ -1204,7 +1231,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(upper.whiteouts.len(), 3);
-        overlay(&root, &layer, &upper.whiteouts, &upper.lower_links).unwrap();
+        overlay(
+            &root,
+            &layer,
+            &upper.whiteouts,
+            &upper.lower_links,
+            &upper.implied_dirs,
+        )
+        .unwrap();
         assert!(!root.join("www/old").exists());
         assert!(root.join("www/keep").exists());
         let data: Vec<_> = fs::read_dir(root.join("data"))

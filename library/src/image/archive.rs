@@ -22,7 +22,7 @@
 //! Everything happens in a work directory that the caller discards on
 //! failure; nothing here touches the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -113,6 +113,7 @@ enum Blob {
         bytes: u64,
         whiteouts: Vec<Whiteout>,
         lower_links: Vec<LowerLink>,
+        implied_dirs: HashSet<PathBuf>,
     },
 }
 
@@ -339,6 +340,7 @@ impl<'a> Scan<'a> {
                 bytes: unpacked.bytes,
                 whiteouts: unpacked.whiteouts,
                 lower_links: unpacked.lower_links,
+                implied_dirs: unpacked.implied_dirs,
             }
         } else {
             let mut bytes = head;
@@ -667,15 +669,16 @@ impl Scan<'_> {
             let blob = self.blobs.remove(key).ok_or_else(|| {
                 self.malformed(format!("{what} is not in the archive (or is listed twice)"))
             })?;
-            let (dir, diff, bytes, whiteouts, lower_links) = match blob {
+            let (dir, diff, bytes, whiteouts, lower_links, implied_dirs) = match blob {
                 Blob::Layer {
                     dir,
                     diff,
                     bytes,
                     whiteouts,
                     lower_links,
+                    implied_dirs,
                     ..
-                } => (dir, diff, bytes, whiteouts, lower_links),
+                } => (dir, diff, bytes, whiteouts, lower_links, implied_dirs),
                 Blob::Document { bytes, .. } => {
                     // A layer too small to look like a tar (an empty one).
                     let (_, mut stream) = decompress(&bytes[..]).map_err(|e| self.read_error(e))?;
@@ -700,6 +703,7 @@ impl Scan<'_> {
                         unpacked.bytes,
                         unpacked.whiteouts,
                         unpacked.lower_links,
+                        unpacked.implied_dirs,
                     )
                 }
             };
@@ -717,9 +721,9 @@ impl Scan<'_> {
             }
             // The first layer too: its hard links to lower layers find
             // none, and its whiteouts hide nothing.
-            unpack::overlay(&rootfs, &dir, &whiteouts, &lower_links).map_err(|e| {
-                self.read_error(io::Error::new(e.kind(), format!("layer {key}: {e}")))
-            })?;
+            unpack::overlay(&rootfs, &dir, &whiteouts, &lower_links, &implied_dirs).map_err(
+                |e| self.read_error(io::Error::new(e.kind(), format!("layer {key}: {e}"))),
+            )?;
         }
         if layers.is_empty() {
             fs::create_dir_all(&rootfs).map_err(|e| self.read_error(e))?;
