@@ -1226,6 +1226,9 @@ mod tests {
                 ("www/.wh.old", "f:"),
                 ("data/.wh..wh..opq", "f:"),
                 ("data/z", "f:z"),
+                // Listed: the layer's directory replaces the lower symlink
+                // (unlisted, it would be refused: see `merge`).
+                ("etc/", "d"),
                 ("etc/.wh.passwd", "f:"),
             ],
         )
