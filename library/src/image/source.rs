@@ -136,16 +136,12 @@ impl Location {
     /// is only checked by fetching it.
     pub fn check(&self) -> Result<(), ImageError> {
         if let Location::Path(path) = self {
-            let meta = std::fs::metadata(path).map_err(|source| ImageError::Source {
+            // Opened, not read: what the read would refuse, check mode
+            // refuses too.
+            crate::atomic::open_regular(path).map_err(|source| ImageError::Source {
                 location: self.display(),
                 source,
             })?;
-            if !meta.is_file() {
-                return Err(ImageError::Source {
-                    location: self.display(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-                });
-            }
         }
         Ok(())
     }
@@ -291,16 +287,29 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let fifo = tmp.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        for (path, what) in [(fifo, "a FIFO"), ("/dev/zero".into(), "a device")] {
-            let err = Location::Path(path)
-                .open(Duration::from_secs(1))
-                .err()
-                .unwrap();
+        let socket = tmp.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for (path, what) in [
+            (fifo, "not a regular file (a FIFO)"),
+            ("/dev/zero".into(), "not a regular file (a device)"),
+            (socket, "not a regular file (a socket)"),
+            ("/proc/self/mem".into(), "not a file on disk"),
+            ("/proc/kmsg".into(), "not a file on disk"),
+            (
+                "/sys/kernel/mm/transparent_hugepage/enabled".into(),
+                "not a file on disk",
+            ),
+        ] {
+            if !path.exists() {
+                continue; // not every kernel has every file
+            }
+            let location = Location::Path(path.clone());
+            // Check mode's look and the read say the same.
+            let checked = crate::module::error_chain(&location.check().unwrap_err());
+            let err = location.open(Duration::from_secs(1)).err().unwrap();
             let msg = crate::module::error_chain(&err);
-            assert!(
-                msg.ends_with(&format!("not a regular file ({what})")),
-                "{msg}"
-            );
+            assert!(msg.contains(what), "{}: {msg}", path.display());
+            assert_eq!(checked, msg, "{}", path.display());
         }
     }
 
