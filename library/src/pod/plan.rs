@@ -936,6 +936,15 @@ fn verify(
     match systemd.verify(&top) {
         Ok(verified) => Ok(verified),
         Err(CommandError::Failed { stderr, .. }) if only_image_programs(&stderr) => Ok(true),
+        Err(CommandError::Failed { how, stderr, .. }) => Err(PodError::Invalid {
+            pod: name.clone(),
+            version: version.clone(),
+            source: CommandError::Failed {
+                line: "systemd-analyze verify".to_owned(),
+                how,
+                stderr: in_bundle_terms(&stderr, dir.path(), name, version, &new.pod.units),
+            },
+        }),
         Err(source) => Err(PodError::Invalid {
             pod: name.clone(),
             version: version.clone(),
@@ -944,9 +953,79 @@ fn verify(
     }
 }
 
+/// systemd-analyze's complaints about the copies in `dir`, told in the
+/// bundle's terms: `<dir>/shop-1-web@.service:6` is the bundle's
+/// `units/web@.service:5` (ops put one header line on top), and the
+/// temporary directory is left out of the other paths (drop-ins).
+fn in_bundle_terms(
+    stderr: &str,
+    dir: &Path,
+    name: &PodName,
+    version: &Version,
+    units: &[crate::bundle::Unit],
+) -> String {
+    let mut text = stderr.to_owned();
+    for unit in units {
+        let copy = format!(
+            "{}/{}:",
+            dir.display(),
+            units::installed_name(name, version, &unit.name)
+        );
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(&copy) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + copy.len()..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            match after[..digits].parse::<u64>() {
+                Ok(line) if line > 1 => {
+                    out.push_str(&format!("{}:{}", unit.file.display(), line - 1));
+                    rest = &after[digits..];
+                }
+                _ => {
+                    out.push_str(&format!("{}:", unit.file.display()));
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text.replace(&format!("{}/", dir.display()), "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_complaints_name_the_bundle_file_and_its_line() {
+        let unit = crate::bundle::Unit {
+            name: crate::bundle::names::UnitName::parse("web@.service").unwrap(),
+            file: "units/web@.service".into(),
+            instances: vec!["1".into()],
+            start: true,
+            image: None,
+            instance_ports: false,
+        };
+        let dir = Path::new("/tmp/ops-verify-AbC123");
+        let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+                      /tmp/ops-verify-AbC123/hello-1-web@1.service.d/50-ops.conf:3: something\n\
+                      hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.";
+        let shown = in_bundle_terms(
+            stderr,
+            dir,
+            &PodName::parse("hello").unwrap(),
+            &Version::parse("1").unwrap(),
+            &[unit],
+        );
+        assert_eq!(
+            shown,
+            "units/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+             hello-1-web@1.service.d/50-ops.conf:3: something\n\
+             hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
+        );
+    }
     use std::collections::BTreeMap;
 
     fn state(versions: &[&str], current: Option<&str>) -> PodState {
