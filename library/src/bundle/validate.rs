@@ -241,8 +241,8 @@ impl Draft {
             },
         };
         let (mut units, unit_images) = validate_units(&mut v, self.units);
-        let images = validate_images(&mut v, self.images);
-        resolve_unit_images(&mut v, &mut units, unit_images, &images);
+        let (images, listed) = validate_images(&mut v, self.images);
+        resolve_unit_images(&mut v, &mut units, unit_images, &listed);
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
         for (key, value) in &self.environment.value {
@@ -342,18 +342,24 @@ fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option
 /// index of the unit and the field.
 type UnitImage = (usize, Field<String>);
 
+/// `listed` holds every image id the pod lists, also those of images with
+/// other problems (reported where they are): a unit naming one of those is
+/// not told its image is missing.
 fn resolve_unit_images(
     v: &mut Validator<'_>,
     units: &mut [Unit],
     pending: Vec<UnitImage>,
-    images: &[Image],
+    listed: &[ImageId],
 ) {
     for (index, field) in pending {
         let Some(id) = v.check(&field.at, ImageId::parse(&field.value)) else {
             continue;
         };
-        match images.iter().find(|i| crate::image::same_image(&i.id, &id)) {
-            Some(listed) => units[index].image = Some(listed.id.clone()),
+        match listed
+            .iter()
+            .find(|listed| crate::image::same_image(listed, &id))
+        {
+            Some(listed) => units[index].image = Some(listed.clone()),
             None => v.problem(
                 &field.at,
                 format!("image {id} is not among the pod's images; list it in images"),
@@ -450,8 +456,10 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
     (units, unit_images)
 }
 
-fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Vec<Image> {
+/// The valid images, and the id of every image with a valid one.
+fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image>, Vec<ImageId>) {
     let mut images: Vec<Image> = Vec::new();
+    let mut listed: Vec<ImageId> = Vec::new();
     let mut seen: HashMap<ImageId, String> = HashMap::new();
     for draft in drafts {
         let id_at = at(&draft.at, "id");
@@ -474,6 +482,7 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Vec<Image>
                 );
             } else {
                 seen.insert(id.clone(), draft.at.clone());
+                listed.push(id.clone());
             }
         }
         let source = match (draft.path, draft.uri) {
@@ -504,7 +513,7 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Vec<Image>
             });
         }
     }
-    images
+    (images, listed)
 }
 
 fn validate_volumes(v: &mut Validator<'_>, drafts: Vec<DraftVolume>) -> Vec<Volume> {
