@@ -545,13 +545,8 @@ impl Plan {
     pub fn actions(&self) -> Vec<String> {
         let name = &self.name;
         let mut out = Vec::new();
-        for import in &self.import_images {
-            out.push(image::import_action(
-                &import.id,
-                &import.source,
-                self.runtime,
-            ));
-        }
+        // As apply does them: the new version's volumes are built in its
+        // staged copy, then the images imported, then the version added.
         if let Some((new, _)) = &self.add {
             for v in &new.pod.volumes {
                 out.push(crate::volume::create_action(
@@ -561,6 +556,15 @@ impl Plan {
                     v.data.as_ref().map(Source::text).as_deref(),
                 ));
             }
+        }
+        for import in &self.import_images {
+            out.push(image::import_action(
+                &import.id,
+                &import.source,
+                self.runtime,
+            ));
+        }
+        if let Some((new, _)) = &self.add {
             out.push(format!(
                 "add version {} of pod {name} to the store",
                 new.pod.version
