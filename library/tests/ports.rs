@@ -298,6 +298,28 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
         host.systemd.running(),
         ["a-2-web@1.service", "ops-a.target"]
     );
+
+    // With rollback off the failed version stays, and the message says
+    // the one it replaced was stopped for the ports, as it was.
+    host.systemd.failing.insert("a-4-web@1.service".to_owned());
+    let mut request = host.pod_request("a", State::Started);
+    request.bundle = Some(host.bundle("a", "4", json!(1), json!(["http"])));
+    request.rollback = false;
+    let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let msg = ops_core::module::error_chain(&failure.error);
+    assert!(
+        msg.contains("version 2 stays stopped (it was stopped first, for the ports they share)"),
+        "{msg}"
+    );
+    assert!(
+        failure
+            .report
+            .actions
+            .contains(&"stop a-2-web@1.service".to_owned()),
+        "{:?}",
+        failure.report.actions
+    );
+    assert!(!host.systemd.running().contains(&"a-2-web@1.service".to_owned()));
 }
 
 #[test]

@@ -134,7 +134,9 @@ options:
     description:
       - Go back to the previous version when the new one does not come up.
       - With V(false), the new version stays current, as it is, and the old
-        one keeps running.
+        one keeps running - unless the two share ports: then the old one was
+        stopped before the new one started, stays stopped, and RV(msg) says
+        so.
     type: bool
     default: true
   runtime:

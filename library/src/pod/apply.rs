@@ -554,9 +554,32 @@ impl Run<'_> {
                     },
                 }
             }
-            Ending::RollbackOff => "left as it is (rollback is off): the new version is current \
-                                    and the one it replaces was not stopped"
-                .to_owned(),
+            Ending::RollbackOff => {
+                // The version it replaces was stopped first when the two
+                // share ports; else it is left running.
+                let stopped: Vec<&str> = self
+                    .steps
+                    .iter()
+                    .filter_map(|d| match &d.step {
+                        Step::Stopped(units) => Some(units.iter().map(String::as_str)),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                match (&before.current, stopped.is_empty()) {
+                    (None, _) => "left as it is (rollback is off): the new version is current"
+                        .to_owned(),
+                    (Some(old), true) => format!(
+                        "left as it is (rollback is off): the new version is current and version \
+                         {old} still runs"
+                    ),
+                    (Some(old), false) => format!(
+                        "left as it is (rollback is off): the new version is current, and version \
+                         {old} stays stopped (it was stopped first, for the ports they share): \
+                         nothing of the pod serves on them; roll back by deploying version {old}"
+                    ),
+                }
+            }
             Ending::AlreadyCurrent => {
                 "nothing to roll back to: the version was already current".to_owned()
             }
