@@ -24,6 +24,21 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECON
 /// the URI as given; only this form appears in messages, results and
 /// records.
 pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
+    // Whatever comes before a `scheme://` (a space, a quote) is kept as it
+    // is, and the URI after it shown as below.
+    let trimmed = uri.trim_start();
+    if trimmed.len() < uri.len() {
+        let blank = &uri[..uri.len() - trimmed.len()];
+        return format!("{blank}{}", redact(trimmed)).into();
+    }
+    if let Some(at) = uri.find("://") {
+        let start = uri[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        if start > 0 {
+            return format!("{}{}", &uri[..start], redact(&uri[start..])).into();
+        }
+    }
     let Some((scheme, rest)) = uri.split_once(':') else {
         return uri.into();
     };
@@ -338,6 +353,10 @@ mod tests {
             ("ftp://user:hunter2@h/x", "ftp://***@h/x"),
             ("data:v1.tar", "data:v1.tar"),
             ("units/web@.service", "units/web@.service"),
+            (" http://u:pa55word@h/x", " http://***@h/x"),
+            ("\"http://u:pa55word@h/x", "\"http://***@h/x"),
+            ("\t HTTPS://u:p@h", "\t HTTPS://***@h"),
+            (" http:/u:p@h/x", " http:/***@h/x"),
             ("/srv/a@b/c", "/srv/a@b/c"),
         ] {
             assert_eq!(redact(given), shown, "{given}");
