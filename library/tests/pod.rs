@@ -1040,6 +1040,7 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
         ("ports", true, true),
         ("staging", true, true),
         ("pods", true, false),
+        ("lock", true, false),
         ("shop-2-web@1.service.d", false, true),
         ("ops-shop.target", false, true),
         ("multi-user.target.wants", false, false),
@@ -1072,7 +1073,15 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
         let calls = host.systemd.calls.len();
         let mut request = host.request(State::Started);
         request.bundle = Some(host.bundle("2", WEB));
+        let checked = pod::run(&request, &mut host.systemd, true, true)
+            .map(|_| ())
+            .map_err(|f| ops_core::module::error_chain(&f.error))
+            .expect_err(plant);
         let error = host.run(&request).expect_err(plant);
+        assert_eq!(
+            checked, error,
+            "{plant}: check mode refuses as the run does"
+        );
         assert!(
             error.contains(&at.display().to_string()),
             "{plant}: {error}"

@@ -319,7 +319,10 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
         "{:?}",
         failure.report.actions
     );
-    assert!(!host.systemd.running().contains(&"a-2-web@1.service".to_owned()));
+    assert!(!host
+        .systemd
+        .running()
+        .contains(&"a-2-web@1.service".to_owned()));
 }
 
 #[test]

@@ -567,8 +567,9 @@ impl Run<'_> {
                     .flatten()
                     .collect();
                 match (&before.current, stopped.is_empty()) {
-                    (None, _) => "left as it is (rollback is off): the new version is current"
-                        .to_owned(),
+                    (None, _) => {
+                        "left as it is (rollback is off): the new version is current".to_owned()
+                    }
                     (Some(old), true) => format!(
                         "left as it is (rollback is off): the new version is current and version \
                          {old} still runs"

@@ -46,6 +46,11 @@ pub fn refuse(
 ) -> Result<(), FsError> {
     let root = store.root();
     let mut paths = vec![
+        // The lock refuses a planted link by itself, but check mode takes
+        // no lock: it is told here.
+        root.join("lock"),
+        root.join("lock.holder"),
+        root.join("layout-version"),
         store.pods_dir(),
         root.join("staging"),
         root.join("trash"),
