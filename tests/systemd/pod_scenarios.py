@@ -560,6 +560,21 @@ def failed_switch_reports_what_it_did():
     expect(not Path("/escape").exists() and not (ROOT / "escape").exists(), "nothing escaped")
 
 
+
+def unit_that_fails_before_its_program_says_why():
+    """A unit systemd cannot even start (no such User=, no WorkingDirectory=)
+    logs nothing of its own: the message carries systemd's exit status and
+    what it means."""
+    for version, setting, expected in (
+        ("1", "User=nosuchuser-ops", "status 217/USER"),
+        ("2", "WorkingDirectory=/nonexistent/ops-dir", "status 200/CHDIR"),
+    ):
+        text = f"[Service]\n{setting}\nExecStart=/bin/sleep infinity\n"
+        r = ops_pod(bundle=bundle(version, text, instances=1, name=f"early{version}"))
+        expect(r.get("failed") is True and expected in r["msg"],
+               f"{setting}: the message says {expected}", r)
+        expect(r["changed"] is False, f"{setting}: all undone", r)
+
 SCENARIOS = {f.__name__: f for f in [
     deploy_switch_rollback,
     check_mode_changes_nothing,
@@ -573,6 +588,7 @@ SCENARIOS = {f.__name__: f for f in [
     continued_references_are_renamed,
     failed_first_deploy_says_why,
     failed_switch_reports_what_it_did,
+    unit_that_fails_before_its_program_says_why,
 ]}
 
 if __name__ == "__main__":

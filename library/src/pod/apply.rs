@@ -626,8 +626,15 @@ struct Down {
 }
 
 fn describe(status: &UnitStatus) -> String {
+    let exited = match status.exit_status {
+        0 => String::new(),
+        n => match crate::systemd::exit_status_meaning(n) {
+            Some(meaning) => format!(", status {n}/{meaning}"),
+            None => format!(", status {n}"),
+        },
+    };
     format!(
-        "{} is {} ({}, result {})",
+        "{} is {} ({}, result {}{exited})",
         status.unit, status.active, status.sub, status.result
     )
 }

@@ -191,6 +191,7 @@ impl Systemd for Recording {
                     .to_owned(),
                     active,
                     restarts: 0,
+                    exit_status: 0,
                     service_type: if u.ends_with(".service") {
                         "simple"
                     } else {

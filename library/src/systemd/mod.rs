@@ -36,6 +36,35 @@ pub struct UnitStatus {
     pub restarts: u64,
     /// `Type` of a service (simple, notify, oneshot, ...); empty otherwise.
     pub service_type: String,
+    /// `ExecMainStatus`: the main process's exit status (or signal), 0
+    /// when unknown. systemd's own codes (200 and up) say which step of
+    /// starting the service failed, before its program ran.
+    pub exit_status: i64,
+}
+
+/// What systemd's own exit codes mean (systemd.exec(5), "Process Exit
+/// Codes"): the service failed before its program ran, so it logged
+/// nothing itself.
+pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
+    Some(match status {
+        200 => "CHDIR: its WorkingDirectory= could not be entered",
+        203 => "EXEC: its program could not be run (missing, or not executable where it runs)",
+        204 => "MEMORY: out of memory",
+        208 => "STDIN: its standard input could not be set up",
+        209 => "STDOUT: its standard output could not be set up",
+        210 => "CHROOT: its RootDirectory= could not be entered",
+        216 => "GROUP: its Group= could not be taken",
+        217 => "USER: its User= does not exist or could not be taken",
+        218 => "CAPABILITIES: its capabilities could not be set",
+        219 => "CGROUP: its control group could not be set up",
+        226 => "NAMESPACE: its file system namespace could not be set up",
+        228 => "SECCOMP: its system call filter could not be set up",
+        233 => "RUNTIME_DIRECTORY: its RuntimeDirectory= could not be made",
+        238 => "STATE_DIRECTORY: its StateDirectory= could not be made",
+        243 => "CREDENTIALS: its credentials could not be set up",
+        200..=255 => "one of systemd's own steps of starting it failed",
+        _ => return None,
+    })
 }
 
 impl UnitStatus {

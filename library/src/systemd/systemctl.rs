@@ -81,6 +81,7 @@ pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
                 result: get("Result"),
                 restarts: get("NRestarts").parse().unwrap_or(0),
                 service_type: get("Type"),
+                exit_status: get("ExecMainStatus").parse().unwrap_or(0),
             }
         })
         .collect()
@@ -117,7 +118,7 @@ impl Systemd for Systemctl {
         let text = systemctl(
             &[
                 "show",
-                "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type",
+                "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type,ExecMainStatus",
             ],
             units,
             None,
@@ -212,5 +213,15 @@ mod tests {
         assert!(!status[0].needs_stopping());
         assert_eq!(status[1].restarts, 2);
         assert!(status[1].is_up());
+        let failed = parse_show(
+            "Id=c.service\nActiveState=failed\nResult=exit-code\nExecMainStatus=217\n",
+            &["c.service".to_owned()],
+        );
+        assert_eq!(failed[0].exit_status, 217);
+        assert_eq!(
+            crate::systemd::exit_status_meaning(217),
+            Some("USER: its User= does not exist or could not be taken")
+        );
+        assert_eq!(crate::systemd::exit_status_meaning(3), None);
     }
 }
