@@ -46,6 +46,9 @@ pub struct UnitStatus {
 /// Codes"): the service failed before its program ran, so it logged
 /// nothing itself.
 pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
+    if !(200..=255).contains(&status) {
+        return None;
+    }
     Some(match status {
         200 => "CHDIR: its WorkingDirectory= could not be entered",
         203 => "EXEC: its program could not be run (missing, or not executable where it runs)",
@@ -62,8 +65,7 @@ pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
         233 => "RUNTIME_DIRECTORY: its RuntimeDirectory= could not be made",
         238 => "STATE_DIRECTORY: its StateDirectory= could not be made",
         243 => "CREDENTIALS: its credentials could not be set up",
-        200..=255 => "one of systemd's own steps of starting it failed",
-        _ => return None,
+        _ => "one of systemd's own steps of starting it failed",
     })
 }
 
