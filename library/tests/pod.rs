@@ -307,6 +307,13 @@ fn refusals_say_why_and_change_nothing() {
     let mut r = host.request(State::Started);
     r.bundle = Some(host.bundle("5", WEB));
     messages.insert("a unit systemd would refuse", host.run(&r).unwrap_err());
+    // A refusal reports the pod as it is, as every other outcome does, in
+    // check mode and in the run.
+    for check_mode in [true, false] {
+        let failed = pod::run(&r, &mut host.systemd, check_mode, false).unwrap_err();
+        assert_eq!(failed.report.current, v("1"), "check mode {check_mode}");
+        assert_eq!(failed.report.pod["current"], "1", "check mode {check_mode}");
+    }
 
     assert_eq!(host.snapshot(), before, "no refusal changed anything");
     let messages: BTreeMap<_, _> = messages

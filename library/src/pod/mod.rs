@@ -343,7 +343,9 @@ pub fn run(
     // under the lock before it counts.
     let first = match Plan::new(request, &name, incoming.as_ref(), &observed, systemd) {
         Ok(plan) => plan,
-        Err(error) if check_mode => return Err(error.into()),
+        Err(error) if check_mode => {
+            return Err(refused(error, &observed, &store, request, &name, systemd))
+        }
         Err(_) => {
             return run_locked(
                 request,
@@ -380,6 +382,28 @@ pub fn run(
     )
 }
 
+/// A refusal of the plan, with the pod as it is (nothing was changed): the
+/// same result keys as every other outcome.
+fn refused(
+    error: PodError,
+    observed: &Observed,
+    store: &Store,
+    request: &Request,
+    name: &PodName,
+    systemd: &mut dyn Systemd,
+) -> Box<Failed> {
+    Box::new(Failed {
+        error,
+        report: Report {
+            name: Some(name.clone()),
+            current: observed.state.current.clone(),
+            previous: observed.state.previous.clone(),
+            pod: pod_value(store, &request.unit_dir, name, systemd),
+            ..Report::default()
+        },
+    })
+}
+
 /// Plan again under the lock and carry the plan out.
 fn run_locked(
     request: &Request,
@@ -394,7 +418,8 @@ fn run_locked(
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
     let observed = observe(store, &request.unit_dir, name, systemd)?;
-    let plan = Plan::new(request, name, incoming, &observed, systemd)?;
+    let plan = Plan::new(request, name, incoming, &observed, systemd)
+        .map_err(|error| refused(error, &observed, store, request, name, systemd))?;
     if !plan.is_empty() {
         plan.refuse_planted_links(store, &request.unit_dir)
             .map_err(PodError::from)?;
