@@ -25,7 +25,7 @@ description:
     reboot. Versions are immutable - the same version with other content is
     refused, its volume data included (a volume archive by path other than
     the one the version was deployed with; an archive by URI counts as the
-    same data while its URI is the same): give a new version, or load new
+    same data while its URI is the same) - give a new version, or load new
     data with M(ops.onboard.ops_volume) (O(ops.onboard.ops_volume#module:replace=true)).
   - O(state=started) makes the version current, starts its units, waits until
     each is up (and stays up for O(min_up_time)) within O(start_timeout),
@@ -134,7 +134,7 @@ options:
     description:
       - Go back to the previous version when the new one does not come up.
       - With V(false), the new version stays current, as it is, and the old
-        one keeps running - unless the two share ports: then the old one was
+        one keeps running - unless the two share ports; then the old one was
         stopped before the new one started, stays stopped, and RV(msg) says
         so.
     type: bool
