@@ -716,6 +716,17 @@ fn a_deploy_builds_the_volumes_and_its_drop_ins_name_them() {
         fs::read_to_string(data.join("conf/app.conf")).unwrap(),
         "port=1"
     );
+    // A unit of any user reaches its volumes: every directory from the
+    // store down to the data is open to all (the data's own mode is the
+    // archive's or the volume's `mode`).
+    for dir in data.parent().unwrap().ancestors() {
+        if !dir.starts_with(&host.root) {
+            break;
+        }
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(dir).unwrap().permissions());
+        assert_eq!(mode & 0o005, 0o005, "{} is {mode:o}", dir.display());
+    }
     // web.service runs on the host: nothing is mounted for it.
     let diff = report
         .diff

@@ -259,6 +259,10 @@ impl Run<'_> {
                             failed(volume::VolumeError::Refused(format!("data: {e}")))
                         })?,
                     };
+                    // `volumes/` is on the way to every volume, which
+                    // units of any user read: made open before the private
+                    // download directory inside it.
+                    crate::atomic::create_dir_all(&staged.join("volumes"), 0o755)?;
                     crate::atomic::create_dir_all(&downloads, 0o700)?;
                     let mut archive =
                         volume::fetch(&location, self.request.download_timeout, &downloads)
