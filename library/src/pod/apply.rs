@@ -580,8 +580,8 @@ impl Run<'_> {
                     ),
                     (Some(old), false) => format!(
                         "left as it is (rollback is off): the new version is current, and version \
-                         {old} stays stopped (it was stopped first, for the ports they share): \
-                         nothing of the pod serves on them; roll back by deploying version {old}"
+                         {old} stays stopped (its units were stopped first, for the ports they \
+                         share); roll back by deploying version {old}"
                     ),
                 }
             }
