@@ -308,7 +308,9 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
     let msg = ops_core::module::error_chain(&failure.error);
     assert!(
-        msg.contains("version 2 stays stopped (its units were stopped first, for the ports they share)"),
+        msg.contains(
+            "version 2 stays stopped (its units were stopped first, for the ports they share)"
+        ),
         "{msg}"
     );
     assert!(

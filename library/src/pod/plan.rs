@@ -946,7 +946,14 @@ fn verify(
             source: CommandError::Failed {
                 line: "systemd-analyze verify".to_owned(),
                 how,
-                stderr: in_bundle_terms(&stderr, dir.path(), name, version, &new.pod.units),
+                stderr: in_bundle_terms(
+                    &stderr,
+                    dir.path(),
+                    name,
+                    version,
+                    &new.bundle_dir,
+                    &new.pod.units,
+                ),
             },
         }),
         Err(source) => Err(PodError::Invalid {
@@ -959,17 +966,19 @@ fn verify(
 
 /// systemd-analyze's complaints about the copies in `dir`, told in the
 /// bundle's terms: `<dir>/shop-1-web@.service:6` is the bundle's
-/// `units/web@.service:5` (ops put one header line on top), and the
+/// `<bundle>/units/web@.service:5` (ops put one header line on top), and the
 /// temporary directory is left out of the other paths (drop-ins).
 fn in_bundle_terms(
     stderr: &str,
     dir: &Path,
     name: &PodName,
     version: &Version,
+    bundle_dir: &Path,
     units: &[crate::bundle::Unit],
 ) -> String {
     let mut text = stderr.to_owned();
     for unit in units {
+        let file = bundle_dir.join(&unit.file);
         let copy = format!(
             "{}/{}:",
             dir.display(),
@@ -983,11 +992,11 @@ fn in_bundle_terms(
             let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
             match after[..digits].parse::<u64>() {
                 Ok(line) if line > 1 => {
-                    out.push_str(&format!("{}:{}", unit.file.display(), line - 1));
+                    out.push_str(&format!("{}:{}", file.display(), line - 1));
                     rest = &after[digits..];
                 }
                 _ => {
-                    out.push_str(&format!("{}:", unit.file.display()));
+                    out.push_str(&format!("{}:", file.display()));
                     rest = after;
                 }
             }
@@ -1021,11 +1030,12 @@ mod tests {
             dir,
             &PodName::parse("hello").unwrap(),
             &Version::parse("1").unwrap(),
+            Path::new("/srv/bundles/hello-1"),
             &[unit],
         );
         assert_eq!(
             shown,
-            "units/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+            "/srv/bundles/hello-1/units/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
              hello-1-web@1.service.d/50-ops.conf:3: something\n\
              hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
         );
