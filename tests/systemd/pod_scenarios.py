@@ -568,6 +568,8 @@ def unit_that_fails_before_its_program_says_why():
     for version, setting, expected in (
         ("1", "User=nosuchuser-ops", "status 217/USER"),
         ("2", "WorkingDirectory=/nonexistent/ops-dir", "status 200/CHDIR"),
+        # The first process to fail is a control process: the main one never ran.
+        ("3", "User=nosuchuser-ops\nExecStartPre=/bin/true", "status 217/USER"),
     ):
         text = f"[Service]\n{setting}\nExecStart=/bin/sleep infinity\n"
         r = ops_pod(bundle=bundle(version, text, instances=1, name=f"early{version}"))

@@ -53,19 +53,24 @@ pub(crate) fn parse_list(text: &str) -> Result<Vec<UnitStatus>, CommandError> {
 /// Parse `systemctl show` output for several units: blocks of `Key=value`
 /// lines separated by blank lines, one block per unit in argument order.
 pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
-    let blocks: Vec<HashMap<&str, &str>> = text
+    let raw: Vec<&str> = text
         .split("\n\n")
         .filter(|b| !b.trim().is_empty())
+        .collect();
+    let blocks: Vec<HashMap<&str, &str>> = raw
+        .iter()
         .map(|b| b.lines().filter_map(|l| l.split_once('=')).collect())
         .collect();
     units
         .iter()
         .enumerate()
         .map(|(i, unit)| {
-            let block = blocks
+            let at = blocks
                 .iter()
-                .find(|b| b.get("Id") == Some(&unit.as_str()))
-                .or_else(|| blocks.get(i));
+                .position(|b| b.get("Id") == Some(&unit.as_str()))
+                .or_else(|| (i < blocks.len()).then_some(i));
+            let block = at.and_then(|at| blocks.get(at));
+            let lines = at.and_then(|at| raw.get(at)).copied().unwrap_or_default();
             let get = |k: &str| {
                 block
                     .and_then(|b| b.get(k))
@@ -81,10 +86,38 @@ pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
                 result: get("Result"),
                 restarts: get("NRestarts").parse().unwrap_or(0),
                 service_type: get("Type"),
-                exit_status: get("ExecMainStatus").parse().unwrap_or(0),
+                exit_status: match get("ExecMainStatus").parse().unwrap_or(0) {
+                    0 => control_exit_status(lines),
+                    n => n,
+                },
             }
         })
         .collect()
+}
+
+/// The status systemd gave a failed control process (`ExecStartPre=` and
+/// the like), when it is one of systemd's own (200 and up): such a process
+/// failed before its program ran, and the main process never started, so
+/// `ExecMainStatus` says nothing. `show` prints each as
+/// `ExecStartPre={ path=... ; code=exited ; status=217/USER }`.
+fn control_exit_status(block: &str) -> i64 {
+    block
+        .lines()
+        .filter(|l| {
+            ["ExecCondition=", "ExecStartPre=", "ExecStartPost="]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .filter_map(|l| {
+            let status = &l[l.find("status=")? + "status=".len()..];
+            let digits = status.len()
+                - status
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .len();
+            status[..digits].parse::<i64>().ok()
+        })
+        .find(|n| *n >= 200)
+        .unwrap_or(0)
 }
 
 impl Systemd for Systemctl {
@@ -118,7 +151,8 @@ impl Systemd for Systemctl {
         let text = systemctl(
             &[
                 "show",
-                "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type,ExecMainStatus",
+                "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type,ExecMainStatus,\
+                 ExecCondition,ExecStartPre,ExecStartPost",
             ],
             units,
             None,
@@ -218,6 +252,12 @@ mod tests {
             &["c.service".to_owned()],
         );
         assert_eq!(failed[0].exit_status, 217);
+        let control = parse_show(
+            "Id=d.service\nActiveState=failed\nResult=exit-code\nExecMainStatus=0\n\
+             ExecStartPre={ path=/bin/true ; argv[]=/bin/true ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=7 ; code=exited ; status=217/USER }\n",
+            &["d.service".to_owned()],
+        );
+        assert_eq!(control[0].exit_status, 217);
         assert_eq!(
             crate::systemd::exit_status_meaning(217),
             Some("USER: its User= does not exist or could not be taken")
