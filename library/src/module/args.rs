@@ -272,10 +272,17 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                     opt.name,
                     python_type(value),
                     opt.kind.ansible_name(),
-                    if opt.no_log {
-                        "the value is hidden (no_log)".to_owned()
-                    } else {
-                        reason
+                    match (opt.no_log, opt.kind) {
+                        // Which key is wrong is no secret; its value is.
+                        (true, Kind::Dict(element)) if reason.starts_with("key '") =>
+                            format!(
+                            "{}: its value cannot be converted to {} (the value is hidden: no_log)",
+                            reason.split_once("': ").map_or(reason.as_str(), |(k, _)| k).to_owned()
+                                + "'",
+                            element.ansible_name()
+                        ),
+                        (true, _) => "the value is hidden (no_log)".to_owned(),
+                        (false, _) => reason,
                     }
                 )),
             },
@@ -538,6 +545,17 @@ mod tests {
 
     fn err(raw: Value) -> String {
         parse(&SPEC, raw).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn a_secret_dict_names_the_key_whose_value_is_wrong_but_not_the_value() {
+        let message = err(json!({"name": "x", "env": {"TOKEN": ["s3cr3t"]}}));
+        assert_eq!(
+            message,
+            "argument 'env' is of type dict and we were unable to convert to dict: key 'TOKEN': \
+             its value cannot be converted to str (the value is hidden: no_log)"
+        );
+        assert!(!message.contains("s3cr3t"));
     }
 
     #[test]
