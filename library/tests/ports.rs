@@ -508,6 +508,9 @@ fn the_ports_option_overrides_the_bundle() {
         refused.contains("with the ports option laid over it: a stored version keeps the ports"),
         "{refused}"
     );
+    // The refusal reports the ports the pod holds, as a success does.
+    let failed = pod::run(&other, &mut host.systemd, false, false).unwrap_err();
+    assert_eq!(failed.report.ports, r.ports);
     // Ports given without a bundle: said, not ignored.
     let mut bare = host.pod_request("a", State::Started);
     bare.ports = request.ports.clone();

@@ -392,13 +392,16 @@ fn refused(
     name: &PodName,
     systemd: &mut dyn Systemd,
 ) -> Box<Failed> {
+    let pod = pod_value(store, &request.unit_dir, name, systemd);
+    let ports = pod["ports"].as_array().cloned().unwrap_or_default();
     Box::new(Failed {
         error,
         report: Report {
             name: Some(name.clone()),
             current: observed.state.current.clone(),
             previous: observed.state.previous.clone(),
-            pod: pod_value(store, &request.unit_dir, name, systemd),
+            pod,
+            ports,
             ..Report::default()
         },
     })
