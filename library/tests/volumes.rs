@@ -1027,11 +1027,24 @@ fn owner_keep_setuid_and_mode_are_what_is_on_disk() {
             ("shared".to_owned(), 0o2775, 4321, 8765),
         ]
     );
-    // Another owner, in place: the bits kept stay kept.
+    // Another owner for a volume that keeps setuid bits: not in place,
+    // where files its services made would get them for the new owner.
     request.settings.owner = Some(1111);
     request.settings.mode = Some(0o2750);
+    let before = host.snapshot();
+    let refused = host.volume(&request).unwrap_err();
+    assert!(refused.contains("its owner is changed by extracting it again"), "{refused}");
+    assert_eq!(host.snapshot(), before, "nothing changed");
+    // A file a service made, setuid: extracting again (replace) does not
+    // keep it, and the archive's bits are the new owner's.
+    let made = data.join("made-by-a-service");
+    fs::write(&made, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&made, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    request.replace = true;
     let adjusted = host.volume(&request).unwrap();
+    request.replace = false;
     assert!(adjusted.changed);
+    assert!(!made.exists(), "the volume holds the archive again");
     assert_eq!(
         on_disk(&data),
         [

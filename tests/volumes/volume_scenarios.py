@@ -280,11 +280,15 @@ def owner_group_and_mode():
 
     # With an owner too (a chown clears setuid bits): what the result and
     # the record say is what lstat finds, after extraction and after an
-    # owner change in place.
+    # owner change, which for a volume that keeps setuid bits is a new
+    # extraction (replace), never a chown in place.
     where = data_dir("owned", "1", "setuid-owned")
     for owner in ("4242", "4545"):
+        if owner == "4545":
+            failed(ops_volume(name="setuid-owned", keep_setuid=True, owner=owner, group="4343",
+                              **volume), "its owner is changed by extracting it again")
         r = ok(ops_volume(name="setuid-owned", keep_setuid=True, owner=owner, group="4343",
-                          **volume), True)
+                          replace=owner == "4545", **volume), True)
         rec = record("owned", "1", "setuid-owned")
         st = (where / "bin/setuid").lstat()
         found = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)

@@ -88,8 +88,11 @@ options:
         as it is") and negative ids are refused.
       - Without O(owner) and O(group), entries keep the archive's ownership
         when ops runs as root.
-      - Each entry keeps its mode through the change of owner, setuid bits
-        kept by O(keep_setuid) included.
+      - Each entry extracted keeps its mode through the change of owner,
+        setuid bits kept by O(keep_setuid) included. A later change of owner
+        is made in place, except for a volume extracted with
+        O(keep_setuid=true) - that one needs O(replace=true) and is extracted
+        again, so that no file its services made gets setuid bits.
     type: str
   group:
     description:

@@ -320,7 +320,8 @@ fn build_in(
         Origin::Kept(kept) => kept,
     };
     if record.owner.is_some() || record.group.is_some() {
-        chown_tree(&data, record.owner, record.group)?;
+        // Just extracted: the bits are the archive's, as keep_setuid let them.
+        chown_tree(&data, record.owner, record.group, true)?;
     }
     set_top(&data, &record)?;
     // The whole tree on disk before the rename that shows it.
@@ -723,6 +724,19 @@ fn plan(
     let mode = settings.mode.is_some_and(|m| m != record.mode);
     let owner = (settings.owner.is_some() && settings.owner != record.owner)
         || (settings.group.is_some() && settings.group != record.group);
+    // An owner changed in place would hand setuid bits to whatever the
+    // volume holds now, files its services made included: a volume that
+    // keeps them is extracted again instead.
+    if owner && record.keep_setuid == Some(true) && record.digest.is_some() {
+        if request.replace {
+            return Ok(Some(Change::Build { replacing: true }));
+        }
+        return Err(VolumeError::Refused(format!(
+            "{volume} keeps setuid bits (keep_setuid: true): its owner is changed by extracting \
+             it again, not in place (files its services made must not get setuid bits of a new \
+             owner): set replace: true to do so; nothing was changed"
+        )));
+    }
     Ok((mode || owner).then_some(Change::Adjust { mode, owner }))
 }
 
@@ -816,7 +830,8 @@ fn apply(
             );
             let data = data_dir(dir);
             if *owner {
-                chown_tree(&data, record.owner, record.group)?;
+                // Live data: the kernel's clearing of setuid bits stands.
+                chown_tree(&data, record.owner, record.group, false)?;
             }
             set_top(&data, &record)?;
             write_record(dir, &record)?;
@@ -887,11 +902,16 @@ pub fn fetch(
     })
 }
 
-/// Give every entry under `top` (and `top`) this owner and group, each
-/// keeping its mode: a change of owner clears setuid and setgid bits, so
-/// the mode is put back after it (what keep_setuid kept stays kept).
-fn chown_tree(top: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
-    chown_keeping_mode(top, owner, group)?;
+/// Give every entry under `top` (and `top`) this owner and group. A change
+/// of owner clears setuid and setgid bits; with `restore` (a tree just
+/// extracted, whose bits are the archive's) they are put back.
+fn chown_tree(
+    top: &Path,
+    owner: Option<u32>,
+    group: Option<u32>,
+    restore: bool,
+) -> Result<(), FsError> {
+    chown_keeping_mode(top, owner, group, restore)?;
     let entries = fs::read_dir(top).map_err(|e| FsError::from_io("read", top, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| FsError::from_io("read", top, e))?;
@@ -901,22 +921,40 @@ fn chown_tree(top: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), 
             .map_err(|e| FsError::from_io("read", &path, e))?
             .is_dir();
         if is_dir {
-            chown_tree(&path, owner, group)?;
+            chown_tree(&path, owner, group, restore)?;
         } else {
-            chown_keeping_mode(&path, owner, group)?;
+            chown_keeping_mode(&path, owner, group, restore)?;
         }
     }
     Ok(())
 }
 
-fn chown_keeping_mode(path: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), FsError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+fn chown_keeping_mode(
+    path: &Path,
+    owner: Option<u32>,
+    group: Option<u32>,
+    restore: bool,
+) -> Result<(), FsError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let meta = fs::symlink_metadata(path).map_err(|e| FsError::from_io("read", path, e))?;
     std::os::unix::fs::lchown(path, owner, group)
         .map_err(|e| FsError::from_io("chown", path, e))?;
     let mode = meta.mode() & 0o7777;
-    if !meta.file_type().is_symlink() && mode & 0o6000 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    if !restore || mode & 0o6000 == 0 || !(meta.is_file() || meta.is_dir()) {
+        return Ok(());
+    }
+    // Through the file itself, opened without following a link: a path
+    // swapped for a symlink since it was looked at is never chmod-ed.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| FsError::from_io("open", path, e))?;
+    let now = file
+        .metadata()
+        .map_err(|e| FsError::from_io("read", path, e))?;
+    if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) {
+        file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| FsError::from_io("chmod", path, e))?;
     }
     Ok(())
