@@ -1033,7 +1033,10 @@ fn owner_keep_setuid_and_mode_are_what_is_on_disk() {
     request.settings.mode = Some(0o2750);
     let before = host.snapshot();
     let refused = host.volume(&request).unwrap_err();
-    assert!(refused.contains("its owner is changed by extracting it again"), "{refused}");
+    assert!(
+        refused.contains("its owner is changed by extracting it again"),
+        "{refused}"
+    );
     assert_eq!(host.snapshot(), before, "nothing changed");
     // A file a service made, setuid: extracting again (replace) does not
     // keep it, and the archive's bits are the new owner's.

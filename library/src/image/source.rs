@@ -31,10 +31,12 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
         let blank = &uri[..uri.len() - trimmed.len()];
         return format!("{blank}{}", redact(trimmed)).into();
     }
-    if let Some(at) = uri.find("://") {
+    if let Some(at) = uri.find("://").or_else(|| uri.find(':')) {
         let start = uri[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         if start > 0 {
             return format!("{}{}", &uri[..start], redact(&uri[start..])).into();
         }
@@ -42,15 +44,22 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
     let Some((scheme, rest)) = uri.split_once(':') else {
         return uri.into();
     };
-    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    // An empty scheme before `//` is what is left of one in other letters
+    // (`café://`): its authority is still hidden.
+    let is_scheme = (scheme.is_empty() && rest.starts_with("//"))
+        || (scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')));
     if !is_scheme {
         return uri.into();
     }
     let slashes = rest.len() - rest.trim_start_matches('/').len();
     let (slashes, rest) = rest.split_at(slashes);
+    // Credentials end at the last `@` before the host: a password may hold
+    // `/`, `?`, `#` or `@` as given, unencoded, and must not show then.
+    let credentials = userinfo_end(rest);
+    let rest = credentials.map_or(rest, |end| &rest[end + 1..]);
     let (before_fragment, fragment) = match rest.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (rest, None),
@@ -59,22 +68,18 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
         .find(['/', '?'])
         .unwrap_or(before_fragment.len());
     let (authority, tail) = before_fragment.split_at(authority_end);
-    let host = authority.rsplit_once('@').map(|(_, host)| host);
     let (path, query) = match tail.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (tail, None),
     };
-    if host.is_none() && query.is_none() && !fragment.is_some_and(|f| !f.is_empty()) {
+    if credentials.is_none() && query.is_none() && !fragment.is_some_and(|f| !f.is_empty()) {
         return uri.into();
     }
     let mut shown = format!("{scheme}:{slashes}");
-    match host {
-        Some(host) => {
-            shown.push_str("***@");
-            shown.push_str(host);
-        }
-        None => shown.push_str(authority),
+    if credentials.is_some() {
+        shown.push_str("***@");
     }
+    shown.push_str(authority);
     shown.push_str(path);
     if let Some(query) = query {
         let hidden: Vec<String> = query
@@ -91,6 +96,28 @@ pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
         shown.push_str("#***");
     }
     shown.into()
+}
+
+/// Where the credentials of a URI's authority end (the `@` before its
+/// host), in `rest` (what follows `scheme://`). A first `@` before any
+/// `/`, `?` or `#` begins the host; one after such a character still does
+/// when a `:` came before it that is not a port's (`user:pa/ss@host`), but
+/// not in a path (`host/a@b`, `host:8080/a@b`).
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let first = rest.find('@')?;
+    let before = &rest[..first];
+    let head = before.split(['/', '?', '#']).next().unwrap_or_default();
+    let plain = head.len() == before.len();
+    let port = head
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !plain && !(head.contains(':') && !port) {
+        return None;
+    }
+    let host_len = rest[first + 1..]
+        .find(['/', '?', '#'])
+        .unwrap_or(rest.len() - first - 1);
+    rest[..first + 1 + host_len].rfind('@')
 }
 
 /// A place to read bytes from.
@@ -357,6 +384,13 @@ mod tests {
             ("\"http://u:pa55word@h/x", "\"http://***@h/x"),
             ("\t HTTPS://u:p@h", "\t HTTPS://***@h"),
             (" http:/u:p@h/x", " http:/***@h/x"),
+            ("café://u:p@h/x", "café://***@h/x"),
+            ("http://u:p?ss@h/x", "http://***@h/x"),
+            ("http://u:p/ss@h/x", "http://***@h/x"),
+            ("http://user:pa#ss@h/x", "http://***@h/x"),
+            ("http://u:p@ss@h/x", "http://***@h/x"),
+            ("https://h:8080/a@b", "https://h:8080/a@b"),
+            ("https://h/a@b?x", "https://h/a@b?x"),
             ("/srv/a@b/c", "/srv/a@b/c"),
         ] {
             assert_eq!(redact(given), shown, "{given}");
@@ -372,6 +406,37 @@ mod tests {
         let msg = crate::module::error_chain(&err);
         assert!(msg.contains("http://***@127.0.0.1:9/x"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn no_spelling_of_a_uri_shows_its_password_or_panics() {
+        let mut tried = 0;
+        for prefix in ["", " ", "é", "\"", "日本 "] {
+            for scheme in ["http", "HTTPS", "é", ""] {
+                for sep in ["://", ":/", ":"] {
+                    for userinfo in [
+                        "u:CRET@",
+                        "CRET@",
+                        "u:SE/CRET@",
+                        "u:SE?CRET@",
+                        "u:SE#CRET@",
+                        "u:S@CRET@",
+                    ] {
+                        for host in ["h", "h:80", "[::1]:8"] {
+                            for tail in ["", "/x", "/x?q=1#f"] {
+                                let uri = format!("{prefix}{scheme}{sep}{userinfo}{host}{tail}");
+                                let shown = redact(&uri);
+                                tried += 1;
+                                // A text with no scheme at all is no URI.
+                                let no_uri = (scheme.is_empty() || scheme == "é") && sep != "://";
+                                assert!(no_uri || !shown.contains("CRET"), "{uri} -> {shown}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(tried, 5 * 4 * 3 * 6 * 3 * 3);
     }
 
     #[test]
