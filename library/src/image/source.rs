@@ -111,7 +111,7 @@ fn userinfo_end(rest: &str) -> Option<usize> {
     let port = head
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if !plain && !(head.contains(':') && !port) {
+    if !plain && (!head.contains(':') || port) {
         return None;
     }
     let host_len = rest[first + 1..]
