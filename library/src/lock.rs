@@ -108,6 +108,19 @@ fn gone_again(path: &Path, started: Instant, timeout: Duration) -> Result<(), Lo
     .into())
 }
 
+/// Remove the empty directories below `dir`, deepest first; what holds
+/// anything stays.
+fn remove_empty_dirs_below(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_dirs_below(&entry.path())?;
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    Ok(())
+}
+
 impl StoreLock {
     /// Take the lock of the store at `root`, waiting up to `timeout`.
     /// `what` says what this run is doing, for whoever waits behind it.
@@ -201,11 +214,14 @@ impl Drop for StoreLock {
         if !only_scaffolding(&self.root, true) {
             return;
         }
-        // Still holding the lock: nothing else writes here now, and a
-        // waiter sees the lock file go and starts over.
+        // Still holding the lock: nothing else writes here now. Once the
+        // lock file is unlinked another run may make a new one and start,
+        // so after that only empty directories are removed (one by one,
+        // never a tree): whatever the new run made stays.
         let _ = atomic::remove_file(&self.root.join("layout-version"));
+        let _ = remove_empty_dirs_below(&self.root);
         let _ = atomic::remove_file(&self.root.join("lock"));
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = atomic::remove_dir_if_empty(&self.root);
         for dir in self.root.ancestors().skip(1) {
             if !dir.starts_with(top) || !atomic::remove_dir_if_empty(dir).unwrap_or(false) {
                 break;

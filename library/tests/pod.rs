@@ -657,7 +657,8 @@ fn serve_404() -> String {
 }
 
 /// The host after a failed first deploy: as before, but for the store's
-/// lock file (a lock others may wait on is never removed).
+/// lock file and the directory it needed (they stay when the store
+/// existed before the run, or holds anything else).
 fn but_the_lock(host: &Host) -> BTreeMap<PathBuf, common::Entry> {
     let mut now = host.snapshot();
     now.remove(&host.root.join("lock"));
