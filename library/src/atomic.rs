@@ -46,49 +46,44 @@ impl<T> Context<T> for io::Result<T> {
 /// and read. Symlinks are followed: the user named the path, and may
 /// point it anywhere they can read.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::FileTypeExt;
-    let opened = OpenOptions::new()
+    // Looked at before it is opened: opening a device can act (a watchdog
+    // arms, a tape rewinds). Then again on the opened file, which cannot
+    // have changed since.
+    not_regular(fs::metadata(path)?.file_type())?;
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path);
-    let file = match opened {
-        // A socket cannot be opened at all: say what it is.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
-            return match fs::metadata(path) {
-                Ok(meta) if meta.file_type().is_socket() => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a regular file (a socket)",
-                )),
-                _ => Err(e),
-            };
-        }
-        other => other?,
-    };
-    let kind = file.metadata()?.file_type();
-    if kind.is_file() {
-        // The kernel's own files (/proc, /sys) look regular but are
-        // interfaces: reading one may block, fail, or take something away
-        // (/proc/kmsg).
-        use nix::sys::statfs::{self, fstatfs};
-        let kernel = [
-            statfs::PROC_SUPER_MAGIC,
-            statfs::SYSFS_MAGIC,
-            statfs::DEBUGFS_MAGIC,
-            statfs::SECURITYFS_MAGIC,
-            statfs::TRACEFS_MAGIC,
-            statfs::CGROUP_SUPER_MAGIC,
-            statfs::CGROUP2_SUPER_MAGIC,
-        ];
-        let on = fstatfs(&file).map_err(io::Error::from)?.filesystem_type();
-        if kernel.contains(&on) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a file on disk (one of the kernel's, under /proc or /sys)",
-            ));
-        }
-        return Ok(file);
+        .open(path)?;
+    not_regular(file.metadata()?.file_type())?;
+    // The kernel's own files (/proc, /sys) look regular but are
+    // interfaces: reading one may block, fail, or take something away
+    // (/proc/kmsg).
+    use nix::sys::statfs::{self, fstatfs};
+    let kernel = [
+        statfs::PROC_SUPER_MAGIC,
+        statfs::SYSFS_MAGIC,
+        statfs::DEBUGFS_MAGIC,
+        statfs::SECURITYFS_MAGIC,
+        statfs::TRACEFS_MAGIC,
+        statfs::CGROUP_SUPER_MAGIC,
+        statfs::CGROUP2_SUPER_MAGIC,
+    ];
+    let on = fstatfs(&file).map_err(io::Error::from)?.filesystem_type();
+    if kernel.contains(&on) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file on disk (one of the kernel's, under /proc or /sys)",
+        ));
     }
-    let what = if kind.is_dir() {
+    Ok(file)
+}
+
+/// Refuse anything but a regular file, saying what it is.
+fn not_regular(kind: fs::FileType) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
         "a directory"
     } else if kind.is_fifo() {
         "a FIFO"
