@@ -86,17 +86,22 @@ pub fn decompressed<R: BufRead>(mut reader: R) -> io::Result<(Compression, Decod
 /// those are the file's first bytes. A message of that form says instead
 /// which field is bad; every other message is kept.
 pub fn content_free(message: &str) -> Cow<'_, str> {
-    if !message.starts_with("numeric field ") {
+    // Anywhere in the message: a caller may have put the entry's name or
+    // the layer before it.
+    let Some(at) = message.find("numeric field ") else {
         return Cow::Borrowed(message);
-    }
-    let field = message
+    };
+    let (before, tar) = message.split_at(at);
+    let field = tar
         .rsplit_once(" when getting ")
         .and_then(|(_, rest)| rest.split_once(" for "))
         .map_or("a numeric", |(field, _)| field);
-    Cow::Owned(if field == "cksum" {
-        "it is not a tar archive: its first block is not a tar header".to_owned()
-    } else {
-        format!("a tar header is damaged: its {field} field is not a number")
+    Cow::Owned(match (field, before.is_empty()) {
+        ("cksum", true) => {
+            "it is not a tar archive: its first block is not a tar header".to_owned()
+        }
+        ("cksum", false) => format!("{before}a block where a tar header should be is not one"),
+        _ => format!("{before}a tar header is damaged: its {field} field is not a number"),
     })
 }
 
@@ -244,6 +249,12 @@ mod tests {
         assert_eq!(
             content_free("numeric field was not a number: x y when getting mtime for a\nb"),
             "a tar header is damaged: its mtime field is not a number"
+        );
+        // Put after a caller's words too.
+        let inline = format!("layer 2: the entry after \"etc/x\": {error}");
+        assert_eq!(
+            content_free(&inline),
+            "layer 2: the entry after \"etc/x\": a block where a tar header should be is not one"
         );
         assert_eq!(
             content_free("archive header checksum mismatch"),
