@@ -361,7 +361,7 @@ pub fn run(
     if !first.is_empty() {
         first
             .refuse_planted_links(&store, &request.unit_dir)
-            .map_err(PodError::from)?;
+            .map_err(|e| refused(e.into(), &observed, &store, request, &name, systemd))?;
     }
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
@@ -425,7 +425,7 @@ fn run_locked(
         .map_err(|error| refused(error, &observed, store, request, name, systemd))?;
     if !plan.is_empty() {
         plan.refuse_planted_links(store, &request.unit_dir)
-            .map_err(PodError::from)?;
+            .map_err(|e| refused(e.into(), &observed, store, request, name, systemd))?;
     }
     let mut report = plan.report(&observed, want_diff);
     report.actions.clear();
