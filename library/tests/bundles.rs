@@ -171,3 +171,26 @@ fn a_bundle_named_through_a_symlink_is_read() {
     let linked = load_within_seconds(link.join("pod.json")).unwrap();
     assert_eq!(linked.pod, load("bundles/pair/native").pod);
 }
+
+/// A pod.json of thousands of unknown keys is refused after a bounded
+/// number of them, saying that reading stopped.
+#[test]
+fn unknown_keys_are_reported_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pod = serde_json::json!({"name": "many", "version": 1, "containers": []});
+    for i in 0..20_000 {
+        pod[format!("extra{i}")] = serde_json::json!(i);
+    }
+    std::fs::write(dir.path().join("pod.json"), pod.to_string()).unwrap();
+    let error = bundle::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("(51 problems)"),
+        "{}",
+        &error[..200.min(error.len())]
+    );
+    assert!(
+        error.ends_with("more unknown keys may follow: reading stopped after 50"),
+        "{}",
+        &error[error.len().saturating_sub(200)..]
+    );
+}

@@ -176,12 +176,26 @@ fn from_value<T: DeserializeOwned>(
         let unknown = error.inner().to_string().starts_with("unknown field `");
         let segments: Vec<serde_path_to_error::Segment> = error.path().iter().cloned().collect();
         problems.push(problem_of(error, base));
-        // Only an unknown key that can be taken out is set aside.
+        // Only an unknown key that can be taken out is set aside. Each one
+        // costs a reading of the whole: past a few dozen, the rest is not
+        // worth a quadratic time.
         if !unknown || !remove_at(&mut value, &segments) {
+            return Err(problems);
+        }
+        if problems.len() >= MAX_UNKNOWN_KEYS {
+            problems.push(Problem {
+                field: base.to_owned(),
+                message: format!(
+                    "more unknown keys may follow: reading stopped after {MAX_UNKNOWN_KEYS}"
+                ),
+            });
             return Err(problems);
         }
     }
 }
+
+/// How many unknown keys are set aside before reading stops.
+const MAX_UNKNOWN_KEYS: usize = 50;
 
 /// Remove the member that `path` ends with; whether it was there.
 fn remove_at(value: &mut Value, path: &[serde_path_to_error::Segment]) -> bool {
