@@ -365,8 +365,11 @@ impl Unpacker {
             refuse(&name, format!("cannot set its {what}: {e}"))
         };
         if as_root {
-            lchown(&abs, Some(dir.uid as u32), Some(dir.gid as u32))
-                .map_err(|e| failed("owner", &e))?;
+            let (uid, gid) = (
+                id(dir.uid).map_err(|e| failed("owner", &e))?,
+                id(dir.gid).map_err(|e| failed("group", &e))?,
+            );
+            lchown(&abs, Some(uid), Some(gid)).map_err(|e| failed("owner", &e))?;
         }
         let keep = if self.policy.keep_setuid {
             0o7777
@@ -850,13 +853,24 @@ fn make_special<R: Read>(
     mknod(abs, flag, mode, device)?;
     fs::set_permissions(abs, fs::Permissions::from_mode(header.mode()? & keep))?;
     if nix::unistd::geteuid().is_root() {
-        lchown(
-            abs,
-            header.uid().ok().map(|u| u as u32),
-            header.gid().ok().map(|g| g as u32),
-        )?;
+        lchown(abs, Some(id(header.uid()?)?), Some(id(header.gid()?)?))?;
     }
     Ok(())
+}
+
+/// An archive's user or group id as chown takes it: never cut down to 32
+/// bits (2^32 would become root), nor (uid_t)-1, which chown reads as
+/// "leave it".
+fn id(value: u64) -> io::Result<u32> {
+    u32::try_from(value)
+        .ok()
+        .filter(|id| *id != u32::MAX)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the owner id {value} is out of range (0 to 4294967294)"),
+            )
+        })
 }
 
 /// Does a symlink in `dir` (relative to the tree's root) with this target
@@ -1111,6 +1125,14 @@ fn copy_dir_metadata(meta: &fs::Metadata, target: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_ids_are_never_cut_down_to_root() {
+        assert_eq!(id(1000).unwrap(), 1000);
+        assert_eq!(id(0).unwrap(), 0);
+        assert!(id(1 << 32).is_err(), "2^32 would be root");
+        assert!(id(u64::from(u32::MAX)).is_err(), "chown's 'leave it'");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     /// A tar of (path, kind) entries: `f:text`, `d`, `l:target` (symlink),
