@@ -1113,3 +1113,24 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
     }
     insta::assert_snapshot!(messages.join("\n"));
 }
+
+/// The largest numbers the options accept run a whole deploy and a failed
+/// one without overflowing a deadline (they did panic, after the deploy).
+#[test]
+fn the_largest_timeouts_deploy_and_fail_without_overflow() {
+    let week = Duration::from_secs(ops_core::module::args::MAX_SECONDS as u64);
+    let mut host = Host::new();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle("1", WEB));
+    request.start_timeout = week;
+    request.lock_timeout = week;
+    request.download_timeout = week;
+    request.min_up_time = Duration::ZERO;
+    assert!(host.run(&request).unwrap().changed);
+    host.systemd
+        .failing
+        .insert("shop-2-web@1.service".to_owned());
+    request.bundle = Some(host.bundle("2", WEB));
+    let error = host.run(&request).unwrap_err();
+    assert!(error.contains("rolled back to version 1"), "{error}");
+}
