@@ -204,11 +204,9 @@ pub struct Policy {
     /// otherwise; images skip them).
     pub special_files: bool,
     /// Keep setuid, setgid and sticky bits (always kept for images).
+    /// Entries keep the archive's owner when running as root (a volume's
+    /// `owner` is given after extraction, by the volume).
     pub keep_setuid: bool,
-    /// Owner and group imposed on every entry; `None` keeps the archive's
-    /// (when running as root) or the current user's.
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
 }
 
 impl Policy {
@@ -378,7 +376,6 @@ impl Unpacker {
         };
         fs::set_permissions(&abs, fs::Permissions::from_mode(dir.mode & keep))
             .map_err(|e| failed("mode", &e))?;
-        self.impose_owner(&abs, dir.mode, &dir.rel)?;
         let time = nix::sys::time::TimeSpec::new(dir.mtime as i64, 0);
         nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
@@ -388,25 +385,6 @@ impl Unpacker {
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         )
         .map_err(|e| failed("times", &e))
-    }
-
-    /// Give an entry the policy's owner and group, if any. (A change of
-    /// owner clears setuid bits, so they are put back when kept.)
-    fn impose_owner(&self, abs: &Path, mode: u32, rel: &Path) -> io::Result<()> {
-        let policy = &self.policy;
-        if policy.owner.is_none() && policy.group.is_none() {
-            return Ok(());
-        }
-        lchown(abs, policy.owner, policy.group).map_err(|e| {
-            refuse(
-                &rel.display().to_string(),
-                format!("cannot set its owner: {e}"),
-            )
-        })?;
-        if policy.keep_setuid && mode & 0o7000 != 0 && !self.symlinks.contains(rel) {
-            fs::set_permissions(abs, fs::Permissions::from_mode(mode & 0o7777))?;
-        }
-        Ok(())
     }
 
     /// Every symlink the archive made, followed inside the tree (through
@@ -537,7 +515,6 @@ impl Unpacker {
                     self.files.insert(rel.to_owned());
                 }
                 // The link is the target's inode: its mode is the target's.
-                self.impose_owner(&abs, meta.mode(), rel)?;
                 return Ok(None);
             }
             EntryType::Symlink => {
@@ -563,7 +540,6 @@ impl Unpacker {
                 self.files.insert(rel.to_owned());
             }
         }
-        self.impose_owner(&abs, entry.header().mode()?, rel)?;
         Ok(None)
     }
 
@@ -699,9 +675,6 @@ impl Unpacker {
                     fs::create_dir(&abs)?;
                     if self.layer {
                         self.result.implied_dirs.insert(so_far.clone());
-                    }
-                    if self.policy.owner.is_some() || self.policy.group.is_some() {
-                        lchown(&abs, self.policy.owner, self.policy.group)?;
                     }
                 }
                 Err(e) => return Err(e),

@@ -157,8 +157,6 @@ impl Settings {
             contained: true,
             special_files: self.special_files,
             keep_setuid: self.keep_setuid,
-            owner: None,
-            group: None,
         }
     }
 }
