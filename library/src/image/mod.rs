@@ -231,7 +231,6 @@ impl Import {
         if let Some(signature) = &self.signature {
             signature.check()?;
         }
-        self.source.check()?;
         // A local image's first bytes say whether it can be a tar at all:
         // check mode refuses a file the run would refuse, without reading
         // it whole (its digest is known only then).

@@ -122,11 +122,6 @@ impl Hashes {
     }
 }
 
-/// Hash a stream (sha256, and sha512 too when asked).
-pub fn digests(mut reader: Box<dyn Read + Send>, also: Option<Algorithm>) -> io::Result<Digests> {
-    Ok(digests_and_head(&mut reader, also)?.0)
-}
-
 /// Hash a stream, keeping its first [`decode::HEAD`] bytes for [`decode::check_start`]:
 /// one read tells both whether it changed and whether it can be extracted.
 pub fn digests_and_head(
@@ -305,7 +300,9 @@ mod tests {
 
     #[test]
     fn both_digests_come_from_one_read() {
-        let d = digests(Box::new(&b"abc"[..]), Some(Algorithm::Sha512)).unwrap();
+        let d = digests_and_head(&mut &b"abc"[..], Some(Algorithm::Sha512))
+            .unwrap()
+            .0;
         assert_eq!(
             d.sha256,
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
