@@ -9,7 +9,15 @@ use serde_json::{json, Value};
 /// Run `bin` with `stdin` and the given arguments; assert that stdout is
 /// exactly one JSON object on one line, and return it.
 fn run(bin: &Path, args: &[&Path], stdin: &[u8]) -> Value {
-    let output = assert_cmd::Command::new(bin)
+    run_in(bin, args, stdin, None)
+}
+
+fn run_in(bin: &Path, args: &[&Path], stdin: &[u8], path: Option<&Path>) -> Value {
+    let mut command = assert_cmd::Command::new(bin);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let output = command
         .args(args)
         .write_stdin(stdin.to_vec())
         .output()
@@ -37,6 +45,22 @@ pub fn run_file(bin: &Path, args: &Value) -> Value {
     let file = dir.path().join("args");
     std::fs::write(&file, args.to_string()).expect("the args file");
     run(bin, &[&file], b"")
+}
+
+/// Run `bin` as Ansible does, on a host whose `systemctl --version`
+/// prints `version_text`: a `systemctl` stand-in comes first on PATH.
+pub fn run_file_with_systemctl(bin: &Path, args: &Value, version_text: &str) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let systemctl = dir.path().join("systemctl");
+    let script = format!("#!/bin/sh\ncat <<'EOF'\n{version_text}\nEOF\n");
+    std::fs::write(&systemctl, script).expect("the systemctl stand-in");
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755))
+        .expect("an executable stand-in");
+    let file = dir.path().join("args");
+    std::fs::write(&file, args.to_string()).expect("the args file");
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    run_in(bin, &[&file], b"", Some(Path::new(&path)))
 }
 
 /// Run `bin` with the args JSON on standard input.

@@ -72,7 +72,12 @@ impl Module for OpsFacts {
             pods: pods.as_deref(),
             units: options.units,
         };
-        let gathered = facts::gather(&store, &options.unit_dir, &scope, &mut Systemctl)?;
+        let gathered = facts::gather(
+            &store,
+            &options.unit_dir,
+            &scope,
+            &mut Systemctl::connect()?,
+        )?;
         let count = gathered.pods.len();
         for name in pods.iter().flatten() {
             if !gathered.pods.contains_key(name.as_str()) {

@@ -152,7 +152,7 @@ impl Module for OpsPod {
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
         let request = request(options)?;
-        let mut systemd = Systemctl;
+        let mut systemd = Systemctl::connect()?;
         match pod::run(&request, &mut systemd, context.check_mode, context.diff) {
             Ok(report) => {
                 for w in &report.warnings {

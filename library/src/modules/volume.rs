@@ -112,7 +112,7 @@ impl Module for OpsVolume {
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
         let request = request(options)?;
-        let mut systemd = Systemctl;
+        let mut systemd = Systemctl::connect()?;
         match volume::run(&request, &mut systemd, context.check_mode, context.diff) {
             Ok(report) => {
                 let msg = if report.changed {

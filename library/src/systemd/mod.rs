@@ -16,7 +16,7 @@ mod systemctl;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-pub use systemctl::Systemctl;
+pub use systemctl::{Systemctl, Unsupported, MINIMUM_VERSION};
 
 pub use crate::command::CommandError;
 

@@ -8,9 +8,88 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{Systemd, UnitStatus};
 use crate::command::{self, CommandError};
 
-/// The host's systemd.
-#[derive(Debug, Default)]
-pub struct Systemctl;
+/// The oldest systemd ops supports: Debian 11's. Every release from it
+/// on is tested on a booted system of its own (tests/fleet).
+pub const MINIMUM_VERSION: u32 = 247;
+
+/// The first systemd whose `systemd-analyze verify` takes
+/// `--recursive-errors=`; older ones refuse the option.
+const RECURSIVE_ERRORS_SINCE: u32 = 250;
+
+/// The host's systemd, of a version ops supports ([`Systemctl::connect`]).
+#[derive(Debug)]
+pub struct Systemctl {
+    version: u32,
+}
+
+/// Why ops cannot work with this host's systemd.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error(
+        "this host runs systemd {release}; ops needs systemd {MINIMUM_VERSION} or newer \
+         (Debian 11 and later): nothing was changed"
+    )]
+    TooOld { found: u32, release: String },
+    // The cause is in the message, not a source: it reads before the
+    // consequence.
+    #[error(
+        "cannot tell this host's systemd version ({0}); ops needs systemd {MINIMUM_VERSION} \
+         or newer: nothing was changed"
+    )]
+    Unknown(CommandError),
+}
+
+/// The version in `systemctl --version`'s first line, `systemd 252
+/// (252.39-1~deb12u2)`.
+pub(crate) fn parse_version(text: &str) -> Option<u32> {
+    let first = text.lines().next()?;
+    let number = first.strip_prefix("systemd ")?;
+    let digits = number.len()
+        - number
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .len();
+    number[..digits].parse().ok()
+}
+
+/// `systemd-analyze verify`'s arguments before the files, for `version`.
+fn verify_args(version: u32) -> Vec<&'static str> {
+    let mut args = vec!["verify", "--man=no"];
+    // From 250 on, verify also fails on errors in the units the files
+    // refer to (the host's own, not ours to judge) unless told not to;
+    // older ones have no such option and refuse to run when given it.
+    if version >= RECURSIVE_ERRORS_SINCE {
+        args.push("--recursive-errors=no");
+    }
+    args
+}
+
+impl Systemctl {
+    /// The host's systemd, once its version is known to be supported: a
+    /// host with an older one is refused before anything is looked at.
+    pub fn connect() -> Result<Self, Unsupported> {
+        let text = command::run(
+            Command::new("systemctl").arg("--version"),
+            Some(Duration::from_secs(10)),
+        )
+        .map_err(Unsupported::Unknown)?
+        .stdout;
+        let Some(version) = parse_version(&text) else {
+            return Err(Unsupported::Unknown(CommandError::Failed {
+                line: "systemctl --version".to_owned(),
+                how: "printed no version".to_owned(),
+                stderr: text.lines().next().unwrap_or_default().to_owned(),
+            }));
+        };
+        if version < MINIMUM_VERSION {
+            let first = text.lines().next().unwrap_or_default();
+            return Err(Unsupported::TooOld {
+                found: version,
+                release: first.trim().trim_start_matches("systemd ").to_owned(),
+            });
+        }
+        Ok(Self { version })
+    }
+}
 
 fn systemctl(
     args: &[&str],
@@ -206,8 +285,7 @@ impl Systemd for Systemctl {
 
     fn verify(&mut self, files: &[PathBuf]) -> Result<bool, CommandError> {
         let mut cmd = Command::new("systemd-analyze");
-        cmd.args(["verify", "--man=no", "--recursive-errors=no"])
-            .args(files);
+        cmd.args(verify_args(self.version)).args(files);
         match command::run(&mut cmd, Some(Duration::from_secs(60))) {
             Ok(_) => Ok(true),
             Err(CommandError::Spawn { source, .. })
@@ -223,6 +301,34 @@ impl Systemd for Systemctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_the_first_line() {
+        for (text, version) in [
+            ("systemd 247 (247.3-7+deb11u8)\n+PAM +AUDIT", Some(247)),
+            ("systemd 257 (257.13-1~deb13u1)\n", Some(257)),
+            ("systemd 255 (255.4-1ubuntu8)", Some(255)),
+            ("systemd 252\n", Some(252)),
+            ("", None),
+            ("systemctl: command not found", None),
+            ("systemd (unknown)", None),
+        ] {
+            assert_eq!(parse_version(text), version, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn verify_asks_for_recursive_errors_only_where_systemd_knows_it() {
+        // systemd 247 (Debian 11) refuses the option outright.
+        assert_eq!(verify_args(247), ["verify", "--man=no"]);
+        assert_eq!(verify_args(249), ["verify", "--man=no"]);
+        for version in [250, 252, 257] {
+            assert_eq!(
+                verify_args(version),
+                ["verify", "--man=no", "--recursive-errors=no"]
+            );
+        }
+    }
 
     #[test]
     fn list_output_is_read_as_json() {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ops_core::testkit::{protocol_results, run_file};
+use ops_core::testkit::{protocol_results, run_file, run_file_with_systemctl};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ops_pod");
@@ -60,4 +60,31 @@ fn options_the_spec_cannot_check_are_refused_together() {
     assert_eq!(result["failed"], json!(true), "{result}");
     assert!(!result.to_string().contains("hunter2"), "{result}");
     insta::assert_json_snapshot!(result);
+}
+
+#[test]
+fn a_systemd_older_than_supported_is_refused_before_anything() {
+    let dir = std::env::temp_dir().join(format!("ops-pod-old-systemd-{}", std::process::id()));
+    let root = dir.join("ops");
+    let units = dir.join("units");
+    for check_mode in [true, false] {
+        let args = json!({
+            "bundle": "../../tests/fixtures/bundles/native-seed000",
+            "root": root,
+            "unit_dir": units,
+            "_ansible_check_mode": check_mode,
+        });
+        let old = run_file_with_systemctl(
+            Path::new(BIN),
+            &args,
+            "systemd 245 (245.4-4ubuntu3)\n+PAM +AUDIT",
+        );
+        assert_eq!(old["failed"], json!(true), "{old}");
+        assert_eq!(old["changed"], json!(false), "{old}");
+        insta::assert_snapshot!(old["msg"].as_str().unwrap());
+        let unknown = run_file_with_systemctl(Path::new(BIN), &args, "not a version");
+        assert_eq!(unknown["failed"], json!(true), "{unknown}");
+        insta::assert_snapshot!(unknown["msg"].as_str().unwrap());
+        assert!(!root.exists() && !units.exists(), "nothing was made");
+    }
 }
