@@ -435,10 +435,16 @@ fn import_staged(
                             actual: ids.join(", "),
                         });
                     }
-                    podman::load(file)?;
+                    let said = podman::load(file)?;
                     if !podman::exists(&reference)? {
+                        let said = if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (podman said: {said})")
+                        };
                         return Err(ImageError::Refused(format!(
-                            "podman load of {name} did not leave image {want} in podman's storage"
+                            "podman load of {name} did not leave image {want} in podman's \
+                             storage{said}"
                         )));
                     }
                     (want, format)

@@ -21,8 +21,12 @@ fn podman() -> Command {
 }
 
 fn run(cmd: &mut Command) -> Result<String, ImageError> {
+    run_output(cmd).map(|out| out.stdout)
+}
+
+fn run_output(cmd: &mut Command) -> Result<command::Output, ImageError> {
     match command::run(cmd, None) {
-        Ok(out) => Ok(out.stdout),
+        Ok(out) => Ok(out),
         Err(CommandError::Spawn { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -53,8 +57,31 @@ pub fn size(reference: &str) -> Result<u64, ImageError> {
 }
 
 /// `podman load` an OCI or Docker archive.
-pub fn load(archive: &Path) -> Result<(), ImageError> {
-    run(podman().args(["load", "--quiet", "--input"]).arg(archive)).map(drop)
+///
+/// Returns what podman wrote on stderr: podman 3 (Debian 11) reports a
+/// layer whose digest does not match there and still exits 0, loading
+/// nothing, so the caller looks for the image and quotes this when it is
+/// missing.
+pub fn load(archive: &Path) -> Result<String, ImageError> {
+    let out = run_output(podman().args(["load", "--quiet", "--input"]).arg(archive))?;
+    Ok(complaints(&out.stderr))
+}
+
+/// podman's stderr without its progress lines, one line.
+fn complaints(stderr: &str) -> String {
+    const PROGRESS: [&str; 5] = [
+        "Getting image source signatures",
+        "Copying blob",
+        "Copying config",
+        "Writing manifest",
+        "Storing signatures",
+    ];
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !PROGRESS.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `podman import` a root filesystem tar as `reference`, with an ACI's
@@ -93,6 +120,14 @@ fn changes(app: &AciApp) -> Vec<String> {
 /// How long a removal waits for containers of just-stopped units to go.
 const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Whether `podman image rm` failed because a container uses the image,
+/// in the words of each podman ops supports: 4 and 5 say "image is in use
+/// by a container", 3 (Debian 11) "as it is being used by N containers:
+/// image is being used".
+fn says_in_use(stderr: &str) -> bool {
+    stderr.contains("in use by a container") || stderr.contains("image is being used")
+}
+
 /// Remove an image from podman's storage. A unit that ran `podman run
 /// --rm` can stop before its container is gone (podman's cleanup runs after
 /// the main process exits, and may be cut short), so "in use by a
@@ -102,7 +137,7 @@ pub fn remove(reference: &str) -> Result<(), ImageError> {
     loop {
         match run(podman().args(["image", "rm", reference])) {
             Err(ImageError::Podman(CommandError::Failed { stderr, .. }))
-                if stderr.contains("in use by a container") =>
+                if says_in_use(&stderr) =>
             {
                 if began.elapsed() >= REMOVE_PATIENCE {
                     return Err(ImageError::InUse {
@@ -121,6 +156,40 @@ pub fn remove(reference: &str) -> Result<(), ImageError> {
 mod tests {
     use super::*;
     use crate::image::archive::{AciEnv, AciPort};
+
+    #[test]
+    fn what_podman_load_complained_of_is_kept_without_its_progress() {
+        // podman 3.0.1 (Debian 11) loading an archive with a damaged layer:
+        // it exits 0 and loads nothing.
+        let stderr = "Getting image source signatures\n\
+                      Copying blob sha256:45260f5f\n\
+                      Copying blob sha256:04ce5c27\n  \
+                      Digest did not match, expected sha256:04ce5c27, got sha256:d0fa5544\n  \
+                      open /x/oci-bad-layer.tar/manifest.json: not a directory\n";
+        assert_eq!(
+            complaints(stderr),
+            "Digest did not match, expected sha256:04ce5c27, got sha256:d0fa5544; \
+             open /x/oci-bad-layer.tar/manifest.json: not a directory"
+        );
+        assert_eq!(
+            complaints("Copying config sha256:1\nWriting manifest to image destination\n"),
+            ""
+        );
+    }
+
+    #[test]
+    fn every_supported_podman_is_understood_when_an_image_is_in_use() {
+        // As printed by podman 3.0.1 (Debian 11), 4.3.1 (12) and 5.4 (13).
+        for stderr in [
+            "Error: 1 error occurred:\n\t* could not remove image 1de4f345ecd5 as it is being \
+             used by 1 containers: image is being used\n",
+            "Error: image used by 0d2c5a8f: image is in use by a container: consider listing \
+             external containers and force-removing image",
+        ] {
+            assert!(says_in_use(stderr), "{stderr}");
+        }
+        assert!(!says_in_use("Error: 1de4f345ecd5: image not known"));
+    }
 
     #[test]
     fn an_aci_app_becomes_image_config() {
