@@ -52,13 +52,57 @@ fn tail(text: &str) -> String {
     text[start..].to_owned()
 }
 
+/// How long the output of a program that has exited is still waited for:
+/// a process it left behind may hold its stdout or stderr open for good.
+const AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// What a thread has read of a pipe so far, and word when it reached the end.
+struct Drained {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// Read all of `pipe` on a thread, keeping each chunk as it comes.
+fn drain(mut pipe: impl Read + Send + 'static) -> Drained {
+    let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sender, done) = std::sync::mpsc::channel();
+    let kept = std::sync::Arc::clone(&bytes);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            if let Ok(mut bytes) = kept.lock() {
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let _ = sender.send(());
+    });
+    Drained { bytes, done }
+}
+
+impl Drained {
+    /// Everything read by the end of the pipe, or by `until`.
+    fn collect(self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        self.bytes
+            .lock()
+            .map(|bytes| bytes.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Run `cmd` to completion (or until `deadline`), failing unless it exits 0.
+/// The program runs in a process group of its own: at the deadline the
+/// whole group is killed, what it started too.
 pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, CommandError> {
+    use std::os::unix::process::CommandExt;
     let line = line(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|source| CommandError::Spawn {
             line: line.clone(),
@@ -66,18 +110,9 @@ pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, Comm
         })?;
     // Drain both pipes on threads so a chatty program never blocks on a
     // full pipe while we wait for it.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -87,6 +122,7 @@ pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, Comm
         }
         if let Some(limit) = deadline {
             if started.elapsed() >= limit {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(CommandError::TimedOut {
@@ -97,9 +133,13 @@ pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, Comm
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Whatever it left holding the pipes is not waited for past a grace
+    // period: the output read by then counts.
+    let until = Instant::now() + AFTER_EXIT;
+    let (out, err) = (out.collect(until), err.collect(until));
     let output = Output {
-        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
     };
     if status.success() {
         Ok(output)
@@ -141,6 +181,40 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "sleep 5 did not finish within 0.2 s");
+    }
+
+    #[test]
+    fn a_process_left_holding_the_output_is_not_waited_for() {
+        let out = run(
+            Command::new("sh").args(["-c", "sleep 1000 & echo systemd 252"]),
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, "systemd 252\n");
+    }
+
+    #[test]
+    fn a_deadline_kills_what_the_program_started_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 1000 & echo $! > {}; wait", pid_file.display());
+        let err = run(
+            Command::new("sh").args(["-c", &script]),
+            Some(Duration::from_millis(500)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CommandError::TimedOut { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed, then reaped by init: gone within moments.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        });
+        assert!(gone, "the program's child {pid} still runs");
     }
 
     #[test]
