@@ -243,7 +243,7 @@ fn secrets_are_written_0600_and_never_reported() {
     );
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(
-        shown.contains("environment of 1: TOKEN (values hidden, changed)"),
+        shown.contains("environment of 1: TOKEN (values hidden, from the env option)"),
         "{shown}"
     );
     for (path, entry) in host.snapshot() {
@@ -256,6 +256,20 @@ fn secrets_are_written_0600_and_never_reported() {
         }
     }
     assert!(!host.run(&request).unwrap().changed);
+
+    // New values for the same names: the diff can only say they changed.
+    request.env = Some(BTreeMap::from([(
+        "TOKEN".to_owned(),
+        "another-value".to_owned(),
+    )]));
+    let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    assert!(planned.changed);
+    let after = planned.diff[0]["after"].as_str().unwrap();
+    assert!(
+        after.contains("environment of 1: TOKEN (values hidden, changed)"),
+        "{after}"
+    );
+    assert!(!after.contains("another-value"), "{after}");
 }
 
 #[test]
@@ -938,10 +952,9 @@ fn an_upgrade_without_env_carries_the_secret_environment_over() {
         planned.actions
     );
     assert!(
-        planned.diff[0]["after"]
-            .as_str()
-            .unwrap()
-            .contains("environment of 2: DB_PASSWORD, TOKEN (values hidden, changed)"),
+        planned.diff[0]["after"].as_str().unwrap().contains(
+            "environment of 2: DB_PASSWORD, TOKEN (values hidden, carried over from version 1)"
+        ),
         "{}",
         planned.diff[0]
     );

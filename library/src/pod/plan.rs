@@ -660,8 +660,15 @@ impl Plan {
             );
             for (v, stored) in &state.versions {
                 if let Some(env) = &stored.environment {
-                    // Names only: the values are secret.
-                    let changed = if mark == Some(v) { ", changed" } else { "" };
+                    // Names only: the values are secret. What this run
+                    // writes is marked: where it came from, or that a
+                    // version's values changed (the names may not).
+                    let changed = match (mark == Some(v), &self.environment_from) {
+                        (false, _) => String::new(),
+                        (true, Some(from)) => format!(", carried over from version {from}"),
+                        (true, None) if before.versions.contains_key(v) => ", changed".to_owned(),
+                        (true, None) => ", from the env option".to_owned(),
+                    };
                     s.push_str(&format!(
                         "environment of {v}: {} (values hidden{changed})\n",
                         units::environment_names(env).join(", ")

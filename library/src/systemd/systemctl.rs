@@ -41,14 +41,42 @@ pub enum Unsupported {
 
 /// The version in `systemctl --version`'s first line, `systemd 252
 /// (252.39-1~deb12u2)`.
+///
+/// A number too large for a `u32` is read as the largest: it is no older
+/// than any systemd.
 pub(crate) fn parse_version(text: &str) -> Option<u32> {
-    let first = text.lines().next()?;
-    let number = first.strip_prefix("systemd ")?;
-    let digits = number.len()
-        - number
-            .trim_start_matches(|c: char| c.is_ascii_digit())
-            .len();
-    number[..digits].parse().ok()
+    let first = text.lines().find(|l| !l.trim().is_empty())?.trim_start();
+    let number = first.strip_prefix("systemd")?;
+    if !number.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let number = number.trim_start();
+    let end = number
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(number.len());
+    if end == 0 {
+        return None;
+    }
+    Some(number[..end].parse().unwrap_or(u32::MAX))
+}
+
+/// `systemctl --version`'s first line as a message can quote it: at most
+/// 80 characters, control characters shown as `?`.
+fn quotable(text: &str) -> String {
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
+    let mut quoted: String = first
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if first.chars().nth(80).is_some() {
+        quoted.push('…');
+    }
+    quoted
 }
 
 /// `systemd-analyze verify`'s arguments before the files, for `version`.
@@ -77,14 +105,17 @@ impl Systemctl {
             return Err(Unsupported::Unknown(CommandError::Failed {
                 line: "systemctl --version".to_owned(),
                 how: "printed no version".to_owned(),
-                stderr: text.lines().next().unwrap_or_default().to_owned(),
+                stderr: quotable(&text),
             }));
         };
         if version < MINIMUM_VERSION {
-            let first = text.lines().next().unwrap_or_default();
+            let quoted = quotable(&text);
             return Err(Unsupported::TooOld {
                 found: version,
-                release: first.trim().trim_start_matches("systemd ").to_owned(),
+                release: quoted
+                    .strip_prefix("systemd")
+                    .map_or(quoted.as_str(), str::trim_start)
+                    .to_owned(),
             });
         }
         Ok(Self { version })
@@ -312,9 +343,27 @@ mod tests {
             ("", None),
             ("systemctl: command not found", None),
             ("systemd (unknown)", None),
+            ("systemd252", None),
+            (" systemd 252\n", Some(252)),
+            ("\nsystemd\t246 (246.6)", Some(246)),
+            ("systemd +252", None),
+            ("systemd 99999999999999999999 (x)", Some(u32::MAX)),
+            ("systemd 0000246", Some(246)),
         ] {
             assert_eq!(parse_version(text), version, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_version_line_is_quoted_short_and_printable() {
+        let long = format!("systemd 12 {}", "A".repeat(200_000));
+        let quoted = quotable(&long);
+        assert_eq!(quoted.chars().count(), 81, "{quoted}");
+        assert!(quoted.ends_with("A…"));
+        assert_eq!(
+            quotable("systemd 100 \u{1b}]0;title\u{7}\u{1b}[31mRED\r\n+PAM"),
+            "systemd 100 ?]0;title??[31mRED"
+        );
     }
 
     #[test]
