@@ -63,8 +63,18 @@ pub fn size(reference: &str) -> Result<u64, ImageError> {
 /// nothing, so the caller looks for the image and quotes this when it is
 /// missing.
 pub fn load(archive: &Path) -> Result<String, ImageError> {
-    let out = run_output(podman().args(["load", "--quiet", "--input"]).arg(archive))?;
-    Ok(complaints(&out.stderr))
+    // Not --quiet: podman 3 then says nothing at all of what went wrong.
+    match run_output(podman().args(["load", "--input"]).arg(archive)) {
+        Ok(out) => Ok(complaints(&out.stderr)),
+        Err(ImageError::Podman(CommandError::Failed { line, how, stderr })) => {
+            Err(ImageError::Podman(CommandError::Failed {
+                line,
+                how,
+                stderr: complaints(&stderr),
+            }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// podman's stderr without its progress lines, one line.
