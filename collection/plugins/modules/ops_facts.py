@@ -52,8 +52,12 @@ attributes:
     support: full
     description: Sets C(ansible_facts.ops).
 notes:
-  - Run it as a task. It cannot be one of the C(FACTS_MODULES) that
-    C(gather_facts) runs, which calls a module without its action.
+  - Run it as a task, or as a fact module of C(gather_facts). C(gather_facts)
+    runs its fact modules without their action, so name the binary of the
+    host's machine, as in C(ansible_facts_modules=[ops.onboard.ops_facts_x86_64])
+    (or C(ops_facts_aarch64)); on hosts with Python,
+    C(ansible_facts_modules=[setup, ops.onboard.ops_facts_x86_64]) gathers both.
+    Naming C(ops.onboard.ops_facts) there fails with "missing interpreter line".
   - The record of a pod is the one M(ops.onboard.ops_pod) returns as C(pod).
 """
 
