@@ -74,10 +74,33 @@ module_binaries_run_inside() {
   grep -q '"msg":"Unsupported parameters for (ops_pod) module: bogus.' <<<"$out" || { echo "$out"; return 1; }
 }
 
+paths_are_data_not_code() {
+  local dir bind marker
+  dir=$(mktemp -d /var/tmp/ops-harness-paths.XXXXXX)
+  marker=$dir/ran
+  bind="$dir/a \"; touch $marker; echo \"\$(touch $marker)"
+  mkdir -p "$bind" && echo here > "$bind/file"
+  "$sandbox" --bind "$bind" -- cat "$bind/file" | grep -qx here || { echo "the bound directory is not there inside"; rm -rf "$dir"; return 1; }
+  [ ! -e "$marker" ] || { echo "a --bind path ran as shell code"; rm -rf "$dir"; return 1; }
+  rm -rf "$dir"
+}
+
+bad_roots_are_refused() {
+  local out status empty
+  empty=$(mktemp -d /var/tmp/ops-harness-root.XXXXXX)
+  out=$("$sandbox" --root /etc/hostname -- true 2>&1); status=$?
+  [ "$status" -eq 2 ] && grep -q "not a directory" <<<"$out" || { echo "a file as --root: $status $out"; rm -rf "$empty"; return 1; }
+  out=$("$sandbox" --root "$empty" -- true 2>&1); status=$?
+  rm -rf "$empty"
+  [ "$status" -eq 2 ] && grep -q "not the root of a systemd distribution" <<<"$out" || { echo "an empty --root: $status $out"; return 1; }
+}
+
 check "host is untouched" host_is_untouched
 check "PID 1 is a running systemd" pid1_is_systemd_and_running
 check "a unit is installed, started and stopped" a_unit_is_installed_started_and_stopped
 check "refuses clearly without root" refuses_without_root
 check "the command's exit status is the sandbox's" a_failing_command_fails_the_sandbox
 check "module binaries run inside" module_binaries_run_inside
+check "--bind paths are data, never shell code" paths_are_data_not_code
+check "a --root that is a file or no systemd root is refused (status 2)" bad_roots_are_refused
 finish
