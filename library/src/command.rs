@@ -49,8 +49,24 @@ fn tail(text: &str) -> String {
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    text[start..].to_owned()
+    // What a program printed reaches a terminal through Ansible: no escape
+    // sequences or other control characters but line breaks and tabs.
+    text[start..]
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
+
+/// The most of one stream kept: what is past it is dropped from the front
+/// (the end of an error is what says why). A program that prints more on
+/// stdout has failed.
+const MAX_OUTPUT: usize = 64 << 20;
 
 /// How long the output of a program that has exited is still waited for:
 /// a process it left behind may hold its stdout or stderr open for good.
@@ -58,20 +74,26 @@ const AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// What a thread has read of a pipe so far, and word when it reached the end.
 struct Drained {
-    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    bytes: std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
 /// Read all of `pipe` on a thread, keeping each chunk as it comes.
 fn drain(mut pipe: impl Read + Send + 'static) -> Drained {
-    let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bytes = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
     let (sender, done) = std::sync::mpsc::channel();
     let kept = std::sync::Arc::clone(&bytes);
     std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-            if let Ok(mut bytes) = kept.lock() {
+            if let Ok(mut kept) = kept.lock() {
+                let (bytes, overflowed) = &mut *kept;
                 bytes.extend_from_slice(&chunk[..n]);
+                if bytes.len() > MAX_OUTPUT {
+                    let excess = bytes.len() - MAX_OUTPUT / 2;
+                    bytes.drain(..excess);
+                    *overflowed = true;
+                }
             }
         }
         let _ = sender.send(());
@@ -80,14 +102,15 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Drained {
 }
 
 impl Drained {
-    /// Everything read by the end of the pipe, or by `until`.
-    fn collect(self, until: Instant) -> Vec<u8> {
+    /// Everything read by the end of the pipe, or by `until`, and whether
+    /// more than [`MAX_OUTPUT`] came.
+    fn collect(self, until: Instant) -> (Vec<u8>, bool) {
         let _ = self
             .done
             .recv_timeout(until.saturating_duration_since(Instant::now()));
         self.bytes
             .lock()
-            .map(|bytes| bytes.clone())
+            .map(|kept| kept.clone())
             .unwrap_or_default()
     }
 }
@@ -136,12 +159,18 @@ pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, Comm
     // Whatever it left holding the pipes is not waited for past a grace
     // period: the output read by then counts.
     let until = Instant::now() + AFTER_EXIT;
-    let (out, err) = (out.collect(until), err.collect(until));
+    let ((out, too_much), (err, _)) = (out.collect(until), err.collect(until));
     let output = Output {
         stdout: String::from_utf8_lossy(&out).into_owned(),
         stderr: String::from_utf8_lossy(&err).into_owned(),
     };
-    if status.success() {
+    if too_much {
+        Err(CommandError::Failed {
+            line,
+            how: format!("printed more than {} MiB", MAX_OUTPUT >> 20),
+            stderr: tail(&output.stderr),
+        })
+    } else if status.success() {
         Ok(output)
     } else {
         let how = match status.code() {
@@ -215,6 +244,33 @@ mod tests {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
         });
         assert!(gone, "the program's child {pid} still runs");
+    }
+
+    #[test]
+    fn endless_output_is_bounded() {
+        let err = run(
+            Command::new("sh").args(["-c", "yes systemd 252 | head -c 100000000"]),
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().ends_with("printed more than 64 MiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn control_characters_of_stderr_are_not_passed_on() {
+        let err = run(
+            Command::new("sh").args([
+                "-c",
+                "printf 'no bus: \\033]0;x\\007 \\r\\n\\tend' >&2; exit 1",
+            ]),
+            None,
+        )
+        .unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.ends_with("no bus: ?]0;x? ?\n\tend"), "{shown:?}");
     }
 
     #[test]

@@ -95,17 +95,22 @@ impl Systemctl {
     /// The host's systemd, once its version is known to be supported: a
     /// host with an older one is refused before anything is looked at.
     pub fn connect() -> Result<Self, Unsupported> {
-        let text = command::run(
+        let output = command::run(
             Command::new("systemctl").arg("--version"),
             Some(Duration::from_secs(10)),
         )
-        .map_err(Unsupported::Unknown)?
-        .stdout;
+        .map_err(Unsupported::Unknown)?;
+        let text = output.stdout;
         let Some(version) = parse_version(&text) else {
+            // What it printed instead, or else what it said on stderr.
+            let said = match quotable(&text) {
+                quoted if quoted.is_empty() => quotable(&output.stderr),
+                quoted => quoted,
+            };
             return Err(Unsupported::Unknown(CommandError::Failed {
                 line: "systemctl --version".to_owned(),
                 how: "printed no version".to_owned(),
-                stderr: quotable(&text),
+                stderr: said,
             }));
         };
         if version < MINIMUM_VERSION {
