@@ -49,10 +49,14 @@ fn tail(text: &str) -> String {
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    // What a program printed reaches a terminal through Ansible: no escape
-    // sequences or other control characters but line breaks and tabs.
-    text[start..]
-        .chars()
+    printable(&text[start..])
+}
+
+/// What a program printed, as a message may show it: it reaches a terminal
+/// through Ansible, so no escape sequences or other control characters but
+/// line breaks and tabs (each shown as `?`).
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
         .map(|c| {
             if c.is_control() && c != '\n' && c != '\t' {
                 '?'
@@ -110,7 +114,7 @@ impl Drained {
             .recv_timeout(until.saturating_duration_since(Instant::now()));
         self.bytes
             .lock()
-            .map(|kept| kept.clone())
+            .map(|mut kept| std::mem::take(&mut *kept))
             .unwrap_or_default()
     }
 }

@@ -68,11 +68,7 @@ fn quotable(text: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default()
         .trim();
-    let mut quoted: String = first
-        .chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let mut quoted: String = command::printable(&first.chars().take(80).collect::<String>());
     if first.chars().nth(80).is_some() {
         quoted.push('…');
     }
