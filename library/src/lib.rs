@@ -23,6 +23,7 @@ pub mod image;
 pub mod lock;
 pub mod module;
 pub mod modules;
+pub mod outcome;
 pub mod pod;
 pub mod ports;
 pub mod store;

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{describe_change, Plan, Start};
-use super::{pod_units, version_units, Observed, PodError, Report, Request, Unfinished};
+use super::{pod_units, version_units, Observed, PodError, Report, Request};
+use crate::outcome::AfterChanges;
 use crate::bundle::{ImageId, Version};
 use crate::lock::StoreLock;
 use crate::store::Store;
@@ -610,7 +611,7 @@ impl Run<'_> {
             return cause;
         }
         self.report.changed = !left.is_empty() || undo_error.is_some();
-        PodError::AfterChanges(Box::new(Unfinished {
+        PodError::AfterChanges(Box::new(AfterChanges {
             cause: crate::module::error_chain(&cause),
             outcome,
             undone: std::mem::take(&mut self.undone),

@@ -21,6 +21,7 @@ use crate::atomic::FsError;
 use crate::bundle::{self, BundleError, PodName, Version};
 use crate::image::{ImageError, Runtime};
 use crate::lock::{LockError, StoreLock};
+use crate::outcome::AfterChanges;
 use crate::store::{self, NewVersion, PodState, Store, StoreError};
 use crate::systemd::{CommandError, Systemd, UnitStatus};
 use crate::units::{self, Files, UnitsError};
@@ -134,7 +135,7 @@ pub enum PodError {
     /// was undone and what stays changed, and the report's `changed` says
     /// whether anything does.
     #[error("{0}")]
-    AfterChanges(Box<Unfinished>),
+    AfterChanges(Box<AfterChanges>),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -147,38 +148,6 @@ pub enum PodError {
         #[source]
         source: Box<crate::volume::VolumeError>,
     },
-}
-
-/// A run that failed after changing the host.
-#[derive(Debug)]
-pub struct Unfinished {
-    /// The real cause, first (for a version that did not come up, with
-    /// its unit's last journal lines).
-    pub cause: String,
-    /// How the run ended, e.g. `rolled back to version 1`.
-    pub outcome: String,
-    /// What the undo did, in order.
-    pub undone: Vec<String>,
-    /// Why the undo stopped before the end, if it did.
-    pub undo_error: Option<String>,
-    /// What the run did that stays changed.
-    pub left: Vec<String>,
-}
-
-impl std::fmt::Display for Unfinished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n{}", self.cause, self.outcome)?;
-        if !self.undone.is_empty() {
-            write!(f, "; undone: {}", self.undone.join("; "))?;
-        }
-        if let Some(error) = &self.undo_error {
-            write!(f, "\ncould not undo the rest: {error}")?;
-        }
-        if !self.left.is_empty() {
-            write!(f, "\nleft changed: {}", self.left.join("; "))?;
-        }
-        Ok(())
-    }
 }
 
 /// A failed run: the error and what had been done.
