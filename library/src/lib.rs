@@ -18,6 +18,7 @@ pub mod atomic;
 pub mod bundle;
 pub mod command;
 pub mod decode;
+pub mod download;
 pub mod facts;
 pub mod image;
 pub mod lock;
@@ -26,6 +27,7 @@ pub mod modules;
 pub mod outcome;
 pub mod pod;
 pub mod ports;
+pub mod records;
 pub mod store;
 pub mod systemd;
 #[cfg(feature = "testkit")]

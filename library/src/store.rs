@@ -29,19 +29,16 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, Context, FsError};
-use crate::bundle::names::{PodName, UnitName, Version};
-use crate::bundle::Pod;
 use crate::lock::StoreLock;
+use crate::records::names::{PodName, UnitName, Version};
+use crate::records::pod::Pod;
+pub use crate::records::version::{VersionRecord, META_FORMAT};
 
 /// The layout this code reads and writes.
 pub const LAYOUT: u32 = 1;
-/// The format of `meta.json`.
-pub const META_FORMAT: u32 = 1;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -53,28 +50,6 @@ pub enum StoreError {
     Layout { root: PathBuf, found: String },
     #[error("{} is not a valid version record: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
-}
-
-/// ops's record of one deployed version (`meta.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VersionRecord {
-    pub format: u32,
-    /// Order of deployment within the pod: higher is newer.
-    pub sequence: u64,
-    /// Seconds since the Unix epoch.
-    pub deployed_at: u64,
-    /// `sha256:` of the validated pod and its unit files: two bundles with
-    /// the same digest deploy the same thing.
-    pub digest: String,
-    /// The validated pod; unit files are at `units/<name>`.
-    pub pod: Pod,
-    /// The runtime the pod's images were imported into.
-    #[serde(default)]
-    pub runtime: crate::image::Runtime,
-    /// The host ports the version uses (see crate::ports).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<crate::ports::Allocation>,
 }
 
 /// A version as stored: its record, unit file texts and environment file.
@@ -147,7 +122,7 @@ fn redact_uris(pod: &mut Pod) -> bool {
         .chain(pod.volumes.iter_mut().filter_map(|v| v.data.as_mut()));
     for source in sources {
         if let crate::bundle::Source::Uri(uri) = source {
-            let shown = crate::image::source::redact(uri).into_owned();
+            let shown = crate::records::uri::redact(uri).into_owned();
             if shown != *uri {
                 *uri = shown;
                 hidden = true;

@@ -39,9 +39,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Context, FsError};
-use crate::bundle::names::{ImageId, PodName, UnitName, Version};
-use crate::bundle::{Pod, Unit, Volume};
+use crate::bundle::{Pod, Volume};
 use crate::image::{records, Runtime};
+use crate::records::names::{ImageId, PodName, UnitName, Version};
+use crate::records::unit_names::split;
+pub use crate::records::unit_names::{installed_name, runnable, slice_name, target_name};
+pub use crate::records::unit_syntax::{check_env_value, check_unit_path};
 use crate::store::{PodState, Store};
 use crate::volume;
 
@@ -94,40 +97,6 @@ pub enum UnitsError {
         path: PathBuf,
         reason: String,
     },
-}
-
-/// `(stem, suffix)` of a unit name: `("web@", "service")`.
-fn split(name: &str) -> (&str, &str) {
-    name.rsplit_once('.').unwrap_or((name, ""))
-}
-
-/// The name a bundle unit is installed under.
-pub fn installed_name(pod: &PodName, version: &Version, unit: &UnitName) -> String {
-    format!("{pod}-{version}-{}", unit.as_str())
-}
-
-/// The names systemd runs for a unit: each instance of a template, or the
-/// unit itself.
-pub fn runnable(pod: &PodName, version: &Version, unit: &Unit) -> Vec<String> {
-    let installed = installed_name(pod, version, &unit.name);
-    if unit.name.is_template() {
-        let (stem, suffix) = split(&installed);
-        unit.instances
-            .iter()
-            .map(|i| format!("{stem}{i}.{suffix}"))
-            .collect()
-    } else {
-        vec![installed]
-    }
-}
-
-pub fn target_name(pod: &PodName) -> String {
-    format!("ops-{pod}.target")
-}
-
-/// `-` separates levels in slice names, so the pod's own are escaped.
-pub fn slice_name(pod: &PodName) -> String {
-    format!("ops-{}.slice", pod.as_str().replace('-', "\\x2d"))
 }
 
 fn pod_header(pod: &PodName) -> String {
@@ -283,29 +252,6 @@ fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
     out
 }
 
-/// Longest `NAME=value` Linux hands to a program: one string of the
-/// environment block, NUL included, may be 32 pages (MAX_ARG_STRLEN);
-/// systemd refuses to start a service with a longer one.
-const MAX_ASSIGNMENT: usize = 32 * 4096 - 1;
-
-/// Whether variable `name` can carry `value` to a service exactly. The
-/// message never quotes the value: it may be a secret.
-pub fn check_env_value(name: &str, value: &str) -> Result<(), String> {
-    if value.contains('\0') {
-        return Err(
-            "the value contains a NUL character, which no environment variable can hold".into(),
-        );
-    }
-    let length = name.len() + 1 + value.len();
-    if length > MAX_ASSIGNMENT {
-        return Err(format!(
-            "the value is too long: {name}=value is {length} bytes, and Linux passes at most \
-             {MAX_ASSIGNMENT} bytes in one environment variable"
-        ));
-    }
-    Ok(())
-}
-
 /// `Environment="NAME=value"`, encoded so systemd hands the service exactly
 /// `value`: systemd reads the quoted word with C escapes (so control
 /// characters, which it would take for line ends or drop, are `\xNN`), and
@@ -340,24 +286,6 @@ pub fn environment_file(env: &BTreeMap<String, String>) -> Vec<u8> {
         s.push_str(&format!("{name}=\"{escaped}\"\n"));
     }
     s.into_bytes()
-}
-
-/// Whether a path can be written into a path setting of a unit
-/// (`RootDirectory=`, `EnvironmentFile=`, `ReadOnlyPaths=`, `BindPaths=`)
-/// and reach systemd exactly. Those settings split at whitespace (and
-/// `BindPaths=` at `:`) and treat quotes and backslashes each their own
-/// way, and systemd ends lines at control characters, so a path with any
-/// of these is refused; `%` is written `%%` ([`unit_path`]).
-pub fn check_unit_path(path: &str) -> Result<(), String> {
-    match path.chars().find(|c| {
-        c.is_ascii_control() || c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '\\' | ':')
-    }) {
-        Some(c) => Err(format!(
-            "it contains {c:?}; systemd unit files cannot carry whitespace, control characters, \
-             quotes, '\\' or ':' in a path"
-        )),
-        None => Ok(()),
-    }
 }
 
 /// `path` as written in a path setting of a unit; `what` names it in the
@@ -767,6 +695,8 @@ pub fn apply(unit_dir: &Path, changes: &[Change]) -> Result<(), FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::Unit;
+    use crate::records::unit_syntax::MAX_ASSIGNMENT;
 
     fn pod() -> PodName {
         PodName::parse("shop").unwrap()

@@ -7,8 +7,7 @@
 //! the file and the field path, before anything on the host is touched.
 
 mod appc;
-pub mod model;
-pub mod names;
+
 pub mod native;
 mod validate;
 
@@ -18,8 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use model::{Image, Pod, Port, Source, Unit, Volume};
-pub use names::{ImageId, PodName, UnitName, Version};
+pub use crate::records::names::{ImageId, PodName, UnitName, Version};
+pub use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
+pub use crate::records::{names, pod as model};
 pub use validate::{override_ports, parse_ports};
 
 /// The file name of a bundle's manifest.

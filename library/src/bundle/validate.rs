@@ -131,7 +131,7 @@ impl Validator<'_> {
 fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
     // A path that looks like a URI with credentials (`http:/u:pw@h/x`) is
     // shown without them.
-    let shown = crate::image::source::redact(relative);
+    let shown = crate::records::uri::redact(relative);
     if relative.is_empty() {
         return Err("expected a path relative to pod.json, got an empty string".into());
     }
@@ -190,7 +190,7 @@ fn check_uri(uri: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "expected an http://, https:// or file:/// URI, got {:?}",
-            crate::image::source::redact(uri)
+            crate::records::uri::redact(uri)
         ))
     }
 }
@@ -205,7 +205,7 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
             .split('/')
             .all(|part| !part.is_empty() && part != "." && part != "..");
     if normal {
-        crate::units::check_unit_path(path)
+        crate::records::unit_syntax::check_unit_path(path)
             .map_err(|reason| format!("mount point {path:?}: {reason}"))?;
         Ok(PathBuf::from(path))
     } else {
@@ -254,7 +254,10 @@ impl Draft {
                     format!("{}[{key:?}]", self.environment.at)
                 };
             if v.check(&field, names::check_env_name(key)).is_some() {
-                v.check(&field, crate::units::check_env_value(key, value));
+                v.check(
+                    &field,
+                    crate::records::unit_syntax::check_env_value(key, value),
+                );
             }
         }
 
@@ -357,7 +360,7 @@ fn resolve_unit_images(
         };
         match listed
             .iter()
-            .find(|listed| crate::image::same_image(listed, &id))
+            .find(|listed| crate::records::names::same_image(listed, &id))
         {
             Some(listed) => units[index].image = Some(listed.clone()),
             None => v.problem(

@@ -16,18 +16,16 @@
 //! was. ops_image and ops_pod both import through [`import`].
 
 pub mod archive;
-pub mod digest;
+pub(crate) use crate::download::digest;
 pub mod podman;
 pub mod records;
 mod signature;
-pub mod source;
+pub(crate) use crate::download as source;
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::atomic::{self, FsError};
@@ -36,69 +34,11 @@ use crate::command::CommandError;
 use crate::lock::{LockError, StoreLock};
 use crate::store::{Store, StoreError};
 
+pub use crate::records::image::Format;
+pub use crate::records::names::same_image;
+pub use crate::records::Runtime;
 pub use records::ImageRecord;
 pub use source::Location;
-
-/// Where images run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// The root filesystem unpacked in the store, run with `RootDirectory=`.
-    #[default]
-    Systemd,
-    /// podman's image storage.
-    Podman,
-}
-
-impl Runtime {
-    pub fn parse(s: &str) -> Option<Runtime> {
-        match s {
-            "systemd" => Some(Runtime::Systemd),
-            "podman" => Some(Runtime::Podman),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Systemd => "systemd",
-            Runtime::Podman => "podman",
-        }
-    }
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What kind of image file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Aci,
-    Oci,
-    Docker,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Aci => "aci",
-            Format::Oci => "oci",
-            Format::Docker => "docker",
-        }
-    }
-
-    fn described(self) -> &'static str {
-        match self {
-            Format::Aci => "an ACI",
-            Format::Oci => "an OCI archive",
-            Format::Docker => "a Docker archive",
-        }
-    }
-}
 
 fn id_kind(id: &str) -> &'static str {
     if id.starts_with("sha512-") {
@@ -193,6 +133,16 @@ pub enum ImageError {
     Lock(#[from] LockError),
 }
 
+impl From<crate::download::DownloadError> for ImageError {
+    fn from(error: crate::download::DownloadError) -> ImageError {
+        use crate::download::DownloadError;
+        match error {
+            DownloadError::Source { location, source } => ImageError::Source { location, source },
+            DownloadError::Download { uri, reason } => ImageError::Download { uri, reason },
+        }
+    }
+}
+
 /// Where to get an image and how to trust it.
 #[derive(Debug, Clone)]
 pub struct Import {
@@ -285,17 +235,6 @@ pub fn present(
     Ok(there.then_some(record))
 }
 
-/// Do two ids name the same image (an ACI id may be shortened)?
-pub fn same_image(a: &ImageId, b: &ImageId) -> bool {
-    match (a, b) {
-        (ImageId::Sha512(x), ImageId::Sha512(y)) => {
-            x.starts_with(y.as_str()) || y.starts_with(x.as_str())
-        }
-        (ImageId::Sha256(x), ImageId::Sha256(y)) => x == y,
-        _ => false,
-    }
-}
-
 /// Pod versions (`pod/version`) in the store that use the image in this
 /// runtime.
 pub fn used_by(store: &Store, runtime: Runtime, id: &ImageId) -> Result<Vec<String>, ImageError> {
@@ -383,6 +322,7 @@ fn import_staged(
             Some(path) => Location::Path(path.clone()).open(spec.timeout),
             None => spec.source.open(spec.timeout),
         }
+        .map_err(ImageError::from)
     };
     let work = staging.join("image");
     atomic::create_dir_all(&work, 0o755)?;

@@ -18,35 +18,14 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::{Format, ImageError, Runtime};
+use super::{ImageError, Runtime};
 use crate::atomic::{Context as _, FsError};
 use crate::bundle::ImageId;
+pub use crate::records::image::{ImageRecord, RECORD_FORMAT};
 use crate::store::{Store, StoreError};
-
-/// The format of `image.json`.
-pub const RECORD_FORMAT: u32 = 1;
 
 /// Hex digits of an ACI id that name its directory.
 const ACI_DIR_DIGITS: usize = 32;
-
-/// ops's record of an imported image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRecord {
-    pub format: u32,
-    /// The full id.
-    pub id: String,
-    pub image_format: Format,
-    pub runtime: Runtime,
-    /// The rootfs directory, or podman's reference to the image.
-    pub location: String,
-    /// Bytes of file contents in the image.
-    pub size: u64,
-    /// Seconds since the Unix epoch.
-    pub imported_at: u64,
-}
 
 /// The store directory name of an image id.
 pub fn dir_name(id: &ImageId) -> String {

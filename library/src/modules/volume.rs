@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::bundle::names::{PodName, Version};
 use crate::image::Location;
 use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::records::names::{PodName, Version};
 use crate::systemd::Systemctl;
 use crate::volume::{self, Checksum, Settings};
 
@@ -204,7 +204,7 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
     let version = Version::parse(&options.version)
         .map_err(|e| problems.push(format!("version: {e}")))
         .ok();
-    if let Err(e) = crate::bundle::names::check_volume_name(&options.name) {
+    if let Err(e) = crate::records::names::check_volume_name(&options.name) {
         problems.push(format!("name: {e}"));
     }
     let data = options.data.as_deref().and_then(|d| {

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{describe_change, Plan, Start};
 use super::{pod_units, version_units, Observed, PodError, Report, Request};
-use crate::outcome::AfterChanges;
 use crate::bundle::{ImageId, Version};
 use crate::lock::StoreLock;
+use crate::outcome::AfterChanges;
 use crate::store::Store;
 use crate::systemd::{stop_units, Systemd, UnitStatus};
 use crate::units;

@@ -140,6 +140,8 @@ pub enum PodError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Ports(#[from] crate::ports::PortError),
+    #[error(transparent)]
+    BundleVolume(#[from] crate::volume::BundleVolumeError),
     #[error("volume {volume} of pod {pod} version {version}")]
     Volume {
         pod: PodName,
@@ -185,19 +187,12 @@ pub(crate) fn version_units(
     state: &PodState,
     version: &Version,
 ) -> (Vec<String>, Vec<String>) {
-    let Some(stored) = state.versions.get(version) else {
-        return (Vec::new(), Vec::new());
-    };
-    let mut all = Vec::new();
-    let mut start = Vec::new();
-    for unit in &stored.record.pod.units {
-        let names = units::runnable(name, version, unit);
-        if unit.start {
-            start.extend(names.iter().cloned());
-        }
-        all.extend(names);
-    }
-    (all, start)
+    let _ = name; // the store keeps each version under its own pod
+    state
+        .versions
+        .get(version)
+        .map(|stored| crate::records::unit_names::version_units(&stored.record.pod))
+        .unwrap_or_default()
 }
 
 /// The pod's own target and slice.

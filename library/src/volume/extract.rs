@@ -17,7 +17,7 @@ use tar::Archive;
 
 use super::VolumeError;
 use crate::decode;
-use crate::image::digest::{hex, PrefetchingReader};
+use crate::download::digest::{hex, PrefetchingReader};
 use crate::unpack::{self, Policy, Route, Unpacker};
 
 /// A digest algorithm a checksum may use.

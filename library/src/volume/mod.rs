@@ -25,25 +25,24 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::atomic::{self, FsError};
-use crate::bundle::names::{PodName, Version};
 use crate::bundle::{Pod, Volume};
 use crate::command::CommandError;
 use crate::decode;
-use crate::image::{ImageError, Location, Runtime};
+use crate::download::{DownloadError, Location};
 use crate::lock::{LockError, StoreLock};
-use crate::pod::PodError;
+use crate::outcome::Refusal;
+use crate::records::names::{PodName, Version};
+use crate::records::Runtime;
 use crate::store::{NewVersion, Store, StoreError};
 use crate::systemd::Systemd;
 use crate::unpack::Policy;
 
+pub use crate::records::volume::{VolumeRecord, RECORD_FORMAT};
 pub use extract::{Checksum, Digests};
 
-/// The format of `volume.json`.
-pub const RECORD_FORMAT: u32 = 1;
 /// Mode of a volume's top directory when neither the request nor the
 /// archive says.
 pub const DEFAULT_MODE: u32 = 0o755;
@@ -73,7 +72,7 @@ pub enum VolumeError {
     #[error("{0}")]
     Refused(String),
     #[error(transparent)]
-    Source(#[from] ImageError),
+    Source(#[from] DownloadError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -102,37 +101,6 @@ impl VolumeError {
             _ => None,
         }
     }
-}
-
-/// ops's record of a volume (`volume.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeRecord {
-    pub format: u32,
-    pub name: String,
-    /// `sha256:<hex>` of the archive extracted; `None`: created empty.
-    pub digest: Option<String>,
-    /// Where the archive came from, as given.
-    pub source: Option<String>,
-    pub entries: u64,
-    /// Bytes of file contents.
-    pub bytes: u64,
-    /// The owner and group imposed on every entry, if any.
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
-    /// Mode of the top directory.
-    pub mode: u32,
-    /// Seconds since the Unix epoch.
-    pub created_at: u64,
-    /// Whether setuid, setgid and sticky bits were kept when it was
-    /// extracted; `None` in a record written before ops recorded it.
-    #[serde(default)]
-    pub keep_setuid: Option<bool>,
-    /// `sha256:` of the archive the volume was first built from (by
-    /// ops_pod: the bundle's). A replacement keeps it, so a rerun of
-    /// ops_pod compares the bundle with what it deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
 }
 
 /// How a volume is made, besides its archive.
@@ -515,9 +483,8 @@ fn digests_of(
 ) -> Result<Digests, VolumeError> {
     let mut reader = location.open(timeout)?;
     let (digests, head) =
-        extract::digests_and_head(&mut reader, want.as_ref().map(Checksum::algorithm)).map_err(
-            |e| VolumeError::from(crate::image::source::read_error(location, e, timeout)),
-        )?;
+        extract::digests_and_head(&mut reader, want.as_ref().map(Checksum::algorithm))
+            .map_err(|e| VolumeError::from(crate::download::read_error(location, e, timeout)))?;
     let whole = digests.size <= decode::HEAD as u64;
     decode::check_start(&head, whole).map_err(|e| extract::unusable(&location.display(), e))?;
     Ok(digests)
@@ -888,7 +855,7 @@ pub fn fetch(
         Location::Path(p) => p.clone(),
         remote => {
             let target = staging.join("download");
-            crate::image::source::fetch_into(remote, timeout, &target)?;
+            crate::download::fetch_into(remote, timeout, &target)?;
             target
         }
     };
@@ -967,7 +934,11 @@ fn restart_users(
     mut report: Report,
 ) -> Result<Report, VolumeError> {
     let state = store.read_pod(&request.pod)?;
-    let (all, _) = crate::pod::version_units(&request.pod, &state, &request.version);
+    let (all, _) = state
+        .versions
+        .get(&request.version)
+        .map(|stored| crate::records::unit_names::version_units(&stored.record.pod))
+        .unwrap_or_default();
     if all.is_empty() {
         return Ok(report);
     }
@@ -1068,6 +1039,21 @@ pub fn env_name(volume: &str) -> String {
     )
 }
 
+/// Why a bundle's volume data cannot be deployed (nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleVolumeError {
+    #[error("volume {volume} of pod {pod} version {version}")]
+    Volume {
+        pod: PodName,
+        version: Version,
+        volume: String,
+        #[source]
+        source: Box<VolumeError>,
+    },
+    #[error(transparent)]
+    Refused(Refusal),
+}
+
 /// ops_pod's look at the volumes of a bundle before it plans anything
 /// (check mode included). A version it would add: each archive must start
 /// as an archive does ([`decode::check_start`]; the extraction refuses the
@@ -1080,24 +1066,21 @@ pub fn check_bundle(
     new: &NewVersion,
     deployed: bool,
     timeout: Duration,
-) -> Result<(), PodError> {
+) -> Result<(), BundleVolumeError> {
     let pod = &new.pod;
     for volume in &pod.volumes {
         let Some(source) = &volume.data else {
             continue;
         };
-        let failed = |source: VolumeError| PodError::Volume {
+        let failed = |source: VolumeError| BundleVolumeError::Volume {
             pod: pod.name.clone(),
             version: pod.version.clone(),
             volume: volume.name.clone(),
             source: Box::new(source),
         };
         let shown = source.text();
-        let location = match source {
-            crate::bundle::Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
-            crate::bundle::Source::Uri(u) => Location::parse(u)
-                .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?,
-        };
+        let location = Location::of(source, &new.bundle_dir)
+            .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?;
         if !deployed {
             check_archive_start(&location, &shown, timeout).map_err(failed)?;
             continue;
@@ -1129,7 +1112,7 @@ pub fn check_bundle(
             continue;
         }
         let v = &pod.version;
-        return Err(PodError::Refused(format!(
+        return Err(BundleVolumeError::Refused(Refusal(format!(
             "version {v} of pod {} is already deployed with different data in volume {}: the \
              bundle's {shown} is {}, version {v} was deployed with {deployed_with}{}; versions are \
              immutable: give the bundle a new version, or remove version {v} first (state: \
@@ -1142,7 +1125,7 @@ pub fn check_bundle(
                 Some(now) if *now != deployed_with => format!(" and its volume now holds {now}"),
                 _ => String::new(),
             }
-        )));
+        ))));
     }
     Ok(())
 }
@@ -1161,7 +1144,7 @@ fn check_archive_start(
         remote => {
             let mut reader = remote.open(timeout)?;
             decode::read_head(&mut reader)
-                .map_err(|e| io::Error::other(crate::image::source::read_error(remote, e, timeout)))
+                .map_err(|e| io::Error::other(crate::download::read_error(remote, e, timeout)))
         }
     };
     let (head, whole) = read.map_err(|e| extract::unusable(shown, e))?;

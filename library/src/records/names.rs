@@ -258,6 +258,17 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Do two ids name the same image (an ACI id may be shortened)?
+pub fn same_image(a: &ImageId, b: &ImageId) -> bool {
+    match (a, b) {
+        (ImageId::Sha512(x), ImageId::Sha512(y)) => {
+            x.starts_with(y.as_str()) || y.starts_with(x.as_str())
+        }
+        (ImageId::Sha256(x), ImageId::Sha256(y)) => x == y,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,7 @@ impl Source {
     pub fn text(&self) -> String {
         match self {
             Source::Path(p) => p.display().to_string(),
-            Source::Uri(u) => crate::image::source::redact(u).into_owned(),
+            Source::Uri(u) => super::uri::redact(u).into_owned(),
         }
     }
 }

@@ -1,124 +1,39 @@
-//! Where an image (or its signature) comes from: a path on the host, or an
-//! `http`, `https` or `file` URI.
+//! Where an image or a volume's data comes from: a path on the host, or
+//! an `http`, `https` or `file` URI ([`Location`]); reading it, fetching it
+//! into a file, and hashing it as it arrives ([`digest`]). Images and
+//! volumes both read their bytes through here.
 //!
 //! Downloads go through ureq over rustls, trusting the host's CA store,
 //! with one deadline for the whole transfer (`timeout`): a server that
 //! stalls mid-body fails the run instead of hanging it. Whatever reads the
 //! body (the unpacker, or a file in staging) hashes it as it arrives.
 
+pub mod digest;
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ImageError;
+use crate::records::pod::Source;
+
+/// Reading a location failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("cannot read {location}")]
+    Source {
+        location: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot download {uri}: {reason}")]
+    Download { uri: String, reason: String },
+}
 
 /// The longest transfer deadline handed to the HTTP client.
 const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECONDS as u64);
 
-/// A URI as ops shows and records it: credentials in it (`user:pass@`)
-/// become `***@`, the value of every query parameter `***` (presigned
-/// URLs carry their token there), and a fragment `#***`. Any scheme, in
-/// any case, and a malformed `scheme:/user:pass@host` too: a text that
-/// only looks like a URI is shown the same way. The download itself uses
-/// the URI as given; only this form appears in messages, results and
-/// records.
-pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
-    // Whatever comes before a `scheme://` (a space, a quote) is kept as it
-    // is, and the URI after it shown as below.
-    let trimmed = uri.trim_start();
-    if trimmed.len() < uri.len() {
-        let blank = &uri[..uri.len() - trimmed.len()];
-        return format!("{blank}{}", redact(trimmed)).into();
-    }
-    if let Some(at) = uri.find("://").or_else(|| uri.find(':')) {
-        let start = uri[..at]
-            .char_indices()
-            .rev()
-            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |(i, c)| i + c.len_utf8());
-        if start > 0 {
-            return format!("{}{}", &uri[..start], redact(&uri[start..])).into();
-        }
-    }
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return uri.into();
-    };
-    // An empty scheme before `//` is what is left of one in other letters
-    // (`café://`): its authority is still hidden.
-    let is_scheme = (scheme.is_empty() && rest.starts_with("//"))
-        || (scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')));
-    if !is_scheme {
-        return uri.into();
-    }
-    let slashes = rest.len() - rest.trim_start_matches('/').len();
-    let (slashes, rest) = rest.split_at(slashes);
-    // Credentials end at the last `@` before the host: a password may hold
-    // `/`, `?`, `#` or `@` as given, unencoded, and must not show then.
-    let credentials = userinfo_end(rest);
-    let rest = credentials.map_or(rest, |end| &rest[end + 1..]);
-    let (before_fragment, fragment) = match rest.split_once('#') {
-        Some((b, f)) => (b, Some(f)),
-        None => (rest, None),
-    };
-    let authority_end = before_fragment
-        .find(['/', '?'])
-        .unwrap_or(before_fragment.len());
-    let (authority, tail) = before_fragment.split_at(authority_end);
-    let (path, query) = match tail.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (tail, None),
-    };
-    if credentials.is_none() && query.is_none() && !fragment.is_some_and(|f| !f.is_empty()) {
-        return uri.into();
-    }
-    let mut shown = format!("{scheme}:{slashes}");
-    if credentials.is_some() {
-        shown.push_str("***@");
-    }
-    shown.push_str(authority);
-    shown.push_str(path);
-    if let Some(query) = query {
-        let hidden: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) => format!("{key}=***"),
-                None => pair.to_owned(),
-            })
-            .collect();
-        shown.push('?');
-        shown.push_str(&hidden.join("&"));
-    }
-    if fragment.is_some_and(|f| !f.is_empty()) {
-        shown.push_str("#***");
-    }
-    shown.into()
-}
-
-/// Where the credentials of a URI's authority end (the `@` before its
-/// host), in `rest` (what follows `scheme://`). A first `@` before any
-/// `/`, `?` or `#` begins the host; one after such a character still does
-/// when a `:` came before it that is not a port's (`user:pa/ss@host`), but
-/// not in a path (`host/a@b`, `host:8080/a@b`).
-fn userinfo_end(rest: &str) -> Option<usize> {
-    let first = rest.find('@')?;
-    let before = &rest[..first];
-    let head = before.split(['/', '?', '#']).next().unwrap_or_default();
-    let plain = head.len() == before.len();
-    let port = head
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if !plain && (!head.contains(':') || port) {
-        return None;
-    }
-    let host_len = rest[first + 1..]
-        .find(['/', '?', '#'])
-        .unwrap_or(rest.len() - first - 1);
-    rest[..first + 1 + host_len].rfind('@')
-}
+pub use crate::records::uri::redact;
 
 /// A place to read bytes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +67,16 @@ impl Location {
         }
     }
 
+    /// Where a bundle's image, signature or volume data is: a path in the
+    /// bundle directory, or its URI. The one mapping for every reader, so
+    /// check mode and the run look in the same place.
+    pub fn of(source: &Source, bundle_dir: &Path) -> Result<Location, String> {
+        match source {
+            Source::Path(p) => Ok(Location::Path(bundle_dir.join(p))),
+            Source::Uri(u) => Location::parse(u),
+        }
+    }
+
     /// A URI given where a URI is expected.
     pub fn parse_uri(text: &str) -> Result<Location, String> {
         if !text.contains("://") {
@@ -176,11 +101,11 @@ impl Location {
 
     /// Check, without reading it, that a path names a readable file; a URI
     /// is only checked by fetching it.
-    pub fn check(&self) -> Result<(), ImageError> {
+    pub fn check(&self) -> Result<(), DownloadError> {
         if let Location::Path(path) = self {
             // Opened, not read: what the read would refuse, check mode
             // refuses too.
-            crate::atomic::open_regular(path).map_err(|source| ImageError::Source {
+            crate::atomic::open_regular(path).map_err(|source| DownloadError::Source {
                 location: self.display(),
                 source,
             })?;
@@ -189,11 +114,11 @@ impl Location {
     }
 
     /// Open the bytes for reading; a download must finish within `timeout`.
-    pub fn open(&self, timeout: Duration) -> Result<Box<dyn Read + Send>, ImageError> {
+    pub fn open(&self, timeout: Duration) -> Result<Box<dyn Read + Send>, DownloadError> {
         match self {
             Location::Path(path) => {
                 let file =
-                    crate::atomic::open_regular(path).map_err(|source| ImageError::Source {
+                    crate::atomic::open_regular(path).map_err(|source| DownloadError::Source {
                         location: self.display(),
                         source,
                     })?;
@@ -207,7 +132,7 @@ impl Location {
                     .user_agent(concat!("ops/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .into();
-                let response = agent.get(uri).call().map_err(|e| ImageError::Download {
+                let response = agent.get(uri).call().map_err(|e| DownloadError::Download {
                     uri: self.display(),
                     reason: describe(&e, timeout).replace(uri.as_str(), &self.display()),
                 })?;
@@ -245,15 +170,15 @@ pub fn fetch_into(
     location: &Location,
     timeout: Duration,
     target: &Path,
-) -> Result<u64, ImageError> {
+) -> Result<u64, DownloadError> {
     let mut reader = location.open(timeout)?;
-    let mut file = File::create(target).map_err(|source| ImageError::Source {
+    let mut file = File::create(target).map_err(|source| DownloadError::Source {
         location: target.display().to_string(),
         source,
     })?;
     let copied =
         io::copy(&mut reader, &mut file).map_err(|source| read_error(location, source, timeout))?;
-    file.sync_all().map_err(|source| ImageError::Source {
+    file.sync_all().map_err(|source| DownloadError::Source {
         location: target.display().to_string(),
         source,
     })?;
@@ -262,13 +187,13 @@ pub fn fetch_into(
 
 /// An error while reading the bytes of `location` (a broken download
 /// surfaces here, mid-body).
-pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> ImageError {
+pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> DownloadError {
     match location {
-        Location::Http(uri) => ImageError::Download {
+        Location::Http(uri) => DownloadError::Download {
             uri: location.display(),
             reason: transfer_failure(&source, timeout).replace(uri.as_str(), &location.display()),
         },
-        Location::Path(_) => ImageError::Source {
+        Location::Path(_) => DownloadError::Source {
             location: location.display(),
             source,
         },

@@ -1,0 +1,55 @@
+//! The names ops gives what it installs in systemd: a version's units
+//! (`<pod>-<version>-<unit>`, each instance of a template), the pod's target
+//! and slice. Pure naming, so every layer can say which units a version
+//! runs without reading the unit directory.
+
+use super::names::{PodName, UnitName, Version};
+use super::pod::{Pod, Unit};
+
+/// `(stem, suffix)` of a unit name: `("web@", "service")`.
+pub fn split(name: &str) -> (&str, &str) {
+    name.rsplit_once('.').unwrap_or((name, ""))
+}
+
+/// The name a bundle unit is installed under.
+pub fn installed_name(pod: &PodName, version: &Version, unit: &UnitName) -> String {
+    format!("{pod}-{version}-{}", unit.as_str())
+}
+
+/// The names systemd runs for a unit: each instance of a template, or the
+/// unit itself.
+pub fn runnable(pod: &PodName, version: &Version, unit: &Unit) -> Vec<String> {
+    let installed = installed_name(pod, version, &unit.name);
+    if unit.name.is_template() {
+        let (stem, suffix) = split(&installed);
+        unit.instances
+            .iter()
+            .map(|i| format!("{stem}{i}.{suffix}"))
+            .collect()
+    } else {
+        vec![installed]
+    }
+}
+
+pub fn target_name(pod: &PodName) -> String {
+    format!("ops-{pod}.target")
+}
+
+/// `-` separates levels in slice names, so the pod's own are escaped.
+pub fn slice_name(pod: &PodName) -> String {
+    format!("ops-{}.slice", pod.as_str().replace('-', "\\x2d"))
+}
+
+/// Every runnable unit of a version, and those ops starts.
+pub fn version_units(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut start = Vec::new();
+    for unit in &pod.units {
+        let names = runnable(&pod.name, &pod.version, unit);
+        if unit.start {
+            start.extend(names.iter().cloned());
+        }
+        all.extend(names);
+    }
+    (all, start)
+}
