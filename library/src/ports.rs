@@ -413,7 +413,7 @@ pub fn report(name: &PodName, held: &BTreeMap<u16, Holder>) -> Vec<serde_json::V
 
 /// `<root>/ports`.
 pub fn index_dir(store: &Store) -> PathBuf {
-    store.root().join("ports")
+    store.ports_dir()
 }
 
 const INDEX_HEADER: &str =

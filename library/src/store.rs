@@ -13,10 +13,16 @@
 //!     environment                the pod environment (0600), when given
 //!     volumes/<volume>/          a data volume: data/ and volume.json
 //!                                (see crate::volume)
+//! <root>/images/<runtime>/<dir>/ an imported image (see crate::image)
 //! <root>/ports/<port>            who holds a host port, derived from the
 //!                                versions' meta.json (see crate::ports)
-//! <root>/staging/, <root>/trash/ transient: versions being added or removed
+//! <root>/staging/, <root>/trash/ transient: what is being added or removed
 //! ```
+//!
+//! The store owns every path of this layout: the modules above ask it for
+//! their directories ([`Store::images_dir`], [`Store::volume_dir`],
+//! [`Store::ports_dir`]), stage through [`Store::stage_dir`] and delete
+//! through [`Store::throw_away`], so the layout is written down once.
 //!
 //! Everything is plain files and symlinks, so `ls`, `cat` and a file backup
 //! are enough to read and restore it. A version appears by a rename of a
@@ -33,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, Context, FsError};
 use crate::lock::StoreLock;
+use crate::records::Runtime;
 use crate::records::names::{PodName, UnitName, Version};
 use crate::records::pod::Pod;
 pub use crate::records::version::{VersionRecord, META_FORMAT};
@@ -177,12 +184,58 @@ impl Store {
         self.version_dir(name, version).join("environment")
     }
 
-    fn staging_dir(&self) -> PathBuf {
+    /// A version's data volume: `data/` and `volume.json` (see crate::volume).
+    pub fn volume_dir(&self, name: &PodName, version: &Version, volume: &str) -> PathBuf {
+        self.version_dir(name, version).join("volumes").join(volume)
+    }
+
+    /// Imported images of one runtime (see crate::image).
+    pub fn images_dir(&self, runtime: Runtime) -> PathBuf {
+        self.root.join("images").join(runtime.name())
+    }
+
+    /// Who holds each host port (see crate::ports).
+    pub fn ports_dir(&self) -> PathBuf {
+        self.root.join("ports")
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
         self.root.join("staging")
     }
 
     fn trash_dir(&self) -> PathBuf {
         self.root.join("trash")
+    }
+
+    /// A fresh, empty directory in `staging/` for one change (`label` names
+    /// it, so a crashed run's leftovers say whose they were); what was
+    /// there from a crashed run is removed first.
+    pub fn stage_dir(&self, _lock: &StoreLock, label: &str, mode: u32) -> Result<PathBuf, FsError> {
+        let dir = self.staging_dir().join(label);
+        atomic::remove_tree(&dir)?;
+        atomic::create_dir_all(&dir, mode)?;
+        Ok(dir)
+    }
+
+    /// Remove a staging directory (committed or abandoned), and `staging/`
+    /// once empty.
+    pub fn unstage(&self, _lock: &StoreLock, dir: &Path) -> Result<(), FsError> {
+        atomic::remove_tree(dir)?;
+        atomic::remove_dir_if_empty(&self.staging_dir()).map(drop)
+    }
+
+    /// Delete a directory of the store: out of sight by one rename into
+    /// `trash/<label>`, then deleted, so a reader never sees it half gone.
+    pub fn throw_away(&self, _lock: &StoreLock, dir: &Path, label: &str) -> Result<(), FsError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        atomic::create_dir_all(&self.trash_dir(), 0o755)?;
+        let gone = self.trash_dir().join(label);
+        atomic::remove_tree(&gone)?;
+        atomic::rename(dir, &gone)?;
+        atomic::remove_tree(&gone)?;
+        atomic::remove_dir_if_empty(&self.trash_dir()).map(drop)
     }
 
     /// Refuse a store written by a newer (or unknown) layout.
@@ -349,14 +402,12 @@ impl Store {
     /// is visible in `pods/` until [`Store::commit`].
     pub fn stage(
         &self,
-        _lock: &StoreLock,
+        lock: &StoreLock,
         new: &NewVersion,
         record: &VersionRecord,
     ) -> Result<PathBuf, FsError> {
-        let staged = self
-            .staging_dir()
-            .join(format!("{}-{}", new.pod.name, new.pod.version));
-        atomic::remove_tree(&staged)?;
+        let label = format!("{}-{}", new.pod.name, new.pod.version);
+        let staged = self.stage_dir(lock, &label, 0o755)?;
         atomic::create_dir_all(&staged.join("units"), 0o755)?;
         // The record is world-readable: URIs are kept with their
         // credentials hidden, and the bundle's pod.json, kept byte for
@@ -379,9 +430,8 @@ impl Store {
     }
 
     /// Drop a staged version that will not be committed.
-    pub fn discard_staged(&self, _lock: &StoreLock, staged: &Path) -> Result<(), FsError> {
-        atomic::remove_tree(staged)?;
-        atomic::remove_dir_if_empty(&self.staging_dir()).map(drop)
+    pub fn discard_staged(&self, lock: &StoreLock, staged: &Path) -> Result<(), FsError> {
+        self.unstage(lock, staged)
     }
 
     /// Make a staged version part of the store.
@@ -430,20 +480,12 @@ impl Store {
     /// Remove a version: out of sight by one rename, then deleted.
     pub fn remove_version(
         &self,
-        _lock: &StoreLock,
+        lock: &StoreLock,
         name: &PodName,
         version: &Version,
     ) -> Result<(), FsError> {
         let dir = self.version_dir(name, version);
-        if !dir.exists() {
-            return Ok(());
-        }
-        atomic::create_dir_all(&self.trash_dir(), 0o755)?;
-        let gone = self.trash_dir().join(format!("{name}-{version}"));
-        atomic::remove_tree(&gone)?;
-        atomic::rename(&dir, &gone)?;
-        atomic::remove_tree(&gone)?;
-        atomic::remove_dir_if_empty(&self.trash_dir()).map(drop)
+        self.throw_away(lock, &dir, &format!("{name}-{version}"))
     }
 
     /// Remove the pod's directory once its versions are gone.
