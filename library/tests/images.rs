@@ -216,6 +216,7 @@ impl Host {
     fn import(&self, id: &str, file: &Path) -> Result<image::Report, String> {
         image::run(
             &self.request(id, Some(Location::Path(file.to_owned()))),
+            &mut image::PodmanCli,
             false,
             false,
         )
@@ -411,7 +412,7 @@ fn check_mode_plans_without_touching_anything_and_absent_removes() {
     let (bytes, id) = aci();
     let file = host.file("image.aci", &bytes);
     let request = host.request(&id, Some(Location::Path(file.clone())));
-    let planned = image::run(&request, true, true).unwrap();
+    let planned = image::run(&request, &mut image::PodmanCli, true, true).unwrap();
     assert!(planned.changed);
     assert_eq!(planned.actions.len(), 1);
     assert_eq!(planned.diff[0]["before"], "");
@@ -423,22 +424,30 @@ fn check_mode_plans_without_touching_anything_and_absent_removes() {
     host.import(&id, &file).unwrap();
     let mut absent = host.request(&id, None);
     absent.state = State::Absent;
-    let planned = image::run(&absent, true, true).unwrap();
+    let planned = image::run(&absent, &mut image::PodmanCli, true, true).unwrap();
     assert!(planned.changed);
     assert!(
         PathBuf::from(&planned.location).exists(),
         "check mode removed nothing"
     );
-    let removed = image::run(&absent, false, false).unwrap();
+    let removed = image::run(&absent, &mut image::PodmanCli, false, false).unwrap();
     assert!(removed.changed);
     assert!(!PathBuf::from(&removed.location).exists());
     assert!(!host.root.join("images").exists());
     assert!(
-        !image::run(&absent, false, false).unwrap().changed,
+        !image::run(&absent, &mut image::PodmanCli, false, false)
+            .unwrap()
+            .changed,
         "a second removal does nothing"
     );
 
-    let err = image::run(&host.request(&id, None), false, false).unwrap_err();
+    let err = image::run(
+        &host.request(&id, None),
+        &mut image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap_err();
     assert!(error_chain(&err).contains("neither path nor uri"), "{err}");
 }
 
@@ -459,9 +468,11 @@ fn check_mode_refuses_a_local_file_that_cannot_be_an_image() {
     for (what, bytes) in cases {
         let file = host.file("not-an-image", &bytes);
         let request = host.request(&id, Some(Location::Path(file)));
-        let checked = error_chain(&image::run(&request, true, true).unwrap_err());
+        let checked =
+            error_chain(&image::run(&request, &mut image::PodmanCli, true, true).unwrap_err());
         assert!(!host.root.exists(), "{what}: check mode wrote nothing");
-        let real = error_chain(&image::run(&request, false, false).unwrap_err());
+        let real =
+            error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err());
         assert_eq!(checked, real, "{what}: check mode says what the run says");
         assert!(!checked.contains("SECRET"), "{what}: {checked}");
         assert!(!host.root.exists(), "{what}: the refusal wrote nothing");
@@ -519,7 +530,8 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
     let base = serve(bytes);
     let host = Host::new();
     let mut request = host.request(&id, Some(Location::Http(format!("{base}/missing"))));
-    let err = error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+    let err = error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err())
+        .replace(&base, "BASE");
     let after_404 = host.snapshot();
     assert!(
         !after_404
@@ -532,7 +544,8 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
     request.timeout = Duration::from_secs(1);
     let started = std::time::Instant::now();
     let stalled =
-        error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+        error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err())
+            .replace(&base, "BASE");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout cut the stall short"
@@ -550,7 +563,7 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
         "{}/image",
         plain.replace("http://", "https://")
     )));
-    let tls = error_chain(&image::run(&request, false, false).unwrap_err());
+    let tls = error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err());
     assert!(tls.starts_with("cannot download https://"), "{tls}");
     assert!(tls.contains("TLS failed"), "{tls}");
     assert!(!host
@@ -561,7 +574,7 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
 
     request.source = Some(Location::Http(format!("{base}/image")));
     request.timeout = Duration::from_secs(5);
-    let report = image::run(&request, false, false).unwrap();
+    let report = image::run(&request, &mut image::PodmanCli, false, false).unwrap();
     assert!(report.changed);
     assert_eq!(report.id, id);
     assert!(PathBuf::from(&report.location)
