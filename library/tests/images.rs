@@ -1,8 +1,9 @@
 //! ops_image's engine on a temporary store with images built here: every
 //! format and compression, layers with whiteouts, wrong ids, truncated and
 //! corrupt files, check mode, removal, and downloads from a real HTTP
-//! server on loopback. (podman and signatures are covered by the
-//! real-component tests in tests/images.)
+//! server on loopback; the podman runtime against the recording fake.
+//! (podman itself and signatures are covered by the real-component tests
+//! in tests/images.)
 
 use std::fs;
 use std::io::{Read, Write};

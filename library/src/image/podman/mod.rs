@@ -66,7 +66,7 @@ fn complaints(stderr: &str) -> String {
 }
 
 /// The Dockerfile-style instructions that carry an ACI app into podman.
-pub fn changes(app: &AciApp) -> Vec<String> {
+fn changes(app: &AciApp) -> Vec<String> {
     let mut changes = Vec::new();
     if !app.exec.is_empty() {
         let exec = serde_json::to_string(&app.exec).expect("strings serialise");
