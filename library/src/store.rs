@@ -39,10 +39,10 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, Context, FsError};
 use crate::lock::StoreLock;
-use crate::records::Runtime;
 use crate::records::names::{PodName, UnitName, Version};
 use crate::records::pod::Pod;
 pub use crate::records::version::{VersionRecord, META_FORMAT};
+use crate::records::Runtime;
 
 /// The layout this code reads and writes.
 pub const LAYOUT: u32 = 1;
@@ -192,6 +192,16 @@ impl Store {
     /// Imported images of one runtime (see crate::image).
     pub fn images_dir(&self, runtime: Runtime) -> PathBuf {
         self.root.join("images").join(runtime.name())
+    }
+
+    /// Remove `images/<runtime>/`, then `images/`, once empty.
+    pub fn remove_images_dir_if_empty(
+        &self,
+        _lock: &StoreLock,
+        runtime: Runtime,
+    ) -> Result<(), FsError> {
+        atomic::remove_dir_if_empty(&self.images_dir(runtime))?;
+        atomic::remove_dir_if_empty(&self.root.join("images")).map(drop)
     }
 
     /// Who holds each host port (see crate::ports).

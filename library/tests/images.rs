@@ -1,8 +1,9 @@
 //! ops_image's engine on a temporary store with images built here: every
 //! format and compression, layers with whiteouts, wrong ids, truncated and
 //! corrupt files, check mode, removal, and downloads from a real HTTP
-//! server on loopback. (podman and signatures are covered by the
-//! real-component tests in tests/images.)
+//! server on loopback; the podman runtime against the recording fake.
+//! (podman itself and signatures are covered by the real-component tests
+//! in tests/images.)
 
 use std::fs;
 use std::io::{Read, Write};
@@ -216,6 +217,7 @@ impl Host {
     fn import(&self, id: &str, file: &Path) -> Result<image::Report, String> {
         image::run(
             &self.request(id, Some(Location::Path(file.to_owned()))),
+            &mut image::PodmanCli,
             false,
             false,
         )
@@ -411,7 +413,7 @@ fn check_mode_plans_without_touching_anything_and_absent_removes() {
     let (bytes, id) = aci();
     let file = host.file("image.aci", &bytes);
     let request = host.request(&id, Some(Location::Path(file.clone())));
-    let planned = image::run(&request, true, true).unwrap();
+    let planned = image::run(&request, &mut image::PodmanCli, true, true).unwrap();
     assert!(planned.changed);
     assert_eq!(planned.actions.len(), 1);
     assert_eq!(planned.diff[0]["before"], "");
@@ -423,22 +425,30 @@ fn check_mode_plans_without_touching_anything_and_absent_removes() {
     host.import(&id, &file).unwrap();
     let mut absent = host.request(&id, None);
     absent.state = State::Absent;
-    let planned = image::run(&absent, true, true).unwrap();
+    let planned = image::run(&absent, &mut image::PodmanCli, true, true).unwrap();
     assert!(planned.changed);
     assert!(
         PathBuf::from(&planned.location).exists(),
         "check mode removed nothing"
     );
-    let removed = image::run(&absent, false, false).unwrap();
+    let removed = image::run(&absent, &mut image::PodmanCli, false, false).unwrap();
     assert!(removed.changed);
     assert!(!PathBuf::from(&removed.location).exists());
     assert!(!host.root.join("images").exists());
     assert!(
-        !image::run(&absent, false, false).unwrap().changed,
+        !image::run(&absent, &mut image::PodmanCli, false, false)
+            .unwrap()
+            .changed,
         "a second removal does nothing"
     );
 
-    let err = image::run(&host.request(&id, None), false, false).unwrap_err();
+    let err = image::run(
+        &host.request(&id, None),
+        &mut image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap_err();
     assert!(error_chain(&err).contains("neither path nor uri"), "{err}");
 }
 
@@ -459,9 +469,11 @@ fn check_mode_refuses_a_local_file_that_cannot_be_an_image() {
     for (what, bytes) in cases {
         let file = host.file("not-an-image", &bytes);
         let request = host.request(&id, Some(Location::Path(file)));
-        let checked = error_chain(&image::run(&request, true, true).unwrap_err());
+        let checked =
+            error_chain(&image::run(&request, &mut image::PodmanCli, true, true).unwrap_err());
         assert!(!host.root.exists(), "{what}: check mode wrote nothing");
-        let real = error_chain(&image::run(&request, false, false).unwrap_err());
+        let real =
+            error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err());
         assert_eq!(checked, real, "{what}: check mode says what the run says");
         assert!(!checked.contains("SECRET"), "{what}: {checked}");
         assert!(!host.root.exists(), "{what}: the refusal wrote nothing");
@@ -519,7 +531,8 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
     let base = serve(bytes);
     let host = Host::new();
     let mut request = host.request(&id, Some(Location::Http(format!("{base}/missing"))));
-    let err = error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+    let err = error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err())
+        .replace(&base, "BASE");
     let after_404 = host.snapshot();
     assert!(
         !after_404
@@ -532,7 +545,8 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
     request.timeout = Duration::from_secs(1);
     let started = std::time::Instant::now();
     let stalled =
-        error_chain(&image::run(&request, false, false).unwrap_err()).replace(&base, "BASE");
+        error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err())
+            .replace(&base, "BASE");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout cut the stall short"
@@ -550,7 +564,7 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
         "{}/image",
         plain.replace("http://", "https://")
     )));
-    let tls = error_chain(&image::run(&request, false, false).unwrap_err());
+    let tls = error_chain(&image::run(&request, &mut image::PodmanCli, false, false).unwrap_err());
     assert!(tls.starts_with("cannot download https://"), "{tls}");
     assert!(tls.contains("TLS failed"), "{tls}");
     assert!(!host
@@ -561,7 +575,7 @@ fn downloads_are_verified_and_a_404_or_a_stall_leaves_nothing_behind() {
 
     request.source = Some(Location::Http(format!("{base}/image")));
     request.timeout = Duration::from_secs(5);
-    let report = image::run(&request, false, false).unwrap();
+    let report = image::run(&request, &mut image::PodmanCli, false, false).unwrap();
     assert!(report.changed);
     assert_eq!(report.id, id);
     assert!(PathBuf::from(&report.location)
@@ -997,4 +1011,314 @@ fn what_an_archive_makes_the_importer_keep_in_memory_is_bounded() {
         messages.push(format!("{case}: {err}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
+}
+
+// The podman runtime, against the recording fake (podman itself is
+// covered by the real-component tests in tests/images).
+
+use ops_core::image::podman::fake::Recording;
+
+impl Host {
+    fn podman_request(&self, id: &str, file: Option<&Path>, state: State) -> Request {
+        let mut request = self.request(id, file.map(|f| Location::Path(f.to_owned())));
+        request.runtime = Runtime::Podman;
+        request.state = state;
+        request
+    }
+
+    /// Run against the fake; errors as the module prints them, TMP for the
+    /// temporary directory.
+    fn podman_run(
+        &self,
+        podman: &mut Recording,
+        id: &str,
+        file: Option<&Path>,
+        state: State,
+    ) -> Result<image::Report, String> {
+        image::run(&self.podman_request(id, file, state), podman, false, false)
+            .map_err(|e| self.hide_tmp(&error_chain(&e)))
+    }
+
+    fn hide_tmp(&self, text: &str) -> String {
+        text.replace(&self.dir.path().display().to_string(), "TMP")
+    }
+
+    fn calls(&self, podman: &Recording) -> Vec<String> {
+        podman.calls.iter().map(|c| self.hide_tmp(c)).collect()
+    }
+
+    fn podman_record(&self, id: &str) -> Option<serde_json::Value> {
+        let dir = match id.split_once(':') {
+            Some((_, hex)) => format!("sha256-{hex}"),
+            None => id[..7 + 32].to_owned(),
+        };
+        let path = self.root.join("images/podman").join(dir).join("image.json");
+        fs::read(path)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+}
+
+fn aci_reference(id: &str) -> String {
+    format!("localhost/ops-aci:{}", &id[..7 + 32])
+}
+
+#[test]
+fn podman_runtime_imports_oci_docker_and_aci_once_and_records_them() {
+    let host = Host::new();
+    let (aci_bytes, aci_id) = aci();
+    let (oci_bytes, oci_id) = oci(&layers());
+    let (docker_bytes, docker_id) = docker(&layers());
+    let aci_file = host.file("web.aci", &aci_bytes);
+    let oci_file = host.file("oci.tar", &oci_bytes);
+    let docker_file = host.file("docker.tar", &docker_bytes);
+    // The same layers and config: OCI and Docker are the same image.
+    assert_eq!(oci_id, docker_id);
+    let oci_hex = oci_id.trim_start_matches("sha256:").to_owned();
+    let cases = [
+        (
+            "aci",
+            &aci_id,
+            &aci_file,
+            aci_reference(&aci_id),
+            format!(
+                "import --quiet --change 'CMD [\"/bin/sh\"]' TMP/store/staging/image-{}/rootfs.tar {}",
+                &aci_id[..7 + 32],
+                aci_reference(&aci_id)
+            ),
+        ),
+        ("oci", &oci_id, &oci_file, oci_hex.clone(), "load --input TMP/oci.tar".to_owned()),
+        ("docker", &docker_id, &docker_file, oci_hex.clone(), "load --input TMP/docker.tar".to_owned()),
+    ];
+    for (format, id, file, reference, call) in cases {
+        let mut podman = Recording::default();
+        let report = host
+            .podman_run(&mut podman, id, Some(file), State::Present)
+            .unwrap();
+        assert!(report.changed, "{format}");
+        assert_eq!(report.format.unwrap().name(), format);
+        assert_eq!(report.location, reference);
+        assert_eq!(host.calls(&podman), vec![call], "{format}");
+        assert!(podman.images.contains_key(&reference), "{format}");
+        let record = host.podman_record(id).expect("the record is written");
+        assert_eq!(record["id"], serde_json::json!(id), "{format}");
+        assert_eq!(record["runtime"], "podman");
+        assert_eq!(record["location"], serde_json::json!(reference));
+        assert_eq!(record["size"], serde_json::json!(podman.images[&reference]));
+        assert!(
+            !host.root.join("staging").exists(),
+            "{format}: staging is gone"
+        );
+
+        let store = host.snapshot();
+        let again = host
+            .podman_run(&mut podman, id, Some(file), State::Present)
+            .unwrap();
+        assert!(!again.changed, "{format}: a rerun changes nothing");
+        assert_eq!(
+            podman.calls.len(),
+            1,
+            "{format}: and calls nothing that changes podman"
+        );
+        assert_eq!(host.snapshot(), store);
+
+        let removed = host
+            .podman_run(&mut podman, id, None, State::Absent)
+            .unwrap();
+        assert!(removed.changed);
+        assert_eq!(host.calls(&podman)[1], format!("image rm {reference}"));
+        assert!(podman.images.is_empty(), "{format}: podman removed it");
+        assert!(
+            !host.root.join("images").exists(),
+            "{format}: the record is gone"
+        );
+    }
+}
+
+#[test]
+fn podman_runtime_takes_over_a_reference_podman_has_without_a_record() {
+    let host = Host::new();
+    let (aci_bytes, aci_id) = aci();
+    let (oci_bytes, oci_id) = oci(&layers());
+    let aci_file = host.file("web.aci", &aci_bytes);
+    let oci_file = host.file("oci.tar", &oci_bytes);
+    let oci_hex = oci_id.trim_start_matches("sha256:");
+    // What an earlier import left under ops's tag, and an image loaded by hand.
+    let reference = aci_reference(&aci_id);
+    let mut podman = Recording::with(&[&reference, oci_hex]);
+
+    host.podman_run(&mut podman, &aci_id, Some(&aci_file), State::Present)
+        .unwrap();
+    let calls = host.calls(&podman);
+    assert_eq!(
+        calls[0],
+        format!("image rm {reference}"),
+        "replaced, not trusted"
+    );
+    assert!(calls[1].starts_with("import --quiet"), "{calls:?}");
+    assert!(host.podman_record(&aci_id).is_some());
+
+    // podman load of an image podman has is harmless; ops records it.
+    podman.calls.clear();
+    let report = host
+        .podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap();
+    assert!(report.changed);
+    assert_eq!(host.calls(&podman), vec!["load --input TMP/oci.tar"]);
+    assert!(host.podman_record(&oci_id).is_some());
+
+    // A record whose image podman lost is not present: imported again.
+    podman.images.remove(oci_hex);
+    podman.calls.clear();
+    let report = host
+        .podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap();
+    assert!(report.changed);
+    assert_eq!(host.calls(&podman), vec!["load --input TMP/oci.tar"]);
+}
+
+#[test]
+fn podman_keeping_a_container_of_the_image_refuses_its_removal() {
+    let host = Host::new();
+    let (oci_bytes, oci_id) = oci(&layers());
+    let oci_file = host.file("oci.tar", &oci_bytes);
+    let hex = oci_id.trim_start_matches("sha256:").to_owned();
+    let mut podman = Recording::default();
+    host.podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap();
+    podman.in_use.insert(hex.clone());
+    let store = host.snapshot();
+
+    let refused = host
+        .podman_run(&mut podman, &oci_id, None, State::Absent)
+        .unwrap_err();
+    assert_eq!(host.snapshot(), store, "the record stays");
+    assert!(podman.images.contains_key(&hex), "and the image");
+    insta::assert_snapshot!(refused.replace(&hex, "<hex>"));
+
+    podman.in_use.clear();
+    assert!(
+        host.podman_run(&mut podman, &oci_id, None, State::Absent)
+            .unwrap()
+            .changed
+    );
+    assert!(!host.root.join("images").exists());
+}
+
+#[test]
+fn podman_failing_mid_import_says_what_it_left_changed() {
+    let host = Host::new();
+    let (aci_bytes, aci_id) = aci();
+    let (oci_bytes, oci_id) = oci(&layers());
+    let aci_file = host.file("web.aci", &aci_bytes);
+    let oci_file = host.file("oci.tar", &oci_bytes);
+    let hex = oci_id.trim_start_matches("sha256:").to_owned();
+    let reference = aci_reference(&aci_id);
+    let mut messages = Vec::new();
+    let mut said = |what: &str, message: String| {
+        let shown = message
+            .replace(&hex, "<hex>")
+            .replace(&aci_id[7..], "<hex>");
+        messages.push(format!("{what}:\n{shown}"));
+    };
+
+    // Nothing changed in podman: a plain failure, nothing left behind.
+    let mut podman = Recording::default();
+    podman
+        .failing
+        .insert("load".into(), "Error: payload does not match".into());
+    let error = host
+        .podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap_err();
+    assert!(podman.images.is_empty());
+    said("load fails", error);
+
+    let mut podman = Recording {
+        loads_nothing: Some("Digest did not match, expected sha256:04ce, got sha256:d0fa".into()),
+        ..Recording::default()
+    };
+    let error = host
+        .podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap_err();
+    said("load exits 0 and loads nothing (podman 3)", error);
+
+    let mut podman = Recording {
+        missing: true,
+        ..Recording::default()
+    };
+    let error = host
+        .podman_run(&mut podman, &aci_id, Some(&aci_file), State::Present)
+        .unwrap_err();
+    said("podman is not installed", error);
+    assert!(!host.root.exists(), "the store is as it was: never made");
+
+    // podman changed, then failed: the failure says what stays changed.
+    let mut podman = Recording::default();
+    podman
+        .failing
+        .insert("inspect".into(), "Error: inspecting object: boom".into());
+    let mut error = None;
+    if let Err(e) = image::run(
+        &host.podman_request(&oci_id, Some(&oci_file), State::Present),
+        &mut podman,
+        false,
+        false,
+    ) {
+        let image::ImageError::AfterChanges(after) = &e else {
+            panic!("not after changes: {e}");
+        };
+        assert!(after.changed(), "reported as changed");
+        error = Some(host.hide_tmp(&error_chain(&e)));
+    }
+    said(
+        "loaded, then its size cannot be read",
+        error.expect("fails"),
+    );
+    assert!(
+        podman.images.contains_key(&hex),
+        "podman keeps what it loaded"
+    );
+    assert!(!host.root.join("images").exists(), "no record of it");
+    assert!(!host.root.join("staging").exists(), "no staging left");
+    podman.failing.clear();
+    let report = host
+        .podman_run(&mut podman, &oci_id, Some(&oci_file), State::Present)
+        .unwrap();
+    assert!(
+        report.changed,
+        "the next run imports it again, and records it"
+    );
+    assert!(host.podman_record(&oci_id).is_some());
+
+    let mut podman = Recording::with(&[&reference]);
+    podman
+        .failing
+        .insert("import".into(), "Error: no space left on device".into());
+    let error = host
+        .podman_run(&mut podman, &aci_id, Some(&aci_file), State::Present)
+        .unwrap_err();
+    assert!(
+        podman.images.is_empty(),
+        "the earlier import's image is gone"
+    );
+    assert!(host.podman_record(&aci_id).is_none());
+    said(
+        "an earlier import's image removed, then podman import fails",
+        error,
+    );
+
+    let mut podman = Recording::default();
+    host.podman_run(&mut podman, &aci_id, Some(&aci_file), State::Present)
+        .unwrap();
+    podman.failing.insert(
+        "rm".into(),
+        "Error: removing image: permission denied".into(),
+    );
+    let error = host
+        .podman_run(&mut podman, &aci_id, None, State::Absent)
+        .unwrap_err();
+    assert!(host.podman_record(&aci_id).is_some(), "the record stays");
+    said("podman image rm fails", error);
+
+    insta::assert_snapshot!(messages.join("\n\n"));
 }

@@ -516,9 +516,10 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
         root: host.root.clone(),
         lock_timeout: Duration::from_secs(5),
     };
-    let refused = ops_core::image::run(&remove_image, false, false)
-        .unwrap_err()
-        .to_string();
+    let refused =
+        ops_core::image::run(&remove_image, &mut ops_core::image::PodmanCli, false, false)
+            .unwrap_err()
+            .to_string();
     assert!(refused.contains("is used by shop/2"), "{refused}");
     assert!(rootfs.exists());
 
@@ -538,7 +539,7 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
     assert!(!host.root.join("images").exists());
     remove_image.state = ops_core::image::State::Absent;
     assert!(
-        !ops_core::image::run(&remove_image, false, false)
+        !ops_core::image::run(&remove_image, &mut ops_core::image::PodmanCli, false, false)
             .unwrap()
             .changed
     );

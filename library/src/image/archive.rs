@@ -125,6 +125,19 @@ impl Blob {
     }
 }
 
+/// A layer unpacked in its own directory, to be merged onto the ones
+/// below it.
+#[derive(Debug)]
+struct LayerTree {
+    dir: PathBuf,
+    /// The sha256 of the uncompressed layer (its diff id).
+    diff: String,
+    bytes: u64,
+    whiteouts: Vec<Whiteout>,
+    lower_links: Vec<LowerLink>,
+    implied_dirs: HashSet<PathBuf>,
+}
+
 /// The state of the one pass over the outer archive.
 #[derive(Debug)]
 struct Scan<'a> {
@@ -646,6 +659,62 @@ impl Scan<'_> {
         key
     }
 
+    /// Layer `i` (`key` in the archive) unpacked: as it streamed past, or,
+    /// when it was too small to look like a tar and kept as a document
+    /// (an empty layer), now.
+    fn layer_tree(
+        &self,
+        i: usize,
+        key: &str,
+        what: &str,
+        blob: Blob,
+    ) -> Result<LayerTree, ImageError> {
+        let bytes = match blob {
+            Blob::Layer {
+                dir,
+                diff,
+                bytes,
+                whiteouts,
+                lower_links,
+                implied_dirs,
+                ..
+            } => {
+                return Ok(LayerTree {
+                    dir,
+                    diff,
+                    bytes,
+                    whiteouts,
+                    lower_links,
+                    implied_dirs,
+                })
+            }
+            Blob::Document { bytes, .. } => bytes,
+        };
+        let (_, mut stream) = decompress(&bytes[..]).map_err(|e| self.read_error(e))?;
+        let mut plain = Vec::new();
+        (&mut stream)
+            .take(DOCUMENT_LIMIT)
+            .read_to_end(&mut plain)
+            .map_err(|e| self.read_error(e))?;
+        if plain.len() as u64 >= DOCUMENT_LIMIT {
+            return Err(self.malformed(format!(
+                "{what} is not a tar, nor a small file that decompresses to one"
+            )));
+        }
+        let diff = hex(&Sha256::digest(&plain));
+        let dir = self.work.join("layers").join(format!("small-{i}"));
+        fs::create_dir_all(&dir).map_err(|e| self.read_error(e))?;
+        let unpacked = unpack_layer(&plain[..], &dir, key).map_err(|e| self.read_error(e))?;
+        Ok(LayerTree {
+            dir,
+            diff,
+            bytes: unpacked.bytes,
+            whiteouts: unpacked.whiteouts,
+            lower_links: unpacked.lower_links,
+            implied_dirs: unpacked.implied_dirs,
+        })
+    }
+
     /// Check every layer's uncompressed digest against the config, then
     /// merge them in order into `rootfs`.
     fn finish_layers(
@@ -669,61 +738,29 @@ impl Scan<'_> {
             let blob = self.blobs.remove(key).ok_or_else(|| {
                 self.malformed(format!("{what} is not in the archive (or is listed twice)"))
             })?;
-            let (dir, diff, bytes, whiteouts, lower_links, implied_dirs) = match blob {
-                Blob::Layer {
-                    dir,
-                    diff,
-                    bytes,
-                    whiteouts,
-                    lower_links,
-                    implied_dirs,
-                    ..
-                } => (dir, diff, bytes, whiteouts, lower_links, implied_dirs),
-                Blob::Document { bytes, .. } => {
-                    // A layer too small to look like a tar (an empty one).
-                    let (_, mut stream) = decompress(&bytes[..]).map_err(|e| self.read_error(e))?;
-                    let mut plain = Vec::new();
-                    (&mut stream)
-                        .take(DOCUMENT_LIMIT)
-                        .read_to_end(&mut plain)
-                        .map_err(|e| self.read_error(e))?;
-                    if plain.len() as u64 >= DOCUMENT_LIMIT {
-                        return Err(self.malformed(format!(
-                            "{what} is not a tar, nor a small file that decompresses to one"
-                        )));
-                    }
-                    let diff = hex(&Sha256::digest(&plain));
-                    let dir = self.work.join("layers").join(format!("small-{i}"));
-                    fs::create_dir_all(&dir).map_err(|e| self.read_error(e))?;
-                    let unpacked =
-                        unpack_layer(&plain[..], &dir, key).map_err(|e| self.read_error(e))?;
-                    (
-                        dir,
-                        diff,
-                        unpacked.bytes,
-                        unpacked.whiteouts,
-                        unpacked.lower_links,
-                        unpacked.implied_dirs,
-                    )
-                }
-            };
-            if format!("sha256:{diff}") != *diff_id {
+            let layer = self.layer_tree(i, key, &what, blob)?;
+            if format!("sha256:{}", layer.diff) != *diff_id {
                 return Err(ImageError::Corrupt {
                     file: self.file.to_owned(),
                     what,
                     expected: diff_id.clone(),
-                    actual: format!("sha256:{diff}"),
+                    actual: format!("sha256:{}", layer.diff),
                 });
             }
-            size += bytes;
+            size += layer.bytes;
             if i == 0 {
                 fs::create_dir(&rootfs).map_err(|e| self.read_error(e))?;
             }
             // The first layer too: its hard links to lower layers find
             // none, and its whiteouts hide nothing.
-            unpack::overlay(&rootfs, &dir, &whiteouts, &lower_links, &implied_dirs).map_err(
-                |e| self.read_error(io::Error::new(e.kind(), format!("layer {key}: {e}"))),
-            )?;
+            unpack::overlay(
+                &rootfs,
+                &layer.dir,
+                &layer.whiteouts,
+                &layer.lower_links,
+                &layer.implied_dirs,
+            )
+            .map_err(|e| self.read_error(io::Error::new(e.kind(), format!("layer {key}: {e}"))))?;
         }
         if layers.is_empty() {
             fs::create_dir_all(&rootfs).map_err(|e| self.read_error(e))?;
@@ -902,76 +939,7 @@ pub fn aci_rootfs_tar(
     let mut hashed = PrefetchingReader::new::<Sha512>(Box::new(stream), true);
     let target = io::BufWriter::with_capacity(1 << 20, fs::File::create(out).map_err(read_error)?);
     let mut builder = tar::Builder::new(target);
-    let mut manifest = None;
-    let mut size = 0;
-    let mut saw_rootfs = false;
-    {
-        let guarded = Guarded::new(&mut hashed);
-        let gate = guarded.gate();
-        let mut archive = Archive::new(guarded);
-        let mut entries = archive.entries().map_err(read_error)?;
-        // The entry before, whose data is read to its end here rather than
-        // skipped by the tar reader, so that the gate counts headers only.
-        let mut previous = None;
-        loop {
-            if let Some(mut done) = previous.take() {
-                io::copy(&mut done, &mut io::sink()).map_err(read_error)?;
-            }
-            gate.start();
-            let next = entries.next();
-            gate.stop();
-            let Some(entry) = next else { break };
-            let entry = previous.insert(entry.map_err(read_error)?);
-            let path = entry.path().map_err(read_error)?.into_owned();
-            let name = path.display().to_string();
-            let rel = unpack::relative(&path, &name).map_err(read_error)?;
-            if rel == Path::new("manifest") {
-                manifest = Some(read_document(entry, &name).map_err(read_error)?);
-                continue;
-            }
-            let Ok(inside) = rel.strip_prefix("rootfs") else {
-                continue;
-            };
-            saw_rootfs = true;
-            if inside.as_os_str().is_empty() {
-                continue;
-            }
-            let mut header = entry.header().clone();
-            let kind = header.entry_type();
-            let result = match kind {
-                EntryType::Symlink | EntryType::Link => {
-                    let target = entry
-                        .link_name()
-                        .map_err(read_error)?
-                        .unwrap_or_default()
-                        .into_owned();
-                    let target = if kind == EntryType::Link {
-                        let t = unpack::relative(&target, &name).map_err(read_error)?;
-                        match t.strip_prefix("rootfs") {
-                            Ok(inside) => inside.to_owned(),
-                            Err(_) => {
-                                return Err(ImageError::Malformed {
-                                    file: file.to_owned(),
-                                    what: format!(
-                                        "entry {name:?}: a hard link to {}, outside rootfs/",
-                                        t.display()
-                                    ),
-                                })
-                            }
-                        }
-                    } else {
-                        target
-                    };
-                    builder.append_link(&mut header, inside, target)
-                }
-                _ => {
-                    size += if kind.is_file() { entry.size() } else { 0 };
-                    builder.append_data(&mut header, inside, &mut *entry)
-                }
-            };
-            result.map_err(read_error)?;
-        }
-    }
+    let rewritten = rewrite_rootfs(&mut hashed, file, &mut builder)?;
     builder
         .into_inner()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
@@ -987,6 +955,115 @@ pub fn aci_rootfs_tar(
             actual: id,
         });
     }
+    let app = aci_app(rewritten.manifest, rewritten.saw_rootfs, file)?;
+    Ok((id, app, rewritten.size))
+}
+
+/// What the pass over an ACI found besides its root filesystem.
+struct Rewritten {
+    manifest: Option<Vec<u8>>,
+    /// Bytes of file contents in `rootfs/`.
+    size: u64,
+    saw_rootfs: bool,
+}
+
+/// The pass over an ACI: its manifest kept, every `rootfs/` entry written
+/// to `builder` without the `rootfs/` prefix.
+fn rewrite_rootfs<W: io::Write>(
+    source: &mut PrefetchingReader,
+    file: &str,
+    builder: &mut tar::Builder<W>,
+) -> Result<Rewritten, ImageError> {
+    let read_error = |source: io::Error| unpack_error(file, source);
+    let mut found = Rewritten {
+        manifest: None,
+        size: 0,
+        saw_rootfs: false,
+    };
+    let guarded = Guarded::new(source);
+    let gate = guarded.gate();
+    let mut archive = Archive::new(guarded);
+    let mut entries = archive.entries().map_err(read_error)?;
+    // The entry before, whose data is read to its end here rather than
+    // skipped by the tar reader, so that the gate counts headers only.
+    let mut previous = None;
+    loop {
+        if let Some(mut done) = previous.take() {
+            io::copy(&mut done, &mut io::sink()).map_err(read_error)?;
+        }
+        gate.start();
+        let next = entries.next();
+        gate.stop();
+        let Some(entry) = next else { break };
+        let entry = previous.insert(entry.map_err(read_error)?);
+        let path = entry.path().map_err(read_error)?.into_owned();
+        let name = path.display().to_string();
+        let rel = unpack::relative(&path, &name).map_err(read_error)?;
+        if rel == Path::new("manifest") {
+            found.manifest = Some(read_document(entry, &name).map_err(read_error)?);
+            continue;
+        }
+        let Ok(inside) = rel.strip_prefix("rootfs") else {
+            continue;
+        };
+        found.saw_rootfs = true;
+        if !inside.as_os_str().is_empty() {
+            found.size += rootfs_entry(entry, inside, &name, file, builder)?;
+        }
+    }
+    Ok(found)
+}
+
+/// Write one entry of `rootfs/` at `inside`; returns its bytes of file
+/// contents. A hard link names its target by archive path, so the target
+/// loses the `rootfs/` prefix too.
+fn rootfs_entry<R: Read, W: io::Write>(
+    entry: &mut Entry<'_, R>,
+    inside: &Path,
+    name: &str,
+    file: &str,
+    builder: &mut tar::Builder<W>,
+) -> Result<u64, ImageError> {
+    let read_error = |source: io::Error| unpack_error(file, source);
+    let mut header = entry.header().clone();
+    let kind = header.entry_type();
+    if !matches!(kind, EntryType::Symlink | EntryType::Link) {
+        let size = if kind.is_file() { entry.size() } else { 0 };
+        builder
+            .append_data(&mut header, inside, &mut *entry)
+            .map_err(read_error)?;
+        return Ok(size);
+    }
+    let target = entry
+        .link_name()
+        .map_err(read_error)?
+        .unwrap_or_default()
+        .into_owned();
+    let target = if kind == EntryType::Link {
+        let t = unpack::relative(&target, name).map_err(read_error)?;
+        match t.strip_prefix("rootfs") {
+            Ok(inside) => inside.to_owned(),
+            Err(_) => {
+                return Err(ImageError::Malformed {
+                    file: file.to_owned(),
+                    what: format!(
+                        "entry {name:?}: a hard link to {}, outside rootfs/",
+                        t.display()
+                    ),
+                })
+            }
+        }
+    } else {
+        target
+    };
+    builder
+        .append_link(&mut header, inside, target)
+        .map_err(read_error)?;
+    Ok(0)
+}
+
+/// The app of an ACI's manifest, once the ACI is known to be one.
+fn aci_app(manifest: Option<Vec<u8>>, saw_rootfs: bool, file: &str) -> Result<AciApp, ImageError> {
     let Some(manifest) = manifest else {
         return Err(ImageError::NotAnImage {
             file: file.to_owned(),
@@ -1003,5 +1080,5 @@ pub fn aci_rootfs_tar(
             what: "not an ACI: expected a manifest of acKind \"ImageManifest\" and a rootfs/ directory".into(),
         });
     }
-    Ok((id, manifest.app.unwrap_or_default(), size))
+    Ok(manifest.app.unwrap_or_default())
 }

@@ -6,7 +6,8 @@
 //! - [`records`]: where images live in the store and ops's record of each.
 //! - [`source`]: paths and `http`/`https`/`file` URIs; downloads.
 //! - [`signature`]: detached OpenPGP signatures, checked by `sqv`.
-//! - [`podman`]: the podman runtime.
+//! - [`podman`]: the podman runtime, behind the [`podman::Podman`]
+//!   interface (the `podman` command, or a recording fake in tests).
 //!
 //! Two runtimes: `systemd` keeps the image's root filesystem in the store
 //! for units to run in with `RootDirectory=` (no daemon), `podman` hands
@@ -32,13 +33,23 @@ use crate::atomic::{self, FsError};
 use crate::bundle::ImageId;
 use crate::command::CommandError;
 use crate::lock::{LockError, StoreLock};
+use crate::outcome::{AfterChanges, Refusal};
 use crate::store::{Store, StoreError};
 
 pub use crate::records::image::Format;
 pub use crate::records::names::same_image;
 pub use crate::records::Runtime;
+pub use podman::{Podman, PodmanCli};
 pub use records::ImageRecord;
 pub use source::Location;
+
+fn podman_said(said: &str) -> String {
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" (podman said: {said})")
+    }
+}
 
 fn id_kind(id: &str) -> &'static str {
     if id.starts_with("sha512-") {
@@ -123,8 +134,23 @@ pub enum ImageError {
         runtime: Runtime,
         used_by: Vec<String>,
     },
+    /// podman 3 (Debian 11) given a damaged layer exits 0 loading nothing.
+    #[error(
+        "podman load of {file} did not leave image {id} in podman's storage{}",
+        podman_said(said)
+    )]
+    NotLoaded {
+        file: String,
+        id: String,
+        said: String,
+    },
+    /// The request cannot be carried out as asked; nothing was changed.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The import or removal failed after it had changed podman's
+    /// storage: the message says what stays changed.
     #[error("{0}")]
-    Refused(String),
+    AfterChanges(Box<AfterChanges>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -162,16 +188,16 @@ impl Import {
     pub fn check(&self) -> Result<(), ImageError> {
         match (&self.signature, &self.keyring) {
             (Some(_), None) => {
-                return Err(ImageError::Refused(format!(
+                return Err(ImageError::Refused(Refusal(format!(
                     "image {}: a signature is given but no keyring to check it with",
                     self.id
-                )))
+                ))))
             }
             (None, _) if self.require_signature => {
-                return Err(ImageError::Refused(format!(
+                return Err(ImageError::Refused(Refusal(format!(
                     "image {}: require_signature is set but the image has no signature",
                     self.id
-                )))
+                ))))
             }
             _ => {}
         }
@@ -224,13 +250,14 @@ pub fn present(
     store: &Store,
     runtime: Runtime,
     id: &ImageId,
+    podman: &mut dyn Podman,
 ) -> Result<Option<ImageRecord>, ImageError> {
     let Some(record) = records::read(store, runtime, id)? else {
         return Ok(None);
     };
     let there = match runtime {
         Runtime::Systemd => records::rootfs(store, id).is_dir(),
-        Runtime::Podman => podman::exists(&record.location)?,
+        Runtime::Podman => podman.exists(&record.location)?,
     };
     Ok(there.then_some(record))
 }
@@ -252,28 +279,21 @@ pub fn used_by(store: &Store, runtime: Runtime, id: &ImageId) -> Result<Vec<Stri
     Ok(users)
 }
 
-fn staging_dir(store: &Store, id: &ImageId) -> PathBuf {
-    store
-        .root()
-        .join("staging")
-        .join(format!("image-{}", records::dir_name(id)))
-}
-
 /// Import an image (under the store lock), once [`Import::check`] has
 /// passed. Everything is staged; on failure the staging is removed and the
-/// store is as it was.
+/// store is as it was. podman's storage may not be: a failure after podman
+/// took or dropped an image is [`ImageError::AfterChanges`], saying so.
 pub fn import(
     store: &Store,
     lock: &StoreLock,
     runtime: Runtime,
     spec: &Import,
+    podman: &mut dyn Podman,
 ) -> Result<ImageRecord, ImageError> {
-    let staging = staging_dir(store, &spec.id);
-    atomic::remove_tree(&staging)?;
-    atomic::create_dir_all(&staging, 0o700)?;
-    let result = import_staged(store, lock, runtime, spec, &staging);
-    let cleaned = atomic::remove_tree(&staging)
-        .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
+    let label = format!("image-{}", records::dir_name(&spec.id));
+    let staging = store.stage_dir(lock, &label, 0o700)?;
+    let result = import_staged(store, lock, runtime, spec, &staging, podman);
+    let cleaned = store.unstage(lock, &staging);
     let record = result?;
     cleaned?;
     Ok(record)
@@ -285,140 +305,246 @@ fn import_staged(
     runtime: Runtime,
     spec: &Import,
     staging: &Path,
+    podman: &mut dyn Podman,
 ) -> Result<ImageRecord, ImageError> {
-    let name = spec.source.display();
-    // A signature covers the file's bytes: check it over the whole file
-    // before a byte of it is unpacked. A remote image is then read from
-    // the copy the signature was checked on. podman reads from files.
-    let needs_file = spec.signature.is_some()
-        || (runtime == Runtime::Podman && matches!(spec.id, ImageId::Sha256(_)));
-    let local: Option<PathBuf> = match &spec.source {
-        Location::Path(path) => Some(path.clone()),
-        remote if needs_file => {
-            let target = staging.join("download");
-            source::fetch_into(remote, spec.timeout, &target)?;
-            Some(target)
-        }
-        _ => None,
-    };
-    if let (Some(signature), Some(keyring), false) =
-        (&spec.signature, &spec.keyring, spec.signature_checked())
-    {
-        let sig_path = match signature {
-            Location::Path(p) => p.clone(),
-            remote => {
-                let target = staging.join("signature");
-                source::fetch_into(remote, spec.timeout, &target)?;
-                target
-            }
-        };
-        let data = local
-            .as_deref()
-            .expect("a signed image is read from a file");
-        signature::verify(data, &sig_path, &signature.display(), keyring, spec.timeout)?;
-    }
-    let open = || -> Result<Box<dyn io::Read + Send>, ImageError> {
-        match &local {
-            Some(path) => Location::Path(path.clone()).open(spec.timeout),
-            None => spec.source.open(spec.timeout),
-        }
-        .map_err(ImageError::from)
-    };
+    // podman reads from files.
+    let podman_loads = runtime == Runtime::Podman && matches!(spec.id, ImageId::Sha256(_));
+    let local = local_copy(spec, staging, podman_loads)?;
+    check_signature(spec, local.as_deref(), staging)?;
     let work = staging.join("image");
     atomic::create_dir_all(&work, 0o755)?;
-    let target = records::image_dir(store, runtime, &spec.id);
-    let record = match runtime {
+    match runtime {
         Runtime::Systemd => {
-            let unpacked = archive::unpack(open()?, &name, &spec.id, &work)
-                .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
-            atomic::remove_tree(&work.join("layers"))?;
-            let record = ImageRecord {
-                format: records::RECORD_FORMAT,
-                id: unpacked.id,
-                image_format: unpacked.format,
-                runtime,
-                location: records::location(store, runtime, &spec.id),
-                size: unpacked.size,
-                imported_at: now(),
-            };
-            records::write(&work, &record)?;
-            record
+            let record = unpack_into_store(store, spec, local.as_deref(), &work)?;
+            // One sync for the whole unpacked tree instead of one per
+            // file, then the rename that makes it visible. (Starting each
+            // file's writeback as it was written, with
+            // POSIX_FADV_DONTNEED, made the import slower on the
+            // benchmark's disk: 5.6 s against 4.6 s; the kernel's own
+            // writeback batches better.)
+            atomic::sync_filesystem(&work)?;
+            commit(store, lock, runtime, &spec.id, &work)?;
+            Ok(record)
         }
         Runtime::Podman => {
-            let reference = records::podman_reference(&spec.id);
-            let (id, format) = match &spec.id {
-                ImageId::Sha512(_) => {
-                    let tar = staging.join("rootfs.tar");
-                    let (id, app, _) = archive::aci_rootfs_tar(open()?, &name, &spec.id, &tar)
-                        .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
-                    if podman::exists(&reference)? {
-                        podman::remove(&reference)?;
-                    }
-                    podman::import(&tar, &reference, &app)?;
-                    (id, Format::Aci)
-                }
-                ImageId::Sha256(_) => {
-                    let file = local.as_deref().expect("podman loads from a file");
-                    let (format, ids) = archive::identify(file, &name)?;
-                    let want = spec.id.to_string();
-                    if format == Format::Aci {
-                        return Err(ImageError::WrongFormat {
-                            file: name,
-                            format,
-                            id: want,
-                        });
-                    }
-                    if !ids.contains(&want) {
-                        return Err(ImageError::Mismatch {
-                            file: name,
-                            expected: want,
-                            actual: ids.join(", "),
-                        });
-                    }
-                    let said = podman::load(file)?;
-                    if !podman::exists(&reference)? {
-                        let said = if said.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (podman said: {said})")
-                        };
-                        return Err(ImageError::Refused(format!(
-                            "podman load of {name} did not leave image {want} in podman's \
-                             storage{said}"
-                        )));
-                    }
-                    (want, format)
-                }
-            };
-            let record = ImageRecord {
-                format: records::RECORD_FORMAT,
-                id,
-                image_format: format,
-                runtime,
-                size: podman::size(&reference)?,
-                location: reference,
-                imported_at: now(),
-            };
-            records::write(&work, &record)?;
-            record
+            // The work holds only the record, synced by its atomic write.
+            let mut changed = Vec::new();
+            import_into_podman(spec, local.as_deref(), staging, podman, &mut changed)
+                .and_then(|record| {
+                    records::write(&work, &record)?;
+                    commit(store, lock, runtime, &spec.id, &work)?;
+                    Ok(record)
+                })
+                .map_err(|error| {
+                    let outcome = format!("the import of image {} into podman stopped", spec.id);
+                    after_podman_changes(error, outcome, changed)
+                })
+        }
+    }
+}
+
+/// The image as a file, when it must be one: a signature covers the
+/// file's bytes and is checked over the whole file before a byte of it is
+/// unpacked, so a remote signed image is downloaded first and then read
+/// from the copy the signature was checked on; `podman load` reads a file.
+fn local_copy(
+    spec: &Import,
+    staging: &Path,
+    needs_file: bool,
+) -> Result<Option<PathBuf>, ImageError> {
+    match &spec.source {
+        Location::Path(path) => Ok(Some(path.clone())),
+        remote if needs_file || spec.signature.is_some() => {
+            let target = staging.join("download");
+            source::fetch_into(remote, spec.timeout, &target)?;
+            Ok(Some(target))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Check the signature over the image file, unless [`Import::check`] did.
+fn check_signature(spec: &Import, local: Option<&Path>, staging: &Path) -> Result<(), ImageError> {
+    let (Some(signature), Some(keyring), false) =
+        (&spec.signature, &spec.keyring, spec.signature_checked())
+    else {
+        return Ok(());
+    };
+    let sig_path = match signature {
+        Location::Path(p) => p.clone(),
+        remote => {
+            let target = staging.join("signature");
+            source::fetch_into(remote, spec.timeout, &target)?;
+            target
         }
     };
-    // One sync for the whole unpacked tree instead of one per file, then
-    // the rename that makes it visible. (Starting each file's writeback as
-    // it was written, with POSIX_FADV_DONTNEED, made the import slower on
-    // the benchmark's disk: 5.6 s against 4.6 s; the kernel's own
-    // writeback batches better.) In podman's runtime the work holds
-    // only the record, already synced by its atomic write.
-    if runtime == Runtime::Systemd {
-        atomic::sync_filesystem(&work)?;
+    let data = local.expect("a signed image is read from a file");
+    signature::verify(data, &sig_path, &signature.display(), keyring, spec.timeout).map(drop)
+}
+
+/// The image's bytes: from the local copy if there is one, else streamed.
+fn open_image(spec: &Import, local: Option<&Path>) -> Result<Box<dyn io::Read + Send>, ImageError> {
+    match local {
+        Some(path) => Location::Path(path.to_owned()).open(spec.timeout),
+        None => spec.source.open(spec.timeout),
     }
+    .map_err(ImageError::from)
+}
+
+/// The systemd runtime: unpack the root filesystem into `work`, with the
+/// record beside it.
+fn unpack_into_store(
+    store: &Store,
+    spec: &Import,
+    local: Option<&Path>,
+    work: &Path,
+) -> Result<ImageRecord, ImageError> {
+    let name = spec.source.display();
+    let unpacked = archive::unpack(open_image(spec, local)?, &name, &spec.id, work)
+        .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
+    atomic::remove_tree(&work.join("layers"))?;
+    let record = ImageRecord {
+        format: records::RECORD_FORMAT,
+        id: unpacked.id,
+        image_format: unpacked.format,
+        runtime: Runtime::Systemd,
+        location: records::location(store, Runtime::Systemd, &spec.id),
+        size: unpacked.size,
+        imported_at: now(),
+    };
+    records::write(work, &record)?;
+    Ok(record)
+}
+
+/// The podman runtime: hand the image to podman; its record, not yet
+/// written, is returned. What podman was made to change is pushed on
+/// `changed` as it happens.
+fn import_into_podman(
+    spec: &Import,
+    local: Option<&Path>,
+    staging: &Path,
+    podman: &mut dyn Podman,
+    changed: &mut Vec<String>,
+) -> Result<ImageRecord, ImageError> {
+    let reference = records::podman_reference(&spec.id);
+    let (id, format) = match &spec.id {
+        ImageId::Sha512(_) => {
+            import_aci(spec, local, &staging.join("rootfs.tar"), podman, changed)?
+        }
+        ImageId::Sha256(_) => {
+            let file = local.expect("podman loads from a file");
+            load_archive(spec, file, podman, changed)?
+        }
+    };
+    let size = podman.size(&reference)?;
+    Ok(ImageRecord {
+        format: records::RECORD_FORMAT,
+        id,
+        image_format: format,
+        runtime: Runtime::Podman,
+        size,
+        location: reference,
+        imported_at: now(),
+    })
+}
+
+/// An ACI into podman: its root filesystem rewritten to a plain tar (and
+/// hashed on the way), then `podman import`ed under ops's tag, replacing
+/// what an earlier import left under it.
+fn import_aci(
+    spec: &Import,
+    local: Option<&Path>,
+    tar: &Path,
+    podman: &mut dyn Podman,
+    changed: &mut Vec<String>,
+) -> Result<(String, Format), ImageError> {
+    let name = spec.source.display();
+    let reference = records::podman_reference(&spec.id);
+    let (id, app, _) = archive::aci_rootfs_tar(open_image(spec, local)?, &name, &spec.id, tar)
+        .map_err(|e| remote_error(&spec.source, spec.timeout, e))?;
+    if podman.exists(&reference)? {
+        podman.remove(&reference)?;
+        changed.push(format!(
+            "removed image {reference} from podman (an earlier import's, which ops had no \
+             record of)"
+        ));
+    }
+    podman.import(tar, &reference, &app)?;
+    changed.push(format!(
+        "podman has image {reference}, imported from {name}"
+    ));
+    Ok((id, Format::Aci))
+}
+
+/// An OCI or Docker archive into podman: ops checks that it holds the
+/// image asked for, `podman load` checks its layers.
+fn load_archive(
+    spec: &Import,
+    file: &Path,
+    podman: &mut dyn Podman,
+    changed: &mut Vec<String>,
+) -> Result<(String, Format), ImageError> {
+    let name = spec.source.display();
+    let (format, ids) = archive::identify(file, &name)?;
+    let want = spec.id.to_string();
+    if format == Format::Aci {
+        return Err(ImageError::WrongFormat {
+            file: name,
+            format,
+            id: want,
+        });
+    }
+    if !ids.contains(&want) {
+        return Err(ImageError::Mismatch {
+            file: name,
+            expected: want,
+            actual: ids.join(", "),
+        });
+    }
+    let said = podman.load(file)?;
+    let reference = records::podman_reference(&spec.id);
+    if !podman.exists(&reference)? {
+        return Err(ImageError::NotLoaded {
+            file: name,
+            id: want,
+            said,
+        });
+    }
+    changed.push(format!("podman has image {want}, loaded from {name}"));
+    Ok((want, format))
+}
+
+/// Make a staged image (and its record) visible in the store.
+fn commit(
+    store: &Store,
+    lock: &StoreLock,
+    runtime: Runtime,
+    id: &ImageId,
+    work: &Path,
+) -> Result<(), ImageError> {
+    let target = records::image_dir(store, runtime, id);
     store.ensure_layout(lock)?;
     if target.exists() {
-        remove_dir(store, &target)?;
+        remove_dir(store, lock, &target)?;
     }
     atomic::create_dir_all(&records::images_dir(store, runtime), 0o755)?;
-    atomic::rename(&work, &target)?;
-    Ok(record)
+    atomic::rename(work, &target)?;
+    Ok(())
+}
+
+/// A failure after podman's storage was changed says what stays changed
+/// and that ops has no record of it (the store is as it was).
+fn after_podman_changes(error: ImageError, outcome: String, changed: Vec<String>) -> ImageError {
+    if changed.is_empty() {
+        return error;
+    }
+    ImageError::AfterChanges(Box::new(AfterChanges {
+        cause: crate::module::error_chain(&error),
+        outcome: format!("{outcome}; ops's records are as they were"),
+        undone: Vec::new(),
+        undo_error: None,
+        left: changed,
+    }))
 }
 
 /// A read error from a download says so.
@@ -445,42 +571,46 @@ fn is_transfer_error(e: &io::Error) -> bool {
         )
 }
 
-/// Move a directory out of sight, then delete it.
-fn remove_dir(store: &Store, dir: &Path) -> Result<(), FsError> {
-    let trash = store.root().join("trash");
-    atomic::create_dir_all(&trash, 0o755)?;
-    let gone = trash.join(format!(
-        "image-{}",
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    atomic::remove_tree(&gone)?;
-    atomic::rename(dir, &gone)?;
-    atomic::remove_tree(&gone)?;
-    atomic::remove_dir_if_empty(&trash).map(drop)
+/// Move an image's directory out of sight, then delete it.
+fn remove_dir(store: &Store, lock: &StoreLock, dir: &Path) -> Result<(), FsError> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    store.throw_away(lock, dir, &format!("image-{name}"))
 }
 
 /// Remove an image from its runtime and the store (under the lock).
 pub fn remove(
     store: &Store,
-    _lock: &StoreLock,
+    lock: &StoreLock,
+    runtime: Runtime,
+    id: &ImageId,
+    podman: &mut dyn Podman,
+) -> Result<(), ImageError> {
+    let mut changed = Vec::new();
+    if runtime == Runtime::Podman {
+        let reference = records::podman_reference(id);
+        if podman.exists(&reference)? {
+            podman.remove(&reference)?;
+            changed.push(format!("removed image {reference} from podman"));
+        }
+    }
+    remove_record(store, lock, runtime, id).map_err(|error| {
+        let outcome = format!("the removal of image {id} stopped");
+        after_podman_changes(error, outcome, changed)
+    })
+}
+
+/// Remove an image's directory (record and root filesystem) from the store.
+fn remove_record(
+    store: &Store,
+    lock: &StoreLock,
     runtime: Runtime,
     id: &ImageId,
 ) -> Result<(), ImageError> {
     let dir = records::image_dir(store, runtime, id);
-    if runtime == Runtime::Podman {
-        let reference = records::podman_reference(id);
-        if podman::exists(&reference)? {
-            podman::remove(&reference)?;
-        }
-    }
     if dir.exists() {
-        remove_dir(store, &dir)?;
+        remove_dir(store, lock, &dir)?;
     }
-    atomic::remove_dir_if_empty(&records::images_dir(store, runtime))?;
-    atomic::remove_dir_if_empty(&store.root().join("images"))?;
-    Ok(())
+    Ok(store.remove_images_dir_if_empty(lock, runtime)?)
 }
 
 /// What ops_image should make true.
@@ -566,7 +696,12 @@ fn refuse_if_used(
 /// ops_image: bring one image to `state` in a runtime. The plan is made
 /// without the lock (a no-op, a refusal and check mode take none), then
 /// made again under it, where another run may have done the work already.
-pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, ImageError> {
+pub fn run(
+    request: &Request,
+    podman: &mut dyn Podman,
+    check: bool,
+    want_diff: bool,
+) -> Result<Report, ImageError> {
     let store = Store::new(&request.root);
     store.check_layout()?;
     let runtime = request.runtime;
@@ -578,7 +713,7 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Im
         used_by: used_by(&store, runtime, id)?,
         ..Report::default()
     };
-    let Some(change) = plan(request, &store, &mut report, true)? else {
+    let Some(change) = plan(request, &store, &mut report, true, podman)? else {
         return Ok(report);
     };
     report.changed = true;
@@ -605,19 +740,19 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Im
         &format!("ops_image {id}"),
     )?;
     let mut again = report.clone();
-    match plan(request, &store, &mut again, false)? {
+    match plan(request, &store, &mut again, false, podman)? {
         None => {
             // Another run did it while this one waited for the lock.
             again.changed = false;
             return Ok(again);
         }
         Some(Change::Import(spec)) => {
-            let record = import(&store, &lock, runtime, &spec)?;
+            let record = import(&store, &lock, runtime, &spec, podman)?;
             describe(&mut report, &record);
         }
         Some(Change::Remove) => {
             refuse_if_used(&store, runtime, id, &report.id)?;
-            remove(&store, &lock, runtime, id)?;
+            remove(&store, &lock, runtime, id, podman)?;
         }
     }
     Ok(report)
@@ -638,9 +773,10 @@ fn plan(
     store: &Store,
     report: &mut Report,
     check_import: bool,
+    podman: &mut dyn Podman,
 ) -> Result<Option<Change>, ImageError> {
     let (runtime, id) = (request.runtime, &request.id);
-    let found = present(store, runtime, id)?;
+    let found = present(store, runtime, id, podman)?;
     match request.state {
         State::Present => {
             if let Some(record) = &found {
@@ -648,9 +784,9 @@ fn plan(
                 return Ok(None);
             }
             let Some(source) = &request.source else {
-                return Err(ImageError::Refused(format!(
+                return Err(ImageError::Refused(Refusal(format!(
                     "image {id} is not in the {runtime} runtime, and neither path nor uri says where to get it"
-                )));
+                ))));
             };
             let spec = Import {
                 id: id.clone(),

@@ -36,7 +36,7 @@ pub fn dir_name(id: &ImageId) -> String {
 }
 
 pub fn images_dir(store: &Store, runtime: Runtime) -> PathBuf {
-    store.root().join("images").join(runtime.name())
+    store.images_dir(runtime)
 }
 
 pub fn image_dir(store: &Store, runtime: Runtime, id: &ImageId) -> PathBuf {

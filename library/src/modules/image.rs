@@ -83,7 +83,12 @@ impl Module for OpsImage {
 
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
         let request = request(options)?;
-        match image::run(&request, context.check_mode, context.diff) {
+        match image::run(
+            &request,
+            &mut image::PodmanCli,
+            context.check_mode,
+            context.diff,
+        ) {
             Ok(report) => {
                 let msg = if report.changed {
                     report.actions.join("; ")
@@ -104,7 +109,9 @@ impl Module for OpsImage {
                 ))
             }
             Err(error) => {
+                let changed = matches!(&error, image::ImageError::AfterChanges(a) if a.changed());
                 let mut failure = Failure::from(error);
+                failure.changed = changed;
                 failure
                     .values
                     .insert("id".into(), json!(request.id.to_string()));

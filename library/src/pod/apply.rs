@@ -162,7 +162,13 @@ impl Run<'_> {
             staged = Some(dir);
         }
         for import in &plan.import_images {
-            crate::image::import(store, lock, plan.runtime, import)?;
+            crate::image::import(
+                store,
+                lock,
+                plan.runtime,
+                import,
+                &mut crate::image::PodmanCli,
+            )?;
             self.begin(Step::Imported(import.id.clone()));
             self.done(crate::image::import_action(
                 &import.id,
@@ -350,7 +356,7 @@ impl Run<'_> {
             store.remove_pod(lock, &plan.name)?;
         }
         for (id, runtime) in &plan.remove_images {
-            match crate::image::remove(store, lock, *runtime, id) {
+            match crate::image::remove(store, lock, *runtime, id, &mut crate::image::PodmanCli) {
                 Ok(()) => self.done(format!(
                     "{} (no version uses it)",
                     crate::image::remove_action(id, *runtime)
@@ -463,7 +469,7 @@ impl Run<'_> {
                 }
             }
             Step::Imported(id) => {
-                crate::image::remove(store, lock, plan.runtime, id)?;
+                crate::image::remove(store, lock, plan.runtime, id, &mut crate::image::PodmanCli)?;
                 self.undid(crate::image::remove_action(id, plan.runtime));
             }
         }

@@ -805,7 +805,7 @@ fn images_to_import(
     };
     let mut imports = Vec::new();
     for wanted in &stored.record.pod.images {
-        if image::present(store, runtime, &wanted.id)?.is_some() {
+        if image::present(store, runtime, &wanted.id, &mut image::PodmanCli)?.is_some() {
             continue;
         }
         let Some(new) = incoming else {

@@ -6,75 +6,46 @@
 //! the same pass that hashes it, into a plain tar in staging; once the
 //! hash is right, `podman import` takes it with the ACI's exec,
 //! environment and ports as image config, and ops tags it with the id.
+//!
+//! What ops asks of podman is the [`Podman`] interface, with the real
+//! implementation ([`PodmanCli`], the `podman` command) and a recording
+//! fake ([`fake::Recording`]) so that the runtime's import, presence and
+//! removal logic is tested without podman.
+
+mod cli;
+pub mod fake;
 
 use std::path::Path;
-use std::process::Command;
 
 use super::archive::AciApp;
 use super::ImageError;
-use crate::command::{self, CommandError};
 
-pub const PODMAN: &str = "podman";
+pub use cli::{PodmanCli, PODMAN};
 
-fn podman() -> Command {
-    Command::new(PODMAN)
-}
-
-fn run(cmd: &mut Command) -> Result<String, ImageError> {
-    run_output(cmd).map(|out| out.stdout)
-}
-
-fn run_output(cmd: &mut Command) -> Result<command::Output, ImageError> {
-    match command::run(cmd, None) {
-        Ok(out) => Ok(out),
-        Err(CommandError::Spawn { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Err(ImageError::NoPodman)
-        }
-        Err(e) => Err(ImageError::Podman(e)),
-    }
-}
-
-/// Does podman have this image (by id or reference)?
-pub fn exists(reference: &str) -> Result<bool, ImageError> {
-    match command::run(podman().args(["image", "exists", reference]), None) {
-        Ok(_) => Ok(true),
-        Err(CommandError::Failed { .. }) => Ok(false),
-        Err(CommandError::Spawn { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Err(ImageError::NoPodman)
-        }
-        Err(e) => Err(ImageError::Podman(e)),
-    }
-}
-
-/// The image's size as podman reports it.
-pub fn size(reference: &str) -> Result<u64, ImageError> {
-    let out = run(podman().args(["image", "inspect", "--format", "{{.Size}}", reference]))?;
-    Ok(out.trim().parse().unwrap_or(0))
-}
-
-/// `podman load` an OCI or Docker archive.
-///
-/// Returns what podman wrote on stderr: podman 3 (Debian 11) reports a
-/// layer whose digest does not match there and still exits 0, loading
-/// nothing, so the caller looks for the image and quotes this when it is
-/// missing.
-pub fn load(archive: &Path) -> Result<String, ImageError> {
-    // Not --quiet: podman 3 then says nothing at all of what went wrong.
-    match run_output(podman().args(["load", "--input"]).arg(archive)) {
-        Ok(out) => Ok(complaints(&out.stderr)),
-        Err(ImageError::Podman(CommandError::Failed { line, how, stderr })) => {
-            Err(ImageError::Podman(CommandError::Failed {
-                line,
-                how,
-                stderr: complaints(&stderr),
-            }))
-        }
-        Err(e) => Err(e),
-    }
+/// The operations ops needs from podman. Errors are [`ImageError::NoPodman`]
+/// when podman is not installed, [`ImageError::Podman`] when it failed.
+pub trait Podman {
+    /// Does podman have this image (by id or reference)?
+    fn exists(&mut self, reference: &str) -> Result<bool, ImageError>;
+    /// The image's size as podman reports it.
+    fn size(&mut self, reference: &str) -> Result<u64, ImageError>;
+    /// `podman load` an OCI or Docker archive. Returns what podman
+    /// complained of on stderr (progress lines left out): podman 3
+    /// (Debian 11) reports a layer whose digest does not match there and
+    /// still exits 0, loading nothing, so the caller looks for the image
+    /// and quotes this when it is missing.
+    fn load(&mut self, archive: &Path) -> Result<String, ImageError>;
+    /// `podman import` a root filesystem tar as `reference`, with an
+    /// ACI's app as config (see [`changes`]).
+    fn import(
+        &mut self,
+        rootfs_tar: &Path,
+        reference: &str,
+        app: &AciApp,
+    ) -> Result<(), ImageError>;
+    /// Remove an image from podman's storage; [`ImageError::InUse`] when
+    /// a container podman keeps uses it.
+    fn remove(&mut self, reference: &str) -> Result<(), ImageError>;
 }
 
 /// podman's stderr without its progress lines, one line.
@@ -92,18 +63,6 @@ fn complaints(stderr: &str) -> String {
         .filter(|l| !l.is_empty() && !PROGRESS.iter().any(|p| l.starts_with(p)))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// `podman import` a root filesystem tar as `reference`, with an ACI's
-/// app as config.
-pub fn import(rootfs_tar: &Path, reference: &str, app: &AciApp) -> Result<(), ImageError> {
-    let mut cmd = podman();
-    cmd.args(["import", "--quiet"]);
-    for change in changes(app) {
-        cmd.arg("--change").arg(change);
-    }
-    cmd.arg(rootfs_tar).arg(reference);
-    run(&mut cmd).map(drop)
 }
 
 /// The Dockerfile-style instructions that carry an ACI app into podman.
@@ -127,9 +86,6 @@ fn changes(app: &AciApp) -> Vec<String> {
     changes
 }
 
-/// How long a removal waits for containers of just-stopped units to go.
-const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Whether `podman image rm` failed because a container uses the image,
 /// in the words of each podman ops supports: 4 and 5 say "image is in use
 /// by a container", 3 (Debian 11) "as it is being used by N containers:
@@ -138,27 +94,11 @@ fn says_in_use(stderr: &str) -> bool {
     stderr.contains("in use by a container") || stderr.contains("image is being used")
 }
 
-/// Remove an image from podman's storage. A unit that ran `podman run
-/// --rm` can stop before its container is gone (podman's cleanup runs after
-/// the main process exits, and may be cut short), so "in use by a
-/// container" is retried for a while, then reported as [`ImageError::InUse`].
-pub fn remove(reference: &str) -> Result<(), ImageError> {
-    let began = std::time::Instant::now();
-    loop {
-        match run(podman().args(["image", "rm", reference])) {
-            Err(ImageError::Podman(CommandError::Failed { stderr, .. }))
-                if says_in_use(&stderr) =>
-            {
-                if began.elapsed() >= REMOVE_PATIENCE {
-                    return Err(ImageError::InUse {
-                        reference: reference.to_owned(),
-                        detail: stderr.trim().trim_start_matches("Error: ").to_owned(),
-                    });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(250));
-            }
-            other => return other.map(drop),
-        }
+/// The [`ImageError::InUse`] of podman's refusal to remove an image.
+fn in_use(reference: &str, stderr: &str) -> ImageError {
+    ImageError::InUse {
+        reference: reference.to_owned(),
+        detail: stderr.trim().trim_start_matches("Error: ").to_owned(),
     }
 }
 
