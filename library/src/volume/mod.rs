@@ -1129,7 +1129,7 @@ pub fn check_bundle(
             continue;
         }
         let v = &pod.version;
-        return Err(PodError::Refused(format!(
+        return Err(PodError::Refused(crate::outcome::Refusal(format!(
             "version {v} of pod {} is already deployed with different data in volume {}: the \
              bundle's {shown} is {}, version {v} was deployed with {deployed_with}{}; versions are \
              immutable: give the bundle a new version, or remove version {v} first (state: \
@@ -1142,7 +1142,7 @@ pub fn check_bundle(
                 Some(now) if *now != deployed_with => format!(" and its volume now holds {now}"),
                 _ => String::new(),
             }
-        )));
+        ))));
     }
     Ok(())
 }
