@@ -553,7 +553,10 @@ pub fn read_index(store: &Store) -> Result<BTreeMap<u16, String>, FsError> {
 }
 
 /// What turns the record `on_disk` into the one `held` implies.
-pub fn index_diff(on_disk: &BTreeMap<u16, String>, held: &BTreeMap<u16, Holder>) -> Vec<IndexChange> {
+pub fn index_diff(
+    on_disk: &BTreeMap<u16, String>,
+    held: &BTreeMap<u16, Holder>,
+) -> Vec<IndexChange> {
     let mut changes = Vec::new();
     for (port, holder) in held {
         let text = index_text(holder);

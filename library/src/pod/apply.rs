@@ -117,7 +117,10 @@ impl<'a> Run<'a> {
                 store.commit(lock, &staged, name, version)?;
                 // The staged copy (and the volumes reported built in it) is
                 // now the version in the store.
-                let at = self.log.iter().position(|d| matches!(d.step, Step::Stage(..)));
+                let at = self
+                    .log
+                    .iter()
+                    .position(|d| matches!(d.step, Step::Stage(..)));
                 let actions = at.map(|at| self.log.remove(at).actions).unwrap_or_default();
                 self.log.push(Done { step, actions });
                 self.done(step.to_string());
@@ -232,7 +235,12 @@ impl<'a> Run<'a> {
         self.build_volumes(new, &dir)
     }
 
-    fn import(&mut self, step: &'a Step, import: &Import, runtime: Runtime) -> Result<(), PodError> {
+    fn import(
+        &mut self,
+        step: &'a Step,
+        import: &Import,
+        runtime: Runtime,
+    ) -> Result<(), PodError> {
         crate::image::import(self.store, self.lock, runtime, import)?;
         self.begin(step);
         self.done(step.to_string());
@@ -452,8 +460,8 @@ impl<'a> Run<'a> {
         // read: made open before the private download directory inside it.
         crate::atomic::create_dir_all(&staged.join("volumes"), 0o755)?;
         crate::atomic::create_dir_all(downloads, 0o700)?;
-        let mut archive = volume::fetch(&location, self.request.download_timeout, downloads)
-            .map_err(failed)?;
+        let mut archive =
+            volume::fetch(&location, self.request.download_timeout, downloads).map_err(failed)?;
         archive.shown = source.text();
         Ok(archive)
     }

@@ -211,7 +211,10 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     for unit in &bundle.pod.units {
         let path = bundle.dir.join(&unit.file);
         let text = String::from_utf8(read(&path)?).map_err(|_| {
-            Refusal(format!("{}: a unit file must be UTF-8 text", path.display()))
+            Refusal(format!(
+                "{}: a unit file must be UTF-8 text",
+                path.display()
+            ))
         })?;
         texts.insert(unit.name.clone(), text);
     }

@@ -185,9 +185,7 @@ fn observe_images(store: &Store, request: &Request, observed: &mut Observed) {
             let seen = records::read(store, runtime, &wanted.id)
                 .map(|r| r.is_some())
                 .map_err(|e| refusal(&e));
-            observed
-                .recorded
-                .insert((runtime, wanted.id.clone()), seen);
+            observed.recorded.insert((runtime, wanted.id.clone()), seen);
         }
     }
     let runs = matches!(request.state, State::Started | State::Restarted);
@@ -205,7 +203,9 @@ fn observe_images(store: &Store, request: &Request, observed: &mut Observed) {
         observed.present.insert(wanted.id.clone(), there);
         if let (true, Some(new)) = (missing, &observed.incoming) {
             if let Err(e) = import_for(request, new, &wanted).check() {
-                observed.import_refused.insert(wanted.id.clone(), refusal(&e));
+                observed
+                    .import_refused
+                    .insert(wanted.id.clone(), refusal(&e));
             }
         }
     }

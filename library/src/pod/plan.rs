@@ -840,7 +840,8 @@ impl Plan {
     fn with_ports(mut self, observed: &Observed) -> Plan {
         let held = holders(observed, &self.after);
         for change in ports::index_diff(&observed.port_records, &held) {
-            self.finish.push(Step::PortRecord(change, self.root.clone()));
+            self.finish
+                .push(Step::PortRecord(change, self.root.clone()));
         }
         self.ports = ports::report(&self.name, &held);
         self

@@ -124,7 +124,10 @@ impl Step {
             }
             Step::Commit(name, v) => vec![format!("add version {v} of pod {name} to the store")],
             Step::Environment {
-                version, file, from, ..
+                version,
+                file,
+                from,
+                ..
             } => vec![Step::environment_text(
                 version,
                 file.as_deref(),
