@@ -465,6 +465,11 @@ pub fn index_changes(
     store: &Store,
     held: &BTreeMap<u16, Holder>,
 ) -> Result<Vec<IndexChange>, FsError> {
+    Ok(index_diff(&read_index(store)?, held))
+}
+
+/// The port record on disk: ops's files in `<root>/ports/`, by port.
+pub fn read_index(store: &Store) -> Result<BTreeMap<u16, String>, FsError> {
     let dir = index_dir(store);
     let mut on_disk: BTreeMap<u16, String> = BTreeMap::new();
     match fs::read_dir(&dir) {
@@ -492,6 +497,14 @@ pub fn index_changes(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).at("read", &dir),
     }
+    Ok(on_disk)
+}
+
+/// What turns the record `on_disk` into the one `held` implies.
+pub fn index_diff(
+    on_disk: &BTreeMap<u16, String>,
+    held: &BTreeMap<u16, Holder>,
+) -> Vec<IndexChange> {
     let mut changes = Vec::new();
     for (port, holder) in held {
         let text = index_text(holder);
@@ -504,16 +517,16 @@ pub fn index_changes(
         }
     }
     for (port, text) in on_disk {
-        if !held.contains_key(&port) {
+        if !held.contains_key(port) {
             changes.push(IndexChange {
-                port,
-                before: Some(text),
+                port: *port,
+                before: Some(text.clone()),
                 after: None,
             });
         }
     }
     changes.sort_by_key(|c| c.port);
-    Ok(changes)
+    changes
 }
 
 /// Write the changes to the record.

@@ -224,13 +224,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     let lock_timeout = seconds("lock_timeout", options.lock_timeout);
     let download_timeout = seconds("download_timeout", options.download_timeout);
     if let Some(env) = &options.env {
-        for (key, value) in env {
-            if let Err(e) = check_env_name(key) {
-                problems.push(format!("env: {e}"));
-            } else if let Err(e) = crate::units::check_env_value(key, value) {
-                problems.push(format!("env.{key}: {e}"));
-            }
-        }
+        env_problems(env, &mut problems);
     }
     let ports = options.ports.map(|value| {
         crate::bundle::parse_ports("ports", numbers_from_text(value)).unwrap_or_else(|e| {
@@ -269,6 +263,17 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         ports,
         port_range,
     })
+}
+
+/// What is wrong with the names and values of `env`.
+fn env_problems(env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    for (key, value) in env {
+        if let Err(e) = check_env_name(key) {
+            problems.push(format!("env: {e}"));
+        } else if let Err(e) = crate::units::check_env_value(key, value) {
+            problems.push(format!("env.{key}: {e}"));
+        }
+    }
 }
 
 /// A port given as text of digits (what a Jinja template makes of a

@@ -1,15 +1,22 @@
 //! ops_pod's work: bring a pod to a state on the host.
 //!
-//! A run observes the host (store, unit directory, systemd), computes a
-//! [`plan::Plan`] from the request, and, unless the plan is empty or this is
-//! check mode, takes the store lock, observes and plans again (another run
-//! may have changed the host meanwhile) and applies it ([`apply`]). Nothing
-//! is written before the lock is held, so a refused or no-op request leaves
-//! the host byte-identical, and check mode is the plan alone.
+//! A run goes in three stages: [`observe`] gathers everything the plan
+//! needs from the host (store, unit directory, systemd, ports, images, the
+//! unit files verified) into one value; [`plan`] turns the request and that
+//! value into steps ([`step::Step`]), with no I/O of its own; and, unless
+//! the plan is empty or this is check mode, the store lock is taken, the
+//! host observed and planned again (another run may have changed it
+//! meanwhile) and the steps applied ([`apply`]). Nothing is written before
+//! the lock is held, so a refused or no-op request leaves the host
+//! byte-identical, and check mode is the plan alone.
 
 mod apply;
+mod observe;
 mod plan;
 mod planted;
+mod step;
+mod up;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,12 +28,12 @@ use crate::atomic::FsError;
 use crate::bundle::{self, BundleError, PodName, Version};
 use crate::image::{ImageError, Runtime};
 use crate::lock::{LockError, StoreLock};
-use crate::outcome::AfterChanges;
+use crate::outcome::{AfterChanges, Refusal};
 use crate::store::{self, NewVersion, PodState, Store, StoreError};
-use crate::systemd::{CommandError, Systemd, UnitStatus};
-use crate::units::{self, Files, UnitsError};
+use crate::systemd::{CommandError, Systemd};
+use crate::units::{self, UnitsError};
 
-use plan::Plan;
+use observe::{observe, Observed};
 
 /// What the version should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +112,8 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
     /// The request cannot be carried out as asked; nothing was changed.
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -168,19 +175,6 @@ impl From<PodError> for Box<Failed> {
     }
 }
 
-/// The host as it is, for one pod.
-#[derive(Debug, Clone)]
-pub(crate) struct Observed {
-    pub state: PodState,
-    /// The pod starts at boot (its target is enabled).
-    pub started: bool,
-    /// What ops wrote in the unit directory for the pod.
-    pub files: Files,
-    /// Every runnable unit of every stored version, and the pod's target
-    /// and slice.
-    pub status: BTreeMap<String, UnitStatus>,
-}
-
 /// Every runnable unit of a version, and those ops starts.
 pub(crate) fn version_units(
     name: &PodName,
@@ -200,38 +194,6 @@ pub(crate) fn pod_units(name: &PodName) -> [String; 2] {
     [units::target_name(name), units::slice_name(name)]
 }
 
-pub(crate) fn observe(
-    store: &Store,
-    unit_dir: &Path,
-    name: &PodName,
-    systemd: &mut dyn Systemd,
-) -> Result<Observed, PodError> {
-    let state = store.read_pod(name)?;
-    let files = units::owned(name, unit_dir)?;
-    let started = files
-        .keys()
-        .any(|p| p.starts_with("multi-user.target.wants"));
-    let mut all: Vec<String> = state
-        .versions
-        .keys()
-        .flat_map(|v| version_units(name, &state, v).0)
-        .collect();
-    if !all.is_empty() || !files.is_empty() {
-        all.extend(pod_units(name));
-    }
-    let status = systemd
-        .show(&all)?
-        .into_iter()
-        .map(|s| (s.unit.clone(), s))
-        .collect();
-    Ok(Observed {
-        state,
-        started,
-        files,
-        status,
-    })
-}
-
 /// Read a bundle into the version it would add.
 pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     let bundle = bundle::load(path)?;
@@ -244,7 +206,7 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     for unit in &bundle.pod.units {
         let path = bundle.dir.join(&unit.file);
         let text = String::from_utf8(read(&path)?).map_err(|_| {
-            PodError::Refused(format!(
+            Refusal(format!(
                 "{}: a unit file must be UTF-8 text",
                 path.display()
             ))
@@ -265,16 +227,11 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     })
 }
 
-/// Bring the pod to the requested state; in check mode only plan.
-pub fn run(
-    request: &Request,
-    systemd: &mut dyn Systemd,
-    check_mode: bool,
-    want_diff: bool,
-) -> Result<Report, Box<Failed>> {
+/// The bundle's version, with the `ports` option laid over it.
+fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
     for (option, path) in [("root", &request.root), ("unit_dir", &request.unit_dir)] {
         if !path.is_absolute() {
-            return Err(PodError::Refused(format!(
+            return Err(Refusal(format!(
                 "{option} must be an absolute path, got {}",
                 path.display()
             ))
@@ -288,44 +245,61 @@ pub fn run(
             new.digest = store::digest(&new.pod, &new.units);
         }
         (None, Some(_)) => {
-            return Err(PodError::Refused(
+            return Err(Refusal::new(
                 "ports applies to the bundle being deployed: give bundle too (a stored version \
-                 keeps the ports it was deployed with)"
-                    .to_owned(),
+                 keeps the ports it was deployed with)",
             )
             .into())
         }
         _ => {}
     }
+    Ok(incoming)
+}
+
+/// Plan from what is observed, and refuse, before anything is written, a
+/// path of the plan that is or goes through a symlink ops did not make
+/// ([`planted`]).
+fn plan_checked(
+    request: &Request,
+    observed: &Observed,
+    store: &Store,
+) -> Result<plan::Plan, PodError> {
+    let plan = plan::plan(request, observed)?;
+    if !plan.is_empty() {
+        planted::refuse(store, &plan.name, &request.unit_dir, &plan.unit_changes())?;
+    }
+    Ok(plan)
+}
+
+/// Bring the pod to the requested state; in check mode only plan.
+pub fn run(
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    check_mode: bool,
+    want_diff: bool,
+) -> Result<Report, Box<Failed>> {
+    let incoming = incoming(request)?;
     let store = Store::new(&request.root);
     store.check_layout().map_err(PodError::from)?;
-    let name = plan::pod_name(request, incoming.as_ref())?;
+    let name = plan::pod_name(request, incoming.as_ref()).map_err(PodError::from)?;
 
-    let observed = observe(&store, &request.unit_dir, &name, systemd)?;
+    let observed = observe(&store, request, &name, incoming.as_ref(), systemd)?;
     // Without the lock another run may be half-way through (its files
     // written, its record not yet): a refusal made then is made again
     // under the lock before it counts.
-    let first = match Plan::new(request, &name, incoming.as_ref(), &observed, systemd) {
+    let first = match plan::plan(request, &observed) {
         Ok(plan) => plan,
         Err(error) if check_mode => {
-            return Err(refused(error, &observed, &store, request, &name, systemd))
+            return Err(refused(error.into(), &observed, &store, request, systemd))
         }
         Err(_) => {
-            return run_locked(
-                request,
-                systemd,
-                want_diff,
-                &store,
-                &name,
-                incoming.as_ref(),
-                "replan".to_owned(),
-            )
+            let what = "replan".to_owned();
+            return run_locked(request, systemd, want_diff, &store, incoming.as_ref(), what);
         }
     };
     if !first.is_empty() {
-        first
-            .refuse_planted_links(&store, &request.unit_dir)
-            .map_err(|e| refused(e.into(), &observed, &store, request, &name, systemd))?;
+        planted::refuse(&store, &name, &request.unit_dir, &first.unit_changes())
+            .map_err(|e| refused(e.into(), &observed, &store, request, systemd))?;
     }
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
@@ -333,17 +307,8 @@ pub fn run(
         report.pod = pod_value(&store, &request.unit_dir, &name, systemd);
         return Ok(report);
     }
-
     let what = first.describe();
-    run_locked(
-        request,
-        systemd,
-        want_diff,
-        &store,
-        &name,
-        incoming.as_ref(),
-        what,
-    )
+    run_locked(request, systemd, want_diff, &store, incoming.as_ref(), what)
 }
 
 /// A refusal of the plan, with the pod as it is (nothing was changed): the
@@ -353,9 +318,9 @@ fn refused(
     observed: &Observed,
     store: &Store,
     request: &Request,
-    name: &PodName,
     systemd: &mut dyn Systemd,
 ) -> Box<Failed> {
+    let name = &observed.name;
     let pod = pod_value(store, &request.unit_dir, name, systemd);
     let ports = pod["ports"].as_array().cloned().unwrap_or_default();
     Box::new(Failed {
@@ -371,26 +336,22 @@ fn refused(
     })
 }
 
-/// Plan again under the lock and carry the plan out.
+/// Observe and plan again under the lock and carry the plan out.
 fn run_locked(
     request: &Request,
     systemd: &mut dyn Systemd,
     want_diff: bool,
     store: &Store,
-    name: &PodName,
     incoming: Option<&NewVersion>,
     what: String,
 ) -> Result<Report, Box<Failed>> {
+    let name = plan::pod_name(request, incoming).map_err(PodError::from)?;
     let what = format!("ops_pod {what} of pod {name}");
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
-    let observed = observe(store, &request.unit_dir, name, systemd)?;
-    let plan = Plan::new(request, name, incoming, &observed, systemd)
-        .map_err(|error| refused(error, &observed, store, request, name, systemd))?;
-    if !plan.is_empty() {
-        plan.refuse_planted_links(store, &request.unit_dir)
-            .map_err(|e| refused(e.into(), &observed, store, request, name, systemd))?;
-    }
+    let observed = observe(store, request, &name, incoming, systemd)?;
+    let plan = plan_checked(request, &observed, store)
+        .map_err(|error| refused(error, &observed, store, request, systemd))?;
     let mut report = plan.report(&observed, want_diff);
     report.actions.clear();
     let result = apply::apply(
@@ -404,14 +365,14 @@ fn run_locked(
     );
     // What is current is read back from the host: after a failure it is
     // not what the plan said.
-    if let Ok(state) = store.read_pod(name) {
+    if let Ok(state) = store.read_pod(&name) {
         report.current = state.current;
         report.previous = state.previous;
     }
     // The port record follows the store as the run left it, rolled back
     // or not.
-    let synced = sync_port_record(store, &lock, name, &mut report);
-    report.pod = pod_value(store, &request.unit_dir, name, systemd);
+    let synced = sync_port_record(store, &lock, &name, &mut report);
+    report.pod = pod_value(store, &request.unit_dir, &name, systemd);
     drop(lock);
     match result.and(synced) {
         Ok(()) => Ok(report),

@@ -1,0 +1,246 @@
+//! Everything ops_pod looks at on the host before it plans, gathered in one
+//! [`Observed`] value: the plan ([`super::plan`]) reads nothing else, so it
+//! does no I/O and is tested from hand-built values.
+//!
+//! A look whose answer the plan may not need (an image check, a volume
+//! archive's first bytes, the verification of the unit files) keeps its
+//! failure as a [`Refusal`] the plan gives only where it would consult the
+//! answer: the first refusal a request meets stays the same one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::plan::{import_for, new_ports, target_version};
+use super::{pod_units, verify, version_units, PodError, Request, State};
+use crate::bundle::{ImageId, PodName};
+use crate::image::{self, records, Runtime};
+use crate::module::error_chain;
+use crate::outcome::Refusal;
+use crate::store::{NewVersion, PodState, Store};
+use crate::systemd::{Systemd, UnitStatus};
+use crate::units::{self, Files};
+
+/// The host as it is, for one request about one pod.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub name: PodName,
+    /// The bundle's version, as it would be added (ports laid over).
+    pub incoming: Option<NewVersion>,
+    pub state: PodState,
+    /// The pod starts at boot (its target is enabled).
+    pub started: bool,
+    /// What ops wrote in the unit directory for the pod.
+    pub files: Files,
+    /// Every runnable unit of every stored version, and the pod's target
+    /// and slice.
+    pub status: BTreeMap<String, UnitStatus>,
+    /// Every other pod in the store: the ports and images they hold.
+    pub others: BTreeMap<PodName, PodState>,
+    /// Ports something on the host listens on.
+    pub listening: BTreeSet<u16>,
+    /// ops's port record on disk (`<root>/ports/<port>`), by port.
+    pub port_records: BTreeMap<u16, String>,
+    /// Paths of the pod's shape in the unit directory that exist, whoever
+    /// made them: the plan does not install over one that is not ops's.
+    pub unit_paths: BTreeSet<PathBuf>,
+    /// Whether the version acted on has each of its images in its runtime.
+    pub present: HashMap<ImageId, Result<bool, Refusal>>,
+    /// Whether ops has a record of each image of each stored version, in
+    /// that version's runtime.
+    pub recorded: HashMap<(Runtime, ImageId), Result<bool, Refusal>>,
+    /// The bundle's images that would be imported and cannot be.
+    pub import_refused: HashMap<ImageId, Refusal>,
+    /// The bundle's volume archives, looked at.
+    pub volumes: Option<Refusal>,
+    /// The bundle's unit files, verified as systemd would load them, when
+    /// the version would be added: `Ok(false)` when no verifier is there.
+    pub verified: Option<Result<bool, Refusal>>,
+    /// Seconds since the epoch: when a version added now is deployed.
+    pub now: u64,
+}
+
+impl Observed {
+    /// A host with nothing of pod `name` on it, at the epoch.
+    pub(crate) fn new(name: PodName) -> Observed {
+        Observed {
+            name,
+            incoming: None,
+            state: PodState::default(),
+            started: false,
+            files: Files::new(),
+            status: BTreeMap::new(),
+            others: BTreeMap::new(),
+            listening: BTreeSet::new(),
+            port_records: BTreeMap::new(),
+            unit_paths: BTreeSet::new(),
+            present: HashMap::new(),
+            recorded: HashMap::new(),
+            import_refused: HashMap::new(),
+            volumes: None,
+            verified: None,
+            now: 0,
+        }
+    }
+}
+
+fn refusal(error: &dyn std::error::Error) -> Refusal {
+    Refusal(error_chain(error))
+}
+
+/// Look at the host for a request about pod `name`.
+pub(crate) fn observe(
+    store: &Store,
+    request: &Request,
+    name: &PodName,
+    incoming: Option<&NewVersion>,
+    systemd: &mut dyn Systemd,
+) -> Result<Observed, PodError> {
+    let state = store.read_pod(name)?;
+    let files = units::owned(name, &request.unit_dir)?;
+    let started = files
+        .keys()
+        .any(|p| p.starts_with("multi-user.target.wants"));
+    let status = unit_status(name, &state, &files, systemd)?;
+    let mut others = BTreeMap::new();
+    for other in store.pod_names()? {
+        if other != *name {
+            let read = store.read_pod_unlocked(&other)?;
+            others.insert(other, read);
+        }
+    }
+    let mut observed = Observed {
+        incoming: incoming.cloned(),
+        state,
+        started,
+        files,
+        status,
+        others,
+        listening: crate::ports::listening(),
+        port_records: crate::ports::read_index(store)?,
+        unit_paths: unit_paths(name, &request.unit_dir),
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ..Observed::new(name.clone())
+    };
+    observe_images(store, request, &mut observed);
+    observe_bundle(store, request, systemd, &mut observed)?;
+    Ok(observed)
+}
+
+fn unit_status(
+    name: &PodName,
+    state: &PodState,
+    files: &Files,
+    systemd: &mut dyn Systemd,
+) -> Result<BTreeMap<String, UnitStatus>, PodError> {
+    let mut all: Vec<String> = state
+        .versions
+        .keys()
+        .flat_map(|v| version_units(name, state, v).0)
+        .collect();
+    if !all.is_empty() || !files.is_empty() {
+        all.extend(pod_units(name));
+    }
+    Ok(systemd
+        .show(&all)?
+        .into_iter()
+        .map(|s| (s.unit.clone(), s))
+        .collect())
+}
+
+/// The paths in `unit_dir` a plan for pod `name` may install, that exist.
+fn unit_paths(name: &PodName, unit_dir: &Path) -> BTreeSet<PathBuf> {
+    let prefix = format!("{name}-");
+    let pod_level = [units::target_name(name), units::slice_name(name)];
+    let mut out = BTreeSet::new();
+    let exists = |p: &Path| unit_dir.join(p).symlink_metadata().is_ok();
+    for entry in std::fs::read_dir(unit_dir).into_iter().flatten().flatten() {
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !file.starts_with(&prefix) && !pod_level.contains(&file) {
+            continue;
+        }
+        let dropin = Path::new(&file).join(units::DROPIN);
+        if exists(&dropin) {
+            out.insert(dropin);
+        }
+        out.insert(PathBuf::from(file));
+    }
+    let link = Path::new("multi-user.target.wants").join(units::target_name(name));
+    if exists(&link) {
+        out.insert(link);
+    }
+    out
+}
+
+/// Which images are where: the acted-on version's in its runtime, and the
+/// records of every stored version's.
+fn observe_images(store: &Store, request: &Request, observed: &mut Observed) {
+    for stored in observed.state.versions.values() {
+        let runtime = stored.record.runtime;
+        for wanted in &stored.record.pod.images {
+            let seen = records::read(store, runtime, &wanted.id)
+                .map(|r| r.is_some())
+                .map_err(|e| refusal(&e));
+            observed.recorded.insert((runtime, wanted.id.clone()), seen);
+        }
+    }
+    let runs = matches!(request.state, State::Started | State::Restarted);
+    if observed.incoming.is_none() && !runs {
+        return;
+    }
+    let Some((_, runtime, images)) = target_version(request, observed) else {
+        return;
+    };
+    for wanted in images {
+        let there = image::present(store, runtime, &wanted.id, &mut image::PodmanCli)
+            .map(|p| p.is_some())
+            .map_err(|e| refusal(&e));
+        let missing = !matches!(there, Ok(true));
+        observed.present.insert(wanted.id.clone(), there);
+        if let (true, Some(new)) = (missing, &observed.incoming) {
+            if let Err(e) = import_for(request, new, &wanted).check() {
+                observed
+                    .import_refused
+                    .insert(wanted.id.clone(), refusal(&e));
+            }
+        }
+    }
+}
+
+/// The bundle's volume archives and, for a version it would add, its unit
+/// files as systemd would load them.
+fn observe_bundle(
+    store: &Store,
+    request: &Request,
+    systemd: &mut dyn Systemd,
+    observed: &mut Observed,
+) -> Result<(), PodError> {
+    let (Some(new), name) = (&observed.incoming, &observed.name) else {
+        return Ok(());
+    };
+    if request.state == State::Absent {
+        return Ok(());
+    }
+    let version = &new.pod.version;
+    let deployed = observed.state.versions.contains_key(version);
+    let checked = crate::volume::check_bundle(store, new, deployed, request.download_timeout);
+    observed.volumes = checked.err().map(|e| refusal(&e));
+    if deployed {
+        return Ok(());
+    }
+    let runtime = request.runtime.unwrap_or_default();
+    let Ok(ports) = new_ports(request, observed, new) else {
+        // The plan refuses the allocation before it would verify.
+        return Ok(());
+    };
+    observed.verified = match verify::verify(systemd, store, runtime, name, new, &ports) {
+        Ok(verified) => Some(Ok(verified)),
+        Err(PodError::Fs(e)) => return Err(e.into()),
+        Err(e) => Some(Err(refusal(&e))),
+    };
+    Ok(())
+}

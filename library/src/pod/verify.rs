@@ -1,0 +1,182 @@
+//! A new version's unit files checked as systemd will load them
+//! (`systemd-analyze verify`), in a temporary directory outside the store,
+//! so check mode checks them too; complaints told in the bundle's terms.
+
+use std::path::{Path, PathBuf};
+
+use super::PodError;
+use crate::atomic::FsError;
+use crate::bundle::{PodName, Version};
+use crate::image::Runtime;
+use crate::ports;
+use crate::store::{NewVersion, Store};
+use crate::systemd::{CommandError, Systemd};
+use crate::units::{self, Files};
+
+/// Verify the unit files of `new`, with its ports; `false` when no
+/// verifier is installed.
+pub(super) fn verify(
+    systemd: &mut dyn Systemd,
+    store: &Store,
+    runtime: Runtime,
+    name: &PodName,
+    new: &NewVersion,
+    ports: &[ports::Allocation],
+) -> Result<bool, PodError> {
+    let version = &new.pod.version;
+    let files: Files = units::version_files(
+        &new.pod,
+        &new.units,
+        None,
+        units::Images { store, runtime },
+        ports,
+    )?;
+    let dir = tempfile::Builder::new()
+        .prefix("ops-verify-")
+        .tempdir()
+        .map_err(|e| FsError::from_io("create a directory in", &std::env::temp_dir(), e))?;
+    let top = write_copies(dir.path(), &files)?;
+    let invalid = |source| PodError::Invalid {
+        pod: name.clone(),
+        version: version.clone(),
+        source,
+    };
+    match systemd.verify(&top) {
+        Ok(verified) => Ok(verified),
+        Err(CommandError::Failed { stderr, .. }) if only_image_programs(name, new, &stderr) => {
+            Ok(true)
+        }
+        Err(CommandError::Failed { how, stderr, .. }) => Err(invalid(CommandError::Failed {
+            line: "systemd-analyze verify".to_owned(),
+            how,
+            stderr: in_bundle_terms(
+                &stderr,
+                dir.path(),
+                name,
+                version,
+                &new.bundle_dir,
+                &new.pod.units,
+            ),
+        })),
+        Err(source) => Err(invalid(source)),
+    }
+}
+
+/// Write `files` under `dir`; the unit files at its top, to verify.
+fn write_copies(dir: &Path, files: &Files) -> Result<Vec<PathBuf>, FsError> {
+    let mut top = Vec::new();
+    for (path, entry) in files {
+        let full = dir.join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| FsError::from_io("create", parent, e))?;
+        }
+        std::fs::write(&full, entry.text()).map_err(|e| FsError::from_io("write", &full, e))?;
+        if path.parent() == Some(Path::new("")) {
+            top.push(full);
+        }
+    }
+    Ok(top)
+}
+
+/// systemd-analyze looks for a unit's programs on the host even when
+/// RootDirectory= says they are in an image (which check mode has not even
+/// imported): that one complaint, about such units, is not a fault.
+fn only_image_programs(name: &PodName, new: &NewVersion, stderr: &str) -> bool {
+    let in_images: Vec<String> = new
+        .pod
+        .units
+        .iter()
+        .filter(|u| u.image.is_some())
+        .map(|u| {
+            let installed = units::installed_name(name, &new.pod.version, &u.name);
+            installed
+                .split(['@', '.'])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    !in_images.is_empty()
+        && stderr.lines().filter(|l| !l.trim().is_empty()).all(|line| {
+            line.contains("is not executable")
+                && in_images.iter().any(|u| line.contains(u.as_str()))
+        })
+}
+
+/// systemd-analyze's complaints about the copies in `dir`, told in the
+/// bundle's terms: `<dir>/shop-1-web@.service:6` is the bundle's
+/// `<bundle>/units/web@.service:5` (ops put one header line on top), and the
+/// temporary directory is left out of the other paths (drop-ins).
+fn in_bundle_terms(
+    stderr: &str,
+    dir: &Path,
+    name: &PodName,
+    version: &Version,
+    bundle_dir: &Path,
+    units: &[crate::bundle::Unit],
+) -> String {
+    let mut text = stderr.to_owned();
+    for unit in units {
+        let file = bundle_dir.join(&unit.file);
+        let copy = format!(
+            "{}/{}:",
+            dir.display(),
+            units::installed_name(name, version, &unit.name)
+        );
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(&copy) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + copy.len()..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            match after[..digits].parse::<u64>() {
+                Ok(line) if line > 1 => {
+                    out.push_str(&format!("{}:{}", file.display(), line - 1));
+                    rest = &after[digits..];
+                }
+                _ => {
+                    out.push_str(&format!("{}:", file.display()));
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text.replace(&format!("{}/", dir.display()), "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_complaints_name_the_bundle_file_and_its_line() {
+        let unit = crate::bundle::Unit {
+            name: crate::bundle::names::UnitName::parse("web@.service").unwrap(),
+            file: "units/web@.service".into(),
+            instances: vec!["1".into()],
+            start: true,
+            image: None,
+            instance_ports: false,
+        };
+        let dir = Path::new("/tmp/ops-verify-AbC123");
+        let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+                      /tmp/ops-verify-AbC123/hello-1-web@1.service.d/50-ops.conf:3: something\n\
+                      hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.";
+        let shown = in_bundle_terms(
+            stderr,
+            dir,
+            &PodName::parse("hello").unwrap(),
+            &Version::parse("1").unwrap(),
+            Path::new("/srv/bundles/hello-1"),
+            &[unit],
+        );
+        assert_eq!(
+            shown,
+            "/srv/bundles/hello-1/units/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+             hello-1-web@1.service.d/50-ops.conf:3: something\n\
+             hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
+        );
+    }
+}
