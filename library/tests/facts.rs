@@ -53,9 +53,15 @@ impl Host {
             "API_TOKEN".to_owned(),
             "s3cr3t-value".to_owned(),
         )]));
-        pod::run(&request, &mut self.systemd, false, false)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
-            .unwrap()
+        pod::run(
+            &request,
+            &mut self.systemd,
+            &mut ops_core::image::PodmanCli,
+            false,
+            false,
+        )
+        .map_err(|f| ops_core::module::error_chain(&f.error))
+        .unwrap()
     }
 
     fn facts(&mut self, pods: Option<&[PodName]>, units: bool) -> Value {
@@ -106,7 +112,14 @@ fn every_state_as_the_store_and_systemd_say() {
     host.deploy("blog", "1", State::Started);
     let mut stop = host.pod_request("blog", State::Stopped);
     stop.version = Some(Version::parse("1").unwrap());
-    pod::run(&stop, &mut host.systemd, false, false).unwrap();
+    pod::run(
+        &stop,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap();
     // Version 3's web@1 alone is started by hand; the worker of 2 fails.
     host.systemd
         .active

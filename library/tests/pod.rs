@@ -10,6 +10,7 @@ use std::time::Duration;
 mod common;
 
 use ops_core::bundle::{PodName, Version};
+use ops_core::image::PodmanCli;
 use ops_core::pod::{self, Request, State};
 use ops_core::systemd::fake::Recording;
 
@@ -80,7 +81,7 @@ impl Host {
     }
 
     fn run(&mut self, request: &Request) -> Result<pod::Report, String> {
-        pod::run(request, &mut self.systemd, false, true)
+        pod::run(request, &mut self.systemd, &mut PodmanCli, false, true)
             .map_err(|f| ops_core::module::error_chain(&f.error))
     }
 
@@ -185,7 +186,7 @@ fn check_mode_plans_everything_and_touches_nothing() {
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle("2", WEB));
     request.keep = Some(1);
-    let report = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    let report = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(report.changed);
     insta::assert_json_snapshot!(report.actions);
     assert_eq!(host.snapshot(), before);
@@ -204,7 +205,7 @@ fn a_version_that_does_not_come_up_is_rolled_back_completely() {
     host.systemd.failing.insert("shop-2-web@2.service".into());
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle("2", WEB));
-    let failed = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let failed = pod::run(&request, &mut host.systemd, &mut PodmanCli, false, false).unwrap_err();
     let msg = ops_core::module::error_chain(&failed.error);
     insta::assert_snapshot!(msg);
     assert!(!failed.report.changed);
@@ -262,7 +263,7 @@ fn secrets_are_written_0600_and_never_reported() {
         "TOKEN".to_owned(),
         "another-value".to_owned(),
     )]));
-    let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(planned.changed);
     let after = planned.diff[0]["after"].as_str().unwrap();
     assert!(
@@ -324,7 +325,8 @@ fn refusals_say_why_and_change_nothing() {
     // A refusal reports the pod as it is, as every other outcome does, in
     // check mode and in the run.
     for check_mode in [true, false] {
-        let failed = pod::run(&r, &mut host.systemd, check_mode, false).unwrap_err();
+        let failed =
+            pod::run(&r, &mut host.systemd, &mut PodmanCli, check_mode, false).unwrap_err();
         assert_eq!(failed.report.current, v("1"), "check mode {check_mode}");
         assert_eq!(failed.report.pod["current"], "1", "check mode {check_mode}");
     }
@@ -446,7 +448,7 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle_with_image("1", &image));
 
-    let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(
         planned.actions[0].starts_with(&format!("import image {}", image.1)),
         "{:?}",
@@ -626,7 +628,7 @@ impl Host {
 
     /// Run and fail: the message (paths hidden) and the report.
     fn fail(&mut self, request: &Request) -> (String, pod::Report) {
-        let failed = pod::run(request, &mut self.systemd, false, true).unwrap_err();
+        let failed = pod::run(request, &mut self.systemd, &mut PodmanCli, false, true).unwrap_err();
         let msg = ops_core::module::error_chain(&failed.error)
             .replace(&self.bundles.display().to_string(), "<bundles>")
             .replace(&self.root.display().to_string(), "<root>");
@@ -946,7 +948,7 @@ fn an_upgrade_without_env_carries_the_secret_environment_over() {
     let mut second = host.request(State::Started);
     second.bundle = Some(host.bundle("2", WEB));
     let before = host.snapshot();
-    let planned = pod::run(&second, &mut host.systemd, true, true).unwrap();
+    let planned = pod::run(&second, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(
         planned.actions.iter().any(|a| a == carried),
         "{:?}",
@@ -1027,7 +1029,7 @@ fn an_undo_that_fails_says_what_it_undid_and_what_stays_changed() {
     host.systemd.reloads_before_failure = Some(1);
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle("2", WEB));
-    let failed = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let failed = pod::run(&request, &mut host.systemd, &mut PodmanCli, false, false).unwrap_err();
     assert!(
         matches!(failed.error, pod::PodError::AfterChanges(_)),
         "not a refusal: {:?}",
@@ -1095,7 +1097,8 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
         let calls = host.systemd.calls.len();
         let mut request = host.request(State::Started);
         request.bundle = Some(host.bundle("2", WEB));
-        let failed = pod::run(&request, &mut host.systemd, true, true).expect_err(plant);
+        let failed =
+            pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).expect_err(plant);
         let checked = ops_core::module::error_chain(&failed.error);
         if *over_1 && *plant != "pods/shop" && *plant != "ops-shop.target" {
             // The refusal reports the pod as it is.

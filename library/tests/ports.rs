@@ -58,8 +58,14 @@ impl Host {
     }
 
     fn run(&mut self, request: &Request) -> Result<pod::Report, String> {
-        pod::run(request, &mut self.systemd, false, true)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
+        pod::run(
+            request,
+            &mut self.systemd,
+            &mut ops_core::image::PodmanCli,
+            false,
+            true,
+        )
+        .map_err(|f| ops_core::module::error_chain(&f.error))
     }
 
     /// `PORT*` lines of a drop-in, e.g. of `a-1-web@1.service`.
@@ -280,7 +286,14 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     host.systemd.failing.insert("a-3-web@1.service".to_owned());
     let mut request = host.pod_request("a", State::Started);
     request.bundle = Some(host.bundle("a", "3", json!(1), json!(["http"])));
-    let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let failure = pod::run(
+        &request,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap_err();
     assert!(
         ops_core::module::error_chain(&failure.error).contains("rolled back to version 2"),
         "{:?}",
@@ -305,7 +318,14 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     let mut request = host.pod_request("a", State::Started);
     request.bundle = Some(host.bundle("a", "4", json!(1), json!(["http"])));
     request.rollback = false;
-    let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
+    let failure = pod::run(
+        &request,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap_err();
     let msg = ops_core::module::error_chain(&failure.error);
     assert!(
         msg.contains(
@@ -456,7 +476,14 @@ fn check_mode_reports_the_ports_it_would_assign_and_records_nothing() {
     let before = host.snapshot();
     let mut request = host.pod_request("b", State::Started);
     request.bundle = Some(host.bundle("b", "1", json!(2), json!(["http"])));
-    let planned = pod::run(&request, &mut host.systemd, true, true).unwrap();
+    let planned = pod::run(
+        &request,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        true,
+        true,
+    )
+    .unwrap();
     assert!(planned.changed);
     assert_eq!(planned.ports.len(), 2);
     assert_eq!(host.snapshot(), before);
@@ -509,7 +536,14 @@ fn the_ports_option_overrides_the_bundle() {
         "{refused}"
     );
     // The refusal reports the ports the pod holds, as a success does.
-    let failed = pod::run(&other, &mut host.systemd, false, false).unwrap_err();
+    let failed = pod::run(
+        &other,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        false,
+        false,
+    )
+    .unwrap_err();
     assert_eq!(failed.report.ports, r.ports);
     // Ports given without a bundle: said, not ignored.
     let mut bare = host.pod_request("a", State::Started);
@@ -575,9 +609,15 @@ fn concurrent_deploys_of_different_pods_never_share_a_port() {
                 request.bundle = Some(bundle.clone());
                 s.spawn(move || {
                     let mut systemd = Recording::default();
-                    pod::run(&request, &mut systemd, false, false)
-                        .map_err(|f| ops_core::module::error_chain(&f.error))
-                        .unwrap()
+                    pod::run(
+                        &request,
+                        &mut systemd,
+                        &mut ops_core::image::PodmanCli,
+                        false,
+                        false,
+                    )
+                    .map_err(|f| ops_core::module::error_chain(&f.error))
+                    .unwrap()
                 })
             })
             .collect();

@@ -135,8 +135,14 @@ impl Host {
         request.bundle = Some(bundle);
         request.version = Some(Version::parse(version).unwrap());
         request.lock_timeout = Duration::from_secs(5);
-        pod::run(&request, &mut self.systemd, false, true)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
+        pod::run(
+            &request,
+            &mut self.systemd,
+            &mut ops_core::image::PodmanCli,
+            false,
+            true,
+        )
+        .map_err(|f| ops_core::module::error_chain(&f.error))
     }
 
     fn request(&self, name: &str, data: Option<&Path>) -> Request {
@@ -778,7 +784,14 @@ fn a_deploy_builds_the_volumes_and_its_drop_ins_name_them() {
     );
     // Removing the pod shows every version's volumes going in the diff.
     let request = host.pod_request("shop", PodState::Absent);
-    let removed = pod::run(&request, &mut host.systemd, false, true).unwrap();
+    let removed = pod::run(
+        &request,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        false,
+        true,
+    )
+    .unwrap();
     for (version, name) in [("1", "data"), ("1", "conf"), ("2", "data"), ("2", "conf")] {
         let header = format!("volume {name} of pod shop version {version}");
         let entry = removed
@@ -843,9 +856,15 @@ fn a_deployed_version_keeps_its_volume_data_and_a_changed_archive_is_refused() {
     assert_eq!(host.snapshot(), before);
     let mut request = host.pod_request("shop", PodState::Started);
     request.bundle = Some(host.dir.path().join("bundle-1"));
-    let planned = pod::run(&request, &mut host.systemd, true, false)
-        .map(|r| r.changed)
-        .map_err(|f| ops_core::module::error_chain(&f.error));
+    let planned = pod::run(
+        &request,
+        &mut host.systemd,
+        &mut ops_core::image::PodmanCli,
+        true,
+        false,
+    )
+    .map(|r| r.changed)
+    .map_err(|f| ops_core::module::error_chain(&f.error));
     assert_eq!(planned, Err(err.clone()), "check mode refuses the same way");
     assert_eq!(host.snapshot(), before);
     assert_eq!(
@@ -947,9 +966,15 @@ fn check_mode_refuses_what_the_run_refuses_by_the_archive_start() {
         assert_eq!(host.snapshot(), before, "{case}");
         let mut request = host.pod_request("shop", PodState::Started);
         request.bundle = Some(bundle);
-        let planned = pod::run(&request, &mut host.systemd, true, false)
-            .map(|r| r.changed)
-            .map_err(|f| ops_core::module::error_chain(&f.error));
+        let planned = pod::run(
+            &request,
+            &mut host.systemd,
+            &mut ops_core::image::PodmanCli,
+            true,
+            false,
+        )
+        .map(|r| r.changed)
+        .map_err(|f| ops_core::module::error_chain(&f.error));
         assert_eq!(
             planned,
             Err(err.clone()),

@@ -153,7 +153,13 @@ impl Module for OpsPod {
     fn run(options: Options, context: &mut Context) -> Result<Outcome, Failure> {
         let request = request(options)?;
         let mut systemd = Systemctl::connect()?;
-        match pod::run(&request, &mut systemd, context.check_mode, context.diff) {
+        match pod::run(
+            &request,
+            &mut systemd,
+            &mut crate::image::PodmanCli,
+            context.check_mode,
+            context.diff,
+        ) {
             Ok(report) => {
                 for w in &report.warnings {
                     context.warn(w.clone());

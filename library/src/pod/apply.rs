@@ -27,8 +27,9 @@ use super::observe::Observed;
 use super::plan::Plan;
 use super::step::Step;
 use super::up::bring_up;
-use super::{pod_units, PodError, Report, Request};
+use super::{pod_units, Host, PodError, Report, Request};
 use crate::bundle::ImageId;
+use crate::image::Podman;
 use crate::image::{Import, Runtime};
 use crate::lock::StoreLock;
 use crate::outcome::AfterChanges;
@@ -74,6 +75,7 @@ struct Run<'a> {
     store: &'a Store,
     lock: &'a StoreLock,
     systemd: &'a mut dyn Systemd,
+    podman: &'a mut dyn Podman,
     report: &'a mut Report,
     /// The steps begun, for the undo.
     log: Vec<Done<'a>>,
@@ -173,13 +175,7 @@ impl<'a> Run<'a> {
                 }
             }
             Step::Import(import, runtime) => {
-                crate::image::remove(
-                    store,
-                    lock,
-                    *runtime,
-                    &import.id,
-                    &mut crate::image::PodmanCli,
-                )?;
+                crate::image::remove(store, lock, *runtime, &import.id, self.podman)?;
                 self.undid(crate::image::remove_action(&import.id, *runtime));
             }
             Step::Commit(_, version) => {
@@ -247,13 +243,7 @@ impl<'a> Run<'a> {
         import: &Import,
         runtime: Runtime,
     ) -> Result<(), PodError> {
-        crate::image::import(
-            self.store,
-            self.lock,
-            runtime,
-            import,
-            &mut crate::image::PodmanCli,
-        )?;
+        crate::image::import(self.store, self.lock, runtime, import, self.podman)?;
         self.begin(step);
         self.done(step.to_string());
         Ok(())
@@ -400,13 +390,7 @@ impl<'a> Run<'a> {
         id: &ImageId,
         runtime: Runtime,
     ) -> Result<(), PodError> {
-        match crate::image::remove(
-            self.store,
-            self.lock,
-            runtime,
-            id,
-            &mut crate::image::PodmanCli,
-        ) {
+        match crate::image::remove(self.store, self.lock, runtime, id, self.podman) {
             Ok(()) => self.done(step.to_string()),
             // A container podman keeps (a unit that did not clean up, or
             // someone else's) is not ops's to remove: the pod is gone all
@@ -668,7 +652,7 @@ pub(super) fn apply(
     request: &Request,
     store: &Store,
     lock: &StoreLock,
-    systemd: &mut dyn Systemd,
+    host: &mut Host<'_>,
     report: &mut Report,
 ) -> Result<(), PodError> {
     let mut run = Run {
@@ -677,7 +661,8 @@ pub(super) fn apply(
         request,
         store,
         lock,
-        systemd,
+        systemd: &mut *host.systemd,
+        podman: &mut *host.podman,
         report,
         log: Vec::new(),
         undone: Vec::new(),

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::atomic::FsError;
 use crate::bundle::{self, BundleError, PodName, Version};
+use crate::image::Podman;
 use crate::image::{ImageError, Runtime};
 use crate::lock::{LockError, StoreLock};
 use crate::outcome::{AfterChanges, Refusal};
@@ -271,44 +272,58 @@ fn plan_checked(
     Ok(plan)
 }
 
+/// The programs a run talks to on the host.
+pub(crate) struct Host<'a> {
+    pub systemd: &'a mut dyn Systemd,
+    pub podman: &'a mut dyn Podman,
+}
+
 /// Bring the pod to the requested state; in check mode only plan.
 pub fn run(
     request: &Request,
     systemd: &mut dyn Systemd,
+    podman: &mut dyn Podman,
     check_mode: bool,
     want_diff: bool,
 ) -> Result<Report, Box<Failed>> {
+    let host = &mut Host { systemd, podman };
     let incoming = incoming(request)?;
     let store = Store::new(&request.root);
     store.check_layout().map_err(PodError::from)?;
     let name = plan::pod_name(request, incoming.as_ref()).map_err(PodError::from)?;
 
-    let observed = observe(&store, request, &name, incoming.as_ref(), systemd)?;
+    let observed = observe(&store, request, &name, incoming.as_ref(), host)?;
     // Without the lock another run may be half-way through (its files
     // written, its record not yet): a refusal made then is made again
     // under the lock before it counts.
     let first = match plan::plan(request, &observed) {
         Ok(plan) => plan,
         Err(error) if check_mode => {
-            return Err(refused(error.into(), &observed, &store, request, systemd))
+            return Err(refused(
+                error.into(),
+                &observed,
+                &store,
+                request,
+                host.systemd,
+            ))
         }
         Err(_) => {
             let what = "replan".to_owned();
-            return run_locked(request, systemd, want_diff, &store, incoming.as_ref(), what);
+            return run_locked(request, host, want_diff, &store, incoming.as_ref(), what);
         }
     };
     if !first.is_empty() {
         planted::refuse(&store, &name, &request.unit_dir, &first.unit_changes())
-            .map_err(|e| refused(e.into(), &observed, &store, request, systemd))?;
+            .map_err(|e| refused(e.into(), &observed, &store, request, host.systemd))?;
     }
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
         report.changed = !first.is_empty();
-        report.pod = pod_value(&store, &request.unit_dir, &name, systemd);
+        report.pod = pod_value(&store, &request.unit_dir, &name, host.systemd);
         return Ok(report);
     }
     let what = first.describe();
-    run_locked(request, systemd, want_diff, &store, incoming.as_ref(), what)
+    run_locked(request, host, want_diff, &store, incoming.as_ref(), what)
 }
 
 /// A refusal of the plan, with the pod as it is (nothing was changed): the
@@ -339,7 +354,7 @@ fn refused(
 /// Observe and plan again under the lock and carry the plan out.
 fn run_locked(
     request: &Request,
-    systemd: &mut dyn Systemd,
+    host: &mut Host<'_>,
     want_diff: bool,
     store: &Store,
     incoming: Option<&NewVersion>,
@@ -349,20 +364,12 @@ fn run_locked(
     let what = format!("ops_pod {what} of pod {name}");
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
-    let observed = observe(store, request, &name, incoming, systemd)?;
+    let observed = observe(store, request, &name, incoming, host)?;
     let plan = plan_checked(request, &observed, store)
-        .map_err(|error| refused(error, &observed, store, request, systemd))?;
+        .map_err(|error| refused(error, &observed, store, request, host.systemd))?;
     let mut report = plan.report(&observed, want_diff);
     report.actions.clear();
-    let result = apply::apply(
-        &plan,
-        &observed,
-        request,
-        store,
-        &lock,
-        systemd,
-        &mut report,
-    );
+    let result = apply::apply(&plan, &observed, request, store, &lock, host, &mut report);
     // What is current is read back from the host: after a failure it is
     // not what the plan said.
     if let Ok(state) = store.read_pod(&name) {
@@ -372,7 +379,7 @@ fn run_locked(
     // The port record follows the store as the run left it, rolled back
     // or not.
     let synced = sync_port_record(store, &lock, &name, &mut report);
-    report.pod = pod_value(store, &request.unit_dir, &name, systemd);
+    report.pod = pod_value(store, &request.unit_dir, &name, host.systemd);
     drop(lock);
     match result.and(synced) {
         Ok(()) => Ok(report),

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::plan::{import_for, new_ports, target_version};
-use super::{pod_units, verify, version_units, PodError, Request, State};
+use super::{pod_units, verify, version_units, Host, PodError, Request, State};
 use crate::bundle::{ImageId, PodName};
-use crate::image::{self, records, Runtime};
+use crate::image::{self, records, Podman, Runtime};
 use crate::module::error_chain;
 use crate::outcome::Refusal;
 use crate::store::{NewVersion, PodState, Store};
@@ -35,8 +35,10 @@ pub(crate) struct Observed {
     /// Every runnable unit of every stored version, and the pod's target
     /// and slice.
     pub status: BTreeMap<String, UnitStatus>,
-    /// Every other pod in the store: the ports and images they hold.
-    pub others: BTreeMap<PodName, PodState>,
+    /// Every other pod in the store: the ports and images they hold. Only
+    /// a new version's ports and an image's removal ask, so a pod that
+    /// cannot be read fails only those.
+    pub others: Result<BTreeMap<PodName, PodState>, Refusal>,
     /// Ports something on the host listens on.
     pub listening: BTreeSet<u16>,
     /// ops's port record on disk (`<root>/ports/<port>`), by port.
@@ -70,7 +72,7 @@ impl Observed {
             started: false,
             files: Files::new(),
             status: BTreeMap::new(),
-            others: BTreeMap::new(),
+            others: Ok(BTreeMap::new()),
             listening: BTreeSet::new(),
             port_records: BTreeMap::new(),
             unit_paths: BTreeSet::new(),
@@ -94,21 +96,15 @@ pub(crate) fn observe(
     request: &Request,
     name: &PodName,
     incoming: Option<&NewVersion>,
-    systemd: &mut dyn Systemd,
+    host: &mut Host<'_>,
 ) -> Result<Observed, PodError> {
     let state = store.read_pod(name)?;
     let files = units::owned(name, &request.unit_dir)?;
     let started = files
         .keys()
         .any(|p| p.starts_with("multi-user.target.wants"));
-    let status = unit_status(name, &state, &files, systemd)?;
-    let mut others = BTreeMap::new();
-    for other in store.pod_names()? {
-        if other != *name {
-            let read = store.read_pod_unlocked(&other)?;
-            others.insert(other, read);
-        }
-    }
+    let status = unit_status(name, &state, &files, host.systemd)?;
+    let others = other_pods(store, name).map_err(|e| refusal(&e));
     let mut observed = Observed {
         incoming: incoming.cloned(),
         state,
@@ -124,9 +120,23 @@ pub(crate) fn observe(
             .map_or(0, |d| d.as_secs()),
         ..Observed::new(name.clone())
     };
-    observe_images(store, request, &mut observed);
-    observe_bundle(store, request, systemd, &mut observed)?;
+    observe_images(store, request, host.podman, &mut observed);
+    observe_bundle(store, request, host.systemd, &mut observed)?;
     Ok(observed)
+}
+
+fn other_pods(
+    store: &Store,
+    name: &PodName,
+) -> Result<BTreeMap<PodName, PodState>, crate::store::StoreError> {
+    let mut others = BTreeMap::new();
+    for other in store.pod_names()? {
+        if other != *name {
+            let read = store.read_pod_unlocked(&other)?;
+            others.insert(other, read);
+        }
+    }
+    Ok(others)
 }
 
 fn unit_status(
@@ -178,7 +188,12 @@ fn unit_paths(name: &PodName, unit_dir: &Path) -> BTreeSet<PathBuf> {
 
 /// Which images are where: the acted-on version's in its runtime, and the
 /// records of every stored version's.
-fn observe_images(store: &Store, request: &Request, observed: &mut Observed) {
+fn observe_images(
+    store: &Store,
+    request: &Request,
+    podman: &mut dyn Podman,
+    observed: &mut Observed,
+) {
     for stored in observed.state.versions.values() {
         let runtime = stored.record.runtime;
         for wanted in &stored.record.pod.images {
@@ -196,7 +211,7 @@ fn observe_images(store: &Store, request: &Request, observed: &mut Observed) {
         return;
     };
     for wanted in images {
-        let there = image::present(store, runtime, &wanted.id, &mut image::PodmanCli)
+        let there = image::present(store, runtime, &wanted.id, podman)
             .map(|p| p.is_some())
             .map_err(|e| refusal(&e));
         let missing = !matches!(there, Ok(true));

@@ -18,7 +18,7 @@ use super::{pod_units, version_units, Report, Request, State};
 use crate::bundle::{Image, ImageId, PodName, Source, Version};
 use crate::image::{self, Import, Location, Runtime};
 use crate::outcome::Refusal;
-use crate::ports::{self, Allocation, Holder, PortError};
+use crate::ports::{self, Allocation, Holder};
 use crate::store::{NewVersion, PodState, Store, StoredVersion, VersionRecord, META_FORMAT};
 use crate::units::{self, Change, Files};
 
@@ -158,7 +158,7 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
     d.plan_removals()?;
     d.plan_files()?;
     d.plan_restart();
-    Ok(d.into_plan())
+    d.into_plan()
 }
 
 fn list(versions: &[&Version]) -> String {
@@ -228,14 +228,19 @@ pub(crate) fn target_version(
 }
 
 /// Every held port, with `this` standing in for the pod's own versions.
-fn holders(observed: &Observed, this: &PodState) -> BTreeMap<u16, Holder> {
-    let mut all: BTreeMap<&PodName, &PodState> = observed.others.iter().collect();
+fn holders(observed: &Observed, this: &PodState) -> Result<BTreeMap<u16, Holder>, Refusal> {
+    let mut all: BTreeMap<&PodName, &PodState> = observed
+        .others
+        .as_ref()
+        .map_err(Clone::clone)?
+        .iter()
+        .collect();
     all.insert(&observed.name, this);
     let mut held = BTreeMap::new();
     for (name, state) in all {
         ports::add_holders(&mut held, name, state);
     }
-    held
+    Ok(held)
 }
 
 /// The ports a new version would get.
@@ -243,8 +248,8 @@ pub(crate) fn new_ports(
     request: &Request,
     observed: &Observed,
     new: &NewVersion,
-) -> Result<Vec<Allocation>, PortError> {
-    let held = holders(observed, &observed.state);
+) -> Result<Vec<Allocation>, Refusal> {
+    let held = holders(observed, &observed.state)?;
     ports::allocate(
         &observed.name,
         &new.pod,
@@ -252,6 +257,7 @@ pub(crate) fn new_ports(
         request.port_range,
         &observed.listening,
     )
+    .map_err(|e| refusal(&e))
 }
 
 /// How to import an image of the bundle. The stored record hides a URI's
@@ -369,8 +375,8 @@ impl Draft<'_> {
     fn add_version(&mut self, v: &Version, new: &NewVersion) -> Result<(), Refusal> {
         let (name, observed) = (self.name, self.observed);
         self.runtime = self.request.runtime.unwrap_or_default();
-        let held = holders(observed, &observed.state);
-        let allocated = new_ports(self.request, observed, new).map_err(|e| refusal(&e))?;
+        let held = holders(observed, &observed.state)?;
+        let allocated = new_ports(self.request, observed, new)?;
         for a in &allocated {
             let newly = !held.get(&a.port).is_some_and(|h| h.pod == *name);
             if a.kind != ports::Kind::Assigned && newly && observed.listening.contains(&a.port) {
@@ -643,7 +649,12 @@ impl Draft<'_> {
                     .iter()
                     .any(|(u, r)| *r == runtime && image::same_image(u, &wanted.id))
                     || uses(&self.after)
-                    || observed.others.values().any(uses)
+                    || observed
+                        .others
+                        .as_ref()
+                        .map_err(Clone::clone)?
+                        .values()
+                        .any(uses)
                 {
                     continue;
                 }
@@ -736,7 +747,7 @@ impl Draft<'_> {
     }
 
     /// The steps, in the order apply takes them.
-    fn into_plan(self) -> Plan {
+    fn into_plan(self) -> Result<Plan, Refusal> {
         let (name, before) = (self.name, &self.observed.state);
         let mut prepare = Vec::new();
         if let Some((new, record)) = &self.add {
@@ -837,14 +848,14 @@ impl Draft<'_> {
 impl Plan {
     /// The port record follows the store as it will be (and is repaired
     /// if it does not match the store now).
-    fn with_ports(mut self, observed: &Observed) -> Plan {
-        let held = holders(observed, &self.after);
+    fn with_ports(mut self, observed: &Observed) -> Result<Plan, Refusal> {
+        let held = holders(observed, &self.after)?;
         for change in ports::index_diff(&observed.port_records, &held) {
             self.finish
                 .push(Step::PortRecord(change, self.root.clone()));
         }
         self.ports = ports::report(&self.name, &held);
-        self
+        Ok(self)
     }
 
     /// Every step, in order.

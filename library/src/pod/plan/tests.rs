@@ -371,7 +371,7 @@ fn an_assigned_port_is_the_lowest_free_one_and_recorded() {
             kind: ports::Kind::Assigned,
         }];
     }
-    host.0.others.insert(other, cart);
+    host.0.others.as_mut().unwrap().insert(other, cart);
     let plan = plan(&request(State::Present), &host.0).unwrap();
     assert_eq!(plan.ports[0]["port"], 30002);
     let actions = plan.actions();
