@@ -462,12 +462,10 @@ pub fn version_files(
         body.push_str(&rewrite_references(text, &renames));
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
-        let instances: Vec<Option<&str>> = if unit.name.is_template() {
-            unit.instances.iter().map(|i| Some(i.as_str())).collect()
-        } else {
-            vec![None]
-        };
-        for (name, instance) in runnable(pod, version, unit).into_iter().zip(instances) {
+        let instances = runnable(pod, version, unit)
+            .into_iter()
+            .zip(unit.instance_names());
+        for (name, instance) in instances {
             if name.len() > 255 {
                 return Err(UnitsError::TooLong { name });
             }
