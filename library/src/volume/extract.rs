@@ -252,16 +252,12 @@ pub fn extract(
     {
         let mut archive = Archive::new(&mut prefetched);
         unpacker
-            .unpack(
-                &mut archive,
-                route,
-                |_, entry| {
-                    if entry.header().entry_type().is_dir() {
-                        top_mode = Some(entry.header().mode()? & 0o7777);
-                    }
-                    Ok(())
-                },
-            )
+            .unpack(&mut archive, route, |_, entry| {
+                if entry.header().entry_type().is_dir() {
+                    top_mode = Some(entry.header().mode()? & 0o7777);
+                }
+                Ok(())
+            })
             .map_err(&failed)?;
     }
     // What follows the archive's end (tar's zero blocks, padding) is read
