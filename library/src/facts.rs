@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::bundle::{ImageId, PodName, Version};
 use crate::image::{records, Runtime};
 use crate::ports;
+use crate::records::pod::{Unit, Volume};
 use crate::store::{PodState, Store, StoreError, StoredVersion};
 use crate::systemd::{CommandError, Systemd, UnitStatus};
 use crate::units;
@@ -329,59 +330,14 @@ fn version_facts(
         .pod
         .units
         .iter()
-        .map(|unit| {
-            let instance_names: Vec<Option<&str>> = if unit.name.is_template() {
-                unit.instances.iter().map(|i| Some(i.as_str())).collect()
-            } else {
-                vec![None]
-            };
-            let instances = units::runnable(name, version, unit)
-                .into_iter()
-                .zip(instance_names)
-                .map(|(u, instance)| {
-                    let shown = host.status.as_ref().map(|s| s.get(&u));
-                    // A unit systemd has not loaded is not running.
-                    let active = shown.map(|s| s.map_or("inactive", |s| s.active.as_str()));
-                    if let Some(active) = active {
-                        states.push((unit.start, active));
-                    }
-                    InstanceFacts {
-                        active_state: active.map(str::to_owned),
-                        sub_state: shown.map(|s| s.map_or("dead", |s| s.sub.as_str()).to_owned()),
-                        unit: u,
-                        instance: instance.map(str::to_owned),
-                        enabled: current && at_boot && unit.start,
-                    }
-                })
-                .collect();
-            UnitFacts {
-                name: unit.name.to_string(),
-                installed_as: units::installed_name(name, version, &unit.name),
-                start: unit.start,
-                image: unit.image.as_ref().map(ToString::to_string),
-                instances,
-            }
-        })
+        .map(|unit| unit_facts(host, name, version, unit, current && at_boot, &mut states))
         .collect();
     let version_dir = store.version_dir(name, version);
     let volumes = record
         .pod
         .volumes
         .iter()
-        .map(|v| {
-            let found = volume::read_record(&volume::volume_dir(&version_dir, &v.name))
-                .ok()
-                .flatten();
-            VolumeFacts {
-                name: v.name.clone(),
-                path: volume::data_path(store, name, version, &v.name),
-                mount: v.mount.clone(),
-                read_only: v.read_only,
-                digest: found.as_ref().and_then(|r| r.digest.clone()),
-                entries: found.as_ref().map(|r| r.entries),
-                bytes: found.as_ref().map(|r| r.bytes),
-            }
-        })
+        .map(|v| volume_facts(store, name, version, &version_dir, v))
         .collect();
     VersionFacts {
         version: version.clone(),
@@ -396,21 +352,82 @@ fn version_facts(
         units,
         images: record.pod.images.iter().map(|i| i.id.to_string()).collect(),
         volumes,
-        ports: record
-            .ports
-            .iter()
-            .map(|a| PortFacts {
-                name: a.name.clone(),
-                instance: a.instance.clone(),
-                port: a.port,
-                kind: a.kind,
-            })
-            .collect(),
+        ports: record.ports.iter().map(port_facts).collect(),
         env_keys: stored
             .environment
             .as_deref()
             .map(units::environment_names)
             .unwrap_or_default(),
+    }
+}
+
+/// A unit and the state of each of its instances. `current_at_boot`: the
+/// version is current and the pod starts at boot. Each instance's `(ops
+/// starts it, ActiveState)` is added to `states` when systemd was asked.
+fn unit_facts<'a>(
+    host: &'a Host,
+    name: &PodName,
+    version: &Version,
+    unit: &Unit,
+    current_at_boot: bool,
+    states: &mut Vec<(bool, &'a str)>,
+) -> UnitFacts {
+    let instances = units::runnable(name, version, unit)
+        .into_iter()
+        .zip(unit.instance_names())
+        .map(|(u, instance)| {
+            let shown = host.status.as_ref().map(|s| s.get(&u));
+            // A unit systemd has not loaded is not running.
+            let active = shown.map(|s| s.map_or("inactive", |s| s.active.as_str()));
+            if let Some(active) = active {
+                states.push((unit.start, active));
+            }
+            InstanceFacts {
+                active_state: active.map(str::to_owned),
+                sub_state: shown.map(|s| s.map_or("dead", |s| s.sub.as_str()).to_owned()),
+                unit: u,
+                instance: instance.map(str::to_owned),
+                enabled: current_at_boot && unit.start,
+            }
+        })
+        .collect();
+    UnitFacts {
+        name: unit.name.to_string(),
+        installed_as: units::installed_name(name, version, &unit.name),
+        start: unit.start,
+        image: unit.image.as_ref().map(ToString::to_string),
+        instances,
+    }
+}
+
+/// A volume of the version, with what its record says of its data.
+fn volume_facts(
+    store: &Store,
+    name: &PodName,
+    version: &Version,
+    version_dir: &Path,
+    v: &Volume,
+) -> VolumeFacts {
+    let found = volume::read_record(&volume::volume_dir(version_dir, &v.name))
+        .ok()
+        .flatten();
+    VolumeFacts {
+        name: v.name.clone(),
+        path: volume::data_path(store, name, version, &v.name),
+        mount: v.mount.clone(),
+        read_only: v.read_only,
+        digest: found.as_ref().and_then(|r| r.digest.clone()),
+        entries: found.as_ref().map(|r| r.entries),
+        bytes: found.as_ref().map(|r| r.bytes),
+    }
+}
+
+fn port_facts(a: &ports::Allocation) -> PortFacts {
+    PortFacts {
+        name: a.name.clone(),
+        instance: a.instance.clone(),
+        port: a.port,
+        kind: a.kind,
     }
 }
 

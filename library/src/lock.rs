@@ -121,84 +121,123 @@ fn remove_empty_dirs_below(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Waiting for the lock file at `path`, up to `timeout` from `started`.
+struct Waiting {
+    path: PathBuf,
+    holder_path: PathBuf,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Waiting {
+    /// Open (or create) the lock file; `None` when it was removed between
+    /// making the directory and opening it.
+    fn open(&self) -> Result<Option<File>, LockError> {
+        // A lock file that is a symlink was planted: opening it would
+        // create or lock a file elsewhere. Refused by name, and by
+        // O_NOFOLLOW should one appear between the look and the open.
+        atomic::refuse_planted(&self.path, false)?;
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&self.path);
+        match opened {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            other => Ok(Some(other.at("open", &self.path)?)),
+        }
+    }
+
+    /// Lock `file`, retrying while another run holds it, until the timeout.
+    fn lock(&self, mut file: File) -> Result<Flock<File>, LockError> {
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((back, Errno::EWOULDBLOCK)) if self.started.elapsed() < self.timeout => {
+                    file = back;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    let holder = std::fs::read_to_string(&self.holder_path)
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_else(|_| "holder unknown".to_owned());
+                    return Err(LockError::Timeout {
+                        path: self.path.clone(),
+                        holder,
+                        waited: self.timeout.as_secs(),
+                    });
+                }
+                Err((_, errno)) => {
+                    return Err(FsError {
+                        action: "lock",
+                        path: self.path.clone(),
+                        source: errno.into(),
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    /// Whether the locked file is still the one at `path`. The holder
+    /// before may have removed the lock file (and the store it created)
+    /// while this run waited on it: a lock on a file no longer at `path`
+    /// locks nothing.
+    fn still_in_place(&self, lock: &Flock<File>) -> Result<bool, LockError> {
+        use std::os::unix::fs::MetadataExt;
+        let held = lock.metadata().at("lock", &self.path)?;
+        Ok(matches!(std::fs::symlink_metadata(&self.path),
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev()))
+    }
+
+    fn gone_again(&self) -> Result<(), LockError> {
+        gone_again(&self.path, self.started, self.timeout)
+    }
+}
+
+/// What `lock.holder` says: who holds the lock, since when, doing `what`.
+fn holder_line(what: &str) -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "held by pid {} since {since} (unix time): {what}\n",
+        std::process::id()
+    )
+}
+
 impl StoreLock {
     /// Take the lock of the store at `root`, waiting up to `timeout`.
     /// `what` says what this run is doing, for whoever waits behind it.
     pub fn acquire(root: &Path, timeout: Duration, what: &str) -> Result<StoreLock, LockError> {
         let created = first_missing(root);
-        let path = root.join("lock");
-        let holder_path = root.join("lock.holder");
-        let started = Instant::now();
-        let lock = 'open: loop {
+        let waiting = Waiting {
+            path: root.join("lock"),
+            holder_path: root.join("lock.holder"),
+            started: Instant::now(),
+            timeout,
+        };
+        let lock = loop {
             // Again on every try: a run that created the store and left it
             // empty removes it (see Drop).
             atomic::create_dir_all(root, 0o755)?;
-            // A lock file that is a symlink was planted: opening it would
-            // create or lock a file elsewhere. Refused by name, and by
-            // O_NOFOLLOW should one appear between the look and the open.
-            atomic::refuse_planted(&path, false)?;
-            let opened = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-                .open(&path);
-            let mut file = match opened {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    gone_again(&path, started, timeout)?;
-                    continue;
-                }
-                other => other.at("open", &path)?,
+            let Some(file) = waiting.open()? else {
+                waiting.gone_again()?;
+                continue;
             };
-            let lock = loop {
-                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                    Ok(lock) => break lock,
-                    Err((back, Errno::EWOULDBLOCK)) if started.elapsed() < timeout => {
-                        file = back;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Err((_, Errno::EWOULDBLOCK)) => {
-                        let holder = std::fs::read_to_string(&holder_path)
-                            .map(|s| s.trim().to_owned())
-                            .unwrap_or_else(|_| "holder unknown".to_owned());
-                        return Err(LockError::Timeout {
-                            path,
-                            holder,
-                            waited: timeout.as_secs(),
-                        });
-                    }
-                    Err((_, errno)) => {
-                        return Err(FsError {
-                            action: "lock",
-                            path,
-                            source: errno.into(),
-                        }
-                        .into())
-                    }
-                }
-            };
-            // The holder before may have removed the lock file (and the
-            // store it created) while this run waited on it: a lock on a
-            // file no longer at `path` locks nothing.
-            use std::os::unix::fs::MetadataExt;
-            let held = lock.metadata().at("lock", &path)?;
-            match std::fs::symlink_metadata(&path) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => break 'open lock,
-                _ => gone_again(&path, started, timeout)?,
+            let lock = waiting.lock(file)?;
+            if waiting.still_in_place(&lock)? {
+                break lock;
             }
+            waiting.gone_again()?;
         };
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let holder = format!(
-            "held by pid {} since {since} (unix time): {what}\n",
-            std::process::id()
-        );
+        let holder = holder_line(what);
         let lock = StoreLock {
             root: root.to_owned(),
-            holder_path,
+            holder_path: waiting.holder_path,
             created,
             _lock: lock,
         };

@@ -194,12 +194,7 @@ struct Want<'a> {
 fn instances(pod: &Pod) -> Vec<Option<&str>> {
     let mut out: Vec<Option<&str>> = Vec::new();
     for unit in &pod.units {
-        let names: Vec<Option<&str>> = if unit.name.is_template() {
-            unit.instances.iter().map(|i| Some(i.as_str())).collect()
-        } else {
-            vec![None]
-        };
-        for n in names {
+        for n in unit.instance_names() {
             if !out.contains(&n) {
                 out.push(n);
             }

@@ -160,49 +160,26 @@ fn continues(line: &str) -> bool {
 /// a CR or NUL ends a line too. A reference on any line of a dependency
 /// setting is renamed; every other byte is kept.
 fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
-    let rename = |token: &str| -> Option<String> {
-        if let Some(new) = renames.get(token) {
-            return Some(new.clone());
-        }
-        // An instance of one of the pod's templates: web@8080.service.
-        let (stem, suffix) = split(token);
-        let (prefix, instance) = stem.split_once('@')?;
-        let template = format!("{prefix}@.{suffix}");
-        let new = renames.get(template.as_str())?;
-        let (new_stem, _) = split(new);
-        Some(format!("{new_stem}{instance}.{suffix}"))
-    };
-    // Rename the whitespace-separated words of `value`, keeping the
-    // separators (and a continuation's final backslash) as they are.
-    let rename_words = |value: &str, out: &mut String| {
-        let continued = continues(value);
-        let words = if continued {
-            &value[..value.len() - 1]
-        } else {
-            value
-        };
-        let mut rest = words;
-        while !rest.is_empty() {
-            let start = rest
-                .find(|c: char| !c.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            out.push_str(&rest[..start]);
-            rest = &rest[start..];
-            let end = rest
-                .find(|c: char| c.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            let word = &rest[..end];
-            match rename(word) {
-                Some(new) => out.push_str(&new),
-                None => out.push_str(word),
+    let mut out = String::with_capacity(text.len());
+    for group in logical_lines(text) {
+        let value_from = dependency_value(&group);
+        for (i, line) in group.iter().enumerate() {
+            match value_from {
+                Some((first, at)) if i >= first && !is_comment(line.body) => {
+                    let at = if i == first { at } else { 0 };
+                    out.push_str(&line.body[..at]);
+                    rename_words(&line.body[at..], renames, &mut out);
+                }
+                _ => out.push_str(line.body),
             }
-            rest = &rest[end..];
+            out.push_str(line.end);
         }
-        if continued {
-            out.push('\\');
-        }
-    };
-    // systemd's logical lines: a line and those it is continued on.
+    }
+    out
+}
+
+/// systemd's logical lines: a line and those it is continued on.
+fn logical_lines(text: &str) -> Vec<Vec<PhysicalLine<'_>>> {
     let mut groups: Vec<Vec<PhysicalLine<'_>>> = Vec::new();
     let mut open = false;
     for line in physical_lines(text) {
@@ -218,38 +195,75 @@ fn rewrite_references(text: &str, renames: &BTreeMap<&str, String>) -> String {
             }
         }
     }
-    let mut out = String::with_capacity(text.len());
-    for group in groups {
-        // The key is what comes before the first `=`, the continuation
-        // backslashes read as spaces (as systemd does); comments skipped.
-        let mut key = String::new();
-        let mut value_from: Option<(usize, usize)> = None;
-        for (i, line) in group.iter().enumerate() {
-            if is_comment(line.body) {
-                continue;
-            }
-            if let Some(at) = line.body.find('=') {
-                key.push_str(&line.body[..at]);
-                value_from = Some((i, at + 1));
-                break;
-            }
-            key.push_str(line.body.strip_suffix('\\').unwrap_or(line.body));
-            key.push(' ');
+    groups
+}
+
+/// Where the value of a dependency setting begins in a logical line (the
+/// physical line and the byte after its `=`); `None` for any other line.
+fn dependency_value(group: &[PhysicalLine<'_>]) -> Option<(usize, usize)> {
+    // The key is what comes before the first `=`, the continuation
+    // backslashes read as spaces (as systemd does); comments skipped.
+    let mut key = String::new();
+    let mut value_from: Option<(usize, usize)> = None;
+    for (i, line) in group.iter().enumerate() {
+        if is_comment(line.body) {
+            continue;
         }
-        let is_list = value_from.is_some() && UNIT_LIST_KEYS.contains(&key.trim());
-        for (i, line) in group.iter().enumerate() {
-            match value_from {
-                Some((first, at)) if is_list && i >= first && !is_comment(line.body) => {
-                    let at = if i == first { at } else { 0 };
-                    out.push_str(&line.body[..at]);
-                    rename_words(&line.body[at..], &mut out);
-                }
-                _ => out.push_str(line.body),
-            }
-            out.push_str(line.end);
+        if let Some(at) = line.body.find('=') {
+            key.push_str(&line.body[..at]);
+            value_from = Some((i, at + 1));
+            break;
         }
+        key.push_str(line.body.strip_suffix('\\').unwrap_or(line.body));
+        key.push(' ');
     }
-    out
+    value_from.filter(|_| UNIT_LIST_KEYS.contains(&key.trim()))
+}
+
+/// Rename the whitespace-separated words of `value`, keeping the
+/// separators (and a continuation's final backslash) as they are.
+fn rename_words(value: &str, renames: &BTreeMap<&str, String>, out: &mut String) {
+    let continued = continues(value);
+    let words = if continued {
+        &value[..value.len() - 1]
+    } else {
+        value
+    };
+    let mut rest = words;
+    while !rest.is_empty() {
+        let start = rest
+            .find(|c: char| !c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        match renamed(word, renames) {
+            Some(new) => out.push_str(&new),
+            None => out.push_str(word),
+        }
+        rest = &rest[end..];
+    }
+    if continued {
+        out.push('\\');
+    }
+}
+
+/// The new name of a reference to one of the pod's units, or of an
+/// instance of one of its templates; `None` for any other word.
+fn renamed(token: &str, renames: &BTreeMap<&str, String>) -> Option<String> {
+    if let Some(new) = renames.get(token) {
+        return Some(new.clone());
+    }
+    // An instance of one of the pod's templates: web@8080.service.
+    let (stem, suffix) = split(token);
+    let (prefix, instance) = stem.split_once('@')?;
+    let template = format!("{prefix}@.{suffix}");
+    let new = renames.get(template.as_str())?;
+    let (new_stem, _) = split(new);
+    Some(format!("{new_stem}{instance}.{suffix}"))
 }
 
 /// `Environment="NAME=value"`, encoded so systemd hands the service exactly
@@ -462,12 +476,10 @@ pub fn version_files(
         body.push_str(&rewrite_references(text, &renames));
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
-        let instances: Vec<Option<&str>> = if unit.name.is_template() {
-            unit.instances.iter().map(|i| Some(i.as_str())).collect()
-        } else {
-            vec![None]
-        };
-        for (name, instance) in runnable(pod, version, unit).into_iter().zip(instances) {
+        let instances = runnable(pod, version, unit)
+            .into_iter()
+            .zip(unit.instance_names());
+        for (name, instance) in instances {
             if name.len() > 255 {
                 return Err(UnitsError::TooLong { name });
             }

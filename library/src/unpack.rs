@@ -413,123 +413,22 @@ impl Unpacker {
             return Ok(None); // the root itself
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
-        if self.layer {
-            // aufs kept its own bookkeeping under `.wh..wh.` names
-            // (`.wh..wh.plnk/`, `.wh..wh.aufs`), and old Docker layers still
-            // carry it: it is no part of the image, and skipped as
-            // containerd and podman skip it.
-            let aufs_meta = rel.components().any(|c| {
-                let c = c.as_os_str().to_string_lossy();
-                c.starts_with(AUFS_META) && c != OPAQUE
-            });
-            if aufs_meta {
-                return Ok(None);
-            }
-            if let Some(reserved) = parent
-                .components()
-                .find(|c| c.as_os_str().to_string_lossy().starts_with(WHITEOUT))
-            {
-                return Err(refuse(
-                    &name,
-                    format!(
-                        "it lies under {}, a whiteout name (names that begin with .wh. are reserved)",
-                        reserved.as_os_str().to_string_lossy()
-                    ),
-                ));
-            }
-            if file_name.starts_with(WHITEOUT) {
-                self.whiteout(entry, parent, &file_name, &name)?;
-                return Ok(None);
-            }
+        if self.layer && self.layer_bookkeeping(entry, rel, parent, &file_name, &name)? {
+            return Ok(None);
         }
         let kind = entry.header().entry_type();
-        let special = matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo);
-        match kind {
-            EntryType::Regular
-            | EntryType::Continuous
-            | EntryType::GNUSparse
-            | EntryType::Directory
-            | EntryType::Symlink
-            | EntryType::Link => {}
-            _ if special && self.policy.contained && !self.policy.special_files => {
-                return Err(refuse(
-                    &name,
-                    format!("{} (allow_special_files is off)", special_kind(kind)),
-                ))
-            }
-            _ if special && self.policy.special_files => {}
-            // Device nodes and fifos in an image: a runtime provides /dev;
-            // a file in their place would be a lie. Other kinds (PAX and
-            // GNU headers) are consumed by the tar crate itself.
-            _ if !self.policy.contained || special => return Ok(None),
-            _ => return Err(refuse(&name, format!("an entry of unknown type {kind:?}"))),
+        if !self.admits(kind, &name)? {
+            return Ok(None);
         }
         self.make_dirs(parent, &name)?;
         let abs = self.dest.join(rel);
         self.clear(rel, &abs, kind == EntryType::Directory)?;
         self.result.entries += 1;
         match kind {
-            EntryType::Directory => {
-                if fs::symlink_metadata(&abs).is_err() {
-                    fs::create_dir(&abs)?;
-                }
-                self.dirs.insert(rel.to_owned());
-                self.result.implied_dirs.remove(rel);
-                let header = entry.header();
-                return Ok(Some(DirMeta {
-                    rel: rel.to_owned(),
-                    mode: header.mode()?,
-                    uid: header.uid()?,
-                    gid: header.gid()?,
-                    mtime: header.mtime()?,
-                }));
-            }
-            EntryType::Link => {
-                let target = self.link_target(entry, &name)?;
-                let Some(meta) = lookup(&self.dest, &target).map_err(|why| refuse(&name, why))?
-                else {
-                    if self.layer {
-                        self.result.lower_links.push(LowerLink {
-                            path: rel.to_owned(),
-                            target,
-                        });
-                        return Ok(None);
-                    }
-                    return Err(refuse(
-                        &name,
-                        format!(
-                            "a hard link to {}, which the archive has not created before it",
-                            target.display()
-                        ),
-                    ));
-                };
-                // link() on a symlink makes another symlink, which must be
-                // as safe where it lands as a symlink entry would be.
-                self.check_link(rel, &target, &meta, &name)?;
-                fs::hard_link(self.dest.join(&target), &abs).map_err(|e| {
-                    refuse(&name, format!("cannot link to {}: {e}", target.display()))
-                })?;
-                if meta.file_type().is_symlink() {
-                    self.symlinks.insert(rel.to_owned());
-                } else {
-                    self.files.insert(rel.to_owned());
-                }
-                // The link is the target's inode: its mode is the target's.
-                return Ok(None);
-            }
-            EntryType::Symlink => {
-                if self.policy.contained {
-                    let target = entry
-                        .link_name()?
-                        .ok_or_else(|| refuse(&name, "a symlink without a target"))?;
-                    if let Err(why) = lexically_inside(parent, &target) {
-                        return Err(refuse(&name, why));
-                    }
-                }
-                entry.unpack(&abs)?;
-                self.symlinks.insert(rel.to_owned());
-            }
-            _ if special => {
+            EntryType::Directory => return self.place_dir(entry, rel, &abs).map(Some),
+            EntryType::Link => self.place_hard_link(entry, rel, &abs, &name)?,
+            EntryType::Symlink => self.place_symlink(entry, rel, parent, &abs, &name)?,
+            _ if is_special(kind) => {
                 make_special(entry, &abs, kind, self.policy.keep_setuid)
                     .map_err(|e| refuse(&name, format!("cannot create it: {e}")))?;
                 self.files.insert(rel.to_owned());
@@ -541,6 +440,154 @@ impl Unpacker {
             }
         }
         Ok(None)
+    }
+
+    /// Whether a layer's entry is bookkeeping rather than a file of the
+    /// image: aufs metadata (skipped) or a whiteout (recorded).
+    fn layer_bookkeeping<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        rel: &Path,
+        parent: &Path,
+        file_name: &str,
+        name: &str,
+    ) -> io::Result<bool> {
+        // aufs kept its own bookkeeping under `.wh..wh.` names
+        // (`.wh..wh.plnk/`, `.wh..wh.aufs`), and old Docker layers still
+        // carry it: it is no part of the image, and skipped as
+        // containerd and podman skip it.
+        let aufs_meta = rel.components().any(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            c.starts_with(AUFS_META) && c != OPAQUE
+        });
+        if aufs_meta {
+            return Ok(true);
+        }
+        if let Some(reserved) = parent
+            .components()
+            .find(|c| c.as_os_str().to_string_lossy().starts_with(WHITEOUT))
+        {
+            return Err(refuse(
+                name,
+                format!(
+                    "it lies under {}, a whiteout name (names that begin with .wh. are reserved)",
+                    reserved.as_os_str().to_string_lossy()
+                ),
+            ));
+        }
+        if file_name.starts_with(WHITEOUT) {
+            self.whiteout(entry, parent, file_name, name)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Whether an entry of this kind is placed (true), skipped (false) or
+    /// refused, by the policy.
+    fn admits(&self, kind: EntryType, name: &str) -> io::Result<bool> {
+        let special = is_special(kind);
+        match kind {
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory
+            | EntryType::Symlink
+            | EntryType::Link => Ok(true),
+            _ if special && self.policy.contained && !self.policy.special_files => Err(refuse(
+                name,
+                format!("{} (allow_special_files is off)", special_kind(kind)),
+            )),
+            _ if special && self.policy.special_files => Ok(true),
+            // Device nodes and fifos in an image: a runtime provides /dev;
+            // a file in their place would be a lie. Other kinds (PAX and
+            // GNU headers) are consumed by the tar crate itself.
+            _ if !self.policy.contained || special => Ok(false),
+            _ => Err(refuse(name, format!("an entry of unknown type {kind:?}"))),
+        }
+    }
+
+    /// Create a directory entry (unless one is there) and return the
+    /// metadata to give it at the end.
+    fn place_dir<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        rel: &Path,
+        abs: &Path,
+    ) -> io::Result<DirMeta> {
+        if fs::symlink_metadata(abs).is_err() {
+            fs::create_dir(abs)?;
+        }
+        self.dirs.insert(rel.to_owned());
+        self.result.implied_dirs.remove(rel);
+        let header = entry.header();
+        Ok(DirMeta {
+            rel: rel.to_owned(),
+            mode: header.mode()?,
+            uid: header.uid()?,
+            gid: header.gid()?,
+            mtime: header.mtime()?,
+        })
+    }
+
+    /// Link to an entry placed before; in a layer, a target in a lower
+    /// layer is recorded for the caller to resolve.
+    fn place_hard_link<R: Read>(
+        &mut self,
+        entry: &Entry<'_, R>,
+        rel: &Path,
+        abs: &Path,
+        name: &str,
+    ) -> io::Result<()> {
+        let target = self.link_target(entry, name)?;
+        let Some(meta) = lookup(&self.dest, &target).map_err(|why| refuse(name, why))? else {
+            if self.layer {
+                self.result.lower_links.push(LowerLink {
+                    path: rel.to_owned(),
+                    target,
+                });
+                return Ok(());
+            }
+            return Err(refuse(
+                name,
+                format!(
+                    "a hard link to {}, which the archive has not created before it",
+                    target.display()
+                ),
+            ));
+        };
+        // link() on a symlink makes another symlink, which must be
+        // as safe where it lands as a symlink entry would be.
+        self.check_link(rel, &target, &meta, name)?;
+        fs::hard_link(self.dest.join(&target), abs)
+            .map_err(|e| refuse(name, format!("cannot link to {}: {e}", target.display())))?;
+        if meta.file_type().is_symlink() {
+            self.symlinks.insert(rel.to_owned());
+        } else {
+            self.files.insert(rel.to_owned());
+        }
+        // The link is the target's inode: its mode is the target's.
+        Ok(())
+    }
+
+    fn place_symlink<R: Read>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        rel: &Path,
+        parent: &Path,
+        abs: &Path,
+        name: &str,
+    ) -> io::Result<()> {
+        if self.policy.contained {
+            let target = entry
+                .link_name()?
+                .ok_or_else(|| refuse(name, "a symlink without a target"))?;
+            if let Err(why) = lexically_inside(parent, &target) {
+                return Err(refuse(name, why));
+            }
+        }
+        entry.unpack(abs)?;
+        self.symlinks.insert(rel.to_owned());
+        Ok(())
     }
 
     /// Record a layer's whiteout entry, refusing what the OCI layer
@@ -793,6 +840,11 @@ fn check_link_kind(
         ));
     }
     Ok(())
+}
+
+/// Device nodes and fifos: what `allow_special_files` is about.
+fn is_special(kind: EntryType) -> bool {
+    matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo)
 }
 
 fn special_kind(kind: EntryType) -> &'static str {

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::native::{InstancesWire, PortsWire, VersionWire};
+use super::validate::{Draft, DraftImage, DraftUnit, DraftVolume, Field};
+use super::Problem;
 
 /// The name of the annotation that holds ops' deployment metadata.
 pub const ANNOTATION: &str = "ops";
@@ -112,13 +114,34 @@ pub struct AnnotationVolume {
     pub data: Option<String>,
 }
 
-impl PodManifest {
-    /// The `ops` annotation: its index and its decoded value, or the problem.
-    pub(super) fn into_draft(self) -> Result<super::validate::Draft, Vec<super::Problem>> {
-        use super::validate::{Draft, DraftImage, DraftUnit, DraftVolume, Field};
-        use super::Problem;
-        let problem = |field: String, message: String| Problem { field, message };
+fn problem(field: String, message: String) -> Problem {
+    Problem { field, message }
+}
 
+impl PodManifest {
+    /// The pod this manifest describes, with the problems found in it; or
+    /// why it describes no pod at all.
+    pub(super) fn into_draft(self) -> Result<Draft, Vec<Problem>> {
+        let (base, ops, mut problems) = self.ops_annotation()?;
+        let mounts = mount_points(&self.apps, &self.volumes, &mut problems);
+        let data = volume_data(&ops.volumes, &self.volumes, &base, &mut problems);
+        let volumes = draft_volumes(&self.volumes, mounts, data, &mut problems);
+        let ports = draft_ports(&base, ops.ports, self.ports);
+        Ok(Draft {
+            name: Field::new(format!("{base}.name"), ops.name),
+            version: Some(Field::new(format!("{base}.version"), ops.version)),
+            units: draft_units(&base, ops.systemd_units),
+            images: draft_images(&base, ops.images),
+            volumes,
+            ports,
+            environment: Field::new(format!("{base}.environment"), ops.environment),
+            problems,
+        })
+    }
+
+    /// The path of the `ops` annotation's value, the value decoded, and the
+    /// problems decoding tolerated; or why there is no usable annotation.
+    fn ops_annotation(&self) -> Result<(String, OpsAnnotation, Vec<Problem>), Vec<Problem>> {
         if self.ac_kind != "PodManifest" {
             return Err(vec![problem(
                 "acKind".into(),
@@ -134,133 +157,163 @@ impl PodManifest {
         let base = format!("annotations[{index}].value");
         let value: serde_json::Value = serde_json::from_str(&self.annotations[index].value)
             .map_err(|e| vec![problem(base.clone(), format!("not valid JSON: {e}"))])?;
-        let (ops, mut problems): (OpsAnnotation, _) = super::from_value(value, &base)?;
+        let (ops, problems) = super::from_value(value, &base)?;
+        Ok((base, ops, problems))
+    }
+}
 
-        // Where each manifest volume is mounted, from the apps' mounts.
-        let mut mounts: BTreeMap<&str, Field<String>> = BTreeMap::new();
-        for (a, app) in self.apps.iter().enumerate() {
-            for (m, mount) in app.mounts.iter().enumerate() {
-                let at = format!("apps[{a}].mounts[{m}]");
-                if !self.volumes.iter().any(|v| v.name == mount.volume) {
-                    problems.push(problem(
-                        format!("{at}.volume"),
-                        format!(
-                            "no volume named {:?} in the manifest's volumes",
-                            mount.volume
-                        ),
-                    ));
-                    continue;
-                }
-                match mounts.get(mount.volume.as_str()) {
-                    Some(first) if first.value != mount.path => problems.push(problem(
-                        format!("{at}.path"),
-                        format!(
-                            "volume {:?} is mounted at {} by {} already; ops mounts a volume \
-                             at one path for the whole pod",
-                            mount.volume, first.value, first.at
-                        ),
-                    )),
-                    Some(_) => {}
-                    None => {
-                        mounts.insert(
-                            &mount.volume,
-                            Field::new(format!("{at}.path"), mount.path.clone()),
-                        );
-                    }
-                }
-            }
-        }
-        let mut data: BTreeMap<&str, Field<String>> = BTreeMap::new();
-        for (i, volume) in ops.volumes.iter().enumerate() {
-            let at = format!("{base}.volumes[{i}]");
-            if !self.volumes.iter().any(|v| v.name == volume.volume) {
+/// Where each manifest volume is mounted, from the apps' mounts.
+fn mount_points<'a>(
+    apps: &'a [App],
+    volumes: &[ManifestVolume],
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<&'a str, Field<String>> {
+    let mut mounts: BTreeMap<&str, Field<String>> = BTreeMap::new();
+    for (a, app) in apps.iter().enumerate() {
+        for (m, mount) in app.mounts.iter().enumerate() {
+            let at = format!("apps[{a}].mounts[{m}]");
+            if !volumes.iter().any(|v| v.name == mount.volume) {
                 problems.push(problem(
                     format!("{at}.volume"),
                     format!(
                         "no volume named {:?} in the manifest's volumes",
-                        volume.volume
+                        mount.volume
                     ),
                 ));
-            } else if data.contains_key(volume.volume.as_str()) {
-                problems.push(problem(
-                    format!("{at}.volume"),
-                    format!("the data of volume {:?} is given twice", volume.volume),
-                ));
-            } else if let Some(d) = &volume.data {
-                data.insert(&volume.volume, Field::new(format!("{at}.data"), d.clone()));
+                continue;
             }
-        }
-        let mut volumes = Vec::new();
-        for (i, volume) in self.volumes.iter().enumerate() {
-            let mount = mounts.remove(volume.name.as_str());
-            if mount.is_none() {
-                problems.push(problem(
-                    format!("volumes[{i}]"),
+            match mounts.get(mount.volume.as_str()) {
+                Some(first) if first.value != mount.path => problems.push(problem(
+                    format!("{at}.path"),
                     format!(
-                        "volume {:?} has no mount point: mount it in apps[].mounts[] with a path",
-                        volume.name
+                        "volume {:?} is mounted at {} by {} already; ops mounts a volume \
+                         at one path for the whole pod",
+                        mount.volume, first.value, first.at
                     ),
-                ));
+                )),
+                Some(_) => {}
+                None => {
+                    mounts.insert(
+                        &mount.volume,
+                        Field::new(format!("{at}.path"), mount.path.clone()),
+                    );
+                }
             }
-            volumes.push(DraftVolume {
-                name: Field::new(format!("volumes[{i}].name"), volume.name.clone()),
-                mount,
-                read_only: volume.read_only,
-                data: data.remove(volume.name.as_str()),
-            });
         }
-
-        let mut ports: Vec<Field<PortsWire>> = ops
-            .ports
-            .map(|p| Field::new(format!("{base}.ports"), p))
-            .into_iter()
-            .collect();
-        for (i, port) in self.ports.into_iter().enumerate() {
-            let map = indexmap::IndexMap::from([(
-                port.name,
-                super::native::PortWire::Number(port.host_port),
-            )]);
-            ports.push(Field::new(format!("ports[{i}]"), PortsWire::Map(map)));
-        }
-
-        Ok(Draft {
-            name: Field::new(format!("{base}.name"), ops.name),
-            version: Some(Field::new(format!("{base}.version"), ops.version)),
-            units: ops
-                .systemd_units
-                .into_iter()
-                .enumerate()
-                .map(|(i, unit)| DraftUnit {
-                    file: Field::new(
-                        format!("{base}.systemd-units[{i}].unit-file"),
-                        unit.unit_file,
-                    ),
-                    start: unit.start,
-                    instances: unit
-                        .instances
-                        .map(|n| Field::new(format!("{base}.systemd-units[{i}].instances"), n)),
-                    shared_instances: false,
-                    image: unit
-                        .image
-                        .map(|n| Field::new(format!("{base}.systemd-units[{i}].image"), n)),
-                })
-                .collect(),
-            images: ops
-                .images
-                .into_iter()
-                .enumerate()
-                .map(|(i, image)| DraftImage {
-                    at: format!("{base}.images[{i}]"),
-                    id: image.id,
-                    path: image.path,
-                    uri: image.uri,
-                    signature: image.signature,
-                })
-                .collect(),
-            volumes,
-            ports,
-            environment: Field::new(format!("{base}.environment"), ops.environment),
-            problems,
-        })
     }
+    mounts
+}
+
+/// The data each manifest volume starts with, from the annotation's volumes.
+fn volume_data<'a>(
+    annotated: &'a [AnnotationVolume],
+    volumes: &[ManifestVolume],
+    base: &str,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<&'a str, Field<String>> {
+    let mut data: BTreeMap<&str, Field<String>> = BTreeMap::new();
+    for (i, volume) in annotated.iter().enumerate() {
+        let at = format!("{base}.volumes[{i}]");
+        if !volumes.iter().any(|v| v.name == volume.volume) {
+            problems.push(problem(
+                format!("{at}.volume"),
+                format!(
+                    "no volume named {:?} in the manifest's volumes",
+                    volume.volume
+                ),
+            ));
+        } else if data.contains_key(volume.volume.as_str()) {
+            problems.push(problem(
+                format!("{at}.volume"),
+                format!("the data of volume {:?} is given twice", volume.volume),
+            ));
+        } else if let Some(d) = &volume.data {
+            data.insert(&volume.volume, Field::new(format!("{at}.data"), d.clone()));
+        }
+    }
+    data
+}
+
+/// The manifest's volumes with their mount points and data.
+fn draft_volumes(
+    volumes: &[ManifestVolume],
+    mut mounts: BTreeMap<&str, Field<String>>,
+    mut data: BTreeMap<&str, Field<String>>,
+    problems: &mut Vec<Problem>,
+) -> Vec<DraftVolume> {
+    let mut drafts = Vec::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let mount = mounts.remove(volume.name.as_str());
+        if mount.is_none() {
+            problems.push(problem(
+                format!("volumes[{i}]"),
+                format!(
+                    "volume {:?} has no mount point: mount it in apps[].mounts[] with a path",
+                    volume.name
+                ),
+            ));
+        }
+        drafts.push(DraftVolume {
+            name: Field::new(format!("volumes[{i}].name"), volume.name.clone()),
+            mount,
+            read_only: volume.read_only,
+            data: data.remove(volume.name.as_str()),
+        });
+    }
+    drafts
+}
+
+/// The annotation's ports, then each of the manifest's fixed ports.
+fn draft_ports(
+    base: &str,
+    annotated: Option<PortsWire>,
+    fixed: Vec<ManifestPort>,
+) -> Vec<Field<PortsWire>> {
+    let mut ports: Vec<Field<PortsWire>> = annotated
+        .map(|p| Field::new(format!("{base}.ports"), p))
+        .into_iter()
+        .collect();
+    for (i, port) in fixed.into_iter().enumerate() {
+        let map = indexmap::IndexMap::from([(
+            port.name,
+            super::native::PortWire::Number(port.host_port),
+        )]);
+        ports.push(Field::new(format!("ports[{i}]"), PortsWire::Map(map)));
+    }
+    ports
+}
+
+fn draft_units(base: &str, units: Vec<SystemdUnit>) -> Vec<DraftUnit> {
+    units
+        .into_iter()
+        .enumerate()
+        .map(|(i, unit)| DraftUnit {
+            file: Field::new(
+                format!("{base}.systemd-units[{i}].unit-file"),
+                unit.unit_file,
+            ),
+            start: unit.start,
+            instances: unit
+                .instances
+                .map(|n| Field::new(format!("{base}.systemd-units[{i}].instances"), n)),
+            shared_instances: false,
+            image: unit
+                .image
+                .map(|n| Field::new(format!("{base}.systemd-units[{i}].image"), n)),
+        })
+        .collect()
+}
+
+fn draft_images(base: &str, images: Vec<AnnotationImage>) -> Vec<DraftImage> {
+    images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| DraftImage {
+            at: format!("{base}.images[{i}]"),
+            id: image.id,
+            path: image.path,
+            uri: image.uri,
+            signature: image.signature,
+        })
+        .collect()
 }

@@ -393,46 +393,9 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let name = v.check(&draft.file.at, UnitName::parse(&base));
-        if let Some(name) = &name {
-            if let Some(first) = seen.get(name.as_str()) {
-                v.problem(
-                    &draft.file.at,
-                    format!("duplicate unit {name}: {first} ships it already"),
-                );
-            } else {
-                seen.insert(name.to_string(), draft.file.at.clone());
-            }
-        }
-        let template = name.as_ref().is_some_and(UnitName::is_template);
-        let mut instances = Vec::new();
-        let mut instance_ports = false;
-        if let Some(field) = &draft.instances {
-            if draft.shared_instances {
-                let used = shared_used.entry(field.at.clone()).or_default();
-                *used |= template;
-            }
-            if template {
-                instances = instance_names(v, field).unwrap_or_default();
-                instance_ports = are_ports(&field.value);
-            } else if !draft.shared_instances && name.is_some() {
-                v.problem(
-                    &field.at,
-                    format!(
-                        "{base} is not a template unit (name@.{}); only templates have instances",
-                        base.rsplit('.').next().unwrap_or("service")
-                    ),
-                );
-            }
-        } else if template && draft.start {
-            v.problem(
-                &draft.file.at,
-                format!(
-                    "{base} is a template unit: give its instances (a count or a list of names) \
-                     or do not start it"
-                ),
-            );
-        }
+        let name = unit_name(v, &draft.file, &base, &mut seen);
+        let (instances, instance_ports) =
+            unit_instances(v, &draft, &base, name.as_ref(), &mut shared_used);
         if let (Some(name), Some(file)) = (name, file) {
             if let Some(field) = draft.image {
                 unit_images.push((units.len(), field));
@@ -457,6 +420,69 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
         }
     }
     (units, unit_images)
+}
+
+/// The unit's name from its file name `base`, unless invalid or shipped
+/// twice; `seen` maps each name to the field that shipped it first.
+fn unit_name(
+    v: &mut Validator<'_>,
+    file: &Field<String>,
+    base: &str,
+    seen: &mut HashMap<String, String>,
+) -> Option<UnitName> {
+    let name = v.check(&file.at, UnitName::parse(base));
+    if let Some(name) = &name {
+        if let Some(first) = seen.get(name.as_str()) {
+            v.problem(
+                &file.at,
+                format!("duplicate unit {name}: {first} ships it already"),
+            );
+        } else {
+            seen.insert(name.to_string(), file.at.clone());
+        }
+    }
+    name
+}
+
+/// The unit's instance names and whether they are ports. `shared_used`
+/// records, per shared `replication`, whether it met a template.
+fn unit_instances(
+    v: &mut Validator<'_>,
+    draft: &DraftUnit,
+    base: &str,
+    name: Option<&UnitName>,
+    shared_used: &mut BTreeMap<String, bool>,
+) -> (Vec<String>, bool) {
+    let template = name.is_some_and(UnitName::is_template);
+    let mut instances = Vec::new();
+    let mut instance_ports = false;
+    if let Some(field) = &draft.instances {
+        if draft.shared_instances {
+            let used = shared_used.entry(field.at.clone()).or_default();
+            *used |= template;
+        }
+        if template {
+            instances = instance_names(v, field).unwrap_or_default();
+            instance_ports = are_ports(&field.value);
+        } else if !draft.shared_instances && name.is_some() {
+            v.problem(
+                &field.at,
+                format!(
+                    "{base} is not a template unit (name@.{}); only templates have instances",
+                    base.rsplit('.').next().unwrap_or("service")
+                ),
+            );
+        }
+    } else if template && draft.start {
+        v.problem(
+            &draft.file.at,
+            format!(
+                "{base} is a template unit: give its instances (a count or a list of names) \
+                 or do not start it"
+            ),
+        );
+    }
+    (instances, instance_ports)
 }
 
 /// The valid images, and the id of every image with a valid one.

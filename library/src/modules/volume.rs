@@ -207,6 +207,40 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
     if let Err(e) = crate::records::names::check_volume_name(&options.name) {
         problems.push(format!("name: {e}"));
     }
+    let (data, checksum) = archive(&options, &mut problems);
+    let settings = settings(&options, &mut problems);
+    let timeout = seconds("timeout", options.timeout, &mut problems);
+    let lock_timeout = seconds("lock_timeout", options.lock_timeout, &mut problems);
+    if !options.root.is_absolute() {
+        problems.push(format!(
+            "root: must be an absolute path, got {}",
+            options.root.display()
+        ));
+    }
+    match (pod, version, problems.is_empty()) {
+        (Some(pod), Some(version), true) => Ok(volume::Request {
+            pod,
+            version,
+            name: options.name,
+            data,
+            checksum,
+            settings,
+            replace: options.replace,
+            state: if options.state == "absent" {
+                volume::State::Absent
+            } else {
+                volume::State::Present
+            },
+            root: crate::atomic::resolve(&options.root),
+            timeout,
+            lock_timeout,
+        }),
+        _ => Err(Failure::new(format!("ops_volume: {}", problems.join("; ")))),
+    }
+}
+
+/// `data` and its `checksum`.
+fn archive(options: &Options, problems: &mut Vec<String>) -> (Option<Location>, Option<Checksum>) {
     let data = options.data.as_deref().and_then(|d| {
         Location::parse(d)
             .map_err(|e| problems.push(format!("data: {e}")))
@@ -220,6 +254,11 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
     if checksum.is_some() && data.is_none() {
         problems.push("checksum: given without data".to_owned());
     }
+    (data, checksum)
+}
+
+/// `mode`, `owner`, `group` and the extraction flags.
+fn settings(options: &Options, problems: &mut Vec<String>) -> Settings {
     let mode = options.mode.as_deref().and_then(|m| {
         u32::from_str_radix(m.trim_start_matches("0o"), 8)
             .ok()
@@ -234,53 +273,27 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
     let owner = options
         .owner
         .as_deref()
-        .and_then(|o| id_of("owner", o, &mut problems));
+        .and_then(|o| id_of("owner", o, problems));
     let group = options
         .group
         .as_deref()
-        .and_then(|g| id_of("group", g, &mut problems));
-    let mut seconds = |option: &str, value: i64| {
-        u64::try_from(value)
-            .map(Duration::from_secs)
-            .unwrap_or_else(|_| {
-                problems.push(format!("{option}: expected 0 or more seconds, got {value}"));
-                Duration::ZERO
-            })
-    };
-    let timeout = seconds("timeout", options.timeout);
-    let lock_timeout = seconds("lock_timeout", options.lock_timeout);
-    if !options.root.is_absolute() {
-        problems.push(format!(
-            "root: must be an absolute path, got {}",
-            options.root.display()
-        ));
+        .and_then(|g| id_of("group", g, problems));
+    Settings {
+        owner,
+        group,
+        mode,
+        special_files: options.allow_special_files,
+        keep_setuid: options.keep_setuid,
     }
-    match (pod, version, problems.is_empty()) {
-        (Some(pod), Some(version), true) => Ok(volume::Request {
-            pod,
-            version,
-            name: options.name,
-            data,
-            checksum,
-            settings: Settings {
-                owner,
-                group,
-                mode,
-                special_files: options.allow_special_files,
-                keep_setuid: options.keep_setuid,
-            },
-            replace: options.replace,
-            state: if options.state == "absent" {
-                volume::State::Absent
-            } else {
-                volume::State::Present
-            },
-            root: crate::atomic::resolve(&options.root),
-            timeout,
-            lock_timeout,
-        }),
-        _ => Err(Failure::new(format!("ops_volume: {}", problems.join("; ")))),
-    }
+}
+
+fn seconds(option: &str, value: i64, problems: &mut Vec<String>) -> Duration {
+    u64::try_from(value)
+        .map(Duration::from_secs)
+        .unwrap_or_else(|_| {
+            problems.push(format!("{option}: expected 0 or more seconds, got {value}"));
+            Duration::ZERO
+        })
 }
 
 /// The module's return values.

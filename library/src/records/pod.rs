@@ -46,6 +46,18 @@ pub struct Unit {
     pub instance_ports: bool,
 }
 
+impl Unit {
+    /// Each instance this unit runs, in order: the instance names of a
+    /// template, or one `None` for a plain unit.
+    pub fn instance_names(&self) -> Vec<Option<&str>> {
+        if self.name.is_template() {
+            self.instances.iter().map(|i| Some(i.as_str())).collect()
+        } else {
+            vec![None]
+        }
+    }
+}
+
 /// Where an artifact comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

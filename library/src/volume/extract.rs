@@ -196,6 +196,35 @@ pub struct Extracted {
     pub digests: Digests,
 }
 
+/// Open the archive `file`, refused as check mode refuses it if it does
+/// not start as an archive does, before anything is written.
+fn open_checked(file: &Path) -> io::Result<File> {
+    let mut opened = open_archive(file)?;
+    let (head, whole) = decode::read_head(&mut opened)?;
+    decode::check_start(&head, whole)?;
+    opened.seek(SeekFrom::Start(0))?;
+    Ok(opened)
+}
+
+/// Where an entry goes: into the volume, relative to it; the archive's
+/// own top entry (`./`) is not placed but its mode read. Absolute paths
+/// are refused.
+fn route(path: &Path) -> io::Result<Route> {
+    let name = path.display().to_string();
+    if path.has_root() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("entry {name:?}: an absolute path"),
+        ));
+    }
+    let rel = unpack::relative(path, &name)?;
+    Ok(if rel.as_os_str().is_empty() {
+        Route::Other
+    } else {
+        Route::Into(rel)
+    })
+}
+
 /// Extract the archive `file` (named `shown` in errors) into `dest`, an
 /// existing empty directory, under `policy`; the file's sha256 (and
 /// `also`) computed on the way.
@@ -207,12 +236,7 @@ pub fn extract(
     also: Option<Algorithm>,
 ) -> Result<Extracted, VolumeError> {
     let failed = |source: io::Error| unusable(shown, source);
-    let mut opened = open_archive(file).map_err(&failed)?;
-    // What check mode tells of the archive is refused the same way here,
-    // before anything is written.
-    let (head, whole) = decode::read_head(&mut opened).map_err(&failed)?;
-    decode::check_start(&head, whole).map_err(&failed)?;
-    opened.seek(SeekFrom::Start(0)).map_err(&failed)?;
+    let opened = open_checked(file).map_err(&failed)?;
     let length = opened.metadata().map_err(&failed)?.len();
     let hashes = Arc::new(Mutex::new(Some(Hashes::new(also))));
     let hashing = HashingFile {
@@ -228,30 +252,12 @@ pub fn extract(
     {
         let mut archive = Archive::new(&mut prefetched);
         unpacker
-            .unpack(
-                &mut archive,
-                |path| {
-                    let name = path.display().to_string();
-                    if path.has_root() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("entry {name:?}: an absolute path"),
-                        ));
-                    }
-                    let rel = unpack::relative(path, &name)?;
-                    Ok(if rel.as_os_str().is_empty() {
-                        Route::Other
-                    } else {
-                        Route::Into(rel)
-                    })
-                },
-                |_, entry| {
-                    if entry.header().entry_type().is_dir() {
-                        top_mode = Some(entry.header().mode()? & 0o7777);
-                    }
-                    Ok(())
-                },
-            )
+            .unpack(&mut archive, route, |_, entry| {
+                if entry.header().entry_type().is_dir() {
+                    top_mode = Some(entry.header().mode()? & 0o7777);
+                }
+                Ok(())
+            })
             .map_err(&failed)?;
     }
     // What follows the archive's end (tar's zero blocks, padding) is read

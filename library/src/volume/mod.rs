@@ -251,35 +251,7 @@ fn build_in(
         origin: None,
     };
     if let Some(archive) = archive {
-        let also = archive.checksum.as_ref().map(Checksum::algorithm);
-        let done = extract::extract(
-            &archive.path,
-            &archive.shown,
-            &data,
-            settings.policy(),
-            also,
-        )?;
-        if let Some(checksum) = &archive.checksum {
-            checksum.verify(&done.digests, &archive.shown)?;
-        }
-        if let Some(planned) = archive
-            .planned
-            .as_ref()
-            .filter(|p| **p != done.digests.sha256)
-        {
-            return Err(VolumeError::Changed {
-                file: archive.shown.clone(),
-                first: planned.clone(),
-                then: done.digests.sha256,
-            });
-        }
-        record.digest = Some(done.digests.sha256.clone());
-        record.source = Some(archive.shown.clone());
-        record.entries = done.entries;
-        record.bytes = done.bytes;
-        if settings.mode.is_none() {
-            record.mode = done.top_mode.unwrap_or(DEFAULT_MODE);
-        }
+        extract_into(&mut record, archive, &data, settings)?;
     }
     record.origin = match origin {
         Origin::ThisArchive => record.digest.clone(),
@@ -294,6 +266,40 @@ fn build_in(
     atomic::sync_filesystem(dir)?;
     write_record(dir, &record)?;
     Ok(record)
+}
+
+/// Extract `archive` into `data`, checked against the checksum given and
+/// the digest planned with; the record gets what the extraction found.
+fn extract_into(
+    record: &mut VolumeRecord,
+    archive: &LocalArchive,
+    data: &Path,
+    settings: &Settings,
+) -> Result<(), VolumeError> {
+    let also = archive.checksum.as_ref().map(Checksum::algorithm);
+    let done = extract::extract(&archive.path, &archive.shown, data, settings.policy(), also)?;
+    if let Some(checksum) = &archive.checksum {
+        checksum.verify(&done.digests, &archive.shown)?;
+    }
+    if let Some(planned) = archive
+        .planned
+        .as_ref()
+        .filter(|p| **p != done.digests.sha256)
+    {
+        return Err(VolumeError::Changed {
+            file: archive.shown.clone(),
+            first: planned.clone(),
+            then: done.digests.sha256,
+        });
+    }
+    record.digest = Some(done.digests.sha256.clone());
+    record.source = Some(archive.shown.clone());
+    record.entries = done.entries;
+    record.bytes = done.bytes;
+    if settings.mode.is_none() {
+        record.mode = done.top_mode.unwrap_or(DEFAULT_MODE);
+    }
+    Ok(())
 }
 
 /// Give the top directory its mode and owner.
@@ -501,91 +507,144 @@ pub fn run(
 ) -> Result<Report, VolumeError> {
     let store = Store::new(&request.root);
     store.check_layout()?;
-    let version_dir = store.version_dir(&request.pod, &request.version);
-    let dir = volume_dir(&version_dir, &request.name);
+    let dir = volume_dir(
+        &store.version_dir(&request.pod, &request.version),
+        &request.name,
+    );
+    let target = Target {
+        request,
+        store,
+        dir,
+    };
     let mut report = Report {
-        path: data_dir(&dir).display().to_string(),
+        path: data_dir(&target.dir).display().to_string(),
         ..Report::default()
     };
     if request.state == State::Present {
-        declared(&store, request)?;
+        declared(&target.store, request)?;
     }
-    let digests = match &request.data {
+    let digests = archive_digests(request)?;
+    let found = find(&target.dir)?;
+    let Some(change) = plan(request, found.as_ref(), digests.as_ref())? else {
+        if let Some(found) = &found {
+            fill(&mut report, &found.record);
+        }
+        return Ok(report);
+    };
+    target.report_planned(
+        &mut report,
+        found.as_ref(),
+        digests.as_ref(),
+        &change,
+        want_diff,
+    );
+    if check {
+        return Ok(report);
+    }
+    target.change_under_lock(digests.as_ref(), systemd, report)
+}
+
+/// The digests of the request's archive, checked against its checksum;
+/// `None` when there is no archive to read.
+fn archive_digests(request: &Request) -> Result<Option<Digests>, VolumeError> {
+    match &request.data {
         Some(location) if request.state == State::Present => {
             let digests = digests_of(location, request.timeout, &request.checksum)?;
             if let Some(checksum) = &request.checksum {
                 checksum.verify(&digests, &location.display())?;
             }
-            Some(digests)
+            Ok(Some(digests))
         }
-        _ => None,
-    };
-    let found = find(&dir)?;
-    let Some(change) = plan(request, found.as_ref(), digests.as_ref())? else {
-        if let Some(found) = &found {
-            fill(&mut report, &found.record);
+        _ => Ok(None),
+    }
+}
+
+/// The volume one ops_volume run is about: the request, its store, the
+/// volume's directory.
+struct Target<'a> {
+    request: &'a Request,
+    store: Store,
+    dir: PathBuf,
+}
+
+impl Target<'_> {
+    /// Put the planned change in the report: changed, its action, its
+    /// diff, and the record it leads to.
+    fn report_planned(
+        &self,
+        report: &mut Report,
+        found: Option<&Found>,
+        digests: Option<&Digests>,
+        change: &Change,
+        want_diff: bool,
+    ) {
+        let request = self.request;
+        report.changed = true;
+        let after = planned_record(request, found, digests, change);
+        report.actions.push(action(request, found, change));
+        if want_diff {
+            let data = data_dir(&self.dir);
+            report.diff.push(diff_entry(
+                &request.pod,
+                &request.version,
+                &request.name,
+                found.map(|f| describe(&f.record, &data)),
+                after.as_ref().map(|r| describe(r, &data)),
+            ));
         }
-        return Ok(report);
-    };
-    report.changed = true;
-    let after = planned_record(request, found.as_ref(), digests.as_ref(), &change);
-    report
-        .actions
-        .push(action(request, found.as_ref(), &change));
-    if want_diff {
-        report.diff.push(diff_entry(
-            &request.pod,
-            &request.version,
-            &request.name,
-            found.as_ref().map(|f| describe(&f.record, &data_dir(&dir))),
-            after.as_ref().map(|r| describe(r, &data_dir(&dir))),
-        ));
-    }
-    if let Some(record) = &after {
-        fill(&mut report, record);
-    }
-    if check {
-        return Ok(report);
+        if let Some(record) = &after {
+            fill(report, record);
+        }
     }
 
-    let lock = StoreLock::acquire(
-        &request.root,
-        request.lock_timeout,
-        &format!(
-            "ops_volume {} of pod {} version {}",
-            request.name, request.pod, request.version
-        ),
-    )?;
-    // Under the lock, the version and the volume as they are now.
-    if request.state == State::Present {
-        declared(&store, request)?;
-    }
-    let found = find(&dir)?;
-    let Some(change) = plan(request, found.as_ref(), digests.as_ref())? else {
-        report.changed = false;
-        report.actions.clear();
-        report.diff.clear();
-        if let Some(found) = &found {
-            fill(&mut report, &found.record);
+    /// Take the lock, plan again on what is there now, and carry the
+    /// change out; units that used replaced contents are restarted.
+    fn change_under_lock(
+        &self,
+        digests: Option<&Digests>,
+        systemd: &mut dyn Systemd,
+        mut report: Report,
+    ) -> Result<Report, VolumeError> {
+        let request = self.request;
+        let lock = StoreLock::acquire(
+            &request.root,
+            request.lock_timeout,
+            &format!(
+                "ops_volume {} of pod {} version {}",
+                request.name, request.pod, request.version
+            ),
+        )?;
+        // Under the lock, the version and the volume as they are now.
+        if request.state == State::Present {
+            declared(&self.store, request)?;
         }
-        return Ok(report);
-    };
-    let record = apply(
-        &store,
-        &lock,
-        request,
-        &dir,
-        found.as_ref(),
-        &change,
-        digests.as_ref(),
-    )?;
-    if let Some(record) = &record {
-        fill(&mut report, record);
-    }
-    if matches!(change, Change::Build { replacing: true }) {
-        restart_users(&store, request, systemd, report)
-    } else {
-        Ok(report)
+        let found = find(&self.dir)?;
+        let Some(change) = plan(request, found.as_ref(), digests)? else {
+            report.changed = false;
+            report.actions.clear();
+            report.diff.clear();
+            if let Some(found) = &found {
+                fill(&mut report, &found.record);
+            }
+            return Ok(report);
+        };
+        let record = apply(
+            &self.store,
+            &lock,
+            request,
+            &self.dir,
+            found.as_ref(),
+            &change,
+            digests,
+        )?;
+        if let Some(record) = &record {
+            fill(&mut report, record);
+        }
+        if matches!(change, Change::Build { replacing: true }) {
+            restart_users(&self.store, request, systemd, report)
+        } else {
+            Ok(report)
+        }
     }
 }
 
@@ -644,24 +703,59 @@ fn plan(
     if request.state == State::Absent {
         return Ok(Some(Change::Remove));
     }
-    let record = &found.record;
-    let settings = &request.settings;
     let volume = format!(
         "volume {} of pod {} version {}",
         request.name, request.pod, request.version
     );
     if let Some(digests) = digests {
-        let shown = request
-            .data
-            .as_ref()
-            .map(Location::display)
-            .unwrap_or_default();
-        if record.digest.as_deref() != Some(digests.sha256.as_str()) {
-            // Never extracted into and still empty: filling it loses nothing.
-            if request.replace || (record.digest.is_none() && found.empty) {
-                return Ok(Some(Change::Build { replacing: true }));
-            }
-            return Err(VolumeError::Refused(format!(
+        if let Some(change) = data_change(request, found, digests, &volume)? {
+            return Ok(Some(change));
+        }
+    }
+    let record = &found.record;
+    let settings = &request.settings;
+    let mode = settings.mode.is_some_and(|m| m != record.mode);
+    let owner = (settings.owner.is_some() && settings.owner != record.owner)
+        || (settings.group.is_some() && settings.group != record.group);
+    // An owner changed in place would hand setuid bits to whatever the
+    // volume holds now, files its services made included: a volume that
+    // keeps them is extracted again instead.
+    if owner && record.keep_setuid == Some(true) && record.digest.is_some() {
+        return rebuild_if_asked(
+            request,
+            format!(
+                "{volume} keeps setuid bits (keep_setuid: true): its owner is changed by \
+                 extracting it again, not in place (files its services made must not get \
+                 setuid bits of a new owner): set replace: true to do so; nothing was changed"
+            ),
+        );
+    }
+    Ok((mode || owner).then_some(Change::Adjust { mode, owner }))
+}
+
+/// Whether the archive asks for the volume to be extracted again: other
+/// contents, or the same extracted with setuid bits kept or dropped
+/// otherwise than asked. `None`: the data is as asked.
+fn data_change(
+    request: &Request,
+    found: &Found,
+    digests: &Digests,
+    volume: &str,
+) -> Result<Option<Change>, VolumeError> {
+    let record = &found.record;
+    let shown = request
+        .data
+        .as_ref()
+        .map(Location::display)
+        .unwrap_or_default();
+    if record.digest.as_deref() != Some(digests.sha256.as_str()) {
+        // Never extracted into and still empty: filling it loses nothing.
+        if record.digest.is_none() && found.empty {
+            return Ok(Some(Change::Build { replacing: true }));
+        }
+        return rebuild_if_asked(
+            request,
+            format!(
                 "{volume} holds {}; the archive {shown} is {}: a deployed version's volume \
                  data is replaced only when asked: set replace: true to replace it (or deploy \
                  the new data with a new version of the pod); nothing was changed",
@@ -670,39 +764,34 @@ fn plan(
                     None => "data written since it was created empty".to_owned(),
                 },
                 digests.sha256
-            )));
-        }
-        // The same archive, extracted keeping or dropping setuid bits
-        // otherwise than asked: only extracting it again makes it so.
-        if let Some(kept) = record.keep_setuid.filter(|k| *k != settings.keep_setuid) {
-            if request.replace {
-                return Ok(Some(Change::Build { replacing: true }));
-            }
-            return Err(VolumeError::Refused(format!(
+            ),
+        );
+    }
+    // The same archive, extracted keeping or dropping setuid bits
+    // otherwise than asked: only extracting it again makes it so.
+    let settings = &request.settings;
+    if let Some(kept) = record.keep_setuid.filter(|k| *k != settings.keep_setuid) {
+        return rebuild_if_asked(
+            request,
+            format!(
                 "{volume} was extracted from {shown} with keep_setuid: {kept}; keep_setuid: {} \
                  means extracting it again, which replaces its contents: set replace: true to \
                  do so; nothing was changed",
                 settings.keep_setuid
-            )));
-        }
+            ),
+        );
     }
-    let mode = settings.mode.is_some_and(|m| m != record.mode);
-    let owner = (settings.owner.is_some() && settings.owner != record.owner)
-        || (settings.group.is_some() && settings.group != record.group);
-    // An owner changed in place would hand setuid bits to whatever the
-    // volume holds now, files its services made included: a volume that
-    // keeps them is extracted again instead.
-    if owner && record.keep_setuid == Some(true) && record.digest.is_some() {
-        if request.replace {
-            return Ok(Some(Change::Build { replacing: true }));
-        }
-        return Err(VolumeError::Refused(format!(
-            "{volume} keeps setuid bits (keep_setuid: true): its owner is changed by extracting \
-             it again, not in place (files its services made must not get setuid bits of a new \
-             owner): set replace: true to do so; nothing was changed"
-        )));
+    Ok(None)
+}
+
+/// Replacing the contents, when the request says `replace`; else refused
+/// with `why`.
+fn rebuild_if_asked(request: &Request, why: String) -> Result<Option<Change>, VolumeError> {
+    if request.replace {
+        Ok(Some(Change::Build { replacing: true }))
+    } else {
+        Err(VolumeError::Refused(why))
     }
-    Ok((mode || owner).then_some(Change::Adjust { mode, owner }))
 }
 
 /// The record the change leads to (for diff and report); `None` when the
@@ -1090,27 +1179,11 @@ pub fn check_bundle(
             // Removed with ops_volume: nothing to compare with.
             continue;
         };
-        // A record from before `origin` was kept: the archive it holds, if
-        // it is still the bundle's.
-        let deployed_with = record.origin.clone().or_else(|| {
-            record
-                .digest
-                .clone()
-                .filter(|_| record.source.as_deref() == Some(&shown))
-        });
-        let Some(deployed_with) = deployed_with else {
+        let Some((deployed_with, digests)) =
+            changed_data(&record, &location, &shown, timeout).map_err(failed)?
+        else {
             continue;
         };
-        // Data behind a URI is taken to be what the version was deployed
-        // with, as long as the URI is the same: downloading it again on
-        // every rerun would cost each host the whole volume each time.
-        if !matches!(location, Location::Path(_)) && record.source.as_deref() == Some(&*shown) {
-            continue;
-        }
-        let digests = digests_of(&location, timeout, &None).map_err(failed)?;
-        if digests.sha256 == deployed_with || Some(&digests.sha256) == record.digest.as_ref() {
-            continue;
-        }
         let v = &pod.version;
         return Err(BundleVolumeError::Refused(Refusal(format!(
             "version {v} of pod {} is already deployed with different data in volume {}: the \
@@ -1128,6 +1201,39 @@ pub fn check_bundle(
         ))));
     }
     Ok(())
+}
+
+/// What a deployed volume was deployed with and the bundle's archive's
+/// digests, when the archive is neither that nor what the volume holds
+/// now; `None` when it is, or cannot be told.
+fn changed_data(
+    record: &VolumeRecord,
+    location: &Location,
+    shown: &str,
+    timeout: Duration,
+) -> Result<Option<(String, Digests)>, VolumeError> {
+    // A record from before `origin` was kept: the archive it holds, if
+    // it is still the bundle's.
+    let deployed_with = record.origin.clone().or_else(|| {
+        record
+            .digest
+            .clone()
+            .filter(|_| record.source.as_deref() == Some(shown))
+    });
+    let Some(deployed_with) = deployed_with else {
+        return Ok(None);
+    };
+    // Data behind a URI is taken to be what the version was deployed
+    // with, as long as the URI is the same: downloading it again on
+    // every rerun would cost each host the whole volume each time.
+    if !matches!(location, Location::Path(_)) && record.source.as_deref() == Some(shown) {
+        return Ok(None);
+    }
+    let digests = digests_of(location, timeout, &None)?;
+    if digests.sha256 == deployed_with || Some(&digests.sha256) == record.digest.as_ref() {
+        return Ok(None);
+    }
+    Ok(Some((deployed_with, digests)))
 }
 
 /// [`decode::check_start`] on the first bytes of the archive at
