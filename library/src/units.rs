@@ -660,21 +660,6 @@ pub fn changes(from: &Files, to: &Files) -> Vec<Change> {
     out
 }
 
-/// Refuse to write over a file ops did not write.
-pub fn check_foreign(pod: &PodName, unit_dir: &Path, changes: &[Change]) -> Result<(), UnitsError> {
-    for change in changes {
-        let path = unit_dir.join(&change.path);
-        if change.before.is_none() && change.after.is_some() && fs::symlink_metadata(&path).is_ok()
-        {
-            return Err(UnitsError::Foreign {
-                path,
-                pod: pod.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Carry out `changes` in `unit_dir`.
 pub fn apply(unit_dir: &Path, changes: &[Change]) -> Result<(), FsError> {
     for change in changes {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 pub use crate::records::names::{ImageId, PodName, UnitName, Version};
 pub use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
-pub use crate::records::{names, pod as model};
+
 pub use validate::{override_ports, parse_ports};
 
 /// The file name of a bundle's manifest.

@@ -12,10 +12,10 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::model::{Image, Pod, Port, Source, Unit, Volume};
-use super::names::{self, ImageId, PodName, UnitName, Version};
 use super::native::{InstanceNameWire, InstancesWire, PortWire, PortsWire, VersionWire};
 use super::Problem;
+use crate::records::names::{self, ImageId, PodName, UnitName, Version};
+use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
 /// Most instances a unit may have: beyond this a typo (`80800`) is likelier
 /// than intent.

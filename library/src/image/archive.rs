@@ -31,10 +31,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256, Sha512};
 use tar::{Archive, Entry, EntryType};
 
-use super::digest::{hex, HashingReader, PrefetchingReader};
 use super::{Format, ImageError};
 use crate::bundle::ImageId;
 use crate::decode::{self, Compression};
+use crate::download::digest::{hex, HashingReader, PrefetchingReader};
 use crate::unpack::{self, Guarded, LowerLink, Route, Unpacker, Whiteout};
 
 /// The largest document (manifest, config, index) kept in memory: real

@@ -17,11 +17,11 @@
 //! was. ops_image and ops_pod both import through [`import`].
 
 pub mod archive;
-pub(crate) use crate::download::digest;
+
 pub mod podman;
 pub mod records;
 mod signature;
-pub(crate) use crate::download as source;
+use crate::download;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,12 +36,12 @@ use crate::lock::{LockError, StoreLock};
 use crate::outcome::{AfterChanges, Refusal};
 use crate::store::{Store, StoreError};
 
+pub use crate::download::Location;
 pub use crate::records::image::Format;
 pub use crate::records::names::same_image;
 pub use crate::records::Runtime;
 pub use podman::{Podman, PodmanCli};
 pub use records::ImageRecord;
-pub use source::Location;
 
 fn podman_said(said: &str) -> String {
     if said.is_empty() {
@@ -356,7 +356,7 @@ fn local_copy(
         Location::Path(path) => Ok(Some(path.clone())),
         remote if needs_file || spec.signature.is_some() => {
             let target = staging.join("download");
-            source::fetch_into(remote, spec.timeout, &target)?;
+            download::fetch_into(remote, spec.timeout, &target)?;
             Ok(Some(target))
         }
         _ => Ok(None),
@@ -374,7 +374,7 @@ fn check_signature(spec: &Import, local: Option<&Path>, staging: &Path) -> Resul
         Location::Path(p) => p.clone(),
         remote => {
             let target = staging.join("signature");
-            source::fetch_into(remote, spec.timeout, &target)?;
+            download::fetch_into(remote, spec.timeout, &target)?;
             target
         }
     };
@@ -554,15 +554,15 @@ fn remote_error(source: &Location, timeout: Duration, error: ImageError) -> Imag
             Location::Http(uri),
             ImageError::Unpack { source, .. } | ImageError::Source { source, .. },
         ) if is_transfer_error(&source) => ImageError::Download {
-            uri: source::redact(uri).into_owned(),
-            reason: source::transfer_failure(&source, timeout),
+            uri: crate::records::uri::redact(uri).into_owned(),
+            reason: download::transfer_failure(&source, timeout),
         },
         (_, e) => e,
     }
 }
 
 fn is_transfer_error(e: &io::Error) -> bool {
-    source::download_error(e).is_some()
+    download::download_error(e).is_some()
         || matches!(
             e.kind(),
             io::ErrorKind::TimedOut

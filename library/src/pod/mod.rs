@@ -176,13 +176,9 @@ impl From<PodError> for Box<Failed> {
     }
 }
 
-/// Every runnable unit of a version, and those ops starts.
-pub(crate) fn version_units(
-    name: &PodName,
-    state: &PodState,
-    version: &Version,
-) -> (Vec<String>, Vec<String>) {
-    let _ = name; // the store keeps each version under its own pod
+/// Every runnable unit of a stored version, and those ops starts (none
+/// for a version not in `state`).
+pub(crate) fn version_units(state: &PodState, version: &Version) -> (Vec<String>, Vec<String>) {
     state
         .versions
         .get(version)

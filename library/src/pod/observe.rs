@@ -148,7 +148,7 @@ fn unit_status(
     let mut all: Vec<String> = state
         .versions
         .keys()
-        .flat_map(|v| version_units(name, state, v).0)
+        .flat_map(|v| version_units(state, v).0)
         .collect();
     if !all.is_empty() || !files.is_empty() {
         all.extend(pod_units(name));

@@ -479,9 +479,9 @@ impl Draft<'_> {
 
     /// `state: absent` without a version: every version goes.
     fn plan_absent_all(&mut self) {
-        let (name, before) = (self.name, &self.observed.state);
+        let before = &self.observed.state;
         for v in before.versions.keys() {
-            let running = self.active(&version_units(name, before, v).0);
+            let running = self.active(&version_units(before, v).0);
             self.stop_first.extend(running);
         }
         self.after = PodState::default();
@@ -493,7 +493,7 @@ impl Draft<'_> {
         if !before.versions.contains_key(v) {
             return Ok(());
         }
-        let running = self.active(&version_units(name, before, v).0);
+        let running = self.active(&version_units(before, v).0);
         if before.current.as_ref() == Some(v) && (self.observed.started || !running.is_empty()) {
             return Err(Refusal(format!(
                 "version {v} of pod {name} is the current version and is started; stop it first \
@@ -521,7 +521,7 @@ impl Draft<'_> {
             self.stop_first.extend(target);
             self.started_after = false;
         }
-        let running = self.active(&version_units(name, &self.after, v).0);
+        let running = self.active(&version_units(&self.after, v).0);
         self.stop_first.extend(running);
     }
 
@@ -533,7 +533,7 @@ impl Draft<'_> {
             self.after.previous = self.after.current.replace(v.clone());
         }
         self.started_after = true;
-        let (_, start) = version_units(name, &self.after, v);
+        let (_, start) = version_units(&self.after, v);
         let new_ports: Vec<u16> = self.after.versions[v]
             .record
             .ports
@@ -541,7 +541,7 @@ impl Draft<'_> {
             .map(|a| a.port)
             .collect();
         for other in before.versions.keys().filter(|o| *o != v) {
-            let running = self.active(&version_units(name, before, other).0);
+            let running = self.active(&version_units(before, other).0);
             // A version holding the ports the new one will listen on must
             // let go of them first (and gets them back if the new one
             // fails); others run until it is up.
@@ -584,9 +584,9 @@ impl Draft<'_> {
         if self.request.state == State::Absent && self.version.is_none() {
             return;
         }
-        let (name, before) = (self.name, &self.observed.state);
+        let before = &self.observed.state;
         for v in pruned(&self.after, keep, self.version.as_ref()) {
-            let running = self.active(&version_units(name, before, &v).0);
+            let running = self.active(&version_units(before, &v).0);
             if self.start.is_some() || self.keep_running.contains(&v) {
                 if !running.is_empty() && !self.keep_running.contains(&v) {
                     self.keep_running.push(v.clone());
@@ -731,7 +731,7 @@ impl Draft<'_> {
             let v = self.version.as_ref().expect("resolved");
             self.start = Some(Start {
                 version: v.clone(),
-                units: version_units(name, &self.after, v).1,
+                units: version_units(&self.after, v).1,
                 restart: true,
                 switch: false,
                 target: None,
@@ -812,7 +812,7 @@ impl Draft<'_> {
             steps.push(Step::Start {
                 version: start.version.clone(),
                 units: start.units.clone(),
-                all: version_units(self.name, &self.after, &start.version).0,
+                all: version_units(&self.after, &start.version).0,
                 restart: start.restart,
             });
         }

@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn verify_complaints_name_the_bundle_file_and_its_line() {
         let unit = crate::bundle::Unit {
-            name: crate::bundle::names::UnitName::parse("web@.service").unwrap(),
+            name: crate::records::names::UnitName::parse("web@.service").unwrap(),
             file: "units/web@.service".into(),
             instances: vec!["1".into()],
             start: true,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::bundle::names::UnitName;
 use crate::bundle::{Pod, Port, Unit};
 use crate::ports::PortRange;
+use crate::records::names::UnitName;
 use crate::systemd::UnitStatus;
 
 const IMAGE: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -158,7 +158,7 @@ impl Host {
     /// The version's units run, and the pod starts at boot.
     fn running(mut self, version: &str) -> Host {
         self.0.started = true;
-        let (all, _) = version_units(&shop(), &self.0.state, &v(version));
+        let (all, _) = version_units(&self.0.state, &v(version));
         for unit in all.into_iter().chain(pod_units(&shop())) {
             self.0.status.insert(unit.clone(), active(&unit));
         }
