@@ -1,6 +1,6 @@
 //! The core of ops: everything the `ops_*` Ansible modules do lives here.
 //!
-//! - [`module`]: the Ansible binary-module protocol (args in, one JSON out).
+//! - [`ansible`]: the Ansible binary-module protocol (args in, one JSON out).
 //! - [`bundle`]: reading and validating a bundle's pod.json into one model.
 //! - [`modules`]: the four modules' options and bodies.
 //! - [`pod`]: deploying, switching and removing pod versions; built on
@@ -14,6 +14,7 @@
 //! - [`ports`]: named host ports, allocated across every deployed version.
 //! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 
+pub mod ansible;
 pub mod atomic;
 pub mod bundle;
 pub mod command;
@@ -22,7 +23,6 @@ pub mod download;
 pub mod facts;
 pub mod image;
 pub mod lock;
-pub mod module;
 pub mod modules;
 pub mod outcome;
 pub mod pod;

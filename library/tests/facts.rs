@@ -54,7 +54,7 @@ impl Host {
             "s3cr3t-value".to_owned(),
         )]));
         pod::run(&request, &mut self.systemd, false, false)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
+            .map_err(|f| ops_core::ansible::error_chain(&f.error))
             .unwrap()
     }
 

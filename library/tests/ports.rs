@@ -59,7 +59,7 @@ impl Host {
 
     fn run(&mut self, request: &Request) -> Result<pod::Report, String> {
         pod::run(request, &mut self.systemd, false, true)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
+            .map_err(|f| ops_core::ansible::error_chain(&f.error))
     }
 
     /// `PORT*` lines of a drop-in, e.g. of `a-1-web@1.service`.
@@ -282,7 +282,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     request.bundle = Some(host.bundle("a", "3", json!(1), json!(["http"])));
     let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
     assert!(
-        ops_core::module::error_chain(&failure.error).contains("rolled back to version 2"),
+        ops_core::ansible::error_chain(&failure.error).contains("rolled back to version 2"),
         "{:?}",
         failure.error
     );
@@ -306,7 +306,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     request.bundle = Some(host.bundle("a", "4", json!(1), json!(["http"])));
     request.rollback = false;
     let failure = pod::run(&request, &mut host.systemd, false, false).unwrap_err();
-    let msg = ops_core::module::error_chain(&failure.error);
+    let msg = ops_core::ansible::error_chain(&failure.error);
     assert!(
         msg.contains(
             "version 2 stays stopped (its units were stopped first, for the ports they share)"
@@ -576,7 +576,7 @@ fn concurrent_deploys_of_different_pods_never_share_a_port() {
                 s.spawn(move || {
                     let mut systemd = Recording::default();
                     pod::run(&request, &mut systemd, false, false)
-                        .map_err(|f| ops_core::module::error_chain(&f.error))
+                        .map_err(|f| ops_core::ansible::error_chain(&f.error))
                         .unwrap()
                 })
             })

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ops_core::module::{run_guarded, Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use ops_core::ansible::{run_guarded, Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -217,7 +217,7 @@ fn numbers_past_their_bounds_are_refused_by_name() {
 /// say, and nothing past it is computed from them.
 #[test]
 fn the_largest_accepted_numbers_are_accepted() {
-    use ops_core::module::args::MAX_SECONDS;
+    use ops_core::ansible::args::MAX_SECONDS;
     use ops_core::modules::pod::OpsPod;
     let root = tempfile::tempdir().unwrap();
     let result = run_guarded::<OpsPod>(json!({

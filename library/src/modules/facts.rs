@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use serde_json::Map;
 
+use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::PodName;
 use crate::facts;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::store::Store;
 use crate::systemd::Systemctl;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::ImageId;
 use crate::image::{self, Location, Runtime};
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::{PodName, Version};
 use crate::image::Runtime;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::pod;
 use crate::records::names::check_env_name;
 use crate::systemd::Systemctl;

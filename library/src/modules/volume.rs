@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::image::Location;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::records::names::{PodName, Version};
 use crate::systemd::Systemctl;
 use crate::volume::{self, Checksum, Settings};

@@ -539,7 +539,7 @@ impl Run<'_> {
                     .any(|d| matches!(d.step, Step::Started(_)));
                 match self.undo() {
                     Err(e) => {
-                        undo_error = Some(crate::module::error_chain(&e));
+                        undo_error = Some(crate::ansible::error_chain(&e));
                         "the run was undone only in part".to_owned()
                     }
                     Ok(()) if self.undone.is_empty() => {
@@ -612,7 +612,7 @@ impl Run<'_> {
         }
         self.report.changed = !left.is_empty() || undo_error.is_some();
         PodError::AfterChanges(Box::new(AfterChanges {
-            cause: crate::module::error_chain(&cause),
+            cause: crate::ansible::error_chain(&cause),
             outcome,
             undone: std::mem::take(&mut self.undone),
             undo_error,
