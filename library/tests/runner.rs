@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ops_core::ansible::{run_guarded, Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use ops_core::ansible::{
+    run_guarded, Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -36,17 +38,17 @@ impl Module for Echo {
         module: "ops_echo",
         options: &[
             Opt::new("name", Kind::Str, "").required(),
-            Opt::new("count", Kind::Int, "").default(Default::Int(1)),
-            Opt::new("force", Kind::Bool, "").default(Default::Bool(false)),
+            Opt::new("count", Kind::Int, "").default(DefaultValue::Int(1)),
+            Opt::new("force", Kind::Bool, "").default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("path", Kind::Path, ""),
             Opt::new("uri", Kind::Str, ""),
             Opt::new("env", Kind::Dict(&Kind::Str), "").no_log(),
             Opt::new("outcome", Kind::Str, "")
                 .choices(&["ok", "fail", "panic"])
-                .default(Default::Str("ok")),
+                .default(DefaultValue::Str("ok")),
         ],
         mutually_exclusive: &[&["path", "uri"]],
     };

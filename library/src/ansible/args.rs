@@ -46,20 +46,21 @@ impl Kind {
     }
 }
 
-/// A default value of an option.
+/// A default value of an option. (Not `Default`: that would shadow the
+/// prelude's trait wherever options are declared.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Default {
+pub enum DefaultValue {
     Str(&'static str),
     Bool(bool),
     Int(i64),
 }
 
-impl Default {
+impl DefaultValue {
     fn to_value(self) -> Value {
         match self {
-            Default::Str(s) => Value::from(s),
-            Default::Bool(b) => Value::from(b),
-            Default::Int(i) => Value::from(i),
+            DefaultValue::Str(s) => Value::from(s),
+            DefaultValue::Bool(b) => Value::from(b),
+            DefaultValue::Int(i) => Value::from(i),
         }
     }
 }
@@ -70,7 +71,7 @@ pub struct Opt {
     pub name: &'static str,
     pub kind: Kind,
     pub required: bool,
-    pub default: Option<Default>,
+    pub default: Option<DefaultValue>,
     pub choices: &'static [&'static str],
     /// The value is a secret: never echoed in messages.
     pub no_log: bool,
@@ -99,7 +100,7 @@ impl Opt {
         self.required = true;
         self
     }
-    pub const fn default(mut self, default: Default) -> Self {
+    pub const fn default(mut self, default: DefaultValue) -> Self {
         self.default = Some(default);
         self
     }
@@ -526,11 +527,11 @@ mod tests {
         module: "ops_test",
         options: &[
             Opt::new("name", Kind::Str, "a name").required(),
-            Opt::new("count", Kind::Int, "a count").default(Default::Int(3)),
-            Opt::new("force", Kind::Bool, "a flag").default(Default::Bool(false)),
+            Opt::new("count", Kind::Int, "a count").default(DefaultValue::Int(3)),
+            Opt::new("force", Kind::Bool, "a flag").default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "a state")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("path", Kind::Path, "a path"),
             Opt::new("uri", Kind::Str, "a uri"),
             Opt::new("tags", Kind::List(&Kind::Str), "tags"),

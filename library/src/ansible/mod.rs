@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-pub use args::{Context, Default, Kind, Opt, Spec};
+pub use args::{Context, DefaultValue, Kind, Opt, Spec};
 
 /// One Ansible module.
 pub trait Module {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::ImageId;
 use crate::image::{self, Location, Runtime};
 
@@ -57,24 +57,24 @@ impl Module for OpsImage {
                 Kind::Bool,
                 "Refuse an image without a valid signature.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new("runtime", Kind::Str, "Where the image goes.")
                 .choices(&["systemd", "podman"])
-                .default(Default::Str("systemd")),
+                .default(DefaultValue::Str("systemd")),
             Opt::new("state", Kind::Str, "Whether the image should be present.")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("timeout", Kind::Int, "Seconds a download may take.")
-                .default(Default::Int(600))
+                .default(DefaultValue::Int(600))
                 .seconds(),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
         ],
         mutually_exclusive: &[&["path", "uri"]],

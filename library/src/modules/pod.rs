@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::{PodName, Version};
 use crate::image::Runtime;
 use crate::pod;
@@ -63,7 +63,7 @@ impl Module for OpsPod {
             ),
             Opt::new("state", Kind::Str, "What the version should be.")
                 .choices(&["present", "started", "stopped", "restarted", "absent"])
-                .default(Default::Str("started")),
+                .default(DefaultValue::Str("started")),
             Opt::new(
                 "keep",
                 Kind::Int,
@@ -77,15 +77,15 @@ impl Module for OpsPod {
             )
             .no_log(),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new("unit_dir", Kind::Path, "systemd's unit directory.")
-                .default(Default::Str("/etc/systemd/system")),
+                .default(DefaultValue::Str("/etc/systemd/system")),
             Opt::new(
                 "start_timeout",
                 Kind::Int,
                 "Seconds to wait for the units to come up.",
             )
-            .default(Default::Int(60))
+            .default(DefaultValue::Int(60))
             .seconds(),
             Opt::new(
                 "min_up_time",
@@ -93,20 +93,20 @@ impl Module for OpsPod {
                 "Seconds each started unit must stay up, without restarting, to count as up; \
                  0 takes systemd's word (active, or ready for Type=notify).",
             )
-            .default(Default::Int(1))
+            .default(DefaultValue::Int(1))
             .seconds(),
             Opt::new(
                 "rollback",
                 Kind::Bool,
                 "Go back to the previous version when the new one does not come up.",
             )
-            .default(Default::Bool(true)),
+            .default(DefaultValue::Bool(true)),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
             Opt::new(
                 "runtime",
@@ -125,13 +125,13 @@ impl Module for OpsPod {
                 Kind::Bool,
                 "Refuse an image of the pod that has no valid signature.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "download_timeout",
                 Kind::Int,
                 "Seconds an image download may take.",
             )
-            .default(Default::Int(600))
+            .default(DefaultValue::Int(600))
             .seconds(),
             Opt::new(
                 "ports",
@@ -144,7 +144,7 @@ impl Module for OpsPod {
                 Kind::Str,
                 "Where assigned ports come from: LOW-HIGH.",
             )
-            .default(Default::Str("30000-32767")),
+            .default(DefaultValue::Str("30000-32767")),
         ],
         mutually_exclusive: &[],
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::ansible::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::image::Location;
 use crate::records::names::{PodName, Version};
 use crate::systemd::Systemctl;
@@ -73,37 +73,37 @@ impl Module for OpsVolume {
                 Kind::Bool,
                 "Replace the contents when the archive differs from the one extracted.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "allow_special_files",
                 Kind::Bool,
                 "Create the archive's device nodes and fifos instead of refusing the archive.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "keep_setuid",
                 Kind::Bool,
                 "Keep setuid, setgid and sticky bits instead of dropping them.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "Whether the volume should exist.")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new(
                 "timeout",
                 Kind::Int,
                 "Seconds a download (or a restart) may take.",
             )
-            .default(Default::Int(600))
+            .default(DefaultValue::Int(600))
             .seconds(),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
         ],
         mutually_exclusive: &[],
