@@ -193,6 +193,23 @@ fn join_messages(messages: &[String]) -> String {
 /// Check `raw` against `spec`: returns the normalised options (coerced,
 /// defaults filled, absent options left out) and the task context.
 pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), ArgsError> {
+    let raw = args_object(raw)?;
+    let mut errors = Vec::new();
+    let (context, user) = split_context(spec, raw, &mut errors);
+    if let Some(message) = unsupported(spec, &user) {
+        errors.push(message);
+    }
+    let options = check_options(spec, &user, &mut errors);
+    check_exclusive(spec, &user, &mut errors);
+    if errors.is_empty() {
+        Ok((options, context))
+    } else {
+        Err(ArgsError(errors))
+    }
+}
+
+/// The arguments as a JSON object, unwrapped from `ANSIBLE_MODULE_ARGS`.
+fn args_object(raw: Value) -> Result<Map<String, Value>, ArgsError> {
     let mut raw = match raw {
         Value::Object(map) => map,
         other => {
@@ -208,17 +225,23 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             raw = inner;
         }
     }
+    Ok(raw)
+}
 
-    let mut errors = Vec::new();
+/// Splits the `_ansible_*` keys off into the task context; the rest are
+/// the user's options.
+fn split_context(
+    spec: &Spec,
+    raw: Map<String, Value>,
+    errors: &mut Vec<String>,
+) -> (Context, Map<String, Value>) {
     let mut context = Context::new(spec.module);
     let mut user = Map::new();
     for (key, value) in raw {
         match key.as_str() {
-            "_ansible_check_mode" => {
-                context.check_mode = internal_bool(&key, &value, &mut errors);
-            }
-            "_ansible_diff" => context.diff = internal_bool(&key, &value, &mut errors),
-            "_ansible_no_log" => context.no_log = internal_bool(&key, &value, &mut errors),
+            "_ansible_check_mode" => context.check_mode = internal_bool(&key, &value, errors),
+            "_ansible_diff" => context.diff = internal_bool(&key, &value, errors),
+            "_ansible_no_log" => context.no_log = internal_bool(&key, &value, errors),
             "_ansible_verbosity" => match to_int(&value) {
                 Ok(v) => context.verbosity = u8::try_from(v.clamp(0, 255)).unwrap_or(u8::MAX),
                 Err(e) => errors.push(format!("{key}: {e}")),
@@ -230,24 +253,37 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             }
         }
     }
+    (context, user)
+}
 
+/// Ansible's message for options the spec does not have, if any.
+fn unsupported(spec: &Spec, user: &Map<String, Value>) -> Option<String> {
     let mut unsupported: Vec<&str> = user
         .keys()
         .map(String::as_str)
         .filter(|k| spec.option(k).is_none())
         .collect();
-    if !unsupported.is_empty() {
-        unsupported.sort_unstable();
-        let mut supported: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
-        supported.sort_unstable();
-        errors.push(format!(
-            "Unsupported parameters for ({}) module: {}. Supported parameters include: {}.",
-            spec.module,
-            unsupported.join(", "),
-            supported.join(", ")
-        ));
+    if unsupported.is_empty() {
+        return None;
     }
+    unsupported.sort_unstable();
+    let mut supported: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
+    supported.sort_unstable();
+    Some(format!(
+        "Unsupported parameters for ({}) module: {}. Supported parameters include: {}.",
+        spec.module,
+        unsupported.join(", "),
+        supported.join(", ")
+    ))
+}
 
+/// Every option of the spec: coerced and checked if given, its default if
+/// not; the required ones missing are reported in one message.
+fn check_options(
+    spec: &Spec,
+    user: &Map<String, Value>,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
     let mut options = Map::new();
     let mut missing = Vec::new();
     for opt in spec.options {
@@ -268,24 +304,7 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                         Err(e) => errors.push(e),
                     }
                 }
-                Err(reason) => errors.push(format!(
-                    "argument '{}' is of type {} and we were unable to convert to {}: {}",
-                    opt.name,
-                    python_type(value),
-                    opt.kind.ansible_name(),
-                    match (opt.no_log, opt.kind) {
-                        // Which key is wrong is no secret; its value is.
-                        (true, Kind::Dict(element)) if reason.starts_with("key '") =>
-                            format!(
-                            "{}: its value cannot be converted to {} (the value is hidden: no_log)",
-                            reason.split_once("': ").map_or(reason.as_str(), |(k, _)| k).to_owned()
-                                + "'",
-                            element.ansible_name()
-                        ),
-                        (true, _) => "the value is hidden (no_log)".to_owned(),
-                        (false, _) => reason,
-                    }
-                )),
+                Err(reason) => errors.push(conversion_error(opt, value, reason)),
             },
         }
     }
@@ -296,6 +315,34 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             missing.join(", ")
         ));
     }
+    options
+}
+
+/// Ansible's message for a value that is not of the option's type.
+fn conversion_error(opt: &Opt, value: &Value, reason: String) -> String {
+    format!(
+        "argument '{}' is of type {} and we were unable to convert to {}: {}",
+        opt.name,
+        python_type(value),
+        opt.kind.ansible_name(),
+        match (opt.no_log, opt.kind) {
+            // Which key is wrong is no secret; its value is.
+            (true, Kind::Dict(element)) if reason.starts_with("key '") => format!(
+                "{}: its value cannot be converted to {} (the value is hidden: no_log)",
+                reason
+                    .split_once("': ")
+                    .map_or(reason.as_str(), |(k, _)| k)
+                    .to_owned()
+                    + "'",
+                element.ansible_name()
+            ),
+            (true, _) => "the value is hidden (no_log)".to_owned(),
+            (false, _) => reason,
+        }
+    )
+}
+
+fn check_exclusive(spec: &Spec, user: &Map<String, Value>, errors: &mut Vec<String>) {
     for group in spec.mutually_exclusive {
         let given = group
             .iter()
@@ -307,12 +354,6 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                 group.join("|")
             ));
         }
-    }
-
-    if errors.is_empty() {
-        Ok((options, context))
-    } else {
-        Err(ArgsError(errors))
     }
 }
 
@@ -383,44 +424,54 @@ fn coerce(kind: Kind, value: &Value) -> Result<Value, String> {
         Kind::Path => to_str(value).map(|s| Value::String(expand_home(s))),
         Kind::Bool => to_bool(value).map(Value::Bool),
         Kind::Int => to_int(value).map(|i| Value::Number(Number::from(i))),
-        Kind::List(element) => {
-            let items: Vec<Value> = match value {
-                Value::Array(items) => items.clone(),
-                Value::String(s) if s.trim().is_empty() => Vec::new(),
-                Value::String(s) => s.split(',').map(|item| Value::from(item.trim())).collect(),
-                Value::Number(_) => vec![value.clone()],
-                _ => return Err(format!("{} cannot be converted to a list", render(value))),
-            };
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| coerce(*element, item).map_err(|e| format!("element {i}: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array)
-        }
-        Kind::Dict(element) => {
-            let map = match value {
-                Value::Object(map) => map.clone(),
-                Value::String(s) if s.trim_start().starts_with('{') => {
-                    match serde_json::from_str::<Value>(s) {
-                        Ok(Value::Object(map)) => map,
-                        _ => return Err("the string is not a valid JSON object".to_owned()),
-                    }
-                }
-                Value::String(s) => key_value_pairs(s)?,
-                _ => return Err(format!("{} cannot be converted to a dict", render(value))),
-            };
-            map.into_iter()
-                .map(|(k, v)| {
-                    coerce(*element, &v)
-                        .map(|v| (k.clone(), v))
-                        .map_err(|e| format!("key '{k}': {e}"))
-                })
-                .collect::<Result<Map<_, _>, _>>()
-                .map(Value::Object)
-        }
+        Kind::List(element) => coerce_list(*element, value),
+        Kind::Dict(element) => coerce_dict(*element, value),
     }
 }
+
+/// A list, or a comma-separated string, each element coerced to `element`.
+fn coerce_list(element: Kind, value: &Value) -> Result<Value, String> {
+    let items: Vec<Value> = match value {
+        Value::Array(items) => items.clone(),
+        Value::String(s) if s.trim().is_empty() => Vec::new(),
+        Value::String(s) => s.split(',').map(|item| Value::from(item.trim())).collect(),
+        Value::Number(_) => vec![value.clone()],
+        _ => return Err(format!("{} cannot be converted to a list", render(value))),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| coerce(element, item).map_err(|e| format!("element {i}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// A JSON object, or a string holding one or `k=v` pairs, each value
+/// coerced to `element`.
+fn coerce_dict(element: Kind, value: &Value) -> Result<Value, String> {
+    let map = match value {
+        Value::Object(map) => map.clone(),
+        Value::String(s) if s.trim_start().starts_with(JSON_OBJECT_START) => {
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err("the string is not a valid JSON object".to_owned()),
+            }
+        }
+        Value::String(s) => key_value_pairs(s)?,
+        _ => return Err(format!("{} cannot be converted to a dict", render(value))),
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            coerce(element, &v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("key '{k}': {e}"))
+        })
+        .collect::<Result<Map<_, _>, _>>()
+        .map(Value::Object)
+}
+
+/// How a string holding a JSON object starts (Ansible's test, too).
+const JSON_OBJECT_START: char = '{';
 
 /// `k1=v1, k2=v2` or `k1=v1 k2=v2`, as Ansible's `check_type_dict` reads it.
 fn key_value_pairs(s: &str) -> Result<Map<String, Value>, String> {
