@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
@@ -20,11 +21,23 @@ pub struct Options {
     pub signature: Option<String>,
     pub keyring: Option<PathBuf>,
     pub require_signature: bool,
-    pub runtime: String,
-    pub state: String,
+    pub runtime: Runtime,
+    #[serde(deserialize_with = "read_state")]
+    pub state: image::State,
     pub timeout: i64,
     pub root: PathBuf,
     pub lock_timeout: i64,
+}
+
+/// `state`, read once into the engine's enum where the options are read;
+/// the spec has already checked it is one of the choices.
+fn read_state<'de, D: Deserializer<'de>>(d: D) -> Result<image::State, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "present" => Ok(image::State::Present),
+        "absent" => Ok(image::State::Absent),
+        _ => Err(D::Error::custom(format!("unknown state {s}"))),
+    }
 }
 
 #[derive(Debug)]
@@ -163,10 +176,6 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             options.root.display()
         ));
     }
-    let state = match options.state.as_str() {
-        "absent" => image::State::Absent,
-        _ => image::State::Present,
-    };
     match (id, problems.is_empty()) {
         (Some(id), true) => Ok(image::Request {
             id,
@@ -174,8 +183,8 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             signature,
             keyring: options.keyring,
             require_signature: options.require_signature,
-            runtime: Runtime::parse(&options.runtime).expect("the spec checks the choices"),
-            state,
+            runtime: options.runtime,
+            state: options.state,
             timeout,
             root: crate::atomic::resolve(&options.root),
             lock_timeout,
@@ -195,4 +204,25 @@ fn values(report: &image::Report) -> Map<String, Value> {
     values.insert("used_by".into(), json!(report.used_by));
     values.insert("actions".into(), json!(report.actions));
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_choice_reads_into_the_enum() {
+        for choice in OpsImage::SPEC.option("state").expect("state").choices {
+            assert!(read_state(Value::from(*choice)).is_ok(), "{choice}");
+        }
+        assert!(read_state(Value::from("gone")).is_err());
+    }
+
+    #[test]
+    fn every_runtime_choice_reads_into_the_enum() {
+        for choice in OpsImage::SPEC.option("runtime").expect("runtime").choices {
+            let read = Runtime::deserialize(Value::from(*choice)).expect("a runtime");
+            assert_eq!(read.name(), *choice);
+        }
+    }
 }

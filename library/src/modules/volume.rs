@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
@@ -27,10 +28,22 @@ pub struct Options {
     pub replace: bool,
     pub allow_special_files: bool,
     pub keep_setuid: bool,
-    pub state: String,
+    #[serde(deserialize_with = "read_state")]
+    pub state: volume::State,
     pub root: PathBuf,
     pub timeout: i64,
     pub lock_timeout: i64,
+}
+
+/// `state`, read once into the engine's enum where the options are read;
+/// the spec has already checked it is one of the choices.
+fn read_state<'de, D: Deserializer<'de>>(d: D) -> Result<volume::State, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "present" => Ok(volume::State::Present),
+        "absent" => Ok(volume::State::Absent),
+        _ => Err(D::Error::custom(format!("unknown state {s}"))),
+    }
 }
 
 #[derive(Debug)]
@@ -270,11 +283,7 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
                 keep_setuid: options.keep_setuid,
             },
             replace: options.replace,
-            state: if options.state == "absent" {
-                volume::State::Absent
-            } else {
-                volume::State::Present
-            },
+            state: options.state,
             root: crate::atomic::resolve(&options.root),
             timeout,
             lock_timeout,
@@ -292,4 +301,17 @@ fn values(report: &volume::Report) -> Map<String, Value> {
     values.insert("bytes".into(), json!(report.bytes));
     values.insert("actions".into(), json!(report.actions));
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_choice_reads_into_the_enum() {
+        for choice in OpsVolume::SPEC.option("state").expect("state").choices {
+            assert!(read_state(Value::from(*choice)).is_ok(), "{choice}");
+        }
+        assert!(read_state(Value::from("gone")).is_err());
+    }
 }
