@@ -17,6 +17,7 @@
 pub mod ansible;
 pub mod atomic;
 pub mod bundle;
+mod clock;
 pub mod command;
 pub mod decode;
 pub mod download;

@@ -23,12 +23,13 @@ pub mod extract;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::atomic::{self, FsError};
 use crate::bundle::{Pod, Volume};
+use crate::clock::now;
 use crate::command::CommandError;
 use crate::decode;
 use crate::download::{DownloadError, Location};
@@ -139,12 +140,6 @@ pub struct LocalArchive {
     pub checksum: Option<Checksum>,
     /// The sha256 the plan was made with, when it was read before.
     pub planned: Option<String>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `pods/<pod>/<version>/volumes/<name>` of a version directory.
