@@ -940,7 +940,7 @@ fn restart_users(
     let running: Vec<String> = match systemd.show(&all) {
         Ok(statuses) => statuses
             .into_iter()
-            .filter(|s| matches!(s.active.as_str(), "active" | "activating" | "reloading"))
+            .filter(|s| s.active_state().is_running())
             .map(|s| s.unit)
             .collect(),
         Err(source) => return Err(not_restarted(request, all.join(" "), report, source)),
