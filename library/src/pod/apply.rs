@@ -263,7 +263,9 @@ impl Run<'_> {
                     let location = match source {
                         Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
                         Source::Uri(u) => Location::parse(u).map_err(|e| {
-                            failed(volume::VolumeError::Refused(format!("data: {e}")))
+                            failed(volume::VolumeError::Refused(crate::outcome::Refusal::new(
+                                format!("data: {e}"),
+                            )))
                         })?,
                     };
                     // `volumes/` is on the way to every volume, which

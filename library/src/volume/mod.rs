@@ -71,7 +71,7 @@ pub enum VolumeError {
         then: String,
     },
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error(transparent)]
     Source(#[from] DownloadError),
     #[error(transparent)]
@@ -83,7 +83,11 @@ pub enum VolumeError {
     #[error(transparent)]
     Systemd(#[from] CommandError),
     /// The new contents are in place; the units that used the old ones
-    /// could not be restarted. The host was changed.
+    /// could not be restarted. The host was changed: a failure after
+    /// changes, with [`VolumeError::done`] saying what stays changed. Not an
+    /// [`crate::outcome::AfterChanges`]: nothing is undone, and its message
+    /// leads with what the volume now holds, which that layout (cause
+    /// first) would reorder.
     #[error("volume {volume} now holds the new contents, but {units} did not restart")]
     NotRestarted {
         volume: String,
@@ -395,7 +399,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
     let state = store.read_pod(&request.pod)?;
     let Some(stored) = state.versions.get(&request.version) else {
         let deployed: Vec<&str> = state.by_age().iter().map(|v| v.as_str()).collect();
-        return Err(VolumeError::Refused(format!(
+        return Err(VolumeError::Refused(Refusal::new(format!(
             "version {} of pod {} is not deployed (deployed versions: {}); \
              a volume belongs to a deployed pod version",
             request.version,
@@ -405,7 +409,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
             } else {
                 deployed.join(", ")
             }
-        )));
+        ))));
     };
     let volumes = &stored.record.pod.volumes;
     volumes
@@ -414,7 +418,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
         .cloned()
         .ok_or_else(|| {
             let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
-            VolumeError::Refused(format!(
+            VolumeError::Refused(Refusal::new(format!(
                 "pod {} version {} declares no volume {:?} (its volumes: {})",
                 request.pod,
                 request.version,
@@ -424,7 +428,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
                 } else {
                     names.join(", ")
                 }
-            ))
+            )))
         })
 }
 
@@ -656,7 +660,7 @@ fn plan(
             if request.replace || (record.digest.is_none() && found.empty) {
                 return Ok(Some(Change::Build { replacing: true }));
             }
-            return Err(VolumeError::Refused(format!(
+            return Err(VolumeError::Refused(Refusal::new(format!(
                 "{volume} holds {}; the archive {shown} is {}: a deployed version's volume \
                  data is replaced only when asked: set replace: true to replace it (or deploy \
                  the new data with a new version of the pod); nothing was changed",
@@ -665,7 +669,7 @@ fn plan(
                     None => "data written since it was created empty".to_owned(),
                 },
                 digests.sha256
-            )));
+            ))));
         }
         // The same archive, extracted keeping or dropping setuid bits
         // otherwise than asked: only extracting it again makes it so.
@@ -673,12 +677,12 @@ fn plan(
             if request.replace {
                 return Ok(Some(Change::Build { replacing: true }));
             }
-            return Err(VolumeError::Refused(format!(
+            return Err(VolumeError::Refused(Refusal::new(format!(
                 "{volume} was extracted from {shown} with keep_setuid: {kept}; keep_setuid: {} \
                  means extracting it again, which replaces its contents: set replace: true to \
                  do so; nothing was changed",
                 settings.keep_setuid
-            )));
+            ))));
         }
     }
     let mode = settings.mode.is_some_and(|m| m != record.mode);
@@ -691,11 +695,11 @@ fn plan(
         if request.replace {
             return Ok(Some(Change::Build { replacing: true }));
         }
-        return Err(VolumeError::Refused(format!(
+        return Err(VolumeError::Refused(Refusal::new(format!(
             "{volume} keeps setuid bits (keep_setuid: true): its owner is changed by extracting \
              it again, not in place (files its services made must not get setuid bits of a new \
              owner): set replace: true to do so; nothing was changed"
-        )));
+        ))));
     }
     Ok((mode || owner).then_some(Change::Adjust { mode, owner }))
 }
@@ -1075,7 +1079,7 @@ pub fn check_bundle(
         };
         let shown = source.text();
         let location = Location::of(source, &new.bundle_dir)
-            .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?;
+            .map_err(|e| failed(VolumeError::Refused(Refusal::new(format!("data: {e}")))))?;
         if !deployed {
             check_archive_start(&location, &shown, timeout).map_err(failed)?;
             continue;
