@@ -33,7 +33,7 @@ pub enum Kind {
 
 impl Kind {
     /// The name Ansible uses for the type in docs and messages.
-    pub fn ansible_name(self) -> &'static str {
+    pub(crate) fn ansible_name(self) -> &'static str {
         match self {
             Kind::Str => "str",
             Kind::Bool => "bool",
@@ -176,7 +176,7 @@ impl Context {
 /// wording; they are reported together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", join_messages(.0))]
-pub struct ArgsError(pub Vec<String>);
+pub(crate) struct ArgsError(pub(crate) Vec<String>);
 
 /// Ansible's own messages may end with a full stop; don't add a `;` to it.
 fn join_messages(messages: &[String]) -> String {
@@ -192,7 +192,7 @@ fn join_messages(messages: &[String]) -> String {
 
 /// Check `raw` against `spec`: returns the normalised options (coerced,
 /// defaults filled, absent options left out) and the task context.
-pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), ArgsError> {
+pub(crate) fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), ArgsError> {
     let raw = args_object(raw)?;
     let mut errors = Vec::new();
     let (context, user) = split_context(spec, raw, &mut errors);
@@ -511,7 +511,7 @@ const TRUE_WORDS: &[&str] = &["y", "yes", "on", "1", "true", "t"];
 const FALSE_WORDS: &[&str] = &["n", "no", "off", "0", "false", "f"];
 
 /// Ansible's `boolean()`: the same spellings, the same refusal.
-pub fn to_bool(value: &Value) -> Result<bool, String> {
+pub(crate) fn to_bool(value: &Value) -> Result<bool, String> {
     let word = match value {
         Value::Bool(b) => return Ok(*b),
         Value::String(s) => s.trim().to_ascii_lowercase(),

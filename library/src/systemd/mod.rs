@@ -16,7 +16,7 @@ mod systemctl;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-pub use systemctl::{Systemctl, Unsupported, MINIMUM_VERSION};
+pub use systemctl::{Systemctl, Unsupported};
 
 pub use crate::command::CommandError;
 
@@ -45,7 +45,7 @@ pub struct UnitStatus {
 /// What systemd's own exit codes mean (systemd.exec(5), "Process Exit
 /// Codes"): the service failed before its program ran, so it logged
 /// nothing itself.
-pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
+pub(crate) fn exit_status_meaning(status: i64) -> Option<&'static str> {
     if !(200..=255).contains(&status) {
         return None;
     }
@@ -72,7 +72,7 @@ pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
 /// systemd's `ActiveState`, read in one place: what ops decides on. The
 /// raw word stays in [`UnitStatus::active`], for messages and facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActiveState {
+pub(crate) enum ActiveState {
     Active,
     /// Active, reloading its configuration.
     Reloading,
@@ -88,7 +88,7 @@ pub enum ActiveState {
 impl ActiveState {
     /// Reads systemd's word. Empty (a unit systemd has not loaded, or a
     /// state it did not report) counts as inactive: such a unit does not run.
-    pub fn parse(word: &str) -> ActiveState {
+    pub(crate) fn parse(word: &str) -> ActiveState {
         match word {
             "active" => ActiveState::Active,
             "reloading" => ActiveState::Reloading,
@@ -101,28 +101,28 @@ impl ActiveState {
     }
 
     /// Up: active, reloading included.
-    pub fn is_active(self) -> bool {
+    pub(crate) fn is_active(self) -> bool {
         matches!(self, ActiveState::Active | ActiveState::Reloading)
     }
 
     /// Up or on its way up: a unit whose work would be cut short.
-    pub fn is_running(self) -> bool {
+    pub(crate) fn is_running(self) -> bool {
         self.is_active() || self == ActiveState::Activating
     }
 }
 
 impl UnitStatus {
-    pub fn active_state(&self) -> ActiveState {
+    pub(crate) fn active_state(&self) -> ActiveState {
         ActiveState::parse(&self.active)
     }
 
     /// Anything but stopped: running, starting, stopping or failed.
-    pub fn needs_stopping(&self) -> bool {
+    pub(crate) fn needs_stopping(&self) -> bool {
         self.active_state() != ActiveState::Inactive
     }
 
     /// Not running: inactive (or never loaded), or failed.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         matches!(
             self.active_state(),
             ActiveState::Inactive | ActiveState::Failed
@@ -131,7 +131,7 @@ impl UnitStatus {
 
     /// Up as ops means it: active, or a one-shot service that ran and
     /// succeeded.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         match self.active_state() {
             ActiveState::Active => true,
             ActiveState::Inactive => self.service_type == "oneshot" && self.result == "success",
@@ -171,7 +171,7 @@ pub trait Systemd {
 /// never started, a unit whose file was just removed); such a unit does
 /// not run, so that is no failure of the stop. Any other failure is one
 /// only if a unit still runs after it.
-pub fn stop_units(systemd: &mut dyn Systemd, units: &[String]) -> Result<(), CommandError> {
+pub(crate) fn stop_units(systemd: &mut dyn Systemd, units: &[String]) -> Result<(), CommandError> {
     if units.is_empty() {
         return Ok(());
     }
