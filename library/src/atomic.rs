@@ -441,7 +441,7 @@ mod tests {
                 err.to_string(),
                 format!("cannot write through {}", planted.display())
             );
-            let chain = crate::module::error_chain(&err);
+            let chain = crate::ansible::error_chain(&err);
             assert!(
                 chain.contains("is a symlink that ops did not make"),
                 "{chain}"

@@ -21,7 +21,7 @@ use crate::image::{records, Runtime};
 use crate::ports;
 use crate::records::pod::{Unit, Volume};
 use crate::store::{PodState, Store, StoreError, StoredVersion};
-use crate::systemd::{CommandError, Systemd, UnitStatus};
+use crate::systemd::{ActiveState, CommandError, Systemd, UnitStatus};
 use crate::units;
 use crate::volume;
 
@@ -325,7 +325,7 @@ fn version_facts(
     at_boot: bool,
 ) -> VersionFacts {
     let record = &stored.record;
-    let mut states: Vec<(bool, &str)> = Vec::new();
+    let mut states: Vec<(bool, ActiveState)> = Vec::new();
     let units = record
         .pod
         .units
@@ -364,13 +364,13 @@ fn version_facts(
 /// A unit and the state of each of its instances. `current_at_boot`: the
 /// version is current and the pod starts at boot. Each instance's `(ops
 /// starts it, ActiveState)` is added to `states` when systemd was asked.
-fn unit_facts<'a>(
-    host: &'a Host,
+fn unit_facts(
+    host: &Host,
     name: &PodName,
     version: &Version,
     unit: &Unit,
     current_at_boot: bool,
-    states: &mut Vec<(bool, &'a str)>,
+    states: &mut Vec<(bool, ActiveState)>,
 ) -> UnitFacts {
     let instances = units::runnable(name, version, unit)
         .into_iter()
@@ -380,7 +380,7 @@ fn unit_facts<'a>(
             // A unit systemd has not loaded is not running.
             let active = shown.map(|s| s.map_or("inactive", |s| s.active.as_str()));
             if let Some(active) = active {
-                states.push((unit.start, active));
+                states.push((unit.start, ActiveState::parse(active)));
             }
             InstanceFacts {
                 active_state: active.map(str::to_owned),
@@ -433,18 +433,17 @@ fn port_facts(a: &ports::Allocation) -> PortFacts {
 
 /// A version's state from its units' active states (`(ops starts it,
 /// ActiveState)` per runnable unit).
-fn version_state(units: &[(bool, &str)], current: bool) -> &'static str {
-    let up = |s: &str| matches!(s, "active" | "reloading");
-    if units.iter().any(|(_, s)| *s == "failed") {
+fn version_state(units: &[(bool, ActiveState)], current: bool) -> &'static str {
+    if units.iter().any(|(_, s)| *s == ActiveState::Failed) {
         return "failed";
     }
-    let started: Vec<&str> = units
+    let started: Vec<ActiveState> = units
         .iter()
         .filter(|(start, _)| *start)
         .map(|(_, s)| *s)
         .collect();
-    let any_up = units.iter().any(|(_, s)| up(s) || *s == "activating");
-    if !started.is_empty() && started.iter().all(|s| up(s)) {
+    let any_up = units.iter().any(|(_, s)| s.is_running());
+    if !started.is_empty() && started.iter().all(|s| s.is_active()) {
         "running"
     } else if any_up {
         "partial"

@@ -359,7 +359,7 @@ mod tests {
                 started.elapsed() < Duration::from_secs(5),
                 "{target}: no wait"
             );
-            let shown = crate::module::error_chain(&error);
+            let shown = crate::ansible::error_chain(&error);
             assert!(
                 shown.contains("lock: it is a symlink that ops did not make"),
                 "{target}: {shown}"

@@ -59,7 +59,7 @@ fn a_missing_bundle_says_which_file() {
     let error = bundle::load(&fixtures().join("bundles/nowhere")).unwrap_err();
     assert!(matches!(error, BundleError::Read { .. }));
     assert_eq!(
-        ops_core::module::error_chain(&error),
+        ops_core::ansible::error_chain(&error),
         "cannot read the bundle ../tests/fixtures/bundles/nowhere: No such file or directory (os error 2)"
     );
 }
@@ -129,7 +129,7 @@ fn the_published_schema_matches_the_code() {
 fn load_within_seconds(path: PathBuf) -> Result<bundle::Bundle, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(bundle::load(&path).map_err(|e| ops_core::module::error_chain(&e)));
+        let _ = tx.send(bundle::load(&path).map_err(|e| ops_core::ansible::error_chain(&e)));
     });
     rx.recv_timeout(std::time::Duration::from_secs(10))
         .expect("bundle::load did not return")

@@ -60,7 +60,7 @@ impl Host {
             false,
             false,
         )
-        .map_err(|f| ops_core::module::error_chain(&f.error))
+        .map_err(|f| ops_core::ansible::error_chain(&f.error))
         .unwrap()
     }
 

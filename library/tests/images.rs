@@ -11,9 +11,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ops_core::ansible::error_chain;
 use ops_core::bundle::ImageId;
 use ops_core::image::{self, Location, Request, Runtime, State};
-use ops_core::module::error_chain;
 use sha2::{Digest, Sha256, Sha512};
 
 fn hex(bytes: &[u8]) -> String {

@@ -82,7 +82,7 @@ impl Host {
 
     fn run(&mut self, request: &Request) -> Result<pod::Report, String> {
         pod::run(request, &mut self.systemd, &mut PodmanCli, false, true)
-            .map_err(|f| ops_core::module::error_chain(&f.error))
+            .map_err(|f| ops_core::ansible::error_chain(&f.error))
     }
 
     /// Every path under the store and unit directory with its contents.
@@ -206,7 +206,7 @@ fn a_version_that_does_not_come_up_is_rolled_back_completely() {
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle("2", WEB));
     let failed = pod::run(&request, &mut host.systemd, &mut PodmanCli, false, false).unwrap_err();
-    let msg = ops_core::module::error_chain(&failed.error);
+    let msg = ops_core::ansible::error_chain(&failed.error);
     insta::assert_snapshot!(msg);
     assert!(!failed.report.changed);
     assert_eq!(
@@ -551,7 +551,7 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
 fn env_no_service_could_receive_is_refused_before_anything() {
     let host = Host::new();
     let result =
-        ops_core::module::run_guarded::<ops_core::modules::pod::OpsPod>(serde_json::json!({
+        ops_core::ansible::run_guarded::<ops_core::modules::pod::OpsPod>(serde_json::json!({
             "name": "shop",
             "root": host.root,
             "unit_dir": host.unit_dir,
@@ -629,7 +629,7 @@ impl Host {
     /// Run and fail: the message (paths hidden) and the report.
     fn fail(&mut self, request: &Request) -> (String, pod::Report) {
         let failed = pod::run(request, &mut self.systemd, &mut PodmanCli, false, true).unwrap_err();
-        let msg = ops_core::module::error_chain(&failed.error)
+        let msg = ops_core::ansible::error_chain(&failed.error)
             .replace(&self.bundles.display().to_string(), "<bundles>")
             .replace(&self.root.display().to_string(), "<root>");
         (msg, failed.report)
@@ -1035,7 +1035,7 @@ fn an_undo_that_fails_says_what_it_undid_and_what_stays_changed() {
         "not a refusal: {:?}",
         failed.error
     );
-    let msg = ops_core::module::error_chain(&failed.error);
+    let msg = ops_core::ansible::error_chain(&failed.error);
     insta::assert_snapshot!("undo fails: msg", msg);
     assert!(
         msg.starts_with("version 2 of pod shop did not come up"),
@@ -1099,7 +1099,7 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
         request.bundle = Some(host.bundle("2", WEB));
         let failed =
             pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).expect_err(plant);
-        let checked = ops_core::module::error_chain(&failed.error);
+        let checked = ops_core::ansible::error_chain(&failed.error);
         if *over_1 && *plant != "pods/shop" && *plant != "ops-shop.target" {
             // The refusal reports the pod as it is.
             assert_eq!(failed.report.current, v("1"), "{plant}");
@@ -1135,7 +1135,7 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
 /// one without overflowing a deadline (they did panic, after the deploy).
 #[test]
 fn the_largest_timeouts_deploy_and_fail_without_overflow() {
-    let week = Duration::from_secs(ops_core::module::args::MAX_SECONDS as u64);
+    let week = Duration::from_secs(ops_core::ansible::args::MAX_SECONDS as u64);
     let mut host = Host::new();
     let mut request = host.request(State::Started);
     request.bundle = Some(host.bundle("1", WEB));

@@ -65,7 +65,7 @@ impl Host {
             false,
             true,
         )
-        .map_err(|f| ops_core::module::error_chain(&f.error))
+        .map_err(|f| ops_core::ansible::error_chain(&f.error))
     }
 
     /// `PORT*` lines of a drop-in, e.g. of `a-1-web@1.service`.
@@ -295,7 +295,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
     )
     .unwrap_err();
     assert!(
-        ops_core::module::error_chain(&failure.error).contains("rolled back to version 2"),
+        ops_core::ansible::error_chain(&failure.error).contains("rolled back to version 2"),
         "{:?}",
         failure.error
     );
@@ -326,7 +326,7 @@ fn a_version_on_the_same_ports_replaces_the_running_one_stop_first() {
         false,
     )
     .unwrap_err();
-    let msg = ops_core::module::error_chain(&failure.error);
+    let msg = ops_core::ansible::error_chain(&failure.error);
     assert!(
         msg.contains(
             "version 2 stays stopped (its units were stopped first, for the ports they share)"
@@ -616,7 +616,7 @@ fn concurrent_deploys_of_different_pods_never_share_a_port() {
                         false,
                         false,
                     )
-                    .map_err(|f| ops_core::module::error_chain(&f.error))
+                    .map_err(|f| ops_core::ansible::error_chain(&f.error))
                     .unwrap()
                 })
             })

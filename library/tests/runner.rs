@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ops_core::module::{run_guarded, Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
+use ops_core::ansible::{
+    run_guarded, Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -36,17 +38,17 @@ impl Module for Echo {
         module: "ops_echo",
         options: &[
             Opt::new("name", Kind::Str, "").required(),
-            Opt::new("count", Kind::Int, "").default(Default::Int(1)),
-            Opt::new("force", Kind::Bool, "").default(Default::Bool(false)),
+            Opt::new("count", Kind::Int, "").default(DefaultValue::Int(1)),
+            Opt::new("force", Kind::Bool, "").default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("path", Kind::Path, ""),
             Opt::new("uri", Kind::Str, ""),
             Opt::new("env", Kind::Dict(&Kind::Str), "").no_log(),
             Opt::new("outcome", Kind::Str, "")
                 .choices(&["ok", "fail", "panic"])
-                .default(Default::Str("ok")),
+                .default(DefaultValue::Str("ok")),
         ],
         mutually_exclusive: &[&["path", "uri"]],
     };
@@ -217,7 +219,7 @@ fn numbers_past_their_bounds_are_refused_by_name() {
 /// say, and nothing past it is computed from them.
 #[test]
 fn the_largest_accepted_numbers_are_accepted() {
-    use ops_core::module::args::MAX_SECONDS;
+    use ops_core::ansible::args::MAX_SECONDS;
     use ops_core::modules::pod::OpsPod;
     let root = tempfile::tempdir().unwrap();
     let result = run_guarded::<OpsPod>(json!({

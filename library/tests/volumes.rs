@@ -142,7 +142,7 @@ impl Host {
             false,
             true,
         )
-        .map_err(|f| ops_core::module::error_chain(&f.error))
+        .map_err(|f| ops_core::ansible::error_chain(&f.error))
     }
 
     fn request(&self, name: &str, data: Option<&Path>) -> Request {
@@ -163,7 +163,7 @@ impl Host {
 
     fn volume(&mut self, request: &Request) -> Result<volume::Report, String> {
         volume::run(request, &mut self.systemd, false, true)
-            .map_err(|e| ops_core::module::error_chain(&e))
+            .map_err(|e| ops_core::ansible::error_chain(&e))
     }
 
     fn data_dir(&self, name: &str) -> PathBuf {
@@ -433,7 +433,7 @@ fn special_files_and_setuid_bits_need_asking_for() {
     assert_eq!(host.snapshot(), before);
     let err_check = volume::run(&request, &mut host.systemd, true, false)
         .map(|r| r.changed)
-        .map_err(|e| ops_core::module::error_chain(&e));
+        .map_err(|e| ops_core::ansible::error_chain(&e));
     assert_eq!(err_check, Err(err.clone()), "check mode says the same");
     insta::assert_snapshot!(err.replace(&host.dir.path().display().to_string(), "<tmp>"));
     request.replace = true;
@@ -530,7 +530,7 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     assert_eq!(host.snapshot(), before);
     let planned = volume::run(&request, &mut host.systemd, true, true)
         .map(|r| r.changed)
-        .map_err(|e| ops_core::module::error_chain(&e));
+        .map_err(|e| ops_core::ansible::error_chain(&e));
     assert_eq!(planned, Err(refused.clone()));
     assert_eq!(host.snapshot(), before);
     insta::assert_snapshot!(refused
@@ -582,7 +582,7 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     host.systemd.failing.insert("shop-1-web.service".to_owned());
     let err = volume::run(&request, &mut host.systemd, false, false).unwrap_err();
     assert_eq!(
-        ops_core::module::error_chain(&err),
+        ops_core::ansible::error_chain(&err),
         "volume data of pod shop version 1 now holds the new contents, but \
          shop-1-web.service did not restart: systemctl start shop-1-web.service exited with \
          status 1: Job for shop-1-web.service failed."
@@ -864,7 +864,7 @@ fn a_deployed_version_keeps_its_volume_data_and_a_changed_archive_is_refused() {
         false,
     )
     .map(|r| r.changed)
-    .map_err(|f| ops_core::module::error_chain(&f.error));
+    .map_err(|f| ops_core::ansible::error_chain(&f.error));
     assert_eq!(planned, Err(err.clone()), "check mode refuses the same way");
     assert_eq!(host.snapshot(), before);
     assert_eq!(
@@ -946,7 +946,7 @@ fn check_mode_refuses_what_the_run_refuses_by_the_archive_start() {
         let before = host.snapshot();
         let planned = volume::run(&request, &mut host.systemd, true, false)
             .map(|r| r.changed)
-            .map_err(|e| ops_core::module::error_chain(&e));
+            .map_err(|e| ops_core::ansible::error_chain(&e));
         let run = host.volume(&request).map(|r| r.changed);
         assert!(run.is_err(), "{case}: the run refuses it");
         assert_eq!(planned, run, "{case}: check mode says what the run says");
@@ -974,7 +974,7 @@ fn check_mode_refuses_what_the_run_refuses_by_the_archive_start() {
             false,
         )
         .map(|r| r.changed)
-        .map_err(|f| ops_core::module::error_chain(&f.error));
+        .map_err(|f| ops_core::ansible::error_chain(&f.error));
         assert_eq!(
             planned,
             Err(err.clone()),
@@ -1104,7 +1104,7 @@ fn owner_and_group_ids_that_chown_ignores_are_refused() {
         ("owner", "4294967296"),
         ("owner", "99999999999999999999999"),
     ] {
-        let result = ops_core::module::run_guarded::<OpsVolume>(serde_json::json!({
+        let result = ops_core::ansible::run_guarded::<OpsVolume>(serde_json::json!({
             "pod": "shop", "version": "1", "name": "data",
             "data": archive, "root": host.root, option: value,
         }));
@@ -1118,7 +1118,7 @@ fn owner_and_group_ids_that_chown_ignores_are_refused() {
     }
     insta::assert_json_snapshot!(messages);
     // The highest real id is taken.
-    let result = ops_core::module::run_guarded::<OpsVolume>(serde_json::json!({
+    let result = ops_core::ansible::run_guarded::<OpsVolume>(serde_json::json!({
         "pod": "shop", "version": "1", "name": "data",
         "data": archive, "root": host.root, "owner": "4294967294", "group": "0",
     }));

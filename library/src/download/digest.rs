@@ -242,43 +242,10 @@ impl Drop for PrefetchingReader {
     }
 }
 
-/// A reader that hashes inline: for the small streams (layers inside an
-/// archive) where a thread per stream would cost more than it saves.
-#[derive(Debug)]
-pub struct InlineHashingReader<R, D> {
-    inner: R,
-    hash: D,
-    total: u64,
-}
-
-impl<R: Read, D: Digest> InlineHashingReader<R, D> {
-    pub fn new(inner: R) -> Self {
-        InlineHashingReader {
-            inner,
-            hash: D::new(),
-            total: 0,
-        }
-    }
-
-    pub fn finish(mut self) -> io::Result<(String, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((hex(&self.hash.finalize()), self.total))
-    }
-}
-
-impl<R: Read, D: Digest> Read for InlineHashingReader<R, D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.total += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Sha256, Sha512};
+    use sha2::Sha512;
 
     #[test]
     fn the_background_hash_equals_the_plain_one_across_chunk_borders() {
@@ -310,14 +277,5 @@ mod tests {
         let mut partial = PrefetchingReader::new::<Sha512>(Box::new(io::Cursor::new(data)), false);
         partial.read_exact(&mut first).unwrap();
         drop(partial);
-    }
-
-    #[test]
-    fn the_inline_hash_counts_and_hashes_everything() {
-        let data = b"layer bytes".repeat(1000);
-        let reader = InlineHashingReader::<_, Sha256>::new(&data[..]);
-        let (digest, total) = reader.finish().unwrap();
-        assert_eq!(digest, hex(&Sha256::digest(&data)));
-        assert_eq!(total, data.len() as u64);
     }
 }

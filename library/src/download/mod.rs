@@ -31,7 +31,7 @@ pub enum DownloadError {
 }
 
 /// The longest transfer deadline handed to the HTTP client.
-const MAX_TIMEOUT: Duration = Duration::from_secs(crate::module::args::MAX_SECONDS as u64);
+const MAX_TIMEOUT: Duration = Duration::from_secs(crate::ansible::args::MAX_SECONDS as u64);
 
 pub use crate::records::uri::redact;
 
@@ -272,9 +272,9 @@ mod tests {
             }
             let location = Location::Path(path.clone());
             // Check mode's look and the read say the same.
-            let checked = crate::module::error_chain(&location.check().unwrap_err());
+            let checked = crate::ansible::error_chain(&location.check().unwrap_err());
             let err = location.open(Duration::from_secs(1)).err().unwrap();
-            let msg = crate::module::error_chain(&err);
+            let msg = crate::ansible::error_chain(&err);
             assert!(msg.contains(what), "{}: {msg}", path.display());
             assert_eq!(checked, msg, "{}", path.display());
         }
@@ -328,7 +328,7 @@ mod tests {
             .open(Duration::from_secs(5))
             .err()
             .unwrap();
-        let msg = crate::module::error_chain(&err);
+        let msg = crate::ansible::error_chain(&err);
         assert!(msg.contains("http://***@127.0.0.1:9/x"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
     }

@@ -539,7 +539,7 @@ fn after_podman_changes(error: ImageError, outcome: String, changed: Vec<String>
         return error;
     }
     ImageError::AfterChanges(Box::new(AfterChanges {
-        cause: crate::module::error_chain(&error),
+        cause: crate::ansible::error_chain(&error),
         outcome: format!("{outcome}; ops's records are as they were"),
         undone: Vec::new(),
         undo_error: None,

@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use serde_json::Map;
 
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::PodName;
 use crate::facts;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::store::Store;
 use crate::systemd::Systemctl;
 
@@ -29,16 +29,16 @@ impl Module for OpsFacts {
         module: "ops_facts",
         options: &[
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new("unit_dir", Kind::Path, "systemd's unit directory.")
-                .default(Default::Str("/etc/systemd/system")),
+                .default(DefaultValue::Str("/etc/systemd/system")),
             Opt::new("pods", Kind::List(&Kind::Str), "Only these pods."),
             Opt::new(
                 "units",
                 Kind::Bool,
                 "Ask systemd for the state of the units.",
             )
-            .default(Default::Bool(true)),
+            .default(DefaultValue::Bool(true)),
         ],
         mutually_exclusive: &[],
     };

@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::ImageId;
 use crate::image::{self, Location, Runtime};
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,11 +21,23 @@ pub struct Options {
     pub signature: Option<String>,
     pub keyring: Option<PathBuf>,
     pub require_signature: bool,
-    pub runtime: String,
-    pub state: String,
+    pub runtime: Runtime,
+    #[serde(deserialize_with = "read_state")]
+    pub state: image::State,
     pub timeout: i64,
     pub root: PathBuf,
     pub lock_timeout: i64,
+}
+
+/// `state`, read once into the engine's enum where the options are read;
+/// the spec has already checked it is one of the choices.
+fn read_state<'de, D: Deserializer<'de>>(d: D) -> Result<image::State, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "present" => Ok(image::State::Present),
+        "absent" => Ok(image::State::Absent),
+        _ => Err(D::Error::custom(format!("unknown state {s}"))),
+    }
 }
 
 #[derive(Debug)]
@@ -57,24 +70,24 @@ impl Module for OpsImage {
                 Kind::Bool,
                 "Refuse an image without a valid signature.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new("runtime", Kind::Str, "Where the image goes.")
                 .choices(&["systemd", "podman"])
-                .default(Default::Str("systemd")),
+                .default(DefaultValue::Str("systemd")),
             Opt::new("state", Kind::Str, "Whether the image should be present.")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("timeout", Kind::Int, "Seconds a download may take.")
-                .default(Default::Int(600))
+                .default(DefaultValue::Int(600))
                 .seconds(),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
         ],
         mutually_exclusive: &[&["path", "uri"]],
@@ -170,10 +183,6 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             options.root.display()
         ));
     }
-    let state = match options.state.as_str() {
-        "absent" => image::State::Absent,
-        _ => image::State::Present,
-    };
     match (id, problems.is_empty()) {
         (Some(id), true) => Ok(image::Request {
             id,
@@ -181,8 +190,8 @@ fn request(options: Options) -> Result<image::Request, Failure> {
             signature,
             keyring: options.keyring,
             require_signature: options.require_signature,
-            runtime: Runtime::parse(&options.runtime).expect("the spec checks the choices"),
-            state,
+            runtime: options.runtime,
+            state: options.state,
             timeout,
             root: crate::atomic::resolve(&options.root),
             lock_timeout,
@@ -202,4 +211,25 @@ fn values(report: &image::Report) -> Map<String, Value> {
     values.insert("used_by".into(), json!(report.used_by));
     values.insert("actions".into(), json!(report.actions));
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_choice_reads_into_the_enum() {
+        for choice in OpsImage::SPEC.option("state").expect("state").choices {
+            assert!(read_state(Value::from(*choice)).is_ok(), "{choice}");
+        }
+        assert!(read_state(Value::from("gone")).is_err());
+    }
+
+    #[test]
+    fn every_runtime_choice_reads_into_the_enum() {
+        for choice in OpsImage::SPEC.option("runtime").expect("runtime").choices {
+            let read = Runtime::deserialize(Value::from(*choice)).expect("a runtime");
+            assert_eq!(read.name(), *choice);
+        }
+    }
 }

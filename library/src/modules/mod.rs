@@ -1,6 +1,6 @@
 //! The four ops modules: each one's argument spec (the public contract),
 //! typed options and body. The binaries in `modules/` only call
-//! [`crate::module::main`] with one of these.
+//! [`crate::ansible::main`] with one of these.
 //!
 //! Until a module's behaviour lands it validates its options (and ops_pod
 //! its bundle) and then says plainly that it cannot act yet: a failure
@@ -14,7 +14,7 @@ pub mod volume;
 
 use serde_json::{Map, Value};
 
-use crate::module::{Context, Outcome};
+use crate::ansible::{Context, Outcome};
 
 /// A successful run's outcome: `msg` says what was done (prefixed in
 /// check mode), the diff is given when there is one.

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::bundle::{PodName, Version};
 use crate::image::Runtime;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::pod;
 use crate::records::names::check_env_name;
 use crate::systemd::Systemctl;
@@ -22,7 +23,8 @@ pub struct Options {
     pub bundle: Option<PathBuf>,
     pub name: Option<String>,
     pub version: Option<String>,
-    pub state: String,
+    #[serde(deserialize_with = "read_state")]
+    pub state: pod::State,
     pub keep: Option<i64>,
     pub env: Option<BTreeMap<String, String>>,
     pub root: PathBuf,
@@ -31,12 +33,19 @@ pub struct Options {
     pub min_up_time: i64,
     pub rollback: bool,
     pub lock_timeout: i64,
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     pub keyring: Option<PathBuf>,
     pub require_signature: bool,
     pub download_timeout: i64,
     pub ports: Option<Value>,
     pub port_range: String,
+}
+
+/// `state`, read once into the engine's enum where the options are read;
+/// the spec has already checked it is one of the choices.
+fn read_state<'de, D: Deserializer<'de>>(d: D) -> Result<pod::State, D::Error> {
+    let s = String::deserialize(d)?;
+    pod::State::parse(&s).ok_or_else(|| D::Error::custom(format!("unknown state {s}")))
 }
 
 #[derive(Debug)]
@@ -63,7 +72,7 @@ impl Module for OpsPod {
             ),
             Opt::new("state", Kind::Str, "What the version should be.")
                 .choices(&["present", "started", "stopped", "restarted", "absent"])
-                .default(Default::Str("started")),
+                .default(DefaultValue::Str("started")),
             Opt::new(
                 "keep",
                 Kind::Int,
@@ -77,15 +86,15 @@ impl Module for OpsPod {
             )
             .no_log(),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new("unit_dir", Kind::Path, "systemd's unit directory.")
-                .default(Default::Str("/etc/systemd/system")),
+                .default(DefaultValue::Str("/etc/systemd/system")),
             Opt::new(
                 "start_timeout",
                 Kind::Int,
                 "Seconds to wait for the units to come up.",
             )
-            .default(Default::Int(60))
+            .default(DefaultValue::Int(60))
             .seconds(),
             Opt::new(
                 "min_up_time",
@@ -93,20 +102,20 @@ impl Module for OpsPod {
                 "Seconds each started unit must stay up, without restarting, to count as up; \
                  0 takes systemd's word (active, or ready for Type=notify).",
             )
-            .default(Default::Int(1))
+            .default(DefaultValue::Int(1))
             .seconds(),
             Opt::new(
                 "rollback",
                 Kind::Bool,
                 "Go back to the previous version when the new one does not come up.",
             )
-            .default(Default::Bool(true)),
+            .default(DefaultValue::Bool(true)),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
             Opt::new(
                 "runtime",
@@ -125,13 +134,13 @@ impl Module for OpsPod {
                 Kind::Bool,
                 "Refuse an image of the pod that has no valid signature.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "download_timeout",
                 Kind::Int,
                 "Seconds an image download may take.",
             )
-            .default(Default::Int(600))
+            .default(DefaultValue::Int(600))
             .seconds(),
             Opt::new(
                 "ports",
@@ -144,7 +153,7 @@ impl Module for OpsPod {
                 Kind::Str,
                 "Where assigned ports come from: LOW-HIGH.",
             )
-            .default(Default::Str("30000-32767")),
+            .default(DefaultValue::Str("30000-32767")),
         ],
         mutually_exclusive: &[],
     };
@@ -210,7 +219,6 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
             problems.push(format!("version: {e}"));
             None
         });
-    let state = pod::State::parse(&options.state).expect("the spec checks the choices");
     let keep = options.keep.map(|k| {
         usize::try_from(k).unwrap_or_else(|_| {
             problems.push(format!("keep: expected 0 or more, got {k}"));
@@ -252,7 +260,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         bundle: options.bundle,
         name,
         version,
-        state,
+        state: options.state,
         keep,
         env: options.env,
         // Resolved once: below them, ops follows no symlink it did not make.
@@ -262,7 +270,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         min_up_time,
         rollback: options.rollback,
         lock_timeout,
-        runtime: options.runtime.as_deref().and_then(Runtime::parse),
+        runtime: options.runtime,
         keyring: options.keyring,
         require_signature: options.require_signature,
         download_timeout,
@@ -323,4 +331,25 @@ fn values(report: &pod::Report) -> Map<String, Value> {
     values.insert("ports".into(), json!(report.ports));
     values.insert("pod".into(), report.pod.clone());
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_choice_reads_into_the_enum() {
+        for choice in OpsPod::SPEC.option("state").expect("state").choices {
+            assert!(read_state(Value::from(*choice)).is_ok(), "{choice}");
+        }
+        assert!(read_state(Value::from("gone")).is_err());
+    }
+
+    #[test]
+    fn every_runtime_choice_reads_into_the_enum() {
+        for choice in OpsPod::SPEC.option("runtime").expect("runtime").choices {
+            let read = Runtime::deserialize(Value::from(*choice)).expect("a runtime");
+            assert_eq!(read.name(), *choice);
+        }
+    }
 }

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::image::Location;
-use crate::module::{Context, Default, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::records::names::{PodName, Version};
 use crate::systemd::Systemctl;
 use crate::volume::{self, Checksum, Settings};
@@ -27,10 +28,22 @@ pub struct Options {
     pub replace: bool,
     pub allow_special_files: bool,
     pub keep_setuid: bool,
-    pub state: String,
+    #[serde(deserialize_with = "read_state")]
+    pub state: volume::State,
     pub root: PathBuf,
     pub timeout: i64,
     pub lock_timeout: i64,
+}
+
+/// `state`, read once into the engine's enum where the options are read;
+/// the spec has already checked it is one of the choices.
+fn read_state<'de, D: Deserializer<'de>>(d: D) -> Result<volume::State, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "present" => Ok(volume::State::Present),
+        "absent" => Ok(volume::State::Absent),
+        _ => Err(D::Error::custom(format!("unknown state {s}"))),
+    }
 }
 
 #[derive(Debug)]
@@ -73,37 +86,37 @@ impl Module for OpsVolume {
                 Kind::Bool,
                 "Replace the contents when the archive differs from the one extracted.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "allow_special_files",
                 Kind::Bool,
                 "Create the archive's device nodes and fifos instead of refusing the archive.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new(
                 "keep_setuid",
                 Kind::Bool,
                 "Keep setuid, setgid and sticky bits instead of dropping them.",
             )
-            .default(Default::Bool(false)),
+            .default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "Whether the volume should exist.")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("root", Kind::Path, "The ops store.")
-                .default(Default::Str(super::DEFAULT_ROOT)),
+                .default(DefaultValue::Str(super::DEFAULT_ROOT)),
             Opt::new(
                 "timeout",
                 Kind::Int,
                 "Seconds a download (or a restart) may take.",
             )
-            .default(Default::Int(600))
+            .default(DefaultValue::Int(600))
             .seconds(),
             Opt::new(
                 "lock_timeout",
                 Kind::Int,
                 "Seconds to wait for another ops run to finish.",
             )
-            .default(Default::Int(300))
+            .default(DefaultValue::Int(300))
             .seconds(),
         ],
         mutually_exclusive: &[],
@@ -226,11 +239,7 @@ fn request(options: Options) -> Result<volume::Request, Failure> {
             checksum,
             settings,
             replace: options.replace,
-            state: if options.state == "absent" {
-                volume::State::Absent
-            } else {
-                volume::State::Present
-            },
+            state: options.state,
             root: crate::atomic::resolve(&options.root),
             timeout,
             lock_timeout,
@@ -305,4 +314,17 @@ fn values(report: &volume::Report) -> Map<String, Value> {
     values.insert("bytes".into(), json!(report.bytes));
     values.insert("actions".into(), json!(report.actions));
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_choice_reads_into_the_enum() {
+        for choice in OpsVolume::SPEC.option("state").expect("state").choices {
+            assert!(read_state(Value::from(*choice)).is_ok(), "{choice}");
+        }
+        assert!(read_state(Value::from("gone")).is_err());
+    }
 }

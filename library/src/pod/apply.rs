@@ -41,11 +41,17 @@ use crate::units::{self, Change};
 const JOURNAL_LINES: usize = 15;
 
 /// Tests kill the process at these points (`OPS_TEST_CRASH_AT=<point>`) to
-/// prove that every interruption converges.
+/// prove that every interruption converges. A test-only hook, compiled into
+/// debug builds only (the real-systemd tests run target/debug): the release
+/// build that collection/build ships must not let an environment variable
+/// kill a deploy half-way, so there it does nothing.
 fn crash_point(point: &str) {
+    #[cfg(debug_assertions)]
     if std::env::var("OPS_TEST_CRASH_AT").is_ok_and(|p| p == point) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 /// A step begun, and the actions it was reported as.
@@ -450,14 +456,11 @@ impl<'a> Run<'a> {
         downloads: &Path,
         failed: impl Fn(crate::volume::VolumeError) -> PodError,
     ) -> Result<crate::volume::LocalArchive, PodError> {
-        use crate::bundle::Source;
-        use crate::image::Location;
+        use crate::download::Location;
+        use crate::outcome::Refusal;
         use crate::volume::{self, VolumeError};
-        let location = match source {
-            Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
-            Source::Uri(u) => Location::parse(u)
-                .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?,
-        };
+        let location = Location::of(source, &new.bundle_dir)
+            .map_err(|e| failed(VolumeError::Refused(Refusal(format!("data: {e}")))))?;
         // `volumes/` is on the way to every volume, which units of any user
         // read: made open before the private download directory inside it.
         crate::atomic::create_dir_all(&staged.join("volumes"), 0o755)?;
@@ -540,7 +543,7 @@ impl<'a> Run<'a> {
                     return cause;
                 }
                 Err(e) => {
-                    undo_error = Some(crate::module::error_chain(&e));
+                    undo_error = Some(crate::ansible::error_chain(&e));
                     "the run was undone only in part".to_owned()
                 }
             },
@@ -571,7 +574,7 @@ impl<'a> Run<'a> {
         }
         self.report.changed = !left.is_empty() || undo_error.is_some();
         PodError::AfterChanges(Box::new(AfterChanges {
-            cause: crate::module::error_chain(&cause),
+            cause: crate::ansible::error_chain(&cause),
             outcome,
             undone: std::mem::take(&mut self.undone),
             undo_error,

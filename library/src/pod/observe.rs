@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::plan::{import_for, new_ports, target_version};
 use super::{pod_units, verify, version_units, Host, PodError, Request, State};
+use crate::ansible::error_chain;
 use crate::bundle::{ImageId, PodName};
 use crate::image::{self, records, Podman, Runtime};
-use crate::module::error_chain;
 use crate::outcome::Refusal;
 use crate::store::{NewVersion, PodState, Store};
 use crate::systemd::{Systemd, UnitStatus};

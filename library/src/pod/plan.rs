@@ -174,7 +174,7 @@ fn list(versions: &[&Version]) -> String {
 }
 
 fn refusal(error: &dyn std::error::Error) -> Refusal {
-    Refusal(crate::module::error_chain(error))
+    Refusal(crate::ansible::error_chain(error))
 }
 
 /// The version the request acts on; without one, the current (none, for

@@ -28,3 +28,55 @@ pub struct VersionRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<super::port::Allocation>,
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every older shape of `meta.json` that a host may still have must
+    //! read; these fixtures are such records, as older ops wrote them.
+
+    use super::*;
+    use crate::records::Runtime;
+
+    fn read(fixture: &str) -> VersionRecord {
+        serde_json::from_str(fixture).expect("an older meta.json reads")
+    }
+
+    /// The first format: no `runtime`, no `ports`, units without `image`.
+    #[test]
+    fn a_record_from_before_runtime_and_ports_reads_with_their_defaults() {
+        let record = read(include_str!(
+            "../../../tests/fixtures/records/meta-before-runtime-and-ports.json"
+        ));
+        assert_eq!(record.format, META_FORMAT);
+        assert_eq!(record.runtime, Runtime::Systemd);
+        assert!(record.ports.is_empty());
+        assert!(record.pod.units.iter().all(|u| u.image.is_none()));
+        assert!(record.pod.units.iter().all(|u| !u.instance_ports));
+        assert_eq!(record.pod.units[0].instances, ["1", "2"]);
+        assert_eq!(record.pod.ports[0].fixed, Some(8080));
+    }
+
+    /// `runtime` and a unit's `image`, but no port allocations yet.
+    #[test]
+    fn a_record_from_before_ports_reads_with_no_ports() {
+        let record = read(include_str!(
+            "../../../tests/fixtures/records/meta-before-ports.json"
+        ));
+        assert_eq!(record.runtime, Runtime::Podman);
+        assert!(record.ports.is_empty());
+        assert!(record.pod.units[0].image.is_some());
+        assert!(!record.pod.units[0].instance_ports);
+    }
+
+    /// Older ops refuses fields it does not know (`deny_unknown_fields`): a
+    /// version without ports is written without the field, so going back
+    /// to an older ops still reads it.
+    #[test]
+    fn a_record_without_ports_writes_none() {
+        let record = read(include_str!(
+            "../../../tests/fixtures/records/meta-before-ports.json"
+        ));
+        let written = serde_json::to_value(&record).expect("a record serialises");
+        assert!(written.get("ports").is_none(), "{written}");
+    }
+}

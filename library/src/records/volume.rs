@@ -34,3 +34,25 @@ pub struct VolumeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A volume.json written before ops recorded `keep_setuid` and
+    /// `origin` must still read: a host keeps its volumes across upgrades.
+    #[test]
+    fn a_record_from_before_keep_setuid_and_origin_reads_with_none() {
+        let record: VolumeRecord = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/records/volume-before-keep-setuid-and-origin.json"
+        ))
+        .expect("an older volume.json reads");
+        assert_eq!(record.format, RECORD_FORMAT);
+        assert_eq!(record.keep_setuid, None);
+        assert_eq!(record.origin, None);
+        assert_eq!(
+            (record.owner, record.group, record.mode),
+            (Some(1000), None, 0o755)
+        );
+    }
+}

@@ -59,7 +59,7 @@ impl Recording {
     }
 
     /// Whether systemd would have `unit` loaded.
-    pub fn is_loaded(&self, unit: &str) -> bool {
+    pub(crate) fn is_loaded(&self, unit: &str) -> bool {
         if self.unit_dir.is_none() || self.active.contains_key(unit) || self.files.contains(unit) {
             return true;
         }

@@ -16,7 +16,7 @@ mod systemctl;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-pub use systemctl::{Systemctl, Unsupported, MINIMUM_VERSION};
+pub use systemctl::{Systemctl, Unsupported};
 
 pub use crate::command::CommandError;
 
@@ -45,7 +45,7 @@ pub struct UnitStatus {
 /// What systemd's own exit codes mean (systemd.exec(5), "Process Exit
 /// Codes"): the service failed before its program ran, so it logged
 /// nothing itself.
-pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
+pub(crate) fn exit_status_meaning(status: i64) -> Option<&'static str> {
     if !(200..=255).contains(&status) {
         return None;
     }
@@ -69,24 +69,74 @@ pub fn exit_status_meaning(status: i64) -> Option<&'static str> {
     })
 }
 
+/// systemd's `ActiveState`, read in one place: what ops decides on. The
+/// raw word stays in [`UnitStatus::active`], for messages and facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActiveState {
+    Active,
+    /// Active, reloading its configuration.
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    /// A word this version of ops does not know (`maintenance`,
+    /// `refreshing` on newer systemd): neither stopped nor up.
+    Other,
+}
+
+impl ActiveState {
+    /// Reads systemd's word. Empty (a unit systemd has not loaded, or a
+    /// state it did not report) counts as inactive: such a unit does not run.
+    pub(crate) fn parse(word: &str) -> ActiveState {
+        match word {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "inactive" | "" => ActiveState::Inactive,
+            "failed" => ActiveState::Failed,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            _ => ActiveState::Other,
+        }
+    }
+
+    /// Up: active, reloading included.
+    pub(crate) fn is_active(self) -> bool {
+        matches!(self, ActiveState::Active | ActiveState::Reloading)
+    }
+
+    /// Up or on its way up: a unit whose work would be cut short.
+    pub(crate) fn is_running(self) -> bool {
+        self.is_active() || self == ActiveState::Activating
+    }
+}
+
 impl UnitStatus {
+    pub(crate) fn active_state(&self) -> ActiveState {
+        ActiveState::parse(&self.active)
+    }
+
     /// Anything but stopped: running, starting, stopping or failed.
-    pub fn needs_stopping(&self) -> bool {
-        !matches!(self.active.as_str(), "inactive" | "")
+    pub(crate) fn needs_stopping(&self) -> bool {
+        self.active_state() != ActiveState::Inactive
     }
 
     /// Not running: inactive (or never loaded), or failed.
-    pub fn is_stopped(&self) -> bool {
-        matches!(self.active.as_str(), "inactive" | "failed" | "")
+    pub(crate) fn is_stopped(&self) -> bool {
+        matches!(
+            self.active_state(),
+            ActiveState::Inactive | ActiveState::Failed
+        )
     }
 
     /// Up as ops means it: active, or a one-shot service that ran and
     /// succeeded.
-    pub fn is_up(&self) -> bool {
-        self.active == "active"
-            || (self.service_type == "oneshot"
-                && self.active == "inactive"
-                && self.result == "success")
+    pub(crate) fn is_up(&self) -> bool {
+        match self.active_state() {
+            ActiveState::Active => true,
+            ActiveState::Inactive => self.service_type == "oneshot" && self.result == "success",
+            _ => false,
+        }
     }
 }
 
@@ -121,7 +171,7 @@ pub trait Systemd {
 /// never started, a unit whose file was just removed); such a unit does
 /// not run, so that is no failure of the stop. Any other failure is one
 /// only if a unit still runs after it.
-pub fn stop_units(systemd: &mut dyn Systemd, units: &[String]) -> Result<(), CommandError> {
+pub(crate) fn stop_units(systemd: &mut dyn Systemd, units: &[String]) -> Result<(), CommandError> {
     if units.is_empty() {
         return Ok(());
     }
@@ -152,5 +202,51 @@ mod tests {
         systemd.active.insert(units[1].clone(), "active".to_owned());
         stop_units(&mut systemd, &units).unwrap();
         assert!(systemd.running().is_empty());
+    }
+
+    /// One row per word systemd may print: what ops reads into it.
+    #[test]
+    fn every_active_state_word_is_read_one_way() {
+        // (word, stopped, needs stopping, active, running)
+        let table = [
+            ("active", false, true, true, true),
+            ("reloading", false, true, true, true),
+            ("activating", false, true, false, true),
+            ("deactivating", false, true, false, false),
+            ("failed", true, true, false, false),
+            ("inactive", true, false, false, false),
+            ("", true, false, false, false),
+            ("maintenance", false, true, false, false),
+        ];
+        for (word, stopped, needs_stopping, active, running) in table {
+            let status = UnitStatus {
+                active: word.to_owned(),
+                ..UnitStatus::default()
+            };
+            let state = status.active_state();
+            assert_eq!(
+                (
+                    status.is_stopped(),
+                    status.needs_stopping(),
+                    state.is_active(),
+                    state.is_running()
+                ),
+                (stopped, needs_stopping, active, running),
+                "{word:?}"
+            );
+            assert_eq!(status.is_up(), word == "active", "{word:?}");
+        }
+    }
+
+    #[test]
+    fn a_oneshot_that_ran_and_succeeded_is_up() {
+        let ran = |result: &str| UnitStatus {
+            active: "inactive".to_owned(),
+            service_type: "oneshot".to_owned(),
+            result: result.to_owned(),
+            ..UnitStatus::default()
+        };
+        assert!(ran("success").is_up());
+        assert!(!ran("exit-code").is_up());
     }
 }

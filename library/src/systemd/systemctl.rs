@@ -10,7 +10,7 @@ use crate::command::{self, CommandError};
 
 /// The oldest systemd ops supports: Debian 11's. Every release from it
 /// on is tested on a booted system of its own (tests/fleet).
-pub const MINIMUM_VERSION: u32 = 247;
+const MINIMUM_VERSION: u32 = 247;
 
 /// The first systemd whose `systemd-analyze verify` takes
 /// `--recursive-errors=`; older ones refuse the option.
@@ -90,7 +90,7 @@ fn verify_args(version: u32) -> Vec<&'static str> {
 impl Systemctl {
     /// The host's systemd, once its version is known to be supported: a
     /// host with an older one is refused before anything is looked at.
-    pub fn connect() -> Result<Self, Unsupported> {
+    pub(crate) fn connect() -> Result<Self, Unsupported> {
         let output = command::run(
             Command::new("systemctl").arg("--version"),
             Some(Duration::from_secs(10)),

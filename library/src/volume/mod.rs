@@ -23,12 +23,13 @@ pub mod extract;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::atomic::{self, FsError};
 use crate::bundle::{Pod, Volume};
+use crate::clock::now;
 use crate::command::CommandError;
 use crate::decode;
 use crate::download::{DownloadError, Location};
@@ -70,7 +71,7 @@ pub enum VolumeError {
         then: String,
     },
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error(transparent)]
     Source(#[from] DownloadError),
     #[error(transparent)]
@@ -82,7 +83,11 @@ pub enum VolumeError {
     #[error(transparent)]
     Systemd(#[from] CommandError),
     /// The new contents are in place; the units that used the old ones
-    /// could not be restarted. The host was changed.
+    /// could not be restarted. The host was changed: a failure after
+    /// changes, with [`VolumeError::done`] saying what stays changed. Not an
+    /// [`crate::outcome::AfterChanges`]: nothing is undone, and its message
+    /// leads with what the volume now holds, which that layout (cause
+    /// first) would reorder.
     #[error("volume {volume} now holds the new contents, but {units} did not restart")]
     NotRestarted {
         volume: String,
@@ -139,12 +144,6 @@ pub struct LocalArchive {
     pub checksum: Option<Checksum>,
     /// The sha256 the plan was made with, when it was read before.
     pub planned: Option<String>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `pods/<pod>/<version>/volumes/<name>` of a version directory.
@@ -406,7 +405,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
     let state = store.read_pod(&request.pod)?;
     let Some(stored) = state.versions.get(&request.version) else {
         let deployed: Vec<&str> = state.by_age().iter().map(|v| v.as_str()).collect();
-        return Err(VolumeError::Refused(format!(
+        return Err(VolumeError::Refused(Refusal::new(format!(
             "version {} of pod {} is not deployed (deployed versions: {}); \
              a volume belongs to a deployed pod version",
             request.version,
@@ -416,7 +415,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
             } else {
                 deployed.join(", ")
             }
-        )));
+        ))));
     };
     let volumes = &stored.record.pod.volumes;
     volumes
@@ -425,7 +424,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
         .cloned()
         .ok_or_else(|| {
             let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
-            VolumeError::Refused(format!(
+            VolumeError::Refused(Refusal::new(format!(
                 "pod {} version {} declares no volume {:?} (its volumes: {})",
                 request.pod,
                 request.version,
@@ -435,7 +434,7 @@ fn declared(store: &Store, request: &Request) -> Result<Volume, VolumeError> {
                 } else {
                     names.join(", ")
                 }
-            ))
+            )))
         })
 }
 
@@ -790,7 +789,7 @@ fn rebuild_if_asked(request: &Request, why: String) -> Result<Option<Change>, Vo
     if request.replace {
         Ok(Some(Change::Build { replacing: true }))
     } else {
-        Err(VolumeError::Refused(why))
+        Err(VolumeError::Refused(Refusal(why)))
     }
 }
 
@@ -1034,7 +1033,7 @@ fn restart_users(
     let running: Vec<String> = match systemd.show(&all) {
         Ok(statuses) => statuses
             .into_iter()
-            .filter(|s| matches!(s.active.as_str(), "active" | "activating" | "reloading"))
+            .filter(|s| s.active_state().is_running())
             .map(|s| s.unit)
             .collect(),
         Err(source) => return Err(not_restarted(request, all.join(" "), report, source)),
@@ -1169,7 +1168,7 @@ pub fn check_bundle(
         };
         let shown = source.text();
         let location = Location::of(source, &new.bundle_dir)
-            .map_err(|e| failed(VolumeError::Refused(format!("data: {e}"))))?;
+            .map_err(|e| failed(VolumeError::Refused(Refusal::new(format!("data: {e}")))))?;
         if !deployed {
             check_archive_start(&location, &shown, timeout).map_err(failed)?;
             continue;

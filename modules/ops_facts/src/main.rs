@@ -1,5 +1,5 @@
 //! The `ops_facts` Ansible module binary; the work is in `ops_core`.
 
 fn main() {
-    ops_core::module::main::<ops_core::modules::facts::OpsFacts>()
+    ops_core::ansible::main::<ops_core::modules::facts::OpsFacts>()
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-pub use args::{Context, Default, Kind, Opt, Spec};
+pub use args::{Context, DefaultValue, Kind, Opt, Spec};
 
 /// One Ansible module.
 pub trait Module {
@@ -94,14 +94,16 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Where the module arguments come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArgsSource {
+pub(crate) enum ArgsSource {
     File(std::path::PathBuf),
     Stdin,
 }
 
 impl ArgsSource {
     /// argv\[1\] when given, else standard input.
-    pub fn from_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Self, String> {
+    pub(crate) fn from_args(
+        mut args: impl Iterator<Item = std::ffi::OsString>,
+    ) -> Result<Self, String> {
         let _program = args.next();
         let source = match args.next() {
             Some(path) => ArgsSource::File(path.into()),
@@ -163,7 +165,7 @@ pub fn main<M: Module>() -> ! {
 
 /// A module's result: its keys, and its facts as serialized JSON.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub result: Map<String, Value>,
     pub facts: Option<Box<RawValue>>,
 }
@@ -178,7 +180,7 @@ struct Emitted<'a> {
 
 impl Reply {
     /// The JSON Ansible reads.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&Emitted {
             result: &self.result,
             ansible_facts: self.facts.as_deref(),
@@ -187,13 +189,13 @@ impl Reply {
     }
 
     /// The same as one value (for tests).
-    pub fn into_value(self) -> Value {
+    pub(crate) fn into_value(self) -> Value {
         serde_json::from_slice(&self.to_json()).unwrap_or(Value::Null)
     }
 }
 
 /// Read the arguments from `source` and run the module.
-pub fn execute<M: Module>(source: &ArgsSource) -> Reply {
+pub(crate) fn execute<M: Module>(source: &ArgsSource) -> Reply {
     match source.read() {
         Ok(raw) => run_guarded_reply::<M>(raw),
         Err(msg) => failed(&msg),
@@ -237,7 +239,7 @@ pub fn run_guarded<M: Module>(raw: Value) -> Value {
 }
 
 /// [`run_guarded`], the result as the module prints it.
-pub fn run_guarded_reply<M: Module>(raw: Value) -> Reply {
+pub(crate) fn run_guarded_reply<M: Module>(raw: Value) -> Reply {
     install_panic_hook();
     let was_guarded = GUARDED.with(|g| g.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| run_module::<M>(raw)));

@@ -33,7 +33,7 @@ pub enum Kind {
 
 impl Kind {
     /// The name Ansible uses for the type in docs and messages.
-    pub fn ansible_name(self) -> &'static str {
+    pub(crate) fn ansible_name(self) -> &'static str {
         match self {
             Kind::Str => "str",
             Kind::Bool => "bool",
@@ -46,20 +46,21 @@ impl Kind {
     }
 }
 
-/// A default value of an option.
+/// A default value of an option. (Not `Default`: that would shadow the
+/// prelude's trait wherever options are declared.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Default {
+pub enum DefaultValue {
     Str(&'static str),
     Bool(bool),
     Int(i64),
 }
 
-impl Default {
+impl DefaultValue {
     fn to_value(self) -> Value {
         match self {
-            Default::Str(s) => Value::from(s),
-            Default::Bool(b) => Value::from(b),
-            Default::Int(i) => Value::from(i),
+            DefaultValue::Str(s) => Value::from(s),
+            DefaultValue::Bool(b) => Value::from(b),
+            DefaultValue::Int(i) => Value::from(i),
         }
     }
 }
@@ -70,7 +71,7 @@ pub struct Opt {
     pub name: &'static str,
     pub kind: Kind,
     pub required: bool,
-    pub default: Option<Default>,
+    pub default: Option<DefaultValue>,
     pub choices: &'static [&'static str],
     /// The value is a secret: never echoed in messages.
     pub no_log: bool,
@@ -99,7 +100,7 @@ impl Opt {
         self.required = true;
         self
     }
-    pub const fn default(mut self, default: Default) -> Self {
+    pub const fn default(mut self, default: DefaultValue) -> Self {
         self.default = Some(default);
         self
     }
@@ -175,7 +176,7 @@ impl Context {
 /// wording; they are reported together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", join_messages(.0))]
-pub struct ArgsError(pub Vec<String>);
+pub(crate) struct ArgsError(pub(crate) Vec<String>);
 
 /// Ansible's own messages may end with a full stop; don't add a `;` to it.
 fn join_messages(messages: &[String]) -> String {
@@ -191,7 +192,24 @@ fn join_messages(messages: &[String]) -> String {
 
 /// Check `raw` against `spec`: returns the normalised options (coerced,
 /// defaults filled, absent options left out) and the task context.
-pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), ArgsError> {
+pub(crate) fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), ArgsError> {
+    let raw = args_object(raw)?;
+    let mut errors = Vec::new();
+    let (context, user) = split_context(spec, raw, &mut errors);
+    if let Some(message) = unsupported(spec, &user) {
+        errors.push(message);
+    }
+    let options = check_options(spec, &user, &mut errors);
+    check_exclusive(spec, &user, &mut errors);
+    if errors.is_empty() {
+        Ok((options, context))
+    } else {
+        Err(ArgsError(errors))
+    }
+}
+
+/// The arguments as a JSON object, unwrapped from `ANSIBLE_MODULE_ARGS`.
+fn args_object(raw: Value) -> Result<Map<String, Value>, ArgsError> {
     let mut raw = match raw {
         Value::Object(map) => map,
         other => {
@@ -207,17 +225,23 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             raw = inner;
         }
     }
+    Ok(raw)
+}
 
-    let mut errors = Vec::new();
+/// Splits the `_ansible_*` keys off into the task context; the rest are
+/// the user's options.
+fn split_context(
+    spec: &Spec,
+    raw: Map<String, Value>,
+    errors: &mut Vec<String>,
+) -> (Context, Map<String, Value>) {
     let mut context = Context::new(spec.module);
     let mut user = Map::new();
     for (key, value) in raw {
         match key.as_str() {
-            "_ansible_check_mode" => {
-                context.check_mode = internal_bool(&key, &value, &mut errors);
-            }
-            "_ansible_diff" => context.diff = internal_bool(&key, &value, &mut errors),
-            "_ansible_no_log" => context.no_log = internal_bool(&key, &value, &mut errors),
+            "_ansible_check_mode" => context.check_mode = internal_bool(&key, &value, errors),
+            "_ansible_diff" => context.diff = internal_bool(&key, &value, errors),
+            "_ansible_no_log" => context.no_log = internal_bool(&key, &value, errors),
             "_ansible_verbosity" => match to_int(&value) {
                 Ok(v) => context.verbosity = u8::try_from(v.clamp(0, 255)).unwrap_or(u8::MAX),
                 Err(e) => errors.push(format!("{key}: {e}")),
@@ -229,24 +253,37 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             }
         }
     }
+    (context, user)
+}
 
+/// Ansible's message for options the spec does not have, if any.
+fn unsupported(spec: &Spec, user: &Map<String, Value>) -> Option<String> {
     let mut unsupported: Vec<&str> = user
         .keys()
         .map(String::as_str)
         .filter(|k| spec.option(k).is_none())
         .collect();
-    if !unsupported.is_empty() {
-        unsupported.sort_unstable();
-        let mut supported: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
-        supported.sort_unstable();
-        errors.push(format!(
-            "Unsupported parameters for ({}) module: {}. Supported parameters include: {}.",
-            spec.module,
-            unsupported.join(", "),
-            supported.join(", ")
-        ));
+    if unsupported.is_empty() {
+        return None;
     }
+    unsupported.sort_unstable();
+    let mut supported: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
+    supported.sort_unstable();
+    Some(format!(
+        "Unsupported parameters for ({}) module: {}. Supported parameters include: {}.",
+        spec.module,
+        unsupported.join(", "),
+        supported.join(", ")
+    ))
+}
 
+/// Every option of the spec: coerced and checked if given, its default if
+/// not; the required ones missing are reported in one message.
+fn check_options(
+    spec: &Spec,
+    user: &Map<String, Value>,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
     let mut options = Map::new();
     let mut missing = Vec::new();
     for opt in spec.options {
@@ -267,24 +304,7 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                         Err(e) => errors.push(e),
                     }
                 }
-                Err(reason) => errors.push(format!(
-                    "argument '{}' is of type {} and we were unable to convert to {}: {}",
-                    opt.name,
-                    python_type(value),
-                    opt.kind.ansible_name(),
-                    match (opt.no_log, opt.kind) {
-                        // Which key is wrong is no secret; its value is.
-                        (true, Kind::Dict(element)) if reason.starts_with("key '") =>
-                            format!(
-                            "{}: its value cannot be converted to {} (the value is hidden: no_log)",
-                            reason.split_once("': ").map_or(reason.as_str(), |(k, _)| k).to_owned()
-                                + "'",
-                            element.ansible_name()
-                        ),
-                        (true, _) => "the value is hidden (no_log)".to_owned(),
-                        (false, _) => reason,
-                    }
-                )),
+                Err(reason) => errors.push(conversion_error(opt, value, reason)),
             },
         }
     }
@@ -295,6 +315,34 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
             missing.join(", ")
         ));
     }
+    options
+}
+
+/// Ansible's message for a value that is not of the option's type.
+fn conversion_error(opt: &Opt, value: &Value, reason: String) -> String {
+    format!(
+        "argument '{}' is of type {} and we were unable to convert to {}: {}",
+        opt.name,
+        python_type(value),
+        opt.kind.ansible_name(),
+        match (opt.no_log, opt.kind) {
+            // Which key is wrong is no secret; its value is.
+            (true, Kind::Dict(element)) if reason.starts_with("key '") => format!(
+                "{}: its value cannot be converted to {} (the value is hidden: no_log)",
+                reason
+                    .split_once("': ")
+                    .map_or(reason.as_str(), |(k, _)| k)
+                    .to_owned()
+                    + "'",
+                element.ansible_name()
+            ),
+            (true, _) => "the value is hidden (no_log)".to_owned(),
+            (false, _) => reason,
+        }
+    )
+}
+
+fn check_exclusive(spec: &Spec, user: &Map<String, Value>, errors: &mut Vec<String>) {
     for group in spec.mutually_exclusive {
         let given = group
             .iter()
@@ -306,12 +354,6 @@ pub fn parse(spec: &Spec, raw: Value) -> Result<(Map<String, Value>, Context), A
                 group.join("|")
             ));
         }
-    }
-
-    if errors.is_empty() {
-        Ok((options, context))
-    } else {
-        Err(ArgsError(errors))
     }
 }
 
@@ -382,44 +424,54 @@ fn coerce(kind: Kind, value: &Value) -> Result<Value, String> {
         Kind::Path => to_str(value).map(|s| Value::String(expand_home(s))),
         Kind::Bool => to_bool(value).map(Value::Bool),
         Kind::Int => to_int(value).map(|i| Value::Number(Number::from(i))),
-        Kind::List(element) => {
-            let items: Vec<Value> = match value {
-                Value::Array(items) => items.clone(),
-                Value::String(s) if s.trim().is_empty() => Vec::new(),
-                Value::String(s) => s.split(',').map(|item| Value::from(item.trim())).collect(),
-                Value::Number(_) => vec![value.clone()],
-                _ => return Err(format!("{} cannot be converted to a list", render(value))),
-            };
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| coerce(*element, item).map_err(|e| format!("element {i}: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array)
-        }
-        Kind::Dict(element) => {
-            let map = match value {
-                Value::Object(map) => map.clone(),
-                Value::String(s) if s.trim_start().starts_with('{') => {
-                    match serde_json::from_str::<Value>(s) {
-                        Ok(Value::Object(map)) => map,
-                        _ => return Err("the string is not a valid JSON object".to_owned()),
-                    }
-                }
-                Value::String(s) => key_value_pairs(s)?,
-                _ => return Err(format!("{} cannot be converted to a dict", render(value))),
-            };
-            map.into_iter()
-                .map(|(k, v)| {
-                    coerce(*element, &v)
-                        .map(|v| (k.clone(), v))
-                        .map_err(|e| format!("key '{k}': {e}"))
-                })
-                .collect::<Result<Map<_, _>, _>>()
-                .map(Value::Object)
-        }
+        Kind::List(element) => coerce_list(*element, value),
+        Kind::Dict(element) => coerce_dict(*element, value),
     }
 }
+
+/// A list, or a comma-separated string, each element coerced to `element`.
+fn coerce_list(element: Kind, value: &Value) -> Result<Value, String> {
+    let items: Vec<Value> = match value {
+        Value::Array(items) => items.clone(),
+        Value::String(s) if s.trim().is_empty() => Vec::new(),
+        Value::String(s) => s.split(',').map(|item| Value::from(item.trim())).collect(),
+        Value::Number(_) => vec![value.clone()],
+        _ => return Err(format!("{} cannot be converted to a list", render(value))),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| coerce(element, item).map_err(|e| format!("element {i}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// A JSON object, or a string holding one or `k=v` pairs, each value
+/// coerced to `element`.
+fn coerce_dict(element: Kind, value: &Value) -> Result<Value, String> {
+    let map = match value {
+        Value::Object(map) => map.clone(),
+        Value::String(s) if s.trim_start().starts_with(JSON_OBJECT_START) => {
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err("the string is not a valid JSON object".to_owned()),
+            }
+        }
+        Value::String(s) => key_value_pairs(s)?,
+        _ => return Err(format!("{} cannot be converted to a dict", render(value))),
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            coerce(element, &v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("key '{k}': {e}"))
+        })
+        .collect::<Result<Map<_, _>, _>>()
+        .map(Value::Object)
+}
+
+/// How a string holding a JSON object starts (Ansible's test, too).
+const JSON_OBJECT_START: char = '{';
 
 /// `k1=v1, k2=v2` or `k1=v1 k2=v2`, as Ansible's `check_type_dict` reads it.
 fn key_value_pairs(s: &str) -> Result<Map<String, Value>, String> {
@@ -459,7 +511,7 @@ const TRUE_WORDS: &[&str] = &["y", "yes", "on", "1", "true", "t"];
 const FALSE_WORDS: &[&str] = &["n", "no", "off", "0", "false", "f"];
 
 /// Ansible's `boolean()`: the same spellings, the same refusal.
-pub fn to_bool(value: &Value) -> Result<bool, String> {
+pub(crate) fn to_bool(value: &Value) -> Result<bool, String> {
     let word = match value {
         Value::Bool(b) => return Ok(*b),
         Value::String(s) => s.trim().to_ascii_lowercase(),
@@ -526,11 +578,11 @@ mod tests {
         module: "ops_test",
         options: &[
             Opt::new("name", Kind::Str, "a name").required(),
-            Opt::new("count", Kind::Int, "a count").default(Default::Int(3)),
-            Opt::new("force", Kind::Bool, "a flag").default(Default::Bool(false)),
+            Opt::new("count", Kind::Int, "a count").default(DefaultValue::Int(3)),
+            Opt::new("force", Kind::Bool, "a flag").default(DefaultValue::Bool(false)),
             Opt::new("state", Kind::Str, "a state")
                 .choices(&["present", "absent"])
-                .default(Default::Str("present")),
+                .default(DefaultValue::Str("present")),
             Opt::new("path", Kind::Path, "a path"),
             Opt::new("uri", Kind::Str, "a uri"),
             Opt::new("tags", Kind::List(&Kind::Str), "tags"),
