@@ -25,7 +25,7 @@ use crate::download;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -239,12 +239,6 @@ impl Import {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The image's record if the runtime really has it.
 pub fn present(
     store: &Store,
@@ -410,7 +404,7 @@ fn unpack_into_store(
         runtime: Runtime::Systemd,
         location: records::location(store, Runtime::Systemd, &spec.id),
         size: unpacked.size,
-        imported_at: now(),
+        imported_at: crate::clock::now(),
     };
     records::write(work, &record)?;
     Ok(record)
@@ -444,7 +438,7 @@ fn import_into_podman(
         runtime: Runtime::Podman,
         size,
         location: reference,
-        imported_at: now(),
+        imported_at: crate::clock::now(),
     })
 }
 

@@ -267,7 +267,7 @@ impl<'a> Run<'a> {
         let status = &self.observed.status;
         let again: Vec<String> = units
             .iter()
-            .filter(|u| status.get(*u).is_some_and(|s| s.active == "active"))
+            .filter(|u| status.get(*u).is_some_and(|s| s.active_state().is_active()))
             .cloned()
             .collect();
         if !again.is_empty() {

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::plan::{import_for, new_ports, target_version};
 use super::{pod_units, verify, version_units, Host, PodError, Request, State};
@@ -115,9 +114,7 @@ pub(crate) fn observe(
         listening: crate::ports::listening(),
         port_records: crate::ports::read_index(store)?,
         unit_paths: unit_paths(name, &request.unit_dir),
-        now: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        now: crate::clock::now(),
         ..Observed::new(name.clone())
     };
     observe_images(store, request, host.podman, &mut observed);

@@ -269,9 +269,10 @@ pub(crate) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) ->
         .iter()
         .find(|i| i.id == wanted.id)
         .unwrap_or(wanted);
-    let locate = |source: &Source| match source {
-        Source::Path(p) => Location::Path(new.bundle_dir.join(p)),
-        Source::Uri(u) => Location::parse_uri(u).unwrap_or(Location::Http(u.clone())),
+    // The bundle was validated: its URIs parse. Were one not to, the
+    // download names it and fails, before anything is imported.
+    let locate = |source: &Source| {
+        Location::of(source, &new.bundle_dir).unwrap_or_else(|_| Location::Http(source.text()))
     };
     Import {
         id: wanted.id.clone(),
