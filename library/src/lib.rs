@@ -1,22 +1,30 @@
 //! The core of ops: everything the `ops_*` Ansible modules do lives here.
 //!
-//! - [`ansible`]: the Ansible binary-module protocol (args in, one JSON out).
-//! - [`bundle`]: reading and validating a bundle's pod.json into one model.
-//! - [`modules`]: the four modules' options and bodies.
-//! - [`pod`]: deploying, switching and removing pod versions; built on
-//!   [`store`] (what is deployed), `units` (what goes in systemd's unit
-//!   directory), [`systemd`] (talking to it), `lock`, `atomic` (every
-//!   write) and `command` (every external program).
-//! - [`image`]: importing images (ACI, OCI, Docker) into the systemd or
-//!   podman runtime, verified; removing them once unused.
-//! - [`volume`]: a pod version's data volumes, extracted safely from
-//!   archives (`unpack`, `decode`) and replaced atomically.
-//! - [`ports`]: named host ports, allocated across every deployed version.
-//! - [`facts`]: what is deployed, as ops_pod and ops_facts report it.
+//! The modules form layers; each imports only those below it (no cycles):
+//!
+//! 1. Leaves that know nothing of ops's model: `atomic` (every write),
+//!    `command` (every external program), `lock` (the store lock),
+//!    [`systemd`] (talking to it), `decode` and `unpack` (archives), `clock`,
+//!    `outcome` (a refusal or a failure after changes) and [`ansible`] (the
+//!    binary-module protocol: args in, one JSON out).
+//! 2. `records`: names, the pod model and what each record on disk holds
+//!    (meta.json, image.json, volume.json, port records), and the names and
+//!    syntax of the units ops installs. Data only.
+//! 3. `download`: where bytes come from (a path or a URI), fetched and
+//!    hashed, for images and volumes alike.
+//! 4. [`bundle`]: reading and validating a bundle's pod.json into the model.
+//! 5. [`store`]: the on-disk layout, every path of it, staging and removal.
+//! 6. [`image`], [`volume`], [`ports`]: images in their runtime (podman
+//!    behind the [`image::Podman`] trait), data volumes, host ports.
+//! 7. `units`: the unit files ops writes for a version and its pod.
+//! 8. [`facts`]: what is deployed, as ops_pod and ops_facts report it.
+//! 9. [`pod`]: ops_pod's engine: observe the host, plan steps (pure), apply
+//!    them with the undo of each.
+//! 10. [`modules`]: the four modules' options (their public contract) and
+//!     bodies, each handing a typed request to its engine.
 //!
 //! The public modules are the crate's API: what the module binaries, the
-//! testkit and the tests use. The rest (`records`, `download`, `outcome`,
-//! `clock` and the leaves above) is `pub(crate)`, free to change shape.
+//! testkit and the tests use. The rest is `pub(crate)`, free to change shape.
 
 pub mod ansible;
 pub(crate) mod atomic;
