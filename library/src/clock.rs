@@ -1,5 +1,7 @@
 //! The wall clock, as the records store it: whole seconds since the Unix
-//! epoch. One reading so every record's `created_at` means the same thing.
+//! epoch. One reading, so the times records keep (meta.json's
+//! `deployed_at`, image.json's `imported_at`, volume.json's `created_at`)
+//! mean the same thing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -8,7 +8,8 @@
 //! Also the look at an archive's first bytes ([`check_start`]) that tells,
 //! without reading it whole, whether it can be read as a tar at all: check
 //! mode refuses with it what the real run would refuse, for images and
-//! volumes alike.
+//! volumes alike; and [`content_free`], which keeps an archive library's
+//! error message from quoting the archive's bytes.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead, Cursor, Read};

@@ -408,7 +408,7 @@ fn volume_facts(
     version_dir: &Path,
     v: &Volume,
 ) -> VolumeFacts {
-    let found = volume::read_record(&volume::volume_dir(version_dir, &v.name))
+    let found = volume::read_record(&Store::volume_in(version_dir, &v.name))
         .ok()
         .flatten();
     VolumeFacts {

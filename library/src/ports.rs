@@ -406,11 +406,6 @@ pub fn report(name: &PodName, held: &BTreeMap<u16, Holder>) -> Vec<serde_json::V
         .collect()
 }
 
-/// `<root>/ports`.
-pub fn index_dir(store: &Store) -> PathBuf {
-    store.ports_dir()
-}
-
 const INDEX_HEADER: &str =
     "# Managed by ops: who holds this port, derived from the versions' meta.json.\n";
 
@@ -437,7 +432,7 @@ pub struct IndexChange {
 
 impl IndexChange {
     pub fn path(&self, store: &Store) -> PathBuf {
-        index_dir(store).join(self.port.to_string())
+        store.ports_dir().join(self.port.to_string())
     }
 
     pub fn describe(&self, store: &Store) -> String {
@@ -465,7 +460,7 @@ pub fn index_changes(
 
 /// The port record on disk: ops's files in `<root>/ports/`, by port.
 pub fn read_index(store: &Store) -> Result<BTreeMap<u16, String>, FsError> {
-    let dir = index_dir(store);
+    let dir = store.ports_dir();
     let mut on_disk: BTreeMap<u16, String> = BTreeMap::new();
     match fs::read_dir(&dir) {
         Ok(entries) => {
@@ -530,7 +525,7 @@ pub fn apply_index(
     _lock: &StoreLock,
     changes: &[IndexChange],
 ) -> Result<(), FsError> {
-    let dir = index_dir(store);
+    let dir = store.ports_dir();
     for change in changes {
         let path = change.path(store);
         match &change.after {

@@ -22,7 +22,9 @@
 //! The store owns every path of this layout: the modules above ask it for
 //! their directories ([`Store::images_dir`], [`Store::volume_dir`],
 //! [`Store::ports_dir`]), stage through [`Store::stage_dir`] and delete
-//! through [`Store::throw_away`], so the layout is written down once.
+//! through [`Store::throw_away`], so the layout is written down once. The
+//! lock's own files (`lock`, `lock.holder`) are `crate::lock`'s, which sits
+//! below the store.
 //!
 //! Everything is plain files and symlinks, so `ls`, `cat` and a file backup
 //! are enough to read and restore it. A version appears by a rename of a
@@ -164,7 +166,8 @@ impl Store {
         &self.root
     }
 
-    fn layout_path(&self) -> PathBuf {
+    /// The layout marker, `layout-version`.
+    pub fn layout_path(&self) -> PathBuf {
         self.root.join("layout-version")
     }
 
@@ -186,12 +189,22 @@ impl Store {
 
     /// A version's data volume: `data/` and `volume.json` (see crate::volume).
     pub fn volume_dir(&self, name: &PodName, version: &Version, volume: &str) -> PathBuf {
-        self.version_dir(name, version).join("volumes").join(volume)
+        Store::volume_in(&self.version_dir(name, version), volume)
+    }
+
+    /// A volume's directory in a version's directory, committed or staged.
+    pub fn volume_in(version_dir: &Path, volume: &str) -> PathBuf {
+        version_dir.join("volumes").join(volume)
+    }
+
+    /// Imported images, of every runtime.
+    pub fn images_root(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     /// Imported images of one runtime (see crate::image).
     pub fn images_dir(&self, runtime: Runtime) -> PathBuf {
-        self.root.join("images").join(runtime.name())
+        self.images_root().join(runtime.name())
     }
 
     /// Remove `images/<runtime>/`, then `images/`, once empty.
@@ -201,7 +214,7 @@ impl Store {
         runtime: Runtime,
     ) -> Result<(), FsError> {
         atomic::remove_dir_if_empty(&self.images_dir(runtime))?;
-        atomic::remove_dir_if_empty(&self.root.join("images")).map(drop)
+        atomic::remove_dir_if_empty(&self.images_root()).map(drop)
     }
 
     /// Who holds each host port (see crate::ports).
@@ -213,7 +226,7 @@ impl Store {
         self.root.join("staging")
     }
 
-    fn trash_dir(&self) -> PathBuf {
+    pub fn trash_dir(&self) -> PathBuf {
         self.root.join("trash")
     }
 

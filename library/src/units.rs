@@ -24,8 +24,9 @@
 //!
 //! What ops writes reaches systemd exactly or is refused: environment
 //! values are escaped for the parser that reads them, values no variable
-//! can hold ([`check_env_value`]) and paths a unit file cannot carry
-//! ([`check_unit_path`]) are refused before anything is written.
+//! can hold and paths a unit file cannot carry are refused before anything
+//! is written (the rules are `crate::records::unit_syntax`'s, which bundle
+//! validation applies too).
 //!
 //! Every file starts with a header naming the pod; that is how ops knows a
 //! file is its own, and it never overwrites or removes one without it.

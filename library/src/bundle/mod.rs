@@ -2,7 +2,8 @@
 //!
 //! [`load`] reads pod.json in either shape the seeds define (the native
 //! `containers` form, or an Appc `PodManifest` carrying an `ops`
-//! annotation), validates the whole bundle and returns one [`Pod`] model.
+//! annotation), validates the whole bundle and returns a [`Bundle`]: one
+//! [`Pod`] model (`crate::records::pod`) and where its files are.
 //! A bundle that fails validation yields every problem at once, each naming
 //! the file and the field path, before anything on the host is touched.
 

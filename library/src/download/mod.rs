@@ -44,11 +44,15 @@ pub enum Location {
 
 impl Location {
     /// `http://`, `https://` and `file://` are URIs; anything else a path.
+    /// A scheme is read in any case (RFC 3986), as bundles are validated.
     pub fn parse(text: &str) -> Result<Location, String> {
         let lower = text.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
             Ok(Location::Http(text.to_owned()))
-        } else if let Some(rest) = text.strip_prefix("file://") {
+        } else if let Some(rest) = lower
+            .starts_with("file://")
+            .then(|| &text["file://".len()..])
+        {
             if rest.starts_with('/') {
                 Ok(Location::Path(PathBuf::from(percent_decode(rest)?)))
             } else {
@@ -248,6 +252,24 @@ pub fn transfer_failure(error: &io::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheme_is_read_in_any_case() {
+        assert_eq!(
+            Location::parse("FILE:///srv/a%20b.tar").unwrap(),
+            Location::Path(PathBuf::from("/srv/a b.tar"))
+        );
+        assert_eq!(
+            Location::parse("File:///x").unwrap(),
+            Location::Path(PathBuf::from("/x"))
+        );
+        assert!(matches!(
+            Location::parse("HTTPS://h/x").unwrap(),
+            Location::Http(_)
+        ));
+        let err = Location::parse("FILE://relative/x").unwrap_err();
+        assert!(err.contains("needs an absolute path"), "{err}");
+    }
 
     #[test]
     fn a_fifo_or_device_named_as_an_image_or_data_is_refused_without_blocking() {

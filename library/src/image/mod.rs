@@ -4,7 +4,6 @@
 //! - [`archive`]: the one pass over an image file (ACI, OCI or Docker
 //!   archive): decompress, hash, unpack, check every digest.
 //! - [`records`]: where images live in the store and ops's record of each.
-//! - [`source`]: paths and `http`/`https`/`file` URIs; downloads.
 //! - [`signature`]: detached OpenPGP signatures, checked by `sqv`.
 //! - [`podman`]: the podman runtime, behind the [`podman::Podman`]
 //!   interface (the `podman` command, or a recording fake in tests).
@@ -14,7 +13,8 @@
 //! the image to podman. Either way an import is staged in `staging/` and
 //! becomes visible by one rename once every digest (and the signature,
 //! when there is one) has been checked; a failure leaves the store as it
-//! was. ops_image and ops_pod both import through [`import`].
+//! was. ops_image and ops_pod both import through [`import`]; the bytes
+//! come through `crate::download`, the directories from the store.
 
 pub mod archive;
 
@@ -521,7 +521,7 @@ fn commit(
     if target.exists() {
         remove_dir(store, lock, &target)?;
     }
-    atomic::create_dir_all(&records::images_dir(store, runtime), 0o755)?;
+    atomic::create_dir_all(&store.images_dir(runtime), 0o755)?;
     atomic::rename(work, &target)?;
     Ok(())
 }

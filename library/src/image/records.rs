@@ -35,12 +35,8 @@ pub fn dir_name(id: &ImageId) -> String {
     }
 }
 
-pub fn images_dir(store: &Store, runtime: Runtime) -> PathBuf {
-    store.images_dir(runtime)
-}
-
 pub fn image_dir(store: &Store, runtime: Runtime, id: &ImageId) -> PathBuf {
-    images_dir(store, runtime).join(dir_name(id))
+    store.images_dir(runtime).join(dir_name(id))
 }
 
 /// Where the systemd runtime keeps an image's root filesystem.
@@ -112,7 +108,7 @@ pub fn write(dir: &Path, record: &ImageRecord) -> Result<(), FsError> {
 
 /// Every image record of a runtime.
 pub fn all(store: &Store, runtime: Runtime) -> Result<Vec<ImageRecord>, ImageError> {
-    let dir = images_dir(store, runtime);
+    let dir = store.images_dir(runtime);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

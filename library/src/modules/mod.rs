@@ -2,10 +2,10 @@
 //! typed options and body. The binaries in `modules/` only call
 //! [`crate::ansible::main`] with one of these.
 //!
-//! Until a module's behaviour lands it validates its options (and ops_pod
-//! its bundle) and then says plainly that it cannot act yet: a failure
-//! normally, and in check mode `skipped`, as Ansible asks of a module that
-//! cannot honour check mode.
+//! Each body checks what the spec cannot, builds its engine's typed
+//! request (`pod::Request`, `image::Request`, `volume::Request`, or the
+//! facts query), runs it against the real systemd and podman, and turns
+//! the report, or the refusal or failure after changes, into one result.
 
 pub mod facts;
 pub mod image;

@@ -14,7 +14,12 @@
 //! line with the store (see [`super::sync_port_record`]): the plan's port
 //! record steps are what that will do.
 //!
-//! Each step's undo is next to its do. The store is the record of what
+//! Each step is begun in [`Run::step`] and taken back in [`Run::undo_step`],
+//! two matches side by side, with each step's do and undo functions
+//! paired below them (`stop`/`undo_stop`, `write_files`/`undo_files`,
+//! `start`/`undo_start`). What a run did is reported in the plan's words
+//! ([`Step`]'s texts), with the outcome of a start added (`(up)`); the undo
+//! words are written here, beside each undo. The store is the record of what
 //! should be, and the unit files are derived from it, so a crash between
 //! any two steps leaves the running version running and a rerun finishes
 //! the job. A failure before the new version is up puts everything back as
@@ -33,7 +38,8 @@ use crate::image::Podman;
 use crate::image::{Import, Runtime};
 use crate::lock::StoreLock;
 use crate::outcome::AfterChanges;
-use crate::store::{NewVersion, Store, VersionRecord};
+use crate::records::version::VersionRecord;
+use crate::store::{NewVersion, Store};
 use crate::systemd::{stop_units, Systemd};
 use crate::units::{self, Change};
 
@@ -258,7 +264,7 @@ impl<'a> Run<'a> {
     fn stop(&mut self, units: &[String]) -> Result<(), PodError> {
         stop_units(self.systemd, units)?;
         self.systemd.reset_failed(units);
-        self.done(format!("stop {}", units.join(" ")));
+        self.done(Step::stop_text(units));
         Ok(())
     }
 
@@ -272,7 +278,7 @@ impl<'a> Run<'a> {
             .collect();
         if !again.is_empty() {
             self.systemd.start(&again, self.request.start_timeout)?;
-            self.undid(format!("start {} again", again.join(" ")));
+            self.undid(format!("{} again", Step::start_text(&again, false)));
         }
         Ok(())
     }
@@ -386,7 +392,7 @@ impl<'a> Run<'a> {
     fn undo_start(&mut self, units: &[String]) -> Result<(), PodError> {
         stop_units(self.systemd, units)?;
         self.systemd.reset_failed(units);
-        self.undid(format!("stop {}", units.join(" ")));
+        self.undid(Step::stop_text(units));
         Ok(())
     }
 
@@ -428,7 +434,7 @@ impl<'a> Run<'a> {
                 None => None,
                 Some(source) => Some(self.fetch_volume(new, source, staged, &downloads, failed)?),
             };
-            let dir = crate::volume::volume_dir(staged, &v.name);
+            let dir = Store::volume_in(staged, &v.name);
             let built = crate::volume::build(
                 &dir,
                 &v.name,
@@ -501,7 +507,7 @@ impl<'a> Run<'a> {
     /// Remove the directories the run created (and the layout marker of a
     /// store that holds nothing else).
     fn remove_created(&self) -> Result<(), PodError> {
-        let layout = self.store.root().join("layout-version");
+        let layout = self.store.layout_path();
         for (path, existed) in self.existed.iter().rev() {
             if *existed {
                 continue;
@@ -629,12 +635,11 @@ impl<'a> Run<'a> {
 
 /// The paths a run may create, and whether each exists now.
 fn existing(plan: &Plan, request: &Request, store: &Store) -> Vec<(PathBuf, bool)> {
-    let root = store.root();
     [
-        root.join("layout-version"),
-        root.join("staging"),
-        root.join("trash"),
-        root.join("images"),
+        store.layout_path(),
+        store.staging_dir(),
+        store.trash_dir(),
+        store.images_root(),
         store.pods_dir(),
         store.pod_dir(&plan.name),
         request.unit_dir.clone(),

@@ -2,13 +2,17 @@
 //!
 //! A run goes in three stages: [`observe`] gathers everything the plan
 //! needs from the host (store, unit directory, systemd, ports, images, the
-//! unit files verified) into one value; [`plan`] turns the request and that
-//! value into steps ([`step::Step`]), with no I/O of its own; and, unless
-//! the plan is empty or this is check mode, the store lock is taken, the
-//! host observed and planned again (another run may have changed it
-//! meanwhile) and the steps applied ([`apply`]). Nothing is written before
-//! the lock is held, so a refused or no-op request leaves the host
-//! byte-identical, and check mode is the plan alone.
+//! unit files verified by `verify`) into one value; [`plan`] turns the
+//! request and that value into steps ([`step::Step`]), with no I/O of its
+//! own, and `planted` refuses a symlink ops did not make on any path the
+//! steps would write; and, unless the plan is empty or this is check mode,
+//! the store lock is taken, the host observed and planned again (another
+//! run may have changed it meanwhile) and the steps applied ([`apply`];
+//! `up` watches a started version come up). A plan refused without the
+//! lock is made again under it before the refusal counts: another run may
+//! have been half-way. Nothing in the store or the unit directory is
+//! written before the lock is held, so a refused or no-op request leaves
+//! them byte-identical, and check mode is the plan alone.
 
 mod apply;
 mod observe;

@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::plan::{import_for, new_ports, target_version};
 use super::{pod_units, verify, version_units, Host, PodError, Request, State};
 use crate::ansible::error_chain;
-use crate::bundle::{ImageId, PodName};
-use crate::image::{self, records, Podman, Runtime};
+use crate::bundle::{Image, ImageId, PodName, Source, Version};
+use crate::download::Location;
+use crate::image::{self, records, Import, Podman, Runtime};
 use crate::outcome::Refusal;
+use crate::ports::{self, Allocation, Holder};
 use crate::store::{NewVersion, PodState, Store};
 use crate::systemd::{Systemd, UnitStatus};
 use crate::units::{self, Files};
@@ -255,4 +256,130 @@ fn observe_bundle(
         Err(e) => Some(Err(refusal(&e))),
     };
     Ok(())
+}
+
+/// Versions as a message lists them.
+pub(super) fn list(versions: &[&Version]) -> String {
+    if versions.is_empty() {
+        "none".to_owned()
+    } else {
+        versions
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The version the request acts on; without one, the current (none, for
+/// absent: all).
+pub(super) fn resolve_version(
+    request: &Request,
+    observed: &Observed,
+) -> Result<Option<Version>, Refusal> {
+    let (name, before) = (&observed.name, &observed.state);
+    Ok(match (&observed.incoming, &request.version) {
+        (Some(new), Some(v)) if &new.pod.version != v => {
+            return Err(Refusal(format!(
+                "the bundle is version {} of pod {name} but version is {v}; leave version out or \
+                 make them agree",
+                new.pod.version
+            )))
+        }
+        (Some(new), _) => Some(new.pod.version.clone()),
+        (None, Some(v)) => Some(v.clone()),
+        (None, None) if request.state == State::Absent => None,
+        (None, None) => match &before.current {
+            Some(v) => Some(v.clone()),
+            None => {
+                return Err(Refusal(format!(
+                    "pod {name} has no current version; give a bundle or a version (stored: {})",
+                    list(&before.by_age())
+                )))
+            }
+        },
+    })
+}
+
+/// The version the request acts on, the runtime its images are looked for
+/// in, and its images: what [`super::observe`] looks at for the plan.
+pub(super) fn target_version(
+    request: &Request,
+    observed: &Observed,
+) -> Option<(Version, Runtime, Vec<Image>)> {
+    let v = resolve_version(request, observed).ok().flatten()?;
+    let absent = request.state == State::Absent;
+    match (observed.state.versions.get(&v), &observed.incoming) {
+        // As the plan has it: absent does not look at the version's runtime.
+        (Some(stored), _) if absent => {
+            Some((v, Runtime::default(), stored.record.pod.images.clone()))
+        }
+        (Some(stored), _) => Some((v, stored.record.runtime, stored.record.pod.images.clone())),
+        (None, Some(new)) if !absent => Some((
+            v,
+            request.runtime.unwrap_or_default(),
+            new.pod.images.clone(),
+        )),
+        _ => None,
+    }
+}
+
+/// Every held port, with `this` standing in for the pod's own versions.
+pub(super) fn holders(
+    observed: &Observed,
+    this: &PodState,
+) -> Result<BTreeMap<u16, Holder>, Refusal> {
+    let mut all: BTreeMap<&PodName, &PodState> = observed
+        .others
+        .as_ref()
+        .map_err(Clone::clone)?
+        .iter()
+        .collect();
+    all.insert(&observed.name, this);
+    let mut held = BTreeMap::new();
+    for (name, state) in all {
+        ports::add_holders(&mut held, name, state);
+    }
+    Ok(held)
+}
+
+/// The ports a new version would get.
+pub(super) fn new_ports(
+    request: &Request,
+    observed: &Observed,
+    new: &NewVersion,
+) -> Result<Vec<Allocation>, Refusal> {
+    let held = holders(observed, &observed.state)?;
+    ports::allocate(
+        &observed.name,
+        &new.pod,
+        &held,
+        request.port_range,
+        &observed.listening,
+    )
+    .map_err(|e| refusal(&e))
+}
+
+/// How to import an image of the bundle. The stored record hides a URI's
+/// credentials: the bundle's own image entry has them.
+pub(super) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) -> Import {
+    let wanted = new
+        .pod
+        .images
+        .iter()
+        .find(|i| i.id == wanted.id)
+        .unwrap_or(wanted);
+    // The bundle was validated: its URIs parse. Were one not to, the
+    // download names it and fails, before anything is imported.
+    let locate = |source: &Source| {
+        Location::of(source, &new.bundle_dir).unwrap_or_else(|_| Location::Http(source.text()))
+    };
+    Import {
+        id: wanted.id.clone(),
+        source: locate(&wanted.source),
+        signature: wanted.signature.as_ref().map(locate),
+        keyring: request.keyring.clone(),
+        require_signature: request.require_signature,
+        timeout: request.download_timeout,
+    }
 }

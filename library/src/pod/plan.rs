@@ -3,23 +3,25 @@
 //! The plan is the whole decision: which version is added, which removed,
 //! where `current` points, which unit files change, which units stop
 //! before anything else, which start, which stop once the new version is
-//! up. Check mode reports it; a real run applies it. Every refusal is made
-//! here, before anything is written. Planning is pure: it reads only the
-//! request and the [`Observed`] host (no file, no process, no clock).
+//! up. Check mode reports it; a real run applies it. The refusals of the
+//! request against the host are made here (the bundle's own are made when
+//! it is read, a planted symlink's in `planted`), all before anything is
+//! written. Planning is pure: it reads only the request and the
+//! [`Observed`] host (no file, no process, no clock).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::observe::Observed;
+use super::observe::{holders, import_for, list, new_ports, resolve_version, Observed};
 use super::step::Step;
 use super::{pod_units, version_units, Report, Request, State};
-use crate::bundle::{Image, ImageId, PodName, Source, Version};
-use crate::image::{self, Import, Location, Runtime};
+use crate::bundle::{ImageId, PodName, Version};
+use crate::image::{self, Import, Runtime};
 use crate::outcome::Refusal;
-use crate::ports::{self, Allocation, Holder};
-use crate::store::{NewVersion, PodState, Store, StoredVersion, VersionRecord, META_FORMAT};
+use crate::ports;
+use crate::records::version::{VersionRecord, META_FORMAT};
+use crate::store::{NewVersion, PodState, Store, StoredVersion};
 use crate::units::{self, Change, Files};
 
 /// The steps that bring the pod to the requested state, and what the run
@@ -161,127 +163,8 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
     d.into_plan()
 }
 
-fn list(versions: &[&Version]) -> String {
-    if versions.is_empty() {
-        "none".to_owned()
-    } else {
-        versions
-            .iter()
-            .map(|v| v.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
 fn refusal(error: &dyn std::error::Error) -> Refusal {
     Refusal(crate::ansible::error_chain(error))
-}
-
-/// The version the request acts on; without one, the current (none, for
-/// absent: all).
-fn resolve_version(request: &Request, observed: &Observed) -> Result<Option<Version>, Refusal> {
-    let (name, before) = (&observed.name, &observed.state);
-    Ok(match (&observed.incoming, &request.version) {
-        (Some(new), Some(v)) if &new.pod.version != v => {
-            return Err(Refusal(format!(
-                "the bundle is version {} of pod {name} but version is {v}; leave version out or \
-                 make them agree",
-                new.pod.version
-            )))
-        }
-        (Some(new), _) => Some(new.pod.version.clone()),
-        (None, Some(v)) => Some(v.clone()),
-        (None, None) if request.state == State::Absent => None,
-        (None, None) => match &before.current {
-            Some(v) => Some(v.clone()),
-            None => {
-                return Err(Refusal(format!(
-                    "pod {name} has no current version; give a bundle or a version (stored: {})",
-                    list(&before.by_age())
-                )))
-            }
-        },
-    })
-}
-
-/// The version the request acts on, the runtime its images are looked for
-/// in, and its images: what [`super::observe`] looks at for the plan.
-pub(crate) fn target_version(
-    request: &Request,
-    observed: &Observed,
-) -> Option<(Version, Runtime, Vec<Image>)> {
-    let v = resolve_version(request, observed).ok().flatten()?;
-    let absent = request.state == State::Absent;
-    match (observed.state.versions.get(&v), &observed.incoming) {
-        // As the plan has it: absent does not look at the version's runtime.
-        (Some(stored), _) if absent => {
-            Some((v, Runtime::default(), stored.record.pod.images.clone()))
-        }
-        (Some(stored), _) => Some((v, stored.record.runtime, stored.record.pod.images.clone())),
-        (None, Some(new)) if !absent => Some((
-            v,
-            request.runtime.unwrap_or_default(),
-            new.pod.images.clone(),
-        )),
-        _ => None,
-    }
-}
-
-/// Every held port, with `this` standing in for the pod's own versions.
-fn holders(observed: &Observed, this: &PodState) -> Result<BTreeMap<u16, Holder>, Refusal> {
-    let mut all: BTreeMap<&PodName, &PodState> = observed
-        .others
-        .as_ref()
-        .map_err(Clone::clone)?
-        .iter()
-        .collect();
-    all.insert(&observed.name, this);
-    let mut held = BTreeMap::new();
-    for (name, state) in all {
-        ports::add_holders(&mut held, name, state);
-    }
-    Ok(held)
-}
-
-/// The ports a new version would get.
-pub(crate) fn new_ports(
-    request: &Request,
-    observed: &Observed,
-    new: &NewVersion,
-) -> Result<Vec<Allocation>, Refusal> {
-    let held = holders(observed, &observed.state)?;
-    ports::allocate(
-        &observed.name,
-        &new.pod,
-        &held,
-        request.port_range,
-        &observed.listening,
-    )
-    .map_err(|e| refusal(&e))
-}
-
-/// How to import an image of the bundle. The stored record hides a URI's
-/// credentials: the bundle's own image entry has them.
-pub(crate) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) -> Import {
-    let wanted = new
-        .pod
-        .images
-        .iter()
-        .find(|i| i.id == wanted.id)
-        .unwrap_or(wanted);
-    // The bundle was validated: its URIs parse. Were one not to, the
-    // download names it and fails, before anything is imported.
-    let locate = |source: &Source| {
-        Location::of(source, &new.bundle_dir).unwrap_or_else(|_| Location::Http(source.text()))
-    };
-    Import {
-        id: wanted.id.clone(),
-        source: locate(&wanted.source),
-        signature: wanted.signature.as_ref().map(locate),
-        keyring: request.keyring.clone(),
-        require_signature: request.require_signature,
-        timeout: request.download_timeout,
-    }
 }
 
 /// Which versions `keep` prunes: the oldest beyond `keep`, never the
@@ -712,7 +595,7 @@ impl Draft<'_> {
     fn plan_restart(&mut self) {
         let name = self.name;
         let reconfigured = self.version.as_ref().is_some_and(|v| {
-            let prefix = format!("{name}-{v}-");
+            let prefix = crate::records::unit_names::version_prefix(name, v);
             self.environment.is_some()
                 || self
                     .files_before

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, FsError};
 use crate::bundle::PodName;
-use crate::image::{records, Runtime};
-use crate::ports;
+use crate::records::Runtime;
 use crate::store::Store;
 use crate::units::{Change, Entry};
 
@@ -50,16 +49,16 @@ pub fn refuse(
         // no lock: it is told here.
         root.join("lock"),
         root.join("lock.holder"),
-        root.join("layout-version"),
+        store.layout_path(),
         store.pods_dir(),
-        root.join("staging"),
-        root.join("trash"),
-        ports::index_dir(store),
-        root.join("images"),
-        records::images_dir(store, Runtime::Systemd),
-        records::images_dir(store, Runtime::Podman),
+        store.staging_dir(),
+        store.trash_dir(),
+        store.ports_dir(),
+        store.images_root(),
+        store.images_dir(Runtime::Systemd),
+        store.images_dir(Runtime::Podman),
     ];
-    paths.extend(entries(&ports::index_dir(store)));
+    paths.extend(entries(&store.ports_dir()));
     let pod_dir = store.pod_dir(name);
     paths.push(pod_dir.clone());
     for entry in entries(&pod_dir) {

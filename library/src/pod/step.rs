@@ -1,6 +1,7 @@
-//! The steps of a plan: what each one does, in words (the action text
-//! reported in check mode and by a real run alike) and as Ansible diff
-//! entries. [`super::apply`] carries each out, and takes it back.
+//! The steps of a plan: what each one does, in words (the action texts
+//! check mode reports; a real run reports the same words, adding how a
+//! start ended) and as Ansible diff entries. [`super::apply`] carries each
+//! out, and takes it back.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use serde_json::{json, Value};
 use crate::bundle::{ImageId, Pod, PodName, Source, Version};
 use crate::image::{self, records, Import, Runtime};
 use crate::ports::IndexChange;
-use crate::store::{NewVersion, Store, VersionRecord};
+use crate::records::version::VersionRecord;
+use crate::store::{NewVersion, Store};
 use crate::units::{self, Change, Entry};
 
 /// One step of a plan. Most are one action; the unit files of a step are
@@ -69,6 +71,10 @@ pub(crate) enum Step {
 
 impl Step {
     /// `start <units>` or `restart <units>`: the start as begun.
+    pub(crate) fn stop_text(units: &[String]) -> String {
+        format!("stop {}", units.join(" "))
+    }
+
     pub(crate) fn start_text(units: &[String], restart: bool) -> String {
         let verb = if restart { "restart" } else { "start" };
         format!("{verb} {}", units.join(" "))
@@ -133,7 +139,7 @@ impl Step {
                 file.as_deref(),
                 from.as_ref(),
             )],
-            Step::Stop(units) => vec![format!("stop {}", units.join(" "))],
+            Step::Stop(units) => vec![Step::stop_text(units)],
             Step::UnitFiles(changes) => changes
                 .iter()
                 .map(Step::change_text)

@@ -13,7 +13,12 @@ pub fn split(name: &str) -> (&str, &str) {
 
 /// The name a bundle unit is installed under.
 pub fn installed_name(pod: &PodName, version: &Version, unit: &UnitName) -> String {
-    format!("{pod}-{version}-{}", unit.as_str())
+    format!("{}{}", version_prefix(pod, version), unit.as_str())
+}
+
+/// What every installed name of a version's units starts with.
+pub fn version_prefix(pod: &PodName, version: &Version) -> String {
+    format!("{pod}-{version}-")
 }
 
 /// The names systemd runs for a unit: each instance of a template, or the

@@ -146,11 +146,6 @@ pub struct LocalArchive {
     pub planned: Option<String>,
 }
 
-/// `pods/<pod>/<version>/volumes/<name>` of a version directory.
-pub fn volume_dir(version_dir: &Path, name: &str) -> PathBuf {
-    version_dir.join("volumes").join(name)
-}
-
 /// Where a volume's contents are, from its directory.
 pub fn data_dir(volume_dir: &Path) -> PathBuf {
     volume_dir.join("data")
@@ -158,7 +153,7 @@ pub fn data_dir(volume_dir: &Path) -> PathBuf {
 
 /// The host directory units see as the volume.
 pub fn data_path(store: &Store, pod: &PodName, version: &Version, name: &str) -> PathBuf {
-    data_dir(&volume_dir(&store.version_dir(pod, version), name))
+    data_dir(&store.volume_dir(pod, version, name))
 }
 
 /// The record of the volume in `dir`, if it has one.
@@ -506,10 +501,7 @@ pub fn run(
 ) -> Result<Report, VolumeError> {
     let store = Store::new(&request.root);
     store.check_layout()?;
-    let dir = volume_dir(
-        &store.version_dir(&request.pod, &request.version),
-        &request.name,
-    );
+    let dir = store.volume_dir(&request.pod, &request.version, &request.name);
     let target = Target {
         request,
         store,
@@ -844,11 +836,12 @@ fn adjusted(record: &VolumeRecord, settings: &Settings) -> VolumeRecord {
     after
 }
 
-fn staging_dir(store: &Store, request: &Request) -> PathBuf {
-    store.root().join("staging").join(format!(
+/// Names the volume's directory in `staging/` and `trash/`.
+fn label(request: &Request) -> String {
+    format!(
         "volume-{}-{}-{}",
         request.pod, request.version, request.name
-    ))
+    )
 }
 
 /// Carry out a change under the lock; the volume's record after it.
@@ -864,15 +857,7 @@ fn apply(
     store.ensure_layout(lock)?;
     match change {
         Change::Remove => {
-            let gone = store.root().join("trash").join(format!(
-                "volume-{}-{}-{}",
-                request.pod, request.version, request.name
-            ));
-            atomic::remove_tree(&gone)?;
-            atomic::create_dir_all(gone.parent().expect("trash"), 0o755)?;
-            atomic::rename(dir, &gone)?;
-            atomic::remove_tree(&gone)?;
-            atomic::remove_dir_if_empty(&store.root().join("trash"))?;
+            store.throw_away(lock, dir, &label(request))?;
             atomic::remove_dir_if_empty(dir.parent().expect("volumes"))?;
             Ok(None)
         }
@@ -891,13 +876,10 @@ fn apply(
             Ok(Some(record))
         }
         Change::Build { .. } => {
-            let staging = staging_dir(store, request);
-            atomic::remove_tree(&staging)?;
-            atomic::create_dir_all(&staging, 0o700)?;
+            let staging = store.stage_dir(lock, &label(request), 0o700)?;
             let origin = found.and_then(|f| f.record.origin.clone());
             let result = build_staged(request, &staging, dir, digests, origin);
-            let cleaned = atomic::remove_tree(&staging)
-                .and_then(|()| atomic::remove_dir_if_empty(&store.root().join("staging")));
+            let cleaned = store.unstage(lock, &staging);
             let record = result?;
             cleaned?;
             Ok(Some(record))
@@ -1173,7 +1155,7 @@ pub fn check_bundle(
             check_archive_start(&location, &shown, timeout).map_err(failed)?;
             continue;
         }
-        let dir = volume_dir(&store.version_dir(&pod.name, &pod.version), &volume.name);
+        let dir = store.volume_dir(&pod.name, &pod.version, &volume.name);
         let Some(record) = read_record(&dir).map_err(failed)? else {
             // Removed with ops_volume: nothing to compare with.
             continue;

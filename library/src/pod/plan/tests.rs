@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::bundle::{Pod, Port, Unit};
+use crate::bundle::{Image, Pod, Port, Source, Unit};
 use crate::ports::PortRange;
 use crate::records::names::UnitName;
 use crate::systemd::UnitStatus;
@@ -354,6 +354,58 @@ fn restarted_restarts_a_running_version() {
     assert_eq!(
         actions(&request(State::Restarted), &host),
         ["restart shop-1-web.service and wait until they are up"]
+    );
+}
+
+#[test]
+fn a_changed_environment_alone_restarts_the_running_version() {
+    let host = Host::new().stored("1").current("1").running("1");
+    let env = |value: &str| {
+        with(State::Started, |r| {
+            r.env = Some(BTreeMap::from([("TOKEN".to_owned(), value.to_owned())]))
+        })
+    };
+    assert_eq!(
+        actions(&env("s3cret"), &host),
+        [
+            "write the environment file of version 1",
+            // The first environment: the drop-in gains its EnvironmentFile=.
+            "update shop-1-web.service.d/50-ops.conf",
+            "daemon-reload",
+            "restart shop-1-web.service and wait until they are up",
+        ]
+    );
+    // The same environment again: nothing to write, nothing to restart.
+    let mut same = host;
+    let written = crate::units::environment_file(&BTreeMap::from([(
+        "TOKEN".to_owned(),
+        "s3cret".to_owned(),
+    )]));
+    same.0.state.versions.get_mut(&v("1")).unwrap().environment = Some(written);
+    let same = same.files();
+    assert!(actions(&env("s3cret"), &same).is_empty());
+    assert_eq!(
+        actions(&env("changed"), &same),
+        [
+            "write the environment file of version 1",
+            "restart shop-1-web.service and wait until they are up",
+        ]
+    );
+    // Stopped, a changed environment is written and nothing is started.
+    let stopped = Host::new().stored("1").current("1");
+    let planned = actions(
+        &with(State::Stopped, |r| {
+            r.env = Some(BTreeMap::from([("TOKEN".to_owned(), "x".to_owned())]))
+        }),
+        &stopped,
+    );
+    assert_eq!(
+        planned,
+        [
+            "write the environment file of version 1",
+            "update shop-1-web.service.d/50-ops.conf",
+            "daemon-reload",
+        ]
     );
 }
 
