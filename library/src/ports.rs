@@ -406,6 +406,9 @@ pub fn report(name: &PodName, held: &BTreeMap<u16, Holder>) -> Vec<serde_json::V
         .collect()
 }
 
+/// The most of a port record read: ops's own are a few lines.
+const INDEX_MAX: u64 = 64 << 10;
+
 const INDEX_HEADER: &str =
     "# Managed by ops: who holds this port, derived from the versions' meta.json.\n";
 
@@ -474,12 +477,14 @@ pub fn read_index(store: &Store) -> Result<BTreeMap<u16, String>, FsError> {
                     continue;
                 };
                 let path = entry.path();
-                match fs::read_to_string(&path) {
-                    Ok(text) if text.starts_with(INDEX_HEADER) => {
+                // Read only if regular: a FIFO planted here must not block
+                // every run. A record ops did not write is left out, and
+                // the sync writes the right one over it.
+                match atomic::read_regular(&path, INDEX_MAX).map(String::from_utf8) {
+                    Ok(Ok(text)) if text.starts_with(INDEX_HEADER) => {
                         on_disk.insert(port, text);
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
                     Err(e) => return Err(e).at("read", &path),
                 }
             }

@@ -101,7 +101,9 @@ impl PodState {
             .values()
             .map(|v| v.record.sequence)
             .max()
-            .map_or(1, |s| s + 1)
+            // A damaged record's huge sequence must not overflow: the new
+            // version still sorts newest.
+            .map_or(1, |s| s.saturating_add(1))
     }
 }
 
@@ -147,8 +149,19 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// The most ops reads of one file of the store: far more than any record,
+/// unit file or environment it writes, and a bound on a damaged one.
+const MAX_FILE: u64 = 16 << 20;
+
+/// A file of the store, read only if it is a regular file: a FIFO or a
+/// device planted in the store is refused at once instead of blocking the
+/// run (and every run waiting for its lock).
+fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
+    atomic::read_regular(path, MAX_FILE).at("read", path)
+}
+
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
-    match fs::read(path) {
+    match atomic::read_regular(path, MAX_FILE) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("read", path),
@@ -284,10 +297,14 @@ impl Store {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.at("read", &dir)?;
+            // ops makes each pod a directory: anything else there (a
+            // symlink, a file) is not one of its pods, and is not followed.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             if let Some(name) = entry
                 .file_name()
                 .to_str()
                 .and_then(|n| PodName::parse(n).ok())
+                .filter(|_| is_dir)
             {
                 names.push(name);
             }
@@ -315,7 +332,7 @@ impl Store {
     ) -> Result<StoredVersion, StoreError> {
         let dir = self.version_dir(name, version);
         let meta_path = dir.join("meta.json");
-        let bytes = fs::read(&meta_path).at("read", &meta_path)?;
+        let bytes = read_file(&meta_path)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: meta_path.clone(),
             reason,
@@ -337,7 +354,10 @@ impl Store {
         let mut units = BTreeMap::new();
         for unit in record.pod.units.iter().filter(|_| with_units) {
             let path = dir.join("units").join(unit.name.as_str());
-            let text = fs::read_to_string(&path).at("read", &path)?;
+            let text = String::from_utf8(read_file(&path)?).map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                reason: "a unit file ops stored is not UTF-8".to_owned(),
+            })?;
             units.insert(unit.name.clone(), text);
         }
         let environment = read_optional(&dir.join("environment"))?;
@@ -535,6 +555,48 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
+
+    #[test]
+    fn only_real_directories_in_pods_are_pods_and_a_link_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let pods = store.pods_dir();
+        fs::create_dir_all(pods.join("shop")).unwrap();
+        std::os::unix::fs::symlink("/etc", pods.join("other")).unwrap();
+        fs::write(pods.join("cart"), b"").unwrap();
+        let names: Vec<String> = store
+            .pod_names()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["shop"]);
+    }
+
+    #[test]
+    fn a_damaged_record_s_huge_sequence_does_not_overflow() {
+        let bundle =
+            crate::bundle::load(Path::new("../tests/fixtures/bundles/pair/native")).unwrap();
+        let record = VersionRecord {
+            format: META_FORMAT,
+            sequence: u64::MAX,
+            deployed_at: 0,
+            digest: String::new(),
+            pod: bundle.pod.clone(),
+            runtime: Runtime::default(),
+            ports: Vec::new(),
+        };
+        let mut state = PodState::default();
+        state.versions.insert(
+            bundle.pod.version.clone(),
+            StoredVersion {
+                record,
+                units: BTreeMap::new(),
+                environment: None,
+            },
+        );
+        assert_eq!(state.next_sequence(), u64::MAX);
+    }
 
     #[test]
     fn a_stored_record_hides_uri_credentials_and_the_pod_json_holding_them_is_private() {

@@ -1151,3 +1151,54 @@ fn the_largest_timeouts_deploy_and_fail_without_overflow() {
     let error = host.run(&request).unwrap_err();
     assert!(error.contains("rolled back to version 1"), "{error}");
 }
+
+#[test]
+fn a_fifo_or_directory_planted_in_the_store_is_refused_at_once_naming_it() {
+    // Another pod's record or a port record that is not a regular file:
+    // read, it would block every run (and every run waiting for the lock)
+    // or fail without the pod in the result.
+    for (plant, fifo) in [
+        ("pods/cart/1/meta.json", true),
+        ("ports/41451", true),
+        ("ports/41452", false),
+    ] {
+        for check_mode in [true, false] {
+            let mut host = Host::new();
+            host.deploy("1");
+            let at = host.root.join(plant);
+            fs::create_dir_all(at.parent().unwrap()).unwrap();
+            if fifo {
+                nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            } else {
+                fs::create_dir(&at).unwrap();
+            }
+            let request = host.request(State::Stopped);
+            let (done, result) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let run = pod::run(
+                    &request,
+                    &mut host.systemd,
+                    &mut PodmanCli,
+                    check_mode,
+                    false,
+                );
+                let _ = done.send(run.map(drop).map_err(|failed| {
+                    let msg = ops_core::ansible::error_chain(&failed.error);
+                    (msg, failed.report.name, failed.report.current)
+                }));
+            });
+            let (msg, name, current) = result
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{plant}: the run blocked"))
+                .expect_err(plant);
+            let what = if fifo { "a FIFO" } else { "a directory" };
+            assert!(
+                msg.contains(plant) && msg.contains(&format!("not a regular file ({what})")),
+                "{plant}: {msg}"
+            );
+            // The pod as it is, as every other refusal reports it.
+            assert_eq!(name.as_ref().map(|n| n.as_str()), Some("shop"), "{plant}");
+            assert_eq!(current.as_ref().map(|v| v.as_str()), Some("1"), "{plant}");
+        }
+    }
+}

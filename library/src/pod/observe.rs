@@ -35,14 +35,14 @@ pub(crate) struct Observed {
     /// Every runnable unit of every stored version, and the pod's target
     /// and slice.
     pub status: BTreeMap<String, UnitStatus>,
-    /// Every other pod in the store: the ports and images they hold. Only
-    /// a new version's ports and an image's removal ask, so a pod that
-    /// cannot be read fails only those.
+    /// Every other pod in the store: the ports and images they hold. Every
+    /// plan asks (the port record follows the whole store), so one that
+    /// cannot be read refuses the request, with this pod's state reported.
     pub others: Result<BTreeMap<PodName, PodState>, Refusal>,
     /// Ports something on the host listens on.
     pub listening: BTreeSet<u16>,
     /// ops's port record on disk (`<root>/ports/<port>`), by port.
-    pub port_records: BTreeMap<u16, String>,
+    pub port_records: Result<BTreeMap<u16, String>, Refusal>,
     /// Paths of the pod's shape in the unit directory that exist, whoever
     /// made them: the plan does not install over one that is not ops's.
     pub unit_paths: BTreeSet<PathBuf>,
@@ -74,7 +74,7 @@ impl Observed {
             status: BTreeMap::new(),
             others: Ok(BTreeMap::new()),
             listening: BTreeSet::new(),
-            port_records: BTreeMap::new(),
+            port_records: Ok(BTreeMap::new()),
             unit_paths: BTreeSet::new(),
             present: HashMap::new(),
             recorded: HashMap::new(),
@@ -113,7 +113,7 @@ pub(crate) fn observe(
         status,
         others,
         listening: crate::ports::listening(),
-        port_records: crate::ports::read_index(store)?,
+        port_records: crate::ports::read_index(store).map_err(|e| refusal(&e)),
         unit_paths: unit_paths(name, &request.unit_dir),
         now: crate::clock::now(),
         ..Observed::new(name.clone())

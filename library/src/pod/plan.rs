@@ -734,7 +734,8 @@ impl Plan {
     /// if it does not match the store now).
     fn with_ports(mut self, observed: &Observed) -> Result<Plan, Refusal> {
         let held = holders(observed, &self.after)?;
-        for change in ports::index_diff(&observed.port_records, &held) {
+        let on_disk = observed.port_records.as_ref().map_err(Clone::clone)?;
+        for change in ports::index_diff(on_disk, &held) {
             self.finish
                 .push(Step::PortRecord(change, self.root.clone()));
         }
