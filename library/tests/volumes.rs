@@ -581,11 +581,17 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     host.systemd.calls.clear();
     host.systemd.failing.insert("shop-1-web.service".to_owned());
     let err = volume::run(&request, &mut host.systemd, false, false).unwrap_err();
+    // Reported as ops_pod and ops_image report a failure after changes:
+    // the cause first, then how the run ended, then what stays changed.
     assert_eq!(
         ops_core::ansible::error_chain(&err),
-        "volume data of pod shop version 1 now holds the new contents, but \
-         shop-1-web.service did not restart: systemctl start shop-1-web.service exited with \
-         status 1: Job for shop-1-web.service failed."
+        format!(
+            "shop-1-web.service did not restart: systemctl start shop-1-web.service exited with \
+             status 1: Job for shop-1-web.service failed.\nvolume data of pod shop version 1 now \
+             holds the new contents\nleft changed: replace the contents of volume data of pod \
+             shop version 1 with {}",
+            third.display()
+        )
     );
     let done = err.done().expect("the failure says what was done");
     assert!(done.changed);

@@ -34,7 +34,7 @@ use crate::command::CommandError;
 use crate::decode;
 use crate::download::{DownloadError, Location};
 use crate::lock::{LockError, StoreLock};
-use crate::outcome::Refusal;
+use crate::outcome::{AfterChanges, Refusal};
 use crate::records::names::{PodName, Version};
 use crate::records::Runtime;
 use crate::store::{NewVersion, Store, StoreError};
@@ -82,19 +82,14 @@ pub enum VolumeError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Systemd(#[from] CommandError),
-    /// The new contents are in place; the units that used the old ones
-    /// could not be restarted. The host was changed: a failure after
-    /// changes, with [`VolumeError::done`] saying what stays changed. Not an
-    /// [`crate::outcome::AfterChanges`]: nothing is undone, and its message
-    /// leads with what the volume now holds, which that layout (cause
-    /// first) would reorder.
-    #[error("volume {volume} now holds the new contents, but {units} did not restart")]
-    NotRestarted {
-        volume: String,
-        units: String,
+    /// A failure after changes, reported as ops_pod and ops_image report
+    /// one: the new contents are in place and recorded (nothing is undone:
+    /// the old contents are gone), the units that used the old ones could
+    /// not be restarted. [`VolumeError::done`] gives what was done.
+    #[error("{after}")]
+    AfterChanges {
+        after: Box<AfterChanges>,
         report: Box<Report>,
-        #[source]
-        source: Box<CommandError>,
     },
 }
 
@@ -102,7 +97,7 @@ impl VolumeError {
     /// What was done before the failure, when something was.
     pub fn done(&self) -> Option<&Report> {
         match self {
-            VolumeError::NotRestarted { report, .. } => Some(report),
+            VolumeError::AfterChanges { report, .. } => Some(report),
             _ => None,
         }
     }
@@ -1043,14 +1038,22 @@ fn not_restarted(
     report: Report,
     source: CommandError,
 ) -> VolumeError {
-    VolumeError::NotRestarted {
-        volume: format!(
-            "{} of pod {} version {}",
+    let after = AfterChanges {
+        cause: format!(
+            "{units} did not restart: {}",
+            crate::ansible::error_chain(&source)
+        ),
+        outcome: format!(
+            "volume {} of pod {} version {} now holds the new contents",
             request.name, request.pod, request.version
         ),
-        units,
+        undone: Vec::new(),
+        undo_error: None,
+        left: report.actions.clone(),
+    };
+    VolumeError::AfterChanges {
+        after: Box::new(after),
         report: Box::new(report),
-        source: Box::new(source),
     }
 }
 
