@@ -23,6 +23,9 @@
 //! 10. [`modules`]: the four modules' options (their public contract) and
 //!     bodies, each handing a typed request to its engine.
 //!
+//! `tests/shape/check` holds this order too, and fails the tests when an
+//! import points up it, a cycle appears, or a function passes 80 lines.
+//!
 //! The public modules are the crate's API: what the module binaries, the
 //! testkit and the tests use. The rest is `pub(crate)`, free to change shape.
 

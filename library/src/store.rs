@@ -132,7 +132,7 @@ fn redact_uris(pod: &mut Pod) -> bool {
         .flat_map(|i| std::iter::once(&mut i.source).chain(i.signature.as_mut()))
         .chain(pod.volumes.iter_mut().filter_map(|v| v.data.as_mut()));
     for source in sources {
-        if let crate::bundle::Source::Uri(uri) = source {
+        if let crate::records::pod::Source::Uri(uri) = source {
             let shown = crate::records::uri::redact(uri).into_owned();
             if shown != *uri {
                 *uri = shown;
