@@ -21,7 +21,7 @@ pub mod archive;
 pub mod podman;
 pub mod records;
 mod signature;
-use crate::download;
+use crate::download::{self, DownloadError};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -64,14 +64,9 @@ pub enum ImageError {
     /// podman keeps a container made from the image.
     #[error("podman will not remove image {reference}: {detail}")]
     InUse { reference: String, detail: String },
-    #[error("cannot read {location}")]
-    Source {
-        location: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot download {uri}: {reason}")]
-    Download { uri: String, reason: String },
+    /// The image or its signature could not be read or downloaded.
+    #[error(transparent)]
+    Read(#[from] DownloadError),
     #[error("{file} ends early: it is truncated or damaged")]
     Truncated { file: String },
     #[error("cannot unpack {file}")]
@@ -159,16 +154,6 @@ pub enum ImageError {
     Lock(#[from] LockError),
 }
 
-impl From<crate::download::DownloadError> for ImageError {
-    fn from(error: crate::download::DownloadError) -> ImageError {
-        use crate::download::DownloadError;
-        match error {
-            DownloadError::Source { location, source } => ImageError::Source { location, source },
-            DownloadError::Download { uri, reason } => ImageError::Download { uri, reason },
-        }
-    }
-}
-
 /// Where to get an image and how to trust it.
 #[derive(Debug, Clone)]
 pub struct Import {
@@ -214,7 +199,7 @@ impl Import {
             let looked = crate::atomic::open_regular(path)
                 .and_then(|mut file| crate::decode::read_head(&mut file))
                 .and_then(|(head, whole)| crate::decode::check_start(&head, whole));
-            looked.map_err(|source| ImageError::Source {
+            looked.map_err(|source| DownloadError::Source {
                 location: self.source.display(),
                 source,
             })?;
@@ -546,11 +531,12 @@ fn remote_error(source: &Location, timeout: Duration, error: ImageError) -> Imag
     match (source, error) {
         (
             Location::Http(uri),
-            ImageError::Unpack { source, .. } | ImageError::Source { source, .. },
-        ) if is_transfer_error(&source) => ImageError::Download {
+            ImageError::Unpack { source, .. }
+            | ImageError::Read(DownloadError::Source { source, .. }),
+        ) if is_transfer_error(&source) => ImageError::Read(DownloadError::Download {
             uri: crate::records::uri::redact(uri).into_owned(),
             reason: download::transfer_failure(&source, timeout),
-        },
+        }),
         (_, e) => e,
     }
 }

@@ -423,11 +423,13 @@ impl<'a> Run<'a> {
     fn build_volumes(&mut self, new: &NewVersion, staged: &Path) -> Result<(), PodError> {
         let pod = &new.pod;
         for v in &pod.volumes {
-            let failed = |source: crate::volume::VolumeError| PodError::Volume {
-                pod: pod.name.clone(),
-                version: pod.version.clone(),
-                volume: v.name.clone(),
-                source: Box::new(source),
+            let failed = |source: crate::volume::VolumeError| {
+                PodError::from(crate::volume::PodVolumeError::Volume {
+                    pod: pod.name.clone(),
+                    version: pod.version.clone(),
+                    volume: v.name.clone(),
+                    source: Box::new(source),
+                })
             };
             let downloads = staged.join("volumes").join(format!(".{}.download", v.name));
             let archive = match &v.data {

@@ -153,15 +153,7 @@ pub enum PodError {
     #[error(transparent)]
     Ports(#[from] crate::ports::PortError),
     #[error(transparent)]
-    BundleVolume(#[from] crate::volume::BundleVolumeError),
-    #[error("volume {volume} of pod {pod} version {version}")]
-    Volume {
-        pod: PodName,
-        version: Version,
-        volume: String,
-        #[source]
-        source: Box<crate::volume::VolumeError>,
-    },
+    Volume(#[from] crate::volume::PodVolumeError),
 }
 
 /// A failed run: the error and what had been done.

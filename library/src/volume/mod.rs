@@ -1112,9 +1112,10 @@ pub fn env_name(volume: &str) -> String {
     )
 }
 
-/// Why a bundle's volume data cannot be deployed (nothing was changed).
+/// What went wrong with one volume of a pod version, as ops_pod reports
+/// it: the volume's own error, named, or a refusal of the bundle's data.
 #[derive(Debug, thiserror::Error)]
-pub enum BundleVolumeError {
+pub enum PodVolumeError {
     #[error("volume {volume} of pod {pod} version {version}")]
     Volume {
         pod: PodName,
@@ -1139,13 +1140,13 @@ pub fn check_bundle(
     new: &NewVersion,
     deployed: bool,
     timeout: Duration,
-) -> Result<(), BundleVolumeError> {
+) -> Result<(), PodVolumeError> {
     let pod = &new.pod;
     for volume in &pod.volumes {
         let Some(source) = &volume.data else {
             continue;
         };
-        let failed = |source: VolumeError| BundleVolumeError::Volume {
+        let failed = |source: VolumeError| PodVolumeError::Volume {
             pod: pod.name.clone(),
             version: pod.version.clone(),
             volume: volume.name.clone(),
@@ -1169,7 +1170,7 @@ pub fn check_bundle(
             continue;
         };
         let v = &pod.version;
-        return Err(BundleVolumeError::Refused(Refusal(format!(
+        return Err(PodVolumeError::Refused(Refusal(format!(
             "version {v} of pod {} is already deployed with different data in volume {}: the \
              bundle's {shown} is {}, version {v} was deployed with {deployed_with}{}; versions are \
              immutable: give the bundle a new version, or remove version {v} first (state: \
