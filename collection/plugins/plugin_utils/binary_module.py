@@ -14,12 +14,26 @@ facts were not gathered (or the task is delegated), from one ``uname -sm``
 on the target, and runs that machine's binary as a module. Check mode and
 diff reach the binary as for any module: it honours them. Async is not
 supported.
+
+The binary is not copied for every task: the module Ansible copies and
+runs is a small launcher that runs the host's cached copy of the binary,
+checked first (module_cache.py). Only when the host has no intact copy is
+the binary sent, installed in the cache, and run; where the cache cannot be
+used (read-only or full, another user's, no sha256sum) the binary that was
+sent runs from Ansible's remote tmp, as Ansible runs any binary module.
 """
 
 from __future__ import annotations
 
+import os
+
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.ops.onboard.plugins.plugin_utils import module_cache
+
+display = Display()
 
 COLLECTION = "ops.onboard"
 
@@ -58,10 +72,115 @@ class BinaryModule(ActionBase):
                 "%s.%s has no binary for this host's machine %r (this collection was built for: %s)"
                 % (COLLECTION, module, machine, ", ".join(built) or "none")
             )
-        result.update(
-            self._execute_module(module_name=binary, module_args=self._task.args, task_vars=task_vars)
-        )
+        result.update(self._run_binary(binary, task_vars))
         return result
+
+    def _run_binary(self, binary, task_vars):
+        """The binary's result, run from the host's cache when it may be."""
+        directory = self._cache_directory(task_vars)
+        if directory is None:
+            return self._execute(binary, task_vars, launcher=None)
+        path = self._shared_loader_obj.module_loader.find_plugin(binary)
+        sha = module_cache.sha256_of(path)
+        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
+        reason = result.get("_ops_module_cache")
+        if reason is None:
+            return result
+        warnings = []
+        if reason == module_cache.DAMAGED:
+            warnings.append(
+                "the cached %s in %s (sha256 %s) was not intact (changed, truncated, or not a "
+                "regular file of the user's): it was not run, and is replaced" % (binary, directory, sha)
+            )
+        sent = self._send(path)
+        if reason in (module_cache.ABSENT, module_cache.DAMAGED):
+            installed = self._install(sha, directory, sent)
+            if installed == module_cache.INSTALLED:
+                result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
+                return self._warned(result, warnings)
+            reason = installed
+        message = self._fall_back_message(directory, reason)
+        if reason == module_cache.UNSAFE:
+            warnings.append(message)
+        else:
+            display.vv(message, host=self._task.delegate_to or task_vars.get("inventory_hostname"))
+        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory, binary=sent))
+        return self._warned(result, warnings)
+
+    @staticmethod
+    def _warned(result, warnings):
+        if warnings:
+            result["warnings"] = warnings + list(result.get("warnings") or [])
+        return result
+
+    def _cache_directory(self, task_vars):
+        """Where the host keeps its binaries, or None (no cache).
+
+        The variable ops_module_cache, else the controller's environment
+        OPS_MODULE_CACHE, else ~/.ansible/ops/bin; false (or an empty value)
+        turns the cache off.
+        """
+        value = task_vars.get("ops_module_cache")
+        if value is None:
+            value = os.environ.get("OPS_MODULE_CACHE", module_cache.DEFAULT_DIR)
+        value = self._templar.template(value) if isinstance(value, str) else value
+        if value in (False, None, "") or (
+            isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0")
+        ):
+            return None
+        try:
+            module_cache.directory_word(value)
+        except ValueError as error:
+            raise AnsibleActionFail("ops_module_cache %s" % error) from None
+        return value
+
+    def _execute(self, binary, task_vars, launcher):
+        """Ansible's run of the module, its file replaced by ``launcher`` when given."""
+        self._launcher = launcher
+        self._binary_name = os.path.basename(self._shared_loader_obj.module_loader.find_plugin(binary))
+        try:
+            return self._execute_module(
+                module_name=binary, module_args=dict(self._task.args), task_vars=task_vars
+            )
+        finally:
+            self._launcher = None
+
+    def _transfer_file(self, local_path, remote_path):
+        # _execute_module sends the module's file by this; _transfer_data
+        # sends its data through it too, as a local temporary file.
+        launcher = getattr(self, "_launcher", None)
+        if launcher is None or os.path.basename(local_path) != self._binary_name:
+            return super()._transfer_file(local_path, remote_path)
+        return self._transfer_data(remote_path, launcher)
+
+    def _send(self, path):
+        """Put the binary in the task's remote tmp, readable by the user the module runs as."""
+        if self._connection._shell.tmpdir is None:
+            self._make_tmp_path()
+        tmpdir = self._connection._shell.tmpdir
+        sent = self._connection._shell.join_path(tmpdir, "ops_binary_" + os.path.basename(path))
+        super()._transfer_file(path, sent)
+        self._fixup_perms2([tmpdir, sent], self._get_remote_user())
+        return sent
+
+    def _install(self, sha, directory, sent):
+        """Copy the sent binary into the cache; what the installer said."""
+        run = self._low_level_execute_command(module_cache.installer(sha, directory, sent))
+        words = (run.get("stdout") or "").split()
+        return words[-1] if words and run.get("rc") == 0 else module_cache.UNWRITABLE
+
+    @staticmethod
+    def _fall_back_message(directory, reason):
+        """Why the binary runs from the remote tmp this time."""
+        why = {
+            module_cache.UNSAFE: "a directory on the way to it belongs to another user or may be "
+            "written by others",
+            module_cache.UNWRITABLE: "it cannot be written (read-only, full, or not a directory)",
+            module_cache.NO_TOOLS: "the host lacks sha256sum or stat to check it",
+            module_cache.NO_HOME: "$HOME is not set for the user the module runs as",
+        }.get(reason, "the host said %r" % reason)
+        return "the module cache %s is not used (%s): the binary was copied for this task" % (
+            directory, why)
 
     def _platform(self, task_vars):
         """The target's kernel and machine, as uname -s and uname -m say."""

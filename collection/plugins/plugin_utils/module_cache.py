@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The per-host cache of module binaries: what runs on the target.
+
+A module binary is a few MB, and Ansible copies a binary module to the
+target for every task. ops keeps one copy of each binary per host instead,
+named by its sha256, in a directory of the user the module runs as (root
+under become): ``~/.ansible/ops/bin/<sha256>`` by default, or where the
+variable ``ops_module_cache`` says (``false`` turns the cache off).
+
+Two POSIX shell scripts do the work on the target; both need only ``sh``,
+``id``, ``stat``, ``mkdir``, ``mktemp``, ``cp``, ``mv`` and ``sha256sum``
+(coreutils or busybox), no Python:
+
+- the *launcher* is what Ansible copies and runs as the module (a few
+  hundred bytes, with the usual args file). It checks the cached binary
+  before every run: every directory from ``/`` down to the cache belongs to
+  root or to the user and is writable by its owner only, the file is a
+  regular file of the user's, written by no one else, and its sha256 is the
+  one the controller holds. Then it ``exec``s it. Otherwise it runs nothing
+  and prints ``{"_ops_module_cache": REASON}``: the action then sends the
+  binary and installs it, or falls back to running the copy it sent.
+- the *installer* copies a binary the controller sent (into Ansible's remote
+  tmp) into the cache: a temporary file beside the entry, its sha256
+  checked, then renamed over the entry. Concurrent tasks each write their
+  own temporary file, and a rename is atomic: no task ever sees a
+  half-written binary. A truncated entry (a crash, a full disk) fails the
+  launcher's check and is replaced by the next task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+
+DEFAULT_DIR = "~/.ansible/ops/bin"
+
+# What the launcher says instead of running the binary.
+ABSENT = "absent"  # no entry yet (or no cache directory)
+DAMAGED = "damaged"  # an entry whose sha256, type, owner or mode is wrong
+UNSAFE = "unsafe"  # a directory on the way is another user's or writable by others
+NO_TOOLS = "no-tools"  # sha256sum or stat missing: the cache cannot be checked
+NO_HOME = "no-home"  # the default location, but $HOME is not set
+REASONS = (ABSENT, DAMAGED, UNSAFE, NO_TOOLS, NO_HOME)
+
+# What the installer says.
+INSTALLED = "installed"
+UNWRITABLE = "unwritable"  # mkdir, mktemp, cp or mv failed: read-only, full disk
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path):
+    """The sha256 of a local file, hex; computed once per file version."""
+    status = os.stat(path)
+    key = (os.path.realpath(path), status.st_size, status.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as binary:
+            for block in iter(lambda: binary.read(1 << 20), b""):
+                digest.update(block)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
+def directory_word(directory):
+    """The cache directory as one shell word; ``~/`` becomes ``$HOME``.
+
+    Raises ValueError for anything but an absolute path or one under
+    ``~/``: the launcher must know where it looks before it runs.
+    """
+    if not isinstance(directory, str) or not directory:
+        raise ValueError("must be a path (absolute, or starting with ~/) or false, not %r" % (directory,))
+    if any(ord(char) < 32 or ord(char) == 127 for char in directory):
+        raise ValueError("must not hold control characters: %r" % (directory,))
+    if directory == "~":
+        return '"$HOME"'
+    if directory.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(directory[2:])
+    if directory.startswith("/"):
+        return shlex.quote(directory)
+    raise ValueError("must be absolute or start with ~/, not %r" % (directory,))
+
+
+# Shell functions both scripts use. safe_dirs DIR: every directory from DIR
+# up to / belongs to root or to this user and no one else may write it (the
+# sticky /tmp fails too): otherwise another user could swap the binary
+# between its check and its run.
+_COMMON = r"""
+me=$(id -u) || say %(no_tools)s
+command -v sha256sum >/dev/null 2>&1 && command -v stat >/dev/null 2>&1 || say %(no_tools)s
+owned_by_us() { # PATH: owned by root or us, writable by its owner only
+  set -- "$1" "$(stat -c '%%u %%a' "$1" 2>/dev/null)" || return 1
+  [ -n "$2" ] || return 1
+  case "${2%% *}" in 0|"$me") ;; *) return 1 ;; esac
+  [ $(( 0${2#* } & 022 )) -eq 0 ]
+}
+safe_dirs() {
+  set -- "$1"
+  while :; do
+    owned_by_us "$1" || return 1
+    [ "$1" = / ] && return 0
+    set -- "${1%%/*}"
+    [ -n "$1" ] || set -- /
+  done
+}
+sha_of() { set -- "$(sha256sum < "$1" 2>/dev/null)" && printf '%%s' "${1%%%% *}"; }
+"""
+
+
+def launcher(sha, directory, binary=None):
+    """The script Ansible runs as the module: check the binary, exec it.
+
+    With ``binary`` (a path in the remote tmp, the fallback) it checks that
+    file's sha256 only; otherwise the cache entry ``sha`` in ``directory``.
+    """
+    if binary is not None:
+        locate = "f=%s" % shlex.quote(binary)
+        trust = ""
+    else:
+        locate = r"""
+dir=%(dir)s
+%(home)s
+[ -d "$dir" ] || say %(absent)s
+real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
+safe_dirs "$real" || say %(unsafe)s
+f=$real/%(sha)s
+[ -e "$f" ] || [ -h "$f" ] || say %(absent)s
+""" % dict(
+            dir=directory_word(directory),
+            home=_home_check(directory),
+            absent=ABSENT,
+            unsafe=UNSAFE,
+            sha=sha,
+        )
+        trust = '[ -f "$f" ] && [ ! -h "$f" ] && owned_by_us "$f" || say %s\n' % DAMAGED
+    return (
+        "#!/bin/sh\n"
+        "# ops.onboard: run a module binary, checked first (plugin_utils/module_cache.py)\n"
+        "say() { printf '{\"_ops_module_cache\": \"%s\"}\\n' \"$1\"; exit 0; }\n"
+        + _COMMON % dict(no_tools=NO_TOOLS)
+        + locate
+        + "\n"
+        + trust
+        + '[ "$(sha_of "$f")" = %s ] || say %s\n' % (sha, DAMAGED)
+        + 'exec "$f" "$@"\n'
+    ).encode()
+
+
+def installer(sha, directory, sent):
+    """A command that copies ``sent`` (the binary in the remote tmp) into the cache.
+
+    It prints one of INSTALLED, UNWRITABLE, UNSAFE, NO_TOOLS or NO_HOME.
+    """
+    return (
+        "say() { echo \"$1\"; exit 0; }\n"
+        + _COMMON % dict(no_tools=NO_TOOLS)
+        + r"""
+umask 077
+dir=%(dir)s
+%(home)s
+mkdir -p "$dir" 2>/dev/null || say %(unwritable)s
+real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
+safe_dirs "$real" || say %(unsafe)s
+t=$(mktemp "$real/.%(sha)s.XXXXXX" 2>/dev/null) || say %(unwritable)s
+if cp %(sent)s "$t" 2>/dev/null && chmod 0700 "$t" && [ "$(sha_of "$t")" = %(sha)s ] &&
+  mv -f "$t" "$real/%(sha)s" 2>/dev/null; then
+  say %(installed)s
+fi
+rm -f "$t"
+say %(unwritable)s
+"""
+        % dict(
+            dir=directory_word(directory),
+            home=_home_check(directory),
+            unwritable=UNWRITABLE,
+            unsafe=UNSAFE,
+            sha=sha,
+            sent=shlex.quote(sent),
+            installed=INSTALLED,
+        )
+    )
+
+
+def _home_check(directory):
+    return '[ -n "$HOME" ] || say %s' % NO_HOME if directory.startswith("~") else ""
