@@ -9,3 +9,7 @@ mkdir -p "$ops_ansible_work/collections/ansible_collections/ops"
 ln -s "$project/collection" "$ops_ansible_work/collections/ansible_collections/ops/onboard"
 export ANSIBLE_COLLECTIONS_PATH="$ops_ansible_work/collections" ANSIBLE_HOME="$ops_ansible_work/home" \
   ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
+# The module cache (collection/plugins/plugin_utils/module_cache.py) of
+# these local runs: in target/, so debug builds do not pile up in root's
+# ~/.ansible/ops/bin (cargo clean removes it).
+export OPS_MODULE_CACHE=${OPS_MODULE_CACHE:-$project/target/module-cache}
