@@ -86,11 +86,13 @@ class BinaryModule(ActionBase):
         reason = result.get("_ops_module_cache")
         if reason is None:
             return result
+        # Ansible shows a warning once however many hosts give it: each names its host.
+        host = self._task.delegate_to or task_vars.get("inventory_hostname")
         warnings = []
         if reason == module_cache.DAMAGED:
             warnings.append(
-                "the cached %s in %s (sha256 %s) was not intact (changed, truncated, or not a "
-                "regular file of the user's): it was not run, and is replaced" % (binary, directory, sha)
+                "%s: the cached %s in %s (sha256 %s) was not intact (changed, truncated, or not a "
+                "regular file of the user's): it was not run, and is replaced" % (host, binary, directory, sha)
             )
         sent = self._send(path)
         if reason in (module_cache.ABSENT, module_cache.DAMAGED):
@@ -101,9 +103,9 @@ class BinaryModule(ActionBase):
             reason = installed
         message = self._fall_back_message(directory, reason)
         if reason == module_cache.UNSAFE:
-            warnings.append(message)
+            warnings.append("%s: %s" % (host, message))
         else:
-            display.vv(message, host=self._task.delegate_to or task_vars.get("inventory_hostname"))
+            display.vv(message, host=host)
         result = self._execute(binary, task_vars, module_cache.launcher(sha, directory, binary=sent))
         return self._warned(result, warnings)
 
