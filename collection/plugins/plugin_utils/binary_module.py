@@ -92,14 +92,17 @@ class BinaryModule(ActionBase):
         if reason == module_cache.DAMAGED:
             warnings.append(
                 "%s: the cached %s in %s (sha256 %s) was not intact (changed, truncated, or not a "
-                "regular file of the user's): it was not run, and is replaced" % (host, binary, directory, sha)
+                "regular file of the user's): it was not run; the binary was sent again" % (host, binary, directory, sha)
             )
         sent = self._send(path)
         if reason in (module_cache.ABSENT, module_cache.DAMAGED):
             installed = self._install(sha, directory, sent)
             if installed == module_cache.INSTALLED:
                 result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
-                return self._warned(result, warnings)
+                if "_ops_module_cache" not in result:
+                    return self._warned(result, warnings)
+                # Installed, yet not found intact: never report that as the module's result.
+                installed = result["_ops_module_cache"]
             reason = installed
         message = self._fall_back_message(directory, reason)
         if reason == module_cache.UNSAFE:

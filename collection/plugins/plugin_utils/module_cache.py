@@ -166,9 +166,14 @@ dir=%(dir)s
 mkdir -p "$dir" 2>/dev/null || say %(unwritable)s
 real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
 safe_dirs "$real" || say %(unsafe)s
+e=$real/%(sha)s
+# mv onto a directory, or a link to one, would move into it: a link goes,
+# a directory (made by hand: ops never makes one there) stays, unused.
+if [ -h "$e" ]; then rm -f "$e" 2>/dev/null || say %(unwritable)s; fi
+[ -d "$e" ] && say %(unwritable)s
 t=$(mktemp "$real/.%(sha)s.XXXXXX" 2>/dev/null) || say %(unwritable)s
 if cp %(sent)s "$t" 2>/dev/null && chmod 0700 "$t" && [ "$(sha_of "$t")" = %(sha)s ] &&
-  mv -f "$t" "$real/%(sha)s" 2>/dev/null; then
+  mv -f "$t" "$e" 2>/dev/null; then
   say %(installed)s
 fi
 rm -f "$t"
