@@ -21,6 +21,7 @@ attributes:
     description: Not supported; a task runs to its end, bounded by its timeouts.
 notes:
   - The binary is sent to a host once and kept in C(~/.ansible/ops/bin) of the user the module runs as (root's under become),
-    named by its sha256 and checked before every run; the variable C(ops_module_cache) sets another directory, C(false) turns
-    the cache off, and the playbook C(ops.onboard.clear_module_cache) clears it.
+    named by its sha256 and checked before every run; the variable C(ops_module_cache) (or C(OPS_MODULE_CACHE) in the
+    controller's environment) sets another directory, C(false) turns the cache off, and the playbook
+    C(ops.onboard.clear_module_cache) clears it. C(-vv) says whether a task ran the cached binary or sent it.
 """

@@ -193,8 +193,8 @@ attributes:
         C(<root>/ports/) added and removed, and a summary of the current and
         previous version, start at boot and the versions kept.
 notes:
-  - Binary modules are copied to the target for every task and need an
-    executable remote tmp.
+  - Binary modules need an executable remote tmp (the launcher that runs
+    the cached binary runs from there).
   - The result's RV(pod) is the record M(ops.onboard.ops_facts) returns under
     C(ansible_facts.ops.pods.<name>).
 seealso:

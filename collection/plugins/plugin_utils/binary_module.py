@@ -35,6 +35,10 @@ from ansible_collections.ops.onboard.plugins.plugin_utils import module_cache
 
 display = Display()
 
+# What the launcher prints instead of running the binary (module_cache.py).
+CACHE_SAID = "_ops_module_cache"
+OFF = ("false", "no", "off", "0")
+
 COLLECTION = "ops.onboard"
 
 # What uname -m (or the architecture fact) says, to the name of a build.
@@ -80,36 +84,44 @@ class BinaryModule(ActionBase):
         directory = self._cache_directory(task_vars)
         if directory is None:
             return self._execute(binary, task_vars, launcher=None)
-        path = self._shared_loader_obj.module_loader.find_plugin(binary)
-        sha = module_cache.sha256_of(path)
-        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
-        reason = result.get("_ops_module_cache")
-        if reason is None:
-            return result
         # Ansible shows a warning once however many hosts give it: each names its host.
         host = self._task.delegate_to or task_vars.get("inventory_hostname")
+        path = self._shared_loader_obj.module_loader.find_plugin(binary)
+        sha = module_cache.sha256_of(path)
+        entry = "%s/%s" % (directory.rstrip("/"), sha)
+        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
+        reason = result.get(CACHE_SAID)
+        if reason is None:
+            display.vv("ran the cached %s (%s)" % (entry, binary), host=host)
+            return result
         warnings = []
         if reason == module_cache.DAMAGED:
             warnings.append(
                 "%s: the cached %s in %s (sha256 %s) was not intact (changed, truncated, or not a "
-                "regular file of the user's): it was not run; the binary was sent again" % (host, binary, directory, sha)
+                "regular file of the user's): it was not run; the binary was sent again. If nothing "
+                "on that host should change it, find out what did" % (host, binary, directory, sha)
             )
         sent = self._send(path)
         if reason in (module_cache.ABSENT, module_cache.DAMAGED):
-            installed = self._install(sha, directory, sent)
-            if installed == module_cache.INSTALLED:
+            reason = self._install(sha, directory, sent)
+            if reason == module_cache.INSTALLED:
                 result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
-                if "_ops_module_cache" not in result:
+                reason = result.get(CACHE_SAID)
+                if reason is None:
+                    display.vv("sent %s and cached it as %s" % (binary, entry), host=host)
                     return self._warned(result, warnings)
-                # Installed, yet not found intact: never report that as the module's result.
-                installed = result["_ops_module_cache"]
-            reason = installed
         message = self._fall_back_message(directory, reason)
         if reason == module_cache.UNSAFE:
             warnings.append("%s: %s" % (host, message))
         else:
             display.vv(message, host=host)
-        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory, binary=sent))
+        result = self._execute(binary, task_vars, module_cache.sent_launcher(sha, sent))
+        if CACHE_SAID in result:
+            # Never taken for the module's result: the module did not run.
+            raise AnsibleActionFail(
+                "%s: the copy of %s sent to the remote tmp (%s) does not have the sha256 of the "
+                "binary (%s): it was not run" % (host, binary, sent, sha)
+            )
         return self._warned(result, warnings)
 
     @staticmethod
@@ -122,16 +134,14 @@ class BinaryModule(ActionBase):
         """Where the host keeps its binaries, or None (no cache).
 
         The variable ops_module_cache, else the controller's environment
-        OPS_MODULE_CACHE, else ~/.ansible/ops/bin; false (or an empty value)
-        turns the cache off.
+        OPS_MODULE_CACHE, else ~/.ansible/ops/bin (an empty value counts as
+        unset); false, no, off or 0 turns the cache off.
         """
         value = task_vars.get("ops_module_cache")
-        if value is None:
-            value = os.environ.get("OPS_MODULE_CACHE", module_cache.DEFAULT_DIR)
         value = self._templar.template(value) if isinstance(value, str) else value
-        if value in (False, None, "") or (
-            isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0")
-        ):
+        if value is None or value == "":
+            value = os.environ.get("OPS_MODULE_CACHE") or module_cache.DEFAULT_DIR
+        if value is False or (isinstance(value, str) and value.strip().lower() in OFF):
             return None
         try:
             module_cache.directory_word(value)
@@ -184,8 +194,12 @@ class BinaryModule(ActionBase):
             module_cache.NO_TOOLS: "the host lacks sha256sum or stat to check it",
             module_cache.NO_HOME: "$HOME is not set for the user the module runs as",
         }.get(reason, "the host said %r" % reason)
-        return "the module cache %s is not used (%s): the binary was copied for this task" % (
-            directory, why)
+        advice = (
+            "; set ops_module_cache to a directory that only root or the module's user can write, "
+            "or to false" if reason == module_cache.UNSAFE else ""
+        )
+        return "the module cache %s is not used (%s): the binary was copied for this task%s" % (
+            directory, why, advice)
 
     def _platform(self, task_vars):
         """The target's kernel and machine, as uname -s and uname -m say."""

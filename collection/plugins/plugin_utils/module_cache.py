@@ -34,6 +34,7 @@ Two POSIX shell scripts do the work on the target; both need only ``sh``,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 
@@ -45,7 +46,7 @@ DAMAGED = "damaged"  # an entry whose sha256, type, owner or mode is wrong
 UNSAFE = "unsafe"  # a directory on the way is another user's or writable by others
 NO_TOOLS = "no-tools"  # sha256sum or stat missing: the cache cannot be checked
 NO_HOME = "no-home"  # the default location, but $HOME is not set
-REASONS = (ABSENT, DAMAGED, UNSAFE, NO_TOOLS, NO_HOME)
+SENT_DAMAGED = "sent-damaged"  # the copy just sent is not what was sent
 
 # What the installer says.
 INSTALLED = "installed"
@@ -73,17 +74,17 @@ def directory_word(directory):
     Raises ValueError for anything but an absolute path or one under
     ``~/``: the launcher must know where it looks before it runs.
     """
-    if not isinstance(directory, str) or not directory:
-        raise ValueError("must be a path (absolute, or starting with ~/) or false, not %r" % (directory,))
+    if not isinstance(directory, str):
+        raise ValueError("must be a directory, absolute or under ~/, or false, not %s" % json.dumps(directory))
     if any(ord(char) < 32 or ord(char) == 127 for char in directory):
-        raise ValueError("must not hold control characters: %r" % (directory,))
-    if directory == "~":
-        return '"$HOME"'
+        raise ValueError("must not hold control characters: %s" % json.dumps(directory))
+    if not directory.startswith(("/", "~/")) or directory.rstrip("/") in ("", "~"):
+        raise ValueError("must be a directory, absolute or under ~/, not %s" % json.dumps(directory))
+    if any(part in (".", "..") for part in directory.split("/")):
+        raise ValueError("must not hold . or .. components: %s" % json.dumps(directory))
     if directory.startswith("~/"):
         return '"$HOME"/' + shlex.quote(directory[2:])
-    if directory.startswith("/"):
-        return shlex.quote(directory)
-    raise ValueError("must be absolute or start with ~/, not %r" % (directory,))
+    return shlex.quote(directory)
 
 
 # Shell functions both scripts use. safe_dirs DIR: every directory from DIR
@@ -112,17 +113,12 @@ sha_of() { set -- "$(sha256sum < "$1" 2>/dev/null)" && printf '%%s' "${1%%%% *}"
 """
 
 
-def launcher(sha, directory, binary=None):
-    """The script Ansible runs as the module: check the binary, exec it.
-
-    With ``binary`` (a path in the remote tmp, the fallback) it checks that
-    file's sha256 only; otherwise the cache entry ``sha`` in ``directory``.
-    """
-    if binary is not None:
-        locate = "f=%s" % shlex.quote(binary)
-        trust = ""
-    else:
-        locate = r"""
+def launcher(sha, directory):
+    """The script Ansible runs as the module: check the cached binary, exec it."""
+    return (
+        _LAUNCHER_HEAD
+        + _COMMON % dict(no_tools=NO_TOOLS)
+        + r"""
 dir=%(dir)s
 %(home)s
 [ -d "$dir" ] || say %(absent)s
@@ -130,25 +126,47 @@ real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
 safe_dirs "$real" || say %(unsafe)s
 f=$real/%(sha)s
 [ -e "$f" ] || [ -h "$f" ] || say %(absent)s
-""" % dict(
+[ -f "$f" ] && [ ! -h "$f" ] && owned_by_us "$f" || say %(damaged)s
+[ "$(sha_of "$f")" = %(sha)s ] || say %(damaged)s
+exec "$f" "$@"
+"""
+        % dict(
             dir=directory_word(directory),
             home=_home_check(directory),
             absent=ABSENT,
             unsafe=UNSAFE,
+            damaged=DAMAGED,
             sha=sha,
         )
-        trust = '[ -f "$f" ] && [ ! -h "$f" ] && owned_by_us "$f" || say %s\n' % DAMAGED
-    return (
-        "#!/bin/sh\n"
-        "# ops.onboard: run a module binary, checked first (plugin_utils/module_cache.py)\n"
-        "say() { printf '{\"_ops_module_cache\": \"%s\"}\\n' \"$1\"; exit 0; }\n"
-        + _COMMON % dict(no_tools=NO_TOOLS)
-        + locate
-        + "\n"
-        + trust
-        + '[ "$(sha_of "$f")" = %s ] || say %s\n' % (sha, DAMAGED)
-        + 'exec "$f" "$@"\n'
     ).encode()
+
+
+def sent_launcher(sha, sent):
+    """The script Ansible runs as the module when the cache is not used.
+
+    It runs the binary sent to the remote tmp, as Ansible runs any binary
+    module, after checking its sha256 where the host has sha256sum.
+    """
+    return (
+        _LAUNCHER_HEAD
+        + r"""
+f=%(sent)s
+if command -v sha256sum >/dev/null 2>&1; then
+  set -- "$(sha256sum < "$f" 2>/dev/null)" "$@"
+  [ "${1%%%% *}" = %(sha)s ] || say %(damaged)s
+  shift
+fi
+exec "$f" "$@"
+"""
+        % dict(sent=shlex.quote(sent), sha=sha, damaged=SENT_DAMAGED)
+    ).encode()
+
+
+_LAUNCHER_HEAD = (
+    "#!/bin/sh\n"
+    "# ops.onboard: run a module binary, checked first (plugin_utils/module_cache.py)\n"
+    "say() { printf '{\"_ops_module_cache\": \"%s\"}\\n' \"$1\"; exit 0; }\n"
+)
 
 
 def installer(sha, directory, sent):
@@ -163,6 +181,11 @@ def installer(sha, directory, sent):
 umask 077
 dir=%(dir)s
 %(home)s
+# Make nothing under a directory that is not safe: check what exists first.
+p=$dir
+while [ ! -e "$p" ] && [ ! -h "$p" ]; do p=${p%%/*}; [ -n "$p" ] || p=/; done
+[ -d "$p" ] || say %(unwritable)s
+p=$(cd "$p" 2>/dev/null && pwd -P) && safe_dirs "$p" || say %(unsafe)s
 mkdir -p "$dir" 2>/dev/null || say %(unwritable)s
 real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
 safe_dirs "$real" || say %(unsafe)s
