@@ -18,7 +18,8 @@ Two POSIX shell scripts do the work on the target; both need only ``sh``,
 - the *launcher* is what Ansible copies and runs as the module (a few
   hundred bytes, with the usual args file). It checks the cached binary
   before every run: every directory from ``/`` down to the cache belongs to
-  root or to the user and is writable by its owner only, the file is a
+  root or to the user and is writable by its owner only (a link on the way is
+  followed only from such a directory), the file is a
   regular file of the user's, written by no one else, and its sha256 is the
   one the controller holds. Then it ``exec``s it. Otherwise it runs nothing
   and prints ``{"_ops_module_cache": REASON}``: the action then sends the
@@ -110,6 +111,24 @@ safe_dirs() {
   done
 }
 sha_of() { set -- "$(sha256sum < "$1" 2>/dev/null)" && printf '%%s' "${1%%%% *}"; }
+# enter DIR [make]: cd into DIR one name at a time, each looked up (or made,
+# with make) only in a directory safe_dirs accepts: a link in a directory
+# others may write (/tmp/link) is never followed, nor anything made there.
+# Fails 1 where a name is missing (or cannot be made or entered), 2 where
+# a directory is unsafe. Run it in a subshell: it changes the directory.
+enter() {
+  cd / || return 1
+  set -- "${1#/}" "$2"
+  while :; do
+    safe_dirs "$(pwd -P)" || return 2
+    [ -n "$1" ] || return 0
+    c=${1%%%%/*}
+    case $1 in */*) set -- "${1#*/}" "$2" ;; *) set -- "" "$2" ;; esac
+    [ -n "$c" ] || continue
+    [ -d "./$c" ] || { [ -n "$2" ] && mkdir "./$c" 2>/dev/null; } || return 1
+    cd -P "./$c" 2>/dev/null || return 1
+  done
+}
 """
 
 
@@ -121,9 +140,8 @@ def launcher(sha, directory):
         + r"""
 dir=%(dir)s
 %(home)s
-[ -d "$dir" ] || say %(absent)s
-real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
-safe_dirs "$real" || say %(unsafe)s
+real=$(enter "$dir" && pwd -P)
+case $? in 0) ;; 2) say %(unsafe)s ;; *) say %(absent)s ;; esac
 f=$real/%(sha)s
 [ -e "$f" ] || [ -h "$f" ] || say %(absent)s
 [ -f "$f" ] && [ ! -h "$f" ] && owned_by_us "$f" || say %(damaged)s
@@ -181,14 +199,8 @@ def installer(sha, directory, sent):
 umask 077
 dir=%(dir)s
 %(home)s
-# Make nothing under a directory that is not safe: check what exists first.
-p=$dir
-while [ ! -e "$p" ] && [ ! -h "$p" ]; do p=${p%%/*}; [ -n "$p" ] || p=/; done
-[ -d "$p" ] || say %(unwritable)s
-p=$(cd "$p" 2>/dev/null && pwd -P) && safe_dirs "$p" || say %(unsafe)s
-mkdir -p "$dir" 2>/dev/null || say %(unwritable)s
-real=$(cd "$dir" 2>/dev/null && pwd -P) || say %(unsafe)s
-safe_dirs "$real" || say %(unsafe)s
+real=$(enter "$dir" make && pwd -P)
+case $? in 0) ;; 2) say %(unsafe)s ;; *) say %(unwritable)s ;; esac
 e=$real/%(sha)s
 # mv onto a directory, or a link to one, would move into it: a link goes,
 # a directory (made by hand: ops never makes one there) stays, unused.
