@@ -102,6 +102,21 @@ cache_unusable() {
 }
 check "ansible-core $core: a cache that cannot be written (/proc) or that another user could change (deploy's home): the task still runs, the binary copied, nothing made there" cache_unusable
 
+# A link another user (deploy) put in /tmp, where the cache is to be made,
+# to a directory of root's: it is not followed, nothing is made there, and
+# the binary is copied, with a warning.
+link_in_tmp() {
+  on "${names[0]}" sh -c 'rm -rf /tmp/ops-link /var/lib/ops-elsewhere && mkdir -m 0755 /var/lib/ops-elsewhere &&
+    su deploy -s /bin/sh -c "ln -s /var/lib/ops-elsewhere /tmp/ops-link"'
+  play cache-link "$project/tests/fleet/cache.yml" -e ops_module_cache=/tmp/ops-link/cache -e "on=${names[0]}" ||
+    { show cache-link; return 1; }
+  grep -q "${names[0]}: the module cache /tmp/ops-link/cache is not used (a directory on the way to it belongs to another user" \
+    "$logs/cache-link.err" "$logs/cache-link" || { echo "no warning of the unsafe cache"; return 1; }
+  [ -z "$(on "${names[0]}" ls -A /var/lib/ops-elsewhere)" ] || { echo "the link in /tmp was followed"; return 1; }
+  on "${names[0]}" rm -rf /tmp/ops-link /var/lib/ops-elsewhere
+}
+check "ansible-core $core: a link another user put in /tmp where the cache is to be is not followed: nothing is made where it points, the binary is copied" link_in_tmp
+
 delegated() {
   [ "${#names[@]}" -ge 2 ] || { echo "one host: nothing to delegate to"; return 0; }
   on "${names[1]}" rm -rf /root/.ansible/ops
