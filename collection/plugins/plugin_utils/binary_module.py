@@ -38,6 +38,7 @@ display = Display()
 # What the launcher prints instead of running the binary (module_cache.py).
 CACHE_SAID = "_ops_module_cache"
 OFF = ("false", "no", "off", "0")
+CHECK_MODE = "check mode"
 
 COLLECTION = "ops.onboard"
 
@@ -102,7 +103,10 @@ class BinaryModule(ActionBase):
                 "on that host should change it, find out what did" % (host, binary, directory, sha)
             )
         sent = self._send(path)
-        if reason in (module_cache.ABSENT, module_cache.DAMAGED):
+        if self._task.check_mode and reason in (module_cache.ABSENT, module_cache.DAMAGED):
+            # Check mode changes nothing on the host, the cache included.
+            reason = CHECK_MODE
+        elif reason in (module_cache.ABSENT, module_cache.DAMAGED):
             reason = self._install(sha, directory, sent)
             if reason == module_cache.INSTALLED:
                 result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
@@ -193,6 +197,7 @@ class BinaryModule(ActionBase):
             module_cache.UNWRITABLE: "it cannot be written (read-only, full, or not a directory)",
             module_cache.NO_TOOLS: "the host lacks sha256sum or stat to check it",
             module_cache.NO_HOME: "$HOME is not set for the user the module runs as",
+            CHECK_MODE: "check mode writes nothing, the cache included",
         }.get(reason, "the host said %r" % reason)
         advice = (
             "; set ops_module_cache to a directory that only root or the module's user can write, "

@@ -117,16 +117,22 @@ sha_of() { set -- "$(sha256sum < "$1" 2>/dev/null)" && printf '%%s' "${1%%%% *}"
 # Fails 1 where a name is missing (or cannot be made or entered), 2 where
 # a directory is unsafe. Run it in a subshell: it changes the directory.
 enter() {
-  cd / || return 1
+  cd / && owned_by_us / || return 2
   set -- "${1#/}" "$2"
-  while :; do
-    safe_dirs "$(pwd -P)" || return 2
-    [ -n "$1" ] || return 0
+  while [ -n "$1" ]; do
     c=${1%%%%/*}
     case $1 in */*) set -- "${1#*/}" "$2" ;; *) set -- "" "$2" ;; esac
     [ -n "$c" ] || continue
-    [ -d "./$c" ] || { [ -n "$2" ] && mkdir "./$c" 2>/dev/null; } || return 1
-    cd -P "./$c" 2>/dev/null || return 1
+    if [ -h "./$c" ]; then
+      # A link leads anywhere: the whole way to where it leads is checked.
+      cd -P "./$c" 2>/dev/null || return 1
+      safe_dirs "$(pwd -P)" || return 2
+    else
+      # The directories above were checked on the way down.
+      [ -d "./$c" ] || { [ -n "$2" ] && mkdir "./$c" 2>/dev/null; } || return 1
+      cd -P "./$c" 2>/dev/null || return 1
+      owned_by_us . || return 2
+    fi
   done
 }
 """
@@ -206,6 +212,8 @@ e=$real/%(sha)s
 # a directory (made by hand: ops never makes one there) stays, unused.
 if [ -h "$e" ]; then rm -f "$e" 2>/dev/null || say %(unwritable)s; fi
 [ -d "$e" ] && say %(unwritable)s
+# What a copy killed half-way left (a concurrent copy's file is younger).
+find "$real" -maxdepth 1 -type f -name '.%(sha)s.??????' -mmin +10 -exec rm -f {} + 2>/dev/null
 t=$(mktemp "$real/.%(sha)s.XXXXXX" 2>/dev/null) || say %(unwritable)s
 if cp %(sent)s "$t" 2>/dev/null && chmod 0700 "$t" && [ "$(sha_of "$t")" = %(sha)s ] &&
   mv -f "$t" "$e" 2>/dev/null; then
