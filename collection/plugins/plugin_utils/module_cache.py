@@ -13,10 +13,11 @@ variable ``ops_module_cache`` says (``false`` turns the cache off).
 
 Two POSIX shell scripts do the work on the target; both need only ``sh``,
 ``id``, ``stat``, ``mkdir``, ``mktemp``, ``cp``, ``mv`` and ``sha256sum``
-(coreutils or busybox), no Python:
+(coreutils or busybox), no Python (without ``sha256sum`` or ``stat`` the
+cache is not used: a third, the *sent launcher*, runs the copy Ansible sent):
 
-- the *launcher* is what Ansible copies and runs as the module (a few
-  hundred bytes, with the usual args file). It checks the cached binary
+- the *launcher* is what Ansible copies and runs as the module (about
+  1.5 KB, with the usual args file). It checks the cached binary
   before every run: every directory from ``/`` down to the cache belongs to
   root or to the user and is writable by its owner only (a link on the way is
   followed only from such a directory), the file is a
