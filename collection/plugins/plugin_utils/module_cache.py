@@ -17,7 +17,7 @@ Two POSIX shell scripts do the work on the target; both need only ``sh``,
 cache is not used: a third, the *sent launcher*, runs the copy Ansible sent):
 
 - the *launcher* is what Ansible copies and runs as the module (about
-  1.5 KB, with the usual args file). It checks the cached binary
+  2 KB, with the usual args file). It checks the cached binary
   before every run: every directory from ``/`` down to the cache belongs to
   root or to the user and is writable by its owner only (a link on the way is
   followed only from such a directory), the file is a
