@@ -62,7 +62,8 @@ class BinaryModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         module = (self._task.resolved_action or self._task.action).rsplit(".", 1)[-1]
-        system, machine = self._platform(task_vars)
+        directory = self._cache_directory(task_vars)
+        system, machine, cached = self._platform(task_vars, directory, self._digests(module) if directory else {})
         if system != "Linux":
             raise AnsibleActionFail(
                 "%s.%s runs on Linux only; this host runs %s" % (COLLECTION, module, system)
@@ -77,12 +78,25 @@ class BinaryModule(ActionBase):
                 "%s.%s has no binary for this host's machine %r (this collection was built for: %s)"
                 % (COLLECTION, module, machine, ", ".join(built) or "none")
             )
-        result.update(self._run_binary(binary, task_vars))
+        result.update(self._run_binary(binary, task_vars, directory, cached))
         return result
 
-    def _run_binary(self, binary, task_vars):
-        """The binary's result, run from the host's cache when it may be."""
-        directory = self._cache_directory(task_vars)
+    def _digests(self, module):
+        """The sha256 of each machine's binary of the module this collection holds."""
+        digests = {}
+        for name in sorted(set(MACHINES.values())):
+            path = self._shared_loader_obj.module_loader.find_plugin("%s.%s_%s" % (COLLECTION, module, name))
+            if path:
+                digests[name] = module_cache.sha256_of(path)
+        return digests
+
+    def _run_binary(self, binary, task_vars, directory, cached):
+        """The binary's result, run from the host's cache when it may be.
+
+        ``cached``: the digests whose entries the host said it has, or None
+        when it was not asked (facts told its machine): then the launcher
+        is tried first, which finds out.
+        """
         if directory is None:
             return self._execute(binary, task_vars, launcher=None)
         # Ansible shows a warning once however many hosts give it: each names its host.
@@ -90,8 +104,12 @@ class BinaryModule(ActionBase):
         path = self._shared_loader_obj.module_loader.find_plugin(binary)
         sha = module_cache.sha256_of(path)
         entry = "%s/%s" % (directory.rstrip("/"), sha)
-        result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
-        reason = result.get(CACHE_SAID)
+        if cached is None or sha in cached:
+            result = self._execute(binary, task_vars, module_cache.launcher(sha, directory))
+            reason = result.get(CACHE_SAID)
+        else:
+            # The host said it has no such entry: send the binary at once.
+            reason = module_cache.ABSENT
         if reason is None:
             display.vv("ran the cached %s (%s)" % (entry, binary), host=host)
             return result
@@ -206,18 +224,29 @@ class BinaryModule(ActionBase):
         return "the module cache %s is not used (%s): the binary was copied for this task%s" % (
             directory, why, advice)
 
-    def _platform(self, task_vars):
-        """The target's kernel and machine, as uname -s and uname -m say."""
+    def _platform(self, task_vars, directory, digests):
+        """The target's kernel and machine, as uname -s and uname -m say, and
+        which of ``digests`` (machine to sha256) its cache holds.
+
+        The cache is asked in the same command as uname (no round trip of its
+        own), only whether an entry is there: the launcher checks it before it
+        runs it. Without that command (facts told the machine) it is None.
+        """
         # A delegated task runs on another host than the one whose facts
         # these are: ask that host.
         facts = {} if self._task.delegate_to else (task_vars.get("ansible_facts") or {})
         if facts.get("system") and facts.get("architecture"):
-            return str(facts["system"]), str(facts["architecture"])
-        probe = self._low_level_execute_command("uname -sm")
-        words = (probe.get("stdout") or "").split()
+            return str(facts["system"]), str(facts["architecture"]), None
+        command = "uname -sm"
+        if directory and digests:
+            command += " && { %s; }" % module_cache.presence(directory, sorted(set(digests.values())))
+        probe = self._low_level_execute_command(command)
+        lines = (probe.get("stdout") or "").splitlines()
+        words = lines[0].split() if lines else []
         if probe.get("rc") != 0 or len(words) != 2:
             raise AnsibleActionFail(
                 "could not tell the target's system and machine: uname -sm said %r (rc %s)"
                 % ((probe.get("stderr") or probe.get("stdout") or "").strip(), probe.get("rc"))
             )
-        return words[0], words[1]
+        cached = {line.split()[1] for line in lines[1:] if line.startswith("cached ") and len(line.split()) == 2}
+        return words[0], words[1], cached

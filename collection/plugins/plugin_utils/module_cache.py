@@ -235,5 +235,16 @@ say %(unwritable)s
     )
 
 
+def presence(directory, digests):
+    """Shell code printing ``cached SHA`` for each of ``digests`` with an entry.
+
+    Only a hint, asked with uname: a missing entry spares the launcher's run
+    that would find it missing; an entry said present is still checked by
+    the launcher before it runs.
+    """
+    return "for s in %s; do [ -f %s/\"$s\" ] && echo \"cached $s\"; done; true" % (
+        " ".join(digests), directory_word(directory))
+
+
 def _home_check(directory):
     return '[ -n "$HOME" ] || say %s' % NO_HOME if directory.startswith("~") else ""
