@@ -155,14 +155,7 @@ f=$real/%(sha)s
 [ "$(sha_of "$f")" = %(sha)s ] || say %(damaged)s
 exec "$f" "$@"
 """
-        % dict(
-            dir=directory_word(directory),
-            home=_home_check(directory),
-            absent=ABSENT,
-            unsafe=UNSAFE,
-            damaged=DAMAGED,
-            sha=sha,
-        )
+        % _words(sha, directory)
     ).encode()
 
 
@@ -223,15 +216,7 @@ fi
 rm -f "$t"
 say %(unwritable)s
 """
-        % dict(
-            dir=directory_word(directory),
-            home=_home_check(directory),
-            unwritable=UNWRITABLE,
-            unsafe=UNSAFE,
-            sha=sha,
-            sent=shlex.quote(sent),
-            installed=INSTALLED,
-        )
+        % _words(sha, directory, sent=shlex.quote(sent))
     )
 
 
@@ -244,6 +229,21 @@ def presence(directory, digests):
     """
     return "for s in %s; do [ -f %s/\"$s\" ] && echo \"cached $s\"; done; true" % (
         " ".join(digests), directory_word(directory))
+
+
+def _words(sha, directory, **more):
+    """What the scripts' %(name)s stand for."""
+    return dict(
+        dir=directory_word(directory),
+        home=_home_check(directory),
+        sha=sha,
+        absent=ABSENT,
+        damaged=DAMAGED,
+        unsafe=UNSAFE,
+        unwritable=UNWRITABLE,
+        installed=INSTALLED,
+        **more,
+    )
 
 
 def _home_check(directory):
