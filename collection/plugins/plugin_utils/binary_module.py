@@ -63,7 +63,7 @@ class BinaryModule(ActionBase):
         result = super().run(tmp, task_vars)
         module = (self._task.resolved_action or self._task.action).rsplit(".", 1)[-1]
         directory = self._cache_directory(task_vars)
-        system, machine, cached = self._platform(task_vars, directory, self._digests(module) if directory else {})
+        system, machine, cached = self._platform(task_vars, directory, module)
         if system != "Linux":
             raise AnsibleActionFail(
                 "%s.%s runs on Linux only; this host runs %s" % (COLLECTION, module, system)
@@ -102,6 +102,7 @@ class BinaryModule(ActionBase):
         # Ansible shows a warning once however many hosts give it: each names its host.
         host = self._task.delegate_to or task_vars.get("inventory_hostname")
         path = self._shared_loader_obj.module_loader.find_plugin(binary)
+        self._binary_name = os.path.basename(path)
         sha = module_cache.sha256_of(path)
         entry = "%s/%s" % (directory.rstrip("/"), sha)
         if cached is None or sha in cached:
@@ -174,7 +175,6 @@ class BinaryModule(ActionBase):
     def _execute(self, binary, task_vars, launcher):
         """Ansible's run of the module, its file replaced by ``launcher`` when given."""
         self._launcher = launcher
-        self._binary_name = os.path.basename(self._shared_loader_obj.module_loader.find_plugin(binary))
         try:
             return self._execute_module(
                 module_name=binary, module_args=dict(self._task.args), task_vars=task_vars
@@ -224,9 +224,9 @@ class BinaryModule(ActionBase):
         return "the module cache %s is not used (%s): the binary was copied for this task%s" % (
             directory, why, advice)
 
-    def _platform(self, task_vars, directory, digests):
+    def _platform(self, task_vars, directory, module):
         """The target's kernel and machine, as uname -s and uname -m say, and
-        which of ``digests`` (machine to sha256) its cache holds.
+        which digests of the module's binaries its cache holds.
 
         The cache is asked in the same command as uname (no round trip of its
         own), only whether an entry is there: the launcher checks it before it
@@ -238,7 +238,8 @@ class BinaryModule(ActionBase):
         if facts.get("system") and facts.get("architecture"):
             return str(facts["system"]), str(facts["architecture"]), None
         command = "uname -sm"
-        if directory and digests:
+        digests = self._digests(module) if directory else {}
+        if digests:
             command += " && { %s; }" % module_cache.presence(directory, sorted(set(digests.values())))
         probe = self._low_level_execute_command(command)
         lines = (probe.get("stdout") or "").splitlines()
