@@ -13,14 +13,16 @@
 //! 3. `download`: where bytes come from (a path or a URI), fetched and
 //!    hashed, for images and volumes alike.
 //! 4. [`bundle`]: reading and validating a bundle's pod.json into the model.
-//! 5. [`store`]: the on-disk layout, every path of it, staging and removal.
-//! 6. [`image`], [`volume`], [`ports`]: images in their runtime (podman
+//! 5. [`repository`]: a pod version found in a release repository (seed
+//!    002), in a directory or over HTTP, read into a bundle.
+//! 6. [`store`]: the on-disk layout, every path of it, staging and removal.
+//! 7. [`image`], [`volume`], [`ports`]: images in their runtime (podman
 //!    behind the [`image::Podman`] trait), data volumes, host ports.
-//! 7. `units`: the unit files ops writes for a version and its pod.
-//! 8. [`facts`]: what is deployed, as ops_pod and ops_facts report it.
-//! 9. [`pod`]: ops_pod's engine: observe the host, plan steps (pure), apply
-//!    them with the undo of each.
-//! 10. [`modules`]: the four modules' options (their public contract) and
+//! 8. `units`: the unit files ops writes for a version and its pod.
+//! 9. [`facts`]: what is deployed, as ops_pod and ops_facts report it.
+//! 10. [`pod`]: ops_pod's engine: observe the host, plan steps (pure), apply
+//!     them with the undo of each.
+//! 11. [`modules`]: the modules' options (their public contract) and
 //!     bodies, each handing a typed request to its engine.
 //!
 //! `tests/shape/check` holds this order too, and fails the tests when an
@@ -44,6 +46,7 @@ pub(crate) mod outcome;
 pub mod pod;
 pub mod ports;
 pub(crate) mod records;
+pub mod repository;
 pub mod store;
 pub mod systemd;
 #[cfg(feature = "testkit")]

@@ -40,9 +40,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, Context, FsError};
+use crate::download::Location;
 use crate::lock::StoreLock;
 use crate::records::names::{PodName, UnitName, Version};
-use crate::records::pod::Pod;
+use crate::records::pod::{Pod, Source};
 pub use crate::records::version::{VersionRecord, META_FORMAT};
 use crate::records::Runtime;
 
@@ -74,10 +75,30 @@ pub struct StoredVersion {
 pub struct NewVersion {
     /// The bundle directory its images' paths are relative to.
     pub bundle_dir: PathBuf,
+    /// The release it came from, when it came from a repository: where its
+    /// artifacts are read and what they must hold.
+    pub origin: Option<crate::repository::Origin>,
     pub pod: Pod,
     pub pod_json: Vec<u8>,
     pub units: BTreeMap<UnitName, String>,
     pub digest: String,
+}
+
+impl NewVersion {
+    /// Where a file the pod names is read from: in the bundle directory,
+    /// on the release's server, or at its URI. The one mapping for every
+    /// reader, so check mode and the run look in the same place.
+    pub fn locate(&self, source: &Source) -> Result<Location, String> {
+        match &self.origin {
+            Some(origin) => origin.locate(source, &self.bundle_dir),
+            None => Location::of(source, &self.bundle_dir),
+        }
+    }
+
+    /// The sha256 (hex) a release recorded for a file the pod names.
+    pub fn recorded_sha256(&self, source: &Source) -> Option<&str> {
+        self.origin.as_ref()?.sha256_of(source)
+    }
 }
 
 /// What the store holds for one pod.
@@ -610,6 +631,7 @@ mod tests {
         let lock = StoreLock::acquire(tmp.path(), Duration::ZERO, "test").unwrap();
         let new = NewVersion {
             bundle_dir: bundle.dir,
+            origin: None,
             pod_json: format!("{{\"uri\": \"{secret}\"}}").into_bytes(),
             units: BTreeMap::new(),
             digest: digest(&pod, &BTreeMap::new()),

@@ -21,7 +21,7 @@ use serde_json::Value;
 pub use crate::records::names::{ImageId, PodName, UnitName, Version};
 pub use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
-pub use validate::{override_ports, parse_ports};
+pub use validate::{override_ports, parse_ports, Files};
 
 /// The file name of a bundle's manifest.
 pub const MANIFEST: &str = "pod.json";
@@ -97,6 +97,12 @@ fn invalid_message(manifest: &Path, problems: &[Problem]) -> String {
 /// Read and validate the bundle at `path`: a bundle directory or its
 /// pod.json.
 pub fn load(path: &Path) -> Result<Bundle, BundleError> {
+    load_with(path, Files::Bundle)
+}
+
+/// [`load`], with the files its paths may name: inside a release
+/// repository, or on a server.
+pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
     let read_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError::Read { path, source }
@@ -150,7 +156,7 @@ pub fn load(path: &Path) -> Result<Bundle, BundleError> {
         draft.problems = unknown;
         (Shape::Native, draft)
     };
-    let pod = draft.validate(&dir).map_err(invalid)?;
+    let pod = draft.validate(&dir, files).map_err(invalid)?;
     Ok(Bundle {
         dir,
         manifest,

@@ -92,6 +92,7 @@ pub(super) fn at(base: &str, member: &str) -> String {
 
 struct Validator<'a> {
     dir: &'a Path,
+    files: Files<'a>,
     problems: Vec<Problem>,
 }
 
@@ -111,8 +112,24 @@ impl Validator<'_> {
     /// bundle, even after following symlinks. Returns it relative to the
     /// bundle directory.
     fn bundle_file(&mut self, field: &Field<String>) -> Option<PathBuf> {
-        let result = bundle_file(self.dir, &field.value);
+        let result = match self.files {
+            Files::Bundle => bundle_file(self.dir, self.dir, &field.value),
+            Files::Within(boundary) => bundle_file(self.dir, boundary, &field.value),
+            Files::Remote { .. } => lexical(&field.value),
+        };
         self.check(&field.at, result)
+    }
+
+    /// A unit file: read from the bundle directory, even when the other
+    /// artifacts are on a server (the unit files were fetched into it).
+    fn unit_file(&mut self, field: &Field<String>) -> Option<PathBuf> {
+        match self.files {
+            Files::Remote { units: true } => {
+                let result = bundle_file(self.dir, self.dir, &field.value);
+                self.check(&field.at, result)
+            }
+            _ => self.bundle_file(field),
+        }
     }
 
     /// A bundle path, or a URI when the text has a scheme.
@@ -126,9 +143,26 @@ impl Validator<'_> {
     }
 }
 
-/// Check `relative` (as written in pod.json) against the bundle directory
-/// `dir` (canonical).
-fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
+/// Which files a bundle's paths may name.
+#[derive(Debug, Clone, Copy)]
+pub enum Files<'a> {
+    /// Regular files inside the bundle directory, symlinks resolved inside
+    /// it.
+    Bundle,
+    /// Regular files whose symlinks resolve anywhere inside this directory
+    /// (canonical): a release repository, whose pod directories link to
+    /// the images and volumes stored beside them.
+    Within(&'a Path),
+    /// The artifacts are on a server: their paths are checked as text
+    /// only. The unit files are checked in the bundle directory once they
+    /// have been fetched into it (`units`).
+    Remote { units: bool },
+}
+
+/// `relative` as pod.json writes it, checked as text: relative, never
+/// leaving the bundle directory; returned without `.` components and with
+/// each `..` taken back.
+pub(super) fn lexical(relative: &str) -> Result<PathBuf, String> {
     // A path that looks like a URI with credentials (`http:/u:pw@h/x`) is
     // shown without them.
     let shown = crate::records::uri::redact(relative);
@@ -141,32 +175,56 @@ fn bundle_file(dir: &Path, relative: &str) -> Result<PathBuf, String> {
             "expected a path relative to pod.json, got the absolute path {shown:?}"
         ));
     }
-    let mut depth = 0usize;
+    let mut normal = PathBuf::new();
     for component in path.components() {
         match component {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir if depth == 0 => {
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir if !normal.pop() => {
                 return Err(format!("{shown:?} leaves the bundle directory"));
             }
-            Component::ParentDir => depth -= 1,
             _ => {}
         }
     }
-    let resolved = match fs::canonicalize(dir.join(path)) {
+    if normal.as_os_str().is_empty() {
+        return Err(format!("{shown:?} names the bundle directory, not a file"));
+    }
+    Ok(normal)
+}
+
+/// Check `relative` (as written in pod.json) against the bundle directory
+/// `dir` (canonical): a regular file that resolves inside `boundary` (the
+/// bundle directory itself, or the repository holding it). Returned
+/// relative to `dir` as resolved when it resolves inside `dir`, else as
+/// written (through the link that leads out of `dir`).
+fn bundle_file(dir: &Path, boundary: &Path, relative: &str) -> Result<PathBuf, String> {
+    let shown = crate::records::uri::redact(relative);
+    let written = lexical(relative)?;
+    let resolved = match fs::canonicalize(dir.join(relative)) {
         Ok(resolved) => resolved,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(format!("{shown:?}: no such file in the bundle"));
         }
         Err(e) => return Err(format!("{shown:?}: cannot be read: {e}")),
     };
-    let Ok(inside) = resolved.strip_prefix(dir) else {
-        return Err(format!(
-            "{shown:?} resolves to {}, outside the bundle directory",
-            resolved.display()
-        ));
+    let inside = match (resolved.strip_prefix(dir), resolved.strip_prefix(boundary)) {
+        (Ok(inside), _) => inside.to_path_buf(),
+        (Err(_), Ok(_)) => written,
+        _ if boundary == dir => {
+            return Err(format!(
+                "{shown:?} resolves to {}, outside the bundle directory",
+                resolved.display()
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{shown:?} resolves to {}, outside the repository {}",
+                resolved.display(),
+                boundary.display()
+            ))
+        }
     };
     match fs::metadata(&resolved) {
-        Ok(meta) if meta.is_file() => Ok(inside.to_path_buf()),
+        Ok(meta) if meta.is_file() => Ok(inside),
         Ok(_) => Err(format!("{shown:?} is not a regular file")),
         Err(e) => Err(format!("{shown:?}: cannot be read: {e}")),
     }
@@ -218,9 +276,10 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
 impl Draft {
     /// Validate the whole draft against the bundle directory `dir`
     /// (canonical): the pod, or every problem found.
-    pub(super) fn validate(self, dir: &Path) -> Result<Pod, Vec<Problem>> {
+    pub(super) fn validate(self, dir: &Path, files: Files<'_>) -> Result<Pod, Vec<Problem>> {
         let mut v = Validator {
             dir,
+            files,
             problems: self.problems,
         };
         let name = v.check(&self.name.at, PodName::parse(&self.name.value));
@@ -388,7 +447,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
             );
             continue;
         }
-        let file = v.bundle_file(&draft.file);
+        let file = v.unit_file(&draft.file);
         let base = Path::new(&draft.file.value)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -595,6 +654,7 @@ pub fn parse_ports(option: &str, value: serde_json::Value) -> Result<Vec<Port>, 
     let wire: PortsWire = serde_json::from_value(value).map_err(|e| format!("{option}: {e}"))?;
     let mut v = Validator {
         dir: Path::new("."),
+        files: Files::Bundle,
         problems: Vec::new(),
     };
     let ports = validate_ports(&mut v, vec![Field::new(option, wire)]);

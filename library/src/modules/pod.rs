@@ -15,12 +15,17 @@ use crate::bundle::{PodName, Version};
 use crate::image::Runtime;
 use crate::pod;
 use crate::records::names::check_env_name;
+use crate::records::release::{check_channel, Label, TIP};
+use crate::repository;
 use crate::systemd::Systemctl;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     pub bundle: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub channel: Option<String>,
+    pub label: Option<String>,
     pub name: Option<String>,
     pub version: Option<String>,
     #[serde(deserialize_with = "read_state")]
@@ -61,6 +66,23 @@ impl Module for OpsPod {
                 "Path to a bundle directory or its pod.json, on the target.",
             ),
             Opt::new(
+                "repo",
+                Kind::Str,
+                "A release repository to deploy from instead of a bundle: a directory on the \
+                 target, or the http(s):// URL of one served by any static HTTP server. Needs \
+                 name and channel.",
+            ),
+            Opt::new(
+                "channel",
+                Kind::Str,
+                "The repository's channel to deploy from.",
+            ),
+            Opt::new(
+                "label",
+                Kind::Str,
+                "The label path of the pod in the repository (segments joined by '/').",
+            ),
+            Opt::new(
                 "name",
                 Kind::Str,
                 "Name of the pod; taken from the bundle when one is given.",
@@ -68,7 +90,9 @@ impl Module for OpsPod {
             Opt::new(
                 "version",
                 Kind::Str,
-                "Version of the pod; without a bundle, the current one (every version for state=absent).",
+                "Version of the pod; without a bundle, the current one (every version for \
+                 state=absent). With repo: the version to deploy, or tip (the default), \
+                 the one the channel's tip links to.",
             ),
             Opt::new("state", Kind::Str, "What the version should be.")
                 .choices(&["present", "started", "stopped", "restarted", "absent"])
@@ -155,7 +179,7 @@ impl Module for OpsPod {
             )
             .default(DefaultValue::Str("30000-32767")),
         ],
-        mutually_exclusive: &[],
+        mutually_exclusive: &[&["bundle", "repo"]],
     };
     type Options = Options;
 
@@ -201,24 +225,18 @@ impl Module for OpsPod {
 /// Check the options that the spec cannot, and build the request.
 fn request(options: Options) -> Result<pod::Request, Failure> {
     let mut problems = Vec::new();
-    let name = options
-        .name
-        .as_deref()
-        .map(PodName::parse)
-        .transpose()
-        .unwrap_or_else(|e| {
-            problems.push(format!("name: {e}"));
-            None
-        });
-    let version = options
-        .version
-        .as_deref()
-        .map(Version::parse)
-        .transpose()
-        .unwrap_or_else(|e| {
-            problems.push(format!("version: {e}"));
-            None
-        });
+    let name = parsed(
+        "name",
+        options.name.as_deref(),
+        PodName::parse,
+        &mut problems,
+    );
+    let version = parsed(
+        "version",
+        options.version.as_deref(),
+        Version::parse,
+        &mut problems,
+    );
     let keep = options.keep.map(|k| {
         usize::try_from(k).unwrap_or_else(|_| {
             problems.push(format!("keep: expected 0 or more, got {k}"));
@@ -240,6 +258,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     if let Some(env) = &options.env {
         env_problems(env, &mut problems);
     }
+    let (repo, version) = wanted(&options, name.as_ref(), version, &mut problems);
     let ports = options.ports.map(|value| {
         crate::bundle::parse_ports("ports", numbers_from_text(value)).unwrap_or_else(|e| {
             problems.push(e);
@@ -258,6 +277,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     }
     Ok(pod::Request {
         bundle: options.bundle,
+        repo,
         name,
         version,
         state: options.state,
@@ -277,6 +297,71 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         ports,
         port_range,
     })
+}
+
+/// An option's value parsed, or a problem that names the option.
+fn parsed<T>(
+    option: &str,
+    value: Option<&str>,
+    parse: fn(&str) -> Result<T, String>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    value.map(parse).transpose().unwrap_or_else(|e| {
+        problems.push(format!("{option}: {e}"));
+        None
+    })
+}
+
+/// The release asked for with `repo`, `channel` and `label`, and the
+/// version the engine is asked for: none for `tip`, which the release
+/// names once it is read.
+fn wanted(
+    options: &Options,
+    name: Option<&PodName>,
+    version: Option<Version>,
+    problems: &mut Vec<String>,
+) -> (Option<repository::Wanted>, Option<Version>) {
+    let Some(text) = &options.repo else {
+        for (option, given) in [("channel", &options.channel), ("label", &options.label)] {
+            if given.is_some() {
+                problems.push(format!(
+                    "{option} applies to a release repository: give repo too"
+                ));
+            }
+        }
+        return (None, version);
+    };
+    let repo = repository::Repo::parse(text)
+        .map_err(|e| problems.push(format!("repo: {e}")))
+        .ok();
+    let channel = match &options.channel {
+        None => {
+            problems.push("repo needs channel: the repository's channel to deploy from".into());
+            None
+        }
+        Some(c) => check_channel(c)
+            .map(|()| c.clone())
+            .map_err(|e| problems.push(format!("channel: {e}")))
+            .ok(),
+    };
+    let label = Label::parse(options.label.as_deref().unwrap_or_default())
+        .map_err(|e| problems.push(format!("label: {e}")))
+        .ok();
+    if name.is_none() && options.name.is_none() {
+        problems.push("repo needs name: the pod to deploy from the repository".into());
+    }
+    let version = version.filter(|v| v.as_str() != TIP);
+    let wanted = match (repo, channel, label, name) {
+        (Some(repo), Some(channel), Some(label), Some(name)) => Some(repository::Wanted {
+            repo,
+            channel,
+            label,
+            name: name.clone(),
+            version: version.clone(),
+        }),
+        _ => None,
+    };
+    (wanted, version)
 }
 
 /// What is wrong with the names and values of `env`.
@@ -330,6 +415,8 @@ fn values(report: &pod::Report) -> Map<String, Value> {
     values.insert("actions".into(), json!(report.actions));
     values.insert("ports".into(), json!(report.ports));
     values.insert("pod".into(), report.pod.clone());
+    values.insert("tip".into(), json!(report.tip));
+    values.insert("release".into(), json!(report.release));
     values
 }
 

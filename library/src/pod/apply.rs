@@ -464,18 +464,25 @@ impl<'a> Run<'a> {
         downloads: &Path,
         failed: impl Fn(crate::volume::VolumeError) -> PodError,
     ) -> Result<crate::volume::LocalArchive, PodError> {
-        use crate::download::Location;
         use crate::outcome::Refusal;
         use crate::volume::{self, VolumeError};
-        let location = Location::of(source, &new.bundle_dir)
+        let location = new
+            .locate(source)
             .map_err(|e| failed(VolumeError::Refused(Refusal(format!("data: {e}")))))?;
         // `volumes/` is on the way to every volume, which units of any user
         // read: made open before the private download directory inside it.
         crate::atomic::create_dir_all(&staged.join("volumes"), 0o755)?;
         crate::atomic::create_dir_all(downloads, 0o700)?;
         let mut archive =
-            volume::fetch(&location, self.request.download_timeout, downloads).map_err(failed)?;
+            volume::fetch(&location, self.request.download_timeout, downloads).map_err(&failed)?;
         archive.shown = source.text();
+        // From a release: the archive must be the one it recorded, checked
+        // as it is extracted, before the volume counts as built.
+        if let Some(hex) = new.recorded_sha256(source) {
+            let checksum = volume::Checksum::parse(&format!("sha256:{hex}"))
+                .map_err(|e| failed(VolumeError::Refused(Refusal(format!("release.json: {e}")))))?;
+            archive.checksum = Some(checksum);
+        }
         Ok(archive)
     }
 

@@ -67,6 +67,8 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub bundle: Option<PathBuf>,
+    /// A version published in a release repository, instead of a bundle.
+    pub repo: Option<crate::repository::Wanted>,
     pub name: Option<PodName>,
     pub version: Option<Version>,
     pub state: State,
@@ -112,6 +114,10 @@ pub struct Report {
     pub pod: Value,
     /// The pod's ports after the run (in check mode: as they would be).
     pub ports: Vec<Value>,
+    /// The version `tip` named, when a repository's tip was asked for.
+    pub tip: Option<Version>,
+    /// Where the version was read from, when it came from a repository.
+    pub release: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,8 @@ pub enum PodError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -189,7 +197,15 @@ pub(crate) fn pod_units(name: &PodName) -> [String; 2] {
 
 /// Read a bundle into the version it would add.
 pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
-    let bundle = bundle::load(path)?;
+    new_version(bundle::load(path)?, None)
+}
+
+/// The version a bundle (read from `origin`, when it is a release) would
+/// add.
+fn new_version(
+    bundle: bundle::Bundle,
+    origin: Option<crate::repository::Origin>,
+) -> Result<NewVersion, PodError> {
     let read = |p: &Path| {
         crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
             .map_err(|e| FsError::from_io("read", p, e))
@@ -213,6 +229,7 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
     let digest = store::digest(&pod, &texts);
     Ok(NewVersion {
         bundle_dir: bundle.dir.clone(),
+        origin,
         pod,
         pod_json,
         units: texts,
@@ -231,7 +248,14 @@ fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
             .into());
         }
     }
-    let mut incoming = request.bundle.as_deref().map(load_bundle).transpose()?;
+    let mut incoming = match (&request.bundle, &request.repo) {
+        (Some(path), _) => Some(load_bundle(path)?),
+        (None, Some(wanted)) => {
+            let (bundle, origin) = crate::repository::resolve(wanted, request.download_timeout)?;
+            Some(new_version(bundle, Some(origin))?)
+        }
+        (None, None) => None,
+    };
     match (&mut incoming, &request.ports) {
         (Some(new), Some(overrides)) => {
             bundle::override_ports(&mut new.pod.ports, overrides);

@@ -372,7 +372,8 @@ pub(super) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) ->
     // The bundle was validated: its URIs parse. Were one not to, the
     // download names it and fails, before anything is imported.
     let locate = |source: &Source| {
-        Location::of(source, &new.bundle_dir).unwrap_or_else(|_| Location::Http(source.text()))
+        new.locate(source)
+            .unwrap_or_else(|_| Location::Http(source.text()))
     };
     Import {
         id: wanted.id.clone(),

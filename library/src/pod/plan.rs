@@ -779,6 +779,10 @@ impl Plan {
 
     /// The report of this plan; `changed` is set by the caller.
     pub(crate) fn report(&self, observed: &Observed, want_diff: bool) -> Report {
+        let origin = observed
+            .incoming
+            .as_ref()
+            .and_then(|new| new.origin.as_ref());
         Report {
             changed: false,
             name: Some(self.name.clone()),
@@ -794,6 +798,8 @@ impl Plan {
             warnings: self.warnings.clone(),
             pod: Value::Null,
             ports: self.ports.clone(),
+            tip: origin.and_then(|o| o.tip.clone()),
+            release: origin.map(|o| o.shown.clone()),
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`version`], [`image`], [`volume`], [`port`]: what `meta.json`,
 //!   `image.json`, `volume.json` and a port record hold.
 //! - [`uri`]: a URI as it may be shown and recorded (credentials hidden).
+//! - [`release`]: the release repository's layout and `release.json`.
 //! - [`unit_names`]: the names of the units ops installs.
 //! - [`unit_syntax`]: what a unit file and an environment variable can carry.
 //!
@@ -18,6 +19,7 @@ pub mod image;
 pub mod names;
 pub mod pod;
 pub mod port;
+pub mod release;
 pub mod unit_names;
 pub mod unit_syntax;
 pub mod uri;

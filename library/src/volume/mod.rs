@@ -1153,10 +1153,17 @@ pub fn check_bundle(
             source: Box::new(source),
         };
         let shown = source.text();
-        let location = Location::of(source, &new.bundle_dir)
+        let location = new
+            .locate(source)
             .map_err(|e| failed(VolumeError::Refused(Refusal::new(format!("data: {e}")))))?;
-        if !deployed {
+        // A release's archive on a server is not opened here: it is
+        // checked against the release's record as it is extracted, and
+        // check mode downloads nothing large.
+        let recorded_remote = location.is_remote() && new.recorded_sha256(source).is_some();
+        if !deployed && !recorded_remote {
             check_archive_start(&location, &shown, timeout).map_err(failed)?;
+        }
+        if !deployed {
             continue;
         }
         let dir = store.volume_dir(&pod.name, &pod.version, &volume.name);

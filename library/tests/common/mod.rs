@@ -50,6 +50,7 @@ impl Host {
 pub fn pod_request(root: &Path, unit_dir: &Path, name: &str, state: State) -> Request {
     Request {
         bundle: None,
+        repo: None,
         name: Some(PodName::parse(name).unwrap()),
         version: None,
         state,

@@ -71,6 +71,7 @@ fn new_version(pod: Pod) -> NewVersion {
         .collect();
     NewVersion {
         bundle_dir: "/srv/bundles/shop".into(),
+        origin: None,
         digest: crate::store::digest(&pod, &units),
         pod,
         pod_json: Vec::new(),
@@ -81,6 +82,7 @@ fn new_version(pod: Pod) -> NewVersion {
 fn request(state: State) -> Request {
     Request {
         bundle: None,
+        repo: None,
         name: Some(shop()),
         version: None,
         state,
