@@ -15,8 +15,10 @@ short_description: Deploy, start, stop, switch, roll back and remove versions of
 description:
   - Brings one version of a pod to O(state). The version comes from a bundle
     already on the target (O(bundle), a directory holding C(pod.json) and
-    every file it names), or is one already in the store, picked by O(name)
-    and O(version).
+    every file it names), from a release repository (O(repo), published with
+    M(ops.onboard.ops_release); by O(channel), O(label), O(name) and
+    O(version), C(tip) by default), or is one already in the store, picked
+    by O(name) and O(version).
   - Each version is kept in the store under O(root) (C(pods/<name>/<version>/))
     and its unit files are installed in O(unit_dir) under versioned names
     (C(<pod>-<version>-<unit>), for example C(shop-2-web@.service)), so
@@ -59,7 +61,41 @@ options:
     description:
       - Path to a bundle directory or its C(pod.json), on the target.
       - The pod's name and version are taken from it.
+      - Mutually exclusive with O(repo).
     type: path
+  repo:
+    description:
+      - A release repository to deploy from instead of a bundle, as
+        M(ops.onboard.ops_release) lays it out - a directory on the target,
+        or the V(http://) or V(https://) URL of one served by any static
+        HTTP server that follows symlinks (nginx, Apache, C(python3 -m
+        http.server), busybox httpd).
+      - The version is found at
+        C(channels/<channel>/<label>/<name>/<version>/); O(version=tip) (the
+        default) takes the version the channel's C(tip) links to, read once
+        per run, and RV(tip) says which it was.
+      - In a directory, the version's links may lead anywhere inside the
+        repository, never outside it.
+      - Over HTTP only C(release.json), C(pod.json) and the unit files are
+        fetched to plan (each at most 1 MiB; that is all check mode fetches);
+        an image is downloaded only when the runtime lacks its id and a
+        volume archive only when the version is new to the host, so a rerun
+        downloads no artifact again.
+      - Every file is checked against the release's C(release.json) -
+        unit files before anything is done, volume archives as they are
+        extracted (a mismatch is undone and refused) - and images against
+        their ids, signatures as for a bundle.
+      - Needs O(name) and O(channel).
+    type: str
+  channel:
+    description:
+      - The repository's channel to deploy from (C(staging), C(stable)...).
+    type: str
+  label:
+    description:
+      - The pod's label path in the repository - segments of lowercase
+        letters, digits, C(.), C(_) or C(-), joined by C(/) - or none.
+    type: str
   name:
     description:
       - Name of the pod.
@@ -69,7 +105,10 @@ options:
     type: str
   version:
     description:
-      - Version of the pod. Without O(bundle), it must be in the store.
+      - Version of the pod. Without O(bundle) or O(repo), it must be in the
+        store.
+      - With O(repo), the version to deploy from the repository, or V(tip)
+        (the default) for the one the channel's C(tip) links to.
       - Taken from the bundle when O(bundle) is given; if given too, it must
         agree.
       - Left out without O(bundle), the current version; with O(state=absent),
@@ -235,6 +274,22 @@ EXAMPLES = r"""
       admin: assign
     port_range: 31000-31999
 
+- name: Deploy the tip of shop's stable channel from a repository over HTTP
+  ops.onboard.ops_pod:
+    repo: http://releases.example.com/repo
+    channel: stable
+    label: web
+    name: shop
+  register: deployed   # deployed.tip: the version tip named
+
+- name: Roll shop back to version 1 of the same channel
+  ops.onboard.ops_pod:
+    repo: http://releases.example.com/repo
+    channel: stable
+    label: web
+    name: shop
+    version: "1"
+
 - name: Run the images in podman, signed by a trusted key
   ops.onboard.ops_pod:
     bundle: /srv/bundles/shop-4
@@ -301,6 +356,16 @@ ports:
   returned: always
   sample:
     - {name: http, instance: "1", port: 30000, kind: assigned, versions: ["1", "2"]}
+tip:
+  description: With O(repo) and O(version=tip), the version the channel's tip named; else V(null).
+  type: str
+  returned: always
+  sample: "2"
+release:
+  description: With O(repo), where the version was read (its directory or URL, without credentials); else V(null).
+  type: str
+  returned: always
+  sample: http://releases.example.com/repo/channels/stable/web/shop/2
 pod:
   description:
     - The pod's record after the run (in check mode, as it is), the one
