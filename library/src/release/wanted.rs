@@ -132,7 +132,10 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
         given.as_ref().and_then(|g| g.label.as_ref()),
     )?
     .unwrap_or_default();
-    if request.state == State::Absent && bundle_path.is_none() {
+    let named_by_instructions = given
+        .as_ref()
+        .is_some_and(|g| g.pod.is_some() && g.version.is_some());
+    if request.state == State::Absent && (bundle_path.is_none() || named_by_instructions) {
         return absent_only(request, channel, label, given.as_ref());
     }
     let Some(bundle_path) = bundle_path else {

@@ -543,3 +543,73 @@ fn an_image_whose_file_is_not_its_id_is_refused() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_docker_archive_is_named_by_its_repo_tag_and_a_signature_is_linked_beside_it() {
+    let f = fixture();
+    let b = f.root.join("docker");
+    fs::create_dir_all(b.join("units")).unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let id = format!("sha256:{}", hex(&Sha256::digest(config)));
+    let manifest = br#"[{"Config":"config.json","RepoTags":["localhost/shop/web:2"],"Layers":[]}]"#;
+    fs::write(
+        b.join("image.tar"),
+        tar_of(&[("manifest.json", manifest), ("config.json", config)]),
+    )
+    .unwrap();
+    fs::write(b.join("image.tar.asc"), "a signature").unwrap();
+    fs::write(
+        b.join("units/shop.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let pod = json!({
+        "name": "shop",
+        "version": "4",
+        "containers": [{"name": "web", "image": id, "systemd": {"unit-files": ["units/shop.service"]}}],
+        "images": [{"id": id, "path": "image.tar", "signature": "image.tar.asc"}],
+    });
+    fs::write(b.join("pod.json"), pod.to_string()).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(
+        result["added"],
+        json!(["images/web/4", "channels/stable/shop/4"]),
+        "{result}"
+    );
+    let version = f.repo.join("channels/stable/shop/4");
+    assert_eq!(
+        fs::read_link(version.join("image.tar.asc")).unwrap(),
+        Path::new("../../../../images/web/4/image.tar.asc")
+    );
+    assert_eq!(
+        fs::read_to_string(version.join("image.tar.asc")).unwrap(),
+        "a signature"
+    );
+    assert_eq!(
+        fs::read_to_string(f.repo.join("images/web/4/id")).unwrap(),
+        format!("{id}\n")
+    );
+    assert!(
+        !f.repo.join("images/web/4/sha512").exists(),
+        "sha512 is for ACIs only"
+    );
+}
+
+#[test]
+fn an_instruction_file_names_the_version_to_take_out_without_reading_its_bundle() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let file = instructions(&f, "1", &format!("bundle: {}\n", b1.display()));
+    assert_eq!(
+        run(&json!({"repo": f.repo, "instructions": file}))["changed"],
+        json!(true)
+    );
+    fs::remove_dir_all(&b1).unwrap();
+    let removed = run(&json!({"repo": f.repo, "instructions": file, "state": "absent"}));
+    assert_eq!(removed["changed"], json!(true), "{removed}");
+    assert!(!f.repo.join("channels/beta/shop/1").exists());
+    assert!(
+        f.repo.join("channels/beta/shop/1.yaml").exists(),
+        "the instruction file stays"
+    );
+}
