@@ -200,14 +200,16 @@ fn absent_only(
 
 /// An option and the instruction file's value must agree when both are
 /// given; either alone stands.
-fn agreed<T: Clone + PartialEq + std::fmt::Debug>(
+fn agreed<T: Clone + PartialEq + std::fmt::Display>(
     what: &str,
     option: Option<&T>,
     instructed: Option<&T>,
 ) -> Result<Option<T>, Refusal> {
     match (option, instructed) {
         (Some(a), Some(b)) if a != b => Err(Refusal::new(format!(
-            "{what}: the option says {a:?} but the instruction file says {b:?}"
+            "{what}: the option says {:?} but the instruction file says {:?}",
+            a.to_string(),
+            b.to_string()
         ))),
         (Some(a), _) => Ok(Some(a.clone())),
         (None, b) => Ok(b.cloned()),
@@ -232,43 +234,35 @@ fn load_bundle(
         },
     };
     let pod = &loaded.bundle.pod;
+    let (name, version) = (pod.name.to_string(), pod.version.to_string());
     let claims = [
         (
-            "instruction file's pod",
-            given.and_then(|g| g.pod.as_ref().map(|p| p.to_string())),
+            "the instruction file's pod",
+            given.and_then(|g| g.pod.as_ref()).map(|p| p.to_string()),
+            &name,
         ),
         (
-            "instruction file's version",
-            given.and_then(|g| g.version.as_ref().map(|v| v.to_string())),
+            "the instruction file's version",
+            given
+                .and_then(|g| g.version.as_ref())
+                .map(|v| v.to_string()),
+            &version,
+        ),
+        (
+            "name: the option",
+            request.name.as_ref().map(|n| n.to_string()),
+            &name,
+        ),
+        (
+            "version: the option",
+            request.version.as_ref().map(|v| v.to_string()),
+            &version,
         ),
     ];
-    for (what, claim) in claims {
-        let actual = if what.ends_with("pod") {
-            pod.name.to_string()
-        } else {
-            pod.version.to_string()
-        };
-        if let Some(claim) = claim.filter(|c| *c != actual) {
+    for (what, claim, actual) in claims {
+        if let Some(claim) = claim.filter(|c| c != actual) {
             return Err(Refusal::new(format!(
-                "the {what} is {claim:?} but the bundle's pod.json says {actual:?}"
-            )));
-        }
-    }
-    for (what, option, actual) in [
-        (
-            "name",
-            request.name.as_ref().map(|n| n.to_string()),
-            pod.name.to_string(),
-        ),
-        (
-            "version",
-            request.version.as_ref().map(|v| v.to_string()),
-            pod.version.to_string(),
-        ),
-    ] {
-        if let Some(option) = option.filter(|o| *o != actual) {
-            return Err(Refusal::new(format!(
-                "{what}: the option says {option:?} but the bundle's pod.json says {actual:?}"
+                "{what} says {claim:?} but the bundle's pod.json says {actual:?}"
             )));
         }
     }
