@@ -20,6 +20,7 @@ pub mod observe;
 pub mod plan;
 pub mod step;
 pub mod wanted;
+pub mod written;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! with every file pod.json names hashed, each image identified (its id
 //! verified against pod.json's) and named, each volume archive hashed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::artifact::{self, Identified};
@@ -278,6 +278,8 @@ pub fn read_bundle(
     let manifest = crate::atomic::read_regular(&bundle.manifest, bundle::MAX_MANIFEST)
         .map_err(|e| Refusal::new(format!("cannot read {}: {e}", bundle.manifest.display())))?;
     let pod = &bundle.pod;
+    let named: Vec<PathBuf> = bundle_paths(pod);
+    let written = super::written::written_paths(&manifest, &bundle.dir, &named);
     let mut wanted = Wanted {
         layout,
         version: pod.version.clone(),
@@ -288,7 +290,7 @@ pub fn read_bundle(
         work: None,
     };
     for unit in &pod.units {
-        wanted.add_file(bundle, &unit.file, Role::Copy)?;
+        wanted.add_file(bundle, &written, &unit.file, Role::Copy)?;
     }
     for image in &pod.images {
         let Source::Path(path) = &image.source else {
@@ -304,10 +306,10 @@ pub fn read_bundle(
             )));
         }
         wanted.images.push(artifact);
-        wanted.add_file(bundle, path, Role::Image(index))?;
+        wanted.add_file(bundle, &written, path, Role::Image(index))?;
         if let Some(Source::Path(signature)) = &image.signature {
             wanted.images[index].signature = Some(file_name(signature));
-            wanted.add_file(bundle, signature, Role::Signature(index))?;
+            wanted.add_file(bundle, &written, signature, Role::Signature(index))?;
         }
     }
     for volume in &pod.volumes {
@@ -320,7 +322,7 @@ pub fn read_bundle(
             .get(&volume.name)
             .unwrap_or(&pod.version)
             .clone();
-        let file = wanted.add_file(bundle, path, Role::Volume(index))?;
+        let file = wanted.add_file(bundle, &written, path, Role::Volume(index))?;
         wanted.volumes.push(VolumeArtifact {
             name: volume.name.clone(),
             version,
@@ -332,12 +334,20 @@ pub fn read_bundle(
 }
 
 impl Wanted {
-    /// Hash and add a file (once, however often pod.json names it).
-    fn add_file(&mut self, bundle: &Bundle, path: &Path, role: Role) -> Result<File, Refusal> {
+    /// Hash and add a file (once, however often pod.json names it), at
+    /// the path pod.json writes for it.
+    fn add_file(
+        &mut self,
+        bundle: &Bundle,
+        written: &HashMap<PathBuf, PathBuf>,
+        resolved: &Path,
+        role: Role,
+    ) -> Result<File, Refusal> {
+        let path = written.get(resolved).map_or(resolved, PathBuf::as_path);
         if let Some(file) = self.files.iter().find(|f| f.path == path) {
             return Ok(file.clone());
         }
-        let source = bundle.dir.join(path);
+        let source = bundle.dir.join(resolved);
         let (sha256, size) = artifact::hash_file(&source)
             .map_err(|e| Refusal::new(format!("cannot read {}: {e}", source.display())))?;
         let file = File {
@@ -350,6 +360,24 @@ impl Wanted {
         self.files.push(file.clone());
         Ok(file)
     }
+}
+
+/// Every bundle file the pod names, by its resolved path.
+fn bundle_paths(pod: &crate::bundle::Pod) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = pod.units.iter().map(|u| u.file.clone()).collect();
+    for image in &pod.images {
+        for source in std::iter::once(&image.source).chain(image.signature.as_ref()) {
+            if let Source::Path(p) = source {
+                paths.push(p.clone());
+            }
+        }
+    }
+    for volume in &pod.volumes {
+        if let Some(Source::Path(p)) = &volume.data {
+            paths.push(p.clone());
+        }
+    }
+    paths
 }
 
 fn file_name(path: &Path) -> String {

@@ -613,3 +613,27 @@ fn an_instruction_file_names_the_version_to_take_out_without_reading_its_bundle(
         "the instruction file stays"
     );
 }
+
+#[test]
+fn a_file_named_through_a_link_inside_the_bundle_is_published_where_pod_json_names_it() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    fs::create_dir(b.join("images")).unwrap();
+    fs::rename(b.join("app.aci"), b.join("images/app.aci")).unwrap();
+    std::os::unix::fs::symlink("images/app.aci", b.join("app.aci")).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let version = f.repo.join("channels/stable/shop/1");
+    assert_eq!(
+        fs::read_link(version.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert!(!version.join("images").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["files"]["app.aci"]["artifact"],
+        json!("images/app/1/app.aci")
+    );
+    assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
+}
