@@ -125,8 +125,10 @@ fn missing_artifacts(problems: &[Problem]) -> Option<Vec<Missing>> {
         .map(|p| {
             let quoted = p.message.strip_suffix(MISSING)?;
             let path: String = serde_json::from_str(quoted).ok()?;
-            let artifact = p.field.starts_with("images[") && p.field.ends_with("].path")
-                || p.field.starts_with("volumes[") && p.field.ends_with("].data");
+            let (parent, member) = p.field.rsplit_once('.')?;
+            let list = parent.rsplit('.').next().unwrap_or(parent);
+            let artifact = list.starts_with("images[") && member == "path"
+                || list.starts_with("volumes[") && member == "data";
             artifact.then(|| Missing {
                 field: p.field.clone(),
                 path,
@@ -135,9 +137,41 @@ fn missing_artifacts(problems: &[Problem]) -> Option<Vec<Missing>> {
         .collect()
 }
 
-/// `images[3].path` → 3.
-fn index_of(field: &str) -> Option<usize> {
-    field.split_once('[')?.1.split_once(']')?.0.parse().ok()
+/// The object holding the member `field` ends with (`images[0].path` →
+/// that image), descending into a string that holds JSON (an Appc
+/// manifest's `ops` annotation).
+fn holder(root: &Value, field: &str) -> Option<Value> {
+    let (parents, _) = field.rsplit_once('.')?;
+    let mut here = root.clone();
+    for segment in parents.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next()?;
+        if !name.is_empty() {
+            here = here.get(name)?.clone();
+        }
+        if let Value::String(text) = &here {
+            here = serde_json::from_str(text).ok()?;
+        }
+        for index in parts {
+            here = here
+                .get(index.strip_suffix(']')?.parse::<usize>().ok()?)?
+                .clone();
+        }
+    }
+    Some(here)
+}
+
+/// The document holding the pod's name and version: pod.json, or an Appc
+/// manifest's `ops` annotation.
+fn ops_document(pod: &Value) -> Option<Value> {
+    if pod.get("acKind").is_none() {
+        return Some(pod.clone());
+    }
+    let annotations = pod.get("annotations")?.as_array()?;
+    let ops = annotations
+        .iter()
+        .find(|a| a.get("name") == Some(&Value::from("ops")))?;
+    serde_json::from_str(ops.get("value")?.as_str()?).ok()
 }
 
 struct Finder<'a> {
@@ -158,11 +192,12 @@ impl<'a> Finder<'a> {
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         };
-        let name = pod
+        let doc = ops_document(pod).unwrap_or_default();
+        let name = doc
             .get("name")
             .and_then(text)
             .and_then(|n| PodName::parse(&n).ok());
-        let version = pod
+        let version = doc
             .get("version")
             .and_then(text)
             .and_then(|v| Version::parse(&v).ok());
@@ -189,12 +224,16 @@ impl<'a> Finder<'a> {
         missing: &Missing,
         pod: &Value,
     ) -> Result<(PathBuf, Option<(String, Version)>), Refusal> {
-        let index = index_of(&missing.field).unwrap_or_default();
-        if missing.field.starts_with("volumes[") {
-            let name = pod["volumes"][index]["name"].as_str().unwrap_or_default();
-            Ok((self.volume(name, &missing.path)?, None))
+        let held = holder(pod, &missing.field).unwrap_or_default();
+        if missing.field.ends_with(".data") {
+            // Native volumes have a name, an Appc annotation's a volume.
+            let name = held
+                .get("name")
+                .or(held.get("volume"))
+                .and_then(Value::as_str);
+            Ok((self.volume(name.unwrap_or_default(), &missing.path)?, None))
         } else {
-            let id = pod["images"][index]["id"].as_str().unwrap_or_default();
+            let id = held.get("id").and_then(Value::as_str).unwrap_or_default();
             let id = ImageId::parse(id).map_err(|_| invalid(&self.given.bundle))?;
             self.image(&id, &missing.path)
         }
@@ -313,4 +352,33 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
     fs::hard_link(from, to).or_else(|_| fs::copy(from, to).map(drop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_path_leads_to_its_holder_through_an_annotation() {
+        let native =
+            serde_json::json!({"volumes": [{"name": "a"}, {"name": "b", "data": "b.tar"}]});
+        assert_eq!(holder(&native, "volumes[1].data").unwrap()["name"], "b");
+        let ops = r#"{"name": "p", "version": 2, "images": [{"id": "sha256:x", "path": "i.tar"}]}"#;
+        let appc = serde_json::json!({"acKind": "PodManifest", "annotations": [{"name": "x", "value": ""}, {"name": "ops", "value": ops}]});
+        assert_eq!(
+            holder(&appc, "annotations[1].value.images[0].path").unwrap()["id"],
+            "sha256:x"
+        );
+        assert_eq!(ops_document(&appc).unwrap()["version"], 2);
+        let problems = [Problem {
+            field: "annotations[1].value.volumes[0].data".into(),
+            message: "\"d.tar\": no such file in the bundle".into(),
+        }];
+        assert_eq!(missing_artifacts(&problems).unwrap()[0].path, "d.tar");
+        let other = [Problem {
+            field: "containers[0].systemd.unit-files[0]".into(),
+            message: "\"u.service\": no such file in the bundle".into(),
+        }];
+        assert!(missing_artifacts(&other).is_none());
+    }
 }
