@@ -15,7 +15,7 @@ use super::wanted::{Role, Target, Wanted};
 use super::ReleaseError;
 use crate::atomic::{self, FsError, FsResult};
 use crate::lock::StoreLock;
-use crate::outcome::AfterChanges;
+use crate::outcome::{AfterChanges, Refusal};
 use crate::records::image::Format;
 
 const DIR_MODE: u32 = 0o755;
@@ -58,6 +58,27 @@ fn one(repo: &Path, wanted: Option<&Wanted>, step: &Step) -> FsResult<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Refuse, before anything is written, a plan that would write through a
+/// symlink planted in the repository (`images` pointing elsewhere): every
+/// write would refuse it, but half-way through.
+pub fn refuse_planted(target: &Target, steps: &[Step]) -> Result<(), Refusal> {
+    let repo = &target.layout().repo;
+    for step in steps {
+        let (path, link_ok) = match step {
+            Step::AddImage { rel, .. }
+            | Step::AddVolume { rel, .. }
+            | Step::AddVersion { rel, .. }
+            | Step::RemoveVersion { rel, .. } => (repo.join(rel), false),
+            Step::MoveTip { pod_rel, .. } | Step::RemoveTip { pod_rel, .. } => {
+                (repo.join(pod_rel).join(layout::TIP), true)
+            }
+        };
+        atomic::refuse_planted(&path, link_ok)
+            .map_err(|e| Refusal::new(crate::ansible::error_chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// Build `dir` in a temporary sibling with `fill`, then rename it into

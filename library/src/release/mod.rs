@@ -103,6 +103,7 @@ impl ReleaseError {
 pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, ReleaseError> {
     let target = wanted::resolve(request)?;
     let planned = plan::plan(request, &target, &observe::observe(&target)?)?;
+    apply::refuse_planted(&target, &planned.steps)?;
     let mut report = planned.report(&target, want_diff);
     if check || planned.steps.is_empty() {
         return Ok(report);
@@ -115,6 +116,7 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Re
     // Observed and planned again under the lock: another run may have
     // published in between.
     let planned = plan::plan(request, &target, &observe::observe(&target)?)?;
+    apply::refuse_planted(&target, &planned.steps)?;
     report = planned.report(&target, want_diff);
     if !planned.steps.is_empty() {
         apply::apply(&target, &planned.steps, &lock)?;

@@ -637,3 +637,23 @@ fn a_file_named_through_a_link_inside_the_bundle_is_published_where_pod_json_nam
     );
     assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
 }
+
+#[test]
+fn a_symlink_planted_in_the_repository_is_refused_before_anything_is_written() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let elsewhere = f.root.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::create_dir_all(&f.repo).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, f.repo.join("volumes")).unwrap();
+    let before = f.listing();
+    for check_mode in [true, false] {
+        let refused = f.publish(&b, json!({"_ansible_check_mode": check_mode}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        assert_eq!(refused["changed"], json!(false));
+        let msg = refused["msg"].as_str().unwrap();
+        assert!(msg.contains("is a symlink that ops did not make"), "{msg}");
+    }
+    assert_eq!(f.listing(), before);
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
