@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::layout::Label;
+use super::layout::{Label, Shown};
 use super::wanted::Versions;
 use crate::outcome::Refusal;
 use crate::records::names::{PodName, Version};
@@ -191,7 +191,7 @@ fn infer_from_path(given: &mut Instructions, repo: &Path) -> Result<(), Refusal>
     settle(&shown, "version", &mut given.version, inferred_version)
 }
 
-fn settle<T: PartialEq + std::fmt::Display>(
+fn settle<T: PartialEq + Shown>(
     shown: &str,
     field: &str,
     given: &mut Option<T>,
@@ -201,8 +201,8 @@ fn settle<T: PartialEq + std::fmt::Display>(
         Some(value) if *value != inferred => Err(Refusal::new(format!(
             "{shown}: {field}: the file says {value:?} but its path in the repository says \
              {inferred:?}",
-            value = value.to_string(),
-            inferred = inferred.to_string()
+            value = value.shown(),
+            inferred = inferred.shown()
         ))),
         _ => {
             *given = Some(inferred);

@@ -10,15 +10,12 @@
 //! LABEL is a label path (zero or more safe names joined by `/`); with no
 //! label the segment is left out. ops_pod reads the same layout.
 
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::records::names::{PodName, Version};
 
-/// The record of one published version, written last in its directory.
-pub const RECORD: &str = "release.json";
-/// The pointer to a pod's latest version, beside its versions.
-pub const TIP: &str = "tip";
+pub use crate::records::release::{Label, RECORD, TIP};
+
 /// The image id file of an image version directory.
 pub const ID: &str = "id";
 /// An ACI's sha512 (the hex of its id), as the seed's layout has it.
@@ -26,48 +23,26 @@ pub const SHA512: &str = "sha512";
 /// The sha256 file of a volume version directory.
 pub const SHA256: &str = "sha256";
 
-/// A label path: zero or more safe names joined by `/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Label(Vec<String>);
+/// A name or label as messages show it.
+pub trait Shown {
+    fn shown(&self) -> String;
+}
 
-impl Label {
-    /// Check a label path; empty text is no label.
-    pub fn parse(text: &str) -> Result<Label, String> {
-        if text.is_empty() {
-            return Ok(Label::default());
-        }
-        let mut segments = Vec::new();
-        for segment in text.split('/') {
-            PodName::parse(segment).map_err(|e| {
-                format!(
-                    "a label path is safe names joined by '/' (no empty, '.' or '..' segment, \
-                     no leading or trailing '/'), got {text:?}: {e}"
-                )
-            })?;
-            segments.push(segment.to_owned());
-        }
-        Ok(Label(segments))
-    }
-
-    /// `None` when there is no label (as release.json writes it).
-    pub fn text(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| self.0.join("/"))
-    }
-
-    fn push_onto(&self, path: &mut PathBuf) {
-        for segment in &self.0 {
-            path.push(segment);
-        }
-    }
-
-    fn depth(&self) -> usize {
-        self.0.len()
+impl Shown for Label {
+    fn shown(&self) -> String {
+        self.as_str().to_owned()
     }
 }
 
-impl fmt::Display for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("/"))
+impl Shown for PodName {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for Version {
+    fn shown(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -102,7 +77,7 @@ impl Layout {
     /// (`images/LABEL/app/2`), as reports name it.
     pub fn artifact_rel(&self, kind: Kind, name: &str, version: &Version) -> PathBuf {
         let mut path = PathBuf::from(kind.dir());
-        self.label.push_onto(&mut path);
+        path.extend(self.label.segments());
         path.push(name);
         path.push(version.as_str());
         path
@@ -116,7 +91,7 @@ impl Layout {
     pub fn pod_rel(&self) -> PathBuf {
         let mut path = PathBuf::from("channels");
         path.push(self.channel.as_str());
-        self.label.push_onto(&mut path);
+        path.extend(self.label.segments());
         path.push(self.pod.as_str());
         path
     }
@@ -147,7 +122,7 @@ impl Layout {
             .filter(|c| matches!(c, Component::Normal(_)))
             .count()
             .saturating_sub(1);
-        let up = 4 + self.label.depth() + file_parents;
+        let up = 4 + self.label.segments().count() + file_parents;
         let mut target = PathBuf::new();
         for _ in 0..up {
             target.push("..");
@@ -164,18 +139,6 @@ pub fn shown(rel: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_are_safe_names_joined_by_slashes() {
-        assert_eq!(Label::parse("").unwrap().text(), None);
-        assert_eq!(
-            Label::parse("web/shop").unwrap().text().unwrap(),
-            "web/shop"
-        );
-        for bad in ["/web", "web/", "web//shop", ".", "web/..", "Web"] {
-            assert!(Label::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn a_link_climbs_to_the_repository_and_down_to_the_artifact() {

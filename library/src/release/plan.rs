@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
-
 use super::layout::{self, Kind, Layout};
 use super::observe::{Entry, Held, Observed};
 use super::step::Step;
@@ -16,6 +14,7 @@ use super::wanted::{Role, Target, Wanted};
 use super::{Report, Request};
 use crate::outcome::Refusal;
 use crate::records::names::{same_image, ImageId, Version};
+use crate::records::release::{ArtifactRecord, FileRecord, ReleaseRecord};
 
 /// What a run does.
 #[derive(Debug, Clone, Default)]
@@ -310,37 +309,54 @@ fn kind(path: &Path) -> &'static str {
     }
 }
 
-/// release.json: the record of the version, written last.
+/// release.json: the record of the version, written last, as
+/// [`ReleaseRecord`] (what ops_pod reads) serializes it.
 pub fn record(wanted: &Wanted, artifacts: &Links) -> String {
     let layout = &wanted.layout;
-    let mut files = Map::new();
-    for file in &wanted.files {
-        let mut entry = json!({"sha256": file.sha256, "size": file.size});
-        if let Some((_, artifact)) = artifacts.iter().find(|(path, _)| *path == file.path) {
-            entry["artifact"] = json!(layout::shown(artifact));
-        }
-        files.insert(layout::shown(&file.path), entry);
-    }
-    let images: Vec<Value> = wanted
-        .images
+    let files = wanted
+        .files
         .iter()
-        .map(|i| json!({"name": i.name, "version": i.version, "id": i.id}))
+        .map(|file| {
+            let artifact = artifacts
+                .iter()
+                .find(|(path, _)| *path == file.path)
+                .map(|(_, artifact)| layout::shown(artifact));
+            let record = FileRecord {
+                sha256: file.sha256.clone(),
+                size: file.size,
+                artifact,
+            };
+            (layout::shown(&file.path), record)
+        })
         .collect();
-    let volumes: Vec<Value> = wanted
-        .volumes
-        .iter()
-        .map(|v| json!({"name": v.name, "version": v.version, "sha256": v.sha256}))
-        .collect();
-    let value = json!({
-        "pod": layout.pod,
-        "version": wanted.version,
-        "channel": layout.channel,
-        "label": layout.label.text(),
-        "files": files,
-        "images": images,
-        "volumes": volumes,
-    });
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    let record = ReleaseRecord {
+        pod: layout.pod.clone(),
+        version: wanted.version.clone(),
+        channel: layout.channel.to_string(),
+        label: (!layout.label.as_str().is_empty()).then(|| layout.label.clone()),
+        files,
+        images: wanted
+            .images
+            .iter()
+            .map(|i| ArtifactRecord {
+                name: i.name.clone(),
+                version: i.version.to_string(),
+                id: Some(i.id.clone()),
+                sha256: None,
+            })
+            .collect(),
+        volumes: wanted
+            .volumes
+            .iter()
+            .map(|v| ArtifactRecord {
+                name: v.name.clone(),
+                version: v.version.to_string(),
+                id: None,
+                sha256: Some(v.sha256.clone()),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
     text.push('\n');
     text
 }

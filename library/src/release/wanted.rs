@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::artifact::{self, Identified};
 use super::instructions::assemble::Loaded;
 use super::instructions::{self, Instructions};
-use super::layout::{Label, Layout};
+use super::layout::{Label, Layout, Shown};
 use super::{Input, Request, State};
 use crate::bundle::{self, Bundle, Source};
 use crate::outcome::Refusal;
@@ -200,7 +200,7 @@ fn absent_only(
 
 /// An option and the instruction file's value must agree when both are
 /// given; either alone stands.
-fn agreed<T: Clone + PartialEq + std::fmt::Display>(
+fn agreed<T: Clone + PartialEq + Shown>(
     what: &str,
     option: Option<&T>,
     instructed: Option<&T>,
@@ -208,8 +208,8 @@ fn agreed<T: Clone + PartialEq + std::fmt::Display>(
     match (option, instructed) {
         (Some(a), Some(b)) if a != b => Err(Refusal::new(format!(
             "{what}: the option says {:?} but the instruction file says {:?}",
-            a.to_string(),
-            b.to_string()
+            a.shown(),
+            b.shown()
         ))),
         (Some(a), _) => Ok(Some(a.clone())),
         (None, b) => Ok(b.cloned()),

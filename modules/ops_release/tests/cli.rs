@@ -657,3 +657,30 @@ fn a_symlink_planted_in_the_repository_is_refused_before_anything_is_written() {
     assert_eq!(f.listing(), before);
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+#[test]
+fn what_is_published_is_what_ops_pod_reads_from_a_repository() {
+    use ops_core::repository::{resolve, Repo, Wanted};
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    assert_eq!(
+        f.publish(&b, json!({"label": "web/shop"}))["changed"],
+        json!(true)
+    );
+    let wanted = Wanted {
+        repo: Repo::Dir(f.repo.clone()),
+        channel: "stable".into(),
+        label: ops_core::release::layout::Label::parse("web/shop").unwrap(),
+        name: ops_core::bundle::PodName::parse("shop").unwrap(),
+        version: None,
+    };
+    let (bundle, origin) =
+        resolve(&wanted, std::time::Duration::from_secs(5)).expect("ops_pod reads it");
+    assert_eq!(origin.tip.unwrap().as_str(), "1");
+    assert_eq!(bundle.pod.images.len(), 1);
+    assert_eq!(origin.record.files.len(), 3);
+    assert_eq!(
+        origin.record.files["static.tar"].artifact.as_deref(),
+        Some("volumes/web/shop/static/1/static.tar")
+    );
+}
