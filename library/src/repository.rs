@@ -136,6 +136,15 @@ fn local(wanted: &Wanted, top: &Path, pod_dir: &Path) -> Result<(Bundle, Origin)
     let top = std::fs::canonicalize(top)
         .map_err(|e| refuse(format!("repository {}: cannot be read: {e}", top.display())))?;
     let versions = top.join(pod_dir);
+    if !versions.is_dir() {
+        return Err(refuse(format!(
+            "nothing is published for {} in repository {}: there is no {}; check channel, \
+             label and name",
+            describe(wanted),
+            top.display(),
+            pod_dir.display()
+        )));
+    }
     let (version, tip) = match &wanted.version {
         Some(v) => (v.clone(), None),
         None => {
@@ -170,8 +179,12 @@ fn local(wanted: &Wanted, top: &Path, pod_dir: &Path) -> Result<(Bundle, Origin)
         }
     }
     let record = read_record(&dir.join(RECORD), &|path| {
-        crate::atomic::read_regular(path, MAX_MANIFEST)
-            .map_err(|e| format!("{}: cannot be read: {e}", path.display()))
+        crate::atomic::read_regular(path, MAX_MANIFEST).map_err(|e| {
+            format!(
+                "{}: cannot be read: {e}; a version published with ops_release has its {RECORD}",
+                path.display()
+            )
+        })
     })?;
     let bundle = bundle::load_with(&dir, Files::Within(&top))?;
     let origin = Origin {
@@ -225,7 +238,19 @@ fn remote(
     base: &str,
     timeout: Duration,
 ) -> Result<(Bundle, Origin), RepositoryError> {
-    let get = |url: &str| fetch_small(url, timeout);
+    // A 404 means the request named what the server does not have.
+    let get = |url: &str| {
+        fetch_small(url, timeout).map_err(|e| {
+            if e.contains("HTTP 404") {
+                format!(
+                    "{e}; is {} published there? check repo, channel, label, name and version",
+                    describe(wanted)
+                )
+            } else {
+                e
+            }
+        })
+    };
     let (version, tip) = match &wanted.version {
         Some(v) => (v.clone(), None),
         None => {
@@ -279,11 +304,7 @@ fn read_record(
     read: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
 ) -> Result<ReleaseRecord, RepositoryError> {
     let shown = crate::records::uri::redact(&path.to_string_lossy()).into_owned();
-    let bytes = read(path).map_err(|e| {
-        Refusal(format!(
-            "{e}; a pod version published with ops_release has its {RECORD}"
-        ))
-    })?;
+    let bytes = read(path).map_err(Refusal)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Refusal(format!("{shown}: not a release record: {e}")).into())
 }

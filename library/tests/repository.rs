@@ -335,4 +335,37 @@ fn a_version_or_tip_that_is_not_published_is_named() {
         .run(&host.request(Repo::parse(&url).unwrap(), None), false)
         .unwrap_err();
     assert!(msg.contains("HTTP 404"), "{msg}");
+    assert!(
+        msg.contains("is pod shop in channel stable label web published there? check repo"),
+        "{msg}"
+    );
+    // A label nothing is published under.
+    let mut elsewhere = host.request(Repo::Dir(host.repo.clone()), None);
+    if let Some(wanted) = &mut elsewhere.repo {
+        wanted.label = serde_json::from_value(serde_json::json!("api")).unwrap();
+    }
+    let msg = host.run(&elsewhere, false).unwrap_err();
+    assert!(
+        msg.contains("nothing is published for pod shop in channel stable label api")
+            && msg.contains("check channel, label and name"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_gone_from_the_repository_but_in_the_store_is_named() {
+    let mut host = Host::new();
+    host.publish("1", "one");
+    host.publish("2", "two");
+    let one = host.request(Repo::Dir(host.repo.clone()), Some("1"));
+    host.run(&one, false).unwrap();
+    host.run(&host.request(Repo::Dir(host.repo.clone()), None), false)
+        .unwrap();
+    fs::remove_dir_all(host.repo.join("channels/stable/web/shop/1")).unwrap();
+    let msg = host.run(&one, false).unwrap_err();
+    assert!(msg.contains("is not published"), "{msg}");
+    assert!(
+        msg.contains("version 1 of pod shop is in the store: leave out repo"),
+        "{msg}"
+    );
 }

@@ -207,8 +207,8 @@ options:
         port number or V(assign), or a list of names to assign.
       - A port given as text of digits, as a template makes it, counts as a
         number.
-      - Only with O(bundle); a stored version keeps the ports it was deployed
-        with.
+      - Only for a version being added, from O(bundle) or O(repo); a stored
+        version keeps the ports it was deployed with.
     type: raw
   port_range:
     description: Where assigned ports come from, as C(LOW-HIGH).
@@ -349,8 +349,8 @@ ports:
   description:
     - The pod's ports after the run (in check mode, as they would be), each
       with the versions that use it.
-    - C(name) is V(null) for an instance's own port, C(instance) for a plain
-      unit; C(kind) is V(fixed), V(assigned) or V(instance).
+    - C(name) is V(null) for an instance's own port, C(instance) V(null) for
+      a plain unit; C(kind) is V(fixed), V(assigned) or V(instance).
   type: list
   elements: dict
   returned: always

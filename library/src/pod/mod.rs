@@ -237,6 +237,30 @@ fn new_version(
     })
 }
 
+/// A version the repository cannot give that the store holds: say so,
+/// and how to deploy it from there.
+fn in_store_hint(
+    error: crate::repository::RepositoryError,
+    request: &Request,
+    wanted: &crate::repository::Wanted,
+) -> PodError {
+    let stored = wanted.version.as_ref().filter(|v| {
+        Store::new(&request.root)
+            .read_pod(&wanted.name)
+            .is_ok_and(|state| state.versions.contains_key(*v))
+    });
+    match stored {
+        Some(v) => Refusal(format!(
+            "{}; version {v} of pod {} is in the store: leave out repo (name and version \
+             alone) to deploy it from there",
+            crate::ansible::error_chain(&error),
+            wanted.name
+        ))
+        .into(),
+        None => error.into(),
+    }
+}
+
 /// The bundle's version, with the `ports` option laid over it.
 fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
     for (option, path) in [("root", &request.root), ("unit_dir", &request.unit_dir)] {
@@ -251,7 +275,8 @@ fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
     let mut incoming = match (&request.bundle, &request.repo) {
         (Some(path), _) => Some(load_bundle(path)?),
         (None, Some(wanted)) => {
-            let (bundle, origin) = crate::repository::resolve(wanted, request.download_timeout)?;
+            let (bundle, origin) = crate::repository::resolve(wanted, request.download_timeout)
+                .map_err(|e| in_store_hint(e, request, wanted))?;
             Some(new_version(bundle, Some(origin))?)
         }
         (None, None) => None,

@@ -150,8 +150,9 @@ impl Step {
                 .map(|v| format!("make version {v} current"))
                 .collect(),
             Step::Start { units, restart, .. } => vec![format!(
-                "{} and wait until they are up",
-                Step::start_text(units, *restart)
+                "{} and wait until {} up",
+                Step::start_text(units, *restart),
+                if units.len() == 1 { "it is" } else { "they are" }
             )],
             Step::StartTarget(target) => vec![format!("start {target}")],
             Step::RemoveVersion(v, record) => {

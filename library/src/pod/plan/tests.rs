@@ -219,7 +219,7 @@ fn a_first_deploy_adds_installs_makes_current_and_starts() {
             "install shop-1-web.service.d/50-ops.conf",
             "daemon-reload",
             "make version 1 current",
-            "start shop-1-web.service and wait until they are up",
+            "start shop-1-web.service and wait until it is up",
             "start ops-shop.target",
         ]
     );
@@ -241,7 +241,7 @@ fn a_switch_starts_the_new_version_then_stops_the_old_one() {
             "install shop-2-web.service.d/50-ops.conf",
             "daemon-reload",
             "make version 2 current",
-            "start shop-2-web.service and wait until they are up",
+            "start shop-2-web.service and wait until it is up",
             "stop shop-1-web.service",
         ]
     );
@@ -274,7 +274,7 @@ fn a_rollback_by_version_switches_back_to_the_stored_one() {
             "update ops-shop.target",
             "daemon-reload",
             "make version 1 current",
-            "start shop-1-web.service and wait until they are up",
+            "start shop-1-web.service and wait until it is up",
             "stop shop-2-web.service",
         ]
     );
@@ -344,7 +344,7 @@ fn started_starts_a_stopped_current_version() {
         [
             "install multi-user.target.wants/ops-shop.target",
             "daemon-reload",
-            "start shop-1-web.service and wait until they are up",
+            "start shop-1-web.service and wait until it is up",
             "start ops-shop.target",
         ]
     );
@@ -355,7 +355,7 @@ fn restarted_restarts_a_running_version() {
     let host = Host::new().stored("1").current("1").running("1");
     assert_eq!(
         actions(&request(State::Restarted), &host),
-        ["restart shop-1-web.service and wait until they are up"]
+        ["restart shop-1-web.service and wait until it is up"]
     );
 }
 
@@ -374,7 +374,7 @@ fn a_changed_environment_alone_restarts_the_running_version() {
             // The first environment: the drop-in gains its EnvironmentFile=.
             "update shop-1-web.service.d/50-ops.conf",
             "daemon-reload",
-            "restart shop-1-web.service and wait until they are up",
+            "restart shop-1-web.service and wait until it is up",
         ]
     );
     // The same environment again: nothing to write, nothing to restart.
@@ -390,7 +390,7 @@ fn a_changed_environment_alone_restarts_the_running_version() {
         actions(&env("changed"), &same),
         [
             "write the environment file of version 1",
-            "restart shop-1-web.service and wait until they are up",
+            "restart shop-1-web.service and wait until it is up",
         ]
     );
     // Stopped, a changed environment is written and nothing is started.
