@@ -178,6 +178,19 @@ fn local(wanted: &Wanted, top: &Path, pod_dir: &Path) -> Result<(Bundle, Origin)
             )))
         }
     }
+    for name in [bundle::MANIFEST, RECORD] {
+        let path = dir.join(name);
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            if !real.starts_with(&top) {
+                return Err(refuse(format!(
+                    "{} resolves to {}, outside the repository {}",
+                    path.display(),
+                    real.display(),
+                    top.display()
+                )));
+            }
+        }
+    }
     let record = read_record(&dir.join(RECORD), &|path| {
         crate::atomic::read_regular(path, MAX_MANIFEST).map_err(|e| {
             format!(
@@ -208,12 +221,7 @@ fn local_tip(versions: &Path) -> Result<Version, String> {
         .to_str()
         .filter(|t| !t.contains('/'))
         .and_then(|t| Version::parse(t).ok())
-        .ok_or_else(|| {
-            format!(
-                "{TIP} links to {}, not to a version beside it",
-                target.display()
-            )
-        })
+        .ok_or_else(|| format!("{TIP} links to {target:?}, not to a version beside it"))
 }
 
 /// The versions published in a pod's directory, for a message.
@@ -319,11 +327,37 @@ fn check_release(
     let record = &origin.record;
     let pod = &bundle.pod;
     let asked = (&wanted.name, version);
-    if (&record.pod, &record.version) != asked || (&pod.name, &pod.version) != asked {
+    let label = record.label.clone().unwrap_or_default();
+    if (&record.pod, &record.version) != asked
+        || (record.channel.as_str(), &label) != (wanted.channel.as_str(), &wanted.label)
+    {
         return Err(Refusal(format!(
-            "{}: asked for version {version} of pod {}, but its {RECORD} is version {} of pod {} \
-             and its pod.json version {} of pod {}",
-            origin.shown, wanted.name, record.version, record.pod, pod.version, pod.name
+            "{}: asked for version {version} of {}, but its {RECORD} is version {} of pod {} in \
+             channel {} label {:?}",
+            origin.shown,
+            describe(wanted),
+            record.version,
+            record.pod,
+            record.channel,
+            label.as_str()
+        ))
+        .into());
+    }
+    let manifest = crate::atomic::read_regular(&bundle.manifest, MAX_MANIFEST).map_err(|e| {
+        Refusal(format!(
+            "{}: cannot be read: {e}",
+            bundle.manifest.display()
+        ))
+    })?;
+    check_digest(
+        &record.manifest.sha256,
+        &manifest,
+        &format!("{}/{}", origin.shown, bundle::MANIFEST),
+    )?;
+    if (&pod.name, &pod.version) != asked {
+        return Err(Refusal(format!(
+            "{}: its pod.json is version {} of pod {}, not what its {RECORD} says",
+            origin.shown, pod.version, pod.name
         ))
         .into());
     }
@@ -362,11 +396,17 @@ fn check_sha256(
     bytes: &[u8],
     shown: &str,
 ) -> Result<(), RepositoryError> {
-    use sha2::Digest;
-    let shown = crate::records::uri::redact(shown);
     let Some(expected) = record.sha256_of(relative) else {
+        let shown = crate::records::uri::redact(shown);
         return Err(Refusal(format!("{shown}: not recorded in the release's {RECORD}")).into());
     };
+    check_digest(expected, bytes, shown)
+}
+
+/// `bytes` have the sha256 (hex) `expected`.
+fn check_digest(expected: &str, bytes: &[u8], shown: &str) -> Result<(), RepositoryError> {
+    use sha2::Digest;
+    let shown = crate::records::uri::redact(shown);
     let actual = format!("{:x}", sha2::Sha256::digest(bytes));
     if actual != expected {
         return Err(Refusal(format!(

@@ -71,8 +71,10 @@ impl Host {
         });
         fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
         let file = |bytes: &[u8]| serde_json::json!({"sha256": hex(bytes), "size": bytes.len()});
+        let manifest = pod.to_string();
         let record = serde_json::json!({
             "pod": "shop", "version": version, "channel": "stable", "label": "web",
+            "pod.json": file(manifest.as_bytes()),
             "files": {"web.service": file(WEB.as_bytes()), "data/static.tar": file(&archive)},
             "volumes": [{"name": "static", "version": version, "sha256": hex(&archive)}],
         });
@@ -368,4 +370,51 @@ fn a_version_gone_from_the_repository_but_in_the_store_is_named() {
         msg.contains("version 1 of pod shop is in the store: leave out repo"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_tampered_or_escaping_pod_json_or_a_record_of_elsewhere_is_refused() {
+    let mut host = Host::new();
+    host.publish("1", "one");
+    host.publish("2", "two");
+    host.publish("3", "three");
+    // pod.json edited in place (a volume made writable elsewhere): its
+    // sha256 is not the one release.json recorded.
+    let edited = host.repo.join("channels/stable/web/shop/1/pod.json");
+    let text = fs::read_to_string(&edited).unwrap();
+    fs::write(&edited, text.replace("/srv/static", "/srv/evil")).unwrap();
+    let (url, _) = serve(&host.repo);
+    for repo in [Repo::Dir(host.repo.clone()), Repo::parse(&url).unwrap()] {
+        let msg = host.run(&host.request(repo, Some("1")), false).unwrap_err();
+        assert!(
+            msg.contains("pod.json does not match the release's release.json"),
+            "{msg}"
+        );
+        assert!(!host.root.join("pods").exists(), "{msg}");
+    }
+    // pod.json a link out of the repository.
+    let outside = host.dir.path().join("pod.json");
+    let linked = host.repo.join("channels/stable/web/shop/2/pod.json");
+    fs::copy(&linked, &outside).unwrap();
+    fs::remove_file(&linked).unwrap();
+    std::os::unix::fs::symlink(&outside, &linked).unwrap();
+    let msg = host
+        .run(
+            &host.request(Repo::Dir(host.repo.clone()), Some("2")),
+            false,
+        )
+        .unwrap_err();
+    assert!(msg.contains("outside the repository"), "{msg}");
+    // A record that says it is another channel's.
+    let record = host.repo.join("channels/stable/web/shop/3/release.json");
+    let text = fs::read_to_string(&record).unwrap();
+    fs::write(&record, text.replace("\"stable\"", "\"beta\"")).unwrap();
+    let msg = host
+        .run(
+            &host.request(Repo::Dir(host.repo.clone()), Some("3")),
+            false,
+        )
+        .unwrap_err();
+    assert!(msg.contains("in channel beta"), "{msg}");
+    assert!(!host.root.join("pods").exists(), "{msg}");
 }

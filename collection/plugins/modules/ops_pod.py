@@ -81,7 +81,8 @@ options:
         an image is downloaded only when the runtime lacks its id and a
         volume archive only when the version is new to the host, so a rerun
         downloads no artifact again.
-      - Every file is checked against the release's C(release.json) -
+      - Every file is checked against the release's C(release.json) (which
+        must name that pod, version, channel and label) - C(pod.json) and the
         unit files before anything is done, volume archives as they are
         extracted (a mismatch is undone and refused) - and images against
         their ids, signatures as for a bundle.

@@ -231,12 +231,12 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         PodName::parse,
         &mut problems,
     );
-    let version = parsed(
-        "version",
-        options.version.as_deref(),
-        Version::parse,
-        &mut problems,
-    );
+    // With a repository, `tip` is no version but the link to one.
+    let version = options
+        .version
+        .as_deref()
+        .filter(|v| !(options.repo.is_some() && *v == TIP));
+    let version = parsed("version", version, Version::parse, &mut problems);
     let keep = options.keep.map(|k| {
         usize::try_from(k).unwrap_or_else(|_| {
             problems.push(format!("keep: expected 0 or more, got {k}"));
@@ -350,7 +350,6 @@ fn wanted(
     if name.is_none() && options.name.is_none() {
         problems.push("repo needs name: the pod to deploy from the repository".into());
     }
-    let version = version.filter(|v| v.as_str() != TIP);
     let wanted = match (repo, channel, label, name) {
         (Some(repo), Some(channel), Some(label), Some(name)) => Some(repository::Wanted {
             repo,

@@ -152,7 +152,11 @@ impl Step {
             Step::Start { units, restart, .. } => vec![format!(
                 "{} and wait until {} up",
                 Step::start_text(units, *restart),
-                if units.len() == 1 { "it is" } else { "they are" }
+                if units.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
             )],
             Step::StartTarget(target) => vec![format!("start {target}")],
             Step::RemoveVersion(v, record) => {

@@ -69,7 +69,7 @@ impl PodName {
 }
 
 /// Names a version may not have: the store's pointers to versions.
-pub const RESERVED_VERSIONS: &[&str] = &["current", "previous"];
+pub const RESERVED_VERSIONS: &[&str] = &["current", "previous", "tip"];
 
 /// A pod version: safe in unit names and paths.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,7 +83,8 @@ impl Version {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if RESERVED_VERSIONS.contains(&s) {
             Err(format!(
-                "{s:?} is reserved: the store keeps its `current` and `previous` pointers beside the versions"
+                "{s:?} is reserved: the store keeps its `current` and `previous` pointers beside the \
+                 versions, and a release repository its `tip`"
             ))
         } else if well_formed(s, allowed, edge) {
             Ok(Version(s.to_owned()))

@@ -95,6 +95,10 @@ pub struct ReleaseRecord {
     pub channel: String,
     #[serde(default)]
     pub label: Option<Label>,
+    /// pod.json itself: the files it names are checked against `files`,
+    /// and it against this.
+    #[serde(rename = "pod.json")]
+    pub manifest: FileRecord,
     /// Every file pod.json names, by its path as pod.json writes it
     /// (normalised: no `.` and no `..`).
     pub files: BTreeMap<String, FileRecord>,

@@ -334,6 +334,14 @@ pub fn record(wanted: &Wanted, artifacts: &Links) -> String {
         version: wanted.version.clone(),
         channel: layout.channel.to_string(),
         label: (!layout.label.as_str().is_empty()).then(|| layout.label.clone()),
+        manifest: FileRecord {
+            sha256: format!(
+                "{:x}",
+                <sha2::Sha256 as sha2::Digest>::digest(&wanted.manifest)
+            ),
+            size: wanted.manifest.len() as u64,
+            artifact: None,
+        },
         files,
         images: wanted
             .images
