@@ -251,6 +251,58 @@ pub(crate) fn write_symlink(path: &Path, target: &Path) -> FsResult<()> {
     sync_dir(parent(path))
 }
 
+/// Copy the regular file `from` to `path` (which must not be there yet, or
+/// is replaced), readable per `mode`: into a temporary sibling, synced,
+/// renamed into place, the directory synced. Returns the bytes copied.
+pub(crate) fn copy_file(from: &Path, path: &Path, mode: u32) -> FsResult<u64> {
+    refuse_symlinks(path, false)?;
+    let temp = temp_sibling(path);
+    let copied = (|| {
+        let mut source = open_regular(from)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        let n = io::copy(&mut source, &mut file)?;
+        file.sync_all()?;
+        Ok(n)
+    })();
+    let n = match copied {
+        Ok(n) => n,
+        Err(source) => {
+            let _ = fs::remove_file(&temp);
+            return Err(FsError {
+                action: "copy to",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if let Err(source) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(FsError {
+            action: "replace",
+            path: path.to_owned(),
+            source,
+        });
+    }
+    sync_dir(parent(path)).map(|()| n)
+}
+
+/// Make a new empty directory beside `path` (hidden, unique), to stage
+/// what is then renamed to `path` whole.
+pub(crate) fn temp_dir_beside(path: &Path, mode: u32) -> FsResult<PathBuf> {
+    refuse_symlinks(path, false)?;
+    let temp = temp_sibling(path);
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(&temp)
+        .at("create directory", &temp)?;
+    Ok(temp)
+}
+
 /// Create `path` and its missing parents with `mode`; syncs each parent
 /// that gained an entry.
 pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {

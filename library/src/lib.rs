@@ -22,7 +22,9 @@
 //! 9. [`facts`]: what is deployed, as ops_pod and ops_facts report it.
 //! 10. [`pod`]: ops_pod's engine: observe the host, plan steps (pure), apply
 //!     them with the undo of each.
-//! 11. [`modules`]: the modules' options (their public contract) and
+//! 11. [`release`]: ops_release's engine: publish a bundle into a release
+//!     repository (observe, plan, apply).
+//! 12. [`modules`]: the modules' options (their public contract) and
 //!     bodies, each handing a typed request to its engine.
 //!
 //! `tests/shape/check` holds this order too, and fails the tests when an
@@ -46,6 +48,7 @@ pub(crate) mod outcome;
 pub mod pod;
 pub mod ports;
 pub(crate) mod records;
+pub mod release;
 pub mod repository;
 pub mod store;
 pub mod systemd;

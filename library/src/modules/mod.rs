@@ -1,4 +1,4 @@
-//! The four ops modules: each one's argument spec (the public contract),
+//! The five ops modules: each one's argument spec (the public contract),
 //! typed options and body. The binaries in `modules/` only call
 //! [`crate::ansible::main`] with one of these.
 //!
@@ -10,6 +10,7 @@
 pub mod facts;
 pub mod image;
 pub mod pod;
+pub mod release;
 pub mod volume;
 
 use serde_json::{Map, Value};

@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright: the ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Documentation only: the module is a binary per machine (bin/<machine>/ in
+# the built collection), run by the action of the same name (plugins/action/).
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ops_release
+short_description: Publish a pod bundle into a release repository
+description:
+  - Publishes a bundle (a directory holding C(pod.json) and every file it
+    names) into a release repository on the host it runs on, under a
+    channel and an optional label path, or takes a published version out.
+  - "The repository's layout:
+    C(images/<label>/<image>/<version>/) holds an image file, its C(id)
+    (and for an ACI its C(sha512), the hex of the id) and its signature;
+    C(volumes/<label>/<volume>/<version>/) holds a volume archive and its
+    C(sha256); C(channels/<channel>/<label>/<pod>/<version>/) holds
+    C(pod.json) byte for byte, copies of the unit files, relative symlinks
+    to the images, signatures and volume archives, and C(release.json),
+    the record of the version with the sha256 and size of every file
+    C(pod.json) names; C(channels/<channel>/<label>/<pod>/tip) is a
+    relative symlink to the latest version."
+  - Each image and volume is stored once, by name and version. An image is
+    named by its manifest (an ACI manifest's C(name), last segment; a Docker
+    archive's first repo tag; an OCI archive's image name annotation), else
+    by its file name without the extension; its version and a volume's
+    version are the pod version unless a release instruction file sets
+    them. An image file's id is computed and must be the one C(pod.json)
+    gives.
+  - Idempotent. The same bundle again reports C(changed=false), every
+    artifact and the version listed in RV(reused). A published version and
+    its artifacts never change. Other content under a version already in the
+    repository (C(pod.json), a unit file, an image with another id, a
+    volume archive with another sha256) is refused, naming each
+    difference, and nothing is written.
+  - Every image, volume and pod version directory is built whole in a
+    temporary directory beside its place, each file synced, then renamed
+    into place. A reader sees it complete or not at all. C(tip) is moved by
+    a new link renamed over the old one. If a step fails, the steps done
+    are undone.
+  - "A release instruction file (O(instructions)) is YAML with the keys
+    C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
+    relative to the file), C(images) and C(volumes) (versions by name,
+    default the pod version); other keys are refused. A file at
+    C(channels/<channel>/<label>/<pod>/<version>.yaml) inside O(repo) has
+    its channel, label, pod and version inferred from that path, and values
+    it gives must agree with it. An image or volume whose file the bundle
+    lacks is taken from the repository at its instructed version. A volume
+    neither holds is an error (the release tool cannot create volumes), as is
+    an image neither holds (building images is out of scope)."
+version_added: 0.1.0
+author: ops developers (@ops)
+options:
+  repo:
+    description:
+      - The release repository, an absolute path on the managed host. It is
+        created when missing.
+    type: path
+    required: true
+  bundle:
+    description:
+      - The bundle directory to publish (or its C(pod.json)), on the managed host.
+      - One of O(bundle) and O(instructions) is required for O(state=present).
+      - A symlink in the bundle is followed only when it stays inside the bundle.
+    type: path
+  instructions:
+    description:
+      - A release instruction file (YAML) on the managed host, naming the
+        bundle and what to publish it as.
+    type: path
+  channel:
+    description:
+      - The release channel, such as V(stable).
+      - Required unless O(instructions) gives it (or its path in the
+        repository does); when both give it, they must agree.
+    type: str
+  label:
+    description:
+      - A label path, safe names joined by C(/), such as V(web/shop). No label by default.
+    type: str
+  name:
+    description:
+      - The pod, for O(state=absent) without O(bundle) or O(instructions).
+      - With a bundle it must be the name in C(pod.json).
+    type: str
+  version:
+    description:
+      - The pod version, for O(state=absent) without O(bundle) or O(instructions).
+      - With a bundle it must be the version in C(pod.json).
+    type: str
+  tip:
+    description:
+      - Point the pod's C(tip) at this version.
+    type: bool
+    default: true
+  state:
+    description:
+      - Whether the version should be published.
+      - V(absent) removes C(channels/<channel>/<label>/<pod>/<version>) and
+        C(tip) when it names that version. Images and volumes are left in
+        the repository, as other versions may share them.
+    type: str
+    choices: [present, absent]
+    default: present
+extends_documentation_fragment:
+  - ops.onboard.binary_module
+  - ops.onboard.store.lock
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reads the bundle, computes every image id and file digest, compares
+        with the repository and writes nothing.
+  diff_mode:
+    support: full
+    description:
+      - Each artifact added (file, id or sha256), the new version's
+        C(release.json), and C(tip) before and after.
+notes:
+  - A change takes the repository's lock (C(<repo>/lock)); check mode and a
+    run with nothing to do take none.
+  - M(ops.onboard.ops_pod) reads the same repository layout.
+"""
+
+EXAMPLES = r"""
+- name: Publish the shop's bundle to the stable channel
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    bundle: /srv/bundles/shop-7
+    channel: stable
+    label: web/shop
+
+- name: Publish from a release instruction file kept in the repository
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    instructions: /srv/releases/channels/stable/web/shop/shop/8.yaml
+
+- name: Publish version 9 to staging without moving tip
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    bundle: /srv/bundles/shop-9
+    channel: staging
+    tip: false
+
+- name: Take version 6 out of the stable channel
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    channel: stable
+    label: web/shop
+    name: shop
+    version: "6"
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: Something was (or, in check mode, would be) added to or removed from the repository.
+  type: bool
+  returned: always
+msg:
+  description: What was done, or that the version is published as requested (prefixed C(check mode:) in check mode).
+  type: str
+  returned: always
+path:
+  description: The pod version directory.
+  type: str
+  returned: success
+  sample: /srv/releases/channels/stable/web/shop/shop/7
+version:
+  description: The pod version.
+  type: str
+  returned: success
+  sample: "7"
+tip:
+  description: The version C(tip) names after the run; V(null) when there is no C(tip).
+  type: str
+  returned: success
+  sample: "7"
+added:
+  description: What was (or would be) added, relative to the repository.
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - images/web/shop/app/7
+    - volumes/web/shop/static/7
+    - channels/stable/web/shop/shop/7
+reused:
+  description: What the repository held already and the version uses, relative to the repository.
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - images/web/shop/base/6
+actions:
+  description: What was (or would be) done, in order.
+  type: list
+  elements: str
+  returned: success
+  sample:
+    - "add images/web/shop/app/7: image app version 7 (app.aci, sha512-...)"
+    - "add channels/stable/web/shop/shop/7: pod shop version 7"
+    - move channels/stable/web/shop/shop/tip from 6 to 7
+"""

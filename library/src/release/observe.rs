@@ -1,0 +1,166 @@
+//! What the repository holds of a request, read into one value the plan
+//! takes: the pod version directory (if published), where `tip` points,
+//! and each image and volume version directory the version needs. Reads
+//! only.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::artifact::hash_file;
+use super::instructions::assemble::main_file;
+use super::layout::{self, Kind};
+use super::wanted::{Target, Wanted};
+use crate::outcome::Refusal;
+
+/// The repository, as far as one request is concerned.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The pod version directory, when it exists.
+    pub version: Option<Published>,
+    /// What `tip` names, when it exists.
+    pub tip: Option<PathBuf>,
+    /// Per wanted image, in order: its version directory, if there.
+    pub images: Vec<Option<Held>>,
+    pub volumes: Vec<Option<Held>>,
+}
+
+/// A published version directory.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub manifest: Option<Vec<u8>>,
+    pub record: Option<Vec<u8>>,
+    /// Each wanted file's path in it, and what is there.
+    pub entries: BTreeMap<PathBuf, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    /// A regular file and its sha256.
+    File(String),
+    Link(PathBuf),
+    Other,
+}
+
+/// An artifact version directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// `id` of an image, `sha256` of a volume, trimmed.
+    pub record: String,
+    /// Its artifact file's name.
+    pub file: Option<String>,
+    /// Every name in the directory.
+    pub names: Vec<String>,
+}
+
+fn read_error(path: &Path, e: io::Error) -> Refusal {
+    Refusal::new(format!(
+        "cannot read {} in the repository: {e}",
+        path.display()
+    ))
+}
+
+/// Read what the repository holds of `target`.
+pub fn observe(target: &Target) -> Result<Observed, Refusal> {
+    let layout = target.layout();
+    let dir = layout.version_dir(target.version());
+    let tip = match fs::read_link(layout.tip()) {
+        Ok(to) => Some(to),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(read_error(&layout.tip(), e)),
+    };
+    let mut observed = Observed {
+        tip,
+        ..Observed::default()
+    };
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => observed.version = Some(published(&dir, target)?),
+        Ok(_) => {
+            return Err(Refusal::new(format!(
+                "{} in the repository is not a directory",
+                dir.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_error(&dir, e)),
+    }
+    if let Target::Publish(wanted) = target {
+        observe_artifacts(wanted, &mut observed)?;
+    }
+    Ok(observed)
+}
+
+fn published(dir: &Path, target: &Target) -> Result<Published, Refusal> {
+    let optional = |name: &str| match fs::read(dir.join(name)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_error(&dir.join(name), e)),
+    };
+    let mut published = Published {
+        manifest: optional(crate::bundle::MANIFEST)?,
+        record: optional(layout::RECORD)?,
+        entries: BTreeMap::new(),
+    };
+    if let Target::Publish(wanted) = target {
+        for file in &wanted.files {
+            let path = dir.join(&file.path);
+            let entry = match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Entry::Missing,
+                Err(e) => return Err(read_error(&path, e)),
+                Ok(m) if m.file_type().is_symlink() => {
+                    Entry::Link(fs::read_link(&path).map_err(|e| read_error(&path, e))?)
+                }
+                Ok(m) if m.is_file() => {
+                    Entry::File(hash_file(&path).map_err(|e| read_error(&path, e))?.0)
+                }
+                Ok(_) => Entry::Other,
+            };
+            published.entries.insert(file.path.clone(), entry);
+        }
+    }
+    Ok(published)
+}
+
+fn observe_artifacts(wanted: &Wanted, observed: &mut Observed) -> Result<(), Refusal> {
+    for image in &wanted.images {
+        let dir = wanted
+            .layout
+            .artifact_dir(Kind::Image, &image.name, &image.version);
+        observed
+            .images
+            .push(held(&dir, &image.file, layout::ID, layout::SHA512)?);
+    }
+    for volume in &wanted.volumes {
+        let dir = wanted
+            .layout
+            .artifact_dir(Kind::Volume, &volume.name, &volume.version);
+        observed
+            .volumes
+            .push(held(&dir, &volume.file, layout::SHA256, layout::SHA256)?);
+    }
+    Ok(())
+}
+
+fn held(dir: &Path, file: &str, record: &str, other: &str) -> Result<Option<Held>, Refusal> {
+    let names = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(dir, e)),
+    };
+    let text = match fs::read_to_string(dir.join(record)) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(read_error(&dir.join(record), e)),
+    };
+    Ok(Some(Held {
+        record: text,
+        file: main_file(dir, file, other)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        names,
+    }))
+}

@@ -1,0 +1,415 @@
+//! The plan: request, what it wants and what the repository holds in,
+//! steps out (or a refusal naming every difference). No I/O.
+//!
+//! A version and its artifacts never change once published: the same
+//! content again is reused (`changed: false`), other content under a name
+//! already taken is refused.
+
+use std::path::{Path, PathBuf};
+
+use super::layout::{self, Kind, Layout};
+use super::observe::{Entry, Held, Observed};
+use super::step::Step;
+use super::wanted::{Role, Target, Wanted};
+use super::{Report, Request};
+use crate::outcome::Refusal;
+use crate::records::names::{same_image, ImageId, Version};
+use crate::records::release::{ArtifactRecord, FileRecord, ReleaseRecord};
+
+/// What a run does.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub added: Vec<String>,
+    pub reused: Vec<String>,
+    /// What `tip` names after the plan.
+    pub tip: Option<String>,
+}
+
+/// Plan `target` against `observed`.
+pub fn plan(request: &Request, target: &Target, observed: &Observed) -> Result<Plan, Refusal> {
+    match target {
+        Target::Publish(wanted) => publish(request, wanted, observed),
+        Target::Remove { layout, version } => Ok(remove(layout, version, observed)),
+    }
+}
+
+fn tip_text(tip: Option<&PathBuf>) -> Option<String> {
+    tip.map(|t| t.display().to_string())
+}
+
+fn remove(layout: &Layout, version: &Version, observed: &Observed) -> Plan {
+    let mut plan = Plan {
+        tip: tip_text(observed.tip.as_ref()),
+        ..Plan::default()
+    };
+    let Some(published) = &observed.version else {
+        return plan;
+    };
+    let record = published
+        .record
+        .as_ref()
+        .map(|r| String::from_utf8_lossy(r).into_owned());
+    plan.steps.push(Step::RemoveVersion {
+        rel: layout.version_rel(version),
+        record,
+    });
+    if plan.tip.as_deref() == Some(version.as_str()) {
+        plan.steps.push(Step::RemoveTip {
+            pod_rel: layout.pod_rel(),
+            was: version.to_string(),
+        });
+        plan.tip = None;
+    }
+    plan
+}
+
+/// Where each file of the version links to, filled as artifacts are
+/// planned: (file path, artifact file relative to the repository).
+type Links = Vec<(PathBuf, PathBuf)>;
+
+fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Plan, Refusal> {
+    let mut plan = Plan::default();
+    let mut differences = Vec::new();
+    let mut artifacts: Links = Vec::new();
+    plan_images(
+        wanted,
+        observed,
+        &mut plan,
+        &mut artifacts,
+        &mut differences,
+    );
+    plan_volumes(
+        wanted,
+        observed,
+        &mut plan,
+        &mut artifacts,
+        &mut differences,
+    );
+    let layout = &wanted.layout;
+    let links: Links = artifacts
+        .iter()
+        .map(|(file, artifact)| (file.clone(), layout.link_target(file, artifact)))
+        .collect();
+    let version_rel = layout.version_rel(&wanted.version);
+    match &observed.version {
+        None => {
+            plan.steps.push(Step::AddVersion {
+                rel: version_rel.clone(),
+                links: links.clone(),
+                record: record(wanted, &artifacts),
+            });
+            plan.added.push(layout::shown(&version_rel));
+        }
+        Some(published) => {
+            compare_version(wanted, published, &links, &mut differences);
+            plan.reused.push(layout::shown(&version_rel));
+        }
+    }
+    if !differences.is_empty() {
+        return Err(Refusal::new(format!(
+            "cannot publish pod {} version {} in {}: {}. A published version and its artifacts \
+             never change: publish the new content under a new version",
+            layout.pod,
+            wanted.version,
+            layout::shown(&layout.pod_rel()),
+            differences.join("; ")
+        )));
+    }
+    let tip = tip_text(observed.tip.as_ref());
+    plan.tip = tip.clone();
+    if request.tip && tip.as_deref() != Some(wanted.version.as_str()) {
+        plan.steps.push(Step::MoveTip {
+            pod_rel: layout.pod_rel(),
+            from: observed.tip.clone(),
+            to: wanted.version.to_string(),
+        });
+        plan.tip = Some(wanted.version.to_string());
+    }
+    Ok(plan)
+}
+
+/// The file of an artifact: its own name when new, the repository's when
+/// reused.
+fn artifact_file(rel: &Path, held: Option<&Held>, wanted: &str) -> PathBuf {
+    rel.join(held.and_then(|h| h.file.as_deref()).unwrap_or(wanted))
+}
+
+fn plan_images(
+    wanted: &Wanted,
+    observed: &Observed,
+    plan: &mut Plan,
+    links: &mut Links,
+    differences: &mut Vec<String>,
+) {
+    for (index, image) in wanted.images.iter().enumerate() {
+        let rel = wanted
+            .layout
+            .artifact_rel(Kind::Image, &image.name, &image.version);
+        let held = observed.images.get(index).and_then(Option::as_ref);
+        match held {
+            None => {
+                plan.steps.push(Step::AddImage {
+                    index,
+                    rel: rel.clone(),
+                });
+                plan.added.push(layout::shown(&rel));
+            }
+            Some(held) => {
+                let same = match (ImageId::parse(&held.record), ImageId::parse(&image.id)) {
+                    (Ok(a), Ok(b)) => same_image(&a, &b),
+                    _ => false,
+                };
+                if !same {
+                    differences.push(format!(
+                        "image {} version {} has id {} in the repository but the bundle has {}",
+                        image.name,
+                        image.version,
+                        if held.record.is_empty() {
+                            "(none)"
+                        } else {
+                            &held.record
+                        },
+                        image.id
+                    ));
+                } else if held.file.is_none() {
+                    differences.push(format!(
+                        "image {} version {} in the repository has no image file",
+                        image.name, image.version
+                    ));
+                }
+                if let Some(sig) = &image.signature {
+                    if !held.names.contains(sig) {
+                        differences.push(format!(
+                            "image {} version {} in the repository has no signature {sig}, the \
+                             bundle has one",
+                            image.name, image.version
+                        ));
+                    }
+                }
+                plan.reused.push(layout::shown(&rel));
+            }
+        }
+        for file in &wanted.files {
+            match file.role {
+                Role::Image(i) if i == index => {
+                    links.push((file.path.clone(), artifact_file(&rel, held, &image.file)));
+                }
+                Role::Signature(i) if i == index => {
+                    let name = image.signature.clone().unwrap_or_default();
+                    links.push((file.path.clone(), rel.join(name)));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn plan_volumes(
+    wanted: &Wanted,
+    observed: &Observed,
+    plan: &mut Plan,
+    links: &mut Links,
+    differences: &mut Vec<String>,
+) {
+    for (index, volume) in wanted.volumes.iter().enumerate() {
+        let rel = wanted
+            .layout
+            .artifact_rel(Kind::Volume, &volume.name, &volume.version);
+        let held = observed.volumes.get(index).and_then(Option::as_ref);
+        match held {
+            None => {
+                plan.steps.push(Step::AddVolume {
+                    index,
+                    rel: rel.clone(),
+                });
+                plan.added.push(layout::shown(&rel));
+            }
+            Some(held) => {
+                if held.record != volume.sha256 {
+                    differences.push(format!(
+                        "volume {} version {}: sha256 differs ({} in the repository, {} in the \
+                         bundle)",
+                        volume.name,
+                        volume.version,
+                        if held.record.is_empty() {
+                            "none"
+                        } else {
+                            &held.record
+                        },
+                        volume.sha256
+                    ));
+                } else if held.file.is_none() {
+                    differences.push(format!(
+                        "volume {} version {} in the repository has no archive",
+                        volume.name, volume.version
+                    ));
+                }
+                plan.reused.push(layout::shown(&rel));
+            }
+        }
+        for file in &wanted.files {
+            if file.role == Role::Volume(index) {
+                links.push((file.path.clone(), artifact_file(&rel, held, &volume.file)));
+            }
+        }
+    }
+}
+
+/// What differs between the published version and the one wanted.
+fn compare_version(
+    wanted: &Wanted,
+    published: &super::observe::Published,
+    links: &Links,
+    differences: &mut Vec<String>,
+) {
+    if published.manifest.as_deref() != Some(wanted.manifest.as_slice()) {
+        differences.push("pod.json differs from the published one".to_owned());
+    }
+    for file in &wanted.files {
+        let shown = file.path.display();
+        let entry = published.entries.get(&file.path).unwrap_or(&Entry::Missing);
+        let link = links.iter().find(|(path, _)| *path == file.path);
+        match (link, entry) {
+            (None, Entry::File(sha)) if *sha == file.sha256 => {}
+            (None, Entry::File(_)) => differences.push(format!(
+                "{} {shown} differs from the published one",
+                kind(file.path.as_path())
+            )),
+            (Some((_, target)), Entry::Link(held)) if held == target => {}
+            (Some((_, target)), Entry::Link(held)) => differences.push(format!(
+                "{shown} links to {} in the published version but would link to {}",
+                held.display(),
+                target.display()
+            )),
+            (_, Entry::Missing) => {
+                differences.push(format!("{shown} is missing from the published version"))
+            }
+            _ => differences.push(format!(
+                "{shown} is of another kind in the published version"
+            )),
+        }
+    }
+    if published.record.is_none() {
+        differences.push(format!(
+            "the published version has no {} (it is not a complete release)",
+            layout::RECORD
+        ));
+    }
+}
+
+fn kind(path: &Path) -> &'static str {
+    let unit = path
+        .extension()
+        .is_some_and(|e| crate::records::names::UNIT_SUFFIXES.iter().any(|s| e == *s));
+    if unit {
+        "unit file"
+    } else {
+        "file"
+    }
+}
+
+/// release.json: the record of the version, written last, as
+/// [`ReleaseRecord`] (what ops_pod reads) serializes it.
+pub fn record(wanted: &Wanted, artifacts: &Links) -> String {
+    let layout = &wanted.layout;
+    let files = wanted
+        .files
+        .iter()
+        .map(|file| {
+            let artifact = artifacts
+                .iter()
+                .find(|(path, _)| *path == file.path)
+                .map(|(_, artifact)| layout::shown(artifact));
+            let record = FileRecord {
+                sha256: file.sha256.clone(),
+                size: file.size,
+                artifact,
+            };
+            (layout::shown(&file.path), record)
+        })
+        .collect();
+    let record = ReleaseRecord {
+        pod: layout.pod.clone(),
+        version: wanted.version.clone(),
+        channel: layout.channel.to_string(),
+        label: (!layout.label.as_str().is_empty()).then(|| layout.label.clone()),
+        files,
+        images: wanted
+            .images
+            .iter()
+            .map(|i| ArtifactRecord {
+                name: i.name.clone(),
+                version: i.version.to_string(),
+                id: Some(i.id.clone()),
+                sha256: None,
+            })
+            .collect(),
+        volumes: wanted
+            .volumes
+            .iter()
+            .map(|v| ArtifactRecord {
+                name: v.name.clone(),
+                version: v.version.to_string(),
+                id: None,
+                sha256: Some(v.sha256.clone()),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+impl Plan {
+    /// The report of this plan.
+    pub fn report(&self, target: &Target, want_diff: bool) -> Report {
+        let wanted = match target {
+            Target::Publish(w) => Some(w.as_ref()),
+            Target::Remove { .. } => None,
+        };
+        let layout = target.layout();
+        Report {
+            changed: !self.steps.is_empty(),
+            path: layout.version_dir(target.version()).display().to_string(),
+            version: target.version().to_string(),
+            tip: self.tip.clone(),
+            added: self.added.clone(),
+            reused: self.reused.clone(),
+            actions: self.steps.iter().map(|s| s.action(wanted)).collect(),
+            diff: if want_diff {
+                self.steps.iter().map(|s| s.diff(wanted)).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_files_are_told_apart_from_other_files() {
+        assert_eq!(kind(Path::new("units/web.service")), "unit file");
+        assert_eq!(kind(Path::new("config.toml")), "file");
+    }
+
+    #[test]
+    fn a_state_absent_plan_for_a_missing_version_does_nothing() {
+        let layout = Layout {
+            repo: PathBuf::from("/r"),
+            channel: crate::records::names::PodName::parse("stable").unwrap(),
+            label: layout::Label::default(),
+            pod: crate::records::names::PodName::parse("shop").unwrap(),
+        };
+        let observed = Observed {
+            tip: Some(PathBuf::from("1")),
+            ..Observed::default()
+        };
+        let plan = remove(&layout, &Version::parse("2").unwrap(), &observed);
+        assert!(plan.steps.is_empty());
+        assert_eq!(plan.tip.as_deref(), Some("1"));
+    }
+}

@@ -1,0 +1,436 @@
+//! What a request asks for, read from its bundle (or instruction file) and
+//! checked, before the repository is looked at: the pod version to publish
+//! with every file pod.json names hashed, each image identified (its id
+//! verified against pod.json's) and named, each volume archive hashed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::artifact::{self, Identified};
+use super::instructions::assemble::Loaded;
+use super::instructions::{self, Instructions};
+use super::layout::{Label, Layout, Shown};
+use super::{Input, Request, State};
+use crate::bundle::{self, Bundle, Source};
+use crate::outcome::Refusal;
+use crate::records::image::Format;
+use crate::records::names::{same_image, ImageId, PodName, Version};
+
+/// What a run is about.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Publish(Box<Wanted>),
+    Remove { layout: Layout, version: Version },
+}
+
+impl Target {
+    pub fn layout(&self) -> &Layout {
+        match self {
+            Target::Publish(w) => &w.layout,
+            Target::Remove { layout, .. } => layout,
+        }
+    }
+
+    pub fn version(&self) -> &Version {
+        match self {
+            Target::Publish(w) => &w.version,
+            Target::Remove { version, .. } => version,
+        }
+    }
+}
+
+/// A pod version to publish.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub layout: Layout,
+    pub version: Version,
+    /// pod.json, byte for byte.
+    pub manifest: Vec<u8>,
+    /// Every file pod.json names, in its order.
+    pub files: Vec<File>,
+    pub images: Vec<ImageArtifact>,
+    pub volumes: Vec<VolumeArtifact>,
+    /// The assembled copy of an instructed bundle, kept while it is read.
+    pub work: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+/// A file pod.json names.
+#[derive(Debug, Clone)]
+pub struct File {
+    /// Relative to the bundle (and to the version directory).
+    pub path: PathBuf,
+    /// Where its bytes are.
+    pub source: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub role: Role,
+}
+
+/// What a file is in the version directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A unit file (or other small file): copied.
+    Copy,
+    /// The file of `images[i]`: a link into images/.
+    Image(usize),
+    /// The signature of `images[i]`: a link into images/.
+    Signature(usize),
+    /// The archive of `volumes[i]`: a link into volumes/.
+    Volume(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageArtifact {
+    pub name: String,
+    pub version: Version,
+    /// The full id, as computed from the file.
+    pub id: String,
+    pub format: Format,
+    /// The file's name in the artifact directory.
+    pub file: String,
+    pub signature: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeArtifact {
+    pub name: String,
+    pub version: Version,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// Artifact versions an instruction file sets (the rest: the pod version).
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    pub images: BTreeMap<String, Version>,
+    pub volumes: BTreeMap<String, Version>,
+    /// Images taken from the repository, by their path in the bundle: the
+    /// name and version they have there.
+    pub found: BTreeMap<PathBuf, (String, Version)>,
+}
+
+/// Read what `request` is about.
+pub fn resolve(request: &Request) -> Result<Target, Refusal> {
+    let given = match &request.input {
+        Some(Input::Instructions(path)) => Some(instructions::load(path, &request.repo)?),
+        _ => None,
+    };
+    let bundle_path = match (&request.input, &given) {
+        (Some(Input::Bundle(path)), _) => Some(path.clone()),
+        (_, Some(given)) => Some(given.bundle.clone()),
+        _ => None,
+    };
+    let channel = agreed(
+        "channel",
+        request.channel.as_ref(),
+        given.as_ref().and_then(|g| g.channel.as_ref()),
+    )?
+    .ok_or_else(|| Refusal::new("channel: required (or an instruction file that gives it)"))?;
+    let label = agreed(
+        "label",
+        request.label.as_ref(),
+        given.as_ref().and_then(|g| g.label.as_ref()),
+    )?
+    .unwrap_or_default();
+    let named_by_instructions = given
+        .as_ref()
+        .is_some_and(|g| g.pod.is_some() && g.version.is_some());
+    if request.state == State::Absent && (bundle_path.is_none() || named_by_instructions) {
+        return absent_only(request, channel, label, given.as_ref());
+    }
+    let Some(bundle_path) = bundle_path else {
+        return Err(Refusal::new(
+            "give bundle or instructions (one of them) for state=present",
+        ));
+    };
+    let loaded = load_bundle(&bundle_path, given.as_ref(), request, &label)?;
+    let bundle = &loaded.bundle;
+    let layout = Layout {
+        repo: request.repo.clone(),
+        channel,
+        label,
+        pod: bundle.pod.name.clone(),
+    };
+    if request.state == State::Absent {
+        return Ok(Target::Remove {
+            version: bundle.pod.version.clone(),
+            layout,
+        });
+    }
+    let mut versions = given.map(|g| g.versions).unwrap_or_default();
+    versions.found = loaded.found.clone();
+    let mut wanted = read_bundle(bundle, layout, &versions)?;
+    wanted.work = loaded.work.clone();
+    Ok(Target::Publish(Box::new(wanted)))
+}
+
+/// state=absent named by `name` and `version` (or an instruction file
+/// without a bundle to read).
+fn absent_only(
+    request: &Request,
+    channel: PodName,
+    label: Label,
+    given: Option<&Instructions>,
+) -> Result<Target, Refusal> {
+    let name = agreed(
+        "name",
+        request.name.as_ref(),
+        given.and_then(|g| g.pod.as_ref()),
+    )?;
+    let version = agreed(
+        "version",
+        request.version.as_ref(),
+        given.and_then(|g| g.version.as_ref()),
+    )?;
+    match (name, version) {
+        (Some(pod), Some(version)) => Ok(Target::Remove {
+            layout: Layout {
+                repo: request.repo.clone(),
+                channel,
+                label,
+                pod,
+            },
+            version,
+        }),
+        _ => Err(Refusal::new(
+            "state=absent needs the pod and version: give name and version, or bundle or instructions",
+        )),
+    }
+}
+
+/// An option and the instruction file's value must agree when both are
+/// given; either alone stands.
+fn agreed<T: Clone + PartialEq + Shown>(
+    what: &str,
+    option: Option<&T>,
+    instructed: Option<&T>,
+) -> Result<Option<T>, Refusal> {
+    match (option, instructed) {
+        (Some(a), Some(b)) if a != b => Err(Refusal::new(format!(
+            "{what}: the option says {:?} but the instruction file says {:?}",
+            a.shown(),
+            b.shown()
+        ))),
+        (Some(a), _) => Ok(Some(a.clone())),
+        (None, b) => Ok(b.cloned()),
+    }
+}
+
+/// Load and validate the bundle; an instruction file's pod and version
+/// must be pod.json's, as must the `name` and `version` options.
+fn load_bundle(
+    path: &Path,
+    given: Option<&Instructions>,
+    request: &Request,
+    label: &Label,
+) -> Result<Loaded, Refusal> {
+    let loaded = match given {
+        Some(given) => instructions::load_bundle(given, &request.repo, label)?,
+        None => Loaded {
+            bundle: bundle::load(path)
+                .map_err(|e| Refusal::new(crate::ansible::error_chain(&e)))?,
+            work: None,
+            found: BTreeMap::new(),
+        },
+    };
+    let pod = &loaded.bundle.pod;
+    let (name, version) = (pod.name.to_string(), pod.version.to_string());
+    let claims = [
+        (
+            "the instruction file's pod",
+            given.and_then(|g| g.pod.as_ref()).map(|p| p.to_string()),
+            &name,
+        ),
+        (
+            "the instruction file's version",
+            given
+                .and_then(|g| g.version.as_ref())
+                .map(|v| v.to_string()),
+            &version,
+        ),
+        (
+            "name: the option",
+            request.name.as_ref().map(|n| n.to_string()),
+            &name,
+        ),
+        (
+            "version: the option",
+            request.version.as_ref().map(|v| v.to_string()),
+            &version,
+        ),
+    ];
+    for (what, claim, actual) in claims {
+        if let Some(claim) = claim.filter(|c| c != actual) {
+            return Err(Refusal::new(format!(
+                "{what} says {claim:?} but the bundle's pod.json says {actual:?}"
+            )));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Every file the bundle's pod names, hashed; its images identified.
+pub fn read_bundle(
+    bundle: &Bundle,
+    layout: Layout,
+    versions: &Versions,
+) -> Result<Wanted, Refusal> {
+    let manifest = crate::atomic::read_regular(&bundle.manifest, bundle::MAX_MANIFEST)
+        .map_err(|e| Refusal::new(format!("cannot read {}: {e}", bundle.manifest.display())))?;
+    let pod = &bundle.pod;
+    let named: Vec<PathBuf> = bundle_paths(pod);
+    let written = super::written::written_paths(&manifest, &bundle.dir, &named);
+    let mut wanted = Wanted {
+        layout,
+        version: pod.version.clone(),
+        manifest,
+        files: Vec::new(),
+        images: Vec::new(),
+        volumes: Vec::new(),
+        work: None,
+    };
+    for unit in &pod.units {
+        wanted.add_file(bundle, &written, &unit.file, Role::Copy)?;
+    }
+    for image in &pod.images {
+        let Source::Path(path) = &image.source else {
+            continue; // fetched from its URI at deploy time: nothing to store
+        };
+        let index = wanted.images.len();
+        let artifact = identify_image(bundle, path, &image.id, versions)?;
+        if let Some(other) = wanted.images.iter().find(|i| i.name == artifact.name) {
+            return Err(Refusal::new(format!(
+                "two images of the bundle are both named {:?} ({} and {}): the repository keeps \
+                 images by name",
+                artifact.name, other.file, artifact.file
+            )));
+        }
+        wanted.images.push(artifact);
+        wanted.add_file(bundle, &written, path, Role::Image(index))?;
+        if let Some(Source::Path(signature)) = &image.signature {
+            wanted.images[index].signature = Some(file_name(signature));
+            wanted.add_file(bundle, &written, signature, Role::Signature(index))?;
+        }
+    }
+    for volume in &pod.volumes {
+        let Some(Source::Path(path)) = &volume.data else {
+            continue;
+        };
+        let index = wanted.volumes.len();
+        let version = versions
+            .volumes
+            .get(&volume.name)
+            .unwrap_or(&pod.version)
+            .clone();
+        let file = wanted.add_file(bundle, &written, path, Role::Volume(index))?;
+        wanted.volumes.push(VolumeArtifact {
+            name: volume.name.clone(),
+            version,
+            file: file_name(path),
+            sha256: file.sha256,
+        });
+    }
+    Ok(wanted)
+}
+
+impl Wanted {
+    /// Hash and add a file (once, however often pod.json names it), at
+    /// the path pod.json writes for it.
+    fn add_file(
+        &mut self,
+        bundle: &Bundle,
+        written: &HashMap<PathBuf, PathBuf>,
+        resolved: &Path,
+        role: Role,
+    ) -> Result<File, Refusal> {
+        let path = written.get(resolved).map_or(resolved, PathBuf::as_path);
+        if let Some(file) = self.files.iter().find(|f| f.path == path) {
+            return Ok(file.clone());
+        }
+        let source = bundle.dir.join(resolved);
+        let (sha256, size) = artifact::hash_file(&source)
+            .map_err(|e| Refusal::new(format!("cannot read {}: {e}", source.display())))?;
+        let file = File {
+            path: path.to_owned(),
+            source,
+            sha256,
+            size,
+            role,
+        };
+        self.files.push(file.clone());
+        Ok(file)
+    }
+}
+
+/// Every bundle file the pod names, by its resolved path.
+fn bundle_paths(pod: &crate::bundle::Pod) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = pod.units.iter().map(|u| u.file.clone()).collect();
+    for image in &pod.images {
+        for source in std::iter::once(&image.source).chain(image.signature.as_ref()) {
+            if let Source::Path(p) = source {
+                paths.push(p.clone());
+            }
+        }
+    }
+    for volume in &pod.volumes {
+        if let Some(Source::Path(p)) = &volume.data {
+            paths.push(p.clone());
+        }
+    }
+    paths
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Identify an image file of the bundle and check its id against pod.json.
+fn identify_image(
+    bundle: &Bundle,
+    path: &Path,
+    id: &ImageId,
+    versions: &Versions,
+) -> Result<ImageArtifact, Refusal> {
+    let shown = path.display().to_string();
+    let Identified { format, ids, name } =
+        artifact::identify(&bundle.dir.join(path), &shown).map_err(Refusal::new)?;
+    let Some(full) = ids
+        .iter()
+        .find(|full| ImageId::parse(full).is_ok_and(|f| same_image(id, &f)))
+    else {
+        return Err(Refusal::new(format!(
+            "image {shown}: pod.json gives its id as {id} but the file is {}",
+            if ids.is_empty() {
+                "no image".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        )));
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let found = versions.found.get(path);
+    let name = found.map(|(n, _)| n.clone()).or(name).unwrap_or(stem);
+    PodName::parse(&name).map_err(|e| {
+        Refusal::new(format!(
+            "image {shown}: its name {name:?} cannot name a directory: {e}"
+        ))
+    })?;
+    let version = found
+        .map(|(_, v)| v)
+        .or_else(|| versions.images.get(&name))
+        .unwrap_or(&bundle.pod.version)
+        .clone();
+    Ok(ImageArtifact {
+        name,
+        version,
+        id: full.clone(),
+        format,
+        file: file_name(path),
+        signature: None,
+    })
+}

@@ -1,0 +1,686 @@
+//! The ops_release binary, run as Ansible runs it, on bundles made here
+//! (a small ACI, a unit file, a volume archive) and a repository in a
+//! temporary directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ops_core::testkit::{protocol_results, run_file};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256, Sha512};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ops_release");
+
+fn run(args: &Value) -> Value {
+    run_file(Path::new(BIN), args)
+}
+
+/// A tar of `files` (name, contents), the same bytes every time.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, contents) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *contents).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What goes into a bundle.
+struct Content<'a> {
+    version: &'a str,
+    app: &'a str,
+    unit: &'a str,
+    volume: &'a str,
+    /// Leave the image file out (pod.json still names it).
+    without_image: bool,
+    without_volume: bool,
+}
+
+const V1: Content = Content {
+    version: "1",
+    app: "hello 1",
+    unit: "[Service]\nExecStart=/bin/true\n",
+    volume: "static 1",
+    without_image: false,
+    without_volume: false,
+};
+
+/// Write a bundle into `dir`; returns the image id.
+fn bundle(dir: &Path, content: &Content) -> String {
+    fs::create_dir_all(dir.join("units")).unwrap();
+    let manifest = br#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/app"}"#;
+    let aci = tar_of(&[
+        ("manifest", manifest),
+        ("rootfs/hello", content.app.as_bytes()),
+    ]);
+    let id = format!("sha512-{}", hex(&Sha512::digest(&aci)));
+    if !content.without_image {
+        fs::write(dir.join("app.aci"), &aci).unwrap();
+    }
+    if !content.without_volume {
+        fs::write(
+            dir.join("static.tar"),
+            tar_of(&[("index.html", content.volume.as_bytes())]),
+        )
+        .unwrap();
+    }
+    fs::write(dir.join("units/shop.service"), content.unit).unwrap();
+    let pod = json!({
+        "name": "shop",
+        "version": content.version,
+        "containers": [{"name": "web", "image": id, "systemd": {"unit-files": ["units/shop.service"]}}],
+        "images": [{"id": id, "path": "app.aci"}],
+        "volumes": [{"name": "static", "path": "/srv/static", "data": "static.tar"}],
+    });
+    fs::write(
+        dir.join("pod.json"),
+        serde_json::to_string_pretty(&pod).unwrap(),
+    )
+    .unwrap();
+    id
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(dir.path()).unwrap();
+    Fixture {
+        repo: root.join("repo"),
+        root,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn bundle(&self, name: &str, content: &Content) -> PathBuf {
+        let dir = self.root.join(name);
+        bundle(&dir, content);
+        dir
+    }
+
+    fn publish(&self, bundle: &Path, extra: Value) -> Value {
+        let mut args = json!({"repo": self.repo, "bundle": bundle, "channel": "stable"});
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        run(&args)
+    }
+
+    /// Every path under the repository with what it holds.
+    fn listing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        list(&self.repo, &self.repo, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap().display().to_string();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            out.push(format!(
+                "{rel} -> {}",
+                fs::read_link(&path).unwrap().display()
+            ));
+        } else if meta.is_dir() {
+            out.push(format!("{rel}/"));
+            list(root, &path, out);
+        } else {
+            out.push(format!(
+                "{rel} {}",
+                hex(&Sha256::digest(fs::read(&path).unwrap()))
+            ));
+        }
+    }
+}
+
+#[test]
+fn speaks_the_module_protocol() {
+    let valid = json!({"repo": "/nonexistent/repo", "channel": "stable", "name": "shop", "version": "1", "state": "absent"});
+    insta::assert_json_snapshot!(protocol_results(Path::new(BIN), &valid));
+}
+
+#[test]
+fn a_bundle_is_published_with_links_into_images_and_volumes() {
+    let f = fixture();
+    let b = f.bundle("b1", &V1);
+    let id = bundle(&b, &V1);
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["version"], json!("1"));
+    assert_eq!(result["tip"], json!("1"));
+    assert_eq!(
+        result["added"],
+        json!(["images/app/1", "volumes/static/1", "channels/stable/shop/1"])
+    );
+    assert_eq!(result["reused"], json!([]));
+    assert_eq!(result["path"], json!(f.repo.join("channels/stable/shop/1")));
+    let version = f.repo.join("channels/stable/shop/1");
+    assert_eq!(
+        fs::read_link(version.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert_eq!(
+        fs::read(version.join("app.aci")).unwrap(),
+        fs::read(b.join("app.aci")).unwrap()
+    );
+    assert_eq!(
+        fs::read_link(version.join("static.tar")).unwrap(),
+        Path::new("../../../../volumes/static/1/static.tar")
+    );
+    assert!(!fs::symlink_metadata(version.join("units/shop.service"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read(version.join("pod.json")).unwrap(),
+        fs::read(b.join("pod.json")).unwrap()
+    );
+    assert_eq!(
+        fs::read_link(f.repo.join("channels/stable/shop/tip")).unwrap(),
+        Path::new("1")
+    );
+    assert_eq!(
+        fs::read_to_string(f.repo.join("images/app/1/id")).unwrap(),
+        format!("{id}\n")
+    );
+    assert_eq!(
+        fs::read_to_string(f.repo.join("images/app/1/sha512")).unwrap(),
+        format!("{}\n", id.trim_start_matches("sha512-"))
+    );
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(record["pod"], json!("shop"));
+    assert_eq!(record["label"], json!(null));
+    assert_eq!(
+        record["files"]["app.aci"]["artifact"],
+        json!("images/app/1/app.aci")
+    );
+    assert_eq!(record["images"][0]["id"], json!(id));
+    assert!(record["files"]["units/shop.service"]["sha256"].is_string());
+    let volume_sha = fs::read_to_string(f.repo.join("volumes/static/1/sha256")).unwrap();
+    assert_eq!(record["volumes"][0]["sha256"], json!(volume_sha.trim()));
+}
+
+#[test]
+fn the_same_bundle_again_changes_nothing() {
+    let f = fixture();
+    let b = f.bundle("b1", &V1);
+    assert_eq!(f.publish(&b, json!({}))["changed"], json!(true));
+    let before = f.listing();
+    let again = f.publish(&b, json!({}));
+    assert_eq!(again["changed"], json!(false), "{again}");
+    assert_eq!(again["added"], json!([]));
+    assert_eq!(
+        again["reused"],
+        json!(["images/app/1", "volumes/static/1", "channels/stable/shop/1"])
+    );
+    assert_eq!(again["actions"], json!([]));
+    assert_eq!(f.listing(), before);
+}
+
+#[test]
+fn a_new_version_moves_tip_and_a_label_goes_into_every_path() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            unit: "[Service]\nExecStart=/bin/false\n",
+            ..V1
+        },
+    );
+    let label = json!({"label": "web/shop"});
+    assert_eq!(f.publish(&b1, label.clone())["changed"], json!(true));
+    let second = f.publish(&b2, label);
+    assert_eq!(second["tip"], json!("2"), "{second}");
+    assert_eq!(
+        second["added"],
+        json!([
+            "images/web/shop/app/2",
+            "volumes/web/shop/static/2",
+            "channels/stable/web/shop/shop/2"
+        ])
+    );
+    let actions: Vec<&str> = second["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions.last().unwrap(),
+        &"move channels/stable/web/shop/shop/tip from 1 to 2"
+    );
+    let pod = f.repo.join("channels/stable/web/shop/shop");
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("2"));
+    assert_eq!(
+        fs::read_link(pod.join("2/app.aci")).unwrap(),
+        Path::new("../../../../../../images/web/shop/app/2/app.aci")
+    );
+    assert!(pod.join("2/app.aci").is_file(), "the link resolves");
+    // tip: false publishes without moving it.
+    let b3 = f.bundle("b3", &Content { version: "3", ..V1 });
+    let third = f.publish(&b3, json!({"label": "web/shop", "tip": false}));
+    assert_eq!(third["tip"], json!("2"), "{third}");
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("2"));
+}
+
+#[test]
+fn other_content_under_a_published_version_is_refused_naming_what_differs() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    let before = f.listing();
+    let other = f.bundle(
+        "other",
+        &Content {
+            app: "hello again",
+            unit: "[Service]\nExecStart=/bin/false\n",
+            volume: "other",
+            ..V1
+        },
+    );
+    let refused = f.publish(&other, json!({}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    assert_eq!(refused["changed"], json!(false));
+    insta::assert_snapshot!(refused["msg"].as_str().unwrap());
+    assert_eq!(f.listing(), before, "nothing was written");
+}
+
+#[test]
+fn check_mode_changes_nothing_and_diff_shows_the_record() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    fs::create_dir(&f.repo).unwrap();
+    let before = f.listing();
+    let check = f.publish(
+        &b1,
+        json!({"_ansible_check_mode": true, "_ansible_diff": true}),
+    );
+    assert_eq!(check["changed"], json!(true), "{check}");
+    assert!(
+        check["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("check mode: add images/app/1"),
+        "{check}"
+    );
+    assert_eq!(f.listing(), before, "the repository is as it was");
+    assert!(fs::read_dir(&f.repo).unwrap().next().is_none());
+    let diff = check["diff"].as_array().unwrap();
+    assert_eq!(diff.len(), 4, "{check}");
+    assert_eq!(
+        diff[2]["after_header"],
+        json!("channels/stable/shop/1/release.json")
+    );
+    assert!(diff[2]["after"]
+        .as_str()
+        .unwrap()
+        .contains("\"artifact\": \"images/app/1/app.aci\""));
+    assert_eq!(diff[3]["after"], json!("tip -> 1\n"));
+    let real = f.publish(&b1, json!({"_ansible_diff": true}));
+    assert_eq!(real["diff"], check["diff"]);
+    assert_eq!(real["actions"], check["actions"]);
+}
+
+/// An instruction file inside the repository, at
+/// channels/<channel>/<pod>/<version>.yaml.
+fn instructions(f: &Fixture, version: &str, text: &str) -> PathBuf {
+    let dir = f.repo.join("channels/beta/shop");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{version}.yaml"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_instruction_file_gives_its_metadata_by_its_path_and_takes_artifacts_from_the_repository() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    // Version 2 reuses image 1 and volume 1: the bundle has neither file.
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            without_image: true,
+            without_volume: true,
+            ..V1
+        },
+    );
+    let file = instructions(
+        &f,
+        "2",
+        &format!(
+            "bundle: {}\nimages: {{app: 1}}\nvolumes:\n  static: 1\n",
+            b2.display()
+        ),
+    );
+    let result = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["added"], json!(["channels/beta/shop/2"]));
+    assert_eq!(
+        result["reused"],
+        json!(["images/app/1", "volumes/static/1"])
+    );
+    let version = f.repo.join("channels/beta/shop/2");
+    assert_eq!(
+        fs::read_link(version.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert_eq!(
+        fs::read_link(f.repo.join("channels/beta/shop/tip")).unwrap(),
+        Path::new("2")
+    );
+    // A value that disagrees with the path is refused.
+    let wrong = instructions(&f, "3", &format!("version: 4\nbundle: {}\n", b1.display()));
+    let refused = run(&json!({"repo": f.repo, "instructions": wrong}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap()
+            .contains("version: the file says \"4\" but its path in the repository says \"3\""),
+        "{refused}"
+    );
+    // An unknown key is refused, naming the file and the key.
+    let unknown = instructions(&f, "5", "bundle: x\nimgaes: {}\n");
+    let refused = run(&json!({"repo": f.repo, "instructions": unknown}));
+    let msg = refused["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("5.yaml") && msg.contains("unknown field `imgaes`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_volume_or_image_neither_bundle_nor_repository_holds_is_an_error() {
+    let f = fixture();
+    let b = f.bundle(
+        "b",
+        &Content {
+            without_volume: true,
+            ..V1
+        },
+    );
+    let file = instructions(
+        &f,
+        "1",
+        &format!("bundle: {}\nvolumes: {{static: 9}}\n", b.display()),
+    );
+    let volume = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(volume["failed"], json!(true), "{volume}");
+    let msg = volume["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("volume static version 9 is neither in the bundle"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the release tool cannot create volumes"),
+        "{msg}"
+    );
+
+    let b = f.bundle(
+        "c",
+        &Content {
+            without_image: true,
+            ..V1
+        },
+    );
+    let file = instructions(&f, "1", &format!("bundle: {}\n", b.display()));
+    let image = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(image["failed"], json!(true), "{image}");
+    let msg = image["msg"].as_str().unwrap();
+    assert!(msg.contains("building images is out of scope"), "{msg}");
+    assert!(!f.repo.join("images").exists());
+}
+
+#[test]
+fn absent_removes_the_version_and_the_tip_naming_it_and_leaves_artifacts() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    let args = json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": "1", "state": "absent"});
+    let removed = run(&args);
+    assert_eq!(removed["changed"], json!(true), "{removed}");
+    assert_eq!(
+        removed["actions"],
+        json!([
+            "remove channels/stable/shop/1",
+            "remove channels/stable/shop/tip: it named version 1, which is removed"
+        ])
+    );
+    assert_eq!(removed["tip"], json!(null));
+    assert!(!f.repo.join("channels/stable/shop/1").exists());
+    assert!(fs::symlink_metadata(f.repo.join("channels/stable/shop/tip")).is_err());
+    assert!(
+        f.repo.join("images/app/1/app.aci").is_file(),
+        "artifacts stay"
+    );
+    let again = run(&args);
+    assert_eq!(again["changed"], json!(false), "{again}");
+    // By the bundle too.
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    let by_bundle = f.publish(&b1, json!({"state": "absent"}));
+    assert_eq!(by_bundle["changed"], json!(true), "{by_bundle}");
+}
+
+#[test]
+fn bad_options_are_refused_in_one_message() {
+    let f = fixture();
+    let results: Vec<Value> = [
+        json!({"repo": f.repo, "bundle": "/b", "instructions": "/i", "channel": "stable"}),
+        json!({"repo": f.repo, "channel": "stable"}),
+        json!({"repo": "relative", "bundle": "/b", "channel": "Stable", "label": "web//shop"}),
+        json!({"repo": f.repo, "state": "absent", "name": "shop"}),
+        json!({"repo": f.repo, "bundle": "/b", "channel": "stable", "state": "gone"}),
+    ]
+    .iter()
+    .map(|args| {
+        let result = run(args);
+        assert_eq!(result["failed"], json!(true), "{result}");
+        result["msg"].clone()
+    })
+    .collect();
+    insta::assert_json_snapshot!(results);
+}
+
+#[test]
+fn a_symlink_leaving_the_bundle_is_refused() {
+    let f = fixture();
+    let b = f.bundle(
+        "b",
+        &Content {
+            without_volume: true,
+            ..V1
+        },
+    );
+    std::os::unix::fs::symlink("/etc/passwd", b.join("static.tar")).unwrap();
+    let refused = f.publish(&b, json!({}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    let msg = refused["msg"].as_str().unwrap();
+    assert!(msg.contains("outside the bundle directory"), "{msg}");
+    assert!(!f.repo.exists());
+}
+
+#[test]
+fn an_image_whose_file_is_not_its_id_is_refused() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let other = tar_of(&[(
+        "manifest",
+        br#"{"acKind":"ImageManifest","name":"app"}"#.as_slice(),
+    )]);
+    fs::write(b.join("app.aci"), other).unwrap();
+    let refused = f.publish(&b, json!({}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap()
+            .contains("image app.aci: pod.json gives its id as sha512-"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_docker_archive_is_named_by_its_repo_tag_and_a_signature_is_linked_beside_it() {
+    let f = fixture();
+    let b = f.root.join("docker");
+    fs::create_dir_all(b.join("units")).unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let id = format!("sha256:{}", hex(&Sha256::digest(config)));
+    let manifest = br#"[{"Config":"config.json","RepoTags":["localhost/shop/web:2"],"Layers":[]}]"#;
+    fs::write(
+        b.join("image.tar"),
+        tar_of(&[("manifest.json", manifest), ("config.json", config)]),
+    )
+    .unwrap();
+    fs::write(b.join("image.tar.asc"), "a signature").unwrap();
+    fs::write(
+        b.join("units/shop.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let pod = json!({
+        "name": "shop",
+        "version": "4",
+        "containers": [{"name": "web", "image": id, "systemd": {"unit-files": ["units/shop.service"]}}],
+        "images": [{"id": id, "path": "image.tar", "signature": "image.tar.asc"}],
+    });
+    fs::write(b.join("pod.json"), pod.to_string()).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(
+        result["added"],
+        json!(["images/web/4", "channels/stable/shop/4"]),
+        "{result}"
+    );
+    let version = f.repo.join("channels/stable/shop/4");
+    assert_eq!(
+        fs::read_link(version.join("image.tar.asc")).unwrap(),
+        Path::new("../../../../images/web/4/image.tar.asc")
+    );
+    assert_eq!(
+        fs::read_to_string(version.join("image.tar.asc")).unwrap(),
+        "a signature"
+    );
+    assert_eq!(
+        fs::read_to_string(f.repo.join("images/web/4/id")).unwrap(),
+        format!("{id}\n")
+    );
+    assert!(
+        !f.repo.join("images/web/4/sha512").exists(),
+        "sha512 is for ACIs only"
+    );
+}
+
+#[test]
+fn an_instruction_file_names_the_version_to_take_out_without_reading_its_bundle() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let file = instructions(&f, "1", &format!("bundle: {}\n", b1.display()));
+    assert_eq!(
+        run(&json!({"repo": f.repo, "instructions": file}))["changed"],
+        json!(true)
+    );
+    fs::remove_dir_all(&b1).unwrap();
+    let removed = run(&json!({"repo": f.repo, "instructions": file, "state": "absent"}));
+    assert_eq!(removed["changed"], json!(true), "{removed}");
+    assert!(!f.repo.join("channels/beta/shop/1").exists());
+    assert!(
+        f.repo.join("channels/beta/shop/1.yaml").exists(),
+        "the instruction file stays"
+    );
+}
+
+#[test]
+fn a_file_named_through_a_link_inside_the_bundle_is_published_where_pod_json_names_it() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    fs::create_dir(b.join("images")).unwrap();
+    fs::rename(b.join("app.aci"), b.join("images/app.aci")).unwrap();
+    std::os::unix::fs::symlink("images/app.aci", b.join("app.aci")).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let version = f.repo.join("channels/stable/shop/1");
+    assert_eq!(
+        fs::read_link(version.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert!(!version.join("images").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["files"]["app.aci"]["artifact"],
+        json!("images/app/1/app.aci")
+    );
+    assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
+}
+
+#[test]
+fn a_symlink_planted_in_the_repository_is_refused_before_anything_is_written() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let elsewhere = f.root.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::create_dir_all(&f.repo).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, f.repo.join("volumes")).unwrap();
+    let before = f.listing();
+    for check_mode in [true, false] {
+        let refused = f.publish(&b, json!({"_ansible_check_mode": check_mode}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        assert_eq!(refused["changed"], json!(false));
+        let msg = refused["msg"].as_str().unwrap();
+        assert!(msg.contains("is a symlink that ops did not make"), "{msg}");
+    }
+    assert_eq!(f.listing(), before);
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn what_is_published_is_what_ops_pod_reads_from_a_repository() {
+    use ops_core::repository::{resolve, Repo, Wanted};
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    assert_eq!(
+        f.publish(&b, json!({"label": "web/shop"}))["changed"],
+        json!(true)
+    );
+    let wanted = Wanted {
+        repo: Repo::Dir(f.repo.clone()),
+        channel: "stable".into(),
+        label: ops_core::release::layout::Label::parse("web/shop").unwrap(),
+        name: ops_core::bundle::PodName::parse("shop").unwrap(),
+        version: None,
+    };
+    let (bundle, origin) =
+        resolve(&wanted, std::time::Duration::from_secs(5)).expect("ops_pod reads it");
+    assert_eq!(origin.tip.unwrap().as_str(), "1");
+    assert_eq!(bundle.pod.images.len(), 1);
+    assert_eq!(origin.record.files.len(), 3);
+    assert_eq!(
+        origin.record.files["static.tar"].artifact.as_deref(),
+        Some("volumes/web/shop/static/1/static.tar")
+    );
+}
