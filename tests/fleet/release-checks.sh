@@ -37,8 +37,8 @@ result() {
   jq -r --arg t "$2" --arg h "$3" ".plays[].tasks[] | select(.task.name | startswith(\$t)) | .hosts[\$h] // empty | $4" "$logs/$1.json"
 }
 
-publishes() { # publishes LOG VERSION [TIP]: json_play of release.yml
-  json_play "$1" "$project/tests/fleet/release.yml" -e "repo=$repo" -e "bundle=$bundles/web-$2" -e "version=$2" \
+publishes() { # publishes LOG VERSION [TIP [BUNDLE]]: json_play of release.yml
+  json_play "$1" "$project/tests/fleet/release.yml" -e "repo=$repo" -e "bundle=${4:-$bundles/web-$2}" -e "version=$2" \
     -e "tip=${3:-true}" || { show "$1"; return 1; }
 }
 
@@ -141,23 +141,23 @@ done
 content_of() { # content_of NAME
   state_of "$1" | awk '$1 == "/var/lib/ops" && $2 == "d" { $5 = "" } { print }'
 }
-tampered_refused() { # tampered_refused LOG WHAT-THE-MESSAGE-NAMES WANT-ARTIFACTS
+tampered_refused() { # tampered_refused LOG VERSION WHAT-THE-MESSAGE-SAYS WANT-ARTIFACTS
   local i before=() msg got status=0 mark
   for i in "${!names[@]}"; do before[i]=$(content_of "${names[i]}") || return 1; done
   mark=$(log_mark)
-  json_play "$1" "$project/tests/fleet/deploy-repo.yml" -e "repo=$url" -e version=4 -e expect=4 && { echo "the play succeeded"; status=1; }
+  json_play "$1" "$project/tests/fleet/deploy-repo.yml" -e "repo=$url" -e "version=$2" -e "expect=$2" && { echo "the play succeeded"; status=1; }
   for i in "${!names[@]}"; do
     msg=$(task_msg "$1" "Deploy it" "${names[i]}")
     echo "${names[i]}: $msg"
     [ "$(recap "$1" "${names[i]}" failures)" = 1 ] || { echo "${names[i]}: did not fail"; status=1; }
-    [[ $msg == *"$2"* ]] || { echo "${names[i]}: the message does not name $2"; status=1; }
+    [[ $msg == *"$3"* ]] || { echo "${names[i]}: the message does not say: $3"; status=1; }
     [ "$(content_of "${names[i]}")" = "${before[i]}" ] ||
       { echo "${names[i]} changed:"; diff <(echo "${before[i]}") <(content_of "${names[i]}"); status=1; }
     serves "$i" 3 || { echo "${names[i]} does not serve web 3"; status=1; }
   done
   got=$(artifacts_since "$mark" | awk '{ sub(".*/", "", $2); print $2 }' | sort | uniq -c | awk '{ print $2 "x" $1 }' | tr '\n' ' ')
   echo "artifacts asked for: ${got:-none}"
-  [ "$got" = "$3" ] || { echo "expected: ${3:-none}"; status=1; }
+  [ "$got" = "$4" ] || { echo "expected: ${4:-none}"; status=1; }
   return "$status"
 }
 # A version whose volume archive in the repository is not the one
@@ -169,14 +169,32 @@ tampered_volume() {
   local archive=$repo/volumes/fleet/www/4/www.tar.gz other=$work/other-www
   mkdir -p "$other" && echo "web tampered" >"$other/index.html"
   tar -C "$other" -czf "$archive.new" index.html && mv "$archive.new" "$archive" || return 1
-  tampered_refused repo-4-tampered "www.tar.gz does not match its checksum" "www.tar.gzx${#names[@]} "
+  tampered_refused repo-4-tampered 4 "www.tar.gz does not match its checksum" "www.tar.gzx${#names[@]} "
 }
 check "ansible-core $core: web 4 published with tip: false, its volume archive then overwritten in the repository: refused on every host after its download (sha256), each host as it was (store, unit files: entries, bytes, times), web 3 still served" tampered_volume
 tampered_unit() {
   echo "# tampered" >>"$repo/channels/stable/fleet/web/4/web@.service" || return 1
-  tampered_refused repo-4-unit "web%40.service does not match the release's release.json" ""
+  tampered_refused repo-4-unit 4 "web%40.service does not match the release's release.json" ""
 }
 check "ansible-core $core: a unit file of web 4 changed in the repository: refused on every host before any artifact is downloaded, the hosts as they were" tampered_unit
+
+# Web 5 with an image of its own (web 4's ACI with one more file), whose
+# archive in the repository is then replaced by web 4's (a valid image,
+# of another id): refused on every host after its download, by id.
+tampered_image() {
+  local five=$work/web-5-$core aci=$work/web-5-$core.aci id
+  rm -rf "$five" && cp -a "$bundles/web-4" "$five" || return 1
+  gzip -dc "$five/busybox.aci.gz" >"$aci" && mkdir -p "$work/extra/rootfs" && echo 5 >"$work/extra/rootfs/five" &&
+    tar -C "$work/extra" --owner=0 --group=0 --numeric-owner -rf "$aci" rootfs/five || return 1
+  id=sha512-$(sha512sum "$aci" | cut -c1-64)
+  gzip -n <"$aci" >"$five/busybox.aci.gz" && rm "$aci" || return 1
+  jq --arg id "$id" '.version = 5 | .images[0].id = $id | .containers[0].image = $id' "$bundles/web-4/pod.json" >"$five/pod.json" || return 1
+  publishes release-5 5 false "$five" || return 1
+  cp "$bundles/web-4/busybox.aci.gz" "$repo/images/fleet/fleet-busybox/5/busybox.aci.gz" || return 1
+  # The new version's volume is staged before the image is imported: both are downloaded.
+  tampered_refused repo-5-image 5 "busybox.aci.gz is not image $id: it is sha512-" "busybox.aci.gzx${#names[@]} www.tar.gzx${#names[@]} "
+}
+check "ansible-core $core: web 5's image replaced in the repository by another valid image: refused on every host after its download (the image's id), the hosts as they were, web 3 still served" tampered_image
 
 # A repository in a directory on a host, whose version links its volume
 # archive to a file outside the repository (the very bytes published):
