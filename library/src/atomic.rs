@@ -127,6 +127,36 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Remove the temporary siblings of `path` (see `temp_sibling`) that a
+/// run killed half-way left: only under a lock that proves no other run
+/// is writing them. Returns how many were removed.
+pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
+    let mut prefix = OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".ops-tmp.");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let dir = parent(path);
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(FsError {
+                action: "read directory",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(&prefix) {
+            remove_tree(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -85,9 +85,11 @@ def failed(result, *fragments):
     return result
 
 
-def serve(directory):
+def serve(directory, log=None):
     """A loopback HTTP server for `directory`, in a thread; its base URL.
-    `/stall/<file>` sends half of the file, then nothing for 30 s."""
+    `/stall/<file>` sends half of the file, then nothing for 30 s. It
+    follows symlinks, as common static servers do. The path of each GET is
+    appended to `log` when one is given."""
     directory = Path(directory)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -98,6 +100,8 @@ def serve(directory):
             pass
 
         def do_GET(self):
+            if log is not None:
+                log.append(self.path)
             if self.path.startswith("/stall/"):
                 data = (directory / self.path[len("/stall/"):]).read_bytes()
                 self.send_response(200)

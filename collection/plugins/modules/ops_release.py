@@ -47,7 +47,8 @@ description:
   - "A release instruction file (O(instructions)) is YAML with the keys
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
     relative to the file), C(images) and C(volumes) (versions by name,
-    default the pod version); other keys are refused. A file at
+    default the pod version) and C(revisions) (source revisions by name,
+    recorded in C(release.json), not checked out); other keys are refused. A file at
     C(channels/<channel>/<label>/<pod>/<version>.yaml) inside O(repo) has
     its channel, label, pod and version inferred from that path, and values
     it gives must agree with it. An image or volume whose file the bundle

@@ -102,6 +102,9 @@ pub struct ReleaseRecord {
     pub images: Vec<ArtifactRecord>,
     #[serde(default)]
     pub volumes: Vec<ArtifactRecord>,
+    /// Source revisions the release instruction file recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revisions: BTreeMap<String, String>,
 }
 
 /// One file of a published pod version.

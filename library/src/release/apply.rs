@@ -28,12 +28,33 @@ pub fn apply(target: &Target, steps: &[Step], _lock: &StoreLock) -> Result<(), R
         Target::Remove { .. } => None,
     };
     let repo = &target.layout().repo;
+    sweep(repo, steps)?;
     let mut done: Vec<&Step> = Vec::new();
     for step in steps {
         if let Err(error) = one(repo, wanted, step) {
             return Err(undo(repo, wanted, &done, step, &error));
         }
         done.push(step);
+    }
+    Ok(())
+}
+
+/// Remove what a run killed half-way left beside the places `steps`
+/// write (staged directories, a half-made `tip` link): the lock says no
+/// run is writing them now. A rerun converges with no leftovers.
+fn sweep(repo: &Path, steps: &[Step]) -> Result<(), ReleaseError> {
+    for step in steps {
+        let path = match step {
+            Step::AddImage { rel, .. }
+            | Step::AddVolume { rel, .. }
+            | Step::AddVersion { rel, .. }
+            | Step::RemoveVersion { rel, .. } => repo.join(rel),
+            Step::MoveTip { pod_rel, .. } | Step::RemoveTip { pod_rel, .. } => {
+                repo.join(pod_rel).join(layout::TIP)
+            }
+        };
+        atomic::remove_temp_siblings(&path)
+            .map_err(|e| Refusal::new(crate::ansible::error_chain(&e)))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! bundle: ../../bundles/shop-2   # relative to this file
 //! images: {app: 2}     # image versions by name (default: the pod version)
 //! volumes: {static: 1} # volume versions by name (default: the pod version)
+//! revisions: {shop: 4f2a9c1}  # source revisions, recorded in release.json
 //! ```
 //!
 //! A file at `channels/<channel>/<label>/<pod>/<version>.yaml` inside the
@@ -44,6 +45,8 @@ pub struct Instructions {
     /// The bundle directory, relative paths resolved against the file's.
     pub bundle: PathBuf,
     pub versions: Versions,
+    /// Source revisions by name, recorded in release.json.
+    pub revisions: BTreeMap<String, String>,
 }
 
 /// A version may be written as a YAML number.
@@ -75,6 +78,31 @@ struct Wire {
     images: BTreeMap<String, Scalar>,
     #[serde(default)]
     volumes: BTreeMap<String, Scalar>,
+    /// Source revisions the release was built from (seed 002 records them
+    /// in instruction files): kept in release.json, not checked out.
+    #[serde(default)]
+    revisions: BTreeMap<String, Scalar>,
+}
+
+/// The source revisions given, each a short single line of text.
+fn revisions(
+    given: &BTreeMap<String, Scalar>,
+    problem: &mut dyn FnMut(String),
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, revision) in given {
+        let text = revision.text();
+        let printable = |s: &str| !s.is_empty() && s.len() <= 256 && !s.contains(char::is_control);
+        if printable(name) && printable(&text) {
+            out.insert(name.clone(), text);
+        } else {
+            problem(format!(
+                "revisions.{name:?}: expected a name and a revision of 1 to 256 characters \
+                 without control characters, got {text:?}"
+            ));
+        }
+    }
+    out
 }
 
 /// Read and check the instruction file at `path`; `repo` is the
@@ -118,6 +146,7 @@ pub fn load(path: &Path, repo: &Path) -> Result<Instructions, Refusal> {
             Err("expected the bundle directory, relative to this file".into()),
         );
     }
+    let revisions = revisions(&wire.revisions, &mut |p| problems.push(p));
     if !problems.is_empty() {
         return Err(Refusal::new(format!("{shown}: {}", problems.join("; "))));
     }
@@ -133,6 +162,7 @@ pub fn load(path: &Path, repo: &Path) -> Result<Instructions, Refusal> {
         label: label.and_then(Result::ok),
         bundle: dir.join(&wire.bundle),
         versions,
+        revisions,
     };
     infer_from_path(&mut given, repo)?;
     Ok(given)

@@ -355,6 +355,7 @@ pub fn record(wanted: &Wanted, artifacts: &Links) -> String {
                 sha256: Some(v.sha256.clone()),
             })
             .collect(),
+        revisions: wanted.revisions.clone(),
     };
     let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
     text.push('\n');

@@ -52,6 +52,8 @@ pub struct Wanted {
     pub volumes: Vec<VolumeArtifact>,
     /// The assembled copy of an instructed bundle, kept while it is read.
     pub work: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// Source revisions an instruction file recorded.
+    pub revisions: std::collections::BTreeMap<String, String>,
 }
 
 /// A file pod.json names.
@@ -157,10 +159,11 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
             layout,
         });
     }
-    let mut versions = given.map(|g| g.versions).unwrap_or_default();
+    let (mut versions, revisions) = given.map(|g| (g.versions, g.revisions)).unwrap_or_default();
     versions.found = loaded.found.clone();
     let mut wanted = read_bundle(bundle, layout, &versions)?;
     wanted.work = loaded.work.clone();
+    wanted.revisions = revisions;
     Ok(Target::Publish(Box::new(wanted)))
 }
 
@@ -288,6 +291,7 @@ pub fn read_bundle(
         images: Vec::new(),
         volumes: Vec::new(),
         work: None,
+        revisions: std::collections::BTreeMap::new(),
     };
     for unit in &pod.units {
         wanted.add_file(bundle, &written, &unit.file, Role::Copy)?;

@@ -373,7 +373,7 @@ fn an_instruction_file_gives_its_metadata_by_its_path_and_takes_artifacts_from_t
         &f,
         "2",
         &format!(
-            "bundle: {}\nimages: {{app: 1}}\nvolumes:\n  static: 1\n",
+            "bundle: {}\nimages: {{app: 1}}\nvolumes:\n  static: 1\nrevisions: {{shop: 4f2a9c1, lib: 17}}\n",
             b2.display()
         ),
     );
@@ -392,6 +392,19 @@ fn an_instruction_file_gives_its_metadata_by_its_path_and_takes_artifacts_from_t
     assert_eq!(
         fs::read_link(f.repo.join("channels/beta/shop/tip")).unwrap(),
         Path::new("2")
+    );
+    // The source revisions are recorded, as seed 002 has them.
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(record["revisions"], json!({"lib": "17", "shop": "4f2a9c1"}));
+    let bad = instructions(&f, "6", "bundle: x\nrevisions: {shop: \"a\\nb\"}\n");
+    let refused = run(&json!({"repo": f.repo, "instructions": bad}));
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap()
+            .contains("revisions.\"shop\": expected"),
+        "{refused}"
     );
     // A value that disagrees with the path is refused.
     let wrong = instructions(&f, "3", &format!("version: 4\nbundle: {}\n", b1.display()));
@@ -683,4 +696,30 @@ fn what_is_published_is_what_ops_pod_reads_from_a_repository() {
         origin.record.files["static.tar"].artifact.as_deref(),
         Some("volumes/web/shop/static/1/static.tar")
     );
+}
+
+#[test]
+fn what_a_killed_run_left_beside_its_places_is_swept_by_the_rerun() {
+    let f = fixture();
+    let b = f.bundle("b1", &V1);
+    assert_eq!(f.publish(&b, json!({}))["changed"], json!(true));
+    let clean = f.listing();
+    // As a run killed mid-way leaves them: a half-staged version and
+    // image, a half-made tip link.
+    fs::remove_dir_all(f.repo.join("channels/stable/shop/1")).unwrap();
+    fs::remove_file(f.repo.join("channels/stable/shop/tip")).unwrap();
+    fs::remove_dir_all(f.repo.join("images/app/1")).unwrap();
+    let leftovers = [
+        "channels/stable/shop/.1.ops-tmp.4242.0",
+        "images/app/.1.ops-tmp.4242.1",
+    ];
+    for left in leftovers {
+        fs::create_dir_all(f.repo.join(left).join("half")).unwrap();
+    }
+    std::os::unix::fs::symlink("1", f.repo.join("channels/stable/shop/.tip.ops-tmp.4242.2"))
+        .unwrap();
+    let rerun = f.publish(&b, json!({}));
+    assert_eq!(rerun["changed"], json!(true), "{rerun}");
+    assert_eq!(f.listing(), clean, "the rerun converges with no leftovers");
+    assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
 }
