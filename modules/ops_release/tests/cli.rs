@@ -508,6 +508,7 @@ fn bad_options_are_refused_in_one_message() {
         json!({"repo": "relative", "bundle": "/b", "channel": "Stable", "label": "web//shop"}),
         json!({"repo": f.repo, "state": "absent", "name": "shop"}),
         json!({"repo": f.repo, "bundle": "/b", "channel": "stable", "state": "gone"}),
+        json!({"repo": f.repo, "bundle": "/b", "channel": "stable", "label": "Demo"}),
     ]
     .iter()
     .map(|args| {
