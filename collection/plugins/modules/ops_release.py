@@ -25,7 +25,19 @@ description:
     to the images, signatures and volume archives, and C(release.json),
     the record of the version with the sha256 and size of every file
     C(pod.json) names; C(channels/<channel>/<label>/<pod>/tip) is a
-    relative symlink to the latest version."
+    relative symlink to a version directory."
+  - "C(tip) names the version most recently published, or pointed at with
+    O(name) + O(version). With O(tip=true) (the default) it moves to the
+    version only when this run publishes (adds) that version, or when the
+    channel has no C(tip) yet. Publishing again a version already published
+    is C(changed=false) and leaves C(tip) alone, whatever it names, so
+    rerunning an old publish never rolls the channel back."
+  - "To point C(tip) at a version already published (to withdraw a bad
+    release, say), give O(state=present) with O(name), O(version) and
+    O(channel) (and O(label)) and neither O(bundle) nor O(instructions):
+    the version must be published (else the error lists the published
+    versions); with O(tip=true) C(tip) moves to it (C(changed) when it
+    moved), with O(tip=false) nothing is done."
   - Each image and volume is stored once, by name and version. An image is
     named by its manifest (an ACI manifest's C(name), last segment; a Docker
     archive's first repo tag; an OCI archive's image name annotation), else
@@ -87,25 +99,35 @@ options:
     type: str
   name:
     description:
-      - The pod, for O(state=absent) without O(bundle) or O(instructions).
+      - The pod, without O(bundle) or O(instructions). With O(state=absent)
+        the version to take out; with O(state=present) the published
+        version to point C(tip) at.
       - With a bundle it must be the name in C(pod.json).
     type: str
   version:
     description:
-      - The pod version, for O(state=absent) without O(bundle) or O(instructions).
+      - The pod version, without O(bundle) or O(instructions). With
+        O(state=absent) the version to take out; with O(state=present) the
+        published version to point C(tip) at.
       - With a bundle it must be the version in C(pod.json).
     type: str
   tip:
     description:
-      - Point the pod's C(tip) at this version.
+      - Move the pod's C(tip) to the version when this run publishes it, or
+        when the channel has no C(tip) yet. A version already published is
+        left as it is, and so is C(tip).
+      - With O(name) and O(version) and no bundle, move C(tip) to that
+        published version.
+      - V(false) never moves C(tip).
     type: bool
     default: true
   state:
     description:
       - Whether the version should be published.
       - V(absent) removes C(channels/<channel>/<label>/<pod>/<version>) and
-        C(tip) when it names that version. Images and volumes are left in
-        the repository, as other versions may share them.
+        C(tip) when it names that version (point C(tip) again with
+        O(state=present), O(name) and O(version)). Images and volumes are
+        left in the repository, as other versions may share them.
     type: str
     choices: [present, absent]
     default: present
@@ -149,13 +171,21 @@ EXAMPLES = r"""
     channel: staging
     tip: false
 
-- name: Take version 6 out of the stable channel
+- name: Withdraw version 7 by pointing tip back at the published version 6
   ops.onboard.ops_release:
     repo: /srv/releases
     channel: stable
     label: web/shop
     name: shop
     version: "6"
+
+- name: Take version 7 out of the stable channel
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    channel: stable
+    label: web/shop
+    name: shop
+    version: "7"
     state: absent
 """
 

@@ -24,6 +24,9 @@ pub struct Observed {
     /// Per wanted image, in order: its version directory, if there.
     pub images: Vec<Option<Held>>,
     pub volumes: Vec<Option<Held>>,
+    /// The pod's published versions, in [`version_order`] (read only to
+    /// point `tip`).
+    pub published: Vec<String>,
 }
 
 /// A published version directory.
@@ -86,10 +89,52 @@ pub fn observe(target: &Target) -> Result<Observed, Refusal> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(read_error(&dir, e)),
     }
-    if let Target::Publish(wanted) = target {
-        observe_artifacts(wanted, &mut observed)?;
+    match target {
+        Target::Publish(wanted) => observe_artifacts(wanted, &mut observed)?,
+        Target::Point { .. } => observed.published = published_versions(&layout.pod_dir())?,
+        Target::Remove { .. } => {}
     }
     Ok(observed)
+}
+
+/// Versions compared as numbers when both are, numbers first, else as
+/// text: `1 < 2 < 10 < 1.0-rc < b`.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    let digits = |s: &str| s.trim_start_matches('0').len();
+    match (number(a), number(b)) {
+        (true, true) => digits(a)
+            .cmp(&digits(b))
+            .then_with(|| a.trim_start_matches('0').cmp(b.trim_start_matches('0')))
+            .then_with(|| a.cmp(b)),
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
+}
+
+/// The names of the version directories under `dir` (`.`-names, links
+/// and files left out), in [`version_order`]; with `complete`, only those
+/// holding that file.
+pub fn version_dirs(dir: &Path, complete: Option<&str>) -> Result<Vec<String>, Refusal> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(dir, e)),
+    };
+    let mut versions: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::records::names::Version::parse(n).is_ok())
+        .filter(|n| complete.is_none_or(|f| dir.join(n).join(f).is_file()))
+        .collect();
+    versions.sort_by(|a, b| version_order(a, b));
+    Ok(versions)
+}
+
+fn published_versions(pod_dir: &Path) -> Result<Vec<String>, Refusal> {
+    version_dirs(pod_dir, Some(layout::RECORD))
 }
 
 fn published(dir: &Path, target: &Target) -> Result<Published, Refusal> {

@@ -20,21 +20,30 @@ use crate::records::names::{same_image, ImageId, PodName, Version};
 #[derive(Debug, Clone)]
 pub enum Target {
     Publish(Box<Wanted>),
-    Remove { layout: Layout, version: Version },
+    Remove {
+        layout: Layout,
+        version: Version,
+    },
+    /// Point `tip` at a version already published (state=present with
+    /// `name` and `version`, no bundle).
+    Point {
+        layout: Layout,
+        version: Version,
+    },
 }
 
 impl Target {
     pub fn layout(&self) -> &Layout {
         match self {
             Target::Publish(w) => &w.layout,
-            Target::Remove { layout, .. } => layout,
+            Target::Remove { layout, .. } | Target::Point { layout, .. } => layout,
         }
     }
 
     pub fn version(&self) -> &Version {
         match self {
             Target::Publish(w) => &w.version,
-            Target::Remove { version, .. } => version,
+            Target::Remove { version, .. } | Target::Point { version, .. } => version,
         }
     }
 }
@@ -141,9 +150,21 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
         return absent_only(request, channel, label, given.as_ref());
     }
     let Some(bundle_path) = bundle_path else {
-        return Err(Refusal::new(
-            "give bundle or instructions (one of them) for state=present",
-        ));
+        return match (&request.name, &request.version) {
+            (Some(pod), Some(version)) => Ok(Target::Point {
+                layout: Layout {
+                    repo: request.repo.clone(),
+                    channel,
+                    label,
+                    pod: pod.clone(),
+                },
+                version: version.clone(),
+            }),
+            _ => Err(Refusal::new(
+                "give bundle or instructions (one of them) for state=present, or name and \
+                 version to point tip at a published version",
+            )),
+        };
     };
     let loaded = load_bundle(&bundle_path, given.as_ref(), request, &label)?;
     let bundle = &loaded.bundle;

@@ -287,6 +287,77 @@ fn a_new_version_moves_tip_and_a_label_goes_into_every_path() {
 }
 
 #[test]
+fn publishing_an_old_version_again_leaves_tip_and_name_with_version_points_it() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    assert_eq!(f.publish(&b1, json!({}))["tip"], json!("1"));
+    assert_eq!(f.publish(&b2, json!({}))["tip"], json!("2"));
+    let tip = f.repo.join("channels/stable/shop/tip");
+    let before = f.listing();
+    // Rerunning the publish of version 1 (check mode or not) keeps tip at 2.
+    for check_mode in [true, false] {
+        let again = f.publish(&b1, json!({"_ansible_check_mode": check_mode}));
+        assert_eq!(again["changed"], json!(false), "{again}");
+        assert_eq!(again["tip"], json!("2"));
+        assert_eq!(again["actions"], json!([]));
+        let msg = again["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("is published as requested; tip names 2"),
+            "{msg}"
+        );
+    }
+    assert_eq!(f.listing(), before);
+    // name + version, no bundle: tip is pointed at a published version.
+    let point = |version: &str, extra: Value| {
+        let mut args =
+            json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": version});
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        run(&args)
+    };
+    let back = point("1", json!({}));
+    assert_eq!(back["changed"], json!(true), "{back}");
+    assert_eq!(back["tip"], json!("1"));
+    assert_eq!(back["reused"], json!(["channels/stable/shop/1"]));
+    assert_eq!(
+        back["actions"],
+        json!(["move channels/stable/shop/tip from 2 to 1"])
+    );
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("1"));
+    assert_eq!(point("1", json!({}))["changed"], json!(false));
+    // With tip: false, nothing is done.
+    let nothing = point("2", json!({"tip": false}));
+    assert_eq!(nothing["changed"], json!(false), "{nothing}");
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("1"));
+    // Publishing version 2 again does not move tip forward either.
+    assert_eq!(f.publish(&b2, json!({}))["tip"], json!("1"));
+    // A version that is not published is refused, listing those that are.
+    let missing = point("10", json!({}));
+    assert_eq!(missing["failed"], json!(true), "{missing}");
+    insta::assert_snapshot!(missing["msg"].as_str().unwrap());
+    // Removing the version tip names removes tip; the next publish of a
+    // published version points it again (the channel has no tip).
+    let absent = point("1", json!({"state": "absent"}));
+    assert_eq!(absent["tip"], json!(null), "{absent}");
+    let again = f.publish(&b2, json!({}));
+    assert_eq!(again["changed"], json!(true), "{again}");
+    assert_eq!(
+        again["actions"],
+        json!(["point channels/stable/shop/tip at 2"])
+    );
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("2"));
+}
+
+#[test]
 fn other_content_under_a_published_version_is_refused_naming_what_differs() {
     let f = fixture();
     let b1 = f.bundle("b1", &V1);
@@ -481,7 +552,8 @@ fn absent_removes_the_version_and_the_tip_naming_it_and_leaves_artifacts() {
         removed["actions"],
         json!([
             "remove channels/stable/shop/1",
-            "remove channels/stable/shop/tip: it named version 1, which is removed"
+            "remove channels/stable/shop/tip: it named version 1, which is removed (point tip \
+             at a published version with state=present, name and version, no bundle)"
         ])
     );
     assert_eq!(removed["tip"], json!(null));
