@@ -60,7 +60,10 @@ description:
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
     relative to the file), C(images) and C(volumes) (versions by name,
     default the pod version) and C(revisions) (source revisions by name,
-    recorded in C(release.json), not checked out); other keys are refused. A file at
+    recorded in C(release.json), not checked out); other keys are refused,
+    and so is a name in C(images) or C(volumes) that is not one of the
+    pod's images or volumes with an archive (the error names the file, the
+    key and the pod's names). A file at
     C(channels/<channel>/<label>/<pod>/<version>.yaml) inside O(repo) has
     its channel, label, pod and version inferred from that path, and values
     it gives must agree with it. An image or volume whose file the bundle

@@ -17,7 +17,9 @@
 //! path; values it also gives must agree. An image or volume whose file
 //! the bundle lacks is taken from the repository at its instructed version
 //! ([`assemble`]); one the repository lacks too is an error: ops_release
-//! neither builds images nor creates volumes.
+//! neither builds images nor creates volumes. A name under `images` or
+//! `volumes` that the pod does not store is refused (by
+//! [`super::wanted`], once the bundle is read).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

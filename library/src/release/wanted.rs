@@ -180,12 +180,78 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
             layout,
         });
     }
+    let file = given.as_ref().map(|g| g.file.clone());
     let (mut versions, revisions) = given.map(|g| (g.versions, g.revisions)).unwrap_or_default();
     versions.found = loaded.found.clone();
     let mut wanted = read_bundle(bundle, layout, &versions)?;
+    if let Some(file) = file {
+        check_instructed(&file, &versions, &wanted, &bundle.pod)?;
+    }
     wanted.work = loaded.work.clone();
     wanted.revisions = revisions;
     Ok(Target::Publish(Box::new(wanted)))
+}
+
+/// Every image and volume an instruction file gives a version for must be
+/// one the pod stores (an image file, a volume archive): a misspelt name
+/// would otherwise be ignored.
+fn check_instructed(
+    file: &Path,
+    versions: &Versions,
+    wanted: &Wanted,
+    pod: &crate::bundle::Pod,
+) -> Result<(), Refusal> {
+    let listed = |names: Vec<&str>, what: &str| {
+        if names.is_empty() {
+            format!("it has no {what}")
+        } else {
+            format!("its {what}: {}", names.join(", "))
+        }
+    };
+    let images: Vec<&str> = wanted.images.iter().map(|i| i.name.as_str()).collect();
+    let volumes: Vec<&str> = wanted.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut problems = Vec::new();
+    for name in versions.images.keys() {
+        if !images.contains(&name.as_str()) {
+            problems.push(format!(
+                "images.{name}: pod {} has no image of that name ({})",
+                pod.name,
+                listed(images.clone(), "images")
+            ));
+        }
+    }
+    for name in versions.volumes.keys() {
+        if volumes.contains(&name.as_str()) {
+            continue;
+        }
+        let without_archive = pod.volumes.iter().any(|v| v.name == *name);
+        problems.push(format!(
+            "volumes.{name}: pod {} has no volume of that name{} ({})",
+            pod.name,
+            if without_archive {
+                " with an archive to store"
+            } else {
+                ""
+            },
+            listed(
+                volumes.clone(),
+                if pod.volumes.len() == volumes.len() {
+                    "volumes"
+                } else {
+                    "volumes with an archive"
+                }
+            )
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::new(format!(
+            "{}: {}",
+            file.display(),
+            problems.join("; ")
+        )))
+    }
 }
 
 /// state=absent named by `name` and `version` (or an instruction file

@@ -541,6 +541,34 @@ fn a_volume_or_image_neither_bundle_nor_repository_holds_is_an_error() {
 }
 
 #[test]
+fn an_instructed_image_or_volume_the_pod_does_not_have_is_refused() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let file = instructions(
+        &f,
+        "1",
+        &format!(
+            "bundle: {}\nimages: {{app: 1, ap: 1}}\nvolumes: {{nosuch: 1}}\n",
+            b.display()
+        ),
+    );
+    for check_mode in [true, false] {
+        let refused =
+            run(&json!({"repo": f.repo, "instructions": file, "_ansible_check_mode": check_mode}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        assert_eq!(
+            refused["msg"],
+            json!(format!(
+                "{}: images.ap: pod shop has no image of that name (its images: app); \
+                 volumes.nosuch: pod shop has no volume of that name (its volumes: static)",
+                file.display()
+            ))
+        );
+    }
+    assert!(!f.repo.join("images").exists());
+}
+
+#[test]
 fn absent_removes_the_version_and_the_tip_naming_it_and_leaves_artifacts() {
     let f = fixture();
     let b1 = f.bundle("b1", &V1);
