@@ -39,12 +39,20 @@ description:
     versions); with O(tip=true) C(tip) moves to it (C(changed) when it
     moved), with O(tip=false) nothing is done."
   - Each image and volume is stored once, by name and version. An image is
-    named by its manifest (an ACI manifest's C(name), last segment; a Docker
-    archive's first repo tag; an OCI archive's image name annotation), else
-    by its file name without the extension; its version and a volume's
-    version are the pod version unless a release instruction file sets
-    them. An image file's id is computed and must be the one C(pod.json)
-    gives.
+    named by its manifest (an ACI manifest's C(name), last segment:
+    C(example.com/busybox) is C(busybox); a Docker archive's first repo
+    tag; an OCI archive's image name annotation), else by its file name
+    without the extension. An image file's id is computed and must be the
+    one C(pod.json) gives.
+  - "Stored once: an image's or volume's version is the one a release
+    instruction file sets, used as it is. Otherwise, when the repository
+    already holds, under the same label and name, a version with the same
+    content (the same image id; the same volume sha256), the pod version
+    links to that stored version (listed in RV(reused)) and no copy is
+    made: the pod version's own when it holds it, else the lowest version
+    holding it (versions compared as numbers when both are, numbers before
+    other names, else as text). Only content the repository lacks is
+    stored, under the pod version."
   - Idempotent. The same bundle again reports C(changed=false), every
     artifact and the version listed in RV(reused). A published version and
     its artifacts never change. Other content under a version already in the
@@ -226,7 +234,7 @@ added:
     - volumes/web/shop/static/7
     - channels/stable/web/shop/shop/7
 reused:
-  description: What the repository held already and the version uses, relative to the repository.
+  description: What the repository held already and the version uses (an image or volume stored by an earlier version with the same content, or the published version itself), relative to the repository.
   type: list
   elements: str
   returned: success

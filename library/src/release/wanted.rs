@@ -100,6 +100,10 @@ pub struct ImageArtifact {
     /// The file's name in the artifact directory.
     pub file: String,
     pub signature: Option<String>,
+    /// Its version was set by an instruction file (or it was taken from
+    /// the repository at a version): kept, never settled on a version
+    /// already holding the same image.
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,8 @@ pub struct VolumeArtifact {
     pub version: Version,
     pub file: String,
     pub sha256: String,
+    /// Its version was set by an instruction file.
+    pub explicit: bool,
 }
 
 /// Artifact versions an instruction file sets (the rest: the pod version).
@@ -408,17 +414,15 @@ pub fn read_bundle(
             continue;
         };
         let index = wanted.volumes.len();
-        let version = versions
-            .volumes
-            .get(&volume.name)
-            .unwrap_or(&pod.version)
-            .clone();
+        let instructed = versions.volumes.get(&volume.name);
+        let version = instructed.unwrap_or(&pod.version).clone();
         let file = wanted.add_file(bundle, &written, path, Role::Volume(index))?;
         wanted.volumes.push(VolumeArtifact {
             name: volume.name.clone(),
             version,
             file: file_name(path),
             sha256: file.sha256,
+            explicit: instructed.is_some(),
         });
     }
     Ok(wanted)
@@ -511,11 +515,8 @@ fn identify_image(
             "image {shown}: its name {name:?} cannot name a directory: {e}"
         ))
     })?;
-    let version = found
-        .map(|(_, v)| v)
-        .or_else(|| versions.images.get(&name))
-        .unwrap_or(&bundle.pod.version)
-        .clone();
+    let set = found.map(|(_, v)| v).or_else(|| versions.images.get(&name));
+    let version = set.unwrap_or(&bundle.pod.version).clone();
     Ok(ImageArtifact {
         name,
         version,
@@ -523,5 +524,6 @@ fn identify_image(
         format,
         file: file_name(path),
         signature: None,
+        explicit: set.is_some(),
     })
 }

@@ -246,6 +246,8 @@ fn a_new_version_moves_tip_and_a_label_goes_into_every_path() {
         "b2",
         &Content {
             version: "2",
+            app: "hello 2",
+            volume: "static 2",
             unit: "[Service]\nExecStart=/bin/false\n",
             ..V1
         },
@@ -355,6 +357,100 @@ fn publishing_an_old_version_again_leaves_tip_and_name_with_version_points_it() 
         json!(["point channels/stable/shop/tip at 2"])
     );
     assert_eq!(fs::read_link(&tip).unwrap(), Path::new("2"));
+}
+
+#[test]
+fn each_image_and_volume_is_stored_once() {
+    let f = fixture();
+    let version = |n: &'static str, app: &'static str| {
+        let b = f.bundle(
+            &format!("b{n}"),
+            &Content {
+                version: n,
+                app,
+                ..V1
+            },
+        );
+        (b, f.repo.join("channels/stable/shop").join(n))
+    };
+    let (b1, _) = version("1", "hello 1");
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    // Version 2 has the same image and volume: it links to version 1's.
+    let (b2, v2) = version("2", "hello 1");
+    let second = f.publish(&b2, json!({}));
+    assert_eq!(
+        second["added"],
+        json!(["channels/stable/shop/2"]),
+        "{second}"
+    );
+    assert_eq!(
+        second["reused"],
+        json!(["images/app/1", "volumes/static/1"])
+    );
+    assert_eq!(
+        fs::read_link(v2.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert_eq!(
+        fs::read_link(v2.join("static.tar")).unwrap(),
+        Path::new("../../../../volumes/static/1/static.tar")
+    );
+    assert!(!f.repo.join("images/app/2").exists());
+    assert!(!f.repo.join("volumes/static/2").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(v2.join("release.json")).unwrap()).unwrap();
+    assert_eq!(record["images"][0]["version"], json!("1"));
+    assert_eq!(record["volumes"][0]["version"], json!("1"));
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // A new image is stored under the pod version; version 10 has the
+    // same one as 3 and links to it (the lowest version holding it).
+    let (b3, _) = version("3", "hello 3");
+    let third = f.publish(&b3, json!({}));
+    assert_eq!(
+        third["added"],
+        json!(["images/app/3", "channels/stable/shop/3"]),
+        "{third}"
+    );
+    let (b10, _) = version("10", "hello 3");
+    let tenth = f.publish(&b10, json!({}));
+    assert_eq!(
+        tenth["reused"],
+        json!(["images/app/3", "volumes/static/1"]),
+        "{tenth}"
+    );
+    // The pod version's own directory is used when it holds the same
+    // content (a repository written before images were stored once).
+    fs::create_dir_all(f.repo.join("images/app/4")).unwrap();
+    for name in ["app.aci", "id", "sha512"] {
+        fs::copy(
+            f.repo.join("images/app/1").join(name),
+            f.repo.join("images/app/4").join(name),
+        )
+        .unwrap();
+    }
+    let (b4, _) = version("4", "hello 1");
+    let fourth = f.publish(&b4, json!({}));
+    assert_eq!(
+        fourth["reused"],
+        json!(["images/app/4", "volumes/static/1"]),
+        "{fourth}"
+    );
+    // A version an instruction file sets is used as it is.
+    let (b5, v5) = version("5", "hello 1");
+    let file = instructions(
+        &f,
+        "5",
+        &format!("bundle: {}\nimages: {{app: 5}}\n", b5.display()),
+    );
+    let fifth = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(
+        fifth["added"],
+        json!(["images/app/5", "channels/beta/shop/5"]),
+        "{fifth}"
+    );
+    assert_eq!(fifth["reused"], json!(["volumes/static/1"]));
+    assert!(f.repo.join("images/app/5/app.aci").is_file());
+    assert!(!v5.exists(), "published in channel beta");
 }
 
 #[test]
