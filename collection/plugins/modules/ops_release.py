@@ -66,8 +66,9 @@ description:
     are undone.
   - "A release instruction file (O(instructions)) is YAML with the keys
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
-    relative to the file), C(images) and C(volumes) (versions by name,
-    default the pod version) and C(revisions) (source revisions by name,
+    absolute or relative to the file), C(images) and C(volumes) (versions
+    by name, default the pod version; an image's name is its manifest's,
+    see above) and C(revisions) (source revisions by name,
     recorded in C(release.json), not checked out); other keys are refused,
     and so is a name in C(images) or C(volumes) that is not one of the
     pod's images or volumes with an archive (the error names the file, the
@@ -77,7 +78,10 @@ description:
     it gives must agree with it. An image or volume whose file the bundle
     lacks is taken from the repository at its instructed version. A volume
     neither holds is an error (the release tool cannot create volumes), as is
-    an image neither holds (building images is out of scope)."
+    an image neither holds (building images is out of scope); the error
+    names it, its version and the versions the repository holds. An image
+    or volume whose instructed version holds other content is refused, the
+    error suggesting another version in the instruction file."
 version_added: 0.1.0
 author: ops developers (@ops)
 options:

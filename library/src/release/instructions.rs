@@ -6,7 +6,7 @@
 //! version: 2           # pod.json's version
 //! channel: stable
 //! label: web/shop      # a label path; absent or "" for none
-//! bundle: ../../bundles/shop-2   # relative to this file
+//! bundle: ../../bundles/shop-2   # absolute, or relative to this file
 //! images: {app: 2}     # image versions by name (default: the pod version)
 //! volumes: {static: 1} # volume versions by name (default: the pod version)
 //! revisions: {shop: 4f2a9c1}  # source revisions, recorded in release.json
@@ -145,7 +145,7 @@ pub fn load(path: &Path, repo: &Path) -> Result<Instructions, Refusal> {
     if wire.bundle.is_empty() {
         check(
             "bundle",
-            Err("expected the bundle directory, relative to this file".into()),
+            Err("expected the bundle directory, absolute or relative to this file".into()),
         );
     }
     let revisions = revisions(&wire.revisions, &mut |p| problems.push(p));

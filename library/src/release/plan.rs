@@ -212,7 +212,7 @@ fn plan_images(
                 };
                 if !same {
                     differences.push(format!(
-                        "image {} version {} has id {} in the repository but the bundle has {}",
+                        "image {} version {} has id {} in the repository but the bundle has {}{}",
                         image.name,
                         image.version,
                         if held.record.is_empty() {
@@ -220,7 +220,8 @@ fn plan_images(
                         } else {
                             &held.record
                         },
-                        image.id
+                        image.id,
+                        instructed_hint(image.explicit, "images", &image.name, &image.version)
                     ));
                 } else if held.file.is_none() {
                     differences.push(format!(
@@ -255,6 +256,19 @@ fn plan_images(
     }
 }
 
+/// For an artifact whose version an instruction file sets (or that was
+/// taken from the repository at it): where to give it another.
+fn instructed_hint(explicit: bool, key: &str, name: &str, version: &Version) -> String {
+    if explicit {
+        format!(
+            " (the instruction file gives it version {version}: give the new content a version \
+             the repository does not hold in the instruction file, {key}: {{{name}: NEW}})"
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn plan_volumes(
     wanted: &Wanted,
     observed: &Observed,
@@ -279,7 +293,7 @@ fn plan_volumes(
                 if held.record != volume.sha256 {
                     differences.push(format!(
                         "volume {} version {}: sha256 differs ({} in the repository, {} in the \
-                         bundle)",
+                         bundle){}",
                         volume.name,
                         volume.version,
                         if held.record.is_empty() {
@@ -287,7 +301,8 @@ fn plan_volumes(
                         } else {
                             &held.record
                         },
-                        volume.sha256
+                        volume.sha256,
+                        instructed_hint(volume.explicit, "volumes", &volume.name, &volume.version)
                     ));
                 } else if held.file.is_none() {
                     differences.push(format!(

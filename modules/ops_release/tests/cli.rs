@@ -597,43 +597,73 @@ fn an_instruction_file_gives_its_metadata_by_its_path_and_takes_artifacts_from_t
 #[test]
 fn a_volume_or_image_neither_bundle_nor_repository_holds_is_an_error() {
     let f = fixture();
+    let refused = |name: &str, content: &Content, text: &str| {
+        let b = f.bundle(name, content);
+        let file = instructions(
+            &f,
+            content.version,
+            &format!("bundle: {}\n{text}", b.display()),
+        );
+        let result = run(&json!({"repo": f.repo, "instructions": file}));
+        assert_eq!(result["failed"], json!(true), "{result}");
+        result["msg"].as_str().unwrap().to_owned()
+    };
+    let no_volume = Content {
+        without_volume: true,
+        ..V1
+    };
+    let no_image = Content {
+        without_image: true,
+        ..V1
+    };
+    let mut messages = vec![
+        refused("b", &no_volume, "volumes: {static: 9}\n"),
+        refused("c", &no_image, ""),
+    ];
+    assert!(!f.repo.join("images").exists());
+    // With versions 1 of the image and volume in the repository: the
+    // messages list the versions held, and which holds the image.
+    assert_eq!(
+        f.publish(&f.bundle("v1", &V1), json!({}))["changed"],
+        json!(true)
+    );
+    messages.push(refused("d", &no_volume, "volumes: {static: 9}\n"));
+    let no_image = Content {
+        version: "2",
+        ..no_image
+    };
+    messages.push(refused("e", &no_image, "images: {app: 9}\n"));
+    let other = Content {
+        app: "hello 2",
+        ..no_image
+    };
+    messages.push(refused("g", &other, "images: {app: 2}\n"));
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn other_content_under_an_instructed_version_is_refused_suggesting_another_version() {
+    let f = fixture();
+    assert_eq!(
+        f.publish(&f.bundle("v1", &V1), json!({}))["changed"],
+        json!(true)
+    );
     let b = f.bundle(
-        "b",
+        "b2",
         &Content {
-            without_volume: true,
+            version: "2",
+            app: "hello 2",
             ..V1
         },
     );
     let file = instructions(
         &f,
-        "1",
-        &format!("bundle: {}\nvolumes: {{static: 9}}\n", b.display()),
+        "2",
+        &format!("bundle: {}\nimages: {{app: 1}}\n", b.display()),
     );
-    let volume = run(&json!({"repo": f.repo, "instructions": file}));
-    assert_eq!(volume["failed"], json!(true), "{volume}");
-    let msg = volume["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("volume static version 9 is neither in the bundle"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("the release tool cannot create volumes"),
-        "{msg}"
-    );
-
-    let b = f.bundle(
-        "c",
-        &Content {
-            without_image: true,
-            ..V1
-        },
-    );
-    let file = instructions(&f, "1", &format!("bundle: {}\n", b.display()));
-    let image = run(&json!({"repo": f.repo, "instructions": file}));
-    assert_eq!(image["failed"], json!(true), "{image}");
-    let msg = image["msg"].as_str().unwrap();
-    assert!(msg.contains("building images is out of scope"), "{msg}");
-    assert!(!f.repo.join("images").exists());
+    let result = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(result["failed"], json!(true), "{result}");
+    insta::assert_snapshot!(result["msg"].as_str().unwrap());
 }
 
 #[test]
