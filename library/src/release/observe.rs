@@ -129,7 +129,7 @@ pub fn version_dirs(dir: &Path, complete: Option<&str>) -> Result<Vec<String>, R
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| crate::records::names::Version::parse(n).is_ok())
-        .filter(|n| complete.is_none_or(|f| dir.join(n).join(f).is_file()))
+        .filter(|n| complete.map_or(true, |f| dir.join(n).join(f).is_file()))
         .collect();
     versions.sort_by(|a, b| version_order(a, b));
     Ok(versions)
@@ -159,7 +159,7 @@ pub fn settle(target: &Target) -> Result<Target, Refusal> {
                 && image
                     .signature
                     .as_ref()
-                    .is_none_or(|s| dir.join(s).is_file())
+                    .map_or(true, |s| dir.join(s).is_file())
         };
         let dir = layout.artifact_versions_dir(Kind::Image, &image.name);
         if let Some(version) = holding(&dir, &image.version, same)? {
