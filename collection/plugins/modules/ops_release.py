@@ -38,12 +38,12 @@ description:
     the version must be published (else the error lists the published
     versions); with O(tip=true) C(tip) moves to it (C(changed) when it
     moved), with O(tip=false) nothing is done."
-  - Each image and volume is stored once, by name and version. An image is
+  - "Each image and volume is stored once, by name and version. An image is
     named by its manifest (an ACI manifest's C(name), last segment:
     C(example.com/busybox) is C(busybox); a Docker archive's first repo
     tag; an OCI archive's image name annotation), else by its file name
     without the extension. An image file's id is computed and must be the
-    one C(pod.json) gives.
+    one C(pod.json) gives."
   - "Stored once: an image's or volume's version is the one a release
     instruction file sets, used as it is. Otherwise, when the repository
     already holds, under the same label and name, a version with the same
