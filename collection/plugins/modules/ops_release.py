@@ -76,7 +76,9 @@ description:
     C(channels/<channel>/<label>/<pod>/<version>.yaml) inside O(repo) has
     its channel, label, pod and version inferred from that path, and values
     it gives must agree with it. An image or volume whose file the bundle
-    lacks is taken from the repository at its instructed version. A volume
+    lacks is taken from the repository at its instructed version (default
+    the pod version; an image no instruction names is also found at the
+    lowest version holding its id, as images are stored once). A volume
     neither holds is an error (the release tool cannot create volumes), as is
     an image neither holds (building images is out of scope); the error
     names it, its version and the versions the repository holds. An image

@@ -451,6 +451,23 @@ fn each_image_and_volume_is_stored_once() {
     assert_eq!(fifth["reused"], json!(["volumes/static/1"]));
     assert!(f.repo.join("images/app/5/app.aci").is_file());
     assert!(!v5.exists(), "published in channel beta");
+    // An instructed bundle without the image file, no version instructed:
+    // the lowest version holding its id is taken.
+    let b6 = f.bundle(
+        "b6",
+        &Content {
+            version: "6",
+            without_image: true,
+            ..V1
+        },
+    );
+    let file = instructions(&f, "6", &format!("bundle: {}\n", b6.display()));
+    let sixth = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(
+        sixth["reused"],
+        json!(["images/app/1", "volumes/static/1"]),
+        "{sixth}"
+    );
 }
 
 #[test]

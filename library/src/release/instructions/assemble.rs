@@ -1,6 +1,8 @@
 //! An instructed bundle whose pod.json names image or volume files the
 //! bundle does not carry: those are taken from the repository, at the
-//! instructed version (default: the pod version).
+//! instructed version (default: the pod version; for an image no
+//! instruction names, else the lowest version holding its id, as images
+//! are stored once).
 //!
 //! The bundle is loaded as it is first. When the only problems are image
 //! or volume files missing from it, a copy of the bundle is assembled in a
@@ -311,9 +313,25 @@ impl<'a> Finder<'a> {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        for entry in fs::read_dir(&names_dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            candidates.push((name, self.pod_version.clone()));
+        let mut names: Vec<String> = fs::read_dir(&names_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
+            candidates.push((name.clone(), self.pod_version.clone()));
+        }
+        // Stored once: an image no instruction file names may be held at
+        // an earlier version only (the lowest holding it is taken).
+        for name in names
+            .iter()
+            .filter(|n| !self.given.versions.images.contains_key(*n))
+        {
+            if let Some(version) = self.holding(name, id).first() {
+                candidates.extend(Version::parse(version).map(|v| (name.clone(), v)));
+            }
         }
         for (name, version) in candidates {
             let dir = self.layout.artifact_dir(Kind::Image, &name, &version);
