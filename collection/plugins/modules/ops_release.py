@@ -25,14 +25,34 @@ description:
     to the images, signatures and volume archives, and C(release.json),
     the record of the version with the sha256 and size of every file
     C(pod.json) names; C(channels/<channel>/<label>/<pod>/tip) is a
-    relative symlink to the latest version."
-  - Each image and volume is stored once, by name and version. An image is
-    named by its manifest (an ACI manifest's C(name), last segment; a Docker
-    archive's first repo tag; an OCI archive's image name annotation), else
-    by its file name without the extension; its version and a volume's
-    version are the pod version unless a release instruction file sets
-    them. An image file's id is computed and must be the one C(pod.json)
-    gives.
+    relative symlink to a version directory."
+  - "C(tip) names the version most recently published, or pointed at with
+    O(name) + O(version). With O(tip=true) (the default) it moves to the
+    version only when this run publishes (adds) that version, or when the
+    channel has no C(tip) yet. Publishing again a version already published
+    is C(changed=false) and leaves C(tip) alone, whatever it names, so
+    rerunning an old publish never rolls the channel back."
+  - "To point C(tip) at a version already published (to withdraw a bad
+    release, say), give O(state=present) with O(name), O(version) and
+    O(channel) (and O(label)) and neither O(bundle) nor O(instructions):
+    the version must be published (else the error lists the published
+    versions); with O(tip=true) C(tip) moves to it (C(changed) when it
+    moved), with O(tip=false) nothing is done."
+  - "Each image and volume is stored once, by name and version. An image is
+    named by its manifest (an ACI manifest's C(name), last segment:
+    C(example.com/busybox) is C(busybox); a Docker archive's first repo
+    tag; an OCI archive's image name annotation), else by its file name
+    without the extension. An image file's id is computed and must be the
+    one C(pod.json) gives."
+  - "Stored once: an image's or volume's version is the one a release
+    instruction file sets, used as it is. Otherwise, when the repository
+    already holds, under the same label and name, a version with the same
+    content (the same image id; the same volume sha256), the pod version
+    links to that stored version (listed in RV(reused)) and no copy is
+    made: the pod version's own when it holds it, else the lowest version
+    holding it (versions compared as numbers when both are, numbers before
+    other names, else as text). Only content the repository lacks is
+    stored, under the pod version."
   - Idempotent. The same bundle again reports C(changed=false), every
     artifact and the version listed in RV(reused). A published version and
     its artifacts never change. Other content under a version already in the
@@ -46,15 +66,24 @@ description:
     are undone.
   - "A release instruction file (O(instructions)) is YAML with the keys
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
-    relative to the file), C(images) and C(volumes) (versions by name,
-    default the pod version) and C(revisions) (source revisions by name,
-    recorded in C(release.json), not checked out); other keys are refused. A file at
+    absolute or relative to the file), C(images) and C(volumes) (versions
+    by name, default the pod version; an image's name is its manifest's,
+    see above) and C(revisions) (source revisions by name,
+    recorded in C(release.json), not checked out); other keys are refused,
+    and so is a name in C(images) or C(volumes) that is not one of the
+    pod's images or volumes with an archive (the error names the file, the
+    key and the pod's names). A file at
     C(channels/<channel>/<label>/<pod>/<version>.yaml) inside O(repo) has
     its channel, label, pod and version inferred from that path, and values
     it gives must agree with it. An image or volume whose file the bundle
-    lacks is taken from the repository at its instructed version. A volume
+    lacks is taken from the repository at its instructed version (default
+    the pod version; an image no instruction names is also found at the
+    lowest version holding its id, as images are stored once). A volume
     neither holds is an error (the release tool cannot create volumes), as is
-    an image neither holds (building images is out of scope)."
+    an image neither holds (building images is out of scope); the error
+    names it, its version and the versions the repository holds. An image
+    or volume whose instructed version holds other content is refused, the
+    error suggesting another version in the instruction file."
 version_added: 0.1.0
 author: ops developers (@ops)
 options:
@@ -87,25 +116,35 @@ options:
     type: str
   name:
     description:
-      - The pod, for O(state=absent) without O(bundle) or O(instructions).
+      - The pod, without O(bundle) or O(instructions). With O(state=absent)
+        the version to take out; with O(state=present) the published
+        version to point C(tip) at.
       - With a bundle it must be the name in C(pod.json).
     type: str
   version:
     description:
-      - The pod version, for O(state=absent) without O(bundle) or O(instructions).
+      - The pod version, without O(bundle) or O(instructions). With
+        O(state=absent) the version to take out; with O(state=present) the
+        published version to point C(tip) at.
       - With a bundle it must be the version in C(pod.json).
     type: str
   tip:
     description:
-      - Point the pod's C(tip) at this version.
+      - Move the pod's C(tip) to the version when this run publishes it, or
+        when the channel has no C(tip) yet. A version already published is
+        left as it is, and so is C(tip).
+      - With O(name) and O(version) and no bundle, move C(tip) to that
+        published version.
+      - V(false) never moves C(tip).
     type: bool
     default: true
   state:
     description:
       - Whether the version should be published.
       - V(absent) removes C(channels/<channel>/<label>/<pod>/<version>) and
-        C(tip) when it names that version. Images and volumes are left in
-        the repository, as other versions may share them.
+        C(tip) when it names that version (point C(tip) again with
+        O(state=present), O(name) and O(version)). Images and volumes are
+        left in the repository, as other versions may share them.
     type: str
     choices: [present, absent]
     default: present
@@ -149,13 +188,21 @@ EXAMPLES = r"""
     channel: staging
     tip: false
 
-- name: Take version 6 out of the stable channel
+- name: Withdraw version 7 by pointing tip back at the published version 6
   ops.onboard.ops_release:
     repo: /srv/releases
     channel: stable
     label: web/shop
     name: shop
     version: "6"
+
+- name: Take version 7 out of the stable channel
+  ops.onboard.ops_release:
+    repo: /srv/releases
+    channel: stable
+    label: web/shop
+    name: shop
+    version: "7"
     state: absent
 """
 
@@ -193,7 +240,7 @@ added:
     - volumes/web/shop/static/7
     - channels/stable/web/shop/shop/7
 reused:
-  description: What the repository held already and the version uses, relative to the repository.
+  description: What the repository held already and the version uses (an image or volume stored by an earlier version with the same content, or the published version itself), relative to the repository.
   type: list
   elements: str
   returned: success

@@ -61,14 +61,18 @@ impl Module for OpsRelease {
             Opt::new(
                 "name",
                 Kind::Str,
-                "The pod, for state=absent without bundle or instructions; else must match pod.json.",
+                "The pod, without bundle or instructions: the version to take out (state=absent) or to point tip at (state=present); with them, must match pod.json.",
             ),
             Opt::new(
                 "version",
                 Kind::Str,
-                "The pod version, for state=absent without bundle or instructions; else must match pod.json.",
+                "The pod version, without bundle or instructions: the version to take out (state=absent) or to point tip at (state=present, a published version); with them, must match pod.json.",
             ),
-            Opt::new("tip", Kind::Bool, "Point the pod's tip at this version.")
+            Opt::new(
+                "tip",
+                Kind::Bool,
+                "Move the pod's tip to the version when this run publishes it (or the channel has no tip yet), or, with name and version and no bundle, to that published version.",
+            )
                 .default(DefaultValue::Bool(true)),
             Opt::new("state", Kind::Str, "Whether the version should be published.")
                 .choices(&["present", "absent"])
@@ -93,6 +97,13 @@ impl Module for OpsRelease {
                     report.actions.join("; ")
                 } else if request.state == State::Absent {
                     format!("{} is not in the repository", report.path)
+                } else if report.tip.as_deref() != Some(report.version.as_str()) {
+                    format!(
+                        "{} is published as requested; tip names {} (tip moves only when a \
+                         version is first published, or by state=present with name and version)",
+                        report.path,
+                        report.tip.as_deref().unwrap_or("no version")
+                    )
                 } else {
                     format!("{} is published as requested", report.path)
                 };
@@ -141,8 +152,15 @@ fn request(options: Options) -> Result<release::Request, Failure> {
         (None, Some(i)) => Some(Input::Instructions(i)),
         (None, None) => None,
     };
-    if options.state == State::Present && input.is_none() {
-        problems.push("state is present but neither bundle nor instructions is given".into());
+    if options.state == State::Present
+        && input.is_none()
+        && (options.name.is_none() || options.version.is_none())
+    {
+        problems.push(
+            "state is present but neither bundle nor instructions is given (or name and version, \
+             to point tip at a published version)"
+                .into(),
+        );
     }
     if input.is_none() && channel.is_none() {
         problems.push("channel: required without instructions".into());

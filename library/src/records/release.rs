@@ -45,9 +45,17 @@ impl Label {
                 s.len()
             ));
         }
-        for segment in s.split('/').filter(|_| !s.is_empty()) {
+        let several = s.contains('/');
+        for (n, segment) in s.split('/').filter(|_| !s.is_empty()).enumerate() {
             PodName::parse(segment).map_err(|e| {
-                format!("each segment of a label path (between '/') is {e}; in {s:?}")
+                if several {
+                    format!(
+                        "segment {} of the label path {s:?} (segments are separated by '/'): {e}",
+                        n + 1
+                    )
+                } else {
+                    e
+                }
             })?;
         }
         Ok(Label(s.to_owned()))

@@ -25,7 +25,7 @@ const FILE_MODE: u32 = 0o644;
 pub fn apply(target: &Target, steps: &[Step], _lock: &StoreLock) -> Result<(), ReleaseError> {
     let wanted = match target {
         Target::Publish(w) => Some(w.as_ref()),
-        Target::Remove { .. } => None,
+        Target::Remove { .. } | Target::Point { .. } => None,
     };
     let repo = &target.layout().repo;
     sweep(repo, steps)?;

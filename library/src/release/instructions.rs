@@ -6,7 +6,7 @@
 //! version: 2           # pod.json's version
 //! channel: stable
 //! label: web/shop      # a label path; absent or "" for none
-//! bundle: ../../bundles/shop-2   # relative to this file
+//! bundle: ../../bundles/shop-2   # absolute, or relative to this file
 //! images: {app: 2}     # image versions by name (default: the pod version)
 //! volumes: {static: 1} # volume versions by name (default: the pod version)
 //! revisions: {shop: 4f2a9c1}  # source revisions, recorded in release.json
@@ -17,7 +17,9 @@
 //! path; values it also gives must agree. An image or volume whose file
 //! the bundle lacks is taken from the repository at its instructed version
 //! ([`assemble`]); one the repository lacks too is an error: ops_release
-//! neither builds images nor creates volumes.
+//! neither builds images nor creates volumes. A name under `images` or
+//! `volumes` that the pod does not store is refused (by
+//! [`super::wanted`], once the bundle is read).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -143,7 +145,7 @@ pub fn load(path: &Path, repo: &Path) -> Result<Instructions, Refusal> {
     if wire.bundle.is_empty() {
         check(
             "bundle",
-            Err("expected the bundle directory, relative to this file".into()),
+            Err("expected the bundle directory, absolute or relative to this file".into()),
         );
     }
     let revisions = revisions(&wire.revisions, &mut |p| problems.push(p));

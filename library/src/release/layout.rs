@@ -83,6 +83,13 @@ impl Layout {
         path
     }
 
+    /// The directory of every version of an artifact (`images/LABEL/app`).
+    pub fn artifact_versions_dir(&self, kind: Kind, name: &str) -> PathBuf {
+        let mut path = self.repo.join(kind.dir());
+        path.extend(self.label.segments());
+        path.join(name)
+    }
+
     pub fn artifact_dir(&self, kind: Kind, name: &str, version: &Version) -> PathBuf {
         self.repo.join(self.artifact_rel(kind, name, version))
     }

@@ -3,8 +3,9 @@
 //!
 //! The shape is ops_pod's: [`wanted`] reads the bundle (or a release
 //! instruction file, [`instructions`]) into what is to be published, every
-//! file hashed and every image identified; [`observe`] reads what the
-//! repository holds of it; [`plan`] (pure) turns both into [`step::Step`]s
+//! file hashed and every image identified; [`observe`] settles which
+//! stored image and volume versions it reuses (each content stored once)
+//! and reads what the repository holds of it; [`plan`] (pure) turns both into [`step::Step`]s
 //! or a refusal naming what differs; check mode stops there. Otherwise the
 //! repository lock is taken, the repository observed and planned again, and
 //! [`apply`] carries out each step: every artifact and version directory
@@ -102,9 +103,8 @@ impl ReleaseError {
 /// Carry out `request` (in check mode, only plan it).
 pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, ReleaseError> {
     let target = wanted::resolve(request)?;
-    let planned = plan::plan(request, &target, &observe::observe(&target)?)?;
-    apply::refuse_planted(&target, &planned.steps)?;
-    let mut report = planned.report(&target, want_diff);
+    let (settled, planned) = settled_plan(request, &target)?;
+    let mut report = planned.report(&settled, want_diff);
     if check || planned.steps.is_empty() {
         return Ok(report);
     }
@@ -115,11 +115,22 @@ pub fn run(request: &Request, check: bool, want_diff: bool) -> Result<Report, Re
     )?;
     // Observed and planned again under the lock: another run may have
     // published in between.
-    let planned = plan::plan(request, &target, &observe::observe(&target)?)?;
-    apply::refuse_planted(&target, &planned.steps)?;
-    report = planned.report(&target, want_diff);
+    let (settled, planned) = settled_plan(request, &target)?;
+    report = planned.report(&settled, want_diff);
     if !planned.steps.is_empty() {
-        apply::apply(&target, &planned.steps, &lock)?;
+        apply::apply(&settled, &planned.steps, &lock)?;
     }
     Ok(report)
+}
+
+/// `target` with its artifacts' stored versions settled, observed and
+/// planned; a plan that would write through a planted link refused.
+fn settled_plan(
+    request: &Request,
+    target: &wanted::Target,
+) -> Result<(wanted::Target, plan::Plan), Refusal> {
+    let settled = observe::settle(target)?;
+    let planned = plan::plan(request, &settled, &observe::observe(&settled)?)?;
+    apply::refuse_planted(&settled, &planned.steps)?;
+    Ok((settled, planned))
 }

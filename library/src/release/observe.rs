@@ -1,7 +1,8 @@
 //! What the repository holds of a request, read into one value the plan
 //! takes: the pod version directory (if published), where `tip` points,
-//! and each image and volume version directory the version needs. Reads
-//! only.
+//! and each image and volume version directory the version needs; and
+//! ([`settle`]) which stored version of an image or volume a version
+//! reuses. Reads only.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,6 +14,7 @@ use super::instructions::assemble::main_file;
 use super::layout::{self, Kind};
 use super::wanted::{Target, Wanted};
 use crate::outcome::Refusal;
+use crate::records::names::{same_image, ImageId, Version};
 
 /// The repository, as far as one request is concerned.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,9 @@ pub struct Observed {
     /// Per wanted image, in order: its version directory, if there.
     pub images: Vec<Option<Held>>,
     pub volumes: Vec<Option<Held>>,
+    /// The pod's published versions, in [`version_order`] (read only to
+    /// point `tip`).
+    pub published: Vec<String>,
 }
 
 /// A published version directory.
@@ -86,10 +91,112 @@ pub fn observe(target: &Target) -> Result<Observed, Refusal> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(read_error(&dir, e)),
     }
-    if let Target::Publish(wanted) = target {
-        observe_artifacts(wanted, &mut observed)?;
+    match target {
+        Target::Publish(wanted) => observe_artifacts(wanted, &mut observed)?,
+        Target::Point { .. } => observed.published = published_versions(&layout.pod_dir())?,
+        Target::Remove { .. } => {}
     }
     Ok(observed)
+}
+
+/// Versions compared as numbers when both are, numbers first, else as
+/// text: `1 < 2 < 10 < 1.0-rc < b`.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    let digits = |s: &str| s.trim_start_matches('0').len();
+    match (number(a), number(b)) {
+        (true, true) => digits(a)
+            .cmp(&digits(b))
+            .then_with(|| a.trim_start_matches('0').cmp(b.trim_start_matches('0')))
+            .then_with(|| a.cmp(b)),
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
+}
+
+/// The names of the version directories under `dir` (`.`-names, links
+/// and files left out), in [`version_order`]; with `complete`, only those
+/// holding that file.
+pub fn version_dirs(dir: &Path, complete: Option<&str>) -> Result<Vec<String>, Refusal> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(dir, e)),
+    };
+    let mut versions: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::records::names::Version::parse(n).is_ok())
+        .filter(|n| complete.map_or(true, |f| dir.join(n).join(f).is_file()))
+        .collect();
+    versions.sort_by(|a, b| version_order(a, b));
+    Ok(versions)
+}
+
+/// `target` with each image and volume whose version no instruction file
+/// set stored once: when the repository holds, under the same label and
+/// name, a version with the same content (an image's id, a volume's
+/// sha256, its file there), that version is used rather than a copy made
+/// under the pod version: the pod version's own when it holds it, else the
+/// lowest in [`version_order`].
+pub fn settle(target: &Target) -> Result<Target, Refusal> {
+    let Target::Publish(wanted) = target else {
+        return Ok(target.clone());
+    };
+    let mut wanted = wanted.clone();
+    let layout = wanted.layout.clone();
+    for image in wanted.images.iter_mut().filter(|i| !i.explicit) {
+        let same = |dir: &Path| {
+            let held = fs::read_to_string(dir.join(layout::ID)).unwrap_or_default();
+            let same_id = match (ImageId::parse(held.trim()), ImageId::parse(&image.id)) {
+                (Ok(a), Ok(b)) => same_image(&a, &b),
+                _ => false,
+            };
+            same_id
+                && main_file(dir, &image.file, layout::SHA512).is_some()
+                && image
+                    .signature
+                    .as_ref()
+                    .map_or(true, |s| dir.join(s).is_file())
+        };
+        let dir = layout.artifact_versions_dir(Kind::Image, &image.name);
+        if let Some(version) = holding(&dir, &image.version, same)? {
+            image.version = version;
+        }
+    }
+    for volume in wanted.volumes.iter_mut().filter(|v| !v.explicit) {
+        let same = |dir: &Path| {
+            let held = fs::read_to_string(dir.join(layout::SHA256)).unwrap_or_default();
+            held.trim() == volume.sha256 && main_file(dir, &volume.file, layout::SHA256).is_some()
+        };
+        let dir = layout.artifact_versions_dir(Kind::Volume, &volume.name);
+        if let Some(version) = holding(&dir, &volume.version, same)? {
+            volume.version = version;
+        }
+    }
+    Ok(Target::Publish(wanted))
+}
+
+/// The version under `dir` that `same` accepts: `preferred` when it does,
+/// else the lowest.
+fn holding(
+    dir: &Path,
+    preferred: &Version,
+    same: impl Fn(&Path) -> bool,
+) -> Result<Option<Version>, Refusal> {
+    if same(&dir.join(preferred.as_str())) {
+        return Ok(None);
+    }
+    let found = version_dirs(dir, None)?
+        .into_iter()
+        .find(|v| same(&dir.join(v)));
+    Ok(found.and_then(|v| Version::parse(&v).ok()))
+}
+
+fn published_versions(pod_dir: &Path) -> Result<Vec<String>, Refusal> {
+    version_dirs(pod_dir, Some(layout::RECORD))
 }
 
 fn published(dir: &Path, target: &Target) -> Result<Published, Refusal> {
@@ -163,4 +270,16 @@ fn held(dir: &Path, file: &str, record: &str, other: &str) -> Result<Option<Held
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
         names,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ordered_as_numbers_first_then_as_text() {
+        let mut versions = vec!["b", "10", "1.0-rc", "2", "007", "1"];
+        versions.sort_by(|a, b| version_order(a, b));
+        assert_eq!(versions, ["1", "2", "007", "10", "1.0-rc", "b"]);
+    }
 }

@@ -31,7 +31,50 @@ pub fn plan(request: &Request, target: &Target, observed: &Observed) -> Result<P
     match target {
         Target::Publish(wanted) => publish(request, wanted, observed),
         Target::Remove { layout, version } => Ok(remove(layout, version, observed)),
+        Target::Point { layout, version } => point(request, layout, version, observed),
     }
+}
+
+/// Point `tip` at a published version (with `tip: false`, nothing).
+fn point(
+    request: &Request,
+    layout: &Layout,
+    version: &Version,
+    observed: &Observed,
+) -> Result<Plan, Refusal> {
+    let version_rel = layout.version_rel(version);
+    if !observed
+        .version
+        .as_ref()
+        .is_some_and(|p| p.record.is_some())
+    {
+        let published = if observed.published.is_empty() {
+            "no version of it is published there".to_owned()
+        } else {
+            format!("its published versions: {}", observed.published.join(", "))
+        };
+        return Err(Refusal::new(format!(
+            "cannot point {}/tip at version {version}: {} is not a published version of pod {} \
+             ({published}); publish it with bundle or instructions",
+            layout::shown(&layout.pod_rel()),
+            layout::shown(&version_rel),
+            layout.pod,
+        )));
+    }
+    let mut plan = Plan {
+        tip: tip_text(observed.tip.as_ref()),
+        reused: vec![layout::shown(&version_rel)],
+        ..Plan::default()
+    };
+    if request.tip && plan.tip.as_deref() != Some(version.as_str()) {
+        plan.steps.push(Step::MoveTip {
+            pod_rel: layout.pod_rel(),
+            from: observed.tip.clone(),
+            to: version.to_string(),
+        });
+        plan.tip = Some(version.to_string());
+    }
+    Ok(plan)
 }
 
 fn tip_text(tip: Option<&PathBuf>) -> Option<String> {
@@ -116,9 +159,16 @@ fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Pl
             differences.join("; ")
         )));
     }
+    // tip follows a version as it is published (or when there is none):
+    // publishing a published version again leaves it, so a rerun of an
+    // old publish never moves it back.
     let tip = tip_text(observed.tip.as_ref());
     plan.tip = tip.clone();
-    if request.tip && tip.as_deref() != Some(wanted.version.as_str()) {
+    let publishes = observed.version.is_none();
+    if request.tip
+        && (publishes || tip.is_none())
+        && tip.as_deref() != Some(wanted.version.as_str())
+    {
         plan.steps.push(Step::MoveTip {
             pod_rel: layout.pod_rel(),
             from: observed.tip.clone(),
@@ -162,7 +212,7 @@ fn plan_images(
                 };
                 if !same {
                     differences.push(format!(
-                        "image {} version {} has id {} in the repository but the bundle has {}",
+                        "image {} version {} has id {} in the repository but the bundle has {}{}",
                         image.name,
                         image.version,
                         if held.record.is_empty() {
@@ -170,7 +220,8 @@ fn plan_images(
                         } else {
                             &held.record
                         },
-                        image.id
+                        image.id,
+                        instructed_hint(image.explicit, "images", &image.name, &image.version)
                     ));
                 } else if held.file.is_none() {
                     differences.push(format!(
@@ -205,6 +256,19 @@ fn plan_images(
     }
 }
 
+/// For an artifact whose version an instruction file sets (or that was
+/// taken from the repository at it): where to give it another.
+fn instructed_hint(explicit: bool, key: &str, name: &str, version: &Version) -> String {
+    if explicit {
+        format!(
+            " (the instruction file gives it version {version}: give the new content a version \
+             the repository does not hold in the instruction file, {key}: {{{name}: NEW}})"
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn plan_volumes(
     wanted: &Wanted,
     observed: &Observed,
@@ -229,7 +293,7 @@ fn plan_volumes(
                 if held.record != volume.sha256 {
                     differences.push(format!(
                         "volume {} version {}: sha256 differs ({} in the repository, {} in the \
-                         bundle)",
+                         bundle){}",
                         volume.name,
                         volume.version,
                         if held.record.is_empty() {
@@ -237,7 +301,8 @@ fn plan_volumes(
                         } else {
                             &held.record
                         },
-                        volume.sha256
+                        volume.sha256,
+                        instructed_hint(volume.explicit, "volumes", &volume.name, &volume.version)
                     ));
                 } else if held.file.is_none() {
                     differences.push(format!(
@@ -375,7 +440,7 @@ impl Plan {
     pub fn report(&self, target: &Target, want_diff: bool) -> Report {
         let wanted = match target {
             Target::Publish(w) => Some(w.as_ref()),
-            Target::Remove { .. } => None,
+            Target::Remove { .. } | Target::Point { .. } => None,
         };
         let layout = target.layout();
         Report {

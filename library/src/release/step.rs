@@ -87,7 +87,8 @@ impl Step {
             },
             Step::RemoveVersion { rel, .. } => format!("remove {}", rel.display()),
             Step::RemoveTip { pod_rel, was } => format!(
-                "remove {}/tip: it named version {was}, which is removed",
+                "remove {}/tip: it named version {was}, which is removed (point tip at a \
+                 published version with state=present, name and version, no bundle)",
                 pod_rel.display()
             ),
         }

@@ -20,21 +20,30 @@ use crate::records::names::{same_image, ImageId, PodName, Version};
 #[derive(Debug, Clone)]
 pub enum Target {
     Publish(Box<Wanted>),
-    Remove { layout: Layout, version: Version },
+    Remove {
+        layout: Layout,
+        version: Version,
+    },
+    /// Point `tip` at a version already published (state=present with
+    /// `name` and `version`, no bundle).
+    Point {
+        layout: Layout,
+        version: Version,
+    },
 }
 
 impl Target {
     pub fn layout(&self) -> &Layout {
         match self {
             Target::Publish(w) => &w.layout,
-            Target::Remove { layout, .. } => layout,
+            Target::Remove { layout, .. } | Target::Point { layout, .. } => layout,
         }
     }
 
     pub fn version(&self) -> &Version {
         match self {
             Target::Publish(w) => &w.version,
-            Target::Remove { version, .. } => version,
+            Target::Remove { version, .. } | Target::Point { version, .. } => version,
         }
     }
 }
@@ -91,6 +100,10 @@ pub struct ImageArtifact {
     /// The file's name in the artifact directory.
     pub file: String,
     pub signature: Option<String>,
+    /// Its version was set by an instruction file (or it was taken from
+    /// the repository at a version): kept, never settled on a version
+    /// already holding the same image.
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +112,8 @@ pub struct VolumeArtifact {
     pub version: Version,
     pub file: String,
     pub sha256: String,
+    /// Its version was set by an instruction file.
+    pub explicit: bool,
 }
 
 /// Artifact versions an instruction file sets (the rest: the pod version).
@@ -141,9 +156,21 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
         return absent_only(request, channel, label, given.as_ref());
     }
     let Some(bundle_path) = bundle_path else {
-        return Err(Refusal::new(
-            "give bundle or instructions (one of them) for state=present",
-        ));
+        return match (&request.name, &request.version) {
+            (Some(pod), Some(version)) => Ok(Target::Point {
+                layout: Layout {
+                    repo: request.repo.clone(),
+                    channel,
+                    label,
+                    pod: pod.clone(),
+                },
+                version: version.clone(),
+            }),
+            _ => Err(Refusal::new(
+                "give bundle or instructions (one of them) for state=present, or name and \
+                 version to point tip at a published version",
+            )),
+        };
     };
     let loaded = load_bundle(&bundle_path, given.as_ref(), request, &label)?;
     let bundle = &loaded.bundle;
@@ -159,12 +186,78 @@ pub fn resolve(request: &Request) -> Result<Target, Refusal> {
             layout,
         });
     }
+    let file = given.as_ref().map(|g| g.file.clone());
     let (mut versions, revisions) = given.map(|g| (g.versions, g.revisions)).unwrap_or_default();
     versions.found = loaded.found.clone();
     let mut wanted = read_bundle(bundle, layout, &versions)?;
+    if let Some(file) = file {
+        check_instructed(&file, &versions, &wanted, &bundle.pod)?;
+    }
     wanted.work = loaded.work.clone();
     wanted.revisions = revisions;
     Ok(Target::Publish(Box::new(wanted)))
+}
+
+/// Every image and volume an instruction file gives a version for must be
+/// one the pod stores (an image file, a volume archive): a misspelt name
+/// would otherwise be ignored.
+fn check_instructed(
+    file: &Path,
+    versions: &Versions,
+    wanted: &Wanted,
+    pod: &crate::bundle::Pod,
+) -> Result<(), Refusal> {
+    let listed = |names: Vec<&str>, what: &str| {
+        if names.is_empty() {
+            format!("it has no {what}")
+        } else {
+            format!("its {what}: {}", names.join(", "))
+        }
+    };
+    let images: Vec<&str> = wanted.images.iter().map(|i| i.name.as_str()).collect();
+    let volumes: Vec<&str> = wanted.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut problems = Vec::new();
+    for name in versions.images.keys() {
+        if !images.contains(&name.as_str()) {
+            problems.push(format!(
+                "images.{name}: pod {} has no image of that name ({})",
+                pod.name,
+                listed(images.clone(), "images")
+            ));
+        }
+    }
+    for name in versions.volumes.keys() {
+        if volumes.contains(&name.as_str()) {
+            continue;
+        }
+        let without_archive = pod.volumes.iter().any(|v| v.name == *name);
+        problems.push(format!(
+            "volumes.{name}: pod {} has no volume of that name{} ({})",
+            pod.name,
+            if without_archive {
+                " with an archive to store"
+            } else {
+                ""
+            },
+            listed(
+                volumes.clone(),
+                if pod.volumes.len() == volumes.len() {
+                    "volumes"
+                } else {
+                    "volumes with an archive"
+                }
+            )
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::new(format!(
+            "{}: {}",
+            file.display(),
+            problems.join("; ")
+        )))
+    }
 }
 
 /// state=absent named by `name` and `version` (or an instruction file
@@ -321,17 +414,15 @@ pub fn read_bundle(
             continue;
         };
         let index = wanted.volumes.len();
-        let version = versions
-            .volumes
-            .get(&volume.name)
-            .unwrap_or(&pod.version)
-            .clone();
+        let instructed = versions.volumes.get(&volume.name);
+        let version = instructed.unwrap_or(&pod.version).clone();
         let file = wanted.add_file(bundle, &written, path, Role::Volume(index))?;
         wanted.volumes.push(VolumeArtifact {
             name: volume.name.clone(),
             version,
             file: file_name(path),
             sha256: file.sha256,
+            explicit: instructed.is_some(),
         });
     }
     Ok(wanted)
@@ -424,11 +515,8 @@ fn identify_image(
             "image {shown}: its name {name:?} cannot name a directory: {e}"
         ))
     })?;
-    let version = found
-        .map(|(_, v)| v)
-        .or_else(|| versions.images.get(&name))
-        .unwrap_or(&bundle.pod.version)
-        .clone();
+    let set = found.map(|(_, v)| v).or_else(|| versions.images.get(&name));
+    let version = set.unwrap_or(&bundle.pod.version).clone();
     Ok(ImageArtifact {
         name,
         version,
@@ -436,5 +524,6 @@ fn identify_image(
         format,
         file: file_name(path),
         signature: None,
+        explicit: set.is_some(),
     })
 }

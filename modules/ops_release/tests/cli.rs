@@ -246,6 +246,8 @@ fn a_new_version_moves_tip_and_a_label_goes_into_every_path() {
         "b2",
         &Content {
             version: "2",
+            app: "hello 2",
+            volume: "static 2",
             unit: "[Service]\nExecStart=/bin/false\n",
             ..V1
         },
@@ -284,6 +286,188 @@ fn a_new_version_moves_tip_and_a_label_goes_into_every_path() {
     let third = f.publish(&b3, json!({"label": "web/shop", "tip": false}));
     assert_eq!(third["tip"], json!("2"), "{third}");
     assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("2"));
+}
+
+#[test]
+fn publishing_an_old_version_again_leaves_tip_and_name_with_version_points_it() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    assert_eq!(f.publish(&b1, json!({}))["tip"], json!("1"));
+    assert_eq!(f.publish(&b2, json!({}))["tip"], json!("2"));
+    let tip = f.repo.join("channels/stable/shop/tip");
+    let before = f.listing();
+    // Rerunning the publish of version 1 (check mode or not) keeps tip at 2.
+    for check_mode in [true, false] {
+        let again = f.publish(&b1, json!({"_ansible_check_mode": check_mode}));
+        assert_eq!(again["changed"], json!(false), "{again}");
+        assert_eq!(again["tip"], json!("2"));
+        assert_eq!(again["actions"], json!([]));
+        let msg = again["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("is published as requested; tip names 2"),
+            "{msg}"
+        );
+    }
+    assert_eq!(f.listing(), before);
+    // name + version, no bundle: tip is pointed at a published version.
+    let point = |version: &str, extra: Value| {
+        let mut args =
+            json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": version});
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        run(&args)
+    };
+    let back = point("1", json!({}));
+    assert_eq!(back["changed"], json!(true), "{back}");
+    assert_eq!(back["tip"], json!("1"));
+    assert_eq!(back["reused"], json!(["channels/stable/shop/1"]));
+    assert_eq!(
+        back["actions"],
+        json!(["move channels/stable/shop/tip from 2 to 1"])
+    );
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("1"));
+    assert_eq!(point("1", json!({}))["changed"], json!(false));
+    // With tip: false, nothing is done.
+    let nothing = point("2", json!({"tip": false}));
+    assert_eq!(nothing["changed"], json!(false), "{nothing}");
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("1"));
+    // Publishing version 2 again does not move tip forward either.
+    assert_eq!(f.publish(&b2, json!({}))["tip"], json!("1"));
+    // A version that is not published is refused, listing those that are.
+    let missing = point("10", json!({}));
+    assert_eq!(missing["failed"], json!(true), "{missing}");
+    insta::assert_snapshot!(missing["msg"].as_str().unwrap());
+    // Removing the version tip names removes tip; the next publish of a
+    // published version points it again (the channel has no tip).
+    let absent = point("1", json!({"state": "absent"}));
+    assert_eq!(absent["tip"], json!(null), "{absent}");
+    let again = f.publish(&b2, json!({}));
+    assert_eq!(again["changed"], json!(true), "{again}");
+    assert_eq!(
+        again["actions"],
+        json!(["point channels/stable/shop/tip at 2"])
+    );
+    assert_eq!(fs::read_link(&tip).unwrap(), Path::new("2"));
+}
+
+#[test]
+fn each_image_and_volume_is_stored_once() {
+    let f = fixture();
+    let version = |n: &'static str, app: &'static str| {
+        let b = f.bundle(
+            &format!("b{n}"),
+            &Content {
+                version: n,
+                app,
+                ..V1
+            },
+        );
+        (b, f.repo.join("channels/stable/shop").join(n))
+    };
+    let (b1, _) = version("1", "hello 1");
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    // Version 2 has the same image and volume: it links to version 1's.
+    let (b2, v2) = version("2", "hello 1");
+    let second = f.publish(&b2, json!({}));
+    assert_eq!(
+        second["added"],
+        json!(["channels/stable/shop/2"]),
+        "{second}"
+    );
+    assert_eq!(
+        second["reused"],
+        json!(["images/app/1", "volumes/static/1"])
+    );
+    assert_eq!(
+        fs::read_link(v2.join("app.aci")).unwrap(),
+        Path::new("../../../../images/app/1/app.aci")
+    );
+    assert_eq!(
+        fs::read_link(v2.join("static.tar")).unwrap(),
+        Path::new("../../../../volumes/static/1/static.tar")
+    );
+    assert!(!f.repo.join("images/app/2").exists());
+    assert!(!f.repo.join("volumes/static/2").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(v2.join("release.json")).unwrap()).unwrap();
+    assert_eq!(record["images"][0]["version"], json!("1"));
+    assert_eq!(record["volumes"][0]["version"], json!("1"));
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // A new image is stored under the pod version; version 10 has the
+    // same one as 3 and links to it (the lowest version holding it).
+    let (b3, _) = version("3", "hello 3");
+    let third = f.publish(&b3, json!({}));
+    assert_eq!(
+        third["added"],
+        json!(["images/app/3", "channels/stable/shop/3"]),
+        "{third}"
+    );
+    let (b10, _) = version("10", "hello 3");
+    let tenth = f.publish(&b10, json!({}));
+    assert_eq!(
+        tenth["reused"],
+        json!(["images/app/3", "volumes/static/1"]),
+        "{tenth}"
+    );
+    // The pod version's own directory is used when it holds the same
+    // content (a repository written before images were stored once).
+    fs::create_dir_all(f.repo.join("images/app/4")).unwrap();
+    for name in ["app.aci", "id", "sha512"] {
+        fs::copy(
+            f.repo.join("images/app/1").join(name),
+            f.repo.join("images/app/4").join(name),
+        )
+        .unwrap();
+    }
+    let (b4, _) = version("4", "hello 1");
+    let fourth = f.publish(&b4, json!({}));
+    assert_eq!(
+        fourth["reused"],
+        json!(["images/app/4", "volumes/static/1"]),
+        "{fourth}"
+    );
+    // A version an instruction file sets is used as it is.
+    let (b5, v5) = version("5", "hello 1");
+    let file = instructions(
+        &f,
+        "5",
+        &format!("bundle: {}\nimages: {{app: 5}}\n", b5.display()),
+    );
+    let fifth = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(
+        fifth["added"],
+        json!(["images/app/5", "channels/beta/shop/5"]),
+        "{fifth}"
+    );
+    assert_eq!(fifth["reused"], json!(["volumes/static/1"]));
+    assert!(f.repo.join("images/app/5/app.aci").is_file());
+    assert!(!v5.exists(), "published in channel beta");
+    // An instructed bundle without the image file, no version instructed:
+    // the lowest version holding its id is taken.
+    let b6 = f.bundle(
+        "b6",
+        &Content {
+            version: "6",
+            without_image: true,
+            ..V1
+        },
+    );
+    let file = instructions(&f, "6", &format!("bundle: {}\n", b6.display()));
+    let sixth = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(
+        sixth["reused"],
+        json!(["images/app/1", "volumes/static/1"]),
+        "{sixth}"
+    );
 }
 
 #[test]
@@ -430,42 +614,100 @@ fn an_instruction_file_gives_its_metadata_by_its_path_and_takes_artifacts_from_t
 #[test]
 fn a_volume_or_image_neither_bundle_nor_repository_holds_is_an_error() {
     let f = fixture();
+    let refused = |name: &str, content: &Content, text: &str| {
+        let b = f.bundle(name, content);
+        let file = instructions(
+            &f,
+            content.version,
+            &format!("bundle: {}\n{text}", b.display()),
+        );
+        let result = run(&json!({"repo": f.repo, "instructions": file}));
+        assert_eq!(result["failed"], json!(true), "{result}");
+        result["msg"].as_str().unwrap().to_owned()
+    };
+    let no_volume = Content {
+        without_volume: true,
+        ..V1
+    };
+    let no_image = Content {
+        without_image: true,
+        ..V1
+    };
+    let mut messages = vec![
+        refused("b", &no_volume, "volumes: {static: 9}\n"),
+        refused("c", &no_image, ""),
+    ];
+    assert!(!f.repo.join("images").exists());
+    // With versions 1 of the image and volume in the repository: the
+    // messages list the versions held, and which holds the image.
+    assert_eq!(
+        f.publish(&f.bundle("v1", &V1), json!({}))["changed"],
+        json!(true)
+    );
+    messages.push(refused("d", &no_volume, "volumes: {static: 9}\n"));
+    let no_image = Content {
+        version: "2",
+        ..no_image
+    };
+    messages.push(refused("e", &no_image, "images: {app: 9}\n"));
+    let other = Content {
+        app: "hello 2",
+        ..no_image
+    };
+    messages.push(refused("g", &other, "images: {app: 2}\n"));
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn other_content_under_an_instructed_version_is_refused_suggesting_another_version() {
+    let f = fixture();
+    assert_eq!(
+        f.publish(&f.bundle("v1", &V1), json!({}))["changed"],
+        json!(true)
+    );
     let b = f.bundle(
-        "b",
+        "b2",
         &Content {
-            without_volume: true,
+            version: "2",
+            app: "hello 2",
             ..V1
         },
     );
     let file = instructions(
         &f,
-        "1",
-        &format!("bundle: {}\nvolumes: {{static: 9}}\n", b.display()),
+        "2",
+        &format!("bundle: {}\nimages: {{app: 1}}\n", b.display()),
     );
-    let volume = run(&json!({"repo": f.repo, "instructions": file}));
-    assert_eq!(volume["failed"], json!(true), "{volume}");
-    let msg = volume["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("volume static version 9 is neither in the bundle"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("the release tool cannot create volumes"),
-        "{msg}"
-    );
+    let result = run(&json!({"repo": f.repo, "instructions": file}));
+    assert_eq!(result["failed"], json!(true), "{result}");
+    insta::assert_snapshot!(result["msg"].as_str().unwrap());
+}
 
-    let b = f.bundle(
-        "c",
-        &Content {
-            without_image: true,
-            ..V1
-        },
+#[test]
+fn an_instructed_image_or_volume_the_pod_does_not_have_is_refused() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let file = instructions(
+        &f,
+        "1",
+        &format!(
+            "bundle: {}\nimages: {{app: 1, ap: 1}}\nvolumes: {{nosuch: 1}}\n",
+            b.display()
+        ),
     );
-    let file = instructions(&f, "1", &format!("bundle: {}\n", b.display()));
-    let image = run(&json!({"repo": f.repo, "instructions": file}));
-    assert_eq!(image["failed"], json!(true), "{image}");
-    let msg = image["msg"].as_str().unwrap();
-    assert!(msg.contains("building images is out of scope"), "{msg}");
+    for check_mode in [true, false] {
+        let refused =
+            run(&json!({"repo": f.repo, "instructions": file, "_ansible_check_mode": check_mode}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        assert_eq!(
+            refused["msg"],
+            json!(format!(
+                "{}: images.ap: pod shop has no image of that name (its images: app); \
+                 volumes.nosuch: pod shop has no volume of that name (its volumes: static)",
+                file.display()
+            ))
+        );
+    }
     assert!(!f.repo.join("images").exists());
 }
 
@@ -481,7 +723,8 @@ fn absent_removes_the_version_and_the_tip_naming_it_and_leaves_artifacts() {
         removed["actions"],
         json!([
             "remove channels/stable/shop/1",
-            "remove channels/stable/shop/tip: it named version 1, which is removed"
+            "remove channels/stable/shop/tip: it named version 1, which is removed (point tip \
+             at a published version with state=present, name and version, no bundle)"
         ])
     );
     assert_eq!(removed["tip"], json!(null));
@@ -508,6 +751,7 @@ fn bad_options_are_refused_in_one_message() {
         json!({"repo": "relative", "bundle": "/b", "channel": "Stable", "label": "web//shop"}),
         json!({"repo": f.repo, "state": "absent", "name": "shop"}),
         json!({"repo": f.repo, "bundle": "/b", "channel": "stable", "state": "gone"}),
+        json!({"repo": f.repo, "bundle": "/b", "channel": "stable", "label": "Demo"}),
     ]
     .iter()
     .map(|args| {

@@ -1,6 +1,8 @@
 //! An instructed bundle whose pod.json names image or volume files the
 //! bundle does not carry: those are taken from the repository, at the
-//! instructed version (default: the pod version).
+//! instructed version (default: the pod version; for an image no
+//! instruction names, else the lowest version holding its id, as images
+//! are stored once).
 //!
 //! The bundle is loaded as it is first. When the only problems are image
 //! or volume files missing from it, a copy of the bundle is assembled in a
@@ -22,6 +24,7 @@ use crate::bundle::{self, Bundle, BundleError, Problem};
 use crate::outcome::Refusal;
 use crate::records::names::{same_image, ImageId, PodName, Version};
 use crate::release::layout::{self, Kind, Label, Layout};
+use crate::release::observe::version_dirs;
 
 /// A loaded bundle, and the assembled copy it lives in (kept while it is
 /// read).
@@ -251,11 +254,39 @@ impl<'a> Finder<'a> {
         main_file(&dir, path, layout::SHA256).ok_or_else(|| {
             Refusal::new(format!(
                 "volume {name} version {version} is neither in the bundle ({path}) nor in the \
-                 repository ({}): the release tool cannot create volumes; put its archive in the \
-                 bundle, or instruct a version the repository holds",
-                layout::shown(&rel)
+                 repository ({}); {}: the release tool cannot create volumes; put its archive in \
+                 the bundle, or instruct a version the repository holds (volumes: {{{name}: \
+                 VERSION}})",
+                layout::shown(&rel),
+                self.held(Kind::Volume, name, "volume")
             ))
         })
+    }
+
+    /// The versions of an artifact the repository holds, in words.
+    fn held(&self, kind: Kind, name: &str, what: &str) -> String {
+        let dir = self.layout.artifact_versions_dir(kind, name);
+        let rel = dir.strip_prefix(&self.layout.repo).unwrap_or(&dir);
+        match version_dirs(&dir, None).unwrap_or_default().as_slice() {
+            [] => format!("the repository holds no version of {what} {name}"),
+            versions => format!(
+                "the repository holds {what} {name} at version{} {} ({})",
+                if versions.len() == 1 { "" } else { "s" },
+                versions.join(", "),
+                rel.display()
+            ),
+        }
+    }
+
+    /// The versions of image `name` holding `id`.
+    fn holding(&self, name: &str, id: &ImageId) -> Vec<String> {
+        let dir = self.layout.artifact_versions_dir(Kind::Image, name);
+        let mut versions = version_dirs(&dir, None).unwrap_or_default();
+        versions.retain(|v| {
+            let held = fs::read_to_string(dir.join(v).join(layout::ID)).unwrap_or_default();
+            ImageId::parse(held.trim()).is_ok_and(|held| same_image(id, &held))
+        });
+        versions
     }
 
     /// The repository's image with `id`: at an instructed version, or at
@@ -282,9 +313,25 @@ impl<'a> Finder<'a> {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        for entry in fs::read_dir(&names_dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            candidates.push((name, self.pod_version.clone()));
+        let mut names: Vec<String> = fs::read_dir(&names_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
+            candidates.push((name.clone(), self.pod_version.clone()));
+        }
+        // Stored once: an image no instruction file names may be held at
+        // an earlier version only (the lowest holding it is taken).
+        for name in names
+            .iter()
+            .filter(|n| !self.given.versions.images.contains_key(*n))
+        {
+            if let Some(version) = self.holding(name, id).first() {
+                candidates.extend(Version::parse(version).map(|v| (name.clone(), v)));
+            }
         }
         for (name, version) in candidates {
             let dir = self.layout.artifact_dir(Kind::Image, &name, &version);
@@ -296,16 +343,38 @@ impl<'a> Finder<'a> {
                 }
             }
         }
-        Err(Refusal::new(format!(
-            "image {id} ({path}) is neither in the bundle nor in the repository (at an instructed \
-             version or version {} under {}): building images is out of scope for ops_release; \
-             build it and put it in the bundle",
-            self.pod_version,
-            names_dir
-                .strip_prefix(&self.layout.repo)
-                .unwrap_or(&names_dir)
-                .display()
-        )))
+        Err(self.no_image(id, path))
+    }
+
+    /// An image neither the bundle nor the repository holds, named (its
+    /// file's name, or the one image the instruction file names) with its
+    /// version and the versions the repository holds of it.
+    fn no_image(&self, id: &ImageId, path: &str) -> Refusal {
+        let instructed = &self.given.versions.images;
+        let stem = Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match instructed.keys().collect::<Vec<_>>().as_slice() {
+            [only] if !instructed.contains_key(&stem) => (*only).clone(),
+            _ => stem,
+        };
+        let version = instructed.get(&name).unwrap_or(&self.pod_version);
+        let holding = self.holding(&name, id);
+        let dir = self.layout.artifact_versions_dir(Kind::Image, &name);
+        let hint = match holding.first() {
+            Some(v) => {
+                format!("; version {v} holds this image: instruct it (images: {{{name}: {v}}})")
+            }
+            None if dir.is_dir() => ", none with this id".to_owned(),
+            None => String::new(),
+        };
+        Refusal::new(format!(
+            "image {name} version {version} ({path}, id {id}) is neither in the bundle nor in \
+             the repository; {}{hint}. Building images is out of scope for ops_release: build it \
+             and put it in the bundle, or instruct a version the repository holds with this id",
+            self.held(Kind::Image, &name, "image")
+        ))
     }
 }
 
