@@ -197,10 +197,12 @@ def tampered_repository_refused():
     says("1")
     bundle("2")
     publish("2")
-    bundle("3", variant="3")
+    bundle("3", conf="state.tar.gz", variant="3")  # its own volume: not the one tampered with
     publish("3")
-    volumes = repo() / "volumes" / LABEL / "conf"
-    shutil.copy(FIXTURES / INDEX["state.tar.gz"]["file"], volumes / "2" / "conf.tar.gz")
+    # Version 2's volume is stored once, with version 1's: tamper with the
+    # archive its link leads to.
+    archive = (repo() / "channels" / CHANNEL / LABEL / "shop" / "2" / "conf.tar.gz").resolve()
+    shutil.copy(FIXTURES / INDEX["state.tar.gz"]["file"], archive)
     images = repo() / "images" / LABEL
     (image3,) = [p for p in images.rglob("*.aci") if p.parent.name == "3"]
     # Another valid image: the plain busybox ACI, not version 3's id.
