@@ -8,7 +8,8 @@
 //! volumes/LABEL/VOLUME/VERSION/FILE       (+ `sha256`)
 //! channels/CHANNEL/LABEL/POD/VERSION/     pod.json, release.json, unit files,
 //!                                         relative links to images and volumes
-//! channels/CHANNEL/LABEL/POD/tip          a link to the latest VERSION
+//! channels/CHANNEL/LABEL/POD/tip          a link to the VERSION most recently
+//!                                         published (or pointed at)
 //! ```
 
 use std::collections::BTreeMap;
