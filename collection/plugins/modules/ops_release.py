@@ -59,6 +59,18 @@ description:
     repository (C(pod.json), a unit file, an image with another id, a
     volume archive with another sha256) is refused, naming each
     difference, and nothing is written.
+  - "O(state=absent) removes only a directory whose C(release.json) names
+    that pod, version, channel and label (and only such a version can be
+    pointed at): a label path has no fixed depth, so
+    C(channels/stable/web/shop) may be pod C(shop) under label C(web)
+    rather than version C(shop) of pod C(web). Anything else is reported
+    as not published (C(changed=false)) and left alone."
+  - "A publish that would write inside a published directory, or in its
+    place, is refused before anything is written, naming each such
+    directory: a pod directory (or a label directory above it) holding a
+    C(release.json), a version directory holding another pod's versions,
+    an image or volume name directory (or a label directory above it)
+    holding an C(id) or C(sha256)."
   - Every image, volume and pod version directory is built whole in a
     temporary directory beside its place, each file synced, then renamed
     into place. A reader sees it complete or not at all. C(tip) is moved by

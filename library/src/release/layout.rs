@@ -120,6 +120,21 @@ impl Layout {
         self.pod_dir().join(TIP)
     }
 
+    /// Whether `record` (a release.json's bytes) is that of `version` of
+    /// this pod, channel and label: only then is its directory a
+    /// published version of it (labels have no fixed depth, so the same
+    /// path can be another pod's directory or version).
+    pub fn records(&self, record: &[u8], version: &Version) -> bool {
+        let Ok(record) = serde_json::from_slice::<crate::records::release::ReleaseRecord>(record)
+        else {
+            return false;
+        };
+        record.pod == self.pod
+            && record.version == *version
+            && record.channel == self.channel.as_str()
+            && record.label.unwrap_or_default() == self.label
+    }
+
     /// The relative symlink target, from `file` (a path relative to a
     /// version directory) to `artifact` (relative to the repository).
     pub fn link_target(&self, file: &Path, artifact: &Path) -> PathBuf {

@@ -35,6 +35,16 @@ pub fn plan(request: &Request, target: &Target, observed: &Observed) -> Result<P
     }
 }
 
+/// Whether `observed` holds `version` of `layout`'s pod: its directory's
+/// release.json names that pod, version, channel and label.
+fn is_published(layout: &Layout, version: &Version, observed: &Observed) -> bool {
+    observed
+        .version
+        .as_ref()
+        .and_then(|p| p.record.as_deref())
+        .is_some_and(|record| layout.records(record, version))
+}
+
 /// Point `tip` at a published version (with `tip: false`, nothing).
 fn point(
     request: &Request,
@@ -43,11 +53,7 @@ fn point(
     observed: &Observed,
 ) -> Result<Plan, Refusal> {
     let version_rel = layout.version_rel(version);
-    if !observed
-        .version
-        .as_ref()
-        .is_some_and(|p| p.record.is_some())
-    {
+    if !is_published(layout, version, observed) {
         let published = if observed.published.is_empty() {
             "no version of it is published there".to_owned()
         } else {
@@ -86,7 +92,13 @@ fn remove(layout: &Layout, version: &Version, observed: &Observed) -> Plan {
         tip: tip_text(observed.tip.as_ref()),
         ..Plan::default()
     };
-    let Some(published) = &observed.version else {
+    // Only a directory whose release.json names this version of this pod
+    // is taken out: the same path may be another pod's directory.
+    let Some(published) = observed
+        .version
+        .as_ref()
+        .filter(|_| is_published(layout, version, observed))
+    else {
         return plan;
     };
     let record = published
@@ -112,6 +124,7 @@ fn remove(layout: &Layout, version: &Version, observed: &Observed) -> Plan {
 type Links = Vec<(PathBuf, PathBuf)>;
 
 fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Plan, Refusal> {
+    refuse_nested(wanted, observed)?;
     let mut plan = Plan::default();
     let mut differences = Vec::new();
     let mut artifacts: Links = Vec::new();
@@ -177,6 +190,37 @@ fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Pl
         plan.tip = Some(wanted.version.to_string());
     }
     Ok(plan)
+}
+
+/// Refuse a publish that would write inside a published directory, or in
+/// its place: labels have no fixed depth, so `channels/stable/web/shop`
+/// is pod `shop` under label `web` or version `shop` of pod `web`.
+fn refuse_nested(wanted: &Wanted, observed: &Observed) -> Result<(), Refusal> {
+    if observed.nested.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<String> = observed
+        .nested
+        .iter()
+        .map(|n| {
+            let wanted = layout::shown(&n.wanted);
+            if n.found == n.wanted {
+                format!("{wanted} is already {}", n.what)
+            } else {
+                let found = layout::shown(&n.found);
+                format!("{wanted} would be inside {found}, {}", n.what)
+            }
+        })
+        .collect();
+    let layout = &wanted.layout;
+    Err(Refusal::new(format!(
+        "cannot publish pod {} version {} in {}: {}. A label path has no fixed depth, so one path \
+         can name another pod's directory or version: publish under another label or name",
+        layout.pod,
+        wanted.version,
+        layout::shown(&layout.pod_rel()),
+        found.join("; ")
+    )))
 }
 
 /// The file of an artifact: its own name when new, the repository's when

@@ -967,3 +967,106 @@ fn what_a_killed_run_left_beside_its_places_is_swept_by_the_rerun() {
     assert_eq!(f.listing(), clean, "the rerun converges with no leftovers");
     assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
 }
+
+#[test]
+fn absent_removes_only_a_directory_whose_release_json_names_the_version() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    let web = json!({"label": "web"});
+    assert_eq!(f.publish(&b1, web.clone())["changed"], json!(true));
+    assert_eq!(f.publish(&b2, web)["changed"], json!(true));
+    let before = f.listing();
+    // channels/stable/web/shop is pod shop's directory (label web), not
+    // version shop of a pod web.
+    for check_mode in [true, false] {
+        let args = json!({"repo": f.repo, "channel": "stable", "name": "web", "version": "shop",
+            "state": "absent", "_ansible_check_mode": check_mode, "_ansible_diff": true});
+        let result = run(&args);
+        assert_eq!(result["changed"], json!(false), "{result}");
+        assert_eq!(result["actions"], json!([]));
+        let msg = result["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("is not a published version of the pod"),
+            "{msg}"
+        );
+    }
+    // A version directory whose release.json names another pod, version,
+    // channel or label is not taken out either.
+    let shop = f.repo.join("channels/stable/web/shop");
+    fs::create_dir_all(f.repo.join("channels/stable/web/other")).unwrap();
+    let copy = f.repo.join("channels/stable/web/other/1");
+    fs::create_dir(&copy).unwrap();
+    fs::copy(shop.join("1/release.json"), copy.join("release.json")).unwrap();
+    let other = json!({"repo": f.repo, "channel": "stable", "label": "web", "name": "other",
+        "version": "1", "state": "absent"});
+    assert_eq!(run(&other)["changed"], json!(false));
+    fs::remove_dir_all(f.repo.join("channels/stable/web/other")).unwrap();
+    assert_eq!(f.listing(), before, "nothing was removed");
+    // The version itself is.
+    let args = json!({"repo": f.repo, "channel": "stable", "label": "web", "name": "shop",
+        "version": "1", "state": "absent"});
+    assert_eq!(run(&args)["changed"], json!(true));
+    assert!(!shop.join("1").exists());
+    assert!(shop.join("2/release.json").is_file());
+}
+
+#[test]
+fn a_publish_inside_or_in_the_place_of_a_published_directory_is_refused() {
+    let f = fixture();
+    // Pod web version shop (no label), then pod shop under label web: its
+    // directory would be web's version shop.
+    let web = f.root.join("web");
+    bundle(&web, &V1);
+    let manifest = fs::read_to_string(web.join("pod.json")).unwrap();
+    let manifest = manifest
+        .replace("\"name\": \"shop\"", "\"name\": \"web\"")
+        .replace("\"version\": \"1\"", "\"version\": \"shop\"");
+    fs::write(web.join("pod.json"), manifest).unwrap();
+    assert_eq!(f.publish(&web, json!({}))["changed"], json!(true));
+    let b1 = f.bundle("b1", &V1);
+    let before = f.listing();
+    let refused = f.publish(&b1, json!({"label": "web"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    let mut messages = vec![refused["msg"].clone()];
+    assert_eq!(f.listing(), before, "nothing was written");
+    // Pod shop under label web first, then pod web version shop: its
+    // version directory would be shop's directory of versions.
+    let g = fixture();
+    assert_eq!(
+        g.publish(&b1, json!({"label": "web"}))["changed"],
+        json!(true)
+    );
+    let before = g.listing();
+    let refused = run(&json!({"repo": g.repo, "bundle": web, "channel": "stable"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    messages.push(refused["msg"].clone());
+    // Pod 1 under label web/shop: inside shop's published version 1, and
+    // its image app would go inside images/web/shop, version shop of an
+    // image web.
+    let one = g.root.join("one");
+    bundle(&one, &V1);
+    let manifest = fs::read_to_string(one.join("pod.json"))
+        .unwrap()
+        .replace("\"name\": \"shop\"", "\"name\": \"1\"")
+        .replace("\"version\": \"1\"", "\"version\": \"7\"");
+    fs::write(one.join("pod.json"), manifest).unwrap();
+    fs::create_dir_all(g.repo.join("images/web/shop")).unwrap();
+    fs::write(g.repo.join("images/web/shop/id"), "sha512-00\n").unwrap();
+    let before_one = g.listing();
+    let refused = run(&json!({"repo": g.repo, "bundle": one, "channel": "stable",
+        "label": "web/shop"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    messages.push(refused["msg"].clone());
+    assert_eq!(g.listing(), before_one, "nothing was written");
+    fs::remove_dir_all(g.repo.join("images/web/shop")).unwrap();
+    assert_eq!(g.listing(), before);
+    insta::assert_json_snapshot!(messages);
+}
