@@ -76,6 +76,15 @@ description:
     into place. A reader sees it complete or not at all. C(tip) is moved by
     a new link renamed over the old one. If a step fails, the steps done
     are undone.
+  - "A run that adds a version and moves C(tip) to it first writes an
+    intent record, C(channels/<channel>/<label>/<pod>/.tip-intent) holding
+    the version (a hidden name, never read as a version), then renames the
+    version into place, moves C(tip) and removes the record. If the run is
+    killed in between, the next run on that pod finishes the move: C(tip)
+    is moved to the version the record names when it is published (unless
+    that run takes the version out) and the record removed; a record naming
+    a version that never got into place is removed alone. Both are
+    reported in RV(actions). Check mode writes no record."
   - "A release instruction file (O(instructions)) is YAML with the keys
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
     absolute or relative to the file), C(images) and C(volumes) (versions

@@ -22,6 +22,10 @@ pub const ID: &str = "id";
 pub const SHA512: &str = "sha512";
 /// The sha256 file of a volume version directory.
 pub const SHA256: &str = "sha256";
+/// The intent record in a pod directory: the version a run that adds it
+/// is about to point `tip` at, written before the version is renamed into
+/// place and removed once `tip` names it. A `.`-name: never a version.
+pub const INTENT: &str = ".tip-intent";
 
 /// A name or label as messages show it.
 pub trait Shown {
@@ -118,6 +122,10 @@ impl Layout {
 
     pub fn tip(&self) -> PathBuf {
         self.pod_dir().join(TIP)
+    }
+
+    pub fn intent(&self) -> PathBuf {
+        self.pod_dir().join(INTENT)
     }
 
     /// Whether `record` (a release.json's bytes) is that of `version` of

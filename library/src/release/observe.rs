@@ -29,9 +29,22 @@ pub struct Observed {
     /// The pod's published versions, in [`version_order`] (read only to
     /// point `tip`).
     pub published: Vec<String>,
+    /// The pod directory's intent record, when there is one.
+    pub intent: Option<Intent>,
     /// Published directories where a publish would write inside them or
     /// in their place (labels have no fixed depth).
     pub nested: Vec<Nested>,
+}
+
+/// A pod directory's intent record ([`layout::INTENT`]): a run that
+/// added a version was to point `tip` at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// The version it names, as written (trimmed).
+    pub version: String,
+    /// Whether that version of the pod is published (its release.json
+    /// names it).
+    pub published: bool,
 }
 
 /// A published directory in the way of a publish.
@@ -94,6 +107,7 @@ pub fn observe(target: &Target) -> Result<Observed, Refusal> {
     };
     let mut observed = Observed {
         tip,
+        intent: intent(layout)?,
         ..Observed::default()
     };
     match fs::symlink_metadata(&dir) {
@@ -212,6 +226,29 @@ fn holding(
         .into_iter()
         .find(|v| same(&dir.join(v)));
     Ok(found.and_then(|v| Version::parse(&v).ok()))
+}
+
+/// The pod directory's intent record, and whether the version it names
+/// is published.
+fn intent(layout: &layout::Layout) -> Result<Option<Intent>, Refusal> {
+    let path = layout.intent();
+    let text = match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(&path, e)),
+        Ok(meta) if !meta.is_file() => String::new(),
+        Ok(_) => {
+            let bytes = crate::atomic::read_regular(&path, 256).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).trim().to_owned()
+        }
+    };
+    let published = Version::parse(&text).is_ok_and(|version| {
+        fs::read(layout.version_dir(&version).join(layout::RECORD))
+            .is_ok_and(|record| layout.records(&record, &version))
+    });
+    Ok(Some(Intent {
+        version: text,
+        published,
+    }))
 }
 
 /// Published directories a publish of `wanted` would write inside of, or

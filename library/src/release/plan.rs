@@ -26,13 +26,64 @@ pub struct Plan {
     pub tip: Option<String>,
 }
 
-/// Plan `target` against `observed`.
+/// Plan `target` against `observed`: first what an earlier run's intent
+/// record leaves to do ([`pending`]), then the request.
 pub fn plan(request: &Request, target: &Target, observed: &Observed) -> Result<Plan, Refusal> {
-    match target {
+    let (mut steps, observed) = pending(target, observed);
+    let observed = &observed;
+    let mut plan = match target {
         Target::Publish(wanted) => publish(request, wanted, observed),
         Target::Remove { layout, version } => Ok(remove(layout, version, observed)),
         Target::Point { layout, version } => point(request, layout, version, observed),
-    }
+    }?;
+    steps.append(&mut plan.steps);
+    plan.steps = steps;
+    Ok(plan)
+}
+
+/// What an intent record left by an earlier run asks, and the repository
+/// as it is after it. A run that adds a version and moves `tip` to it
+/// writes the record before the version is renamed into place and
+/// removes it once `tip` names it; a record still there means that run
+/// was cut short. When the version it names is published, `tip` is moved
+/// to it (unless this run takes that version out) and the record
+/// removed; when not, the record is removed alone.
+fn pending(target: &Target, observed: &Observed) -> (Vec<Step>, Observed) {
+    let mut after = observed.clone();
+    let Some(intent) = after.intent.take() else {
+        return (Vec::new(), after);
+    };
+    let layout = target.layout();
+    let pod_rel = layout.pod_rel();
+    let version = intent.version.clone();
+    let removed = matches!(target, Target::Remove { version: v, .. } if v.as_str() == version);
+    let mut steps = Vec::new();
+    let why = if !intent.published {
+        format!(
+            "version {version:?} is not published (the run that was to publish it stopped \
+             before it was in place)"
+        )
+    } else if removed {
+        format!("version {version} is taken out")
+    } else if tip_text(observed.tip.as_ref()).as_deref() == Some(version.as_str()) {
+        format!("tip names version {version} (the run that published it stopped after tip moved)")
+    } else {
+        steps.push(Step::MoveTip {
+            pod_rel: pod_rel.clone(),
+            from: observed.tip.clone(),
+            to: version.clone(),
+        });
+        after.tip = Some(PathBuf::from(&version));
+        format!(
+            "the run that published version {version} stopped before tip moved; tip is moved now"
+        )
+    };
+    steps.push(Step::ClearIntent {
+        pod_rel,
+        version,
+        why: Some(why),
+    });
+    (steps, after)
 }
 
 /// Whether `observed` holds `version` of `layout`'s pod: its directory's
@@ -188,8 +239,36 @@ fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Pl
             to: wanted.version.to_string(),
         });
         plan.tip = Some(wanted.version.to_string());
+        if publishes {
+            record_intent(&mut plan.steps, &layout.pod_rel(), &wanted.version);
+        }
     }
     Ok(plan)
+}
+
+/// Around a version added and `tip` moved to it: the intent record
+/// written before the version is renamed into place, removed after `tip`
+/// moved, so that a rerun after a run cut short between the two finishes
+/// moving `tip` ([`pending`]).
+fn record_intent(steps: &mut Vec<Step>, pod_rel: &Path, version: &Version) {
+    let Some(at) = steps
+        .iter()
+        .position(|s| matches!(s, Step::AddVersion { .. }))
+    else {
+        return;
+    };
+    steps.insert(
+        at,
+        Step::WriteIntent {
+            pod_rel: pod_rel.to_owned(),
+            version: version.to_string(),
+        },
+    );
+    steps.push(Step::ClearIntent {
+        pod_rel: pod_rel.to_owned(),
+        version: version.to_string(),
+        why: None,
+    });
 }
 
 /// Refuse a publish that would write inside a published directory, or in
@@ -494,9 +573,18 @@ impl Plan {
             tip: self.tip.clone(),
             added: self.added.clone(),
             reused: self.reused.clone(),
-            actions: self.steps.iter().map(|s| s.action(wanted)).collect(),
+            actions: self
+                .steps
+                .iter()
+                .filter(|s| s.reported())
+                .map(|s| s.action(wanted))
+                .collect(),
             diff: if want_diff {
-                self.steps.iter().map(|s| s.diff(wanted)).collect()
+                self.steps
+                    .iter()
+                    .filter(|s| s.reported())
+                    .map(|s| s.diff(wanted))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -512,6 +600,32 @@ mod tests {
     fn unit_files_are_told_apart_from_other_files() {
         assert_eq!(kind(Path::new("units/web.service")), "unit file");
         assert_eq!(kind(Path::new("config.toml")), "file");
+    }
+
+    #[test]
+    fn the_intent_is_written_before_the_version_and_removed_after_tip_moved() {
+        let pod_rel = PathBuf::from("channels/stable/shop");
+        let mut steps = vec![
+            Step::AddImage {
+                index: 0,
+                rel: PathBuf::from("images/app/2"),
+            },
+            Step::AddVersion {
+                rel: pod_rel.join("2"),
+                links: Vec::new(),
+                record: String::new(),
+            },
+            Step::MoveTip {
+                pod_rel: pod_rel.clone(),
+                from: Some(PathBuf::from("1")),
+                to: "2".into(),
+            },
+        ];
+        record_intent(&mut steps, &pod_rel, &Version::parse("2").unwrap());
+        assert!(matches!(steps[1], Step::WriteIntent { ref version, .. } if version == "2"));
+        assert!(matches!(steps[2], Step::AddVersion { .. }));
+        assert!(matches!(steps[4], Step::ClearIntent { why: None, .. }));
+        assert!(!steps[1].reported() && !steps[4].reported());
     }
 
     #[test]

@@ -1070,3 +1070,83 @@ fn a_publish_inside_or_in_the_place_of_a_published_directory_is_refused() {
     assert_eq!(g.listing(), before);
     insta::assert_json_snapshot!(messages);
 }
+
+/// The pod directory as a run that added `version` and was killed after
+/// renaming it into place, before moving tip from `tip`, leaves it.
+fn cut_short(pod: &Path, tip: &str, version: &str) {
+    fs::remove_file(pod.join("tip")).unwrap();
+    std::os::unix::fs::symlink(tip, pod.join("tip")).unwrap();
+    fs::write(pod.join(".tip-intent"), format!("{version}\n")).unwrap();
+}
+
+#[test]
+fn a_run_cut_short_before_tip_moved_is_finished_by_the_rerun() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    let pod = f.repo.join("channels/stable/shop");
+    // A run's own intent record is gone once tip moved.
+    assert!(!pod.join(".tip-intent").exists());
+    let added = f.publish(&b2, json!({"tip": false}));
+    assert_eq!(added["tip"], json!("1"), "{added}");
+    cut_short(&pod, "1", "2");
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("1"));
+    let before = f.listing();
+    let check = f.publish(&b2, json!({"_ansible_check_mode": true}));
+    assert_eq!(check["changed"], json!(true), "{check}");
+    assert_eq!(f.listing(), before, "check mode writes nothing");
+    let rerun = f.publish(&b2, json!({}));
+    assert_eq!(rerun["changed"], json!(true), "{rerun}");
+    assert_eq!(rerun["tip"], json!("2"));
+    assert_eq!(rerun["actions"], check["actions"]);
+    insta::assert_json_snapshot!(rerun["actions"]);
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("2"));
+    assert!(!pod.join(".tip-intent").exists());
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // Any run on the pod finishes it: pointing tip, or taking out another
+    // version.
+    cut_short(&pod, "1", "2");
+    let absent = json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": "9",
+        "state": "absent"});
+    let finished = run(&absent);
+    assert_eq!(finished["changed"], json!(true), "{finished}");
+    assert_eq!(finished["tip"], json!("2"));
+    assert_eq!(run(&absent)["changed"], json!(false));
+    // An intent naming a version that is not published (the run stopped
+    // before its version was in place) is dropped, tip left as it is.
+    fs::write(pod.join(".tip-intent"), "3\n").unwrap();
+    let dropped = f.publish(&b2, json!({}));
+    assert_eq!(dropped["changed"], json!(true), "{dropped}");
+    assert_eq!(dropped["tip"], json!("2"));
+    assert!(!pod.join(".tip-intent").exists());
+    insta::assert_json_snapshot!(dropped["actions"]);
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // Taking out the version an intent names drops the intent, tip left.
+    fs::write(pod.join(".tip-intent"), "1\n").unwrap();
+    let args = json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": "1",
+        "state": "absent"});
+    let removed = run(&args);
+    assert_eq!(removed["tip"], json!("2"), "{removed}");
+    assert!(!pod.join(".tip-intent").exists());
+    assert!(!pod.join("1").exists());
+    // ops_pod reads the pod directory with an intent record in it.
+    fs::write(pod.join(".tip-intent"), "2\n").unwrap();
+    let wanted = ops_core::repository::Wanted {
+        repo: ops_core::repository::Repo::Dir(f.repo.clone()),
+        channel: "stable".into(),
+        label: ops_core::release::layout::Label::default(),
+        name: ops_core::bundle::PodName::parse("shop").unwrap(),
+        version: None,
+    };
+    let (_, origin) = ops_core::repository::resolve(&wanted, std::time::Duration::from_secs(5))
+        .expect("ops_pod reads it");
+    assert_eq!(origin.tip.unwrap().as_str(), "2");
+}
