@@ -1150,3 +1150,32 @@ fn a_run_cut_short_before_tip_moved_is_finished_by_the_rerun() {
         .expect("ops_pod reads it");
     assert_eq!(origin.tip.unwrap().as_str(), "2");
 }
+
+#[test]
+fn a_string_in_a_field_that_names_no_file_never_renames_a_file() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    fs::create_dir(b.join("real")).unwrap();
+    fs::rename(b.join("app.aci"), b.join("real/app.aci")).unwrap();
+    // pod.json names the image app.aci, a link to real/app.aci; an
+    // environment value names another link to it.
+    std::os::unix::fs::symlink("real/app.aci", b.join("app.aci")).unwrap();
+    std::os::unix::fs::symlink("real/app.aci", b.join("alias")).unwrap();
+    let pod: Value = serde_json::from_slice(&fs::read(b.join("pod.json")).unwrap()).unwrap();
+    let text = format!(
+        "{{\"environment\": {{\"NOTE\": \"alias\"}}, {}",
+        &pod.to_string()[1..]
+    );
+    fs::write(b.join("pod.json"), text).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let version = f.repo.join("channels/stable/shop/1");
+    assert!(version.join("app.aci").is_file());
+    assert!(!version.join("alias").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["files"]["app.aci"]["artifact"],
+        json!("images/app/1/app.aci")
+    );
+}
