@@ -442,6 +442,7 @@ impl Wanted {
         if let Some(file) = self.files.iter().find(|f| f.path == path) {
             return Ok(file.clone());
         }
+        refuse_reserved(path, resolved, role)?;
         let source = bundle.dir.join(resolved);
         let (sha256, size) = artifact::hash_file(&source)
             .map_err(|e| Refusal::new(format!("cannot read {}: {e}", source.display())))?;
@@ -455,6 +456,30 @@ impl Wanted {
         self.files.push(file.clone());
         Ok(file)
     }
+}
+
+/// Refuse a bundle file whose name is the release's own: `pod.json` or
+/// `release.json` at the top of the version directory, or an image's
+/// `id` and `sha512`, a volume's `sha256` in its artifact directory.
+fn refuse_reserved(path: &Path, resolved: &Path, role: Role) -> Result<(), Refusal> {
+    use super::layout::{ID, RECORD, SHA256, SHA512};
+    let name = file_name(resolved);
+    let reserved: &[&str] = match role {
+        Role::Copy => &[],
+        Role::Image(_) | Role::Signature(_) => &[ID, SHA512],
+        Role::Volume(_) => &[SHA256],
+    };
+    let top = path == Path::new(bundle::MANIFEST) || path == Path::new(RECORD);
+    if !top && !reserved.contains(&name.as_str()) {
+        return Ok(());
+    }
+    Err(Refusal::new(format!(
+        "bundle file {:?}: the release keeps that name for itself ({} and {RECORD} in a \
+         version directory, {ID} and {SHA512} beside an image, {SHA256} beside a volume): give \
+         the file another name",
+        path.display().to_string(),
+        bundle::MANIFEST,
+    )))
 }
 
 /// Every bundle file the pod names, by its resolved path.

@@ -1179,3 +1179,35 @@ fn a_string_in_a_field_that_names_no_file_never_renames_a_file() {
         json!("images/app/1/app.aci")
     );
 }
+
+#[test]
+fn a_bundle_file_with_a_name_the_release_keeps_for_itself_is_refused() {
+    let f = fixture();
+    let mut messages = Vec::new();
+    for (n, (from, to)) in [
+        ("static.tar", "release.json"),
+        ("static.tar", "pod.json"),
+        ("static.tar", "sha256"),
+        ("app.aci", "id"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = f.bundle(&format!("b{n}"), &V1);
+        let text = fs::read_to_string(b.join("pod.json")).unwrap();
+        if to != "pod.json" {
+            fs::rename(b.join(from), b.join(to)).unwrap();
+        }
+        let key = if from == "app.aci" { "path" } else { "data" };
+        let text = text.replace(
+            &format!("\"{key}\": \"{from}\""),
+            &format!("\"{key}\": \"{to}\""),
+        );
+        fs::write(b.join("pod.json"), text).unwrap();
+        let refused = f.publish(&b, json!({}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        messages.push(refused["msg"].clone());
+    }
+    assert!(!f.repo.exists(), "nothing was written");
+    insta::assert_json_snapshot!(messages);
+}
