@@ -355,7 +355,7 @@ fn plan_images(
                 if let Some(sig) = &image.signature {
                     if !held.names.contains(sig) {
                         differences.push(format!(
-                            "image {} version {} in the repository has no signature {sig}, the \
+                            "image {} version {} in the repository has no signature {sig:?}, the \
                              bundle has one",
                             image.name, image.version
                         ));
@@ -455,7 +455,8 @@ fn compare_version(
         differences.push("pod.json differs from the published one".to_owned());
     }
     for file in &wanted.files {
-        let shown = file.path.display();
+        // A name from the bundle, quoted: it may hold any character.
+        let shown = format!("{:?}", file.path.display().to_string());
         let entry = published.entries.get(&file.path).unwrap_or(&Entry::Missing);
         let link = links.iter().find(|(path, _)| *path == file.path);
         match (link, entry) {
@@ -466,9 +467,9 @@ fn compare_version(
             )),
             (Some((_, target)), Entry::Link(held)) if held == target => {}
             (Some((_, target)), Entry::Link(held)) => differences.push(format!(
-                "{shown} links to {} in the published version but would link to {}",
-                held.display(),
-                target.display()
+                "{shown} links to {:?} in the published version but would link to {:?}",
+                held.display().to_string(),
+                target.display().to_string()
             )),
             (_, Entry::Missing) => {
                 differences.push(format!("{shown} is missing from the published version"))

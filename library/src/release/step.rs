@@ -68,7 +68,7 @@ impl Step {
                 let image = wanted.map(|w| &w.images[*index]);
                 match image {
                     Some(i) => format!(
-                        "add {}: image {} version {} ({}, {})",
+                        "add {}: image {} version {} ({:?}, {})",
                         rel.display(),
                         i.name,
                         i.version,
@@ -80,7 +80,7 @@ impl Step {
             }
             Step::AddVolume { index, rel } => match wanted.map(|w| &w.volumes[*index]) {
                 Some(v) => format!(
-                    "add {}: volume {} version {} ({}, sha256 {})",
+                    "add {}: volume {} version {} ({:?}, sha256 {})",
                     rel.display(),
                     v.name,
                     v.version,

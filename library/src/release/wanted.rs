@@ -397,7 +397,7 @@ pub fn read_bundle(
         let artifact = identify_image(bundle, path, &image.id, versions)?;
         if let Some(other) = wanted.images.iter().find(|i| i.name == artifact.name) {
             return Err(Refusal::new(format!(
-                "two images of the bundle are both named {:?} ({} and {}): the repository keeps \
+                "two images of the bundle are both named {:?} ({:?} and {:?}): the repository keeps \
                  images by name",
                 artifact.name, other.file, artifact.file
             )));
@@ -444,8 +444,12 @@ impl Wanted {
         }
         refuse_reserved(path, resolved, role)?;
         let source = bundle.dir.join(resolved);
-        let (sha256, size) = artifact::hash_file(&source)
-            .map_err(|e| Refusal::new(format!("cannot read {}: {e}", source.display())))?;
+        let (sha256, size) = artifact::hash_file(&source).map_err(|e| {
+            Refusal::new(format!(
+                "cannot read {:?}: {e}",
+                source.display().to_string()
+            ))
+        })?;
         let file = File {
             path: path.to_owned(),
             source,
@@ -513,7 +517,8 @@ fn identify_image(
     id: &ImageId,
     versions: &Versions,
 ) -> Result<ImageArtifact, Refusal> {
-    let shown = path.display().to_string();
+    // A name from the bundle, quoted: it may hold any character.
+    let shown = format!("{:?}", path.display().to_string());
     let Identified { format, ids, name } =
         artifact::identify(&bundle.dir.join(path), &shown).map_err(Refusal::new)?;
     let Some(full) = ids

@@ -796,7 +796,7 @@ fn an_image_whose_file_is_not_its_id_is_refused() {
         refused["msg"]
             .as_str()
             .unwrap()
-            .contains("image app.aci: pod.json gives its id as sha512-"),
+            .contains("image \"app.aci\": pod.json gives its id as sha512-"),
         "{refused}"
     );
 }
@@ -1210,4 +1210,37 @@ fn a_bundle_file_with_a_name_the_release_keeps_for_itself_is_refused() {
     }
     assert!(!f.repo.exists(), "nothing was written");
     insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn bundle_file_names_are_quoted_in_msg_and_actions() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let odd = "static\n\u{202e}rat.tar";
+    fs::rename(b.join("static.tar"), b.join(odd)).unwrap();
+    let text = fs::read_to_string(b.join("pod.json")).unwrap().replace(
+        "\"data\": \"static.tar\"",
+        "\"data\": \"static\\n\u{202e}rat.tar\"",
+    );
+    fs::write(b.join("pod.json"), text).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(!msg.contains('\n') && !msg.contains('\u{202e}'), "{msg}");
+    assert!(
+        msg.contains(r#"("static\n\u{202e}rat.tar", sha256"#),
+        "{msg}"
+    );
+    // A refusal naming the file quotes it too.
+    let c = f.bundle("c", &V1);
+    fs::write(c.join("app\u{202e}.aci"), "not the image").unwrap();
+    let text = fs::read_to_string(c.join("pod.json"))
+        .unwrap()
+        .replace("\"path\": \"app.aci\"", "\"path\": \"app\u{202e}.aci\"");
+    fs::write(c.join("pod.json"), text).unwrap();
+    let refused = f.publish(&c, json!({}));
+    let msg = refused["msg"].as_str().unwrap();
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    assert!(!msg.contains('\u{202e}'), "{msg}");
+    assert!(msg.starts_with(r#""app\u{202e}.aci": "#), "{msg}");
 }
