@@ -59,11 +59,32 @@ description:
     repository (C(pod.json), a unit file, an image with another id, a
     volume archive with another sha256) is refused, naming each
     difference, and nothing is written.
+  - "O(state=absent) removes only a directory whose C(release.json) names
+    that pod, version, channel and label (and only such a version can be
+    pointed at): a label path has no fixed depth, so
+    C(channels/stable/web/shop) may be pod C(shop) under label C(web)
+    rather than version C(shop) of pod C(web). Anything else is reported
+    as not published (C(changed=false)) and left alone."
+  - "A publish that would write inside a published directory, or in its
+    place, is refused before anything is written, naming each such
+    directory: a pod directory (or a label directory above it) holding a
+    C(release.json), a version directory holding another pod's versions,
+    an image or volume name directory (or a label directory above it)
+    holding an C(id) or C(sha256)."
   - Every image, volume and pod version directory is built whole in a
     temporary directory beside its place, each file synced, then renamed
     into place. A reader sees it complete or not at all. C(tip) is moved by
     a new link renamed over the old one. If a step fails, the steps done
     are undone.
+  - "A run that adds a version and moves C(tip) to it first writes an
+    intent record, C(channels/<channel>/<label>/<pod>/.tip-intent) holding
+    the version (a hidden name, never read as a version), then renames the
+    version into place, moves C(tip) and removes the record. If the run is
+    killed in between, the next run on that pod finishes the move: C(tip)
+    is moved to the version the record names when it is published (unless
+    that run takes the version out) and the record removed; a record naming
+    a version that never got into place is removed alone. Both are
+    reported in RV(actions). Check mode writes no record."
   - "A release instruction file (O(instructions)) is YAML with the keys
     C(pod), C(version), C(channel), C(label), C(bundle) (a directory,
     absolute or relative to the file), C(images) and C(volumes) (versions

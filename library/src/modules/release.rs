@@ -96,7 +96,11 @@ impl Module for OpsRelease {
                 let msg = if report.changed {
                     report.actions.join("; ")
                 } else if request.state == State::Absent {
-                    format!("{} is not in the repository", report.path)
+                    format!(
+                        "{} is not a published version of the pod (no release.json there names \
+                         it): nothing is removed",
+                        report.path
+                    )
                 } else if report.tip.as_deref() != Some(report.version.as_str()) {
                     format!(
                         "{} is published as requested; tip names {} (tip moves only when a \

@@ -52,6 +52,9 @@ fn sweep(repo: &Path, steps: &[Step]) -> Result<(), ReleaseError> {
             Step::MoveTip { pod_rel, .. } | Step::RemoveTip { pod_rel, .. } => {
                 repo.join(pod_rel).join(layout::TIP)
             }
+            Step::WriteIntent { pod_rel, .. } | Step::ClearIntent { pod_rel, .. } => {
+                repo.join(pod_rel).join(layout::INTENT)
+            }
         };
         atomic::remove_temp_siblings(&path)
             .map_err(|e| Refusal::new(crate::ansible::error_chain(&e)))?;
@@ -77,6 +80,10 @@ fn one(repo: &Path, wanted: Option<&Wanted>, step: &Step) -> FsResult<()> {
         (Step::RemoveTip { pod_rel, .. }, _) => {
             atomic::remove_file(&repo.join(pod_rel).join(layout::TIP)).map(drop)
         }
+        (Step::WriteIntent { pod_rel, version }, _) => write_intent(repo, pod_rel, version),
+        (Step::ClearIntent { pod_rel, .. }, _) => {
+            atomic::remove_file(&repo.join(pod_rel).join(layout::INTENT)).map(drop)
+        }
         _ => Ok(()),
     }
 }
@@ -95,11 +102,25 @@ pub fn refuse_planted(target: &Target, steps: &[Step]) -> Result<(), Refusal> {
             Step::MoveTip { pod_rel, .. } | Step::RemoveTip { pod_rel, .. } => {
                 (repo.join(pod_rel).join(layout::TIP), true)
             }
+            Step::WriteIntent { pod_rel, .. } | Step::ClearIntent { pod_rel, .. } => {
+                (repo.join(pod_rel).join(layout::INTENT), true)
+            }
         };
         atomic::refuse_planted(&path, link_ok)
             .map_err(|e| Refusal::new(crate::ansible::error_chain(&e)))?;
     }
     Ok(())
+}
+
+/// Write the pod directory's intent record (synced, renamed into place).
+fn write_intent(repo: &Path, pod_rel: &Path, version: &str) -> FsResult<()> {
+    let pod_dir = repo.join(pod_rel);
+    atomic::create_dir_all(&pod_dir, DIR_MODE)?;
+    atomic::write_file(
+        &pod_dir.join(layout::INTENT),
+        format!("{version}\n").as_bytes(),
+        FILE_MODE,
+    )
 }
 
 /// Build `dir` in a temporary sibling with `fill`, then rename it into
@@ -245,6 +266,14 @@ fn undo(
                         .map(|_| format!("remove {}/tip", pod_rel.display())),
                 }
             }
+            Step::WriteIntent { pod_rel, .. } => {
+                atomic::remove_file(&repo.join(pod_rel).join(layout::INTENT))
+                    .map(|_| format!("remove {}/{}", pod_rel.display(), layout::INTENT))
+            }
+            Step::ClearIntent {
+                pod_rel, version, ..
+            } => write_intent(repo, pod_rel, version)
+                .map(|()| format!("write {}/{} again", pod_rel.display(), layout::INTENT)),
             // Removals are not taken back (a removed version is gone).
             _ => {
                 after.left.push(step.action(wanted));

@@ -22,6 +22,10 @@ pub const ID: &str = "id";
 pub const SHA512: &str = "sha512";
 /// The sha256 file of a volume version directory.
 pub const SHA256: &str = "sha256";
+/// The intent record in a pod directory: the version a run that adds it
+/// is about to point `tip` at, written before the version is renamed into
+/// place and removed once `tip` names it. A `.`-name: never a version.
+pub const INTENT: &str = ".tip-intent";
 
 /// A name or label as messages show it.
 pub trait Shown {
@@ -118,6 +122,25 @@ impl Layout {
 
     pub fn tip(&self) -> PathBuf {
         self.pod_dir().join(TIP)
+    }
+
+    pub fn intent(&self) -> PathBuf {
+        self.pod_dir().join(INTENT)
+    }
+
+    /// Whether `record` (a release.json's bytes) is that of `version` of
+    /// this pod, channel and label: only then is its directory a
+    /// published version of it (labels have no fixed depth, so the same
+    /// path can be another pod's directory or version).
+    pub fn records(&self, record: &[u8], version: &Version) -> bool {
+        let Ok(record) = serde_json::from_slice::<crate::records::release::ReleaseRecord>(record)
+        else {
+            return false;
+        };
+        record.pod == self.pod
+            && record.version == *version
+            && record.channel == self.channel.as_str()
+            && record.label.unwrap_or_default() == self.label
     }
 
     /// The relative symlink target, from `file` (a path relative to a

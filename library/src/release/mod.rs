@@ -12,6 +12,13 @@
 //! staged beside its place and renamed into it, `tip` replaced by a new
 //! link renamed over it. Artifacts are immutable: a version directory with
 //! other content under the same name is refused, never replaced.
+//!
+//! A run that adds a version and moves `tip` to it writes an intent
+//! record (`POD/.tip-intent`, the version) before renaming the version
+//! into place and removes it once `tip` names it: a run cut short between
+//! the two leaves it, and the next run on the pod (whatever it asks)
+//! finishes moving `tip` to that version, or drops the record when the
+//! version never got into place. Check mode writes none.
 
 pub mod apply;
 pub mod artifact;

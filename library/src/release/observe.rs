@@ -29,6 +29,35 @@ pub struct Observed {
     /// The pod's published versions, in [`version_order`] (read only to
     /// point `tip`).
     pub published: Vec<String>,
+    /// The pod directory's intent record, when there is one.
+    pub intent: Option<Intent>,
+    /// Published directories where a publish would write inside them or
+    /// in their place (labels have no fixed depth).
+    pub nested: Vec<Nested>,
+}
+
+/// A pod directory's intent record ([`layout::INTENT`]): a run that
+/// added a version was to point `tip` at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// The version it names, as written (trimmed).
+    pub version: String,
+    /// Whether that version of the pod is published (its release.json
+    /// names it).
+    pub published: bool,
+}
+
+/// A published directory in the way of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nested {
+    /// The directory the publish would write (relative to the
+    /// repository).
+    pub wanted: PathBuf,
+    /// The published directory in its way (relative to the repository).
+    pub found: PathBuf,
+    /// What the found directory is: `a published pod version`, `an image
+    /// version`, `a volume version`, `the directory of published versions`.
+    pub what: &'static str,
 }
 
 /// A published version directory.
@@ -78,6 +107,7 @@ pub fn observe(target: &Target) -> Result<Observed, Refusal> {
     };
     let mut observed = Observed {
         tip,
+        intent: intent(layout)?,
         ..Observed::default()
     };
     match fs::symlink_metadata(&dir) {
@@ -92,7 +122,10 @@ pub fn observe(target: &Target) -> Result<Observed, Refusal> {
         Err(e) => return Err(read_error(&dir, e)),
     }
     match target {
-        Target::Publish(wanted) => observe_artifacts(wanted, &mut observed)?,
+        Target::Publish(wanted) => {
+            observe_artifacts(wanted, &mut observed)?;
+            observed.nested = nested(wanted)?;
+        }
         Target::Point { .. } => observed.published = published_versions(&layout.pod_dir())?,
         Target::Remove { .. } => {}
     }
@@ -193,6 +226,85 @@ fn holding(
         .into_iter()
         .find(|v| same(&dir.join(v)));
     Ok(found.and_then(|v| Version::parse(&v).ok()))
+}
+
+/// The pod directory's intent record, and whether the version it names
+/// is published.
+fn intent(layout: &layout::Layout) -> Result<Option<Intent>, Refusal> {
+    let path = layout.intent();
+    let text = match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(&path, e)),
+        Ok(meta) if !meta.is_file() => String::new(),
+        Ok(_) => {
+            let bytes = crate::atomic::read_regular(&path, 256).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).trim().to_owned()
+        }
+    };
+    let published = Version::parse(&text).is_ok_and(|version| {
+        fs::read(layout.version_dir(&version).join(layout::RECORD))
+            .is_ok_and(|record| layout.records(&record, &version))
+    });
+    Ok(Some(Intent {
+        version: text,
+        published,
+    }))
+}
+
+/// Published directories a publish of `wanted` would write inside of, or
+/// in the place of: a pod directory (or a label directory above it) that
+/// holds a release.json; an artifact's name directory (or a label
+/// directory above it) that holds an `id` (images) or `sha256` (volumes);
+/// a version directory that holds published versions of its own.
+fn nested(wanted: &Wanted) -> Result<Vec<Nested>, Refusal> {
+    let layout = &wanted.layout;
+    let repo = &layout.repo;
+    let mut found = Vec::new();
+    let mut inside = |wanted_rel: PathBuf, top: usize, marker: &str, what: &'static str| {
+        let mut prefix = PathBuf::new();
+        for (n, part) in wanted_rel.iter().enumerate() {
+            prefix.push(part);
+            let dir = repo.join(&prefix);
+            if n >= top && dir.join(marker).is_file() && !dir.is_symlink() {
+                found.push(Nested {
+                    wanted: wanted_rel.clone(),
+                    found: prefix.clone(),
+                    what,
+                });
+                return;
+            }
+        }
+    };
+    let version_rel = layout.version_rel(&wanted.version);
+    // channels/CHANNEL/...: from the first label segment (or the pod).
+    inside(
+        layout.pod_rel(),
+        2,
+        layout::RECORD,
+        "a published pod version",
+    );
+    for image in &wanted.images {
+        let rel = layout.artifact_rel(Kind::Image, &image.name, &image.version);
+        let name_rel = rel.parent().unwrap_or(&rel).to_path_buf();
+        inside(name_rel, 1, layout::ID, "an image version");
+    }
+    for volume in &wanted.volumes {
+        let rel = layout.artifact_rel(Kind::Volume, &volume.name, &volume.version);
+        let name_rel = rel.parent().unwrap_or(&rel).to_path_buf();
+        inside(name_rel, 1, layout::SHA256, "a volume version");
+    }
+    let version_dir = repo.join(&version_rel);
+    if !version_dir.join(layout::RECORD).exists()
+        && (fs::symlink_metadata(version_dir.join(layout::TIP)).is_ok()
+            || !published_versions(&version_dir)?.is_empty())
+    {
+        found.push(Nested {
+            wanted: version_rel.clone(),
+            found: version_rel,
+            what: "the directory of another pod's published versions",
+        });
+    }
+    Ok(found)
 }
 
 fn published_versions(pod_dir: &Path) -> Result<Vec<String>, Refusal> {

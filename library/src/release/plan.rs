@@ -26,13 +26,74 @@ pub struct Plan {
     pub tip: Option<String>,
 }
 
-/// Plan `target` against `observed`.
+/// Plan `target` against `observed`: first what an earlier run's intent
+/// record leaves to do ([`pending`]), then the request.
 pub fn plan(request: &Request, target: &Target, observed: &Observed) -> Result<Plan, Refusal> {
-    match target {
+    let (mut steps, observed) = pending(target, observed);
+    let observed = &observed;
+    let mut plan = match target {
         Target::Publish(wanted) => publish(request, wanted, observed),
         Target::Remove { layout, version } => Ok(remove(layout, version, observed)),
         Target::Point { layout, version } => point(request, layout, version, observed),
-    }
+    }?;
+    steps.append(&mut plan.steps);
+    plan.steps = steps;
+    Ok(plan)
+}
+
+/// What an intent record left by an earlier run asks, and the repository
+/// as it is after it. A run that adds a version and moves `tip` to it
+/// writes the record before the version is renamed into place and
+/// removes it once `tip` names it; a record still there means that run
+/// was cut short. When the version it names is published, `tip` is moved
+/// to it (unless this run takes that version out) and the record
+/// removed; when not, the record is removed alone.
+fn pending(target: &Target, observed: &Observed) -> (Vec<Step>, Observed) {
+    let mut after = observed.clone();
+    let Some(intent) = after.intent.take() else {
+        return (Vec::new(), after);
+    };
+    let layout = target.layout();
+    let pod_rel = layout.pod_rel();
+    let version = intent.version.clone();
+    let removed = matches!(target, Target::Remove { version: v, .. } if v.as_str() == version);
+    let mut steps = Vec::new();
+    let why = if !intent.published {
+        format!(
+            "version {version:?} is not published (the run that was to publish it stopped \
+             before it was in place)"
+        )
+    } else if removed {
+        format!("version {version} is taken out")
+    } else if tip_text(observed.tip.as_ref()).as_deref() == Some(version.as_str()) {
+        format!("tip names version {version} (the run that published it stopped after tip moved)")
+    } else {
+        steps.push(Step::MoveTip {
+            pod_rel: pod_rel.clone(),
+            from: observed.tip.clone(),
+            to: version.clone(),
+        });
+        after.tip = Some(PathBuf::from(&version));
+        format!(
+            "the run that published version {version} stopped before tip moved; tip is moved now"
+        )
+    };
+    steps.push(Step::ClearIntent {
+        pod_rel,
+        version,
+        why: Some(why),
+    });
+    (steps, after)
+}
+
+/// Whether `observed` holds `version` of `layout`'s pod: its directory's
+/// release.json names that pod, version, channel and label.
+fn is_published(layout: &Layout, version: &Version, observed: &Observed) -> bool {
+    observed
+        .version
+        .as_ref()
+        .and_then(|p| p.record.as_deref())
+        .is_some_and(|record| layout.records(record, version))
 }
 
 /// Point `tip` at a published version (with `tip: false`, nothing).
@@ -43,11 +104,7 @@ fn point(
     observed: &Observed,
 ) -> Result<Plan, Refusal> {
     let version_rel = layout.version_rel(version);
-    if !observed
-        .version
-        .as_ref()
-        .is_some_and(|p| p.record.is_some())
-    {
+    if !is_published(layout, version, observed) {
         let published = if observed.published.is_empty() {
             "no version of it is published there".to_owned()
         } else {
@@ -86,7 +143,13 @@ fn remove(layout: &Layout, version: &Version, observed: &Observed) -> Plan {
         tip: tip_text(observed.tip.as_ref()),
         ..Plan::default()
     };
-    let Some(published) = &observed.version else {
+    // Only a directory whose release.json names this version of this pod
+    // is taken out: the same path may be another pod's directory.
+    let Some(published) = observed
+        .version
+        .as_ref()
+        .filter(|_| is_published(layout, version, observed))
+    else {
         return plan;
     };
     let record = published
@@ -112,6 +175,7 @@ fn remove(layout: &Layout, version: &Version, observed: &Observed) -> Plan {
 type Links = Vec<(PathBuf, PathBuf)>;
 
 fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Plan, Refusal> {
+    refuse_nested(wanted, observed)?;
     let mut plan = Plan::default();
     let mut differences = Vec::new();
     let mut artifacts: Links = Vec::new();
@@ -175,8 +239,67 @@ fn publish(request: &Request, wanted: &Wanted, observed: &Observed) -> Result<Pl
             to: wanted.version.to_string(),
         });
         plan.tip = Some(wanted.version.to_string());
+        if publishes {
+            record_intent(&mut plan.steps, &layout.pod_rel(), &wanted.version);
+        }
     }
     Ok(plan)
+}
+
+/// Around a version added and `tip` moved to it: the intent record
+/// written before the version is renamed into place, removed after `tip`
+/// moved, so that a rerun after a run cut short between the two finishes
+/// moving `tip` ([`pending`]).
+fn record_intent(steps: &mut Vec<Step>, pod_rel: &Path, version: &Version) {
+    let Some(at) = steps
+        .iter()
+        .position(|s| matches!(s, Step::AddVersion { .. }))
+    else {
+        return;
+    };
+    steps.insert(
+        at,
+        Step::WriteIntent {
+            pod_rel: pod_rel.to_owned(),
+            version: version.to_string(),
+        },
+    );
+    steps.push(Step::ClearIntent {
+        pod_rel: pod_rel.to_owned(),
+        version: version.to_string(),
+        why: None,
+    });
+}
+
+/// Refuse a publish that would write inside a published directory, or in
+/// its place: labels have no fixed depth, so `channels/stable/web/shop`
+/// is pod `shop` under label `web` or version `shop` of pod `web`.
+fn refuse_nested(wanted: &Wanted, observed: &Observed) -> Result<(), Refusal> {
+    if observed.nested.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<String> = observed
+        .nested
+        .iter()
+        .map(|n| {
+            let wanted = layout::shown(&n.wanted);
+            if n.found == n.wanted {
+                format!("{wanted} is already {}", n.what)
+            } else {
+                let found = layout::shown(&n.found);
+                format!("{wanted} would be inside {found}, {}", n.what)
+            }
+        })
+        .collect();
+    let layout = &wanted.layout;
+    Err(Refusal::new(format!(
+        "cannot publish pod {} version {} in {}: {}. A label path has no fixed depth, so one path \
+         can name another pod's directory or version: publish under another label or name",
+        layout.pod,
+        wanted.version,
+        layout::shown(&layout.pod_rel()),
+        found.join("; ")
+    )))
 }
 
 /// The file of an artifact: its own name when new, the repository's when
@@ -232,7 +355,7 @@ fn plan_images(
                 if let Some(sig) = &image.signature {
                     if !held.names.contains(sig) {
                         differences.push(format!(
-                            "image {} version {} in the repository has no signature {sig}, the \
+                            "image {} version {} in the repository has no signature {sig:?}, the \
                              bundle has one",
                             image.name, image.version
                         ));
@@ -332,7 +455,8 @@ fn compare_version(
         differences.push("pod.json differs from the published one".to_owned());
     }
     for file in &wanted.files {
-        let shown = file.path.display();
+        // A name from the bundle, quoted: it may hold any character.
+        let shown = format!("{:?}", file.path.display().to_string());
         let entry = published.entries.get(&file.path).unwrap_or(&Entry::Missing);
         let link = links.iter().find(|(path, _)| *path == file.path);
         match (link, entry) {
@@ -343,9 +467,9 @@ fn compare_version(
             )),
             (Some((_, target)), Entry::Link(held)) if held == target => {}
             (Some((_, target)), Entry::Link(held)) => differences.push(format!(
-                "{shown} links to {} in the published version but would link to {}",
-                held.display(),
-                target.display()
+                "{shown} links to {:?} in the published version but would link to {:?}",
+                held.display().to_string(),
+                target.display().to_string()
             )),
             (_, Entry::Missing) => {
                 differences.push(format!("{shown} is missing from the published version"))
@@ -450,9 +574,18 @@ impl Plan {
             tip: self.tip.clone(),
             added: self.added.clone(),
             reused: self.reused.clone(),
-            actions: self.steps.iter().map(|s| s.action(wanted)).collect(),
+            actions: self
+                .steps
+                .iter()
+                .filter(|s| s.reported())
+                .map(|s| s.action(wanted))
+                .collect(),
             diff: if want_diff {
-                self.steps.iter().map(|s| s.diff(wanted)).collect()
+                self.steps
+                    .iter()
+                    .filter(|s| s.reported())
+                    .map(|s| s.diff(wanted))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -468,6 +601,32 @@ mod tests {
     fn unit_files_are_told_apart_from_other_files() {
         assert_eq!(kind(Path::new("units/web.service")), "unit file");
         assert_eq!(kind(Path::new("config.toml")), "file");
+    }
+
+    #[test]
+    fn the_intent_is_written_before_the_version_and_removed_after_tip_moved() {
+        let pod_rel = PathBuf::from("channels/stable/shop");
+        let mut steps = vec![
+            Step::AddImage {
+                index: 0,
+                rel: PathBuf::from("images/app/2"),
+            },
+            Step::AddVersion {
+                rel: pod_rel.join("2"),
+                links: Vec::new(),
+                record: String::new(),
+            },
+            Step::MoveTip {
+                pod_rel: pod_rel.clone(),
+                from: Some(PathBuf::from("1")),
+                to: "2".into(),
+            },
+        ];
+        record_intent(&mut steps, &pod_rel, &Version::parse("2").unwrap());
+        assert!(matches!(steps[1], Step::WriteIntent { ref version, .. } if version == "2"));
+        assert!(matches!(steps[2], Step::AddVersion { .. }));
+        assert!(matches!(steps[4], Step::ClearIntent { why: None, .. }));
+        assert!(!steps[1].reported() && !steps[4].reported());
     }
 
     #[test]

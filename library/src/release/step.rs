@@ -37,9 +37,30 @@ pub enum Step {
     },
     /// Remove `tip`, which named the version taken out.
     RemoveTip { pod_rel: PathBuf, was: String },
+    /// Write the intent record (`version`, the version this run adds and
+    /// points `tip` at) before the version is renamed into place. Not
+    /// reported: it is part of the publish.
+    WriteIntent { pod_rel: PathBuf, version: String },
+    /// Remove the intent record naming `version`. `why` is set when an
+    /// earlier run left it (reported, with the reason); a run's own
+    /// record, removed once `tip` moved, is not reported.
+    ClearIntent {
+        pod_rel: PathBuf,
+        version: String,
+        why: Option<String>,
+    },
 }
 
 impl Step {
+    /// Whether the step is reported (in actions and diff).
+    pub fn reported(&self) -> bool {
+        match self {
+            Step::WriteIntent { .. } => false,
+            Step::ClearIntent { why, .. } => why.is_some(),
+            _ => true,
+        }
+    }
+
     /// The action text.
     pub fn action(&self, wanted: Option<&Wanted>) -> String {
         match self {
@@ -47,7 +68,7 @@ impl Step {
                 let image = wanted.map(|w| &w.images[*index]);
                 match image {
                     Some(i) => format!(
-                        "add {}: image {} version {} ({}, {})",
+                        "add {}: image {} version {} ({:?}, {})",
                         rel.display(),
                         i.name,
                         i.version,
@@ -59,7 +80,7 @@ impl Step {
             }
             Step::AddVolume { index, rel } => match wanted.map(|w| &w.volumes[*index]) {
                 Some(v) => format!(
-                    "add {}: volume {} version {} ({}, sha256 {})",
+                    "add {}: volume {} version {} ({:?}, sha256 {})",
                     rel.display(),
                     v.name,
                     v.version,
@@ -90,6 +111,21 @@ impl Step {
                 "remove {}/tip: it named version {was}, which is removed (point tip at a \
                  published version with state=present, name and version, no bundle)",
                 pod_rel.display()
+            ),
+            Step::WriteIntent { pod_rel, version } => format!(
+                "write {}/{}: {version}",
+                pod_rel.display(),
+                super::layout::INTENT
+            ),
+            Step::ClearIntent {
+                pod_rel,
+                version,
+                why,
+            } => format!(
+                "remove {}/{} (it named version {version:?}){}",
+                pod_rel.display(),
+                super::layout::INTENT,
+                why.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
             ),
         }
     }
@@ -138,6 +174,18 @@ impl Step {
             Step::RemoveTip { pod_rel, was } => entry(
                 pod_rel.join("tip").display().to_string(),
                 format!("tip -> {was}\n"),
+                String::new(),
+            ),
+            Step::WriteIntent { pod_rel, version } => entry(
+                pod_rel.join(super::layout::INTENT).display().to_string(),
+                String::new(),
+                format!("{version}\n"),
+            ),
+            Step::ClearIntent {
+                pod_rel, version, ..
+            } => entry(
+                pod_rel.join(super::layout::INTENT).display().to_string(),
+                format!("{version}\n"),
                 String::new(),
             ),
         }

@@ -397,7 +397,7 @@ pub fn read_bundle(
         let artifact = identify_image(bundle, path, &image.id, versions)?;
         if let Some(other) = wanted.images.iter().find(|i| i.name == artifact.name) {
             return Err(Refusal::new(format!(
-                "two images of the bundle are both named {:?} ({} and {}): the repository keeps \
+                "two images of the bundle are both named {:?} ({:?} and {:?}): the repository keeps \
                  images by name",
                 artifact.name, other.file, artifact.file
             )));
@@ -442,9 +442,14 @@ impl Wanted {
         if let Some(file) = self.files.iter().find(|f| f.path == path) {
             return Ok(file.clone());
         }
+        refuse_reserved(path, resolved, role)?;
         let source = bundle.dir.join(resolved);
-        let (sha256, size) = artifact::hash_file(&source)
-            .map_err(|e| Refusal::new(format!("cannot read {}: {e}", source.display())))?;
+        let (sha256, size) = artifact::hash_file(&source).map_err(|e| {
+            Refusal::new(format!(
+                "cannot read {:?}: {e}",
+                source.display().to_string()
+            ))
+        })?;
         let file = File {
             path: path.to_owned(),
             source,
@@ -455,6 +460,30 @@ impl Wanted {
         self.files.push(file.clone());
         Ok(file)
     }
+}
+
+/// Refuse a bundle file whose name is the release's own: `pod.json` or
+/// `release.json` at the top of the version directory, or an image's
+/// `id` and `sha512`, a volume's `sha256` in its artifact directory.
+fn refuse_reserved(path: &Path, resolved: &Path, role: Role) -> Result<(), Refusal> {
+    use super::layout::{ID, RECORD, SHA256, SHA512};
+    let name = file_name(resolved);
+    let reserved: &[&str] = match role {
+        Role::Copy => &[],
+        Role::Image(_) | Role::Signature(_) => &[ID, SHA512],
+        Role::Volume(_) => &[SHA256],
+    };
+    let top = path == Path::new(bundle::MANIFEST) || path == Path::new(RECORD);
+    if !top && !reserved.contains(&name.as_str()) {
+        return Ok(());
+    }
+    Err(Refusal::new(format!(
+        "bundle file {:?}: the release keeps that name for itself ({} and {RECORD} in a \
+         version directory, {ID} and {SHA512} beside an image, {SHA256} beside a volume): give \
+         the file another name",
+        path.display().to_string(),
+        bundle::MANIFEST,
+    )))
 }
 
 /// Every bundle file the pod names, by its resolved path.
@@ -488,7 +517,8 @@ fn identify_image(
     id: &ImageId,
     versions: &Versions,
 ) -> Result<ImageArtifact, Refusal> {
-    let shown = path.display().to_string();
+    // A name from the bundle, quoted: it may hold any character.
+    let shown = format!("{:?}", path.display().to_string());
     let Identified { format, ids, name } =
         artifact::identify(&bundle.dir.join(path), &shown).map_err(Refusal::new)?;
     let Some(full) = ids

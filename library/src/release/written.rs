@@ -3,10 +3,13 @@
 //! The validated model keeps each bundle file by its resolved path (a
 //! symlink inside the bundle followed), but a published version must hold
 //! each file where pod.json names it, and release.json keys files by that
-//! name. Whatever its shape, pod.json names a file by a string that
-//! resolves to it: every string of the document (and of an Appc
-//! manifest's `ops` annotation, itself JSON) that is a plain relative path
-//! resolving to a file of the model is taken as that file's written path.
+//! name. pod.json names a file by a string that resolves to it in one of
+//! the fields that name files: a container's `systemd.unit-files`, an
+//! image's `path` and `signature`, a volume's `data` (and in an Appc
+//! manifest's `ops` annotation, itself JSON: `systemd-units[].unit-file`,
+//! `images[].path` and `signature`, `volumes[].data`). A plain relative
+//! path there resolving to a file of the model is taken as that file's
+//! written path; any other string (an environment value, say) never is.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -18,7 +21,7 @@ use serde_json::Value;
 pub fn written_paths(manifest: &[u8], dir: &Path, files: &[PathBuf]) -> HashMap<PathBuf, PathBuf> {
     let mut strings = Vec::new();
     if let Ok(value) = serde_json::from_slice::<Value>(manifest) {
-        collect(&value, &mut strings, 0);
+        file_fields(&value, &mut strings);
     }
     let mut written = HashMap::new();
     for text in &strings {
@@ -40,21 +43,45 @@ pub fn written_paths(manifest: &[u8], dir: &Path, files: &[PathBuf]) -> HashMap<
     written
 }
 
-/// Every string in `value`, and in strings that are JSON objects
-/// themselves (an Appc annotation's value).
-fn collect(value: &Value, out: &mut Vec<String>, depth: usize) {
-    match value {
-        Value::String(s) => {
-            if depth < 2 && s.trim_start().starts_with('{') {
-                if let Ok(inner) = serde_json::from_str::<Value>(s) {
-                    collect(&inner, out, depth + 1);
-                }
-            }
-            out.push(s.clone());
+/// The strings of the fields of pod.json that name files: a native
+/// pod.json's and an Appc manifest's `ops` annotation's.
+fn file_fields(value: &Value, out: &mut Vec<String>) {
+    let items = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut push = |v: Option<&Value>| {
+        if let Some(s) = v.and_then(Value::as_str) {
+            out.push(s.to_owned());
         }
-        Value::Array(items) => items.iter().for_each(|v| collect(v, out, depth)),
-        Value::Object(map) => map.values().for_each(|v| collect(v, out, depth)),
-        _ => {}
+    };
+    let mut shapes = vec![value.clone()];
+    for annotation in items(value, "annotations") {
+        let ops = annotation.get("name").and_then(Value::as_str) == Some("ops");
+        let inner = annotation.get("value").and_then(Value::as_str);
+        if let (true, Some(inner)) = (ops, inner) {
+            shapes.extend(serde_json::from_str::<Value>(inner).ok());
+        }
+    }
+    for shape in &shapes {
+        for container in items(shape, "containers") {
+            let systemd = container.get("systemd").cloned().unwrap_or_default();
+            items(&systemd, "unit-files")
+                .iter()
+                .for_each(|f| push(Some(f)));
+        }
+        for unit in items(shape, "systemd-units") {
+            push(unit.get("unit-file"));
+        }
+        for image in items(shape, "images") {
+            push(image.get("path"));
+            push(image.get("signature"));
+        }
+        for volume in items(shape, "volumes") {
+            push(volume.get("data"));
+        }
     }
 }
 
@@ -90,8 +117,19 @@ mod tests {
         let written = written_paths(manifest, &dir, &files);
         assert_eq!(written[Path::new("images/app.aci")], Path::new("app.aci"));
         // Named by its own path too: kept there.
-        let both = br#"{"a": "app.aci", "b": "images/app.aci"}"#;
+        let both = br#"{"images": [{"path": "app.aci", "signature": "images/app.aci"}]}"#;
         assert!(written_paths(both, &dir, &files).is_empty());
+        // A string in a field that names no file is never a written path.
+        let noted = br#"{"images": [{"path": "images/app.aci"}], "environment": {"N": "app.aci"}}"#;
+        assert!(written_paths(noted, &dir, &files).is_empty());
+        let units = vec![PathBuf::from("images/app.aci")];
+        let appc = serde_json::json!({"annotations": [{"name": "ops", "value":
+            r#"{"systemd-units": [{"unit-file": "app.aci"}]}"#}]});
+        let appc = serde_json::to_vec(&appc).unwrap();
+        assert_eq!(
+            written_paths(&appc, &dir, &units)[Path::new("images/app.aci")],
+            Path::new("app.aci")
+        );
         assert_eq!(
             plain("./units/a.service").unwrap(),
             Path::new("units/a.service")

@@ -796,7 +796,7 @@ fn an_image_whose_file_is_not_its_id_is_refused() {
         refused["msg"]
             .as_str()
             .unwrap()
-            .contains("image app.aci: pod.json gives its id as sha512-"),
+            .contains("image \"app.aci\": pod.json gives its id as sha512-"),
         "{refused}"
     );
 }
@@ -966,4 +966,281 @@ fn what_a_killed_run_left_beside_its_places_is_swept_by_the_rerun() {
     assert_eq!(rerun["changed"], json!(true), "{rerun}");
     assert_eq!(f.listing(), clean, "the rerun converges with no leftovers");
     assert_eq!(f.publish(&b, json!({}))["changed"], json!(false));
+}
+
+#[test]
+fn absent_removes_only_a_directory_whose_release_json_names_the_version() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    let web = json!({"label": "web"});
+    assert_eq!(f.publish(&b1, web.clone())["changed"], json!(true));
+    assert_eq!(f.publish(&b2, web)["changed"], json!(true));
+    let before = f.listing();
+    // channels/stable/web/shop is pod shop's directory (label web), not
+    // version shop of a pod web.
+    for check_mode in [true, false] {
+        let args = json!({"repo": f.repo, "channel": "stable", "name": "web", "version": "shop",
+            "state": "absent", "_ansible_check_mode": check_mode, "_ansible_diff": true});
+        let result = run(&args);
+        assert_eq!(result["changed"], json!(false), "{result}");
+        assert_eq!(result["actions"], json!([]));
+        let msg = result["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("is not a published version of the pod"),
+            "{msg}"
+        );
+    }
+    // A version directory whose release.json names another pod, version,
+    // channel or label is not taken out either.
+    let shop = f.repo.join("channels/stable/web/shop");
+    fs::create_dir_all(f.repo.join("channels/stable/web/other")).unwrap();
+    let copy = f.repo.join("channels/stable/web/other/1");
+    fs::create_dir(&copy).unwrap();
+    fs::copy(shop.join("1/release.json"), copy.join("release.json")).unwrap();
+    let other = json!({"repo": f.repo, "channel": "stable", "label": "web", "name": "other",
+        "version": "1", "state": "absent"});
+    assert_eq!(run(&other)["changed"], json!(false));
+    fs::remove_dir_all(f.repo.join("channels/stable/web/other")).unwrap();
+    assert_eq!(f.listing(), before, "nothing was removed");
+    // The version itself is.
+    let args = json!({"repo": f.repo, "channel": "stable", "label": "web", "name": "shop",
+        "version": "1", "state": "absent"});
+    assert_eq!(run(&args)["changed"], json!(true));
+    assert!(!shop.join("1").exists());
+    assert!(shop.join("2/release.json").is_file());
+}
+
+#[test]
+fn a_publish_inside_or_in_the_place_of_a_published_directory_is_refused() {
+    let f = fixture();
+    // Pod web version shop (no label), then pod shop under label web: its
+    // directory would be web's version shop.
+    let web = f.root.join("web");
+    bundle(&web, &V1);
+    let manifest = fs::read_to_string(web.join("pod.json")).unwrap();
+    let manifest = manifest
+        .replace("\"name\": \"shop\"", "\"name\": \"web\"")
+        .replace("\"version\": \"1\"", "\"version\": \"shop\"");
+    fs::write(web.join("pod.json"), manifest).unwrap();
+    assert_eq!(f.publish(&web, json!({}))["changed"], json!(true));
+    let b1 = f.bundle("b1", &V1);
+    let before = f.listing();
+    let refused = f.publish(&b1, json!({"label": "web"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    let mut messages = vec![refused["msg"].clone()];
+    assert_eq!(f.listing(), before, "nothing was written");
+    // Pod shop under label web first, then pod web version shop: its
+    // version directory would be shop's directory of versions.
+    let g = fixture();
+    assert_eq!(
+        g.publish(&b1, json!({"label": "web"}))["changed"],
+        json!(true)
+    );
+    let before = g.listing();
+    let refused = run(&json!({"repo": g.repo, "bundle": web, "channel": "stable"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    messages.push(refused["msg"].clone());
+    // Pod 1 under label web/shop: inside shop's published version 1, and
+    // its image app would go inside images/web/shop, version shop of an
+    // image web.
+    let one = g.root.join("one");
+    bundle(&one, &V1);
+    let manifest = fs::read_to_string(one.join("pod.json"))
+        .unwrap()
+        .replace("\"name\": \"shop\"", "\"name\": \"1\"")
+        .replace("\"version\": \"1\"", "\"version\": \"7\"");
+    fs::write(one.join("pod.json"), manifest).unwrap();
+    fs::create_dir_all(g.repo.join("images/web/shop")).unwrap();
+    fs::write(g.repo.join("images/web/shop/id"), "sha512-00\n").unwrap();
+    let before_one = g.listing();
+    let refused = run(&json!({"repo": g.repo, "bundle": one, "channel": "stable",
+        "label": "web/shop"}));
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    messages.push(refused["msg"].clone());
+    assert_eq!(g.listing(), before_one, "nothing was written");
+    fs::remove_dir_all(g.repo.join("images/web/shop")).unwrap();
+    assert_eq!(g.listing(), before);
+    insta::assert_json_snapshot!(messages);
+}
+
+/// The pod directory as a run that added `version` and was killed after
+/// renaming it into place, before moving tip from `tip`, leaves it.
+fn cut_short(pod: &Path, tip: &str, version: &str) {
+    fs::remove_file(pod.join("tip")).unwrap();
+    std::os::unix::fs::symlink(tip, pod.join("tip")).unwrap();
+    fs::write(pod.join(".tip-intent"), format!("{version}\n")).unwrap();
+}
+
+#[test]
+fn a_run_cut_short_before_tip_moved_is_finished_by_the_rerun() {
+    let f = fixture();
+    let b1 = f.bundle("b1", &V1);
+    let b2 = f.bundle(
+        "b2",
+        &Content {
+            version: "2",
+            app: "hello 2",
+            ..V1
+        },
+    );
+    assert_eq!(f.publish(&b1, json!({}))["changed"], json!(true));
+    let pod = f.repo.join("channels/stable/shop");
+    // A run's own intent record is gone once tip moved.
+    assert!(!pod.join(".tip-intent").exists());
+    let added = f.publish(&b2, json!({"tip": false}));
+    assert_eq!(added["tip"], json!("1"), "{added}");
+    cut_short(&pod, "1", "2");
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("1"));
+    let before = f.listing();
+    let check = f.publish(&b2, json!({"_ansible_check_mode": true}));
+    assert_eq!(check["changed"], json!(true), "{check}");
+    assert_eq!(f.listing(), before, "check mode writes nothing");
+    let rerun = f.publish(&b2, json!({}));
+    assert_eq!(rerun["changed"], json!(true), "{rerun}");
+    assert_eq!(rerun["tip"], json!("2"));
+    assert_eq!(rerun["actions"], check["actions"]);
+    insta::assert_json_snapshot!(rerun["actions"]);
+    assert_eq!(fs::read_link(pod.join("tip")).unwrap(), Path::new("2"));
+    assert!(!pod.join(".tip-intent").exists());
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // Any run on the pod finishes it: pointing tip, or taking out another
+    // version.
+    cut_short(&pod, "1", "2");
+    let absent = json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": "9",
+        "state": "absent"});
+    let finished = run(&absent);
+    assert_eq!(finished["changed"], json!(true), "{finished}");
+    assert_eq!(finished["tip"], json!("2"));
+    assert_eq!(run(&absent)["changed"], json!(false));
+    // An intent naming a version that is not published (the run stopped
+    // before its version was in place) is dropped, tip left as it is.
+    fs::write(pod.join(".tip-intent"), "3\n").unwrap();
+    let dropped = f.publish(&b2, json!({}));
+    assert_eq!(dropped["changed"], json!(true), "{dropped}");
+    assert_eq!(dropped["tip"], json!("2"));
+    assert!(!pod.join(".tip-intent").exists());
+    insta::assert_json_snapshot!(dropped["actions"]);
+    assert_eq!(f.publish(&b2, json!({}))["changed"], json!(false));
+    // Taking out the version an intent names drops the intent, tip left.
+    fs::write(pod.join(".tip-intent"), "1\n").unwrap();
+    let args = json!({"repo": f.repo, "channel": "stable", "name": "shop", "version": "1",
+        "state": "absent"});
+    let removed = run(&args);
+    assert_eq!(removed["tip"], json!("2"), "{removed}");
+    assert!(!pod.join(".tip-intent").exists());
+    assert!(!pod.join("1").exists());
+    // ops_pod reads the pod directory with an intent record in it.
+    fs::write(pod.join(".tip-intent"), "2\n").unwrap();
+    let wanted = ops_core::repository::Wanted {
+        repo: ops_core::repository::Repo::Dir(f.repo.clone()),
+        channel: "stable".into(),
+        label: ops_core::release::layout::Label::default(),
+        name: ops_core::bundle::PodName::parse("shop").unwrap(),
+        version: None,
+    };
+    let (_, origin) = ops_core::repository::resolve(&wanted, std::time::Duration::from_secs(5))
+        .expect("ops_pod reads it");
+    assert_eq!(origin.tip.unwrap().as_str(), "2");
+}
+
+#[test]
+fn a_string_in_a_field_that_names_no_file_never_renames_a_file() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    fs::create_dir(b.join("real")).unwrap();
+    fs::rename(b.join("app.aci"), b.join("real/app.aci")).unwrap();
+    // pod.json names the image app.aci, a link to real/app.aci; an
+    // environment value names another link to it.
+    std::os::unix::fs::symlink("real/app.aci", b.join("app.aci")).unwrap();
+    std::os::unix::fs::symlink("real/app.aci", b.join("alias")).unwrap();
+    let pod: Value = serde_json::from_slice(&fs::read(b.join("pod.json")).unwrap()).unwrap();
+    let text = format!(
+        "{{\"environment\": {{\"NOTE\": \"alias\"}}, {}",
+        &pod.to_string()[1..]
+    );
+    fs::write(b.join("pod.json"), text).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let version = f.repo.join("channels/stable/shop/1");
+    assert!(version.join("app.aci").is_file());
+    assert!(!version.join("alias").exists());
+    let record: Value =
+        serde_json::from_slice(&fs::read(version.join("release.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["files"]["app.aci"]["artifact"],
+        json!("images/app/1/app.aci")
+    );
+}
+
+#[test]
+fn a_bundle_file_with_a_name_the_release_keeps_for_itself_is_refused() {
+    let f = fixture();
+    let mut messages = Vec::new();
+    for (n, (from, to)) in [
+        ("static.tar", "release.json"),
+        ("static.tar", "pod.json"),
+        ("static.tar", "sha256"),
+        ("app.aci", "id"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = f.bundle(&format!("b{n}"), &V1);
+        let text = fs::read_to_string(b.join("pod.json")).unwrap();
+        if to != "pod.json" {
+            fs::rename(b.join(from), b.join(to)).unwrap();
+        }
+        let key = if from == "app.aci" { "path" } else { "data" };
+        let text = text.replace(
+            &format!("\"{key}\": \"{from}\""),
+            &format!("\"{key}\": \"{to}\""),
+        );
+        fs::write(b.join("pod.json"), text).unwrap();
+        let refused = f.publish(&b, json!({}));
+        assert_eq!(refused["failed"], json!(true), "{refused}");
+        messages.push(refused["msg"].clone());
+    }
+    assert!(!f.repo.exists(), "nothing was written");
+    insta::assert_json_snapshot!(messages);
+}
+
+#[test]
+fn bundle_file_names_are_quoted_in_msg_and_actions() {
+    let f = fixture();
+    let b = f.bundle("b", &V1);
+    let odd = "static\n\u{202e}rat.tar";
+    fs::rename(b.join("static.tar"), b.join(odd)).unwrap();
+    let text = fs::read_to_string(b.join("pod.json")).unwrap().replace(
+        "\"data\": \"static.tar\"",
+        "\"data\": \"static\\n\u{202e}rat.tar\"",
+    );
+    fs::write(b.join("pod.json"), text).unwrap();
+    let result = f.publish(&b, json!({}));
+    assert_eq!(result["changed"], json!(true), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(!msg.contains('\n') && !msg.contains('\u{202e}'), "{msg}");
+    assert!(
+        msg.contains(r#"("static\n\u{202e}rat.tar", sha256"#),
+        "{msg}"
+    );
+    // A refusal naming the file quotes it too.
+    let c = f.bundle("c", &V1);
+    fs::write(c.join("app\u{202e}.aci"), "not the image").unwrap();
+    let text = fs::read_to_string(c.join("pod.json"))
+        .unwrap()
+        .replace("\"path\": \"app.aci\"", "\"path\": \"app\u{202e}.aci\"");
+    fs::write(c.join("pod.json"), text).unwrap();
+    let refused = f.publish(&c, json!({}));
+    let msg = refused["msg"].as_str().unwrap();
+    assert_eq!(refused["failed"], json!(true), "{refused}");
+    assert!(!msg.contains('\u{202e}'), "{msg}");
+    assert!(msg.starts_with(r#""app\u{202e}.aci": "#), "{msg}");
 }
