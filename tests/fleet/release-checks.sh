@@ -178,7 +178,8 @@ tampered_unit() {
 }
 check "ansible-core $core: a unit file of web 4 changed in the repository: refused on every host before any artifact is downloaded, the hosts as they were" tampered_unit
 
-# Web 5 with an image of its own (web 4's ACI with one more file), whose
+# Web 5 with an image of its own (web 4's ACI with one more file) and a
+# volume of its own, whose image
 # archive in the repository is then replaced by web 4's (a valid image,
 # of another id): refused on every host after its download, by id.
 tampered_image() {
@@ -188,6 +189,10 @@ tampered_image() {
     tar -C "$work/extra" --owner=0 --group=0 --numeric-owner -rf "$aci" rootfs/five || return 1
   id=sha512-$(sha512sum "$aci" | cut -c1-64)
   gzip -n <"$aci" >"$five/busybox.aci.gz" && rm "$aci" || return 1
+  # A volume of its own too: web 4's (tampered above) would be shared,
+  # the repository storing each archive once.
+  mkdir -p "$work/www-5" && echo "web 5" >"$work/www-5/index.html" &&
+    tar -C "$work/www-5" -czf "$five/www.tar.gz" index.html || return 1
   jq --arg id "$id" '.version = 5 | .images[0].id = $id | .containers[0].image = $id' "$bundles/web-4/pod.json" >"$five/pod.json" || return 1
   publishes release-5 5 false "$five" || return 1
   cp "$bundles/web-4/busybox.aci.gz" "$repo/images/fleet/fleet-busybox/5/busybox.aci.gz" || return 1
