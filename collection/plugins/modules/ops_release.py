@@ -261,7 +261,10 @@ added:
     - volumes/web/shop/static/7
     - channels/stable/web/shop/shop/7
 reused:
-  description: What the repository held already and the version uses (an image or volume stored by an earlier version with the same content, or the published version itself), relative to the repository.
+  description:
+    - What the repository held already and the version uses (an image or
+      volume stored by an earlier version with the same content, or the
+      published version itself), relative to the repository.
   type: list
   elements: str
   returned: success
