@@ -143,6 +143,12 @@ pub struct PodFacts {
     /// By version, oldest first.
     pub versions: IndexMap<String, VersionFacts>,
     pub ports: Vec<Value>,
+    /// Idle: the current version stopped, its ports armed so that a
+    /// connection starts it (see crate::records::idle).
+    pub idle: bool,
+    /// When a connection last woke the pod (seconds since the epoch);
+    /// `null` if never.
+    pub woken_at: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -312,6 +318,8 @@ fn pod_facts(store: &Store, host: &Host, name: &PodName, state: &PodState) -> Po
         store: store.pod_dir(name),
         versions,
         ports: ports::report(name, &held),
+        idle: state.idle.is_some(),
+        woken_at: state.woken.map(|w| w.at),
     }
 }
 

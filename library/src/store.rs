@@ -5,6 +5,10 @@
 //! <root>/lock, lock.holder       the change lock (see crate::lock)
 //! <root>/pods/<name>/current     symlink to the current version's directory
 //! <root>/pods/<name>/previous    symlink to the version current before it
+//! <root>/pods/<name>/_idle       the pod is idle: its ports armed to wake it
+//!                                (see crate::records::idle; `_` starts no
+//!                                version's name)
+//! <root>/pods/<name>/_woken      when a connection last woke the pod
 //! <root>/pods/<name>/<version>/  one deployed version, immutable:
 //!     pod.json                   the bundle's pod.json, byte for byte
 //!     units/<unit file>          the bundle's unit files, as shipped
@@ -16,6 +20,8 @@
 //! <root>/images/<runtime>/<dir>/ an imported image (see crate::image)
 //! <root>/ports/<port>            who holds a host port, derived from the
 //!                                versions' meta.json (see crate::ports)
+//! <root>/bin/ops-wake            the waker an idle pod's sockets run: a
+//!                                copy of the ops_pod that idled it
 //! <root>/staging/, <root>/trash/ transient: what is being added or removed
 //! ```
 //!
@@ -42,6 +48,7 @@ use sha2::{Digest, Sha256};
 use crate::atomic::{self, Context, FsError};
 use crate::download::Location;
 use crate::lock::StoreLock;
+use crate::records::idle::{IdleRecord, WokenRecord};
 use crate::records::names::{PodName, UnitName, Version};
 use crate::records::pod::{Pod, Source};
 pub use crate::records::version::{VersionRecord, META_FORMAT};
@@ -107,6 +114,10 @@ pub struct PodState {
     pub versions: BTreeMap<Version, StoredVersion>,
     pub current: Option<Version>,
     pub previous: Option<Version>,
+    /// The pod is idle (its record names the current version).
+    pub idle: Option<IdleRecord>,
+    /// When a connection last woke the pod.
+    pub woken: Option<WokenRecord>,
 }
 
 impl PodState {
@@ -215,6 +226,21 @@ impl Store {
 
     pub fn version_dir(&self, name: &PodName, version: &Version) -> PathBuf {
         self.pod_dir(name).join(version.as_str())
+    }
+
+    /// The idle record of a pod (see crate::records::idle).
+    pub fn idle_path(&self, name: &PodName) -> PathBuf {
+        self.pod_dir(name).join("_idle")
+    }
+
+    /// When the pod was last woken.
+    pub fn woken_path(&self, name: &PodName) -> PathBuf {
+        self.pod_dir(name).join("_woken")
+    }
+
+    /// The waker an idle pod's sockets start.
+    pub fn waker_path(&self) -> PathBuf {
+        self.root.join("bin").join("ops-wake")
     }
 
     pub fn environment_path(&self, name: &PodName, version: &Version) -> PathBuf {
@@ -389,6 +415,54 @@ impl Store {
         })
     }
 
+    /// A JSON record of the pod directory, `None` when there is none.
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = read_optional(path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Write (or, with `None`, remove) the pod's idle record.
+    pub fn write_idle(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        record: Option<&IdleRecord>,
+    ) -> Result<(), FsError> {
+        write_record(&self.idle_path(name), record)
+    }
+
+    /// Write (or, with `None`, remove) when the pod was last woken.
+    pub fn write_woken(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        record: Option<&WokenRecord>,
+    ) -> Result<(), FsError> {
+        write_record(&self.woken_path(name), record)
+    }
+
+    /// Copy this program to [`Store::waker_path`] (root-owned, 0755),
+    /// unless it is there already, byte for byte; whether it was copied.
+    pub fn install_waker(&self, _lock: &StoreLock, program: &Path) -> Result<bool, FsError> {
+        let path = self.waker_path();
+        if same_file_content(program, &path) {
+            return Ok(false);
+        }
+        atomic::create_dir_all(&self.root.join("bin"), 0o755)?;
+        atomic::copy_file(program, &path, 0o755)?;
+        Ok(true)
+    }
+
     /// Everything the store holds for `name` (empty when nothing).
     pub fn read_pod(&self, name: &PodName) -> Result<PodState, StoreError> {
         self.read_pod_with(name, true)
@@ -424,6 +498,12 @@ impl Store {
         state.previous = self
             .read_pointer(name, "previous")?
             .filter(|v| state.versions.contains_key(v));
+        // A record of a version no longer current (changed by hand) is
+        // no idle pod: only a pod idled as it is is woken.
+        state.idle = self
+            .read_record::<IdleRecord>(&self.idle_path(name))?
+            .filter(|r| state.current.as_ref() == Some(&r.version));
+        state.woken = self.read_record(&self.woken_path(name))?;
         Ok(state)
     }
 
@@ -557,7 +637,50 @@ impl Store {
         for pointer in ["current", "previous"] {
             self.set_pointer(lock, name, pointer, None)?;
         }
+        self.write_idle(lock, name, None)?;
+        self.write_woken(lock, name, None)?;
         atomic::remove_dir_if_empty(&self.pod_dir(name)).map(drop)
+    }
+}
+
+/// Write a record as pretty JSON, or remove it.
+fn write_record<T: serde::Serialize>(path: &Path, record: Option<&T>) -> Result<(), FsError> {
+    match record {
+        Some(r) => {
+            let mut text = serde_json::to_vec_pretty(r).expect("a record serialises");
+            text.push(b'\n');
+            atomic::write_file(path, &text, 0o644)
+        }
+        None => atomic::remove_file(path).map(drop),
+    }
+}
+
+/// Whether two files hold the same bytes (false when either is missing).
+pub fn same_file_content(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(fa), Ok(fb)) = (fs::File::open(a), fs::File::open(b)) else {
+        return false;
+    };
+    let same_len = match (fa.metadata(), fb.metadata()) {
+        (Ok(ma), Ok(mb)) => ma.is_file() && mb.is_file() && ma.len() == mb.len(),
+        _ => false,
+    };
+    if !same_len {
+        return false;
+    }
+    let (mut ra, mut rb) = (io::BufReader::new(fa), io::BufReader::new(fb));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = match ra.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if rb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
     }
 }
 

@@ -20,7 +20,15 @@
 //! - `ops-<pod>.slice` (with `-` escaped as systemd does), grouping the
 //!   pod's processes under `ops.slice`;
 //! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
-//!   so it comes back after a reboot.
+//!   so it comes back after a reboot;
+//! - while the pod is idle (its idle record, crate::records::idle), in
+//!   place of that link: a socket `ops-<pod>-wake-<port>.socket` per port
+//!   armed, each starting the waker `ops-<pod>-wake.service` (a oneshot
+//!   that runs `<root>/bin/ops-wake --wake`: ops_pod itself, which starts
+//!   the pod's version as `state: started` does), the target
+//!   `ops-<pod>-idle.target` that wants the sockets, and
+//!   `multi-user.target.wants/ops-<pod>-idle.target`, so that after a
+//!   reboot the pod is armed, not started.
 //!
 //! What ops writes reaches systemd exactly or is refused: environment
 //! values are escaped for the parser that reads them, values no variable
@@ -42,9 +50,13 @@ use std::path::{Path, PathBuf};
 use crate::atomic::{self, Context, FsError};
 use crate::bundle::{Pod, Volume};
 use crate::image::{records, Runtime};
+use crate::records::idle::IdleRecord;
 use crate::records::names::{ImageId, PodName, UnitName, Version};
 use crate::records::unit_names::split;
-pub use crate::records::unit_names::{installed_name, runnable, slice_name, target_name};
+pub use crate::records::unit_names::{
+    idle_prefix, idle_target_name, idle_units, installed_name, runnable, slice_name, target_name,
+    wake_socket_name, waker_name,
+};
 pub use crate::records::unit_syntax::{check_env_value, check_unit_path};
 use crate::store::{PodState, Store};
 use crate::volume;
@@ -571,12 +583,69 @@ pub fn desired(
     let mut slice = pod_header(pod);
     slice.push_str(&format!("[Unit]\nDescription=ops pod {pod}\n"));
     files.insert(PathBuf::from(slice_name(pod)), Entry::File(slice));
-    if started && state.current.is_some() {
+    let boot = match &state.idle {
+        Some(idle) => {
+            files.extend(idle_files(pod, idle, unit_dir, store)?);
+            Some(idle_target_name(pod))
+        }
+        None => (started && state.current.is_some()).then(|| target_name(pod)),
+    };
+    if let Some(boot) = boot {
         files.insert(
-            Path::new(&format!("{BOOT_TARGET}.wants")).join(target_name(pod)),
-            Entry::Link(unit_dir.join(target_name(pod))),
+            Path::new(&format!("{BOOT_TARGET}.wants")).join(&boot),
+            Entry::Link(unit_dir.join(&boot)),
         );
     }
+    Ok(files)
+}
+
+/// The units of an idle pod: its sockets, their waker and the target that
+/// arms them (see the module's header).
+fn idle_files(
+    pod: &PodName,
+    idle: &IdleRecord,
+    unit_dir: &Path,
+    store: &Store,
+) -> Result<Files, UnitsError> {
+    let mut files = Files::new();
+    let target = idle_target_name(pod);
+    let waker = waker_name(pod);
+    let sockets: Vec<String> = idle
+        .ports
+        .iter()
+        .map(|p| wake_socket_name(pod, *p))
+        .collect();
+    let mut text = pod_header(pod);
+    text.push_str(&format!(
+        "[Unit]\nDescription=ops pod {pod} idle: a connection wakes version {}\nWants={}\n",
+        idle.version,
+        sockets.join(" ")
+    ));
+    text.push_str(&format!("\n[Install]\nWantedBy={BOOT_TARGET}\n"));
+    files.insert(PathBuf::from(&target), Entry::File(text));
+    for (port, socket) in idle.ports.iter().zip(&sockets) {
+        let mut text = pod_header(pod);
+        // PartOf: stopping the idle target closes every socket. The waker
+        // is not part of it: it stops the target itself.
+        text.push_str(&format!(
+            "[Unit]\nDescription=ops pod {pod} idle: wake on port {port}\nPartOf={target}\n\n\
+             [Socket]\nListenStream={port}\nService={waker}\n"
+        ));
+        files.insert(PathBuf::from(socket), Entry::File(text));
+    }
+    let program = unit_path("waker", &store.waker_path())?;
+    let root = unit_path("store root", store.root())?;
+    let units = unit_path("unit directory", unit_dir)?;
+    // The version's start timeout, and time to stop the sockets, reload
+    // systemd and wait for the store's lock.
+    let timeout = idle.start_timeout + idle.min_up_time + 300;
+    let mut text = pod_header(pod);
+    text.push_str(&format!(
+        "[Unit]\nDescription=ops pod {pod}: wake it (a connection came to an idle port)\n\n\
+         [Service]\nType=oneshot\nExecStart={program} --wake --root {root} --unit-dir {units} \
+         --pod {pod}\nTimeoutStartSec={timeout}\n"
+    ));
+    files.insert(PathBuf::from(&waker), Entry::File(text));
     Ok(files)
 }
 
@@ -596,14 +665,12 @@ pub fn owned(pod: &PodName, unit_dir: &Path) -> Result<Files, FsError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
         Err(e) => return Err(e).at("read", unit_dir),
     };
-    let prefix = format!("{pod}-");
-    let pod_level = [target_name(pod), slice_name(pod)];
     for entry in entries {
         let entry = entry.at("read", unit_dir)?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !name.starts_with(&prefix) && !pod_level.contains(&name) {
+        if !is_pod_path(pod, &name) {
             continue;
         }
         let file_type = entry.file_type().at("read", &entry.path())?;
@@ -620,13 +687,32 @@ pub fn owned(pod: &PodName, unit_dir: &Path) -> Result<Files, FsError> {
             }
         }
     }
-    let link = Path::new(&format!("{BOOT_TARGET}.wants")).join(target_name(pod));
-    if let Ok(target) = fs::read_link(unit_dir.join(&link)) {
-        if target.file_name().and_then(|n| n.to_str()) == Some(target_name(pod).as_str()) {
-            files.insert(link, Entry::Link(target));
+    for boot in [target_name(pod), idle_target_name(pod)] {
+        let link = Path::new(&format!("{BOOT_TARGET}.wants")).join(&boot);
+        if let Ok(target) = fs::read_link(unit_dir.join(&link)) {
+            if target.file_name().and_then(|n| n.to_str()) == Some(boot.as_str()) {
+                files.insert(link, Entry::Link(target));
+            }
         }
     }
     Ok(files)
+}
+
+/// Whether a name in the unit directory is of the shape of pod `pod`'s
+/// (whether ops wrote it is its header's to say): a version's unit, the
+/// pod's target or slice, or one of its idle units.
+pub fn is_pod_path(pod: &PodName, name: &str) -> bool {
+    name.starts_with(&format!("{pod}-"))
+        || name.starts_with(&idle_prefix(pod))
+        || name == target_name(pod)
+        || name == slice_name(pod)
+}
+
+/// The boot links of pod `pod`: its target's (started) and its idle
+/// target's (idle).
+pub fn boot_links(pod: &PodName) -> [PathBuf; 2] {
+    [target_name(pod), idle_target_name(pod)]
+        .map(|t| Path::new(&format!("{BOOT_TARGET}.wants")).join(t))
 }
 
 /// One change to the unit directory.

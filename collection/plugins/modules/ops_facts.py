@@ -136,6 +136,17 @@ ansible_facts:
               type: str
               returned: always
               sample: /var/lib/ops/pods/shop
+            idle:
+              description:
+                - The pod is idle (M(ops.onboard.ops_pod) O(ops.onboard.ops_pod#module:state=idle)) - its current version
+                  stopped, its ports armed so that a connection wakes it.
+              type: bool
+              returned: always
+            woken_at:
+              description: When a connection last woke the pod, in seconds since the Unix epoch; V(null) if never.
+              type: int
+              returned: always
+              sample: 1764756000
             ports:
               description: The pod's ports, each with the versions that use it.
               type: list

@@ -127,9 +127,21 @@ options:
       - V(restarted) restarts it (making it current, as V(started) does).
       - V(absent) removes it, refusing the current version while it is
         started. Without O(version), every version is removed - units,
-        target, slice and store directory.
+        target, slice and store directory (and the units of an idle pod).
+      - V(idle) stops the current version (O(version), when given, must be
+        it) and marks the pod idle; its ports stay held, and each TCP port of
+        the version is armed with a systemd socket unit, so that a
+        connection wakes the pod - its version starts again, as V(started)
+        starts it, and the pod is no longer idle. The first connection may be
+        refused while the pod starts; within O(start_timeout) of it, and
+        usually within the version's start time plus a second, clients are
+        served. An idle pod stays idle across a reboot (armed, not started).
+        A pod whose version has no ports is refused (use V(stopped)).
+        V(started) or V(restarted) un-idles it, V(stopped) disarms it and
+        leaves it stopped, V(present) leaves it idle. See the README's
+        "Idle and wake".
     type: str
-    choices: [present, started, stopped, restarted, absent]
+    choices: [present, started, stopped, restarted, absent, idle]
     default: started
   keep:
     description:
@@ -261,6 +273,11 @@ EXAMPLES = r"""
   ops.onboard.ops_pod:
     name: shop
     state: stopped
+
+- name: Idle shop until a connection to one of its ports wakes it
+  ops.onboard.ops_pod:
+    name: shop
+    state: idle
 
 - name: Remove every version of shop
   ops.onboard.ops_pod:

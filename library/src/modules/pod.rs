@@ -94,8 +94,13 @@ impl Module for OpsPod {
                  state=absent). With repo: the version to deploy, or tip (the default), \
                  the one the channel's tip links to.",
             ),
-            Opt::new("state", Kind::Str, "What the version should be.")
-                .choices(&["present", "started", "stopped", "restarted", "absent"])
+            Opt::new(
+                "state",
+                Kind::Str,
+                "What the version should be. idle: the current version stopped, its ports \
+                 armed (a socket each) so that a connection starts it again.",
+            )
+                .choices(&["present", "started", "stopped", "restarted", "absent", "idle"])
                 .default(DefaultValue::Str("started")),
             Opt::new(
                 "keep",
@@ -222,6 +227,76 @@ impl Module for OpsPod {
     }
 }
 
+/// The waker of an idle pod: `ops-wake --wake --root R --unit-dir U --pod P`
+/// (the unit `ops-<pod>-wake.service` that the pod's sockets start runs
+/// this program so). It says what it did on stderr (the journal) and exits
+/// 0 when the pod is up, or was not idle.
+pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let code = match wake_args(args) {
+        Err(e) => {
+            eprintln!("ops-wake: {e}");
+            2
+        }
+        Ok((root, unit_dir, name)) => wake_run(&root, &unit_dir, &name),
+    };
+    std::process::exit(code)
+}
+
+fn wake_run(root: &std::path::Path, unit_dir: &std::path::Path, name: &PodName) -> i32 {
+    let mut systemd = match Systemctl::connect() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ops-wake: {}", crate::ansible::error_chain(&e));
+            return 1;
+        }
+    };
+    match pod::wake(
+        root,
+        unit_dir,
+        name,
+        &mut systemd,
+        &mut crate::image::PodmanCli,
+    ) {
+        Ok(report) if report.actions.is_empty() => {
+            eprintln!("ops-wake: pod {name} is not idle: nothing to do");
+            0
+        }
+        Ok(report) => {
+            eprintln!("ops-wake: pod {name} woken: {}", report.actions.join("; "));
+            0
+        }
+        Err(failed) => {
+            eprintln!(
+                "ops-wake: pod {name} not woken: {}",
+                crate::ansible::error_chain(&failed.error)
+            );
+            1
+        }
+    }
+}
+
+/// `--wake --root R --unit-dir U --pod P`, in this order.
+fn wake_args(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<(PathBuf, PathBuf, PodName), String> {
+    let _program = args.next();
+    let words: Vec<String> = args
+        .map(|a| {
+            a.into_string()
+                .map_err(|_| "arguments must be UTF-8".to_owned())
+        })
+        .collect::<Result<_, _>>()?;
+    match words.as_slice() {
+        [wake, r, root, u, unit_dir, p, pod]
+            if wake == "--wake" && r == "--root" && u == "--unit-dir" && p == "--pod" =>
+        {
+            let name = PodName::parse(pod).map_err(|e| format!("--pod: {e}"))?;
+            Ok((PathBuf::from(root), PathBuf::from(unit_dir), name))
+        }
+        _ => Err("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD".to_owned()),
+    }
+}
+
 /// Check the options that the spec cannot, and build the request.
 fn request(options: Options) -> Result<pod::Request, Failure> {
     let mut problems = Vec::new();
@@ -296,6 +371,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         download_timeout,
         ports,
         port_range,
+        wake: false,
     })
 }
 

@@ -156,7 +156,23 @@ impl<'a> Run<'a> {
                 self.write_files(changes)
             }
             Step::Pointers { .. } => self.pointers(step),
-            Step::Start { .. } | Step::StartTarget(_) => self.start(step),
+            Step::Start { .. } | Step::StartTarget(_) | Step::Arm(..) => self.start(step),
+            Step::InstallWaker(_) => {
+                self.begin(step);
+                if store.install_waker(lock, Path::new(super::observe::SELF))? {
+                    self.done(step.to_string());
+                }
+                Ok(())
+            }
+            Step::Idle { after, woken, .. } => {
+                self.begin(step);
+                store.write_idle(lock, &self.plan.name, after.as_ref())?;
+                if woken.is_some() {
+                    store.write_woken(lock, &self.plan.name, woken.as_ref())?;
+                }
+                self.done(step.to_string());
+                Ok(())
+            }
             Step::RemoveVersion(version, _) => {
                 store.remove_version(lock, &self.plan.name, version)?;
                 self.done(step.to_string());
@@ -226,6 +242,24 @@ impl<'a> Run<'a> {
             }
             Step::Start { all, .. } => self.undo_start(all)?,
             Step::StartTarget(target) => self.undo_start(std::slice::from_ref(target))?,
+            Step::Arm(units, _) => self.undo_start(units)?,
+            // Other idle pods may use it; a later run overwrites it.
+            Step::InstallWaker(_) => {}
+            Step::Idle {
+                before,
+                woken,
+                woken_before,
+                ..
+            } => {
+                store.write_idle(lock, name, before.as_ref())?;
+                if woken.is_some() {
+                    store.write_woken(lock, name, woken_before.as_ref())?;
+                }
+                self.undid(match before {
+                    Some(_) => format!("put back the idle mark of pod {name}"),
+                    None => format!("clear the idle mark of pod {name}"),
+                });
+            }
             Step::RemoveVersion(..)
             | Step::RemovePod
             | Step::RemoveImage(..)
@@ -348,6 +382,11 @@ impl<'a> Run<'a> {
             Step::StartTarget(target) => {
                 let target = std::slice::from_ref(target);
                 self.systemd.start(target, self.request.start_timeout)?;
+                self.done(step.to_string());
+                return Ok(());
+            }
+            Step::Arm(units, _) => {
+                self.systemd.start(units, self.request.start_timeout)?;
                 self.done(step.to_string());
                 return Ok(());
             }

@@ -48,6 +48,8 @@ pub enum State {
     Stopped,
     Restarted,
     Absent,
+    /// Stopped, its ports armed: a connection starts it again.
+    Idle,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
             "stopped" => State::Stopped,
             "restarted" => State::Restarted,
             "absent" => State::Absent,
+            "idle" => State::Idle,
             _ => return None,
         })
     }
@@ -96,6 +99,10 @@ pub struct Request {
     pub ports: Option<Vec<bundle::Port>>,
     /// Where assigned ports come from.
     pub port_range: crate::ports::PortRange,
+    /// A connection came to an idle pod's port (the waker's run): start
+    /// its current version as `state: started` does, only if the pod is
+    /// idle, and record when it was woken.
+    pub wake: bool,
 }
 
 /// What a run did (or, in check mode, would do).
@@ -365,6 +372,51 @@ pub fn run(
     }
     let what = first.describe();
     run_locked(request, host, want_diff, &store, incoming.as_ref(), what)
+}
+
+/// The waker's run (a connection came to an idle pod's port): start the
+/// pod's current version as `state: started` does, if the pod is idle
+/// (decided again under the lock), and record when it was woken. The
+/// start timeouts are those of the run that idled it.
+pub fn wake(
+    root: &Path,
+    unit_dir: &Path,
+    name: &PodName,
+    systemd: &mut dyn Systemd,
+    podman: &mut dyn Podman,
+) -> Result<Report, Box<Failed>> {
+    let state = Store::new(root)
+        .read_pod_unlocked(name)
+        .map_err(PodError::from)?;
+    let Some(idle) = state.idle else {
+        return Ok(Report {
+            name: Some(name.clone()),
+            ..Report::default()
+        });
+    };
+    let request = Request {
+        bundle: None,
+        repo: None,
+        name: Some(name.clone()),
+        version: None,
+        state: State::Started,
+        keep: None,
+        env: None,
+        root: root.to_owned(),
+        unit_dir: unit_dir.to_owned(),
+        start_timeout: Duration::from_secs(idle.start_timeout),
+        min_up_time: Duration::from_secs(idle.min_up_time),
+        rollback: true,
+        lock_timeout: Duration::from_secs(300),
+        runtime: None,
+        keyring: None,
+        require_signature: false,
+        download_timeout: Duration::from_secs(600),
+        ports: None,
+        port_range: crate::ports::PortRange::default(),
+        wake: true,
+    };
+    run(&request, systemd, podman, false, false)
 }
 
 /// A refusal of the plan, with the pod as it is (nothing was changed): the

@@ -60,6 +60,9 @@ pub(crate) struct Observed {
     pub verified: Option<Result<bool, Refusal>>,
     /// Seconds since the epoch: when a version added now is deployed.
     pub now: u64,
+    /// `<root>/bin/ops-wake` is this program, byte for byte (looked at
+    /// only for `state: idle`).
+    pub waker_installed: bool,
 }
 
 impl Observed {
@@ -82,6 +85,7 @@ impl Observed {
             volumes: None,
             verified: None,
             now: 0,
+            waker_installed: false,
         }
     }
 }
@@ -100,9 +104,7 @@ pub(crate) fn observe(
 ) -> Result<Observed, PodError> {
     let state = store.read_pod(name)?;
     let files = units::owned(name, &request.unit_dir)?;
-    let started = files
-        .keys()
-        .any(|p| p.starts_with("multi-user.target.wants"));
+    let started = files.contains_key(&units::boot_links(name)[0]);
     let status = unit_status(name, &state, &files, host.systemd)?;
     let others = other_pods(store, name).map_err(|e| refusal(&e));
     let mut observed = Observed {
@@ -116,12 +118,17 @@ pub(crate) fn observe(
         port_records: crate::ports::read_index(store).map_err(|e| refusal(&e)),
         unit_paths: unit_paths(name, &request.unit_dir),
         now: crate::clock::now(),
+        waker_installed: request.state == State::Idle
+            && crate::store::same_file_content(Path::new(SELF), &store.waker_path()),
         ..Observed::new(name.clone())
     };
     observe_images(store, request, host.podman, &mut observed);
     observe_bundle(store, request, host.systemd, &mut observed)?;
     Ok(observed)
 }
+
+/// This program, as the waker copies it.
+pub(super) const SELF: &str = "/proc/self/exe";
 
 fn other_pods(
     store: &Store,
@@ -150,6 +157,7 @@ fn unit_status(
         .collect();
     if !all.is_empty() || !files.is_empty() {
         all.extend(pod_units(name));
+        all.extend(units::idle_units(name, &idle_ports(state)));
     }
     Ok(systemd
         .show(&all)?
@@ -158,17 +166,29 @@ fn unit_status(
         .collect())
 }
 
+/// The ports an idle pod's sockets listen on, or would: the idle record's
+/// and the current version's.
+pub(super) fn idle_ports(state: &PodState) -> Vec<u16> {
+    let mut ports: BTreeSet<u16> = state
+        .idle
+        .iter()
+        .flat_map(|r| r.ports.iter().copied())
+        .collect();
+    if let Some(stored) = state.current.as_ref().and_then(|v| state.versions.get(v)) {
+        ports.extend(stored.record.ports.iter().map(|a| a.port));
+    }
+    ports.into_iter().collect()
+}
+
 /// The paths in `unit_dir` a plan for pod `name` may install, that exist.
 fn unit_paths(name: &PodName, unit_dir: &Path) -> BTreeSet<PathBuf> {
-    let prefix = format!("{name}-");
-    let pod_level = [units::target_name(name), units::slice_name(name)];
     let mut out = BTreeSet::new();
     let exists = |p: &Path| unit_dir.join(p).symlink_metadata().is_ok();
     for entry in std::fs::read_dir(unit_dir).into_iter().flatten().flatten() {
         let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !file.starts_with(&prefix) && !pod_level.contains(&file) {
+        if !units::is_pod_path(name, &file) {
             continue;
         }
         let dropin = Path::new(&file).join(units::DROPIN);
@@ -177,9 +197,10 @@ fn unit_paths(name: &PodName, unit_dir: &Path) -> BTreeSet<PathBuf> {
         }
         out.insert(PathBuf::from(file));
     }
-    let link = Path::new("multi-user.target.wants").join(units::target_name(name));
-    if exists(&link) {
-        out.insert(link);
+    for link in units::boot_links(name) {
+        if exists(&link) {
+            out.insert(link);
+        }
     }
     out
 }

@@ -13,13 +13,14 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::observe::{holders, import_for, list, new_ports, resolve_version, Observed};
+use super::observe::{holders, idle_ports, import_for, list, new_ports, resolve_version, Observed};
 use super::step::Step;
 use super::{pod_units, version_units, Report, Request, State};
 use crate::bundle::{ImageId, PodName, Version};
 use crate::image::{self, Import, Runtime};
 use crate::outcome::Refusal;
 use crate::ports;
+use crate::records::idle::{IdleRecord, WokenRecord, IDLE_FORMAT};
 use crate::records::version::{VersionRecord, META_FORMAT};
 use crate::store::{NewVersion, PodState, Store, StoredVersion};
 use crate::units::{self, Change, Files};
@@ -112,6 +113,21 @@ pub(crate) fn pod_name(
 
 /// Plan the request on the observed host.
 pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refusal> {
+    // The waker's run: only an idle pod is woken, as `state: started`
+    // starts its current version.
+    let woken;
+    let request = match (request.wake, &observed.state.idle) {
+        (false, _) => request,
+        (true, None) => return Ok(Plan::nothing(request, observed)),
+        (true, Some(_)) => {
+            woken = Request {
+                state: State::Started,
+                version: None,
+                ..request.clone()
+            };
+            &woken
+        }
+    };
     let version = resolve_version(request, observed)?;
     let mut d = Draft {
         request,
@@ -154,8 +170,10 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
         (State::Present, Some(_)) => {}
         (State::Stopped, Some(v)) => d.plan_stopped(v),
         (State::Started | State::Restarted, Some(v)) => d.plan_started(v),
+        (State::Idle, Some(v)) => d.plan_idle(v)?,
         (_, None) => unreachable!("a version is resolved for every state but absent"),
     }
+    d.plan_unidle();
     d.plan_keep();
     d.plan_removals()?;
     d.plan_files()?;
@@ -459,6 +477,79 @@ impl Draft<'_> {
         });
     }
 
+    /// `state: idle`: the current version stops, its ports armed.
+    fn plan_idle(&mut self, v: &Version) -> Result<(), Refusal> {
+        let (name, observed, request) = (self.name, self.observed, self.request);
+        if self.after.current.as_ref() != Some(v) {
+            return Err(Refusal(format!(
+                "state: idle acts on the current version of pod {name}, and version {v} is not \
+                 (current: {}); start it first (state: started), or leave version out",
+                self.after.current.as_ref().map_or("none", |c| c.as_str())
+            )));
+        }
+        let ports: std::collections::BTreeSet<u16> = self.after.versions[v]
+            .record
+            .ports
+            .iter()
+            .map(|a| a.port)
+            .collect();
+        if ports.is_empty() {
+            return Err(Refusal(format!(
+                "pod {name} has no ports to be woken by; use state: stopped"
+            )));
+        }
+        self.plan_stopped(v);
+        let mut record = IdleRecord {
+            format: IDLE_FORMAT,
+            since: observed.now,
+            version: v.clone(),
+            ports: ports.into_iter().collect(),
+            start_timeout: request.start_timeout.as_secs(),
+            min_up_time: request.min_up_time.as_secs(),
+        };
+        // Idle already, as asked: it stays idle since then.
+        if let Some(before) = &observed.state.idle {
+            let same = IdleRecord {
+                since: before.since,
+                ..record.clone()
+            };
+            if same == *before {
+                record.since = before.since;
+            }
+        }
+        self.after.idle = Some(record);
+        Ok(())
+    }
+
+    /// A pod idle before and not after is disarmed first: its sockets hold
+    /// the ports its version listens on. (The waker is not stopped: in a
+    /// wake, it is what runs this.)
+    fn plan_unidle(&mut self) {
+        let after = &self.after;
+        // present leaves the pod idle; absent too when another version
+        // goes. Any other state, or the idle version no longer current,
+        // ends it.
+        let keeps = matches!(
+            self.request.state,
+            State::Idle | State::Present | State::Absent
+        );
+        if !keeps
+            || after
+                .idle
+                .as_ref()
+                .is_some_and(|r| after.current.as_ref() != Some(&r.version))
+        {
+            self.after.idle = None;
+        }
+        let before = &self.observed.state;
+        if before.idle.is_some() && self.after.idle.is_none() {
+            let mut armed = units::idle_units(self.name, &idle_ports(before));
+            armed.pop();
+            let armed = self.active(&armed);
+            self.stop_first.splice(0..0, armed);
+        }
+    }
+
     /// `keep`: the oldest versions beyond it go, those running once the
     /// started version is up.
     fn plan_keep(&mut self) {
@@ -655,6 +746,7 @@ impl Draft<'_> {
         if !self.stop_first.is_empty() {
             prepare.push(Step::Stop(self.stop_first.clone()));
         }
+        prepare.extend(self.idle_steps());
         if !self.files_before.is_empty() {
             prepare.push(Step::UnitFiles(self.files_before.clone()));
         }
@@ -706,9 +798,46 @@ impl Draft<'_> {
         steps
     }
 
+    /// The waker and the idle record, as the pod becomes, stays or stops
+    /// being idle.
+    fn idle_steps(&self) -> Vec<Step> {
+        let (before, after) = (&self.observed.state, &self.after);
+        let mut steps = Vec::new();
+        let root = &self.request.root;
+        if self.request.state == State::Idle && !self.observed.waker_installed {
+            steps.push(Step::InstallWaker(Store::new(root).waker_path()));
+        }
+        let woken = (self.request.wake && after.idle.is_none()).then_some(WokenRecord {
+            format: IDLE_FORMAT,
+            at: self.observed.now,
+        });
+        if before.idle != after.idle || woken.is_some() {
+            steps.push(Step::Idle {
+                pod: self.name.clone(),
+                before: before.idle.clone(),
+                after: after.idle.clone(),
+                woken,
+                woken_before: before.woken,
+            });
+        }
+        steps
+    }
+
+    /// An idle pod's target and sockets, started unless all are up.
+    fn arm_step(&self) -> Option<Step> {
+        let idle = self.after.idle.as_ref()?;
+        let mut armed = units::idle_units(self.name, &idle.ports);
+        armed.pop();
+        let status = &self.observed.status;
+        let up = armed
+            .iter()
+            .all(|u| status.get(u).is_some_and(|s| s.is_up()));
+        (!up).then(|| Step::Arm(armed, idle.ports.clone()))
+    }
+
     fn finish_steps(&self) -> Vec<Step> {
         let before = &self.observed.state;
-        let mut steps = Vec::new();
+        let mut steps: Vec<Step> = self.arm_step().into_iter().collect();
         if !self.stop_after.is_empty() {
             steps.push(Step::Stop(self.stop_after.clone()));
         }
@@ -730,6 +859,26 @@ impl Draft<'_> {
 }
 
 impl Plan {
+    /// No step: the waker's run when the pod is not idle (any more).
+    fn nothing(request: &Request, observed: &Observed) -> Plan {
+        Plan {
+            name: observed.name.clone(),
+            version: None,
+            state: request.state,
+            prepare: Vec::new(),
+            start: Vec::new(),
+            finish: Vec::new(),
+            switch: false,
+            after: observed.state.clone(),
+            started_after: observed.started,
+            environment_changes: false,
+            environment_from: None,
+            root: request.root.clone(),
+            warnings: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
     /// The port record follows the store as it will be (and is repaired
     /// if it does not match the store now).
     fn with_ports(mut self, observed: &Observed) -> Result<Plan, Refusal> {
@@ -838,6 +987,21 @@ impl Plan {
             },
             list(&state.by_age())
         );
+        // Said only of a pod idle before or after the run.
+        if before.idle.is_some() || self.after.idle.is_some() {
+            match &state.idle {
+                Some(idle) => s.push_str(&format!(
+                    "idle: yes (version {}, woken by a connection to port {})\n",
+                    idle.version,
+                    idle.ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                None => s.push_str("idle: no\n"),
+            }
+        }
         for (v, stored) in &state.versions {
             if let Some(env) = &stored.environment {
                 // Names only: the values are secret. What this run writes

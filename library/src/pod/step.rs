@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::bundle::{ImageId, Pod, PodName, Source, Version};
 use crate::image::{self, records, Import, Runtime};
 use crate::ports::IndexChange;
+use crate::records::idle::{IdleRecord, WokenRecord};
 use crate::records::version::VersionRecord;
 use crate::store::{NewVersion, Store};
 use crate::units::{self, Change, Entry};
@@ -58,6 +59,20 @@ pub(crate) enum Step {
     },
     /// Start the pod's target (what stops the pod as one).
     StartTarget(String),
+    /// Copy this program to the store as the waker of idle pods.
+    InstallWaker(PathBuf),
+    /// Write or remove the pod's idle record; `woken` records that a
+    /// connection woke it.
+    Idle {
+        pod: PodName,
+        before: Option<IdleRecord>,
+        after: Option<IdleRecord>,
+        woken: Option<WokenRecord>,
+        /// What the woken record was (for the undo).
+        woken_before: Option<WokenRecord>,
+    },
+    /// Start an idle pod's target and sockets: its ports listen.
+    Arm(Vec<String>, Vec<u16>),
     /// Remove a version from the store (its volumes with it).
     RemoveVersion(Version, Box<VersionRecord>),
     /// Remove the pod's directory, its last version gone.
@@ -102,6 +117,17 @@ impl Step {
             (None, Some(_)) => format!("install {path}"),
             (Some(_), Some(_)) => format!("update {path}"),
             (_, None) => format!("remove {path}"),
+        }
+    }
+
+    pub(crate) fn idle_text(pod: &PodName, after: Option<&IdleRecord>, woken: bool) -> String {
+        match (after, woken) {
+            (Some(idle), _) => format!(
+                "mark pod {pod} idle (version {}, woken by a connection to its ports)",
+                idle.version
+            ),
+            (None, true) => format!("clear the idle mark of pod {pod} and record it woken"),
+            (None, false) => format!("clear the idle mark of pod {pod}"),
         }
     }
 
@@ -159,6 +185,22 @@ impl Step {
                 }
             )],
             Step::StartTarget(target) => vec![format!("start {target}")],
+            Step::InstallWaker(path) => vec![format!(
+                "install the waker of idle pods, {} (a copy of this ops_pod)",
+                path.display()
+            )],
+            Step::Idle {
+                pod, after, woken, ..
+            } => vec![Step::idle_text(pod, after.as_ref(), woken.is_some())],
+            Step::Arm(units, ports) => vec![format!(
+                "{} (a connection to port {} wakes the pod)",
+                Step::start_text(units, false),
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
             Step::RemoveVersion(v, record) => {
                 vec![Step::remove_version_text(&record.pod.name, v)]
             }

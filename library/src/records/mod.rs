@@ -4,6 +4,7 @@
 //! - [`pod`]: the pod model every bundle shape is read into.
 //! - [`version`], [`image`], [`volume`], [`port`]: what `meta.json`,
 //!   `image.json`, `volume.json` and a port record hold.
+//! - [`idle`]: the idle and woken records of a pod (idle and wake).
 //! - [`uri`]: a URI as it may be shown and recorded (credentials hidden).
 //! - [`release`]: the release repository's layout and `release.json`.
 //! - [`unit_names`]: the names of the units ops installs.
@@ -15,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod idle;
 pub mod image;
 pub mod names;
 pub mod pod;

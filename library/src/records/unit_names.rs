@@ -40,6 +40,36 @@ pub fn target_name(pod: &PodName) -> String {
     format!("ops-{pod}.target")
 }
 
+/// What an idle pod's units start with (see crate::units): its idle
+/// target, its sockets and its waker.
+pub fn idle_prefix(pod: &PodName) -> String {
+    format!("ops-{pod}-")
+}
+
+/// The target that arms an idle pod's ports, enabled instead of the pod's
+/// own while it is idle.
+pub fn idle_target_name(pod: &PodName) -> String {
+    format!("{}idle.target", idle_prefix(pod))
+}
+
+/// The service an idle pod's sockets start: it wakes the pod.
+pub fn waker_name(pod: &PodName) -> String {
+    format!("{}wake.service", idle_prefix(pod))
+}
+
+/// The socket that listens on one port of an idle pod.
+pub fn wake_socket_name(pod: &PodName, port: u16) -> String {
+    format!("{}wake-{port}.socket", idle_prefix(pod))
+}
+
+/// An idle pod's units: its idle target, a socket per port, its waker.
+pub fn idle_units(pod: &PodName, ports: &[u16]) -> Vec<String> {
+    let mut units = vec![idle_target_name(pod)];
+    units.extend(ports.iter().map(|p| wake_socket_name(pod, *p)));
+    units.push(waker_name(pod));
+    units
+}
+
 /// `-` separates levels in slice names, so the pod's own are escaped.
 pub fn slice_name(pod: &PodName) -> String {
     format!("ops-{}.slice", pod.as_str().replace('-', "\\x2d"))

@@ -68,6 +68,7 @@ pub fn pod_request(root: &Path, unit_dir: &Path, name: &str, state: State) -> Re
         download_timeout: Duration::from_secs(5),
         ports: None,
         port_range: Default::default(),
+        wake: false,
     }
 }
 

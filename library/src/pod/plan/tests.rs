@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::bundle::{Image, Pod, Port, Source, Unit};
 use crate::ports::PortRange;
+use crate::records::idle::{IdleRecord, IDLE_FORMAT};
 use crate::records::names::UnitName;
 use crate::systemd::UnitStatus;
 
@@ -100,6 +101,7 @@ fn request(state: State) -> Request {
         download_timeout: Duration::from_secs(600),
         ports: None,
         port_range: PortRange::default(),
+        wake: false,
     }
 }
 
@@ -554,4 +556,195 @@ fn keep_prunes_the_oldest_but_never_current_or_the_acted_on_version() {
     assert_eq!(names(pruned(&s, 0, None)), ["1", "3", "4"]);
     assert_eq!(names(pruned(&s, 1, Some(&v("4")))), ["1", "3"]);
     assert!(pruned(&s, 9, None).is_empty());
+}
+
+// Idle and wake.
+
+/// Version `version` of shop, holding host port `port` (assigned).
+fn with_port(host: Host, version: &str, port: u16) -> Host {
+    let mut host = host.stored_pod(pod(version, false, true));
+    let stored = host.0.state.versions.get_mut(&v(version)).unwrap();
+    stored.record.ports = vec![crate::ports::Allocation {
+        name: Some("http".into()),
+        instance: None,
+        port,
+        kind: ports::Kind::Assigned,
+    }];
+    // The port record as ops keeps it.
+    let held = holders(&host.0, &host.0.state).unwrap();
+    let records = ports::index_diff(&BTreeMap::new(), &held)
+        .into_iter()
+        .map(|c| (c.port, c.after.unwrap()))
+        .collect();
+    host.0.port_records = Ok(records);
+    host.files()
+}
+
+/// The pod idle, as `state: idle` leaves it: its version stopped, its
+/// target and socket listening, the waker installed.
+fn idled(mut host: Host, version: &str, port: u16) -> Host {
+    host.0.started = false;
+    host.0.status.clear();
+    host.0.state.idle = Some(IdleRecord {
+        format: IDLE_FORMAT,
+        since: 0,
+        version: v(version),
+        ports: vec![port],
+        start_timeout: 60,
+        min_up_time: 1,
+    });
+    for unit in [
+        "ops-shop-idle.target".to_owned(),
+        format!("ops-shop-wake-{port}.socket"),
+    ] {
+        host.0.status.insert(unit.clone(), active(&unit));
+    }
+    host.0.waker_installed = true;
+    host.files()
+}
+
+#[test]
+fn idle_stops_the_version_marks_the_pod_and_arms_its_ports() {
+    let host = with_port(Host::new(), "1", 30000).current("1").running("1");
+    assert_eq!(
+        actions(&request(State::Idle), &host),
+        [
+            "stop ops-shop.target shop-1-web.service",
+            "install the waker of idle pods, /var/lib/ops/bin/ops-wake (a copy of this ops_pod)",
+            "mark pod shop idle (version 1, woken by a connection to its ports)",
+            "install multi-user.target.wants/ops-shop-idle.target",
+            "install ops-shop-idle.target",
+            "install ops-shop-wake-30000.socket",
+            "install ops-shop-wake.service",
+            "remove multi-user.target.wants/ops-shop.target",
+            "daemon-reload",
+            "start ops-shop-idle.target ops-shop-wake-30000.socket (a connection to port 30000 \
+             wakes the pod)",
+        ]
+    );
+    // Run twice: an idle pod stays as it is.
+    let again = idled(host, "1", 30000);
+    let plan = plan(&request(State::Idle), &again.0).unwrap();
+    assert!(plan.is_empty(), "{:?}", plan.actions());
+    // Present leaves it idle too.
+    assert!(actions(&request(State::Present), &again).is_empty());
+}
+
+#[test]
+fn idle_units_say_what_they_do() {
+    let host = idled(with_port(Host::new(), "1", 30000).current("1"), "1", 30000);
+    let text = |p: &str| host.0.files[Path::new(p)].text();
+    assert_eq!(
+        text("ops-shop-wake-30000.socket"),
+        "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop \
+         idle: wake on port 30000\nPartOf=ops-shop-idle.target\n\n[Socket]\nListenStream=30000\n\
+         Service=ops-shop-wake.service\n"
+    );
+    assert_eq!(
+        text("ops-shop-wake.service"),
+        "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop: \
+         wake it (a connection came to an idle port)\n\n[Service]\nType=oneshot\n\
+         ExecStart=/var/lib/ops/bin/ops-wake --wake --root /var/lib/ops --unit-dir \
+         /etc/systemd/system --pod shop\nTimeoutStartSec=361\n"
+    );
+    assert_eq!(
+        text("ops-shop-idle.target"),
+        "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop \
+         idle: a connection wakes version 1\nWants=ops-shop-wake-30000.socket\n\n[Install]\n\
+         WantedBy=multi-user.target\n"
+    );
+    assert_eq!(
+        text("multi-user.target.wants/ops-shop-idle.target"),
+        "symlink to /etc/systemd/system/ops-shop-idle.target\n"
+    );
+}
+
+#[test]
+fn started_and_a_wake_disarm_first_then_start_the_version() {
+    let host = idled(with_port(Host::new(), "1", 30000).current("1"), "1", 30000);
+    let expected = |mark: &str| {
+        vec![
+            "stop ops-shop-idle.target ops-shop-wake-30000.socket".to_owned(),
+            mark.to_owned(),
+            "install multi-user.target.wants/ops-shop.target".to_owned(),
+            "remove multi-user.target.wants/ops-shop-idle.target".to_owned(),
+            "remove ops-shop-idle.target".to_owned(),
+            "remove ops-shop-wake-30000.socket".to_owned(),
+            "remove ops-shop-wake.service".to_owned(),
+            "daemon-reload".to_owned(),
+            "start shop-1-web.service and wait until it is up".to_owned(),
+            "start ops-shop.target".to_owned(),
+        ]
+    };
+    assert_eq!(
+        actions(&request(State::Started), &host),
+        expected("clear the idle mark of pod shop")
+    );
+    let wake = with(State::Started, |r| r.wake = true);
+    assert_eq!(
+        actions(&wake, &host),
+        expected("clear the idle mark of pod shop and record it woken")
+    );
+    let woken = plan(&wake, &host.0).unwrap();
+    assert_eq!(woken.after.woken, None, "the record is written by the step");
+    // Only an idle pod is woken.
+    let stopped = with_port(Host::new(), "1", 30000).current("1");
+    assert!(plan(&wake, &stopped.0).unwrap().is_empty());
+}
+
+#[test]
+fn stopped_disarms_and_absent_removes_the_idle_units() {
+    let host = idled(with_port(Host::new(), "1", 30000).current("1"), "1", 30000);
+    assert_eq!(
+        actions(&request(State::Stopped), &host),
+        [
+            "stop ops-shop-idle.target ops-shop-wake-30000.socket",
+            "clear the idle mark of pod shop",
+            "remove multi-user.target.wants/ops-shop-idle.target",
+            "remove ops-shop-idle.target",
+            "remove ops-shop-wake-30000.socket",
+            "remove ops-shop-wake.service",
+            "daemon-reload",
+        ]
+    );
+    let absent = actions(&request(State::Absent), &host);
+    assert_eq!(
+        absent[0],
+        "stop ops-shop-idle.target ops-shop-wake-30000.socket"
+    );
+    assert!(absent.contains(&"remove ops-shop-wake.service".to_owned()));
+}
+
+#[test]
+fn idle_is_refused_without_ports_or_for_a_version_not_current() {
+    let host = Host::new().stored("1").current("1").running("1");
+    assert_eq!(
+        refusal(&request(State::Idle), &host),
+        "pod shop has no ports to be woken by; use state: stopped"
+    );
+    let host = with_port(with_port(Host::new(), "1", 30000), "2", 30000).current("1");
+    let r = with(State::Idle, |r| r.version = Some(v("2")));
+    assert_eq!(
+        refusal(&r, &host),
+        "state: idle acts on the current version of pod shop, and version 2 is not (current: \
+         1); start it first (state: started), or leave version out"
+    );
+}
+
+#[test]
+fn the_diff_says_whether_the_pod_is_idle() {
+    let host = with_port(Host::new(), "1", 30000).current("1").running("1");
+    let planned = plan(&request(State::Idle), &host.0).unwrap();
+    let diff = planned.report(&host.0, true).diff;
+    assert!(
+        diff[0]["before"].as_str().unwrap().ends_with("idle: no\n"),
+        "{diff:?}"
+    );
+    assert!(
+        diff[0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("started at boot: no\nversions: 1\nidle: yes (version 1, woken by a connection to port 30000)\n"),
+        "{diff:?}"
+    );
 }
