@@ -88,3 +88,41 @@ fn a_systemd_older_than_supported_is_refused_before_anything() {
         assert!(!root.exists() && !units.exists(), "nothing was made");
     }
 }
+
+#[test]
+fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let usage = Command::new(BIN).arg("--wake").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(usage.stdout.is_empty());
+    insta::assert_snapshot!(String::from_utf8_lossy(&usage.stderr));
+
+    let dir = std::env::temp_dir().join(format!("ops-pod-wake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let systemctl = dir.join("systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\necho 'systemd 252 (252.30-1~deb12u2)'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (root, units) = (dir.join("ops"), dir.join("units"));
+    let not_idle = Command::new(BIN)
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+        .arg("--wake")
+        .arg("--root")
+        .arg(&root)
+        .arg("--unit-dir")
+        .arg(&units)
+        .args(["--pod", "shop"])
+        .output()
+        .unwrap();
+    assert!(not_idle.status.success(), "{not_idle:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&not_idle.stderr),
+        "ops-wake: pod shop is not idle: nothing to do\n"
+    );
+    assert!(!root.exists() && !units.exists(), "nothing was made");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
