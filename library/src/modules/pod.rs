@@ -232,6 +232,7 @@ impl Module for OpsPod {
 /// this program so). It says what it did on stderr (the journal) and exits
 /// 0 when the pod is up, or was not idle.
 pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    close_listening_sockets();
     let code = match wake_args(args) {
         Err(e) => {
             eprintln!("ops-wake: {e}");
@@ -240,6 +241,21 @@ pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
         Ok((root, unit_dir, name)) => wake_run(&root, &unit_dir, &name),
     };
     std::process::exit(code)
+}
+
+/// systemd hands the triggered service its sockets' listening descriptors
+/// (`LISTEN_FDS`, from 3): held open here they would keep the ports bound
+/// after the sockets stop, and the woken version could not bind them.
+fn close_listening_sockets() {
+    let ours = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|_| ours)
+        .unwrap_or(0);
+    for fd in 3..3 + count.clamp(0, 1024) {
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 fn wake_run(root: &std::path::Path, unit_dir: &std::path::Path, name: &PodName) -> i32 {
