@@ -95,6 +95,17 @@ bad_roots_are_refused() {
   [ "$status" -eq 2 ] && grep -q "not the root of a systemd distribution" <<<"$out" || { echo "an empty --root: $status $out"; return 1; }
 }
 
+# --reboot--: the part after it runs after a reboot, on the same disk
+# (/var/tmp kept) with a fresh /run; a failing first part skips it.
+reboots_on_the_same_disk() {
+  local kept=/var/tmp/ops-harness-reboot.$$
+  "$sandbox" -- sh -c "touch /run/ops-harness-booted $kept" \
+    --reboot-- sh -c "[ ! -e /run/ops-harness-booted ] && [ -e $kept ]" \
+    || { echo "no reboot, or the disk was not kept"; return 1; }
+  [ ! -e "$kept" ] || { echo "the sandbox's disk reached the host"; return 1; }
+  if "$sandbox" -- false --reboot-- true; then echo "a failing first part passed"; return 1; fi
+}
+
 check "host is untouched" host_is_untouched
 check "PID 1 is a running systemd" pid1_is_systemd_and_running
 check "a unit is installed, started and stopped" a_unit_is_installed_started_and_stopped
@@ -103,4 +114,5 @@ check "the command's exit status is the sandbox's" a_failing_command_fails_the_s
 check "module binaries run inside" module_binaries_run_inside
 check "--bind paths are data, never shell code" paths_are_data_not_code
 check "a --root that is a file or no systemd root is refused (status 2)" bad_roots_are_refused
+check "--reboot-- reboots between two commands, keeping the disk" reboots_on_the_same_disk
 finish
