@@ -188,7 +188,14 @@ fn check_mode_plans_everything_and_touches_nothing() {
     request.keep = Some(1);
     let report = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(report.changed);
-    insta::assert_json_snapshot!(report.actions);
+    // The store is a temporary directory: shown as <root>.
+    let root = host.root.display().to_string();
+    let actions: Vec<String> = report
+        .actions
+        .iter()
+        .map(|a| a.replace(&root, "<root>"))
+        .collect();
+    insta::assert_json_snapshot!(actions);
     assert_eq!(host.snapshot(), before);
     let mutating: Vec<_> = host.systemd.calls[calls..]
         .iter()
@@ -300,8 +307,11 @@ fn refusals_say_why_and_change_nothing() {
 
     let mut r = host.request(State::Started);
     r.bundle = Some(host.bundle("3", WEB));
-    r.name = Some(PodName::parse("other").unwrap());
-    messages.insert("name disagrees with the bundle", host.run(&r).unwrap_err());
+    r.bundle_name = Some(PodName::parse("other").unwrap());
+    messages.insert(
+        "bundle_name disagrees with the bundle",
+        host.run(&r).unwrap_err(),
+    );
 
     let mut r = host.request(State::Started);
     r.root = PathBuf::from("relative/store");

@@ -445,10 +445,15 @@ fn numbered_instances_are_their_own_ports() {
             "Environment=\"PORT=8081\"".to_owned(),
         ]
     );
-    // A count of instances names them 1, 2: not ports.
+    // A count of instances names them 1, 2: not ports. A pod that names
+    // no port gets a default one per instance.
     let counted = host.deploy("counted", "1", json!(2), Value::Null);
-    assert!(counted.ports.is_empty(), "{:?}", counted.ports);
-    assert!(host.port_env("counted-1-web@1.service").is_empty());
+    let kinds: Vec<_> = ports_of(&counted).into_iter().map(|p| p.3).collect();
+    assert_eq!(kinds, ["default", "default"], "{:?}", counted.ports);
+    assert_eq!(
+        host.port_env("counted-1-web@1.service"),
+        [format!("Environment=\"PORT={}\"", counted.ports[0]["port"])]
+    );
 }
 
 #[test]

@@ -323,6 +323,7 @@ impl Draft {
         match (name, version) {
             (Some(name), Some(version)) if v.problems.is_empty() => Ok(Pod {
                 name,
+                bundle_name: None,
                 version,
                 units,
                 images,
@@ -697,6 +698,19 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
                 .iter()
                 .enumerate()
                 .map(|(i, name)| (format!("{}[{i}]", field.at), name.clone(), None))
+                .collect(),
+            // Each name checked as a list's entry is; the field is the
+            // text, the message says which name.
+            PortsWire::Text(text) => text
+                .split(',')
+                .enumerate()
+                .map(|(i, name)| {
+                    (
+                        format!("{} (name {})", field.at, i + 1),
+                        name.trim().to_owned(),
+                        None,
+                    )
+                })
                 .collect(),
         };
         for (entry_at, name, port) in entries {
