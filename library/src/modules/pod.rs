@@ -247,18 +247,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         .as_deref()
         .filter(|v| !(options.repo.is_some() && *v == TIP));
     let version = parsed("version", version, Version::parse, &mut problems);
-    let bundle_name = parsed(
-        "bundle_name",
-        options.bundle_name.as_deref(),
-        PodName::parse,
-        &mut problems,
-    );
-    if bundle_name.is_some() && options.bundle.is_none() && options.repo.is_none() {
-        problems.push(
-            "bundle_name applies to a bundle or a release repository: give bundle or repo too"
-                .to_owned(),
-        );
-    }
+    let bundle_name = bundle_name(&options, &mut problems);
     let keep = options.keep.map(|k| {
         usize::try_from(k).unwrap_or_else(|_| {
             problems.push(format!("keep: expected 0 or more, got {k}"));
@@ -321,6 +310,24 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         ports,
         port_range,
     })
+}
+
+/// `bundle_name`: the pod's name in a bundle or repository, so only with
+/// one of them.
+fn bundle_name(options: &Options, problems: &mut Vec<String>) -> Option<PodName> {
+    let bundle_name = parsed(
+        "bundle_name",
+        options.bundle_name.as_deref(),
+        PodName::parse,
+        problems,
+    );
+    if bundle_name.is_some() && options.bundle.is_none() && options.repo.is_none() {
+        problems.push(
+            "bundle_name applies to a bundle or a release repository: give bundle or repo too"
+                .to_owned(),
+        );
+    }
+    bundle_name
 }
 
 /// An option's value parsed, or a problem that names the option.
@@ -413,13 +420,9 @@ fn numbers_from_text(value: Value) -> Value {
                 })
                 .collect(),
         ),
-        // Ansible turns "a,b" into a list for list options.
-        Value::String(s) if !s.trim_start().starts_with('{') => Value::Array(
-            s.split(',')
-                .map(|n| Value::from(n.trim()))
-                .filter(|n| n != "")
-                .collect(),
-        ),
+        // "a, b" is seed 004's shorthand, read as pod.json's is (an empty
+        // name refused).
+        Value::String(s) if !s.trim_start().starts_with('{') => Value::String(s),
         Value::String(s) => match serde_json::from_str::<Value>(&s) {
             Ok(parsed @ Value::Object(_)) => numbers_from_text(parsed),
             _ => Value::String(s),

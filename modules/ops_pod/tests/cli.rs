@@ -88,3 +88,22 @@ fn a_systemd_older_than_supported_is_refused_before_anything() {
         assert!(!root.exists() && !units.exists(), "nothing was made");
     }
 }
+
+#[test]
+fn bundle_name_needs_a_bundle_or_a_repository() {
+    let result = run_file(
+        Path::new(BIN),
+        &json!({
+            "name": "myapp-staging",
+            "bundle_name": "Not A Name",
+            "root": "/nonexistent/ops",
+        }),
+    );
+    assert_eq!(result["failed"], json!(true), "{result}");
+    insta::assert_json_snapshot!(result);
+    let result = run_file(
+        Path::new(BIN),
+        &json!({"name": "myapp-staging", "bundle_name": "myapp", "root": "/nonexistent/ops"}),
+    );
+    insta::assert_json_snapshot!(result);
+}
