@@ -110,6 +110,9 @@ pub(crate) fn pod_name(
 /// Plan the request on the observed host.
 pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refusal> {
     let version = resolve_version(request, observed)?;
+    if let Some(new) = &observed.incoming {
+        one_bundle(&observed.name, &observed.state, new)?;
+    }
     let mut d = Draft {
         request,
         observed,
@@ -246,9 +249,6 @@ impl Draft<'_> {
     fn place(&mut self, v: &Version) -> Result<(), Refusal> {
         let (name, request) = (self.name, self.request);
         let before = &self.observed.state;
-        if let Some(new) = &self.observed.incoming {
-            one_bundle(name, before, new)?;
-        }
         match (before.versions.get(v), &self.observed.incoming) {
             (Some(stored), Some(new)) if !same_content(&stored.record, new) => {
                 Err(Refusal(format!(

@@ -689,6 +689,9 @@ fn a_deployment_comes_from_one_bundle() {
          comes from one bundle; give another name, or remove pod shop first (state: absent \
          without version)"
     );
+    // Nor does it remove the deployment's versions.
+    let absent = with(State::Absent, |r| r.name = Some(shop()));
+    assert!(refusal(&absent, &host).starts_with("pod shop is a deployment of bundle shop"));
 }
 
 #[test]
