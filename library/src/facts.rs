@@ -132,7 +132,10 @@ pub struct Facts {
 /// One pod: what ops_facts reports under its name and ops_pod as `pod`.
 #[derive(Debug, Serialize)]
 pub struct PodFacts {
+    /// The pod's name on the host: the deployment's.
     pub name: PodName,
+    /// The bundle the current version (without one, the newest) came from.
+    pub bundle_name: PodName,
     pub current: Option<Version>,
     pub previous: Option<Version>,
     /// Current, and started at boot (its target is enabled).
@@ -154,6 +157,9 @@ pub struct PodFacts {
 #[derive(Debug, Serialize)]
 pub struct VersionFacts {
     pub version: Version,
+    /// The bundle the version came from (the pod's name for a version
+    /// deployed before ops recorded it).
+    pub bundle_name: PodName,
     pub current: bool,
     /// running, stopped, partial, failed or installed; `null` without
     /// `units`.
@@ -308,8 +314,13 @@ fn pod_facts(store: &Store, host: &Host, name: &PodName, state: &PodState) -> Po
         .collect();
     let mut held = BTreeMap::new();
     ports::add_holders(&mut held, name, state);
+    let shown = state.current.as_ref().or(state.by_age().last().copied());
+    let bundle_name = shown
+        .and_then(|v| state.versions.get(v))
+        .map_or(name, |s| s.record.pod.bundle());
     PodFacts {
         name: name.clone(),
+        bundle_name: bundle_name.clone(),
         current: state.current.clone(),
         previous: state.previous.clone(),
         started: at_boot && state.current.is_some(),
@@ -349,6 +360,7 @@ fn version_facts(
         .collect();
     VersionFacts {
         version: version.clone(),
+        bundle_name: record.pod.bundle().clone(),
         current,
         state: host
             .status

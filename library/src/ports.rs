@@ -7,7 +7,9 @@
 //! gets, for each port name and instance, the port its pod already holds
 //! for that name and instance in any retained version (a switch or a
 //! rollback does not move clients), a fixed port as declared, or the lowest
-//! port of the range that no pod holds and nothing listens on. Allocation
+//! port of the range that no pod holds and nothing listens on. A pod that
+//! declares no port gets one all the same, its default `PORT`, per
+//! instance (seed 004: "there is always a single default port"). Allocation
 //! happens under the store lock (ops_pod plans again under it), so
 //! concurrent deploys never share a port.
 //!
@@ -25,7 +27,7 @@ use std::path::PathBuf;
 use crate::atomic::{self, Context, FsError};
 use crate::bundle::{Pod, PodName, Unit, Version};
 use crate::lock::StoreLock;
-pub use crate::records::port::{describe, Allocation, Kind};
+pub use crate::records::port::{describe, describe_kind, Allocation, Kind};
 use crate::store::{PodState, Store, StoreError};
 
 /// The ports ops assigns from: `low-high`, both included.
@@ -126,7 +128,7 @@ impl fmt::Display for Holder {
             f,
             "pod {}'s {} in version{} {}",
             self.pod,
-            describe(self.name.as_deref(), self.instance.as_deref()),
+            describe_kind(self.kind, self.name.as_deref(), self.instance.as_deref()),
             if versions.len() == 1 { "" } else { "s" },
             versions.join(", ")
         )
@@ -221,6 +223,21 @@ fn wants<'a>(name: &PodName, pod: &'a Pod) -> Result<Vec<Want<'a>>, PortError> {
             }
         }
     }
+    if pod.ports.is_empty() {
+        // Seed 004: a pod that names no port still has one, `PORT`, for
+        // each instance that has no port of its own.
+        for instance in instances {
+            if out.iter().all(|w| w.instance != instance) {
+                out.push(Want {
+                    name: None,
+                    instance,
+                    fixed: None,
+                    kind: Kind::Default,
+                });
+            }
+        }
+        return Ok(out);
+    }
     for port in &pod.ports {
         if let (Some(fixed), true) = (port.fixed, instances.len() > 1) {
             return Err(PortError::FixedForInstances {
@@ -272,7 +289,7 @@ pub fn allocate(
     let mut next = range.low;
     for want in wants(name, pod)? {
         let key = (want.name, want.instance);
-        let wanted = describe(want.name, want.instance);
+        let wanted = describe_kind(want.kind, want.name, want.instance);
         let port = match want.fixed {
             Some(port) => {
                 if let Some(h) = held.get(&port) {
@@ -354,8 +371,9 @@ fn listening_in(table: &str) -> impl Iterator<Item = u16> + '_ {
 }
 
 /// The environment a runnable unit gets: `PORT_<NAME>` for each of the
-/// pod's ports of its instance, and `PORT`: the instance's own port, or
-/// the first port pod.json declares.
+/// pod's ports of its instance, and `PORT`: the instance's own port, the
+/// first port pod.json declares, or the default port of a pod that
+/// declares none.
 pub fn environment(
     pod: &Pod,
     ports: &[Allocation],
@@ -384,7 +402,13 @@ pub fn environment(
         .instance_ports
         .then(|| instance.and_then(|i| i.parse::<u16>().ok()))
         .flatten();
-    if let Some(port) = own.or(first) {
+    let default = || {
+        ports
+            .iter()
+            .find(|a| a.kind == Kind::Default && a.instance.as_deref() == instance)
+            .map(|a| a.port)
+    };
+    if let Some(port) = own.or(first).or_else(default) {
         out.push(("PORT".to_owned(), port.to_string()));
     }
     out

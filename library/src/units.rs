@@ -9,7 +9,9 @@
 //!
 //! Beside the units ops writes:
 //! - a drop-in `50-ops.conf` per unit (per instance for a template) with
-//!   `POD_NAME`, `POD_VERSION`, the instance's ports (`PORT_<NAME>`, and
+//!   `POD_NAME` (the deployment's name), `POD_VERSION`, `POD_BUNDLE` (the
+//!   bundle's own name, for versions deployed since it is recorded), the
+//!   instance's ports (`PORT_<NAME>`, and
 //!   `PORT`: see crate::ports), the bundle's environment, the secret
 //!   environment file of the version, the pod's slice and `PartOf=` its
 //!   target; for a unit that names an image, `OPS_IMAGE` (where the image
@@ -404,6 +406,10 @@ fn volume_lines(
 /// What the drop-in of one runnable unit says beyond the pod and version.
 #[derive(Debug, Default)]
 struct Extras<'a> {
+    /// `POD_BUNDLE`: the bundle's own name, for versions whose record has
+    /// it (a version recorded before it keeps the drop-in it had, so an
+    /// upgrade of ops restarts nothing).
+    bundle: Option<&'a PodName>,
     /// `PORT_<NAME>` and `PORT`.
     ports: Vec<(String, String)>,
     environment: Option<&'a BTreeMap<String, String>>,
@@ -425,6 +431,9 @@ fn dropin(pod: &PodName, version: &Version, suffix: &str, extras: Extras<'_>) ->
     s.push_str(&format!("\n[{section}]\nSlice={}\n", slice_name(pod)));
     s.push_str(&environment_assignment("POD_NAME", pod.as_str()));
     s.push_str(&environment_assignment("POD_VERSION", version.as_str()));
+    if let Some(bundle) = extras.bundle {
+        s.push_str(&environment_assignment("POD_BUNDLE", bundle.as_str()));
+    }
     for (name, value) in &extras.ports {
         s.push_str(&environment_assignment(name, value));
     }
@@ -503,6 +512,7 @@ pub fn version_files(
                     version,
                     suffix,
                     Extras {
+                        bundle: model.bundle_name.as_ref(),
                         ports: crate::ports::environment(model, ports, unit, instance),
                         environment: Some(&model.environment),
                         environment_file: environment_file.as_deref(),

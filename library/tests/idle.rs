@@ -220,6 +220,16 @@ fn a_pod_without_ports_is_not_idled() {
     let mut r = host.request(State::Started);
     r.bundle = Some(dir);
     host.run(&r, false).unwrap();
+    // A pod that declares no port gets a default one now; versions an
+    // earlier ops deployed have none: such a version's record.
+    let meta = host.0.root.join("pods/shop/1/meta.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(record["ports"][0]["kind"], "default", "{record}");
+    record["ports"] = json!([]);
+    fs::write(&meta, record.to_string()).unwrap();
+    for port in fs::read_dir(host.0.root.join("ports")).unwrap() {
+        fs::remove_file(port.unwrap().path()).unwrap();
+    }
     let before = host.0.snapshot();
     let r = host.request(State::Idle);
     assert_eq!(

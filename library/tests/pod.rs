@@ -188,7 +188,14 @@ fn check_mode_plans_everything_and_touches_nothing() {
     request.keep = Some(1);
     let report = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
     assert!(report.changed);
-    insta::assert_json_snapshot!(report.actions);
+    // The store is a temporary directory: shown as <root>.
+    let root = host.root.display().to_string();
+    let actions: Vec<String> = report
+        .actions
+        .iter()
+        .map(|a| a.replace(&root, "<root>"))
+        .collect();
+    insta::assert_json_snapshot!(actions);
     assert_eq!(host.snapshot(), before);
     let mutating: Vec<_> = host.systemd.calls[calls..]
         .iter()
@@ -300,8 +307,11 @@ fn refusals_say_why_and_change_nothing() {
 
     let mut r = host.request(State::Started);
     r.bundle = Some(host.bundle("3", WEB));
-    r.name = Some(PodName::parse("other").unwrap());
-    messages.insert("name disagrees with the bundle", host.run(&r).unwrap_err());
+    r.bundle_name = Some(PodName::parse("other").unwrap());
+    messages.insert(
+        "bundle_name disagrees with the bundle",
+        host.run(&r).unwrap_err(),
+    );
 
     let mut r = host.request(State::Started);
     r.root = PathBuf::from("relative/store");
@@ -1201,4 +1211,67 @@ fn a_fifo_or_directory_planted_in_the_store_is_refused_at_once_naming_it() {
             assert_eq!(current.as_ref().map(|v| v.as_str()), Some("1"), "{plant}");
         }
     }
+}
+
+/// Seed 004: one bundle rolled out as two named deployments. Each is a pod
+/// of its own (store, units named after it, target, slice, environment,
+/// ports); references between its units follow its name; removing one
+/// leaves the other as it was.
+#[test]
+fn two_deployments_of_one_bundle_run_side_by_side() {
+    let mut host = Host::new();
+    let named = |host: &Host, name: &str, version: &str, secret: &str| {
+        let mut r = host.request(State::Started);
+        r.name = Some(PodName::parse(name).unwrap());
+        r.bundle = Some(host.bundle(version, WEB));
+        r.env = Some([("STAGE".to_owned(), secret.to_owned())].into());
+        r
+    };
+    let staging = named(&host, "shop-staging", "1", "s");
+    let production = named(&host, "shop-production", "1", "p");
+    let s = host.run(&staging).unwrap();
+    let p = host.run(&production).unwrap();
+    assert!(s.changed && p.changed);
+    assert_eq!(s.pod["bundle_name"], "shop");
+    assert_eq!(p.pod["versions"]["1"]["bundle_name"], "shop");
+    assert_ne!(s.ports[0]["port"], p.ports[0]["port"]);
+    let dropin = fs::read_to_string(
+        host.unit_dir
+            .join("shop-production-1-helper.service.d/50-ops.conf"),
+    )
+    .unwrap();
+    for line in [
+        "Environment=\"POD_NAME=shop-production\"",
+        "Environment=\"POD_BUNDLE=shop\"",
+        "Slice=ops-shop\\x2dproduction.slice",
+    ] {
+        assert!(dropin.lines().any(|l| l == line), "{line}:\n{dropin}");
+    }
+    let helper = fs::read_to_string(host.unit_dir.join("shop-staging-1-helper.service")).unwrap();
+    assert!(
+        helper.contains("After=shop-staging-1-web@1.service"),
+        "{helper}"
+    );
+    assert!(host.root.join("pods/shop-staging/1/environment").exists());
+    assert!(host
+        .root
+        .join("pods/shop-production/1/environment")
+        .exists());
+    assert!(
+        !host.run(&staging).unwrap().changed,
+        "a rerun changes nothing"
+    );
+
+    let before = common::picture(&[&host.root.join("pods/shop-production")]);
+    let mut gone = host.request(State::Absent);
+    gone.name = Some(PodName::parse("shop-staging").unwrap());
+    host.run(&gone).unwrap();
+    assert!(!host.root.join("pods/shop-staging").exists());
+    assert!(!host.unit_dir.join("ops-shop-staging.target").exists());
+    assert!(host.unit_dir.join("ops-shop-production.target").exists());
+    assert_eq!(
+        common::picture(&[&host.root.join("pods/shop-production")]),
+        before
+    );
+    assert!(!host.run(&production).unwrap().changed);
 }

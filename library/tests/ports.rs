@@ -445,10 +445,15 @@ fn numbered_instances_are_their_own_ports() {
             "Environment=\"PORT=8081\"".to_owned(),
         ]
     );
-    // A count of instances names them 1, 2: not ports.
+    // A count of instances names them 1, 2: not ports. A pod that names
+    // no port gets a default one per instance.
     let counted = host.deploy("counted", "1", json!(2), Value::Null);
-    assert!(counted.ports.is_empty(), "{:?}", counted.ports);
-    assert!(host.port_env("counted-1-web@1.service").is_empty());
+    let kinds: Vec<_> = ports_of(&counted).into_iter().map(|p| p.3).collect();
+    assert_eq!(kinds, ["default", "default"], "{:?}", counted.ports);
+    assert_eq!(
+        host.port_env("counted-1-web@1.service"),
+        [format!("Environment=\"PORT={}\"", counted.ports[0]["port"])]
+    );
 }
 
 #[test]
@@ -630,4 +635,87 @@ fn concurrent_deploys_of_different_pods_never_share_a_port() {
     assert_eq!(all.len(), 32);
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 32, "{all:?}");
     assert_eq!(host.record().len(), 32);
+}
+
+/// Seed 004: `"ports": "driver, cluster, web"` names ports to assign, in
+/// pod.json and in the `ports` option; an empty or repeated name is
+/// refused, naming the field.
+#[test]
+fn ports_as_comma_separated_text_are_assigned() {
+    let mut host = Host::new();
+    let r = host.deploy("rethink", "1", json!(1), json!("driver, cluster,web"));
+    let names: Vec<_> = ports_of(&r).into_iter().map(|p| (p.0, p.3)).collect();
+    assert_eq!(
+        names,
+        [
+            (json!("driver"), "assigned".to_owned()),
+            (json!("cluster"), "assigned".to_owned()),
+            (json!("web"), "assigned".to_owned()),
+        ]
+    );
+    assert_eq!(
+        host.port_env("rethink-1-web@1.service")[0],
+        format!("Environment=\"PORT_DRIVER={}\"", port_of(&r, "driver", "1"))
+    );
+    assert_eq!(
+        ops_core::bundle::parse_ports("ports", json!("a, b")).unwrap(),
+        ops_core::bundle::parse_ports("ports", json!(["a", "b"])).unwrap()
+    );
+    assert_eq!(
+        ops_core::bundle::parse_ports("ports", json!("a,,A")).unwrap_err(),
+        "ports (name 2): expected a port name of letters, digits and '_', starting with a letter, \
+         got \"\"; ports (name 3): duplicate port name \"A\" (names are compared without case: \
+         PORT_A)"
+    );
+    let mut request = host.pod_request("bad", State::Started);
+    request.bundle = Some(host.bundle("bad", "1", json!(1), json!("x, ")));
+    let refused = host.run(&request).unwrap_err();
+    assert!(
+        refused.ends_with(
+            "pod.json: ports (name 2): expected a port name of letters, digits and \
+             '_', starting with a letter, got \"\""
+        ),
+        "{refused}"
+    );
+}
+
+/// Seed 004: a pod that declares no port has a default `PORT` per
+/// instance, kept across versions like a named one, and freed with them.
+#[test]
+fn a_pod_without_ports_gets_a_stable_default_port_per_instance() {
+    let mut host = Host::new();
+    let one = host.deploy("plain", "1", json!(2), Value::Null);
+    let expected = |r: &pod::Report| -> Vec<(Value, Value, String)> {
+        ports_of(r).into_iter().map(|p| (p.0, p.1, p.3)).collect()
+    };
+    assert_eq!(
+        expected(&one),
+        [
+            (Value::Null, json!("1"), "default".to_owned()),
+            (Value::Null, json!("2"), "default".to_owned()),
+        ]
+    );
+    let first = ports_of(&one)[0].2;
+    assert_eq!(
+        host.port_env("plain-1-web@1.service"),
+        [format!("Environment=\"PORT={first}\"")]
+    );
+    assert!(host.record()[&first.to_string()].contains("kind: default\n"));
+    let two = host.deploy("plain", "2", json!(2), Value::Null);
+    assert_eq!(ports_of(&two)[0].2, first, "{:?}", two.ports);
+    assert_eq!(two.ports[0]["versions"], json!(["1", "2"]));
+    // Nothing listened on it: version 1 ran until version 2 was up.
+    let start = two
+        .actions
+        .iter()
+        .position(|a| a.starts_with("start plain-2"));
+    let stop = two
+        .actions
+        .iter()
+        .position(|a| a.starts_with("stop plain-1"));
+    assert!(start < stop, "{:?}", two.actions);
+    let mut gone = host.pod_request("plain", State::Absent);
+    gone.version = None;
+    host.run(&gone).unwrap();
+    assert!(host.record().is_empty(), "{:?}", host.record());
 }

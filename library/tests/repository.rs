@@ -418,3 +418,30 @@ fn a_tampered_or_escaping_pod_json_or_a_record_of_elsewhere_is_refused() {
     assert!(msg.contains("in channel beta"), "{msg}");
     assert!(!host.root.join("pods").exists(), "{msg}");
 }
+
+/// A channel's pod deployed under a deployment name: `bundle_name` picks
+/// the repository's pod, `name` is the pod on the host.
+#[test]
+fn a_release_deploys_as_a_named_deployment() {
+    let mut host = Host::new();
+    host.publish("1", "one");
+    let mut staging = host.request(Repo::Dir(host.repo.clone()), None);
+    staging.name = Some(PodName::parse("shop-staging").unwrap());
+    staging.bundle_name = Some(PodName::parse("shop").unwrap());
+    let report = host.run(&staging, false).unwrap();
+    assert_eq!(
+        report.name.as_ref().map(PodName::as_str),
+        Some("shop-staging")
+    );
+    assert_eq!(report.pod["bundle_name"], "shop");
+    let data = host
+        .root
+        .join("pods/shop-staging/1/volumes/static/data/index.html");
+    assert_eq!(fs::read_to_string(data).unwrap(), "one");
+    assert!(host.unit_dir.join("shop-staging-1-web.service").exists());
+    assert!(!host.root.join("pods/shop").exists());
+    assert!(
+        !host.run(&staging, false).unwrap().changed,
+        "a rerun changes nothing"
+    );
+}

@@ -98,12 +98,20 @@ ansible_facts:
           returned: always
           sample: /var/lib/ops
         pods:
-          description: By pod name, the pod's record.
+          description:
+            - By pod name, the pod's record. A bundle deployed under several names
+              (M(ops.onboard.ops_pod)'s O(ops.onboard.ops_pod#module:name)) is one pod per
+              deployment, each naming the bundle it came from.
           type: dict
           returned: always
           contains:
             name:
-              description: The pod's name.
+              description: The pod's name on the host (the deployment's).
+              type: str
+              returned: always
+              sample: shop
+            bundle_name:
+              description: The bundle the current version (without one, the newest) was deployed from.
               type: str
               returned: always
               sample: shop
@@ -163,6 +171,12 @@ ansible_facts:
                   description: The version.
                   type: str
                   returned: always
+                bundle_name:
+                  description:
+                    - The bundle it was deployed from (its own name in C(pod.json)).
+                    - The pod's name for a version deployed before ops recorded it.
+                  type: str
+                  returned: always
                 current:
                   description: It is the current version.
                   type: bool
@@ -216,7 +230,9 @@ ansible_facts:
                     - {name: data, path: /var/lib/ops/pods/shop/2/volumes/data/data, mount: /srv/data,
                        read_only: false, digest: "sha256:...", entries: 12, bytes: 4096}
                 ports:
-                  description: The host ports it uses.
+                  description:
+                    - The host ports it uses; C(kind) V(default) is the C(PORT) of a pod
+                      that names no port (C(name) V(null)).
                   type: list
                   elements: dict
                   returned: always

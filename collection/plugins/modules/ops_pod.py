@@ -46,9 +46,10 @@ description:
     from their archives before it is added. An image is removed with the
     last version that uses it.
   - The pod's named ports get a host port for each instance, fixed or
-    assigned from O(port_range). A new version gets the ports its pod
-    already holds for the same name and instance, so a switch or a rollback
-    moves no client.
+    assigned from O(port_range). A pod that names no port gets a default one
+    (C(PORT), kind V(default)) for each instance. A new version gets the ports
+    its pod already holds for the same name and instance, so a switch or a
+    rollback moves no client.
   - A rerun reports no change and does nothing, not even take the lock.
     Changes are serialized by a lock on C(<root>/lock), and are ordered so
     that a crash leaves the running version running and a rerun converges.
@@ -99,10 +100,22 @@ options:
     type: str
   name:
     description:
-      - Name of the pod.
-      - Taken from the bundle when O(bundle) is given; if given too, it must
-        agree.
-      - One of O(bundle) or O(name) is required.
+      - Name of the pod on the host.
+      - With O(bundle) or O(repo), the deployment's name, the bundle's own name
+        when left out. A bundle deployed under another name (C(myapp-staging),
+        C(myapp-production)) is a pod of that name - its own store entry,
+        versions, units (C(<name>-<version>-<unit>)), target, slice, ports,
+        environment, rollback and pruning - and its units get C(POD_NAME)
+        (the deployment's name) and C(POD_BUNDLE) (the bundle's). A deployment
+        holds versions of one bundle; another bundle under its name is refused.
+      - Without them, the pod (deployment) to act on.
+      - One of O(bundle), O(repo) or O(name) is required.
+    type: str
+  bundle_name:
+    description:
+      - The pod's name in the bundle or the repository; defaults to O(name).
+      - With O(repo), it picks the repository's pod, deployed as O(name).
+      - With O(bundle), it must be the bundle's own name (refused otherwise).
     type: str
   version:
     description:
@@ -217,7 +230,8 @@ options:
   ports:
     description:
       - Named ports laid over the bundle's, by name - a dict of name to a
-        port number or V(assign), or a list of names to assign.
+        port number or V(assign), or a list of names to assign, or names to
+        assign in one text separated by commas (V(driver, cluster, web)).
       - A port given as text of digits, as a template makes it, counts as a
         number.
       - Only for a version being added, from O(bundle) or O(repo); a stored
@@ -292,6 +306,29 @@ EXAMPLES = r"""
       admin: assign
     port_range: 31000-31999
 
+- name: Roll one bundle out as two deployments, each with its own name, environment and ports
+  ops.onboard.ops_pod:
+    bundle: /srv/bundles/myapp-2
+    name: "{{ item.name }}"           # POD_NAME; POD_BUNDLE is myapp
+    env: "{{ item.env }}"
+  loop:
+    - {name: myapp-staging, env: {DATABASE_URL: "{{ vault_staging_db }}"}}
+    - {name: myapp-production, env: {DATABASE_URL: "{{ vault_production_db }}"}}
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: Roll back myapp-staging alone (myapp-production is not touched)
+  ops.onboard.ops_pod:
+    name: myapp-staging
+    version: "1"
+
+- name: Deploy the tip of myapp's stable channel as myapp-staging
+  ops.onboard.ops_pod:
+    repo: http://releases.example.com/repo
+    channel: stable
+    bundle_name: myapp
+    name: myapp-staging
+
 - name: Deploy the tip of shop's stable channel from a repository over HTTP
   ops.onboard.ops_pod:
     repo: http://releases.example.com/repo
@@ -328,7 +365,7 @@ msg:
   returned: always
   sample: "add version 2 of pod shop to the store; ...; stop shop-1-web@1.service shop-1-web@2.service"
 name:
-  description: The pod's name.
+  description: The pod's name on the host (the deployment's).
   type: str
   returned: always
   sample: shop
@@ -367,8 +404,9 @@ ports:
   description:
     - The pod's ports after the run (in check mode, as they would be), each
       with the versions that use it.
-    - C(name) is V(null) for an instance's own port, C(instance) V(null) for
-      a plain unit; C(kind) is V(fixed), V(assigned) or V(instance).
+    - C(name) is V(null) for an instance's own port and for the default port,
+      C(instance) V(null) for a plain unit; C(kind) is V(fixed), V(assigned),
+      V(instance) or V(default) (the C(PORT) of a pod that names no port).
   type: list
   elements: dict
   returned: always
@@ -398,6 +436,10 @@ pod:
       description: The pod has a current version and starts at boot (its target is enabled).
       type: bool
       returned: always
+    bundle_name:
+      description: The bundle the current version (without one, the newest) was deployed from.
+      type: str
+      returned: always
     ports:
       description: The pod's ports, as RV(ports).
       type: list
@@ -405,7 +447,7 @@ pod:
       returned: always
     versions:
       description:
-        - By version, oldest first, each with its C(state), C(units),
+        - By version, oldest first, each with its C(bundle_name), C(state), C(units),
           C(images), C(volumes), C(ports) and C(env_keys) (the names of its
           secret environment, never the values).
         - See M(ops.onboard.ops_facts) for every field.

@@ -160,13 +160,17 @@ pub struct VolumeWire {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "expected a map of port name to a port number or \"assign\", or a list of port names"
+    expecting = "expected a map of port name to a port number or \"assign\", a list of port names, \
+                 or port names in one text separated by commas"
 )]
 pub enum PortsWire {
     /// Port name to a fixed host port number or `"assign"`, in order.
     Map(indexmap::IndexMap<String, PortWire>),
     /// Port names; ops assigns each a port.
     Names(Vec<String>),
+    /// Port names separated by commas (`"driver, cluster, web"`, seed
+    /// 004's shorthand); ops assigns each a port.
+    Text(String),
 }
 
 /// One port: fixed or assigned.

@@ -323,6 +323,7 @@ impl Draft {
         match (name, version) {
             (Some(name), Some(version)) if v.problems.is_empty() => Ok(Pod {
                 name,
+                bundle_name: None,
                 version,
                 units,
                 images,
@@ -683,22 +684,41 @@ pub fn override_ports(ports: &mut Vec<Port>, overrides: &[Port]) {
     }
 }
 
+/// A ports field's entries: where each is (for messages), its name and,
+/// in a map, its port.
+fn port_entries(field: &Field<PortsWire>) -> Vec<(String, String, Option<&PortWire>)> {
+    match &field.value {
+        PortsWire::Map(map) => map
+            .iter()
+            .map(|(name, port)| (at(&field.at, name), name.clone(), Some(port)))
+            .collect(),
+        PortsWire::Names(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (format!("{}[{i}]", field.at), name.clone(), None))
+            .collect(),
+        // Each name checked as a list's entry is; the field is the
+        // text, the message says which name.
+        PortsWire::Text(text) => text
+            .split(',')
+            .enumerate()
+            .map(|(i, name)| {
+                (
+                    format!("{} (name {})", field.at, i + 1),
+                    name.trim().to_owned(),
+                    None,
+                )
+            })
+            .collect(),
+    }
+}
+
 fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<Port> {
     // In the order given: the first one is also `PORT`.
     let mut ports: Vec<(String, Port)> = Vec::new();
     let mut fixed_seen: HashMap<u16, String> = HashMap::new();
     for field in fields {
-        let entries: Vec<(String, String, Option<&PortWire>)> = match &field.value {
-            PortsWire::Map(map) => map
-                .iter()
-                .map(|(name, port)| (at(&field.at, name), name.clone(), Some(port)))
-                .collect(),
-            PortsWire::Names(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (format!("{}[{i}]", field.at), name.clone(), None))
-                .collect(),
-        };
+        let entries = port_entries(&field);
         for (entry_at, name, port) in entries {
             if v.check(&entry_at, names::check_port_name(&name)).is_none() {
                 continue;

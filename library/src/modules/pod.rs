@@ -27,6 +27,7 @@ pub struct Options {
     pub channel: Option<String>,
     pub label: Option<String>,
     pub name: Option<String>,
+    pub bundle_name: Option<String>,
     pub version: Option<String>,
     #[serde(deserialize_with = "read_state")]
     pub state: pod::State,
@@ -85,7 +86,16 @@ impl Module for OpsPod {
             Opt::new(
                 "name",
                 Kind::Str,
-                "Name of the pod; taken from the bundle when one is given.",
+                "Name of the pod on the host. With a bundle or repo: the deployment's name (each name \
+                 is a pod of its own: store, units, ports, environment), the bundle's own name when \
+                 left out.",
+            ),
+            Opt::new(
+                "bundle_name",
+                Kind::Str,
+                "The pod's name in the bundle or the repository; defaults to name. With repo it \
+                 picks the repository's pod, deployed as name; with bundle it must be the bundle's \
+                 name.",
             ),
             Opt::new(
                 "version",
@@ -328,6 +338,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         .as_deref()
         .filter(|v| !(options.repo.is_some() && *v == TIP));
     let version = parsed("version", version, Version::parse, &mut problems);
+    let bundle_name = bundle_name(&options, &mut problems);
     let keep = options.keep.map(|k| {
         usize::try_from(k).unwrap_or_else(|_| {
             problems.push(format!("keep: expected 0 or more, got {k}"));
@@ -349,7 +360,8 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
     if let Some(env) = &options.env {
         env_problems(env, &mut problems);
     }
-    let (repo, version) = wanted(&options, name.as_ref(), version, &mut problems);
+    let in_repo = bundle_name.as_ref().or(name.as_ref());
+    let (repo, version) = wanted(&options, in_repo, version, &mut problems);
     let ports = options.ports.map(|value| {
         crate::bundle::parse_ports("ports", numbers_from_text(value)).unwrap_or_else(|e| {
             problems.push(e);
@@ -360,7 +372,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         problems.push(format!("port_range: {e}"));
         crate::ports::PortRange::default()
     });
-    if options.bundle.is_none() && name.is_none() && problems.is_empty() {
+    if options.bundle.is_none() && name.is_none() && bundle_name.is_none() && problems.is_empty() {
         problems.push("one of bundle or name is required".to_owned());
     }
     if !problems.is_empty() {
@@ -370,6 +382,7 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         bundle: options.bundle,
         repo,
         name,
+        bundle_name,
         version,
         state: options.state,
         keep,
@@ -389,6 +402,24 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         port_range,
         wake: false,
     })
+}
+
+/// `bundle_name`: the pod's name in a bundle or repository, so only with
+/// one of them.
+fn bundle_name(options: &Options, problems: &mut Vec<String>) -> Option<PodName> {
+    let bundle_name = parsed(
+        "bundle_name",
+        options.bundle_name.as_deref(),
+        PodName::parse,
+        problems,
+    );
+    if bundle_name.is_some() && options.bundle.is_none() && options.repo.is_none() {
+        problems.push(
+            "bundle_name applies to a bundle or a release repository: give bundle or repo too"
+                .to_owned(),
+        );
+    }
+    bundle_name
 }
 
 /// An option's value parsed, or a problem that names the option.
@@ -481,13 +512,9 @@ fn numbers_from_text(value: Value) -> Value {
                 })
                 .collect(),
         ),
-        // Ansible turns "a,b" into a list for list options.
-        Value::String(s) if !s.trim_start().starts_with('{') => Value::Array(
-            s.split(',')
-                .map(|n| Value::from(n.trim()))
-                .filter(|n| n != "")
-                .collect(),
-        ),
+        // "a, b" is seed 004's shorthand, read as pod.json's is (an empty
+        // name refused).
+        Value::String(s) if !s.trim_start().starts_with('{') => Value::String(s),
         Value::String(s) => match serde_json::from_str::<Value>(&s) {
             Ok(parsed @ Value::Object(_)) => numbers_from_text(parsed),
             _ => Value::String(s),

@@ -72,7 +72,11 @@ pub struct Request {
     pub bundle: Option<PathBuf>,
     /// A version published in a release repository, instead of a bundle.
     pub repo: Option<crate::repository::Wanted>,
+    /// The pod on the host: with a bundle, the deployment's name (the
+    /// bundle's own name when left out).
     pub name: Option<PodName>,
+    /// The pod's name in the bundle or the repository (`None`: `name`).
+    pub bundle_name: Option<PodName>,
     pub version: Option<Version>,
     pub state: State,
     pub keep: Option<usize>,
@@ -251,9 +255,10 @@ fn in_store_hint(
     request: &Request,
     wanted: &crate::repository::Wanted,
 ) -> PodError {
+    let deployment = request.name.as_ref().unwrap_or(&wanted.name);
     let stored = wanted.version.as_ref().filter(|v| {
         Store::new(&request.root)
-            .read_pod(&wanted.name)
+            .read_pod(deployment)
             .is_ok_and(|state| state.versions.contains_key(*v))
     });
     match stored {
@@ -261,14 +266,38 @@ fn in_store_hint(
             "{}; version {v} of pod {} is in the store: leave out repo (name and version \
              alone) to deploy it from there",
             crate::ansible::error_chain(&error),
-            wanted.name
+            deployment
         ))
         .into(),
         None => error.into(),
     }
 }
 
-/// The bundle's version, with the `ports` option laid over it.
+/// The bundle deployed as the pod `name` (a named deployment; the
+/// bundle's own name when left out), the bundle's own name recorded with
+/// the version.
+fn name_deployment(request: &Request, new: &mut NewVersion) -> Result<(), PodError> {
+    let own = new.pod.name.clone();
+    // With a repository, bundle_name picked the release: it agrees.
+    if let (Some(asked), None) = (&request.bundle_name, &request.repo) {
+        if *asked != own {
+            return Err(Refusal(format!(
+                "the bundle is pod {own} but bundle_name is {asked}; leave bundle_name out or \
+                 make them agree (name is the deployment's name)"
+            ))
+            .into());
+        }
+    }
+    if let Some(name) = &request.name {
+        new.pod.name = name.clone();
+    }
+    new.pod.bundle_name = Some(own);
+    new.digest = store::digest(&new.pod, &new.units);
+    Ok(())
+}
+
+/// The bundle's version, deployed under its name, with the `ports` option
+/// laid over it.
 fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
     for (option, path) in [("root", &request.root), ("unit_dir", &request.unit_dir)] {
         if !path.is_absolute() {
@@ -288,6 +317,9 @@ fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
         }
         (None, None) => None,
     };
+    if let Some(new) = &mut incoming {
+        name_deployment(request, new)?;
+    }
     match (&mut incoming, &request.ports) {
         (Some(new), Some(overrides)) => {
             bundle::override_ports(&mut new.pod.ports, overrides);
@@ -398,6 +430,7 @@ pub fn wake(
         bundle: None,
         repo: None,
         name: Some(name.clone()),
+        bundle_name: None,
         version: None,
         state: State::Started,
         keep: None,

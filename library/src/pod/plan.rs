@@ -95,16 +95,13 @@ struct Draft<'a> {
     warnings: Vec<String>,
 }
 
-/// The pod a request is about: from the bundle, or `name`.
+/// The pod a request is about: the deployment the bundle is deployed as
+/// (its model carries that name), or `name`.
 pub(crate) fn pod_name(
     request: &Request,
     incoming: Option<&NewVersion>,
 ) -> Result<PodName, Refusal> {
     match (incoming, &request.name) {
-        (Some(new), Some(name)) if &new.pod.name != name => Err(Refusal(format!(
-            "the bundle is pod {} but name is {name}; leave name out or make them agree",
-            new.pod.name
-        ))),
         (Some(new), _) => Ok(new.pod.name.clone()),
         (None, Some(name)) => Ok(name.clone()),
         (None, None) => Err(Refusal::new("give a bundle or a name")),
@@ -129,6 +126,9 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
         }
     };
     let version = resolve_version(request, observed)?;
+    if let Some(new) = &observed.incoming {
+        one_bundle(&observed.name, &observed.state, new)?;
+    }
     let mut d = Draft {
         request,
         observed,
@@ -179,6 +179,42 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
     d.plan_files()?;
     d.plan_restart();
     d.into_plan()
+}
+
+/// A deployment holds versions of one bundle: a bundle of another name
+/// deployed under its name is refused (a typo in `name` must not replace
+/// another deployment's app), naming both bundles.
+fn one_bundle(name: &PodName, before: &PodState, new: &NewVersion) -> Result<(), Refusal> {
+    let incoming = new.pod.bundle();
+    let others: Vec<&Version> = before
+        .by_age()
+        .into_iter()
+        .filter(|v| before.versions[*v].record.pod.bundle() != incoming)
+        .collect();
+    let Some(first) = others.first() else {
+        return Ok(());
+    };
+    let theirs = before.versions[*first].record.pod.bundle();
+    Err(Refusal(format!(
+        "pod {name} is a deployment of bundle {theirs} (versions {}), not of bundle {incoming}: \
+         a deployment comes from one bundle; give another name, or remove pod {name} first \
+         (state: absent without version)",
+        list(&others)
+    )))
+}
+
+/// Whether the bundle's version is the stored one. A version recorded
+/// before the bundle's name was (by an older ops) came from a bundle of
+/// the pod's own name: its digest is compared with the bundle's taken
+/// without the name, so a rerun is nothing to do and the record, drop-ins
+/// and running units stay as they are.
+fn same_content(stored: &VersionRecord, new: &NewVersion) -> bool {
+    if stored.pod.bundle_name.is_some() || new.pod.bundle() != &stored.pod.name {
+        return stored.digest == new.digest;
+    }
+    let mut unnamed = new.pod.clone();
+    unnamed.bundle_name = None;
+    stored.digest == crate::store::digest(&unnamed, &new.units)
 }
 
 fn refusal(error: &dyn std::error::Error) -> Refusal {
@@ -232,7 +268,7 @@ impl Draft<'_> {
         let (name, request) = (self.name, self.request);
         let before = &self.observed.state;
         match (before.versions.get(v), &self.observed.incoming) {
-            (Some(stored), Some(new)) if stored.record.digest != new.digest => {
+            (Some(stored), Some(new)) if !same_content(&stored.record, new) => {
                 Err(Refusal(format!(
                     "version {v} of pod {name} is already deployed with different content \
                      (stored {}, bundle {}{}); versions are immutable: give the bundle a new \
@@ -436,10 +472,15 @@ impl Draft<'_> {
         }
         self.started_after = true;
         let (_, start) = version_units(&self.after, v);
+        // A default port counts only when something listens on it: the
+        // units of a pod that names no port may not use it, and such a
+        // pod keeps switching with the old version running until the new
+        // one is up.
         let new_ports: Vec<u16> = self.after.versions[v]
             .record
             .ports
             .iter()
+            .filter(|a| a.kind != ports::Kind::Default || observed.listening.contains(&a.port))
             .map(|a| a.port)
             .collect();
         for other in before.versions.keys().filter(|o| *o != v) {

@@ -248,12 +248,12 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
             "expected a variable name of letters, digits and '_', not starting with a digit, got {s:?}"
         ));
     }
-    if matches!(s, "POD_NAME" | "POD_VERSION" | "PORT")
+    if matches!(s, "POD_NAME" | "POD_VERSION" | "POD_BUNDLE" | "PORT")
         || s.starts_with("PORT_")
         || s.starts_with("OPS_")
     {
         return Err(format!(
-            "{s:?} is set by ops (POD_NAME, POD_VERSION, PORT, PORT_*, OPS_*)"
+            "{s:?} is set by ops (POD_NAME, POD_VERSION, POD_BUNDLE, PORT, PORT_*, OPS_*)"
         ));
     }
     Ok(())

@@ -17,7 +17,16 @@ use super::names::{ImageId, PodName, UnitName, Version};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
+    /// The pod's name on the host: the deployment's (ops_pod's `name`),
+    /// which is the bundle's own name unless the bundle is deployed under
+    /// another.
     pub name: PodName,
+    /// The name the bundle gives itself, recorded for every version ops
+    /// deploys since named deployments; `None` in the records of versions
+    /// deployed before, which all came from a bundle of the pod's name
+    /// (and are written back without the field, so they read unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_name: Option<PodName>,
     pub version: Version,
     pub units: Vec<Unit>,
     pub images: Vec<Image>,
@@ -25,6 +34,14 @@ pub struct Pod {
     /// In the order pod.json declares them (the first is also `PORT`).
     pub ports: Vec<Port>,
     pub environment: BTreeMap<String, String>,
+}
+
+impl Pod {
+    /// The bundle the version came from: its recorded name, or the pod's
+    /// for a version recorded before deployments had names of their own.
+    pub fn bundle(&self) -> &PodName {
+        self.bundle_name.as_ref().unwrap_or(&self.name)
+    }
 }
 
 /// A systemd unit the pod ships.

@@ -14,6 +14,9 @@ pub enum Kind {
     Assigned,
     /// The instance's own name, from `"replication": [8080, 8081]`.
     Instance,
+    /// The default port (`PORT`) of a pod that declares none, picked by
+    /// ops from the range (seed 004).
+    Default,
 }
 
 impl fmt::Display for Kind {
@@ -22,6 +25,7 @@ impl fmt::Display for Kind {
             Kind::Fixed => "fixed",
             Kind::Assigned => "assigned",
             Kind::Instance => "instance",
+            Kind::Default => "default",
         })
     }
 }
@@ -40,9 +44,18 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// `http (instance 2)`, `http`, `instance 8080`.
+    /// `http (instance 2)`, `http`, `instance 8080`, `the default port`.
     pub fn describe(&self) -> String {
-        describe(self.name.as_deref(), self.instance.as_deref())
+        describe_kind(self.kind, self.name.as_deref(), self.instance.as_deref())
+    }
+}
+
+/// A port as messages name it, the default port by that name.
+pub fn describe_kind(kind: Kind, name: Option<&str>, instance: Option<&str>) -> String {
+    match (kind, instance) {
+        (Kind::Default, Some(i)) => format!("the default port (instance {i})"),
+        (Kind::Default, None) => "the default port".to_owned(),
+        _ => describe(name, instance),
     }
 }
 

@@ -68,6 +68,21 @@ mod tests {
         assert!(!record.pod.units[0].instance_ports);
     }
 
+    /// Versions deployed before named deployments record no bundle name:
+    /// they came from a bundle of the pod's own name, and are written back
+    /// without the field (their drop-ins, made from the record, keep
+    /// without `POD_BUNDLE`).
+    #[test]
+    fn a_record_from_before_bundle_names_came_from_a_bundle_of_its_name() {
+        let record = read(include_str!(
+            "../../../tests/fixtures/records/meta-before-ports.json"
+        ));
+        assert!(record.pod.bundle_name.is_none());
+        assert_eq!(record.pod.bundle(), &record.pod.name);
+        let written = serde_json::to_value(&record).expect("a record serialises");
+        assert!(written["pod"].get("bundle_name").is_none(), "{written}");
+    }
+
     /// Older ops refuses fields it does not know (`deny_unknown_fields`): a
     /// version without ports is written without the field, so going back
     /// to an older ops still reads it.

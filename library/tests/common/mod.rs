@@ -52,6 +52,7 @@ pub fn pod_request(root: &Path, unit_dir: &Path, name: &str, state: State) -> Re
         bundle: None,
         repo: None,
         name: Some(PodName::parse(name).unwrap()),
+        bundle_name: None,
         version: None,
         state,
         keep: None,

@@ -126,3 +126,22 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     assert!(!root.exists() && !units.exists(), "nothing was made");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bundle_name_needs_a_bundle_or_a_repository() {
+    let result = run_file(
+        Path::new(BIN),
+        &json!({
+            "name": "myapp-staging",
+            "bundle_name": "Not A Name",
+            "root": "/nonexistent/ops",
+        }),
+    );
+    assert_eq!(result["failed"], json!(true), "{result}");
+    insta::assert_json_snapshot!(result);
+    let result = run_file(
+        Path::new(BIN),
+        &json!({"name": "myapp-staging", "bundle_name": "myapp", "root": "/nonexistent/ops"}),
+    );
+    insta::assert_json_snapshot!(result);
+}

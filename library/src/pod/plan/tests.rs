@@ -28,6 +28,7 @@ fn pod(version: &str, image: bool, port: bool) -> Pod {
     let id = ImageId::parse(IMAGE).unwrap();
     Pod {
         name: shop(),
+        bundle_name: None,
         version: v(version),
         units: vec![Unit {
             name: UnitName::parse("web.service").unwrap(),
@@ -85,6 +86,7 @@ fn request(state: State) -> Request {
         bundle: None,
         repo: None,
         name: Some(shop()),
+        bundle_name: None,
         version: None,
         state,
         keep: None,
@@ -223,6 +225,7 @@ fn a_first_deploy_adds_installs_makes_current_and_starts() {
             "make version 1 current",
             "start shop-1-web.service and wait until it is up",
             "start ops-shop.target",
+            "record port 30000 in /var/lib/ops/ports/30000",
         ]
     );
 }
@@ -245,6 +248,7 @@ fn a_switch_starts_the_new_version_then_stops_the_old_one() {
             "make version 2 current",
             "start shop-2-web.service and wait until it is up",
             "stop shop-1-web.service",
+            "record port 30000 in /var/lib/ops/ports/30000",
         ]
     );
 }
@@ -451,6 +455,7 @@ fn an_image_missing_from_its_runtime_is_imported_from_the_bundle_first() {
             "install shop-1-web.service",
             "install shop-1-web.service.d/50-ops.conf",
             "daemon-reload",
+            "record port 30000 in /var/lib/ops/ports/30000",
         ]
     );
 }
@@ -747,4 +752,182 @@ fn the_diff_says_whether_the_pod_is_idle() {
             .contains("started at boot: no\nversions: 1\nidle: yes (version 1, woken by a connection to port 30000)\n"),
         "{diff:?}"
     );
+}
+
+fn pod_name(s: &str) -> PodName {
+    PodName::parse(s).unwrap()
+}
+
+/// Bundle shop (version `version`, its pod as `pod` makes it) deployed
+/// under `name`, as ops_pod reads it.
+fn deployed_as(name: &str, pod: Pod) -> (Request, NewVersion) {
+    let r = with(State::Started, |r| r.name = Some(pod_name(name)));
+    let mut new = new_version(pod);
+    super::super::name_deployment(&r, &mut new).expect("named");
+    (r, new)
+}
+
+/// A host with nothing on it but the bundle, for the deployment `name`.
+fn host_of(name: &str, new: NewVersion) -> Host {
+    let mut observed = Observed::new(pod_name(name));
+    observed.verified = Some(Ok(true));
+    observed.incoming = Some(new);
+    Host(observed)
+}
+
+fn file_text(plan: &Plan, path: &str) -> String {
+    plan.unit_changes()
+        .into_iter()
+        .find(|c| c.path == Path::new(path))
+        .and_then(|c| c.after.clone())
+        .map(|e| e.text())
+        .unwrap_or_else(|| panic!("no {path} in the plan"))
+}
+
+#[test]
+fn a_bundle_deployed_under_a_name_is_a_pod_of_that_name() {
+    let (r, new) = deployed_as("shop-staging", pod("1", false, false));
+    assert_eq!(new.pod.name.as_str(), "shop-staging");
+    assert_eq!(new.pod.bundle().as_str(), "shop");
+    let host = host_of("shop-staging", new);
+    let plan = plan(&r, &host.0).expect("planned");
+    assert_eq!(
+        plan.actions(),
+        [
+            "add version 1 of pod shop-staging to the store",
+            "install multi-user.target.wants/ops-shop-staging.target",
+            "install ops-shop-staging.target",
+            "install ops-shop\\x2dstaging.slice",
+            "install shop-staging-1-web.service",
+            "install shop-staging-1-web.service.d/50-ops.conf",
+            "daemon-reload",
+            "make version 1 current",
+            "start shop-staging-1-web.service and wait until it is up",
+            "start ops-shop-staging.target",
+            "record port 30000 in /var/lib/ops/ports/30000",
+        ]
+    );
+    let dropin = file_text(&plan, "shop-staging-1-web.service.d/50-ops.conf");
+    for line in [
+        "Slice=ops-shop\\x2dstaging.slice",
+        "PartOf=ops-shop-staging.target",
+        "Environment=\"POD_NAME=shop-staging\"",
+        "Environment=\"POD_BUNDLE=shop\"",
+        "Environment=\"PORT=30000\"",
+    ] {
+        assert!(
+            dropin.lines().any(|l| l == line),
+            "{line} not in:\n{dropin}"
+        );
+    }
+    assert_eq!(plan.ports[0]["kind"], "default");
+    assert_eq!(plan.ports[0]["name"], serde_json::Value::Null);
+}
+
+#[test]
+fn two_deployments_of_one_bundle_hold_ports_of_their_own() {
+    let (r, staging) = deployed_as("shop-staging", pod("1", false, true));
+    let (_, production) = deployed_as("shop-production", pod("1", false, true));
+    let mut host = host_of("shop-staging", staging.clone());
+    let plan_staging = plan(&r, &host.0).expect("planned");
+    // Production is deployed; staging, the same bundle version, is added
+    // beside it with another port.
+    let mut prod_state = Host::new().0.state;
+    let mut record = plan_staging.after.versions[&v("1")].clone();
+    record.record.pod = production.pod.clone();
+    prod_state.versions.insert(v("1"), record);
+    host.0
+        .others
+        .as_mut()
+        .unwrap()
+        .insert(pod_name("shop-production"), prod_state);
+    let plan = plan(&r, &host.0).expect("planned");
+    assert_eq!(plan.ports[0]["port"], 30001, "{:?}", plan.ports);
+    assert!(plan.actions()[0] == "add version 1 of pod shop-staging to the store");
+}
+
+#[test]
+fn a_rerun_of_a_version_stored_before_bundle_names_changes_nothing() {
+    // Stored by an older ops: no bundle name in its record.
+    let host = Host::new().stored("1").current("1").running("1");
+    let (_, new) = deployed_as("shop", pod("1", false, false));
+    assert_eq!(
+        new.pod.bundle_name.as_ref().map(PodName::as_str),
+        Some("shop")
+    );
+    let host = host.bundle(new.pod.clone());
+    let mut observed = host.0;
+    observed.incoming = Some(new);
+    let plan = plan(&request(State::Started), &observed).expect("planned");
+    assert!(plan.is_empty(), "{:?}", plan.actions());
+    // Its drop-in stays without POD_BUNDLE: nothing restarts.
+    let dropin = observed.files[Path::new("shop-1-web.service.d/50-ops.conf")].text();
+    assert!(!dropin.contains("POD_BUNDLE"), "{dropin}");
+}
+
+#[test]
+fn a_deployment_comes_from_one_bundle() {
+    let mut host = Host::new();
+    let (_, first) = deployed_as("shop", pod("1", false, false));
+    host = host.stored_pod(first.pod).current("1");
+    let mut other = pod("2", false, false);
+    other.name = pod_name("cart");
+    let r = with(State::Started, |r| r.name = Some(shop()));
+    let mut new = new_version(other);
+    super::super::name_deployment(&r, &mut new).expect("named");
+    host.0.incoming = Some(new);
+    assert_eq!(
+        refusal(&r, &host),
+        "pod shop is a deployment of bundle shop (versions 1), not of bundle cart: a deployment \
+         comes from one bundle; give another name, or remove pod shop first (state: absent \
+         without version)"
+    );
+    // Nor does it remove the deployment's versions.
+    let absent = with(State::Absent, |r| r.name = Some(shop()));
+    assert!(refusal(&absent, &host).starts_with("pod shop is a deployment of bundle shop"));
+}
+
+#[test]
+fn bundle_name_must_be_the_bundles_own_name() {
+    let r = with(State::Started, |r| {
+        r.name = Some(pod_name("shop-staging"));
+        r.bundle_name = Some(pod_name("cart"));
+    });
+    let mut new = new_version(pod("1", false, false));
+    let error = super::super::name_deployment(&r, &mut new).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "the bundle is pod shop but bundle_name is cart; leave bundle_name out or make them \
+         agree (name is the deployment's name)"
+    );
+}
+
+/// Version 1 stored holding default port 30000, version 2's bundle given.
+fn default_port_switch(listening: bool) -> Vec<String> {
+    let mut host = Host::new().stored("1").current("1").running("1");
+    for stored in host.0.state.versions.values_mut() {
+        stored.record.ports = vec![ports::Allocation {
+            name: None,
+            instance: None,
+            port: 30000,
+            kind: ports::Kind::Default,
+        }];
+    }
+    if listening {
+        host.0.listening.insert(30000);
+    }
+    let host = host.files().bundle(pod("2", false, false));
+    actions(&request(State::Started), &host)
+}
+
+#[test]
+fn a_default_port_stops_the_old_version_first_only_when_it_is_listened_on() {
+    let quiet = default_port_switch(false);
+    let start = quiet.iter().position(|a| a.starts_with("start shop-2"));
+    let stop = quiet.iter().position(|a| a == "stop shop-1-web.service");
+    assert!(start < stop, "{quiet:?}");
+    let busy = default_port_switch(true);
+    let start = busy.iter().position(|a| a.starts_with("start shop-2"));
+    let stop = busy.iter().position(|a| a == "stop shop-1-web.service");
+    assert!(stop < start, "{busy:?}");
 }
