@@ -184,7 +184,24 @@ def idle_and_wake():
     expect(get(port) == "shop 1", "and serves")
     expect(started["pod"]["woken_at"] == pod["woken_at"], "not a wake", started)
 
+    # A pod that declares no port is armed on its default port (PORT).
+    plain = ok(ops_pod(bundle=bundle(ports=False)), True)
+    default = [p["port"] for p in plain["ports"] if p["kind"] == "default"]
+    expect(len(default) == 1, "a pod that declares no port has a default one", plain)
+    ok(ops_pod(name="plain", state="idle"), True)
+    expect(active(f"ops-plain-wake-{default[0]}.socket") == "active", "its default port is armed")
+    expect(listening(default[0]), f"port {default[0]} listens")
+    ok(ops_pod(name="plain", state="absent"), True)
+    expect(not listening(default[0]), f"nothing listens on {default[0]} once plain is gone")
+
+    # A version an earlier ops deployed has no port at all: refused.
     ok(ops_pod(bundle=bundle(ports=False)), True)
+    meta = ROOT / "pods/plain/1/meta.json"
+    record = json.loads(meta.read_text())
+    for held in record["ports"]:
+        (ROOT / "ports" / str(held["port"])).unlink()
+    record["ports"] = []
+    meta.write_text(json.dumps(record))
     before = snapshot(ROOT, UNIT_DIR)
     r = failed(ops_pod(name="plain", state="idle"),
                "pod plain has no ports to be woken by; use state: stopped")
