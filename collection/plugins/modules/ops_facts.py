@@ -179,7 +179,11 @@ ansible_facts:
                   type: str
                   returned: always
                 units:
-                  description: Its units, each with its runnable instances.
+                  description:
+                    - Its units, each with its runnable instances.
+                    - C(shipped_as) is the plain unit file name the bundle shipped (C(example.service)) when it gave
+                      that unit instances, so ops installed it as its template C(name) (C(example@.service)); absent
+                      otherwise.
                   type: list
                   elements: dict
                   returned: always

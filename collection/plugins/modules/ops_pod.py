@@ -22,7 +22,10 @@ description:
   - Each version is kept in the store under O(root) (C(pods/<name>/<version>/))
     and its unit files are installed in O(unit_dir) under versioned names
     (C(<pod>-<version>-<unit>), for example C(shop-2-web@.service)), so
-    versions sit side by side. C(ops-<pod>.target) wants the current
+    versions sit side by side. A plain unit the bundle gives instances
+    (C(replication) V([8080, 8081]) with C(example.service), as in the seeds) is installed as
+    its template (C(example-1001-example@.service)), one instance each.
+    C(ops-<pod>.target) wants the current
     version's units and, while the pod is started, brings them back after a
     reboot. Versions are immutable - the same version with other content is
     refused, its volume data included (a volume archive by path other than
@@ -49,6 +52,9 @@ description:
     assigned from O(port_range). A new version gets the ports its pod
     already holds for the same name and instance, so a switch or a rollback
     moves no client.
+  - Instances listed as numbers from 1024 to 65535 (C(replication) V([8080, 8081]))
+    are ports too - each instance's C(PORT) is its name, and the port is held;
+    other instance names (V([1, 2]), a count) hold no port.
   - A rerun reports no change and does nothing, not even take the lock.
     Changes are serialized by a lock on C(<root>/lock), and are ordered so
     that a crash leaves the running version running and a rerun converges.

@@ -64,7 +64,10 @@ pub struct Container {
     pub name: String,
     /// Instances of the service's templated units (`name@.service`): a
     /// number of instances (named `1` to `N`), or a list of instance names
-    /// (such as ports: `[8080, 8081]`).
+    /// (such as ports: `[8080, 8081]`; numbers from 1024 to 65535 are held as
+    /// the instances' ports). When none of the unit files is a template, each
+    /// is installed as its template (`example.service` as
+    /// `example@.service`), one instance each.
     #[serde(default)]
     pub replication: Option<InstancesWire>,
     /// Whether ops starts these units when it starts the pod (default true);

@@ -335,14 +335,23 @@ impl Draft {
     }
 }
 
+/// The numbers an instance list may hold for its instances to be ports: the
+/// unprivileged ports a service binds without help. Below that a list is
+/// more likely instance numbers (`[1, 2]`) than ports; holding ports 1 and 2
+/// on the host for them would be wrong. A privileged port is given as a
+/// fixed port in `ports` instead.
+pub const INSTANCE_PORTS: std::ops::RangeInclusive<u64> = 1024..=65535;
+
 /// Instances given as a list of port numbers (`"replication": [8080,
-/// 8081]`): each instance is named after its port.
+/// 8081]`): each instance is named after its port, and the port is held.
+/// Only a list of numbers, every one in [`INSTANCE_PORTS`], is; a count
+/// never is.
 fn are_ports(instances: &InstancesWire) -> bool {
     match instances {
         InstancesWire::Count(_) => false,
         InstancesWire::Names(list) => list.iter().all(|item| {
             matches!(item, InstanceNameWire::Number(n)
-                if n.as_u64().is_some_and(|n| (1..=u64::from(u16::MAX)).contains(&n)))
+                if n.as_u64().is_some_and(|n| INSTANCE_PORTS.contains(&n)))
         }),
     }
 }
@@ -434,8 +443,7 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
     let mut unit_images = Vec::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    // Whether a shared `replication` found a template to apply to.
-    let mut shared_used: BTreeMap<String, bool> = BTreeMap::new();
+    let with_template = shared_with_template(&drafts);
     for draft in drafts {
         if draft.file.value.contains("://") {
             v.problem(
@@ -448,13 +456,18 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
             continue;
         }
         let file = v.unit_file(&draft.file);
-        let base = Path::new(&draft.file.value)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let name = unit_name(v, &draft.file, &base, &mut seen);
-        let (instances, instance_ports) =
-            unit_instances(v, &draft, &base, name.as_ref(), &mut shared_used);
+        let base = file_name(&draft.file.value);
+        let shipped = v.check(&draft.file.at, UnitName::parse(&base));
+        let replicated = shipped
+            .as_ref()
+            .filter(|name| replicates_plain(&draft, name, &with_template))
+            .cloned();
+        let name = match &replicated {
+            Some(plain) => v.check(&draft.file.at, plain.as_template()),
+            None => shipped,
+        };
+        let name = name.filter(|name| unique_unit(v, &draft.file.at, name, &replicated, &mut seen));
+        let (instances, instance_ports) = unit_instances(v, &draft, &base, name.as_ref());
         if let (Some(name), Some(file)) = (name, file) {
             if let Some(field) = draft.image {
                 unit_images.push((units.len(), field));
@@ -466,82 +479,99 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
                 start: draft.start,
                 image: None,
                 instance_ports,
+                shipped_as: replicated,
             });
-        }
-    }
-    for (field, used) in shared_used {
-        if !used {
-            v.problem(
-                &field,
-                "none of this container's unit files is a template unit (name@.service), \
-                 so there is nothing to replicate",
-            );
         }
     }
     (units, unit_images)
 }
 
-/// The unit's name from its file name `base`, unless invalid or shipped
-/// twice; `seen` maps each name to the field that shipped it first.
-fn unit_name(
-    v: &mut Validator<'_>,
-    file: &Field<String>,
-    base: &str,
-    seen: &mut HashMap<String, String>,
-) -> Option<UnitName> {
-    let name = v.check(&file.at, UnitName::parse(base));
-    if let Some(name) = &name {
-        if let Some(first) = seen.get(name.as_str()) {
-            v.problem(
-                &file.at,
-                format!("duplicate unit {name}: {first} ships it already"),
-            );
-        } else {
-            seen.insert(name.to_string(), file.at.clone());
-        }
-    }
-    name
+/// The file name a unit file path ends with.
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
-/// The unit's instance names and whether they are ports. `shared_used`
-/// records, per shared `replication`, whether it met a template.
+/// The shared `replication` fields (by field path) that apply to a
+/// template among their container's unit files.
+fn shared_with_template(drafts: &[DraftUnit]) -> Vec<String> {
+    drafts
+        .iter()
+        .filter(|d| d.shared_instances)
+        .filter(|d| UnitName::parse(&file_name(&d.file.value)).is_ok_and(|n| n.is_template()))
+        .filter_map(|d| d.instances.as_ref().map(|f| f.at.clone()))
+        .collect()
+}
+
+/// Whether plain unit `name` is given instances and so is installed as its
+/// template: an Appc unit with `instances`, or a unit of a container whose
+/// `replication` has no template to apply to (the seeds' own example:
+/// `"replication": [8080, 8081, 8082]` with `example.service`). A
+/// container that has templates keeps replicating those only, its plain
+/// units running once, as before.
+fn replicates_plain(draft: &DraftUnit, name: &UnitName, with_template: &[String]) -> bool {
+    match &draft.instances {
+        Some(field) if !name.is_template() => {
+            !draft.shared_instances || !with_template.contains(&field.at)
+        }
+        _ => false,
+    }
+}
+
+/// Whether unit `name` is not shipped twice; `seen` maps each name to the
+/// field that shipped it first. A plain unit installed as its template
+/// (`replicated`) takes the template's name.
+fn unique_unit(
+    v: &mut Validator<'_>,
+    at: &str,
+    name: &UnitName,
+    replicated: &Option<UnitName>,
+    seen: &mut HashMap<String, String>,
+) -> bool {
+    if let Some(first) = seen.get(name.as_str()) {
+        let installed = match replicated {
+            Some(plain) => format!(" ({plain} with instances is installed as {name})"),
+            None => String::new(),
+        };
+        v.problem(
+            at,
+            format!("duplicate unit {name}: {first} ships it already{installed}"),
+        );
+        false
+    } else {
+        seen.insert(name.to_string(), at.to_owned());
+        true
+    }
+}
+
+/// The unit's instance names and whether they are ports (see
+/// [`are_ports`]).
 fn unit_instances(
     v: &mut Validator<'_>,
     draft: &DraftUnit,
     base: &str,
     name: Option<&UnitName>,
-    shared_used: &mut BTreeMap<String, bool>,
 ) -> (Vec<String>, bool) {
     let template = name.is_some_and(UnitName::is_template);
-    let mut instances = Vec::new();
-    let mut instance_ports = false;
-    if let Some(field) = &draft.instances {
-        if draft.shared_instances {
-            let used = shared_used.entry(field.at.clone()).or_default();
-            *used |= template;
-        }
-        if template {
-            instances = instance_names(v, field).unwrap_or_default();
-            instance_ports = are_ports(&field.value);
-        } else if !draft.shared_instances && name.is_some() {
+    match &draft.instances {
+        Some(field) if template => (
+            instance_names(v, field).unwrap_or_default(),
+            are_ports(&field.value),
+        ),
+        None if template && draft.start => {
             v.problem(
-                &field.at,
+                &draft.file.at,
                 format!(
-                    "{base} is not a template unit (name@.{}); only templates have instances",
-                    base.rsplit('.').next().unwrap_or("service")
+                    "{base} is a template unit: give its instances (a count or a list of names) \
+                     or do not start it"
                 ),
             );
+            (Vec::new(), false)
         }
-    } else if template && draft.start {
-        v.problem(
-            &draft.file.at,
-            format!(
-                "{base} is a template unit: give its instances (a count or a list of names) \
-                 or do not start it"
-            ),
-        );
+        _ => (Vec::new(), false),
     }
-    (instances, instance_ports)
 }
 
 /// The valid images, and the id of every image with a valid one.

@@ -159,6 +159,7 @@ mod tests {
             start: true,
             image: None,
             instance_ports: false,
+            shipped_as: None,
         };
         let dir = Path::new("/tmp/ops-verify-AbC123");
         let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\

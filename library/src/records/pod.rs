@@ -44,6 +44,11 @@ pub struct Unit {
     /// each instance's `PORT` is its name.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub instance_ports: bool,
+    /// The plain name the bundle shipped the unit file under
+    /// (`example.service`) when it gave the unit instances: ops installs it
+    /// as its template, `name` (`example@.service`), one instance each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_as: Option<UnitName>,
 }
 
 impl Unit {

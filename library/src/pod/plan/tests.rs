@@ -35,6 +35,7 @@ fn pod(version: &str, image: bool, port: bool) -> Pod {
             start: true,
             image: image.then(|| id.clone()),
             instance_ports: false,
+            shipped_as: None,
         }],
         images: if image {
             vec![Image {
