@@ -133,6 +133,8 @@ pub struct ImageWire {
     #[serde(default)]
     pub path: Option<String>,
     /// `http`, `https` or `file` URI of the image file. Give `path` or `uri`.
+    /// Without a scheme, `/path` is a local file and `host.name/path` is
+    /// fetched over https.
     #[serde(default)]
     pub uri: Option<String>,
     /// Detached OpenPGP signature of the image file (`.asc`): a path relative

@@ -253,6 +253,42 @@ fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// An image's `uri` as a URI with a scheme. Seed 001 lets it be "without
+/// scheme": one that starts with a single `/` is a local file
+/// (`file:///srv/images/web.aci`); one that starts with a host name (with a
+/// dot, or `localhost`, maybe a `:port`) and a path is fetched over https
+/// (`images.example.com/web.aci`), never plain http. Anything else would be
+/// a guess (a relative path, `//host`, `host:` with no port) and is
+/// refused, saying how to write it.
+pub(super) fn image_uri(uri: &str) -> Result<String, String> {
+    if uri.contains("://") {
+        return Ok(uri.to_owned());
+    }
+    let shown = crate::records::uri::redact(uri);
+    if uri.starts_with('/') && !uri.starts_with("//") {
+        return Ok(format!("file://{uri}"));
+    }
+    let (host, path) = uri.split_once('/').unwrap_or((uri, ""));
+    let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+    let named = name == "localhost"
+        || (name.contains('.')
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
+    let ported = !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit());
+    if named && ported && !path.is_empty() && !host.contains('@') {
+        Ok(format!("https://{uri}"))
+    } else {
+        Err(format!(
+            "{shown:?} has no scheme and names no host and path: a uri without scheme is \
+             read as https://<host>/<path> (the host with a dot, or localhost) or, from /, as \
+             file://; give the full URI, or the image's path in the bundle as path"
+        ))
+    }
+}
+
 /// An absolute mount point without `.`, `..`, empty components or a
 /// trailing slash.
 fn check_mount(path: &str) -> Result<PathBuf, String> {
@@ -616,7 +652,8 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image
                 .bundle_file(&Field::new(at(&draft.at, "path"), path))
                 .map(Source::Path),
             (None, Some(uri)) => {
-                let result = check_uri(&uri).map(|()| Source::Uri(uri));
+                let result =
+                    image_uri(&uri).and_then(|uri| check_uri(&uri).map(|()| Source::Uri(uri)));
                 v.check(&at(&draft.at, "uri"), result)
             }
         };
@@ -780,4 +817,47 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
         }
     }
     ports.into_iter().map(|(_, port)| port).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seed 001: an image's `uri` "could be without scheme".
+    #[test]
+    fn a_uri_without_scheme_is_read_one_way_or_refused() {
+        for (given, read) in [
+            ("https://h.example/a.aci", "https://h.example/a.aci"),
+            ("http://h.example/a.aci", "http://h.example/a.aci"),
+            ("/srv/images/a.aci", "file:///srv/images/a.aci"),
+            (
+                "images.example.com/a.aci",
+                "https://images.example.com/a.aci",
+            ),
+            (
+                "images.example.com:8443/x/a.aci",
+                "https://images.example.com:8443/x/a.aci",
+            ),
+            ("localhost:8000/a.aci", "https://localhost:8000/a.aci"),
+        ] {
+            assert_eq!(image_uri(given).as_deref(), Ok(read), "{given}");
+        }
+        for ambiguous in [
+            "images/a.aci",
+            "a.aci",
+            "./a.aci",
+            "../a.aci",
+            "//h.example/a.aci",
+            "h.example",
+            "h.example:/a.aci",
+            "h.example:x/a.aci",
+            "user:pw@h.example/a.aci",
+            "u@h.example/a.aci",
+            ".example/a.aci",
+        ] {
+            let error = image_uri(ambiguous).expect_err(ambiguous);
+            assert!(error.contains("read as https://<host>/<path>"), "{error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
 }
