@@ -441,6 +441,86 @@ impl Host {
     }
 }
 
+/// Seed 001 makes an image's `id` optional: an Appc bundle whose image has
+/// a path only, named by that path in its unit's `image`.
+fn appc_bundle_without_image_id(host: &Host, image: &[u8]) -> PathBuf {
+    let dir = host.bundles.join("appc-no-id");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    fs::write(dir.join("web.aci"), image).unwrap();
+    let ops = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "systemd-units": [{"unit-file": "web.service", "start": true, "image": "web.aci"}],
+        "images": [{"path": "web.aci"}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn an_image_without_id_gets_the_id_of_its_file_and_a_warning() {
+    let mut host = Host::new();
+    let image = aci("computed\n");
+    let mut request = host.request(State::Started);
+    request.bundle = Some(appc_bundle_without_image_id(&host, &image.0));
+    let warning = format!(
+        "image web.aci of pod shop version 1: pod.json gives no id, so ops computed {} from the \
+         file; nothing pinned it (no id, no signature): give the id in pod.json to deploy only \
+         that image",
+        image.1
+    );
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(
+        planned.actions[0].starts_with(&format!("import image {}", image.1)),
+        "{:?}",
+        planned.actions
+    );
+    assert_eq!(planned.warnings, std::slice::from_ref(&warning));
+    assert!(!host.root.exists(), "check mode wrote nothing");
+
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(report.warnings, [warning]);
+    let version = &report.pod["versions"]["1"];
+    assert_eq!(version["images"], serde_json::json!([image.1]));
+    assert_eq!(version["units"][0]["image"], serde_json::json!(image.1));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["images"][0]["id"], serde_json::json!(image.1));
+    assert_eq!(meta["pod"]["images"][0]["computed"], true);
+    let rootfs = host
+        .root
+        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
+        "{dropin}"
+    );
+
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+
+    // The same version with another file is another image: refused as
+    // any changed content of a stored version is.
+    fs::write(
+        request.bundle.as_ref().unwrap().join("web.aci"),
+        aci("other\n").0,
+    )
+    .unwrap();
+    let changed = host.run(&request).unwrap_err();
+    assert!(changed.contains("version 1"), "{changed}");
+}
+
 #[test]
 fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused() {
     let mut host = Host::new();

@@ -48,6 +48,9 @@ description:
     M(ops.onboard.ops_image) does, and a new version's volumes are built
     from their archives before it is added. An image is removed with the
     last version that uses it.
+  - An Appc bundle's image given by C(path) may leave out its C(id) (as seed 001 allows) - ops computes it from
+    the file, records it, and warns that nothing pinned the image unless a C(signature) verified it; a unit
+    names such an image by its C(path).
   - The pod's named ports get a host port for each instance, fixed or
     assigned from O(port_range). A new version gets the ports its pod
     already holds for the same name and instance, so a switch or a rollback

@@ -76,7 +76,7 @@ pub struct Container {
     #[serde(default)]
     pub start: Option<bool>,
     /// The image the service's units run in: the `id` of one of the pod's
-    /// `images`. ops gives each of these units the image's root filesystem
+    /// `images`, or its `path` or `uri` as written there. ops gives each of these units the image's root filesystem
     /// as `RootDirectory=` (systemd runtime) and its location in
     /// `OPS_IMAGE` (either runtime), so unit files never name store paths.
     #[serde(default)]

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::native::{InstanceNameWire, InstancesWire, PortWire, PortsWire, VersionWire};
-use super::Problem;
+use super::{PendingImage, Problem};
 use crate::records::names::{self, ImageId, PodName, UnitName, Version};
 use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
@@ -312,7 +312,11 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
 impl Draft {
     /// Validate the whole draft against the bundle directory `dir`
     /// (canonical): the pod, or every problem found.
-    pub(super) fn validate(self, dir: &Path, files: Files<'_>) -> Result<Pod, Vec<Problem>> {
+    pub(super) fn validate(
+        self,
+        dir: &Path,
+        files: Files<'_>,
+    ) -> Result<(Pod, Vec<PendingImage>), Vec<Problem>> {
         let mut v = Validator {
             dir,
             files,
@@ -336,8 +340,8 @@ impl Draft {
             },
         };
         let (mut units, unit_images) = validate_units(&mut v, self.units);
-        let (images, listed) = validate_images(&mut v, self.images);
-        resolve_unit_images(&mut v, &mut units, unit_images, &listed);
+        let mut images = validate_images(&mut v, self.images);
+        resolve_unit_images(&mut v, &mut units, unit_images, &mut images);
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
         for (key, value) in &self.environment.value {
@@ -357,15 +361,18 @@ impl Draft {
         }
 
         match (name, version) {
-            (Some(name), Some(version)) if v.problems.is_empty() => Ok(Pod {
-                name,
-                version,
-                units,
-                images,
-                volumes,
-                ports,
-                environment: self.environment.value,
-            }),
+            (Some(name), Some(version)) if v.problems.is_empty() => Ok((
+                Pod {
+                    name,
+                    version,
+                    units,
+                    images: images.images,
+                    volumes,
+                    ports,
+                    environment: self.environment.value,
+                },
+                images.pending,
+            )),
             _ => Err(v.problems),
         }
     }
@@ -449,28 +456,48 @@ fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option
 /// index of the unit and the field.
 type UnitImage = (usize, Field<String>);
 
-/// `listed` holds every image id the pod lists, also those of images with
-/// other problems (reported where they are): a unit naming one of those is
-/// not told its image is missing.
+/// A unit's `image` names one of the pod's images: by its id, or by its
+/// `path` or `uri` as pod.json writes it (the only way to name an image
+/// pod.json gives no id). `listed` holds every image id the pod lists,
+/// also those of images with other problems (reported where they are): a
+/// unit naming one of those is not told its image is missing.
 fn resolve_unit_images(
     v: &mut Validator<'_>,
     units: &mut [Unit],
     pending: Vec<UnitImage>,
-    listed: &[ImageId],
+    images: &mut Images,
 ) {
     for (index, field) in pending {
-        let Some(id) = v.check(&field.at, ImageId::parse(&field.value)) else {
-            continue;
-        };
-        match listed
+        let by_text = images
+            .written
             .iter()
-            .find(|listed| crate::records::names::same_image(listed, &id))
-        {
-            Some(listed) => units[index].image = Some(listed.clone()),
-            None => v.problem(
-                &field.at,
-                format!("image {id} is not among the pod's images; list it in images"),
-            ),
+            .find(|(written, _)| !written.is_empty() && *written == field.value)
+            .map(|(_, named)| named.clone());
+        let named = match by_text {
+            Some(named) => named,
+            None => {
+                let Some(id) = v.check(
+                    &field.at,
+                    ImageId::parse(&field.value)
+                        .map_err(|e| format!("{e}, or the path or uri of one of the pod's images")),
+                ) else {
+                    continue;
+                };
+                match images.listed.iter().find(|l| names::same_image(l, &id)) {
+                    Some(listed) => Named::Id(listed.clone()),
+                    None => {
+                        v.problem(
+                            &field.at,
+                            format!("image {id} is not among the pod's images; list it in images"),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        match named {
+            Named::Id(id) => units[index].image = Some(id),
+            Named::Pending(i) => images.pending[i].units.push(index),
         }
     }
 }
@@ -610,24 +637,33 @@ fn unit_instances(
     }
 }
 
-/// The valid images, and the id of every image with a valid one.
-fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image>, Vec<ImageId>) {
-    let mut images: Vec<Image> = Vec::new();
-    let mut listed: Vec<ImageId> = Vec::new();
+/// What validating the images found: the valid ones, the id of every
+/// image with a valid one, those without an id, and how each image was
+/// written (`path` or `uri` as in pod.json) so a unit may name it so.
+#[derive(Default)]
+struct Images {
+    images: Vec<Image>,
+    listed: Vec<ImageId>,
+    pending: Vec<PendingImage>,
+    written: Vec<(String, Named)>,
+}
+
+/// An image a unit may name by its `path` or `uri`.
+#[derive(Clone)]
+enum Named {
+    Id(ImageId),
+    Pending(usize),
+}
+
+fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Images {
+    let mut out = Images::default();
     let mut seen: HashMap<ImageId, String> = HashMap::new();
     for draft in drafts {
         let id_at = at(&draft.at, "id");
-        let id = match &draft.id {
-            None => {
-                v.problem(
-                    &id_at,
-                    "required: the image's digest (sha512-<hex> or sha256:<hex>); \
-                     ops verifies every image it imports",
-                );
-                None
-            }
-            Some(id) => v.check(&id_at, ImageId::parse(id)),
-        };
+        let id = draft
+            .id
+            .as_ref()
+            .and_then(|id| v.check(&id_at, ImageId::parse(id)));
         if let Some(id) = &id {
             if let Some(first) = seen.get(id) {
                 v.problem(
@@ -636,39 +672,75 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image
                 );
             } else {
                 seen.insert(id.clone(), draft.at.clone());
-                listed.push(id.clone());
+                out.listed.push(id.clone());
             }
         }
-        let source = match (draft.path, draft.uri) {
-            (Some(_), Some(_)) => {
-                v.problem(&draft.at, "give either path or uri, not both");
-                None
-            }
-            (None, None) => {
-                v.problem(&draft.at, "give the image's path (in the bundle) or uri");
-                None
-            }
-            (Some(path), None) => v
-                .bundle_file(&Field::new(at(&draft.at, "path"), path))
-                .map(Source::Path),
-            (None, Some(uri)) => {
-                let result =
-                    image_uri(&uri).and_then(|uri| check_uri(&uri).map(|()| Source::Uri(uri)));
-                v.check(&at(&draft.at, "uri"), result)
-            }
-        };
+        let written = draft.path.clone().or(draft.uri.clone()).unwrap_or_default();
+        let source = image_source(v, &draft);
         let signature = draft
             .signature
             .map(|s| v.source(&Field::new(at(&draft.at, "signature"), s)));
-        if let (Some(id), Some(source), None | Some(Some(_))) = (id, source, &signature) {
-            images.push(Image {
-                id,
-                source,
-                signature: signature.flatten(),
-            });
+        let (Some(source), None | Some(Some(_))) = (source, &signature) else {
+            continue;
+        };
+        let signature = signature.flatten();
+        match (id, draft.id.is_some(), source) {
+            (Some(id), _, source) => {
+                out.written.push((written, Named::Id(id.clone())));
+                out.images.push(Image {
+                    id,
+                    source,
+                    signature,
+                    computed: false,
+                });
+            }
+            (None, false, Source::Path(path)) if matches!(v.files, Files::Bundle) => {
+                out.written
+                    .push((written, Named::Pending(out.pending.len())));
+                out.pending.push(PendingImage {
+                    at: draft.at.clone(),
+                    path,
+                    signature,
+                    units: Vec::new(),
+                });
+            }
+            (None, false, source) => v.problem(
+                &id_at,
+                format!(
+                    "required for an image {}: ops computes the id of an image file in the \
+                     bundle (path) only, as it adds the version; give the image's digest \
+                     (sha512-<hex> or sha256:<hex>)",
+                    match source {
+                        Source::Uri(_) => "given by uri",
+                        Source::Path(_) => "of a release",
+                    }
+                ),
+            ),
+            (None, true, _) => {}
         }
     }
-    (images, listed)
+    out
+}
+
+/// The image's file: its `path` in the bundle or its `uri`.
+fn image_source(v: &mut Validator<'_>, draft: &DraftImage) -> Option<Source> {
+    match (&draft.path, &draft.uri) {
+        (Some(_), Some(_)) => {
+            v.problem(&draft.at, "give either path or uri, not both");
+            None
+        }
+        (None, None) => {
+            v.problem(&draft.at, "give the image's path (in the bundle) or uri");
+            None
+        }
+        (Some(path), None) => v
+            .bundle_file(&Field::new(at(&draft.at, "path"), path.clone()))
+            .map(Source::Path),
+        (None, Some(uri)) => {
+            let result = image_uri(uri).and_then(|uri| check_uri(&uri).map(|()| Source::Uri(uri)));
+            v.check(&at(&draft.at, "uri"), result)
+        }
+    }
 }
 
 fn validate_volumes(v: &mut Validator<'_>, drafts: Vec<DraftVolume>) -> Vec<Volume> {

@@ -3,6 +3,9 @@
 //!
 //! - [`archive`]: the one pass over an image file (ACI, OCI or Docker
 //!   archive): decompress, hash, unpack, check every digest.
+//! - [`identify`]: what an image file is (format, full ids, name) without
+//!   unpacking it: ops_release publishing it, ops_pod computing the id
+//!   pod.json leaves out.
 //! - [`records`]: where images live in the store and ops's record of each.
 //! - [`signature`]: detached OpenPGP signatures, checked by `sqv`.
 //! - [`podman`]: the podman runtime, behind the [`podman::Podman`]
@@ -17,6 +20,7 @@
 //! come through `crate::download`, the directories from the store.
 
 pub mod archive;
+pub mod identify;
 
 pub mod podman;
 pub mod records;

@@ -226,6 +226,9 @@ fn new_version(
     for unit in &mut pod.units {
         unit.file = Path::new("units").join(unit.name.as_str());
     }
+    for pending in &bundle.pending {
+        computed_image(&mut pod, &bundle.dir, pending)?;
+    }
     let digest = store::digest(&pod, &texts);
     Ok(NewVersion {
         bundle_dir: bundle.dir.clone(),
@@ -235,6 +238,51 @@ fn new_version(
         units: texts,
         digest,
     })
+}
+
+/// An image pod.json gives no id: its id computed from the file (read
+/// only, in check mode too), put in the pod's images and given to the units
+/// that name it. The same file gives the same id, so a rerun of a stored
+/// version is the same version.
+fn computed_image(
+    pod: &mut bundle::Pod,
+    dir: &Path,
+    pending: &bundle::PendingImage,
+) -> Result<(), Refusal> {
+    let shown = format!("{:?}", pending.path.display().to_string());
+    let at = format!("{}.path", pending.at);
+    let identified = crate::image::identify::identify(&dir.join(&pending.path), &shown)
+        .map_err(|e| Refusal(format!("{at}: {e}")))?;
+    let id = match identified.ids.as_slice() {
+        [one] => bundle::ImageId::parse(one).map_err(|e| Refusal(format!("{at}: {e}")))?,
+        ids => {
+            return Err(Refusal(format!(
+                "{at}: image {shown} holds {} images ({}): give the id of the one to run",
+                ids.len(),
+                ids.join(", ")
+            )))
+        }
+    };
+    if let Some(other) = pod
+        .images
+        .iter()
+        .find(|i| crate::records::names::same_image(&i.id, &id))
+    {
+        return Err(Refusal(format!(
+            "{at}: image {shown} is {id}, which the pod lists already as {}",
+            other.source.text()
+        )));
+    }
+    for &unit in &pending.units {
+        pod.units[unit].image = Some(id.clone());
+    }
+    pod.images.push(bundle::Image {
+        id,
+        source: bundle::Source::Path(pending.path.clone()),
+        signature: pending.signature.clone(),
+        computed: true,
+    });
+    Ok(())
 }
 
 /// A version the repository cannot give that the store holds: say so,

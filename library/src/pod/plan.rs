@@ -272,6 +272,20 @@ impl Draft<'_> {
                 ));
             }
         }
+        for image in new
+            .pod
+            .images
+            .iter()
+            .filter(|i| i.computed && i.signature.is_none())
+        {
+            self.warnings.push(format!(
+                "image {} of pod {name} version {v}: pod.json gives no id, so ops computed {} \
+                 from the file; nothing pinned it (no id, no signature): give the id in \
+                 pod.json to deploy only that image",
+                image.source.text(),
+                image.id
+            ));
+        }
         let record = VersionRecord {
             format: META_FORMAT,
             sequence: observed.state.next_sequence(),

@@ -88,6 +88,11 @@ pub struct Image {
     pub id: ImageId,
     pub source: Source,
     pub signature: Option<Source>,
+    /// pod.json gave no id (seed 001 makes it optional): ops computed it
+    /// from the file when it added the version, so nothing but a signature
+    /// pinned what the bundle meant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub computed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,7 @@ fn pod(version: &str, image: bool, port: bool) -> Pod {
                 id,
                 source: Source::Path("image.tar".into()),
                 signature: None,
+                computed: false,
             }]
         } else {
             vec![]
