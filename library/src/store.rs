@@ -152,13 +152,18 @@ fn redact_uris(pod: &mut Pod) -> bool {
         .iter_mut()
         .flat_map(|i| std::iter::once(&mut i.source).chain(i.signature.as_mut()))
         .chain(pod.volumes.iter_mut().filter_map(|v| v.data.as_mut()));
-    for source in sources {
-        if let crate::records::pod::Source::Uri(uri) = source {
-            let shown = crate::records::uri::redact(uri).into_owned();
-            if shown != *uri {
-                *uri = shown;
-                hidden = true;
-            }
+    let unit_uris = pod.units.iter_mut().filter_map(|u| u.uri.as_mut());
+    let uris = sources
+        .filter_map(|source| match source {
+            crate::records::pod::Source::Uri(uri) => Some(uri),
+            crate::records::pod::Source::Path(_) => None,
+        })
+        .chain(unit_uris);
+    for uri in uris {
+        let shown = crate::records::uri::redact(uri).into_owned();
+        if shown != *uri {
+            *uri = shown;
+            hidden = true;
         }
     }
     hidden
@@ -387,6 +392,21 @@ impl Store {
             units,
             environment,
         })
+    }
+
+    /// One version with its unit files, when the store holds it.
+    pub fn read_version(
+        &self,
+        name: &PodName,
+        version: &Version,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let dir = self.pod_dir(name).join(version.as_str());
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => self.read_version_with(name, version, true).map(Some),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::from_io("read", &dir, e).into()),
+        }
     }
 
     /// Everything the store holds for `name` (empty when nothing).

@@ -734,6 +734,7 @@ mod tests {
             image: None,
             instance_ports: false,
             shipped_as: None,
+            uri: None,
         };
         assert_eq!(
             installed_name(&pod(), &v, &unit.name),
@@ -758,6 +759,7 @@ mod tests {
             image: None,
             instance_ports: false,
             shipped_as: shipped_as.map(|s| UnitName::parse(s).unwrap()),
+            uri: None,
         }
     }
 

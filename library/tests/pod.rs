@@ -521,6 +521,82 @@ fn an_image_without_id_gets_the_id_of_its_file_and_a_warning() {
     assert!(changed.contains("version 1"), "{changed}");
 }
 
+/// Seed 001: a unit file is "either a path or an URI". Fetched (check
+/// mode too), stored with the version, and pinned: a rerun with the same
+/// URI uses the stored copy and changes nothing, even when what the URI
+/// serves changed.
+#[test]
+fn a_unit_file_by_uri_is_fetched_stored_and_pinned() {
+    let mut host = Host::new();
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.service"), WEB).unwrap();
+    let uri = format!("file://{}", served.join("web.service").display());
+    let dir = host.bundles.join("unit-by-uri");
+    fs::create_dir_all(&dir).unwrap();
+    let ops = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "systemd-units": [{"unit-file": uri, "start": true}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(dir);
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(planned.changed);
+    assert!(!host.root.exists(), "check mode wrote nothing");
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(
+        fs::read_to_string(host.root.join("pods/shop/1/units/web.service")).unwrap(),
+        WEB
+    );
+    let installed = fs::read_to_string(host.unit_dir.join("shop-1-web.service")).unwrap();
+    assert!(installed.ends_with(WEB), "{installed}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["units"][0]["uri"], serde_json::json!(uri));
+
+    // Pinned: the URI now serves another file; the stored copy is used.
+    fs::write(
+        served.join("web.service"),
+        "[Service]\nExecStart=/bin/false\n",
+    )
+    .unwrap();
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+
+    // A unit file larger than 1 MiB is refused, whatever it holds.
+    let mut big = request.clone();
+    let dir = host.bundles.join("unit-too-big");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(served.join("big.service"), vec![b'#'; (1 << 20) + 1]).unwrap();
+    let ops = serde_json::json!({
+        "name": "big",
+        "version": 1,
+        "systemd-units": [{"unit-file": format!("file://{}", served.join("big.service").display())}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    big.bundle = Some(dir);
+    let error = host.run(&big).unwrap_err();
+    assert!(
+        error.ends_with("big.service is larger than 1 MiB: no unit file is; refused"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused() {
     let mut host = Host::new();

@@ -63,6 +63,8 @@ description:
     that a crash leaves the running version running and a rerun converges.
   - New unit files are checked with C(systemd-analyze verify) before anything
     is written.
+  - A unit file may be given by V(http://), V(https://) or V(file://) URI (as seed 001 allows) - fetched to plan,
+    check mode too (at most 1 MiB), stored with the version and pinned - a rerun with the same URI fetches nothing.
 version_added: 0.1.0
 author: ops developers (@ops)
 options:

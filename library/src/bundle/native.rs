@@ -90,8 +90,9 @@ pub struct Container {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SystemdSection {
     /// Unit files of the service (`.service`, `.socket`, `.timer`, `.path`
-    /// or `.target`), relative to pod.json; each unit name is unique within
-    /// the pod.
+    /// or `.target`), relative to pod.json or by `http`, `https` or `file`
+    /// URI (fetched and stored with the version); each unit name is unique
+    /// within the pod.
     pub unit_files: Vec<String>,
 }
 

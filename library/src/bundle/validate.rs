@@ -508,18 +508,16 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
     let mut seen: HashMap<String, String> = HashMap::new();
     let with_template = shared_with_template(&drafts);
     for draft in drafts {
-        if draft.file.value.contains("://") {
-            v.problem(
-                &draft.file.at,
-                format!(
-                    "{:?}: unit files are read from the bundle; ship the file and give its path",
-                    draft.file.value
-                ),
-            );
-            continue;
-        }
-        let file = v.unit_file(&draft.file);
-        let base = file_name(&draft.file.value);
+        let (file, uri, base) = if draft.file.value.contains("://") {
+            // The unit's name is the URI's last segment.
+            let Some(uri) = unit_uri(v, &draft.file) else {
+                continue;
+            };
+            let base = uri_file_name(&uri);
+            (Some(PathBuf::from(&base)), Some(uri), base)
+        } else {
+            (v.unit_file(&draft.file), None, file_name(&draft.file.value))
+        };
         let shipped = v.check(&draft.file.at, UnitName::parse(&base));
         let replicated = shipped
             .as_ref()
@@ -543,10 +541,31 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
                 image: None,
                 instance_ports,
                 shipped_as: replicated,
+                uri,
             });
         }
     }
     (units, unit_images)
+}
+
+/// A unit file given by URI (seed 001: "either a path or an URI"): an
+/// `http`, `https` or `file` URI whose last segment is the unit's name, in a
+/// bundle deployed directly (a release holds its unit files).
+fn unit_uri(v: &mut Validator<'_>, field: &Field<String>) -> Option<String> {
+    let result = check_uri(&field.value).and_then(|()| match v.files {
+        Files::Bundle => Ok(field.value.clone()),
+        _ => Err(format!(
+            "{}: a release holds its unit files; give the file's path",
+            crate::records::uri::redact(&field.value)
+        )),
+    });
+    v.check(&field.at, result)
+}
+
+/// The last segment of a URI's path: the unit's name.
+fn uri_file_name(uri: &str) -> String {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 /// The file name a unit file path ends with.

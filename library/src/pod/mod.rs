@@ -196,8 +196,70 @@ pub(crate) fn pod_units(name: &PodName) -> [String; 2] {
 }
 
 /// Read a bundle into the version it would add.
-pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
-    new_version(bundle::load(path)?, None)
+pub(crate) fn load_bundle(path: &Path, request: &Request) -> Result<NewVersion, PodError> {
+    let bundle = bundle::load(path)?;
+    let fetched = fetch_unit_files(&bundle.pod, request)?;
+    new_version(bundle, None, fetched)
+}
+
+/// The most a unit file given by URI may hold: unit files are small; this
+/// bounds what a wrong URI makes ops read.
+const MAX_UNIT_FILE: u64 = 1 << 20;
+
+/// The texts of the unit files the bundle gives by URI. The store's copy
+/// when it holds this version with the unit from the same URI (as a
+/// volume's archive, the same URI counts as the same content: a rerun
+/// fetches nothing); else fetched, in check mode too (a unit file is small,
+/// as ops_pod fetches a release's over HTTP to plan), at most 1 MiB.
+fn fetch_unit_files(
+    pod: &bundle::Pod,
+    request: &Request,
+) -> Result<BTreeMap<bundle::UnitName, String>, PodError> {
+    let mut texts = BTreeMap::new();
+    let by_uri: Vec<_> = pod.units.iter().filter(|u| u.uri.is_some()).collect();
+    if by_uri.is_empty() {
+        return Ok(texts);
+    }
+    let stored = Store::new(&request.root).read_version(&pod.name, &pod.version)?;
+    for unit in by_uri {
+        let uri = unit.uri.as_deref().unwrap_or_default();
+        let pinned = stored.as_ref().and_then(|s| {
+            let same = s.record.pod.units.iter().any(|u| {
+                u.name == unit.name && u.uri.as_deref() == Some(&crate::records::uri::redact(uri))
+            });
+            same.then(|| s.units.get(&unit.name)).flatten()
+        });
+        let text = match pinned {
+            Some(text) => text.clone(),
+            None => fetch_unit_file(uri, request.download_timeout)?,
+        };
+        texts.insert(unit.name.clone(), text);
+    }
+    Ok(texts)
+}
+
+fn fetch_unit_file(uri: &str, timeout: Duration) -> Result<String, PodError> {
+    use std::io::Read;
+    let shown = crate::records::uri::redact(uri).into_owned();
+    let location = crate::download::Location::parse_uri(uri)
+        .map_err(|e| Refusal(format!("unit file {shown}: {e}")))?;
+    let mut bytes = Vec::new();
+    location
+        .open(timeout)
+        .and_then(|r| {
+            r.take(MAX_UNIT_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| crate::download::read_error(&location, e, timeout))
+        })
+        .map_err(|e| Refusal(format!("unit file {}", crate::ansible::error_chain(&e))))?;
+    if bytes.len() as u64 > MAX_UNIT_FILE {
+        return Err(Refusal(format!(
+            "unit file {shown} is larger than 1 MiB: no unit file is; refused"
+        ))
+        .into());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Refusal(format!("unit file {shown}: a unit file must be UTF-8 text")).into())
 }
 
 /// The version a bundle (read from `origin`, when it is a release) would
@@ -205,6 +267,7 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
 fn new_version(
     bundle: bundle::Bundle,
     origin: Option<crate::repository::Origin>,
+    mut fetched: BTreeMap<bundle::UnitName, String>,
 ) -> Result<NewVersion, PodError> {
     let read = |p: &Path| {
         crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
@@ -213,6 +276,10 @@ fn new_version(
     let pod_json = read(&bundle.manifest)?;
     let mut texts = BTreeMap::new();
     for unit in &bundle.pod.units {
+        if let Some(text) = fetched.remove(&unit.name) {
+            texts.insert(unit.name.clone(), text);
+            continue;
+        }
         let path = bundle.dir.join(&unit.file);
         let text = String::from_utf8(read(&path)?).map_err(|_| {
             Refusal(format!(
@@ -321,11 +388,11 @@ fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
         }
     }
     let mut incoming = match (&request.bundle, &request.repo) {
-        (Some(path), _) => Some(load_bundle(path)?),
+        (Some(path), _) => Some(load_bundle(path, request)?),
         (None, Some(wanted)) => {
             let (bundle, origin) = crate::repository::resolve(wanted, request.download_timeout)
                 .map_err(|e| in_store_hint(e, request, wanted))?;
-            Some(new_version(bundle, Some(origin))?)
+            Some(new_version(bundle, Some(origin), BTreeMap::new())?)
         }
         (None, None) => None,
     };

@@ -160,6 +160,7 @@ mod tests {
             image: None,
             instance_ports: false,
             shipped_as: None,
+            uri: None,
         };
         let dir = Path::new("/tmp/ops-verify-AbC123");
         let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\

@@ -49,6 +49,11 @@ pub struct Unit {
     /// as its template, `name` (`example@.service`), one instance each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipped_as: Option<UnitName>,
+    /// The `http`, `https` or `file` URI the unit file was fetched from
+    /// (seed 001: "either a path or an URI"); `file` is then the unit's
+    /// name until the version is stored, and the store's copy after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }
 
 impl Unit {

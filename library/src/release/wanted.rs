@@ -340,6 +340,16 @@ fn load_bundle(
             pending.at
         )));
     }
+    // A release holds its unit files (ops_pod reads them from it).
+    if let Some(unit) = loaded.bundle.pod.units.iter().find(|u| u.uri.is_some()) {
+        return Err(Refusal::new(format!(
+            "{}: unit {} is given by URI ({}); a release holds its unit files: ship the file in \
+             the bundle and give its path",
+            loaded.bundle.manifest.display(),
+            unit.name,
+            crate::records::uri::redact(unit.uri.as_deref().unwrap_or_default())
+        )));
+    }
     let pod = &loaded.bundle.pod;
     let (name, version) = (pod.name.to_string(), pod.version.to_string());
     let claims = [

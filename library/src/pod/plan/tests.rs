@@ -36,6 +36,7 @@ fn pod(version: &str, image: bool, port: bool) -> Pod {
             image: image.then(|| id.clone()),
             instance_ports: false,
             shipped_as: None,
+            uri: None,
         }],
         images: if image {
             vec![Image {
