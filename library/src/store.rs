@@ -82,6 +82,15 @@ pub struct NewVersion {
     pub pod_json: Vec<u8>,
     pub units: BTreeMap<UnitName, String>,
     pub digest: String,
+    /// Images pod.json gives by URI without an id, not downloaded yet (check
+    /// mode downloads nothing): not in `pod.images`, their ids unknown. A
+    /// real run downloads them under the lock before it plans
+    /// (`crate::pod`), so the version it adds has none.
+    pub unresolved: Vec<crate::bundle::PendingImage>,
+    /// Where a real run downloaded an image (in [`Store::downloads_dir`]) to
+    /// compute the id pod.json leaves out: the import reads this copy
+    /// instead of downloading it again.
+    pub downloaded: BTreeMap<crate::records::names::ImageId, PathBuf>,
 }
 
 impl NewVersion {
@@ -482,6 +491,41 @@ impl Store {
         Ok(())
     }
 
+    /// Where a run downloads the images whose ids pod.json leaves out,
+    /// under the lock, to compute them before it plans: in `staging/`, so
+    /// a killed run's copies go with the next run's sweep.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.staging_dir().join("downloads")
+    }
+
+    /// [`Store::clean_transient`], sparing this run's own downloads
+    /// ([`Store::downloads_dir`], made under the same lock) when `keep`.
+    pub fn clean_transient_but_downloads(
+        &self,
+        lock: &StoreLock,
+        keep: bool,
+    ) -> Result<(), FsError> {
+        if !keep {
+            return self.clean_transient(lock);
+        }
+        atomic::remove_tree(&self.trash_dir())?;
+        let spared = self.downloads_dir();
+        let entries = match fs::read_dir(self.staging_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(FsError::from_io("read", &self.staging_dir(), e)),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|e| FsError::from_io("read", &self.staging_dir(), e))?
+                .path();
+            if path != spared {
+                atomic::remove_tree(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write a new version into a staging directory; returns it. Nothing
     /// is visible in `pods/` until [`Store::commit`].
     pub fn stage(
@@ -656,6 +700,8 @@ mod tests {
             units: BTreeMap::new(),
             digest: digest(&pod, &BTreeMap::new()),
             pod: pod.clone(),
+            unresolved: Vec::new(),
+            downloaded: BTreeMap::new(),
         };
         let record = VersionRecord {
             format: META_FORMAT,

@@ -521,6 +521,88 @@ fn an_image_without_id_gets_the_id_of_its_file_and_a_warning() {
     assert!(changed.contains("version 1"), "{changed}");
 }
 
+/// Seed 001's optional id, for an image given by `uri` (native shape
+/// here: the id is optional in both shapes). Check mode downloads nothing
+/// and says the id is unknown; a real run downloads it into staging,
+/// computes the id, imports that copy and records the id; a rerun of the
+/// stored version with the same uri downloads nothing.
+#[test]
+fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned() {
+    let mut host = Host::new();
+    let image = aci("by uri\n");
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.aci"), &image.0).unwrap();
+    let uri = format!("file://{}", served.join("web.aci").display());
+    let dir = host.bundles.join("uri-no-id");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    let pod = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "containers": [{"name": "web", "image": uri,
+                        "systemd": {"unit-files": ["web.service"]}}],
+        "images": [{"uri": uri}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(dir);
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(planned.changed);
+    assert_eq!(
+        planned.actions[0],
+        format!(
+            "download image {uri} and compute its id (pod.json gives none: unknown until \
+             downloaded, and check mode downloads nothing), then import it into systemd"
+        )
+    );
+    assert_eq!(
+        planned.warnings,
+        [format!(
+            "image {uri} of pod shop version 1: pod.json gives no id, so ops computes it once it \
+             has downloaded the image (unknown until then: check mode downloads nothing); nothing \
+             pins it (no id, no signature): give the id in pod.json to deploy only that image"
+        )]
+    );
+    assert!(!host.root.exists(), "check mode wrote nothing");
+
+    // A killed run's copies are swept.
+    fs::create_dir_all(host.root.join("staging/downloads")).unwrap();
+    fs::write(host.root.join("staging/downloads/image-0"), b"left over").unwrap();
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(
+        report.actions[0],
+        format!(
+            "download image {uri} to compute its id (pod.json gives none): {}",
+            image.1
+        )
+    );
+    assert!(
+        report.warnings[0].contains(&format!("ops computed {} from the file", image.1)),
+        "{:?}",
+        report.warnings
+    );
+    let version = &report.pod["versions"]["1"];
+    assert_eq!(version["images"], serde_json::json!([image.1]));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["images"][0]["id"], serde_json::json!(image.1));
+    assert_eq!(meta["pod"]["images"][0]["computed"], true);
+    assert_eq!(meta["pod"]["units"][0]["image"], serde_json::json!(image.1));
+    assert!(!host.root.join("staging").exists(), "the copy is gone");
+
+    // The same uri is the same image: the rerun reads nothing from it.
+    fs::remove_file(served.join("web.aci")).unwrap();
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(!planned.changed, "{:?}", planned.actions);
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
 /// Seed 001: a unit file is "either a path or an URI". Fetched (check
 /// mode too), stored with the version, and pinned: a rerun with the same
 /// URI uses the stored copy and changes nothing, even when what the URI

@@ -48,9 +48,12 @@ description:
     M(ops.onboard.ops_image) does, and a new version's volumes are built
     from their archives before it is added. An image is removed with the
     last version that uses it.
-  - An Appc bundle's image given by C(path) may leave out its C(id) (as seed 001 allows) - ops computes it from
-    the file, records it, and warns that nothing pinned the image unless a C(signature) verified it; a unit
-    names such an image by its C(path).
+  - An image may leave out its C(id) (as seed 001 allows), in either shape - ops computes it from the file,
+    records it, and warns that nothing pinned the image unless a C(signature) verified it; a unit names such an
+    image by its C(path) or C(uri). An image given by C(path) is read (check mode too); one given by C(uri) is
+    downloaded by a real run only, under the lock, into the store's staging (always removed), before it plans.
+    Check mode downloads nothing and says the id is unknown until downloaded. A rerun of a stored version with
+    the same C(uri) uses the recorded id and downloads nothing.
   - The pod's named ports get a host port for each instance, fixed or
     assigned from O(port_range). A new version gets the ports its pod
     already holds for the same name and instance, so a switch or a rollback
@@ -210,7 +213,8 @@ options:
     default: false
   download_timeout:
     description:
-      - Seconds an image download may take, from 0 to 604800 (one week).
+      - Seconds an image download may take, from 0 to 604800 (one week); also bounds the download of an image
+        given by URI without an id, to compute it.
     type: int
     default: 600
   ports:

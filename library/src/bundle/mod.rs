@@ -54,14 +54,15 @@ pub struct Bundle {
 }
 
 /// An image pod.json lists without an id (seed 001 makes it optional). Its
-/// id is computed from the file as the version is added (`crate::pod`),
+/// id is computed from the file as the version is added (`crate::pod`):
+/// read in the bundle (`path`), or downloaded (`uri`) by a real run only,
 /// which then puts it in the pod's images and gives it to `units`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingImage {
     /// The field path of the entry (`images[0]`).
     pub at: String,
-    /// The image file, relative to the bundle directory.
-    pub path: PathBuf,
+    /// The image file: relative to the bundle directory, or its URI.
+    pub source: Source,
     pub signature: Option<Source>,
     /// Indexes in the pod's units of those that run in it (their `image`
     /// names its `path`).

@@ -129,7 +129,11 @@ pub struct ImageWire {
     /// The image's digest: `sha512-<hex>` for an ACI (sha512 of the
     /// uncompressed image tar; a prefix of at least 32 hex digits will do) or
     /// `sha256:<64 hex>` for an OCI or Docker image (its config digest).
-    pub id: String,
+    /// Optional (seed 001): without it ops computes it from the file as the
+    /// version is added (a `uri` downloaded by a real run), and warns that
+    /// nothing pinned it unless a signature verified it.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Path of the image file, relative to pod.json. Give `path` or `uri`.
     #[serde(default)]
     pub path: Option<String>,
@@ -221,7 +225,7 @@ impl PodJson {
                 .enumerate()
                 .map(|(i, image)| DraftImage {
                     at: format!("images[{i}]"),
-                    id: Some(image.id),
+                    id: image.id,
                     path: image.path,
                     uri: image.uri,
                     signature: image.signature,

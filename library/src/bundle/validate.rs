@@ -713,27 +713,21 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Images {
                     computed: false,
                 });
             }
-            (None, false, Source::Path(path)) if matches!(v.files, Files::Bundle) => {
+            (None, false, source) if matches!(v.files, Files::Bundle) => {
                 out.written
                     .push((written, Named::Pending(out.pending.len())));
                 out.pending.push(PendingImage {
                     at: draft.at.clone(),
-                    path,
+                    source,
                     signature,
                     units: Vec::new(),
                 });
             }
-            (None, false, source) => v.problem(
+            (None, false, _) => v.problem(
                 &id_at,
-                format!(
-                    "required for an image {}: ops computes the id of an image file in the \
-                     bundle (path) only, as it adds the version; give the image's digest \
-                     (sha512-<hex> or sha256:<hex>)",
-                    match source {
-                        Source::Uri(_) => "given by uri",
-                        Source::Path(_) => "of a release",
-                    }
-                ),
+                "required for an image of a release: ops computes the id of an image only for \
+                 a bundle deployed directly; give the image's digest (sha512-<hex> or \
+                 sha256:<hex>)",
             ),
             (None, true, _) => {}
         }

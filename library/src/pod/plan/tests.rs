@@ -79,6 +79,8 @@ fn new_version(pod: Pod) -> NewVersion {
         pod,
         pod_json: Vec::new(),
         units,
+        unresolved: Vec::new(),
+        downloaded: BTreeMap::new(),
     }
 }
 
