@@ -223,9 +223,82 @@ def seed001_example():
     expect(fetched == ["/example-pod.service"] * 2, f"fetched to plan and to run only: {fetched}")
 
 
+def seed001_image_by_uri():
+    """Seed 001's image given by `uri` ("could be without scheme" aside:
+    over HTTP here) and without its optional id: check mode downloads
+    nothing, the run downloads it once to compute its id, a rerun (the same
+    uri: the same image) downloads nothing, per the server's log."""
+    b = kit.WORK / "seed001-uri"
+    (b / "path" / "to").mkdir(parents=True)
+    (b / "path" / "to" / "example-pod.service").write_text(UNIT)
+    served = kit.WORK / "served-images"
+    served.mkdir()
+    fetched = []
+    image_uri = kit.serve(served, log=fetched) + "/image.aci"
+    image_id = aci(served, "image.aci", "the seed 001 image by uri\n")
+    data_archive(b / "path" / "to" / "data.tar.gz", "seed 001 data", gz=True)
+    ops = {
+        "name": "example-pod",
+        "version": 1001,
+        "systemd-units": [
+            {
+                "unit-file": "path/to/example-pod.service",
+                "start": True,
+                "instances": [8080, 8081, 8082],
+            },
+        ],
+        "images": [
+            {
+                "uri": image_uri,
+            },
+        ],
+        "volumes": [
+            {
+                "volume": "volume-name",
+                "data": "path/to/data.tar.gz",
+            },
+        ],
+    }
+    manifest = {
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": json.dumps(ops, indent=4)}],
+        "apps": [{"name": "web", "mounts": [{"volume": "volume-name", "path": "/var/lib/example"}]}],
+        "volumes": [{"name": "volume-name", "kind": "host", "readOnly": True}],
+    }
+    (b / "pod.json").write_text(json.dumps(manifest, indent=4))
+
+    planned = kit.module("ops_pod", check_mode=True, bundle=b, state="started")
+    ok(planned, True)
+    expect(planned["actions"][0].startswith(f"download image {image_uri} and compute its id "
+                                            "(pod.json gives none: unknown until downloaded"),
+           "check mode says the id is unknown until downloaded", planned)
+    expect(fetched == [], f"check mode downloads nothing: {fetched}")
+
+    def facts_check(version, r):
+        expect(r["actions"][0] == f"download image {image_uri} to compute its id "
+               f"(pod.json gives none): {image_id}", "the run downloads it first", r)
+        expect(version["images"] == [image_id], "the image's id is computed from the download",
+               version)
+        expect(any("pod.json gives no id, so ops computed " + image_id in w
+                   for w in r.get("warnings", [])), "adding it warns that nothing pinned it", r)
+        meta = json.loads(Path("/var/lib/ops/pods/example-pod/1001/meta.json").read_text())
+        expect(meta["pod"]["images"][0] == {"id": image_id, "source": {"uri": image_uri},
+                                            "signature": None, "computed": True},
+               "meta.json records the computed id", meta)
+        rootfs = Path(f"/var/lib/ops/images/systemd/{image_id[:7 + 32]}/rootfs")
+        expect((rootfs / "www" / "index.html").read_text() == "the seed 001 image by uri\n",
+               "the downloaded copy is imported")
+        expect(not Path("/var/lib/ops/staging").exists(), "the downloaded copy is gone")
+
+    deploy_twice(b, "example-pod", 1001, "seed 001 data", facts_check)
+    expect(fetched == ["/image.aci"], f"downloaded once, by the run only: {fetched}")
+
+
 SCENARIOS = {f.__name__: f for f in [
     seed000_example,
     seed001_example,
+    seed001_image_by_uri,
 ]}
 
 if __name__ == "__main__":
