@@ -601,6 +601,30 @@ fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned()
     let again = host.run(&request).unwrap();
     assert!(!again.changed, "{:?}", again.actions);
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+
+    // Another version whose image cannot be had: refused, naming the
+    // field, the store as it was (its download directory gone).
+    let dir = host.bundles.join("uri-no-id-2");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    let pod = serde_json::json!({
+        "name": "shop",
+        "version": 2,
+        "containers": [{"name": "web", "systemd": {"unit-files": ["web.service"]}}],
+        "images": [{"uri": uri}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    request.bundle = Some(dir);
+    let error = host.run(&request).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "pod.json: images[0].uri: cannot read {}",
+            uri.trim_start_matches("file://")
+        )),
+        "{error}"
+    );
+    assert!(!host.root.join("pods/shop/2").exists());
+    assert!(!host.root.join("staging").exists());
 }
 
 /// Seed 001: a unit file is "either a path or an URI". Fetched (check

@@ -328,6 +328,11 @@ fn new_version(
     }
     let mut unresolved = Vec::new();
     for pending in &bundle.pending {
+        // Its messages name the file and the field.
+        let pending = &bundle::PendingImage {
+            at: format!("{}: {}", bundle.manifest.display(), pending.at),
+            ..pending.clone()
+        };
         match &pending.source {
             bundle::Source::Path(path) => {
                 let shown = format!("{:?}", path.display().to_string());
