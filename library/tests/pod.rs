@@ -602,6 +602,44 @@ fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned()
     assert!(!again.changed, "{:?}", again.actions);
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 
+    // The stored version from another uri: refused, downloading nothing.
+    let mut other = request.clone();
+    let moved = host.bundles.join("uri-no-id-moved");
+    fs::create_dir_all(&moved).unwrap();
+    fs::write(moved.join("web.service"), WEB).unwrap();
+    let pod_json = fs::read_to_string(request.bundle.as_ref().unwrap().join("pod.json")).unwrap();
+    let elsewhere = format!("file://{}/nowhere.aci", served.display());
+    fs::write(moved.join("pod.json"), pod_json.replace(&uri, &elsewhere)).unwrap();
+    other.bundle = Some(moved);
+    let error = host.run(&other).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "the bundle gives image {elsewhere} by a uri without an id, and the stored version \
+             has no id computed from that uri"
+        )),
+        "{error}"
+    );
+
+    // require_signature refuses it in check mode too, downloading nothing.
+    let mut signed = other.clone();
+    signed.version = None;
+    signed.require_signature = true;
+    signed.bundle = Some(host.bundles.join("uri-no-id-signed"));
+    fs::create_dir_all(signed.bundle.as_ref().unwrap()).unwrap();
+    fs::write(signed.bundle.as_ref().unwrap().join("web.service"), WEB).unwrap();
+    fs::write(
+        signed.bundle.as_ref().unwrap().join("pod.json"),
+        pod_json
+            .replace(&uri, &elsewhere)
+            .replace("\"version\":1", "\"version\":3"),
+    )
+    .unwrap();
+    let error = pod::run(&signed, &mut host.systemd, &mut PodmanCli, true, false).unwrap_err();
+    assert_eq!(
+        error.error.to_string(),
+        format!("image {elsewhere}: require_signature is set but the image has no signature")
+    );
+
     // Another version whose image cannot be had: refused, naming the
     // field, the store as it was (its download directory gone).
     let dir = host.bundles.join("uri-no-id-2");

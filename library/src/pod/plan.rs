@@ -220,10 +220,10 @@ impl Draft<'_> {
         match (before.versions.get(v), &self.observed.incoming) {
             (Some(_), Some(new)) if !new.unresolved.is_empty() => Err(Refusal(format!(
                 "version {v} of pod {name} is already deployed with different content: the \
-                 bundle gives image {} by a uri without an id, which the stored version did not \
-                 come from (the same uri would be read as the same image); versions are \
-                 immutable: give the bundle a new version, or remove version {v} first (state: \
-                 absent)",
+                 bundle gives image {} by a uri without an id, and the stored version has no id \
+                 computed from that uri (the same uri would be read as the same image); \
+                 versions are immutable: give the bundle a new version, or remove version {v} \
+                 first (state: absent)",
                 crate::records::uri::redact(&new.unresolved[0].source.text())
             ))),
             (Some(stored), Some(new)) if stored.record.digest != new.digest => {
