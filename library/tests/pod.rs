@@ -579,6 +579,11 @@ fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned()
             image.1
         )
     );
+    let imported = format!(
+        "import image {} from {uri} (the copy downloaded to compute its id) into systemd",
+        image.1
+    );
+    assert!(report.actions.contains(&imported), "{:?}", report.actions);
     assert!(
         report.warnings[0].contains(&format!("ops computed {} from the file", image.1)),
         "{:?}",

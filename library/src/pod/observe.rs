@@ -377,9 +377,12 @@ pub(super) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) ->
     };
     // An image downloaded to compute its id is imported from that copy,
     // the bytes the id was computed from.
-    let source = match new.downloaded.get(&wanted.id) {
-        Some(copy) => Location::Path(copy.clone()),
-        None => locate(&wanted.source),
+    let (source, downloaded_from) = match new.downloaded.get(&wanted.id) {
+        Some(copy) => (
+            Location::Path(copy.clone()),
+            Some(crate::records::uri::redact(&wanted.source.text()).into_owned()),
+        ),
+        None => (locate(&wanted.source), None),
     };
     Import {
         id: wanted.id.clone(),
@@ -388,5 +391,6 @@ pub(super) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) ->
         keyring: request.keyring.clone(),
         require_signature: request.require_signature,
         timeout: request.download_timeout,
+        downloaded_from,
     }
 }

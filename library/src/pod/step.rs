@@ -131,7 +131,7 @@ impl Step {
                 })
                 .collect(),
             Step::Import(import, runtime) => {
-                vec![image::import_action(&import.id, &import.source, *runtime)]
+                vec![import.action(*runtime)]
             }
             Step::Fetch(uri, runtime) => vec![format!(
                 "download image {uri} and compute its id (pod.json gives none: unknown until \
