@@ -278,6 +278,8 @@ def seed001_image_by_uri():
     def facts_check(version, r):
         expect(r["actions"][0] == f"download image {image_uri} to compute its id "
                f"(pod.json gives none): {image_id}", "the run downloads it first", r)
+        expect(f"import image {image_id} from {image_uri} (the copy downloaded to compute its id) "
+               "into systemd" in r["actions"], "and imports that copy", r)
         expect(version["images"] == [image_id], "the image's id is computed from the download",
                version)
         expect(any("pod.json gives no id, so ops computed " + image_id in w
