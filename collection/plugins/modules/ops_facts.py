@@ -196,7 +196,8 @@ ansible_facts:
                         - {unit: shop-2-web@1.service, instance: "1", active_state: active,
                            sub_state: running, enabled: true}
                 images:
-                  description: Ids of the images its units run in.
+                  description: Ids of the images its units run in; where pod.json gave none, the id ops computed from
+                    the file (downloaded for a C(uri)) when it added the version (its meta.json marks it C(computed)).
                   type: list
                   elements: str
                   returned: always
