@@ -296,6 +296,19 @@ def seed001_image_by_uri():
     deploy_twice(b, "example-pod", 1001, "seed 001 data", facts_check)
     expect(fetched == ["/image.aci"], f"downloaded once, by the run only: {fetched}")
 
+    # A new version whose image stalls past download_timeout: refused,
+    # naming pod.json and the field, the store as it was.
+    stalled = image_uri.replace("/image.aci", "/stall/image.aci")
+    ops.update(version=1002, images=[{"uri": stalled}])
+    manifest["annotations"][0]["value"] = json.dumps(ops, indent=4)
+    (b / "pod.json").write_text(json.dumps(manifest, indent=4))
+    before = kit.snapshot("/var/lib/ops", "/etc/systemd/system")
+    r = kit.module("ops_pod", bundle=b, state="started", download_timeout=2)
+    expect(r.get("failed") and "pod.json: annotations[0].value.images[0].uri: cannot download "
+           + stalled in r["msg"] and "timeout of 2 s" in r["msg"], "a stalled download is refused", r)
+    expect(kit.snapshot("/var/lib/ops", "/etc/systemd/system") == before,
+           "the store and unit files are as they were", r)
+
 
 SCENARIOS = {f.__name__: f for f in [
     seed000_example,
