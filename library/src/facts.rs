@@ -178,6 +178,10 @@ pub struct VersionFacts {
 #[derive(Debug, Serialize)]
 pub struct UnitFacts {
     pub name: String,
+    /// The plain unit file name the bundle shipped, when ops installs it as
+    /// its template `name` because the bundle gave it instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipped_as: Option<String>,
     pub installed_as: String,
     pub start: bool,
     pub image: Option<String>,
@@ -413,6 +417,7 @@ fn unit_facts(
         .collect();
     UnitFacts {
         name: unit.name.to_string(),
+        shipped_as: unit.shipped_as.as_ref().map(ToString::to_string),
         installed_as: units::installed_name(name, version, &unit.name),
         start: unit.start,
         image: unit.image.as_ref().map(ToString::to_string),

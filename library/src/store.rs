@@ -89,6 +89,15 @@ pub struct NewVersion {
     pub pod_json: Vec<u8>,
     pub units: BTreeMap<UnitName, String>,
     pub digest: String,
+    /// Images pod.json gives by URI without an id, not downloaded yet (check
+    /// mode downloads nothing): not in `pod.images`, their ids unknown. A
+    /// real run downloads them under the lock before it plans
+    /// (`crate::pod`), so the version it adds has none.
+    pub unresolved: Vec<crate::bundle::PendingImage>,
+    /// Where a real run downloaded an image (in [`Store::downloads_dir`]) to
+    /// compute the id pod.json leaves out: the import reads this copy
+    /// instead of downloading it again.
+    pub downloaded: BTreeMap<crate::records::names::ImageId, PathBuf>,
 }
 
 impl NewVersion {
@@ -163,13 +172,18 @@ fn redact_uris(pod: &mut Pod) -> bool {
         .iter_mut()
         .flat_map(|i| std::iter::once(&mut i.source).chain(i.signature.as_mut()))
         .chain(pod.volumes.iter_mut().filter_map(|v| v.data.as_mut()));
-    for source in sources {
-        if let crate::records::pod::Source::Uri(uri) = source {
-            let shown = crate::records::uri::redact(uri).into_owned();
-            if shown != *uri {
-                *uri = shown;
-                hidden = true;
-            }
+    let unit_uris = pod.units.iter_mut().filter_map(|u| u.uri.as_mut());
+    let uris = sources
+        .filter_map(|source| match source {
+            crate::records::pod::Source::Uri(uri) => Some(uri),
+            crate::records::pod::Source::Path(_) => None,
+        })
+        .chain(unit_uris);
+    for uri in uris {
+        let shown = crate::records::uri::redact(uri).into_owned();
+        if shown != *uri {
+            *uri = shown;
+            hidden = true;
         }
     }
     hidden
@@ -463,6 +477,21 @@ impl Store {
         Ok(true)
     }
 
+    /// One version with its unit files, when the store holds it.
+    pub fn read_version(
+        &self,
+        name: &PodName,
+        version: &Version,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let dir = self.pod_dir(name).join(version.as_str());
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => self.read_version_with(name, version, true).map(Some),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::from_io("read", &dir, e).into()),
+        }
+    }
+
     /// Everything the store holds for `name` (empty when nothing).
     pub fn read_pod(&self, name: &PodName) -> Result<PodState, StoreError> {
         self.read_pod_with(name, true)
@@ -538,6 +567,41 @@ impl Store {
     pub fn clean_transient(&self, _lock: &StoreLock) -> Result<(), FsError> {
         for dir in [self.staging_dir(), self.trash_dir()] {
             atomic::remove_tree(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Where a run downloads the images whose ids pod.json leaves out,
+    /// under the lock, to compute them before it plans: in `staging/`, so
+    /// a killed run's copies go with the next run's sweep.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.staging_dir().join("downloads")
+    }
+
+    /// [`Store::clean_transient`], sparing this run's own downloads
+    /// ([`Store::downloads_dir`], made under the same lock) when `keep`.
+    pub fn clean_transient_but_downloads(
+        &self,
+        lock: &StoreLock,
+        keep: bool,
+    ) -> Result<(), FsError> {
+        if !keep {
+            return self.clean_transient(lock);
+        }
+        atomic::remove_tree(&self.trash_dir())?;
+        let spared = self.downloads_dir();
+        let entries = match fs::read_dir(self.staging_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(FsError::from_io("read", &self.staging_dir(), e)),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|e| FsError::from_io("read", &self.staging_dir(), e))?
+                .path();
+            if path != spared {
+                atomic::remove_tree(&path)?;
+            }
         }
         Ok(())
     }
@@ -759,6 +823,8 @@ mod tests {
             units: BTreeMap::new(),
             digest: digest(&pod, &BTreeMap::new()),
             pod: pod.clone(),
+            unresolved: Vec::new(),
+            downloaded: BTreeMap::new(),
         };
         let record = VersionRecord {
             format: META_FORMAT,

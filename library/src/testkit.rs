@@ -63,6 +63,15 @@ pub fn run_file_with_systemctl(bin: &Path, args: &Value, version_text: &str) -> 
     run_in(bin, &[&file], b"", Some(Path::new(&path)))
 }
 
+/// Run `bin` as Ansible does, with `PATH` set to `path` (where a test puts
+/// stand-ins for the host's programs first).
+pub fn run_file_with_path(bin: &Path, args: &Value, path: &str) -> Value {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("args");
+    std::fs::write(&file, args.to_string()).expect("the args file");
+    run_in(bin, &[&file], b"", Some(Path::new(path)))
+}
+
 /// Run `bin` with the args JSON on standard input.
 pub fn run_stdin(bin: &Path, args: &Value) -> Value {
     run(bin, &[], args.to_string().as_bytes())

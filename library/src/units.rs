@@ -480,10 +480,6 @@ pub fn version_files(
     ports: &[crate::ports::Allocation],
 ) -> Result<Files, UnitsError> {
     let (pod, version, units) = (&model.name, &model.version, &model.units);
-    let renames: BTreeMap<&str, String> = units
-        .iter()
-        .map(|u| (u.name.as_str(), installed_name(pod, version, &u.name)))
-        .collect();
     let environment_file = environment_file
         .map(|path| unit_path("environment file", path))
         .transpose()?;
@@ -495,7 +491,7 @@ pub fn version_files(
             .map(String::as_str)
             .unwrap_or_default();
         let mut body = version_header(pod, version);
-        body.push_str(&rewrite_references(text, &renames));
+        body.push_str(&rewrite_references(text, &renames(model, unit)));
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
         let instances = runnable(pod, version, unit)
@@ -534,6 +530,33 @@ pub fn version_files(
         }
     }
     Ok(files)
+}
+
+/// What references in `unit`'s file to each of the pod's units become: the
+/// installed name. A plain unit the bundle gave instances (installed as its
+/// template) is referred to by its plain name still: from a unit with the
+/// same instances, as the same instance (`example@%i.service`: a socket or
+/// a timer of a replicated service pairs with its own instance); from any
+/// other, as all of its instances (`After=example.service` waits for
+/// every copy).
+fn renames<'a>(model: &'a Pod, unit: &crate::bundle::Unit) -> BTreeMap<&'a str, String> {
+    let (pod, version) = (&model.name, &model.version);
+    let mut renames: BTreeMap<&str, String> = BTreeMap::new();
+    for u in &model.units {
+        let installed = installed_name(pod, version, &u.name);
+        if let Some(plain) = &u.shipped_as {
+            let same = unit.name.is_template() && unit.instances == u.instances;
+            let as_plain = if same {
+                let (stem, suffix) = split(&installed);
+                format!("{stem}%i.{suffix}")
+            } else {
+                runnable(pod, version, u).join(" ")
+            };
+            renames.insert(plain.as_str(), as_plain);
+        }
+        renames.insert(u.name.as_str(), installed);
+    }
+    renames
 }
 
 /// Everything the unit directory should hold for a pod in `state`, with
@@ -806,6 +829,8 @@ mod tests {
             start: true,
             image: None,
             instance_ports: false,
+            shipped_as: None,
+            uri: None,
         };
         assert_eq!(
             installed_name(&pod(), &v, &unit.name),
@@ -818,6 +843,63 @@ mod tests {
         assert_eq!(
             slice_name(&PodName::parse("my-shop").unwrap()),
             "ops-my\\x2dshop.slice"
+        );
+    }
+
+    fn unit(name: &str, instances: &[&str], shipped_as: Option<&str>) -> Unit {
+        Unit {
+            name: UnitName::parse(name).unwrap(),
+            file: PathBuf::from(name),
+            instances: instances.iter().map(|i| i.to_string()).collect(),
+            start: true,
+            image: None,
+            instance_ports: false,
+            shipped_as: shipped_as.map(|s| UnitName::parse(s).unwrap()),
+            uri: None,
+        }
+    }
+
+    /// `example.service` given instances is installed as
+    /// `shop-7-example@.service`; the pod's files still say
+    /// `example.service`.
+    #[test]
+    fn references_to_a_replicated_plain_unit_name_its_instances() {
+        let example = unit(
+            "example@.service",
+            &["8080", "8081"],
+            Some("example.service"),
+        );
+        let socket = unit("example@.socket", &["8080", "8081"], Some("example.socket"));
+        let other = unit("report.service", &[], None);
+        let model = Pod {
+            name: pod(),
+            bundle_name: None,
+            version: Version::parse("7").unwrap(),
+            units: vec![example.clone(), socket.clone(), other.clone()],
+            images: vec![],
+            volumes: vec![],
+            ports: vec![],
+            environment: BTreeMap::new(),
+        };
+        let text = "[Unit]\nAfter=example.service example.socket\n";
+        // From a unit with the same instances: the same instance.
+        assert_eq!(
+            rewrite_references(text, &renames(&model, &socket)),
+            "[Unit]\nAfter=shop-7-example@%i.service shop-7-example@%i.socket\n"
+        );
+        // From any other: every instance.
+        assert_eq!(
+            rewrite_references(text, &renames(&model, &other)),
+            "[Unit]\nAfter=shop-7-example@8080.service shop-7-example@8081.service \
+             shop-7-example@8080.socket shop-7-example@8081.socket\n"
+        );
+        // The template's own name and its instances keep working.
+        assert_eq!(
+            rewrite_references(
+                "[Unit]\nWants=example@8081.service\n",
+                &renames(&model, &other)
+            ),
+            "[Unit]\nWants=shop-7-example@8081.service\n"
         );
     }
 

@@ -46,6 +46,28 @@ fn both_shapes_normalise_to_the_same_model() {
     assert_eq!(pod.units[0].instances, ["1", "2", "3"]);
 }
 
+/// Seed 000's own example: `"replication": [8080, 8081, 8082]` with the
+/// plain `example.service`; seed 001's `instances` on a plain unit alike.
+/// The unit is installed as its template, the plain name recorded.
+#[test]
+fn a_plain_unit_given_instances_is_installed_as_its_template() {
+    let native = load("bundles/plain-replication/native");
+    let appc = load("bundles/plain-replication/appc");
+    assert_eq!(native.pod, appc.pod);
+    let unit = &native.pod.units[0];
+    assert_eq!(unit.name.as_str(), "example@.service");
+    assert_eq!(
+        unit.shipped_as.as_ref().map(|n| n.as_str()),
+        Some("example.service")
+    );
+    assert_eq!(unit.file, Path::new("example.service"));
+    assert_eq!(unit.instances, ["8080", "8081", "8082"]);
+    assert!(unit.instance_ports);
+    // A container with a template keeps replicating it only.
+    let seed = load("bundles/native-seed000");
+    assert!(seed.pod.units.iter().all(|u| u.shipped_as.is_none()));
+}
+
 #[test]
 fn a_bundle_given_as_a_file_or_a_directory_is_the_same() {
     assert_eq!(

@@ -451,6 +451,311 @@ impl Host {
     }
 }
 
+/// Seed 001 makes an image's `id` optional: an Appc bundle whose image has
+/// a path only, named by that path in its unit's `image`.
+fn appc_bundle_without_image_id(host: &Host, image: &[u8]) -> PathBuf {
+    let dir = host.bundles.join("appc-no-id");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    fs::write(dir.join("web.aci"), image).unwrap();
+    let ops = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "systemd-units": [{"unit-file": "web.service", "start": true, "image": "web.aci"}],
+        "images": [{"path": "web.aci"}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn an_image_without_id_gets_the_id_of_its_file_and_a_warning() {
+    let mut host = Host::new();
+    let image = aci("computed\n");
+    let mut request = host.request(State::Started);
+    request.bundle = Some(appc_bundle_without_image_id(&host, &image.0));
+    let warning = format!(
+        "image web.aci of pod shop version 1: pod.json gives no id, so ops computed {} from the \
+         file; nothing pinned it (no id, no signature): give the id in pod.json to deploy only \
+         that image",
+        image.1
+    );
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(
+        planned.actions[0].starts_with(&format!("import image {}", image.1)),
+        "{:?}",
+        planned.actions
+    );
+    assert_eq!(planned.warnings, std::slice::from_ref(&warning));
+    assert!(!host.root.exists(), "check mode wrote nothing");
+
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(report.warnings, [warning]);
+    let version = &report.pod["versions"]["1"];
+    assert_eq!(version["images"], serde_json::json!([image.1]));
+    assert_eq!(version["units"][0]["image"], serde_json::json!(image.1));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["images"][0]["id"], serde_json::json!(image.1));
+    assert_eq!(meta["pod"]["images"][0]["computed"], true);
+    let rootfs = host
+        .root
+        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
+        "{dropin}"
+    );
+
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+
+    // The same version with another file is another image: refused as
+    // any changed content of a stored version is.
+    fs::write(
+        request.bundle.as_ref().unwrap().join("web.aci"),
+        aci("other\n").0,
+    )
+    .unwrap();
+    let changed = host.run(&request).unwrap_err();
+    assert!(changed.contains("version 1"), "{changed}");
+}
+
+/// Seed 001's optional id, for an image given by `uri` (native shape
+/// here: the id is optional in both shapes). Check mode downloads nothing
+/// and says the id is unknown; a real run downloads it into staging,
+/// computes the id, imports that copy and records the id; a rerun of the
+/// stored version with the same uri downloads nothing.
+#[test]
+fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned() {
+    let mut host = Host::new();
+    let image = aci("by uri\n");
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.aci"), &image.0).unwrap();
+    let uri = format!("file://{}", served.join("web.aci").display());
+    let dir = host.bundles.join("uri-no-id");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    let pod = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "containers": [{"name": "web", "image": uri,
+                        "systemd": {"unit-files": ["web.service"]}}],
+        "images": [{"uri": uri}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(dir);
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(planned.changed);
+    assert_eq!(
+        planned.actions[0],
+        format!(
+            "download image {uri} and compute its id (pod.json gives none: unknown until \
+             downloaded, and check mode downloads nothing), then import it into systemd"
+        )
+    );
+    assert_eq!(
+        planned.warnings,
+        [format!(
+            "image {uri} of pod shop version 1: pod.json gives no id, so ops computes it once it \
+             has downloaded the image (unknown until then: check mode downloads nothing); nothing \
+             pins it (no id, no signature): give the id in pod.json to deploy only that image"
+        )]
+    );
+    assert!(!host.root.exists(), "check mode wrote nothing");
+
+    // A killed run's copies are swept.
+    fs::create_dir_all(host.root.join("staging/downloads")).unwrap();
+    fs::write(host.root.join("staging/downloads/image-0"), b"left over").unwrap();
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(
+        report.actions[0],
+        format!(
+            "download image {uri} to compute its id (pod.json gives none): {}",
+            image.1
+        )
+    );
+    let imported = format!(
+        "import image {} from {uri} (the copy downloaded to compute its id) into systemd",
+        image.1
+    );
+    assert!(report.actions.contains(&imported), "{:?}", report.actions);
+    assert!(
+        report.warnings[0].contains(&format!("ops computed {} from the file", image.1)),
+        "{:?}",
+        report.warnings
+    );
+    let version = &report.pod["versions"]["1"];
+    assert_eq!(version["images"], serde_json::json!([image.1]));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["images"][0]["id"], serde_json::json!(image.1));
+    assert_eq!(meta["pod"]["images"][0]["computed"], true);
+    assert_eq!(meta["pod"]["units"][0]["image"], serde_json::json!(image.1));
+    assert!(!host.root.join("staging").exists(), "the copy is gone");
+
+    // The same uri is the same image: the rerun reads nothing from it.
+    fs::remove_file(served.join("web.aci")).unwrap();
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(!planned.changed, "{:?}", planned.actions);
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+
+    // The stored version from another uri: refused, downloading nothing.
+    let mut other = request.clone();
+    let moved = host.bundles.join("uri-no-id-moved");
+    fs::create_dir_all(&moved).unwrap();
+    fs::write(moved.join("web.service"), WEB).unwrap();
+    let pod_json = fs::read_to_string(request.bundle.as_ref().unwrap().join("pod.json")).unwrap();
+    let elsewhere = format!("file://{}/nowhere.aci", served.display());
+    fs::write(moved.join("pod.json"), pod_json.replace(&uri, &elsewhere)).unwrap();
+    other.bundle = Some(moved);
+    let error = host.run(&other).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "the bundle gives image {elsewhere} by a uri without an id, and the stored version \
+             has no id computed from that uri"
+        )),
+        "{error}"
+    );
+
+    // require_signature refuses it in check mode too, downloading nothing.
+    let mut signed = other.clone();
+    signed.version = None;
+    signed.require_signature = true;
+    signed.bundle = Some(host.bundles.join("uri-no-id-signed"));
+    fs::create_dir_all(signed.bundle.as_ref().unwrap()).unwrap();
+    fs::write(signed.bundle.as_ref().unwrap().join("web.service"), WEB).unwrap();
+    fs::write(
+        signed.bundle.as_ref().unwrap().join("pod.json"),
+        pod_json
+            .replace(&uri, &elsewhere)
+            .replace("\"version\":1", "\"version\":3"),
+    )
+    .unwrap();
+    let error = pod::run(&signed, &mut host.systemd, &mut PodmanCli, true, false).unwrap_err();
+    assert_eq!(
+        error.error.to_string(),
+        format!("image {elsewhere}: require_signature is set but the image has no signature")
+    );
+
+    // Another version whose image cannot be had: refused, naming the
+    // field, the store as it was (its download directory gone).
+    let dir = host.bundles.join("uri-no-id-2");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("web.service"), WEB).unwrap();
+    let pod = serde_json::json!({
+        "name": "shop",
+        "version": 2,
+        "containers": [{"name": "web", "systemd": {"unit-files": ["web.service"]}}],
+        "images": [{"uri": uri}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    request.bundle = Some(dir);
+    let error = host.run(&request).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "pod.json: images[0].uri: cannot read {}",
+            uri.trim_start_matches("file://")
+        )),
+        "{error}"
+    );
+    assert!(!host.root.join("pods/shop/2").exists());
+    assert!(!host.root.join("staging").exists());
+}
+
+/// Seed 001: a unit file is "either a path or an URI". Fetched (check
+/// mode too), stored with the version, and pinned: a rerun with the same
+/// URI uses the stored copy and changes nothing, even when what the URI
+/// serves changed.
+#[test]
+fn a_unit_file_by_uri_is_fetched_stored_and_pinned() {
+    let mut host = Host::new();
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.service"), WEB).unwrap();
+    let uri = format!("file://{}", served.join("web.service").display());
+    let dir = host.bundles.join("unit-by-uri");
+    fs::create_dir_all(&dir).unwrap();
+    let ops = serde_json::json!({
+        "name": "shop",
+        "version": 1,
+        "systemd-units": [{"unit-file": uri, "start": true}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let mut request = host.request(State::Started);
+    request.bundle = Some(dir);
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(planned.changed);
+    assert!(!host.root.exists(), "check mode wrote nothing");
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(
+        fs::read_to_string(host.root.join("pods/shop/1/units/web.service")).unwrap(),
+        WEB
+    );
+    let installed = fs::read_to_string(host.unit_dir.join("shop-1-web.service")).unwrap();
+    assert!(installed.ends_with(WEB), "{installed}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["pod"]["units"][0]["uri"], serde_json::json!(uri));
+
+    // Pinned: the URI now serves another file; the stored copy is used.
+    fs::write(
+        served.join("web.service"),
+        "[Service]\nExecStart=/bin/false\n",
+    )
+    .unwrap();
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+
+    // A unit file larger than 1 MiB is refused, whatever it holds.
+    let mut big = request.clone();
+    let dir = host.bundles.join("unit-too-big");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(served.join("big.service"), vec![b'#'; (1 << 20) + 1]).unwrap();
+    let ops = serde_json::json!({
+        "name": "big",
+        "version": 1,
+        "systemd-units": [{"unit-file": format!("file://{}", served.join("big.service").display())}],
+    });
+    let pod = serde_json::json!({
+        "acVersion": "0.8.6",
+        "acKind": "PodManifest",
+        "annotations": [{"name": "ops", "value": ops.to_string()}],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    big.bundle = Some(dir);
+    let error = host.run(&big).unwrap_err();
+    assert!(
+        error.ends_with("big.service is larger than 1 MiB: no unit file is; refused"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused() {
     let mut host = Host::new();

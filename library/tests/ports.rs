@@ -457,6 +457,38 @@ fn numbered_instances_are_their_own_ports() {
 }
 
 #[test]
+fn only_numbers_a_service_binds_unprivileged_are_instance_ports() {
+    let mut host = Host::new();
+    // [1, 2] are instance numbers: holding ports 1 and 2 would be wrong.
+    // They get the default port a pod that names none gets, assigned.
+    let small = host.deploy("small", "1", json!([1, 2]), Value::Null);
+    let held: Vec<_> = ports_of(&small).into_iter().map(|p| (p.2, p.3)).collect();
+    assert!(
+        held.len() == 2
+            && held
+                .iter()
+                .all(|(port, kind)| *port >= 1024 && kind == "default"),
+        "{held:?}"
+    );
+    assert_eq!(
+        host.port_env("small-1-web@2.service"),
+        [format!("Environment=\"PORT={}\"", held[1].0)]
+    );
+    // One privileged port makes the whole list names.
+    let mixed = host.deploy("mixed", "1", json!([80, 8080]), Value::Null);
+    let kinds: Vec<_> = ports_of(&mixed).into_iter().map(|p| p.3).collect();
+    assert_eq!(kinds, ["default", "default"], "{:?}", mixed.ports);
+    // The bounds of the range are ports.
+    let edges = host.deploy("edges", "1", json!([1024, 65535]), Value::Null);
+    let own: Vec<u16> = ports_of(&edges).into_iter().map(|p| p.2).collect();
+    assert_eq!(own, [1024, 65535]);
+    assert_eq!(
+        host.port_env("edges-1-web@1024.service"),
+        ["Environment=\"PORT=1024\""]
+    );
+}
+
+#[test]
 fn a_port_someone_listens_on_is_not_assigned() {
     let mut host = Host::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -718,4 +750,45 @@ fn a_pod_without_ports_gets_a_stable_default_port_per_instance() {
     gone.version = None;
     host.run(&gone).unwrap();
     assert!(host.record().is_empty(), "{:?}", host.record());
+}
+
+/// Seed 000's own example: `example.service` with `"replication": [8080,
+/// 8081, 8082]` runs as instances of the template ops installs it as, each
+/// with its port; a rerun changes nothing.
+#[test]
+fn a_replicated_plain_unit_runs_one_instance_per_port() {
+    let mut host = Host::new();
+    let dir = host.dir.path().join("bundles").join("seed000");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("example.service"), WEB).unwrap();
+    let pod = json!({
+        "name": "example",
+        "version": 1001,
+        "containers": [{
+            "name": "frontend",
+            "replication": [18080, 18081, 18082],
+            "systemd": {"unit-files": ["example.service"]},
+        }],
+    });
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    let mut request = host.pod_request("example", State::Started);
+    request.bundle = Some(dir);
+    let first = host.run(&request).expect("deploys");
+    assert!(first.changed);
+    let own: Vec<u16> = ports_of(&first).into_iter().map(|p| p.2).collect();
+    assert_eq!(own, [18080, 18081, 18082]);
+    let installed =
+        fs::read_to_string(host.unit_dir.join("example-1001-example@.service")).unwrap();
+    assert!(installed.ends_with(WEB), "{installed}");
+    assert!(!host.unit_dir.join("example-1001-example.service").exists());
+    assert_eq!(
+        host.port_env("example-1001-example@18081.service"),
+        ["Environment=\"PORT=18081\""]
+    );
+    let unit = &first.pod["versions"]["1001"]["units"][0];
+    assert_eq!(unit["name"], "example@.service");
+    assert_eq!(unit["shipped_as"], "example.service");
+    assert_eq!(unit["instances"].as_array().map(Vec::len), Some(3));
+    let again = host.run(&request).expect("reruns");
+    assert!(!again.changed, "{:?}", again.actions);
 }

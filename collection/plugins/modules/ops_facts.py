@@ -204,7 +204,11 @@ ansible_facts:
                   type: str
                   returned: always
                 units:
-                  description: Its units, each with its runnable instances.
+                  description:
+                    - Its units, each with its runnable instances.
+                    - C(shipped_as) is the plain unit file name the bundle shipped (C(example.service)) when it gave
+                      that unit instances, so ops installed it as its template C(name) (C(example@.service)); absent
+                      otherwise.
                   type: list
                   elements: dict
                   returned: always
@@ -217,7 +221,8 @@ ansible_facts:
                         - {unit: shop-2-web@1.service, instance: "1", active_state: active,
                            sub_state: running, enabled: true}
                 images:
-                  description: Ids of the images its units run in.
+                  description: Ids of the images its units run in; where pod.json gave none, the id ops computed from
+                    the file (downloaded for a C(uri)) when it added the version (its meta.json marks it C(computed)).
                   type: list
                   elements: str
                   returned: always

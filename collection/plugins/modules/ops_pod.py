@@ -22,7 +22,10 @@ description:
   - Each version is kept in the store under O(root) (C(pods/<name>/<version>/))
     and its unit files are installed in O(unit_dir) under versioned names
     (C(<pod>-<version>-<unit>), for example C(shop-2-web@.service)), so
-    versions sit side by side. C(ops-<pod>.target) wants the current
+    versions sit side by side. A plain unit the bundle gives instances
+    (C(replication) V([8080, 8081]) with C(example.service), as in the seeds) is installed as
+    its template (C(example-1001-example@.service)), one instance each.
+    C(ops-<pod>.target) wants the current
     version's units and, while the pod is started, brings them back after a
     reboot. Versions are immutable - the same version with other content is
     refused, its volume data included (a volume archive by path other than
@@ -45,16 +48,27 @@ description:
     M(ops.onboard.ops_image) does, and a new version's volumes are built
     from their archives before it is added. An image is removed with the
     last version that uses it.
+  - An image may leave out its C(id) (as seed 001 allows), in either shape - ops computes it from the file,
+    records it, and warns that nothing pinned the image unless a C(signature) verified it; a unit names such an
+    image by its C(path) or C(uri). An image given by C(path) is read (check mode too); one given by C(uri) is
+    downloaded by a real run only, under the lock, into the store's staging (always removed), before it plans.
+    Check mode downloads nothing and says the id is unknown until downloaded. A rerun of a stored version with
+    the same C(uri) uses the recorded id and downloads nothing.
   - The pod's named ports get a host port for each instance, fixed or
     assigned from O(port_range). A pod that names no port gets a default one
     (C(PORT), kind V(default)) for each instance. A new version gets the ports
     its pod already holds for the same name and instance, so a switch or a
     rollback moves no client.
+  - Instances listed as numbers from 1024 to 65535 (C(replication) V([8080, 8081]))
+    are ports too - each instance's C(PORT) is its name, and the port is held;
+    other instance names (V([1, 2]), a count) hold no port.
   - A rerun reports no change and does nothing, not even take the lock.
     Changes are serialized by a lock on C(<root>/lock), and are ordered so
     that a crash leaves the running version running and a rerun converges.
   - New unit files are checked with C(systemd-analyze verify) before anything
     is written.
+  - A unit file may be given by V(http://), V(https://) or V(file://) URI (as seed 001 allows) - fetched to plan,
+    check mode too (at most 1 MiB), stored with the version and pinned - a rerun with the same URI fetches nothing.
 version_added: 0.1.0
 author: ops developers (@ops)
 options:
@@ -224,7 +238,8 @@ options:
     default: false
   download_timeout:
     description:
-      - Seconds an image download may take, from 0 to 604800 (one week).
+      - Seconds an image download may take, from 0 to 604800 (one week); also bounds the download of an image
+        given by URI without an id, to compute it.
     type: int
     default: 600
   ports:

@@ -49,6 +49,24 @@ pub struct Bundle {
     pub manifest: PathBuf,
     pub shape: Shape,
     pub pod: Pod,
+    /// Images pod.json lists without an id, not yet in `pod.images`.
+    pub pending: Vec<PendingImage>,
+}
+
+/// An image pod.json lists without an id (seed 001 makes it optional). Its
+/// id is computed from the file as the version is added (`crate::pod`):
+/// read in the bundle (`path`), or downloaded (`uri`) by a real run only,
+/// which then puts it in the pod's images and gives it to `units`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingImage {
+    /// The field path of the entry (`images[0]`).
+    pub at: String,
+    /// The image file: relative to the bundle directory, or its URI.
+    pub source: Source,
+    pub signature: Option<Source>,
+    /// Indexes in the pod's units of those that run in it (their `image`
+    /// names its `path`).
+    pub units: Vec<usize>,
 }
 
 /// One thing wrong with a bundle.
@@ -156,12 +174,13 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
         draft.problems = unknown;
         (Shape::Native, draft)
     };
-    let pod = draft.validate(&dir, files).map_err(invalid)?;
+    let (pod, pending) = draft.validate(&dir, files).map_err(invalid)?;
     Ok(Bundle {
         dir,
         manifest,
         shape,
         pod,
+        pending,
     })
 }
 

@@ -64,7 +64,10 @@ pub struct Container {
     pub name: String,
     /// Instances of the service's templated units (`name@.service`): a
     /// number of instances (named `1` to `N`), or a list of instance names
-    /// (such as ports: `[8080, 8081]`).
+    /// (such as ports: `[8080, 8081]`; numbers from 1024 to 65535 are held as
+    /// the instances' ports). When none of the unit files is a template, each
+    /// is installed as its template (`example.service` as
+    /// `example@.service`), one instance each.
     #[serde(default)]
     pub replication: Option<InstancesWire>,
     /// Whether ops starts these units when it starts the pod (default true);
@@ -73,7 +76,7 @@ pub struct Container {
     #[serde(default)]
     pub start: Option<bool>,
     /// The image the service's units run in: the `id` of one of the pod's
-    /// `images`. ops gives each of these units the image's root filesystem
+    /// `images`, or its `path` or `uri` as written there. ops gives each of these units the image's root filesystem
     /// as `RootDirectory=` (systemd runtime) and its location in
     /// `OPS_IMAGE` (either runtime), so unit files never name store paths.
     #[serde(default)]
@@ -87,8 +90,9 @@ pub struct Container {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SystemdSection {
     /// Unit files of the service (`.service`, `.socket`, `.timer`, `.path`
-    /// or `.target`), relative to pod.json; each unit name is unique within
-    /// the pod.
+    /// or `.target`), relative to pod.json or by `http`, `https` or `file`
+    /// URI (fetched and stored with the version); each unit name is unique
+    /// within the pod.
     pub unit_files: Vec<String>,
 }
 
@@ -125,11 +129,17 @@ pub struct ImageWire {
     /// The image's digest: `sha512-<hex>` for an ACI (sha512 of the
     /// uncompressed image tar; a prefix of at least 32 hex digits will do) or
     /// `sha256:<64 hex>` for an OCI or Docker image (its config digest).
-    pub id: String,
+    /// Optional (seed 001): without it ops computes it from the file as the
+    /// version is added (a `uri` downloaded by a real run), and warns that
+    /// nothing pinned it unless a signature verified it.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Path of the image file, relative to pod.json. Give `path` or `uri`.
     #[serde(default)]
     pub path: Option<String>,
     /// `http`, `https` or `file` URI of the image file. Give `path` or `uri`.
+    /// Without a scheme, `/path` is a local file and `host.name/path` is
+    /// fetched over https.
     #[serde(default)]
     pub uri: Option<String>,
     /// Detached OpenPGP signature of the image file (`.asc`): a path relative
@@ -219,7 +229,7 @@ impl PodJson {
                 .enumerate()
                 .map(|(i, image)| DraftImage {
                     at: format!("images[{i}]"),
-                    id: Some(image.id),
+                    id: image.id,
                     path: image.path,
                     uri: image.uri,
                     signature: image.signature,

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::native::{InstanceNameWire, InstancesWire, PortWire, PortsWire, VersionWire};
-use super::Problem;
+use super::{PendingImage, Problem};
 use crate::records::names::{self, ImageId, PodName, UnitName, Version};
 use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
@@ -253,6 +253,42 @@ fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// An image's `uri` as a URI with a scheme. Seed 001 lets it be "without
+/// scheme": one that starts with a single `/` is a local file
+/// (`file:///srv/images/web.aci`); one that starts with a host name (with a
+/// dot, or `localhost`, maybe a `:port`) and a path is fetched over https
+/// (`images.example.com/web.aci`), never plain http. Anything else would be
+/// a guess (a relative path, `//host`, `host:` with no port) and is
+/// refused, saying how to write it.
+pub(super) fn image_uri(uri: &str) -> Result<String, String> {
+    if uri.contains("://") {
+        return Ok(uri.to_owned());
+    }
+    let shown = crate::records::uri::redact(uri);
+    if uri.starts_with('/') && !uri.starts_with("//") {
+        return Ok(format!("file://{uri}"));
+    }
+    let (host, path) = uri.split_once('/').unwrap_or((uri, ""));
+    let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+    let named = name == "localhost"
+        || (name.contains('.')
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
+    let ported = !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit());
+    if named && ported && !path.is_empty() && !host.contains('@') {
+        Ok(format!("https://{uri}"))
+    } else {
+        Err(format!(
+            "{shown:?} has no scheme and names no host and path: a uri without scheme is \
+             read as https://<host>/<path> (the host with a dot, or localhost) or, from /, as \
+             file://; give the full URI, or the image's path in the bundle as path"
+        ))
+    }
+}
+
 /// An absolute mount point without `.`, `..`, empty components or a
 /// trailing slash.
 fn check_mount(path: &str) -> Result<PathBuf, String> {
@@ -276,7 +312,11 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
 impl Draft {
     /// Validate the whole draft against the bundle directory `dir`
     /// (canonical): the pod, or every problem found.
-    pub(super) fn validate(self, dir: &Path, files: Files<'_>) -> Result<Pod, Vec<Problem>> {
+    pub(super) fn validate(
+        self,
+        dir: &Path,
+        files: Files<'_>,
+    ) -> Result<(Pod, Vec<PendingImage>), Vec<Problem>> {
         let mut v = Validator {
             dir,
             files,
@@ -300,8 +340,8 @@ impl Draft {
             },
         };
         let (mut units, unit_images) = validate_units(&mut v, self.units);
-        let (images, listed) = validate_images(&mut v, self.images);
-        resolve_unit_images(&mut v, &mut units, unit_images, &listed);
+        let mut images = validate_images(&mut v, self.images);
+        resolve_unit_images(&mut v, &mut units, unit_images, &mut images);
         let volumes = validate_volumes(&mut v, self.volumes);
         let ports = validate_ports(&mut v, self.ports);
         for (key, value) in &self.environment.value {
@@ -321,29 +361,41 @@ impl Draft {
         }
 
         match (name, version) {
-            (Some(name), Some(version)) if v.problems.is_empty() => Ok(Pod {
-                name,
-                bundle_name: None,
-                version,
-                units,
-                images,
-                volumes,
-                ports,
-                environment: self.environment.value,
-            }),
+            (Some(name), Some(version)) if v.problems.is_empty() => Ok((
+                Pod {
+                    name,
+                    bundle_name: None,
+                    version,
+                    units,
+                    images: images.images,
+                    volumes,
+                    ports,
+                    environment: self.environment.value,
+                },
+                images.pending,
+            )),
             _ => Err(v.problems),
         }
     }
 }
 
+/// The numbers an instance list may hold for its instances to be ports: the
+/// unprivileged ports a service binds without help. Below that a list is
+/// more likely instance numbers (`[1, 2]`) than ports; holding ports 1 and 2
+/// on the host for them would be wrong. A privileged port is given as a
+/// fixed port in `ports` instead.
+pub const INSTANCE_PORTS: std::ops::RangeInclusive<u64> = 1024..=65535;
+
 /// Instances given as a list of port numbers (`"replication": [8080,
-/// 8081]`): each instance is named after its port.
+/// 8081]`): each instance is named after its port, and the port is held.
+/// Only a list of numbers, every one in [`INSTANCE_PORTS`], is; a count
+/// never is.
 fn are_ports(instances: &InstancesWire) -> bool {
     match instances {
         InstancesWire::Count(_) => false,
         InstancesWire::Names(list) => list.iter().all(|item| {
             matches!(item, InstanceNameWire::Number(n)
-                if n.as_u64().is_some_and(|n| (1..=u64::from(u16::MAX)).contains(&n)))
+                if n.as_u64().is_some_and(|n| INSTANCE_PORTS.contains(&n)))
         }),
     }
 }
@@ -405,28 +457,48 @@ fn instance_names(v: &mut Validator<'_>, field: &Field<InstancesWire>) -> Option
 /// index of the unit and the field.
 type UnitImage = (usize, Field<String>);
 
-/// `listed` holds every image id the pod lists, also those of images with
-/// other problems (reported where they are): a unit naming one of those is
-/// not told its image is missing.
+/// A unit's `image` names one of the pod's images: by its id, or by its
+/// `path` or `uri` as pod.json writes it (the only way to name an image
+/// pod.json gives no id). `listed` holds every image id the pod lists,
+/// also those of images with other problems (reported where they are): a
+/// unit naming one of those is not told its image is missing.
 fn resolve_unit_images(
     v: &mut Validator<'_>,
     units: &mut [Unit],
     pending: Vec<UnitImage>,
-    listed: &[ImageId],
+    images: &mut Images,
 ) {
     for (index, field) in pending {
-        let Some(id) = v.check(&field.at, ImageId::parse(&field.value)) else {
-            continue;
-        };
-        match listed
+        let by_text = images
+            .written
             .iter()
-            .find(|listed| crate::records::names::same_image(listed, &id))
-        {
-            Some(listed) => units[index].image = Some(listed.clone()),
-            None => v.problem(
-                &field.at,
-                format!("image {id} is not among the pod's images; list it in images"),
-            ),
+            .find(|(written, _)| !written.is_empty() && *written == field.value)
+            .map(|(_, named)| named.clone());
+        let named = match by_text {
+            Some(named) => named,
+            None => {
+                let Some(id) = v.check(
+                    &field.at,
+                    ImageId::parse(&field.value)
+                        .map_err(|e| format!("{e}, or the path or uri of one of the pod's images")),
+                ) else {
+                    continue;
+                };
+                match images.listed.iter().find(|l| names::same_image(l, &id)) {
+                    Some(listed) => Named::Id(listed.clone()),
+                    None => {
+                        v.problem(
+                            &field.at,
+                            format!("image {id} is not among the pod's images; list it in images"),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        match named {
+            Named::Id(id) => units[index].image = Some(id),
+            Named::Pending(i) => images.pending[i].units.push(index),
         }
     }
 }
@@ -435,27 +507,29 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
     let mut unit_images = Vec::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    // Whether a shared `replication` found a template to apply to.
-    let mut shared_used: BTreeMap<String, bool> = BTreeMap::new();
+    let with_template = shared_with_template(&drafts);
     for draft in drafts {
-        if draft.file.value.contains("://") {
-            v.problem(
-                &draft.file.at,
-                format!(
-                    "{:?}: unit files are read from the bundle; ship the file and give its path",
-                    draft.file.value
-                ),
-            );
-            continue;
-        }
-        let file = v.unit_file(&draft.file);
-        let base = Path::new(&draft.file.value)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let name = unit_name(v, &draft.file, &base, &mut seen);
-        let (instances, instance_ports) =
-            unit_instances(v, &draft, &base, name.as_ref(), &mut shared_used);
+        let (file, uri, base) = if draft.file.value.contains("://") {
+            // The unit's name is the URI's last segment.
+            let Some(uri) = unit_uri(v, &draft.file) else {
+                continue;
+            };
+            let base = uri_file_name(&uri);
+            (Some(PathBuf::from(&base)), Some(uri), base)
+        } else {
+            (v.unit_file(&draft.file), None, file_name(&draft.file.value))
+        };
+        let shipped = v.check(&draft.file.at, UnitName::parse(&base));
+        let replicated = shipped
+            .as_ref()
+            .filter(|name| replicates_plain(&draft, name, &with_template))
+            .cloned();
+        let name = match &replicated {
+            Some(plain) => v.check(&draft.file.at, plain.as_template()),
+            None => shipped,
+        };
+        let name = name.filter(|name| unique_unit(v, &draft.file.at, name, &replicated, &mut seen));
+        let (instances, instance_ports) = unit_instances(v, &draft, &base, name.as_ref());
         if let (Some(name), Some(file)) = (name, file) {
             if let Some(field) = draft.image {
                 unit_images.push((units.len(), field));
@@ -467,102 +541,149 @@ fn validate_units(v: &mut Validator<'_>, drafts: Vec<DraftUnit>) -> (Vec<Unit>, 
                 start: draft.start,
                 image: None,
                 instance_ports,
+                shipped_as: replicated,
+                uri,
             });
-        }
-    }
-    for (field, used) in shared_used {
-        if !used {
-            v.problem(
-                &field,
-                "none of this container's unit files is a template unit (name@.service), \
-                 so there is nothing to replicate",
-            );
         }
     }
     (units, unit_images)
 }
 
-/// The unit's name from its file name `base`, unless invalid or shipped
-/// twice; `seen` maps each name to the field that shipped it first.
-fn unit_name(
-    v: &mut Validator<'_>,
-    file: &Field<String>,
-    base: &str,
-    seen: &mut HashMap<String, String>,
-) -> Option<UnitName> {
-    let name = v.check(&file.at, UnitName::parse(base));
-    if let Some(name) = &name {
-        if let Some(first) = seen.get(name.as_str()) {
-            v.problem(
-                &file.at,
-                format!("duplicate unit {name}: {first} ships it already"),
-            );
-        } else {
-            seen.insert(name.to_string(), file.at.clone());
-        }
-    }
-    name
+/// A unit file given by URI (seed 001: "either a path or an URI"): an
+/// `http`, `https` or `file` URI whose last segment is the unit's name, in a
+/// bundle deployed directly (a release holds its unit files).
+fn unit_uri(v: &mut Validator<'_>, field: &Field<String>) -> Option<String> {
+    let result = check_uri(&field.value).and_then(|()| match v.files {
+        Files::Bundle => Ok(field.value.clone()),
+        _ => Err(format!(
+            "{}: a release holds its unit files; give the file's path",
+            crate::records::uri::redact(&field.value)
+        )),
+    });
+    v.check(&field.at, result)
 }
 
-/// The unit's instance names and whether they are ports. `shared_used`
-/// records, per shared `replication`, whether it met a template.
+/// The last segment of a URI's path: the unit's name.
+fn uri_file_name(uri: &str) -> String {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// The file name a unit file path ends with.
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The shared `replication` fields (by field path) that apply to a
+/// template among their container's unit files.
+fn shared_with_template(drafts: &[DraftUnit]) -> Vec<String> {
+    drafts
+        .iter()
+        .filter(|d| d.shared_instances)
+        .filter(|d| UnitName::parse(&file_name(&d.file.value)).is_ok_and(|n| n.is_template()))
+        .filter_map(|d| d.instances.as_ref().map(|f| f.at.clone()))
+        .collect()
+}
+
+/// Whether plain unit `name` is given instances and so is installed as its
+/// template: an Appc unit with `instances`, or a unit of a container whose
+/// `replication` has no template to apply to (the seeds' own example:
+/// `"replication": [8080, 8081, 8082]` with `example.service`). A
+/// container that has templates keeps replicating those only, its plain
+/// units running once, as before.
+fn replicates_plain(draft: &DraftUnit, name: &UnitName, with_template: &[String]) -> bool {
+    match &draft.instances {
+        Some(field) if !name.is_template() => {
+            !draft.shared_instances || !with_template.contains(&field.at)
+        }
+        _ => false,
+    }
+}
+
+/// Whether unit `name` is not shipped twice; `seen` maps each name to the
+/// field that shipped it first. A plain unit installed as its template
+/// (`replicated`) takes the template's name.
+fn unique_unit(
+    v: &mut Validator<'_>,
+    at: &str,
+    name: &UnitName,
+    replicated: &Option<UnitName>,
+    seen: &mut HashMap<String, String>,
+) -> bool {
+    if let Some(first) = seen.get(name.as_str()) {
+        let installed = match replicated {
+            Some(plain) => format!(" ({plain} with instances is installed as {name})"),
+            None => String::new(),
+        };
+        v.problem(
+            at,
+            format!("duplicate unit {name}: {first} ships it already{installed}"),
+        );
+        false
+    } else {
+        seen.insert(name.to_string(), at.to_owned());
+        true
+    }
+}
+
+/// The unit's instance names and whether they are ports (see
+/// [`are_ports`]).
 fn unit_instances(
     v: &mut Validator<'_>,
     draft: &DraftUnit,
     base: &str,
     name: Option<&UnitName>,
-    shared_used: &mut BTreeMap<String, bool>,
 ) -> (Vec<String>, bool) {
     let template = name.is_some_and(UnitName::is_template);
-    let mut instances = Vec::new();
-    let mut instance_ports = false;
-    if let Some(field) = &draft.instances {
-        if draft.shared_instances {
-            let used = shared_used.entry(field.at.clone()).or_default();
-            *used |= template;
-        }
-        if template {
-            instances = instance_names(v, field).unwrap_or_default();
-            instance_ports = are_ports(&field.value);
-        } else if !draft.shared_instances && name.is_some() {
+    match &draft.instances {
+        Some(field) if template => (
+            instance_names(v, field).unwrap_or_default(),
+            are_ports(&field.value),
+        ),
+        None if template && draft.start => {
             v.problem(
-                &field.at,
+                &draft.file.at,
                 format!(
-                    "{base} is not a template unit (name@.{}); only templates have instances",
-                    base.rsplit('.').next().unwrap_or("service")
+                    "{base} is a template unit: give its instances (a count or a list of names) \
+                     or do not start it"
                 ),
             );
+            (Vec::new(), false)
         }
-    } else if template && draft.start {
-        v.problem(
-            &draft.file.at,
-            format!(
-                "{base} is a template unit: give its instances (a count or a list of names) \
-                 or do not start it"
-            ),
-        );
+        _ => (Vec::new(), false),
     }
-    (instances, instance_ports)
 }
 
-/// The valid images, and the id of every image with a valid one.
-fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image>, Vec<ImageId>) {
-    let mut images: Vec<Image> = Vec::new();
-    let mut listed: Vec<ImageId> = Vec::new();
+/// What validating the images found: the valid ones, the id of every
+/// image with a valid one, those without an id, and how each image was
+/// written (`path` or `uri` as in pod.json) so a unit may name it so.
+#[derive(Default)]
+struct Images {
+    images: Vec<Image>,
+    listed: Vec<ImageId>,
+    pending: Vec<PendingImage>,
+    written: Vec<(String, Named)>,
+}
+
+/// An image a unit may name by its `path` or `uri`.
+#[derive(Clone)]
+enum Named {
+    Id(ImageId),
+    Pending(usize),
+}
+
+fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> Images {
+    let mut out = Images::default();
     let mut seen: HashMap<ImageId, String> = HashMap::new();
     for draft in drafts {
         let id_at = at(&draft.at, "id");
-        let id = match &draft.id {
-            None => {
-                v.problem(
-                    &id_at,
-                    "required: the image's digest (sha512-<hex> or sha256:<hex>); \
-                     ops verifies every image it imports",
-                );
-                None
-            }
-            Some(id) => v.check(&id_at, ImageId::parse(id)),
-        };
+        let id = draft
+            .id
+            .as_ref()
+            .and_then(|id| v.check(&id_at, ImageId::parse(id)));
         if let Some(id) = &id {
             if let Some(first) = seen.get(id) {
                 v.problem(
@@ -571,38 +692,69 @@ fn validate_images(v: &mut Validator<'_>, drafts: Vec<DraftImage>) -> (Vec<Image
                 );
             } else {
                 seen.insert(id.clone(), draft.at.clone());
-                listed.push(id.clone());
+                out.listed.push(id.clone());
             }
         }
-        let source = match (draft.path, draft.uri) {
-            (Some(_), Some(_)) => {
-                v.problem(&draft.at, "give either path or uri, not both");
-                None
-            }
-            (None, None) => {
-                v.problem(&draft.at, "give the image's path (in the bundle) or uri");
-                None
-            }
-            (Some(path), None) => v
-                .bundle_file(&Field::new(at(&draft.at, "path"), path))
-                .map(Source::Path),
-            (None, Some(uri)) => {
-                let result = check_uri(&uri).map(|()| Source::Uri(uri));
-                v.check(&at(&draft.at, "uri"), result)
-            }
-        };
+        let written = draft.path.clone().or(draft.uri.clone()).unwrap_or_default();
+        let source = image_source(v, &draft);
         let signature = draft
             .signature
             .map(|s| v.source(&Field::new(at(&draft.at, "signature"), s)));
-        if let (Some(id), Some(source), None | Some(Some(_))) = (id, source, &signature) {
-            images.push(Image {
-                id,
-                source,
-                signature: signature.flatten(),
-            });
+        let (Some(source), None | Some(Some(_))) = (source, &signature) else {
+            continue;
+        };
+        let signature = signature.flatten();
+        match (id, draft.id.is_some(), source) {
+            (Some(id), _, source) => {
+                out.written.push((written, Named::Id(id.clone())));
+                out.images.push(Image {
+                    id,
+                    source,
+                    signature,
+                    computed: false,
+                });
+            }
+            (None, false, source) if matches!(v.files, Files::Bundle) => {
+                out.written
+                    .push((written, Named::Pending(out.pending.len())));
+                out.pending.push(PendingImage {
+                    at: draft.at.clone(),
+                    source,
+                    signature,
+                    units: Vec::new(),
+                });
+            }
+            (None, false, _) => v.problem(
+                &id_at,
+                "required for an image of a release: ops computes the id of an image only for \
+                 a bundle deployed directly; give the image's digest (sha512-<hex> or \
+                 sha256:<hex>)",
+            ),
+            (None, true, _) => {}
         }
     }
-    (images, listed)
+    out
+}
+
+/// The image's file: its `path` in the bundle or its `uri`.
+fn image_source(v: &mut Validator<'_>, draft: &DraftImage) -> Option<Source> {
+    match (&draft.path, &draft.uri) {
+        (Some(_), Some(_)) => {
+            v.problem(&draft.at, "give either path or uri, not both");
+            None
+        }
+        (None, None) => {
+            v.problem(&draft.at, "give the image's path (in the bundle) or uri");
+            None
+        }
+        (Some(path), None) => v
+            .bundle_file(&Field::new(at(&draft.at, "path"), path.clone()))
+            .map(Source::Path),
+        (None, Some(uri)) => {
+            let result = image_uri(uri).and_then(|uri| check_uri(&uri).map(|()| Source::Uri(uri)));
+            v.check(&at(&draft.at, "uri"), result)
+        }
+    }
 }
 
 fn validate_volumes(v: &mut Validator<'_>, drafts: Vec<DraftVolume>) -> Vec<Volume> {
@@ -770,4 +922,47 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
         }
     }
     ports.into_iter().map(|(_, port)| port).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seed 001: an image's `uri` "could be without scheme".
+    #[test]
+    fn a_uri_without_scheme_is_read_one_way_or_refused() {
+        for (given, read) in [
+            ("https://h.example/a.aci", "https://h.example/a.aci"),
+            ("http://h.example/a.aci", "http://h.example/a.aci"),
+            ("/srv/images/a.aci", "file:///srv/images/a.aci"),
+            (
+                "images.example.com/a.aci",
+                "https://images.example.com/a.aci",
+            ),
+            (
+                "images.example.com:8443/x/a.aci",
+                "https://images.example.com:8443/x/a.aci",
+            ),
+            ("localhost:8000/a.aci", "https://localhost:8000/a.aci"),
+        ] {
+            assert_eq!(image_uri(given).as_deref(), Ok(read), "{given}");
+        }
+        for ambiguous in [
+            "images/a.aci",
+            "a.aci",
+            "./a.aci",
+            "../a.aci",
+            "//h.example/a.aci",
+            "h.example",
+            "h.example:/a.aci",
+            "h.example:x/a.aci",
+            "user:pw@h.example/a.aci",
+            "u@h.example/a.aci",
+            ".example/a.aci",
+        ] {
+            let error = image_uri(ambiguous).expect_err(ambiguous);
+            assert!(error.contains("read as https://<host>/<path>"), "{error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
 }

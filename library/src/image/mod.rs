@@ -3,6 +3,9 @@
 //!
 //! - [`archive`]: the one pass over an image file (ACI, OCI or Docker
 //!   archive): decompress, hash, unpack, check every digest.
+//! - [`identify`]: what an image file is (format, full ids, name) without
+//!   unpacking it: ops_release publishing it, ops_pod computing the id
+//!   pod.json leaves out.
 //! - [`records`]: where images live in the store and ops's record of each.
 //! - [`signature`]: detached OpenPGP signatures, checked by `sqv`.
 //! - [`podman`]: the podman runtime, behind the [`podman::Podman`]
@@ -17,6 +20,7 @@
 //! come through `crate::download`, the directories from the store.
 
 pub mod archive;
+pub mod identify;
 
 pub mod podman;
 pub mod records;
@@ -164,9 +168,24 @@ pub struct Import {
     pub require_signature: bool,
     /// For downloads.
     pub timeout: Duration,
+    /// The URI (credentials hidden) that `source`, a local copy, was
+    /// downloaded from (ops_pod computing the id pod.json leaves out): the
+    /// action names it rather than the copy.
+    pub downloaded_from: Option<String>,
 }
 
 impl Import {
+    /// What importing it is called in an action.
+    pub fn action(&self, runtime: Runtime) -> String {
+        match &self.downloaded_from {
+            Some(uri) => format!(
+                "import image {} from {uri} (the copy downloaded to compute its id) into {runtime}",
+                self.id
+            ),
+            None => import_action(&self.id, &self.source, runtime),
+        }
+    }
+
     /// The checks that need no download and no reading of the image
     /// whole: done before planning, so check mode refuses what the real
     /// run would refuse by them.
@@ -775,6 +794,7 @@ fn plan(
                 keyring: request.keyring.clone(),
                 require_signature: request.require_signature,
                 timeout: request.timeout,
+                downloaded_from: None,
             };
             if check_import {
                 spec.check()?;

@@ -125,6 +125,12 @@ impl<'a> Run<'a> {
         match step {
             Step::Stage(new, record) => self.stage(step, new, record),
             Step::Import(import, runtime) => self.import(step, import, *runtime),
+            // First in the plan, and never in one that is applied: the run
+            // downloads such images before it plans (`super::run_locked`).
+            Step::Fetch(uri, _) => Err(crate::outcome::Refusal(format!(
+                "image {uri}: its id was not computed before the plan; nothing was changed"
+            ))
+            .into()),
             Step::Commit(name, version) => {
                 let staged = self.staged.take().expect("staged first");
                 crash_point("staged");
@@ -260,7 +266,8 @@ impl<'a> Run<'a> {
                     None => format!("clear the idle mark of pod {name}"),
                 });
             }
-            Step::RemoveVersion(..)
+            Step::Fetch(..)
+            | Step::RemoveVersion(..)
             | Step::RemovePod
             | Step::RemoveImage(..)
             | Step::PortRecord(..) => {}
@@ -753,7 +760,12 @@ impl<'a> Run<'a> {
     /// files are in place (before the pointers move).
     fn prepare(&mut self, steps: &'a [Step]) -> Result<(), PodError> {
         self.store.ensure_layout(self.lock)?;
-        self.store.clean_transient(self.lock)?;
+        // The images this run downloaded to compute their ids are in
+        // staging too, still to be imported.
+        let downloaded =
+            (self.observed.incoming.as_ref()).is_some_and(|n| !n.downloaded.is_empty());
+        self.store
+            .clean_transient_but_downloads(self.lock, downloaded)?;
         let mut installed = false;
         for step in steps {
             if !installed && matches!(step, Step::Pointers { .. }) {

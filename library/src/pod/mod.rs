@@ -13,6 +13,12 @@
 //! have been half-way. Nothing in the store or the unit directory is
 //! written before the lock is held, so a refused or no-op request leaves
 //! them byte-identical, and check mode is the plan alone.
+//!
+//! An image pod.json gives by URI without an id is the one thing a real
+//! run fetches before the plan it applies: under the lock, into
+//! `staging/downloads/`, its id computed from that copy (part of looking at
+//! the host: the plan stays pure and sees every id, the record gets the
+//! real one). Check mode downloads nothing and plans with the id unknown.
 
 mod apply;
 mod observe;
@@ -207,8 +213,96 @@ pub(crate) fn pod_units(name: &PodName) -> [String; 2] {
 }
 
 /// Read a bundle into the version it would add.
-pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
-    new_version(bundle::load(path)?, None)
+pub(crate) fn load_bundle(path: &Path, request: &Request) -> Result<NewVersion, PodError> {
+    let bundle = bundle::load(path)?;
+    let fetched = fetch_unit_files(&bundle.pod, request)?;
+    let recorded = recorded_images(&bundle, request)?;
+    new_version(bundle, None, fetched, &recorded)
+}
+
+/// The ids the store recorded for the images this version, already
+/// stored, computed from a URI (pod.json giving none), by the URI as
+/// recorded (credentials hidden): as a volume's archive, the same URI
+/// counts as the same image, so a rerun downloads nothing.
+fn recorded_images(
+    bundle: &bundle::Bundle,
+    request: &Request,
+) -> Result<Vec<(String, bundle::ImageId)>, PodError> {
+    let by_uri = |p: &bundle::PendingImage| matches!(p.source, bundle::Source::Uri(_));
+    if !bundle.pending.iter().any(by_uri) {
+        return Ok(Vec::new());
+    }
+    let pod = &bundle.pod;
+    let stored = Store::new(&request.root).read_version(&pod.name, &pod.version)?;
+    Ok(stored
+        .into_iter()
+        .flat_map(|s| s.record.pod.images)
+        .filter(|i| i.computed)
+        .filter_map(|i| match i.source {
+            bundle::Source::Uri(uri) => Some((uri, i.id)),
+            bundle::Source::Path(_) => None,
+        })
+        .collect())
+}
+
+/// The most a unit file given by URI may hold: unit files are small; this
+/// bounds what a wrong URI makes ops read.
+const MAX_UNIT_FILE: u64 = 1 << 20;
+
+/// The texts of the unit files the bundle gives by URI. The store's copy
+/// when it holds this version with the unit from the same URI (as a
+/// volume's archive, the same URI counts as the same content: a rerun
+/// fetches nothing); else fetched, in check mode too (a unit file is small,
+/// as ops_pod fetches a release's over HTTP to plan), at most 1 MiB.
+fn fetch_unit_files(
+    pod: &bundle::Pod,
+    request: &Request,
+) -> Result<BTreeMap<bundle::UnitName, String>, PodError> {
+    let mut texts = BTreeMap::new();
+    let by_uri: Vec<_> = pod.units.iter().filter(|u| u.uri.is_some()).collect();
+    if by_uri.is_empty() {
+        return Ok(texts);
+    }
+    let stored = Store::new(&request.root).read_version(&pod.name, &pod.version)?;
+    for unit in by_uri {
+        let uri = unit.uri.as_deref().unwrap_or_default();
+        let pinned = stored.as_ref().and_then(|s| {
+            let same = s.record.pod.units.iter().any(|u| {
+                u.name == unit.name && u.uri.as_deref() == Some(&crate::records::uri::redact(uri))
+            });
+            same.then(|| s.units.get(&unit.name)).flatten()
+        });
+        let text = match pinned {
+            Some(text) => text.clone(),
+            None => fetch_unit_file(uri, request.download_timeout)?,
+        };
+        texts.insert(unit.name.clone(), text);
+    }
+    Ok(texts)
+}
+
+fn fetch_unit_file(uri: &str, timeout: Duration) -> Result<String, PodError> {
+    use std::io::Read;
+    let shown = crate::records::uri::redact(uri).into_owned();
+    let location = crate::download::Location::parse_uri(uri)
+        .map_err(|e| Refusal(format!("unit file {shown}: {e}")))?;
+    let mut bytes = Vec::new();
+    location
+        .open(timeout)
+        .and_then(|r| {
+            r.take(MAX_UNIT_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| crate::download::read_error(&location, e, timeout))
+        })
+        .map_err(|e| Refusal(format!("unit file {}", crate::ansible::error_chain(&e))))?;
+    if bytes.len() as u64 > MAX_UNIT_FILE {
+        return Err(Refusal(format!(
+            "unit file {shown} is larger than 1 MiB: no unit file is; refused"
+        ))
+        .into());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Refusal(format!("unit file {shown}: a unit file must be UTF-8 text")).into())
 }
 
 /// The version a bundle (read from `origin`, when it is a release) would
@@ -216,6 +310,8 @@ pub(crate) fn load_bundle(path: &Path) -> Result<NewVersion, PodError> {
 fn new_version(
     bundle: bundle::Bundle,
     origin: Option<crate::repository::Origin>,
+    mut fetched: BTreeMap<bundle::UnitName, String>,
+    recorded: &[(String, bundle::ImageId)],
 ) -> Result<NewVersion, PodError> {
     let read = |p: &Path| {
         crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
@@ -224,6 +320,10 @@ fn new_version(
     let pod_json = read(&bundle.manifest)?;
     let mut texts = BTreeMap::new();
     for unit in &bundle.pod.units {
+        if let Some(text) = fetched.remove(&unit.name) {
+            texts.insert(unit.name.clone(), text);
+            continue;
+        }
         let path = bundle.dir.join(&unit.file);
         let text = String::from_utf8(read(&path)?).map_err(|_| {
             Refusal(format!(
@@ -237,6 +337,29 @@ fn new_version(
     for unit in &mut pod.units {
         unit.file = Path::new("units").join(unit.name.as_str());
     }
+    let mut unresolved = Vec::new();
+    for pending in &bundle.pending {
+        // Its messages name the file and the field.
+        let pending = &bundle::PendingImage {
+            at: format!("{}: {}", bundle.manifest.display(), pending.at),
+            ..pending.clone()
+        };
+        match &pending.source {
+            bundle::Source::Path(path) => {
+                let shown = format!("{:?}", path.display().to_string());
+                let at = format!("{}.path", pending.at);
+                let id = computed_id(&bundle.dir.join(path), &shown, &at)?;
+                computed_image(&mut pod, pending, id)?;
+            }
+            bundle::Source::Uri(uri) => {
+                let shown = crate::records::uri::redact(uri);
+                match recorded.iter().find(|(recorded, _)| *recorded == shown) {
+                    Some((_, id)) => computed_image(&mut pod, pending, id.clone())?,
+                    None => unresolved.push(pending.clone()),
+                }
+            }
+        }
+    }
     let digest = store::digest(&pod, &texts);
     Ok(NewVersion {
         bundle_dir: bundle.dir.clone(),
@@ -245,7 +368,106 @@ fn new_version(
         pod_json,
         units: texts,
         digest,
+        unresolved,
+        downloaded: BTreeMap::new(),
     })
+}
+
+/// The id of the image file at `path` (`shown` names it, `at` is its field
+/// in pod.json), computed as ops_release does: read only, one image.
+fn computed_id(path: &Path, shown: &str, at: &str) -> Result<bundle::ImageId, Refusal> {
+    let identified =
+        crate::image::identify::identify(path, shown).map_err(|e| Refusal(format!("{at}: {e}")))?;
+    match identified.ids.as_slice() {
+        [one] => bundle::ImageId::parse(one).map_err(|e| Refusal(format!("{at}: {e}"))),
+        ids => Err(Refusal(format!(
+            "{at}: image {shown} holds {} images ({}): give the id of the one to run",
+            ids.len(),
+            ids.join(", ")
+        ))),
+    }
+}
+
+/// An image pod.json gives no id, with the id computed from its file (a
+/// bundle's, read in check mode too; a URI's, downloaded by a real run) or
+/// recorded for its URI: put in the pod's images and given to the units
+/// that name it. The same file gives the same id, so a rerun of a stored
+/// version is the same version.
+fn computed_image(
+    pod: &mut bundle::Pod,
+    pending: &bundle::PendingImage,
+    id: bundle::ImageId,
+) -> Result<(), Refusal> {
+    let shown = pending.source.text();
+    if let Some(other) = pod
+        .images
+        .iter()
+        .find(|i| crate::records::names::same_image(&i.id, &id))
+    {
+        return Err(Refusal(format!(
+            "{}: image {shown} is {id}, which the pod lists already as {}",
+            pending.at,
+            other.source.text()
+        )));
+    }
+    for &unit in &pending.units {
+        pod.units[unit].image = Some(id.clone());
+    }
+    pod.images.push(bundle::Image {
+        id,
+        source: pending.source.clone(),
+        signature: pending.signature.clone(),
+        computed: true,
+    });
+    Ok(())
+}
+
+/// What a real run downloads before it plans: the images of a version it
+/// would add whose ids pod.json leaves out and the store has no record of
+/// (a version stored already is refused by the plan, its content
+/// differing: nothing to download for that).
+fn must_download(store: &Store, request: &Request, new: &NewVersion) -> Result<bool, PodError> {
+    Ok(!new.unresolved.is_empty()
+        && request.state != State::Absent
+        && store
+            .read_version(&new.pod.name, &new.pod.version)?
+            .is_none())
+}
+
+/// Download (under the lock, into [`Store::downloads_dir`], which the
+/// caller removes whatever happens) the images `new` gives by URI without
+/// an id, with the `download_timeout`; compute each id from its copy. The
+/// version returned has them in its images, their copies in `downloaded`
+/// for the import, its digest over the real ids; `actions` says what was
+/// downloaded.
+fn download_unresolved(
+    store: &Store,
+    lock: &StoreLock,
+    new: &NewVersion,
+    request: &Request,
+    actions: &mut Vec<String>,
+) -> Result<NewVersion, PodError> {
+    let dir = store.stage_dir(lock, "downloads", 0o700)?;
+    let mut new = new.clone();
+    for (n, pending) in std::mem::take(&mut new.unresolved).iter().enumerate() {
+        let shown = pending.source.text();
+        let shown = crate::records::uri::redact(&shown).into_owned();
+        let at = format!("{}.uri", pending.at);
+        let location = new
+            .locate(&pending.source)
+            .map_err(|e| Refusal(format!("{at}: {e}")))?;
+        let copy = dir.join(format!("image-{n}"));
+        crate::download::fetch_into(&location, request.download_timeout, &copy)
+            .map_err(|e| Refusal(format!("{at}: {}", crate::ansible::error_chain(&e))))?;
+        let id = computed_id(&copy, &shown, &at)?;
+        actions.push(format!(
+            "download image {shown} to compute its id (pod.json gives none): {id}"
+        ));
+        computed_image(&mut new.pod, pending, id.clone())?;
+        new.downloaded.insert(id, copy);
+    }
+    new.digest = store::digest(&new.pod, &new.units);
+    Ok(new)
 }
 
 /// A version the repository cannot give that the store holds: say so,
@@ -309,11 +531,11 @@ fn incoming(request: &Request) -> Result<Option<NewVersion>, PodError> {
         }
     }
     let mut incoming = match (&request.bundle, &request.repo) {
-        (Some(path), _) => Some(load_bundle(path)?),
+        (Some(path), _) => Some(load_bundle(path, request)?),
         (None, Some(wanted)) => {
             let (bundle, origin) = crate::repository::resolve(wanted, request.download_timeout)
                 .map_err(|e| in_store_hint(e, request, wanted))?;
-            Some(new_version(bundle, Some(origin))?)
+            Some(new_version(bundle, Some(origin), BTreeMap::new(), &[])?)
         }
         (None, None) => None,
     };
@@ -490,12 +712,57 @@ fn run_locked(
     let what = format!("ops_pod {what} of pod {name}");
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
+    let new = match incoming {
+        Some(new) if must_download(store, request, new)? => new,
+        _ => return run_resolved(request, host, want_diff, store, &lock, incoming),
+    };
+    let mut downloads = Vec::new();
+    let result = download_unresolved(store, &lock, new, request, &mut downloads)
+        .map_err(Box::<Failed>::from)
+        .and_then(|new| run_resolved(request, host, want_diff, store, &lock, Some(&new)));
+    // The copies are needed until the images are imported: gone now,
+    // whatever happened (a killed run's go with the next run's sweep of
+    // staging/).
+    let result = match (result, store.unstage(&lock, &store.downloads_dir())) {
+        (Ok(report), Err(e)) => Err(Box::new(Failed {
+            error: e.into(),
+            report,
+        })),
+        (result, _) => result,
+    };
+    with_downloads(result, downloads)
+}
+
+/// The actions of the downloads made before the plan, first in the
+/// report whatever it says.
+fn with_downloads(
+    mut result: Result<Report, Box<Failed>>,
+    downloads: Vec<String>,
+) -> Result<Report, Box<Failed>> {
+    let report = match &mut result {
+        Ok(report) => report,
+        Err(failed) => &mut failed.report,
+    };
+    report.actions.splice(0..0, downloads);
+    result
+}
+
+/// Under the lock, with every image's id known: observe, plan, apply.
+fn run_resolved(
+    request: &Request,
+    host: &mut Host<'_>,
+    want_diff: bool,
+    store: &Store,
+    lock: &StoreLock,
+    incoming: Option<&NewVersion>,
+) -> Result<Report, Box<Failed>> {
+    let name = plan::pod_name(request, incoming).map_err(PodError::from)?;
     let observed = observe(store, request, &name, incoming, host)?;
     let plan = plan_checked(request, &observed, store)
         .map_err(|error| refused(error, &observed, store, request, host.systemd))?;
     let mut report = plan.report(&observed, want_diff);
     report.actions.clear();
-    let result = apply::apply(&plan, &observed, request, store, &lock, host, &mut report);
+    let result = apply::apply(&plan, &observed, request, store, lock, host, &mut report);
     // What is current is read back from the host: after a failure it is
     // not what the plan said.
     if let Ok(state) = store.read_pod(&name) {
@@ -504,9 +771,8 @@ fn run_locked(
     }
     // The port record follows the store as the run left it, rolled back
     // or not.
-    let synced = sync_port_record(store, &lock, &name, &mut report);
+    let synced = sync_port_record(store, lock, &name, &mut report);
     report.pod = pod_value(store, &request.unit_dir, &name, host.systemd);
-    drop(lock);
     match result.and(synced) {
         Ok(()) => Ok(report),
         Err(error) => Err(Box::new(Failed { error, report })),

@@ -396,12 +396,22 @@ pub(super) fn import_for(request: &Request, new: &NewVersion, wanted: &Image) ->
         new.locate(source)
             .unwrap_or_else(|_| Location::Http(source.text()))
     };
+    // An image downloaded to compute its id is imported from that copy,
+    // the bytes the id was computed from.
+    let (source, downloaded_from) = match new.downloaded.get(&wanted.id) {
+        Some(copy) => (
+            Location::Path(copy.clone()),
+            Some(crate::records::uri::redact(&wanted.source.text()).into_owned()),
+        ),
+        None => (locate(&wanted.source), None),
+    };
     Import {
         id: wanted.id.clone(),
-        source: locate(&wanted.source),
+        source,
         signature: wanted.signature.as_ref().map(locate),
         keyring: request.keyring.clone(),
         require_signature: request.require_signature,
         timeout: request.download_timeout,
+        downloaded_from,
     }
 }

@@ -91,6 +91,9 @@ struct Draft<'a> {
     files_after: Vec<Change>,
     remove: Vec<Version>,
     imports: Vec<Import>,
+    /// Images the version would add by URI without an id (shown), not
+    /// downloaded: check mode's plan only.
+    fetches: Vec<String>,
     remove_images: Vec<(ImageId, Runtime)>,
     warnings: Vec<String>,
 }
@@ -148,6 +151,7 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
         files_after: Vec::new(),
         remove: Vec::new(),
         imports: Vec::new(),
+        fetches: Vec::new(),
         remove_images: Vec::new(),
         warnings: Vec::new(),
     };
@@ -268,6 +272,14 @@ impl Draft<'_> {
         let (name, request) = (self.name, self.request);
         let before = &self.observed.state;
         match (before.versions.get(v), &self.observed.incoming) {
+            (Some(_), Some(new)) if !new.unresolved.is_empty() => Err(Refusal(format!(
+                "version {v} of pod {name} is already deployed with different content: the \
+                 bundle gives image {} by a uri without an id, and the stored version has no id \
+                 computed from that uri (the same uri would be read as the same image); \
+                 versions are immutable: give the bundle a new version, or remove version {v} \
+                 first (state: absent)",
+                crate::records::uri::redact(&new.unresolved[0].source.text())
+            ))),
             (Some(stored), Some(new)) if !same_content(&stored.record, new) => {
                 Err(Refusal(format!(
                     "version {v} of pod {name} is already deployed with different content \
@@ -326,6 +338,21 @@ impl Draft<'_> {
                 ));
             }
         }
+        for image in new
+            .pod
+            .images
+            .iter()
+            .filter(|i| i.computed && i.signature.is_none())
+        {
+            self.warnings.push(format!(
+                "image {} of pod {name} version {v}: pod.json gives no id, so ops computed {} \
+                 from the file; nothing pinned it (no id, no signature): give the id in \
+                 pod.json to deploy only that image",
+                image.source.text(),
+                image.id
+            ));
+        }
+        self.unresolved_images(v, new)?;
         let record = VersionRecord {
             format: META_FORMAT,
             sequence: observed.state.next_sequence(),
@@ -353,6 +380,38 @@ impl Draft<'_> {
             },
         );
         self.add = Some((new.clone(), record));
+        Ok(())
+    }
+
+    /// The images the version would add by URI without an id: their ids
+    /// are unknown until a real run downloads them (check mode downloads
+    /// nothing). What the import would refuse without reading the image is
+    /// refused now.
+    fn unresolved_images(&mut self, v: &Version, new: &NewVersion) -> Result<(), Refusal> {
+        let (name, request) = (self.name, self.request);
+        for pending in &new.unresolved {
+            let uri = crate::records::uri::redact(&pending.source.text()).into_owned();
+            match (&pending.signature, &request.keyring) {
+                (Some(_), None) => {
+                    return Err(Refusal(format!(
+                        "image {uri}: a signature is given but no keyring to check it with"
+                    )))
+                }
+                (None, _) if request.require_signature => {
+                    return Err(Refusal(format!(
+                        "image {uri}: require_signature is set but the image has no signature"
+                    )))
+                }
+                (None, _) => self.warnings.push(format!(
+                    "image {uri} of pod {name} version {v}: pod.json gives no id, so ops \
+                     computes it once it has downloaded the image (unknown until then: check \
+                     mode downloads nothing); nothing pins it (no id, no signature): give the \
+                     id in pod.json to deploy only that image"
+                )),
+                (Some(_), Some(_)) => {}
+            }
+            self.fetches.push(uri);
+        }
         Ok(())
     }
 
@@ -765,7 +824,9 @@ impl Draft<'_> {
     /// The steps, in the order apply takes them.
     fn into_plan(self) -> Result<Plan, Refusal> {
         let (name, before) = (self.name, &self.observed.state);
-        let mut prepare = Vec::new();
+        let mut prepare: Vec<Step> = (self.fetches.iter())
+            .map(|uri| Step::Fetch(uri.clone(), self.runtime))
+            .collect();
         if let Some((new, record)) = &self.add {
             prepare.push(Step::Stage(Box::new(new.clone()), Box::new(record.clone())));
         }

@@ -24,6 +24,11 @@ use crate::units::{self, Change, Entry};
 pub(crate) enum Step {
     /// Stage a new version whole, building its volumes in the staged copy.
     Stage(Box<NewVersion>, Box<VersionRecord>),
+    /// Download an image pod.json gives by URI (shown) without an id,
+    /// compute its id and import it. Only in a plan that is not applied
+    /// (check mode, or a real run's first look, before the lock): a real
+    /// run downloads such images under the lock before it plans again.
+    Fetch(String, Runtime),
     /// Import an image the version acted on lacks.
     Import(Box<Import>, Runtime),
     /// Commit the staged version to the store.
@@ -152,8 +157,12 @@ impl Step {
                 })
                 .collect(),
             Step::Import(import, runtime) => {
-                vec![image::import_action(&import.id, &import.source, *runtime)]
+                vec![import.action(*runtime)]
             }
+            Step::Fetch(uri, runtime) => vec![format!(
+                "download image {uri} and compute its id (pod.json gives none: unknown until \
+                 downloaded, and check mode downloads nothing), then import it into {runtime}"
+            )],
             Step::Commit(name, v) => vec![format!("add version {v} of pod {name} to the store")],
             Step::Environment {
                 version,
@@ -220,7 +229,7 @@ impl Step {
         match self {
             Step::Stage(..) => 0,
             Step::RemoveVersion(..) => 1,
-            Step::Import(..) => 2,
+            Step::Fetch(..) | Step::Import(..) => 2,
             Step::RemoveImage(..) => 3,
             Step::PortRecord(..) => 4,
             Step::UnitFiles(..) => 5,
@@ -245,6 +254,13 @@ impl Step {
                     true,
                 )]
             }
+            Step::Fetch(uri, runtime) => vec![image::diff_entry(
+                &format!("unknown until downloaded from {uri}"),
+                *runtime,
+                "named by the id",
+                false,
+                true,
+            )],
             Step::RemoveImage(id, runtime) => {
                 let location = records::location(store, *runtime, id);
                 vec![image::diff_entry(

@@ -81,12 +81,22 @@ fn write_copies(dir: &Path, files: &Files) -> Result<Vec<PathBuf>, FsError> {
 /// systemd-analyze looks for a unit's programs on the host even when
 /// RootDirectory= says they are in an image (which check mode has not even
 /// imported): that one complaint, about such units, is not a fault.
+///
+/// A unit of an image whose id is not known yet (by URI, not downloaded in
+/// check mode) runs in it too, though its drop-in cannot say where yet.
 fn only_image_programs(name: &PodName, new: &NewVersion, stderr: &str) -> bool {
+    let unresolved: Vec<usize> = new
+        .unresolved
+        .iter()
+        .flat_map(|p| p.units.clone())
+        .collect();
     let in_images: Vec<String> = new
         .pod
         .units
         .iter()
-        .filter(|u| u.image.is_some())
+        .enumerate()
+        .filter(|(i, u)| u.image.is_some() || unresolved.contains(i))
+        .map(|(_, u)| u)
         .map(|u| {
             let installed = units::installed_name(name, &new.pod.version, &u.name);
             installed
@@ -159,6 +169,8 @@ mod tests {
             start: true,
             image: None,
             instance_ports: false,
+            shipped_as: None,
+            uri: None,
         };
         let dir = Path::new("/tmp/ops-verify-AbC123");
         let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\

@@ -138,6 +138,13 @@ impl UnitName {
     pub fn is_template(&self) -> bool {
         self.0.contains("@.")
     }
+
+    /// The template a plain unit is installed as when it is given
+    /// instances: `example.service` is `example@.service`.
+    pub fn as_template(&self) -> Result<UnitName, String> {
+        let (stem, suffix) = self.0.rsplit_once('.').unwrap_or((&self.0, ""));
+        UnitName::parse(&format!("{stem}@.{suffix}"))
+    }
 }
 
 /// Check one instance name of a templated unit.

@@ -61,6 +61,16 @@ pub struct Unit {
     /// each instance's `PORT` is its name.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub instance_ports: bool,
+    /// The plain name the bundle shipped the unit file under
+    /// (`example.service`) when it gave the unit instances: ops installs it
+    /// as its template, `name` (`example@.service`), one instance each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_as: Option<UnitName>,
+    /// The `http`, `https` or `file` URI the unit file was fetched from
+    /// (seed 001: "either a path or an URI"); `file` is then the unit's
+    /// name until the version is stored, and the store's copy after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }
 
 impl Unit {
@@ -100,6 +110,11 @@ pub struct Image {
     pub id: ImageId,
     pub source: Source,
     pub signature: Option<Source>,
+    /// pod.json gave no id (seed 001 makes it optional): ops computed it
+    /// from the file when it added the version, so nothing but a signature
+    /// pinned what the bundle meant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub computed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -83,6 +83,23 @@ mod tests {
         assert!(written["pod"].get("bundle_name").is_none(), "{written}");
     }
 
+    /// Older ops held any list of numbers from 1 to 65535 as ports; this
+    /// one only numbers from 1024. A stored version keeps what it was
+    /// deployed with: the flag is recorded, not derived again.
+    #[test]
+    fn a_stored_version_keeps_its_small_instance_ports() {
+        let mut value: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/records/meta-before-ports.json"
+        ))
+        .expect("the fixture is JSON");
+        value["pod"]["units"][0]["name"] = "web@.service".into();
+        value["pod"]["units"][0]["instances"] = serde_json::json!(["80", "81"]);
+        value["pod"]["units"][0]["instance_ports"] = true.into();
+        let record: VersionRecord = serde_json::from_value(value).expect("it reads");
+        assert!(record.pod.units[0].instance_ports);
+        assert_eq!(record.pod.units[0].instances, ["80", "81"]);
+    }
+
     /// Older ops refuses fields it does not know (`deny_unknown_fields`): a
     /// version without ports is written without the field, so going back
     /// to an older ops still reads it.

@@ -21,7 +21,9 @@
 //! version never got into place. Check mode writes none.
 
 pub mod apply;
-pub mod artifact;
+/// What a file to publish is: moved to the image layer, which ops_pod
+/// uses too (an image whose pod.json gives no id).
+pub use crate::image::identify as artifact;
 pub mod instructions;
 pub mod layout;
 pub mod observe;

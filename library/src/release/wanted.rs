@@ -329,6 +329,27 @@ fn load_bundle(
             found: BTreeMap::new(),
         },
     };
+    // A release names every image by its id (ops_pod checks what it
+    // fetches against it): an image pod.json gives no id is refused here,
+    // not left out.
+    if let Some(pending) = loaded.bundle.pending.first() {
+        return Err(Refusal::new(format!(
+            "{}: {}.id: a released image needs its id (ops_pod computes it only for a bundle \
+             deployed directly); give the image's digest (sha512-<hex> or sha256:<hex>)",
+            loaded.bundle.manifest.display(),
+            pending.at
+        )));
+    }
+    // A release holds its unit files (ops_pod reads them from it).
+    if let Some(unit) = loaded.bundle.pod.units.iter().find(|u| u.uri.is_some()) {
+        return Err(Refusal::new(format!(
+            "{}: unit {} is given by URI ({}); a release holds its unit files: ship the file in \
+             the bundle and give its path",
+            loaded.bundle.manifest.display(),
+            unit.name,
+            crate::records::uri::redact(unit.uri.as_deref().unwrap_or_default())
+        )));
+    }
     let pod = &loaded.bundle.pod;
     let (name, version) = (pod.name.to_string(), pod.version.to_string());
     let claims = [

@@ -1244,3 +1244,44 @@ fn bundle_file_names_are_quoted_in_msg_and_actions() {
     assert!(!msg.contains('\u{202e}'), "{msg}");
     assert!(msg.starts_with(r#""app\u{202e}.aci": "#), "{msg}");
 }
+
+/// What ops_pod accepts from a bundle deployed directly but a release
+/// cannot hold: an image without its id, a unit file by URI (seed 001
+/// allows both). Refused, naming the entry, the repository untouched.
+#[test]
+fn an_image_without_id_or_a_unit_file_by_uri_is_refused() {
+    let f = fixture();
+    for (case, ops, expected) in [
+        (
+            "no-id",
+            json!({"name": "app", "version": 1,
+                   "systemd-units": [{"unit-file": "app.service"}],
+                   "images": [{"path": "app.aci"}]}),
+            "annotations[0].value.images[0].id: a released image needs its id",
+        ),
+        (
+            "unit-uri",
+            json!({"name": "app", "version": 1,
+                   "systemd-units": [{"unit-file": "https://user:hunter2@units.example.com/app.service"}]}),
+            "unit app.service is given by URI (https://***@units.example.com/app.service); a release holds its unit files",
+        ),
+    ] {
+        let b = f.root.join(case);
+        fs::create_dir_all(&b).unwrap();
+        fs::write(b.join("app.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+        fs::write(
+            b.join("app.aci"),
+            tar_of(&[("manifest", br#"{"acKind":"ImageManifest","name":"app"}"#.as_slice())]),
+        )
+        .unwrap();
+        let pod = json!({"acVersion": "0.8.6", "acKind": "PodManifest",
+                         "annotations": [{"name": "ops", "value": ops.to_string()}]});
+        fs::write(b.join("pod.json"), pod.to_string()).unwrap();
+        let refused = f.publish(&b, json!({}));
+        assert_eq!(refused["failed"], json!(true), "{case}: {refused}");
+        let msg = refused["msg"].as_str().unwrap();
+        assert!(msg.contains(expected), "{case}: {msg}");
+        assert!(!msg.contains("hunter2"), "{case}: {msg}");
+        assert!(!f.repo.exists(), "{case}");
+    }
+}

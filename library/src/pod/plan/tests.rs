@@ -37,12 +37,15 @@ fn pod(version: &str, image: bool, port: bool) -> Pod {
             start: true,
             image: image.then(|| id.clone()),
             instance_ports: false,
+            shipped_as: None,
+            uri: None,
         }],
         images: if image {
             vec![Image {
                 id,
                 source: Source::Path("image.tar".into()),
                 signature: None,
+                computed: false,
             }]
         } else {
             vec![]
@@ -78,6 +81,8 @@ fn new_version(pod: Pod) -> NewVersion {
         pod,
         pod_json: Vec::new(),
         units,
+        unresolved: Vec::new(),
+        downloaded: BTreeMap::new(),
     }
 }
 

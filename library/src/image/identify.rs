@@ -15,8 +15,8 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
+use super::archive;
 use crate::download::digest::{hex, HashingReader};
-use crate::image::archive;
 use crate::records::image::Format;
 
 /// The sha256 (hex) and size of a file.
