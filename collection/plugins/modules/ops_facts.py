@@ -151,7 +151,7 @@ ansible_facts:
               type: bool
               returned: always
             woken_at:
-              description: When a connection last woke the pod, in seconds since the Unix epoch; V(null) if never.
+              description: When a connection last woke the pod (a failed wake included), in seconds since the Unix epoch; V(null) if never.
               type: int
               returned: always
               sample: 1764756000

@@ -156,14 +156,19 @@ options:
         started. Without O(version), every version is removed - units,
         target, slice and store directory (and the units of an idle pod).
       - V(idle) stops the current version (O(version), when given, must be
-        it) and marks the pod idle; its ports stay held, and each TCP port of
-        the version is armed with a systemd socket unit, so that a
+        it) and marks the pod idle; its ports stay held, and each port of
+        the version (all TCP; a pod that declares none has its default ports)
+        is armed with a systemd socket unit, so that a
         connection wakes the pod - its version starts again, as V(started)
         starts it, and the pod is no longer idle. The first connection may be
         refused while the pod starts; within O(start_timeout) of it, and
         usually within the version's start time plus a second, clients are
         served. An idle pod stays idle across a reboot (armed, not started).
-        A pod whose version has no ports is refused (use V(stopped)).
+        A wake whose version does not come up leaves the pod as a failed
+        V(started) would - not idle, started at boot, its version failed,
+        C(woken_at) set; C(journalctl -u ops-<pod>-wake.service) says why.
+        Only a version deployed by an older ops that gave no default port has
+        no ports, and is refused (use V(stopped)).
         V(started) or V(restarted) un-idles it, V(stopped) disarms it and
         leaves it stopped, V(present) leaves it idle. See the README's
         "Idle and wake".
