@@ -255,7 +255,11 @@ options:
       - A port given as text of digits, as a template makes it, counts as a
         number.
       - Only for a version being added, from O(bundle) or O(repo); a stored
-        version keeps the ports it was deployed with.
+        version keeps the ports it was deployed with, and a rerun of its
+        bundle with O(ports) that change them is refused (versions are
+        immutable).
+      - An empty text is refused, not read as no override; leave the option
+        out (C(default(omit))).
     type: raw
   port_range:
     description: Where assigned ports come from, as C(LOW-HIGH).
@@ -331,9 +335,10 @@ EXAMPLES = r"""
     bundle: /srv/bundles/myapp-2
     name: "{{ item.name }}"           # POD_NAME; POD_BUNDLE is myapp
     env: "{{ item.env }}"
+    ports: "{{ item.ports | default(omit) }}"   # staging: assigned; production: http fixed
   loop:
     - {name: myapp-staging, env: {DATABASE_URL: "{{ vault_staging_db }}"}}
-    - {name: myapp-production, env: {DATABASE_URL: "{{ vault_production_db }}"}}
+    - {name: myapp-production, env: {DATABASE_URL: "{{ vault_production_db }}"}, ports: {http: 8080}}
   loop_control:
     label: "{{ item.name }}"
 
