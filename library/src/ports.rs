@@ -124,11 +124,14 @@ pub struct Holder {
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let versions: Vec<&str> = self.versions.iter().map(Version::as_str).collect();
+        // "pod a's default port", not "pod a's the default port".
+        let what = describe_kind(self.kind, self.name.as_deref(), self.instance.as_deref());
+        let what = what.strip_prefix("the ").unwrap_or(&what);
         write!(
             f,
             "pod {}'s {} in version{} {}",
             self.pod,
-            describe_kind(self.kind, self.name.as_deref(), self.instance.as_deref()),
+            what,
             if versions.len() == 1 { "" } else { "s" },
             versions.join(", ")
         )
@@ -574,6 +577,25 @@ pub fn apply_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_reads_as_the_pod_s_port() {
+        let holder = |kind, name: Option<&str>| Holder {
+            pod: PodName::parse("noports").unwrap(),
+            name: name.map(str::to_owned),
+            instance: Some("2".to_owned()),
+            kind,
+            versions: vec![Version::parse("1").unwrap()],
+        };
+        assert_eq!(
+            holder(Kind::Default, None).to_string(),
+            "pod noports's default port (instance 2) in version 1"
+        );
+        assert_eq!(
+            holder(Kind::Assigned, Some("http")).to_string(),
+            "pod noports's http (instance 2) in version 1"
+        );
+    }
 
     #[test]
     fn listening_sockets_are_read_from_the_kernel_table() {
