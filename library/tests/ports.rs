@@ -699,6 +699,16 @@ fn ports_as_comma_separated_text_are_assigned() {
          got \"\"; ports (name 3): duplicate port name \"A\" (names are compared without case: \
          PORT_A)"
     );
+    assert_eq!(
+        ops_core::bundle::parse_ports("ports", json!("web admin")).unwrap_err(),
+        "ports (name 1): expected a port name of letters, digits and '_', starting with a letter, \
+         got \"web admin\"; names are separated by commas: \"web, admin\""
+    );
+    assert_eq!(
+        ops_core::bundle::parse_ports("ports", json!(["8080"])).unwrap_err(),
+        "ports[0]: expected a port name of letters, digits and '_', starting with a letter, got \
+         \"8080\"; a fixed port needs a name: {\"http\": 8080}"
+    );
     let mut request = host.pod_request("bad", State::Started);
     request.bundle = Some(host.bundle("bad", "1", json!(1), json!("x, ")));
     let refused = host.run(&request).unwrap_err();

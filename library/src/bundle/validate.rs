@@ -865,6 +865,18 @@ fn port_entries(field: &Field<PortsWire>) -> Vec<(String, String, Option<&PortWi
     }
 }
 
+/// What a refused name in a list or text of names most likely meant: names
+/// without commas between them, or a port number without a name.
+fn name_hint(name: &str) -> &'static str {
+    if name.split_whitespace().count() > 1 {
+        "; names are separated by commas: \"web, admin\""
+    } else if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        "; a fixed port needs a name: {\"http\": 8080}"
+    } else {
+        ""
+    }
+}
+
 fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<Port> {
     // In the order given: the first one is also `PORT`.
     let mut ports: Vec<(String, Port)> = Vec::new();
@@ -872,7 +884,11 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
     for field in fields {
         let entries = port_entries(&field);
         for (entry_at, name, port) in entries {
-            if v.check(&entry_at, names::check_port_name(&name)).is_none() {
+            let checked = names::check_port_name(&name).map_err(|e| match port {
+                None => format!("{e}{}", name_hint(&name)),
+                Some(_) => e,
+            });
+            if v.check(&entry_at, checked).is_none() {
                 continue;
             }
             let fixed = match port {
