@@ -581,10 +581,12 @@ impl Draft<'_> {
     fn plan_idle(&mut self, v: &Version) -> Result<(), Refusal> {
         let (name, observed, request) = (self.name, self.observed, self.request);
         if self.after.current.as_ref() != Some(v) {
+            let current = self.after.current.as_ref();
             return Err(Refusal(format!(
                 "state: idle acts on the current version of pod {name}, and version {v} is not \
-                 (current: {}); start it first (state: started), or leave version out",
-                self.after.current.as_ref().map_or("none", |c| c.as_str())
+                 (current: {}); {}",
+                current.map_or("none", |c| c.as_str()),
+                idle_advice(request, current.is_some())
             )));
         }
         let ports: std::collections::BTreeSet<u16> = self.after.versions[v]
@@ -1122,6 +1124,20 @@ impl Plan {
             }
         }
         s
+    }
+}
+
+/// What to do when `state: idle` names a version that is not current: the
+/// version comes from `version`, or from the bundle or release given.
+fn idle_advice(request: &Request, has_current: bool) -> &'static str {
+    let from_bundle = request.bundle.is_some() || request.repo.is_some();
+    match (has_current, from_bundle) {
+        (false, _) => "start a version first (state: started)",
+        (true, true) => {
+            "start it first (state: started), or give name without bundle or repo to idle the \
+             current one"
+        }
+        (true, false) => "start it first (state: started), or leave version out",
     }
 }
 

@@ -739,6 +739,23 @@ fn idle_is_refused_without_ports_or_for_a_version_not_current() {
         "state: idle acts on the current version of pod shop, and version 2 is not (current: \
          1); start it first (state: started), or leave version out"
     );
+    // The version came from a bundle: there is no version option to leave out.
+    let r = with(State::Idle, |r| {
+        r.version = Some(v("2"));
+        r.bundle = Some(PathBuf::from("/srv/bundles/shop-2"));
+    });
+    assert_eq!(
+        refusal(&r, &host),
+        "state: idle acts on the current version of pod shop, and version 2 is not (current: \
+         1); start it first (state: started), or give name without bundle or repo to idle the \
+         current one"
+    );
+    let host = with_port(Host::new(), "2", 30000);
+    assert_eq!(
+        refusal(&r, &host),
+        "state: idle acts on the current version of pod shop, and version 2 is not (current: \
+         none); start a version first (state: started)"
+    );
 }
 
 #[test]
