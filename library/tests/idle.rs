@@ -172,6 +172,25 @@ fn a_wake_starts_the_version_and_records_when() {
 }
 
 #[test]
+fn a_wake_of_a_pod_not_deployed_says_so_and_changes_nothing() {
+    let mut host = Host::new();
+    let before = host.0.snapshot();
+    let report = host.wake();
+    assert!(!report.changed);
+    assert_eq!(
+        report.warnings,
+        [format!(
+            "pod shop is not deployed under {}",
+            host.0.root.display()
+        )]
+    );
+    assert_eq!(host.0.snapshot(), before);
+    // A deployed pod that is not idle: no warning, nothing done.
+    let mut host = deployed();
+    assert!(host.wake().warnings.is_empty());
+}
+
+#[test]
 fn started_un_idles_stopped_disarms_absent_removes_everything() {
     let mut host = deployed();
     host.idle();

@@ -243,7 +243,16 @@ impl Module for OpsPod {
 /// 0 when the pod is up, or was not idle.
 pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     close_listening_sockets();
-    let code = match wake_args(args) {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    if args.get(1).is_some_and(|a| a == "--help" || a == "-h") {
+        // The usage asked for goes to stdout (the module's one output
+        // channel, which clippy guards, is not in use here).
+        let mut out = std::io::stdout();
+        let _ =
+            std::io::Write::write_all(&mut out, format!("{WAKE_USAGE}\n{WAKE_ABOUT}\n").as_bytes());
+        std::process::exit(0)
+    }
+    let code = match wake_args(args.into_iter()) {
         Err(e) => {
             eprintln!("ops-wake: {e}");
             2
@@ -284,7 +293,10 @@ fn wake_run(root: &std::path::Path, unit_dir: &std::path::Path, name: &PodName) 
         &mut crate::image::PodmanCli,
     ) {
         Ok(report) if report.actions.is_empty() => {
-            eprintln!("ops-wake: pod {name} is not idle: nothing to do");
+            match report.warnings.first() {
+                Some(absent) => eprintln!("ops-wake: {absent}: nothing to do"),
+                None => eprintln!("ops-wake: pod {name} is not idle: nothing to do"),
+            }
             0
         }
         Ok(report) => {
@@ -300,6 +312,13 @@ fn wake_run(root: &std::path::Path, unit_dir: &std::path::Path, name: &PodName) 
         }
     }
 }
+
+const WAKE_USAGE: &str = "usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD";
+
+const WAKE_ABOUT: &str = "The waker of an idle pod (ops_pod state: idle): the unit \
+ops-<pod>-wake.service runs it when a connection comes to one of the pod's ports, and it \
+starts the pod's current version as state: started does. Read what it did with \
+journalctl -u ops-<pod>-wake.service; see the README's \"Idle and wake\".";
 
 /// `--wake --root R --unit-dir U --pod P`, in this order.
 fn wake_args(
@@ -319,7 +338,7 @@ fn wake_args(
             let name = PodName::parse(pod).map_err(|e| format!("--pod: {e}"))?;
             Ok((PathBuf::from(root), PathBuf::from(unit_dir), name))
         }
-        _ => Err("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD".to_owned()),
+        _ => Err(WAKE_USAGE.to_owned()),
     }
 }
 
@@ -541,6 +560,32 @@ fn values(report: &pod::Report) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_waker_s_arguments_or_its_usage() {
+        let args = |words: &[&str]| wake_args(words.iter().map(std::ffi::OsString::from));
+        let (root, units, pod) = args(&[
+            "ops-wake",
+            "--wake",
+            "--root",
+            "/var/lib/ops",
+            "--unit-dir",
+            "/etc/systemd/system",
+            "--pod",
+            "shop",
+        ])
+        .unwrap();
+        assert_eq!(
+            (root.to_str(), units.to_str()),
+            (Some("/var/lib/ops"), Some("/etc/systemd/system"))
+        );
+        assert_eq!(pod.as_str(), "shop");
+        assert_eq!(
+            args(&["ops-wake", "--wake", "--pod", "shop"]).unwrap_err(),
+            "usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD"
+        );
+        assert_eq!(args(&["ops-wake", "--version"]).unwrap_err(), WAKE_USAGE);
+    }
 
     #[test]
     fn every_state_choice_reads_into_the_enum() {

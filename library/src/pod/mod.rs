@@ -643,8 +643,14 @@ pub fn wake(
         .read_pod_unlocked(name)
         .map_err(PodError::from)?;
     let Some(idle) = state.idle else {
+        // Said apart from "not idle": a mistyped --pod names no pod at all.
+        let absent = state
+            .versions
+            .is_empty()
+            .then(|| format!("pod {name} is not deployed under {}", root.display()));
         return Ok(Report {
             name: Some(name.clone()),
+            warnings: absent.into_iter().collect(),
             ..Report::default()
         });
     };

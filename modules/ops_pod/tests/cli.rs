@@ -97,6 +97,19 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(usage.stdout.is_empty());
     insta::assert_snapshot!(String::from_utf8_lossy(&usage.stderr));
+    // An operator's --help gets the usage, not the module's JSON; a typo
+    // gets it as the error.
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.starts_with("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD\n")
+            && help.contains("journalctl -u ops-<pod>-wake.service"),
+        "{help}"
+    );
+    let typo = Command::new(BIN).arg("--wkae").output().unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    assert_eq!(typo.stderr, usage.stderr);
 
     let dir = std::env::temp_dir().join(format!("ops-pod-wake-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -121,7 +134,10 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     assert!(not_idle.status.success(), "{not_idle:?}");
     assert_eq!(
         String::from_utf8_lossy(&not_idle.stderr),
-        "ops-wake: pod shop is not idle: nothing to do\n"
+        format!(
+            "ops-wake: pod shop is not deployed under {}: nothing to do\n",
+            root.display()
+        )
     );
     assert!(!root.exists() && !units.exists(), "nothing was made");
     std::fs::remove_dir_all(&dir).unwrap();
