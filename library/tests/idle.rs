@@ -340,3 +340,43 @@ fn host_link(host: &Host, target: &str) -> bool {
         .symlink_metadata()
         .is_ok()
 }
+
+/// A store root or unit directory with `$` (review18 F2): systemd expanded
+/// `${X}` in the waker's `ExecStart=` arguments, so the waker looked at
+/// another root, never woke the pod and its port went dead. `state: idle`
+/// (the waker's line carries both) is refused before anything changes.
+#[test]
+fn a_path_with_a_dollar_is_refused_before_anything_changes() {
+    for (root, units) in [("ops${X}", "units"), ("ops", "units${X}")] {
+        let mut host = Host::new();
+        host.0.root = host.0.dir.path().join(root);
+        host.0.unit_dir = host.0.dir.path().join(units);
+        let mut r = host.request(State::Started);
+        r.bundle = Some(host.bundle());
+        host.run(&r, false).expect("deploys");
+        let before = host.0.snapshot();
+        let calls = host.0.systemd.calls.len();
+        let r = host.request(State::Idle);
+        let refused = host.run(&r, false).unwrap_err();
+        // The first path of the waker's line checked: its program's.
+        let (what, path) = if root.contains('$') {
+            ("waker", host.0.root.join("bin/ops-wake"))
+        } else {
+            ("unit directory", host.0.unit_dir.clone())
+        };
+        assert_eq!(
+            refused,
+            format!(
+                "{what} {path:?} cannot be written into a systemd unit: it contains '$'; \
+                 systemd unit files cannot carry whitespace, control characters, quotes, \
+                 '\\', ':' or '$' in a path"
+            )
+        );
+        assert_eq!(host.0.snapshot(), before);
+        let mutating: Vec<_> = host.0.systemd.calls[calls..]
+            .iter()
+            .filter(|c| !c.starts_with("show"))
+            .collect();
+        assert!(mutating.is_empty(), "{mutating:?}");
+    }
+}
