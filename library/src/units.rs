@@ -24,13 +24,16 @@
 //! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
 //!   so it comes back after a reboot;
 //! - while the pod is idle (its idle record, crate::records::idle), in
-//!   place of that link: a socket `ops-<pod>-wake-<port>.socket` per port
-//!   armed, each starting the waker `ops-<pod>-wake.service` (a oneshot
+//!   place of that link: a socket `ops-<pod>:wake-<port>.socket` per port
+//!   armed, each starting the waker `ops-<pod>:wake.service` (a oneshot
 //!   that runs `<root>/bin/ops-wake --wake`: ops_pod itself, which starts
 //!   the pod's version as `state: started` does), the target
-//!   `ops-<pod>-idle.target` that wants the sockets, and
-//!   `multi-user.target.wants/ops-<pod>-idle.target`, so that after a
-//!   reboot the pod is armed, not started.
+//!   `ops-<pod>:idle.target` that wants the sockets, and
+//!   `multi-user.target.wants/ops-<pod>:idle.target`, so that after a
+//!   reboot the pod is armed, not started. The `:` (which pod names
+//!   cannot contain) keeps these names apart from every other pod's:
+//!   with `-`, pod `shop`'s idle target would be pod `shop-idle`'s target,
+//!   and a boot link carries no header to tell whose it is.
 //!
 //! What ops writes reaches systemd exactly or is refused: environment
 //! values are escaped for the parser that reads them, values no variable
@@ -56,7 +59,7 @@ use crate::records::idle::IdleRecord;
 use crate::records::names::{ImageId, PodName, UnitName, Version};
 use crate::records::unit_names::split;
 pub use crate::records::unit_names::{
-    idle_prefix, idle_target_name, idle_units, installed_name, runnable, slice_name, target_name,
+    idle_target_name, idle_units, installed_name, is_idle_unit, runnable, slice_name, target_name,
     wake_socket_name, waker_name,
 };
 pub use crate::records::unit_syntax::{check_env_value, check_unit_path};
@@ -732,11 +735,13 @@ pub fn owned(pod: &PodName, unit_dir: &Path) -> Result<Files, FsError> {
 }
 
 /// Whether a name in the unit directory is of the shape of pod `pod`'s
-/// (whether ops wrote it is its header's to say): a version's unit, the
-/// pod's target or slice, or one of its idle units.
+/// (whether ops wrote it is its header's to say, which names the pod
+/// exactly): a version's unit, the pod's target or slice, or one of its
+/// idle units. The version prefix `<pod>-` also catches pod `<pod>-x`'s
+/// units; their headers name that pod, so they are never taken.
 pub fn is_pod_path(pod: &PodName, name: &str) -> bool {
     name.starts_with(&format!("{pod}-"))
-        || name.starts_with(&idle_prefix(pod))
+        || is_idle_unit(pod, name)
         || name == target_name(pod)
         || name == slice_name(pod)
 }

@@ -11,6 +11,7 @@ mod common;
 use ops_core::bundle::PodName;
 use ops_core::image::PodmanCli;
 use ops_core::pod::{self, Request, State};
+use ops_core::systemd::fake::Recording;
 use serde_json::json;
 
 const WEB: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
@@ -38,7 +39,12 @@ impl Host {
     }
 
     fn request(&self, state: State) -> Request {
-        let mut r = self.0.pod_request("shop", state);
+        self.request_for("shop", state)
+    }
+
+    /// A request about deployment `name` (of bundle shop when deployed).
+    fn request_for(&self, name: &str, state: State) -> Request {
+        let mut r = self.0.pod_request(name, state);
         r.port_range = ops_core::ports::PortRange::parse("41000-41999").unwrap();
         r
     }
@@ -84,18 +90,18 @@ fn idle_arms_the_port_and_a_rerun_changes_nothing() {
     assert_eq!(
         host.0.systemd.running(),
         [
-            "ops-shop-idle.target".to_owned(),
-            format!("ops-shop-wake-{http}.socket")
+            "ops-shop:idle.target".to_owned(),
+            format!("ops-shop:wake-{http}.socket")
         ]
     );
     let units = &host.0.unit_dir;
     assert!(units
-        .join("multi-user.target.wants/ops-shop-idle.target")
+        .join("multi-user.target.wants/ops-shop:idle.target")
         .exists());
     assert!(!units
         .join("multi-user.target.wants/ops-shop.target")
         .exists());
-    let waker = fs::read_to_string(units.join("ops-shop-wake.service")).unwrap();
+    let waker = fs::read_to_string(units.join("ops-shop:wake.service")).unwrap();
     let root = host.0.root.display();
     assert!(
         waker.contains(&format!(
@@ -139,7 +145,7 @@ fn check_mode_plans_the_idle_and_writes_nothing() {
     assert!(report.diff.iter().any(|d| d["after_header"]
         .as_str()
         .unwrap()
-        .ends_with("ops-shop-wake.service")));
+        .ends_with("ops-shop:wake.service")));
     assert_eq!(host.0.snapshot(), before);
     let mutating: Vec<_> = host.0.systemd.calls[calls..]
         .iter()
@@ -161,7 +167,7 @@ fn a_wake_starts_the_version_and_records_when() {
         host.0.systemd.running(),
         ["ops-shop.target", "shop-1-web.service"]
     );
-    assert!(!host.0.unit_dir.join("ops-shop-wake.service").exists());
+    assert!(!host.0.unit_dir.join("ops-shop:wake.service").exists());
     assert!(!host.0.root.join("pods/shop/_idle").exists());
     // Only an idle pod is woken: a second wake does nothing.
     let before = host.0.snapshot();
@@ -210,7 +216,7 @@ fn started_un_idles_stopped_disarms_absent_removes_everything() {
     assert!(stopped.changed);
     assert!(host.0.systemd.running().is_empty());
     assert_eq!(stopped.pod["idle"], false);
-    assert!(!host.0.unit_dir.join("ops-shop-idle.target").exists());
+    assert!(!host.0.unit_dir.join("ops-shop:idle.target").exists());
     assert!(!host.run(&r, false).unwrap().changed);
 
     host.idle();
@@ -256,4 +262,140 @@ fn a_pod_without_ports_is_not_idled() {
         "pod shop has no ports to be woken by; use state: stopped"
     );
     assert_eq!(host.0.snapshot(), before);
+}
+
+/// Deployment `name` of bundle shop, `state` (started or idle), run; its
+/// report.
+fn run_as(host: &mut Host, name: &str, state: State) -> pod::Report {
+    let mut r = host.request_for(name, state);
+    if state == State::Started {
+        r.bundle = Some(host.bundle());
+    }
+    host.run(&r, false).expect("runs")
+}
+
+/// Everything of deployment `shop-idle` in the store and the unit
+/// directory (its slice escapes `-`).
+fn of_shop_idle(host: &Host) -> Vec<(PathBuf, common::Entry)> {
+    host.0
+        .snapshot()
+        .into_iter()
+        .filter(|(p, _)| {
+            let s = p.to_string_lossy();
+            s.contains("shop-idle") || s.contains("shop\\x2didle")
+        })
+        .collect()
+}
+
+/// Two deployments `shop` and `shop-idle` (review18 F1): `shop`'s idle
+/// units and boot link once had the names of `shop-idle`'s target and boot
+/// link, and every run on `shop` removed `shop-idle`'s boot link. Now
+/// runs on `shop` (rerun, idle, started) never touch `shop-idle`, and
+/// reruns of either change nothing.
+#[test]
+fn runs_on_shop_never_touch_deployment_shop_idle() {
+    let mut host = Host::new();
+    host.0.systemd = Recording {
+        unit_dir: Some(host.0.unit_dir.clone()),
+        ..Recording::default()
+    };
+    run_as(&mut host, "shop-idle", State::Started);
+    run_as(&mut host, "shop", State::Started);
+    let link = |t: &str| host_link(&host, t);
+    assert!(link("ops-shop-idle.target") && link("ops-shop.target"));
+    let theirs = of_shop_idle(&host);
+    assert!(theirs.len() > 5, "{theirs:?}");
+    let web = "shop-idle-1-web.service".to_owned();
+    for state in [State::Started, State::Idle, State::Idle, State::Started] {
+        let calls = host.0.systemd.calls.len();
+        let report = run_as(&mut host, "shop", state);
+        assert_eq!(of_shop_idle(&host), theirs, "{:?}", report.actions);
+        let touched: Vec<_> = host.0.systemd.calls[calls..]
+            .iter()
+            .filter(|c| c.contains("shop-idle") || c.contains("shop\\x2didle"))
+            .collect();
+        assert!(touched.is_empty(), "{touched:?}");
+        assert!(host.0.systemd.running().contains(&web));
+        assert!(!run_as(&mut host, "shop", state).changed, "{state:?}");
+        assert!(!run_as(&mut host, "shop-idle", State::Started).changed);
+        if state == State::Idle {
+            assert!(host_link(&host, "ops-shop:idle.target"));
+            assert!(!host_link(&host, "ops-shop.target"));
+        }
+    }
+    assert!(host_link(&host, "ops-shop.target"));
+    assert!(!host_link(&host, "ops-shop:idle.target"));
+}
+
+/// The other way round: deployment `shop-idle` deployed while `shop` is
+/// idle is no longer refused over `shop`'s idle target, and leaves `shop`
+/// idle and armed.
+#[test]
+fn shop_idle_deploys_beside_an_idle_shop() {
+    let mut host = deployed();
+    host.idle();
+    let armed = host.0.snapshot();
+    let report = run_as(&mut host, "shop-idle", State::Started);
+    assert!(report.changed);
+    let after: std::collections::BTreeMap<_, _> = host
+        .0
+        .snapshot()
+        .into_iter()
+        .filter(|(p, _)| armed.contains_key(p))
+        .collect();
+    assert_eq!(after, armed);
+    let target = fs::read_to_string(host.0.unit_dir.join("ops-shop:idle.target")).unwrap();
+    assert!(target.contains("(pod shop)"), "{target}");
+    assert!(host_link(&host, "ops-shop-idle.target"));
+    assert!(!host.idle().changed);
+    assert!(!run_as(&mut host, "shop-idle", State::Started).changed);
+}
+
+fn host_link(host: &Host, target: &str) -> bool {
+    host.0
+        .unit_dir
+        .join("multi-user.target.wants")
+        .join(target)
+        .symlink_metadata()
+        .is_ok()
+}
+
+/// A store root or unit directory with `$` (review18 F2): systemd expanded
+/// `${X}` in the waker's `ExecStart=` arguments, so the waker looked at
+/// another root, never woke the pod and its port went dead. `state: idle`
+/// (the waker's line carries both) is refused before anything changes.
+#[test]
+fn a_path_with_a_dollar_is_refused_before_anything_changes() {
+    for (root, units) in [("ops${X}", "units"), ("ops", "units${X}")] {
+        let mut host = Host::new();
+        host.0.root = host.0.dir.path().join(root);
+        host.0.unit_dir = host.0.dir.path().join(units);
+        let mut r = host.request(State::Started);
+        r.bundle = Some(host.bundle());
+        host.run(&r, false).expect("deploys");
+        let before = host.0.snapshot();
+        let calls = host.0.systemd.calls.len();
+        let r = host.request(State::Idle);
+        let refused = host.run(&r, false).unwrap_err();
+        // The first path of the waker's line checked: its program's.
+        let (what, path) = if root.contains('$') {
+            ("waker", host.0.root.join("bin/ops-wake"))
+        } else {
+            ("unit directory", host.0.unit_dir.clone())
+        };
+        assert_eq!(
+            refused,
+            format!(
+                "{what} {path:?} cannot be written into a systemd unit: it contains '$'; \
+                 systemd unit files cannot carry whitespace, control characters, quotes, \
+                 '\\', ':' or '$' in a path"
+            )
+        );
+        assert_eq!(host.0.snapshot(), before);
+        let mutating: Vec<_> = host.0.systemd.calls[calls..]
+            .iter()
+            .filter(|c| !c.starts_with("show"))
+            .collect();
+        assert!(mutating.is_empty(), "{mutating:?}");
+    }
 }

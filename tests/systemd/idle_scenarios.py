@@ -106,7 +106,7 @@ def armed(port, result=None):
     """Idle as it should be: the version stopped, the socket listening, the
     port still the pod's in the facts."""
     expect(active(UNIT) in ("inactive", "unknown"), f"{UNIT} is {active(UNIT)}", result)
-    expect(active(f"ops-shop-wake-{port}.socket") == "active", "the socket is armed", result)
+    expect(active(f"ops-shop:wake-{port}.socket") == "active", "the socket is armed", result)
     expect(active("ops-shop.target") in ("inactive", "unknown"), "the pod target is stopped")
     f = facts()
     pod = f["pods"]["shop"]
@@ -166,8 +166,8 @@ def idle_and_wake():
     pod = facts()["pods"]["shop"]
     expect(pod["idle"] is False and pod["started"] is True, "facts: woken, started", pod)
     expect(isinstance(pod["woken_at"], int), "facts: woken_at", pod)
-    expect(active("ops-shop-wake.service") in ("inactive", "unknown"), "the waker ended")
-    expect(not (UNIT_DIR / f"ops-shop-wake-{port}.socket").exists(), "the idle units are gone")
+    expect(active("ops-shop:wake.service") in ("inactive", "unknown"), "the waker ended")
+    expect(not (UNIT_DIR / f"ops-shop:wake-{port}.socket").exists(), "the idle units are gone")
     ok(ops_pod(name="shop"), False)
 
     ok(ops_pod(name="shop", state="idle"), True)
@@ -189,7 +189,7 @@ def idle_and_wake():
     default = [p["port"] for p in plain["ports"] if p["kind"] == "default"]
     expect(len(default) == 1, "a pod that declares no port has a default one", plain)
     ok(ops_pod(name="plain", state="idle"), True)
-    expect(active(f"ops-plain-wake-{default[0]}.socket") == "active", "its default port is armed")
+    expect(active(f"ops-plain:wake-{default[0]}.socket") == "active", "its default port is armed")
     expect(listening(default[0]), f"port {default[0]} listens")
     ok(ops_pod(name="plain", state="absent"), True)
     expect(not listening(default[0]), f"nothing listens on {default[0]} once plain is gone")

@@ -166,7 +166,7 @@ options:
         served. An idle pod stays idle across a reboot (armed, not started).
         A wake whose version does not come up leaves the pod as a failed
         V(started) would - not idle, started at boot, its version failed,
-        C(woken_at) set; C(journalctl -u ops-<pod>-wake.service) says why.
+        C(woken_at) set; C(journalctl -u ops-<pod>:wake.service) says why.
         Only a version deployed by an older ops that gave no default port has
         no ports, and is refused (use V(stopped)).
         V(started) or V(restarted) un-idles it, V(stopped) disarms it and

@@ -238,7 +238,7 @@ impl Module for OpsPod {
 }
 
 /// The waker of an idle pod: `ops-wake --wake --root R --unit-dir U --pod P`
-/// (the unit `ops-<pod>-wake.service` that the pod's sockets start runs
+/// (the unit `ops-<pod>:wake.service` that the pod's sockets start runs
 /// this program so). It says what it did on stderr (the journal) and exits
 /// 0 when the pod is up, or was not idle.
 pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {

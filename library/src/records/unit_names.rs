@@ -41,9 +41,11 @@ pub fn target_name(pod: &PodName) -> String {
 }
 
 /// What an idle pod's units start with (see crate::units): its idle
-/// target, its sockets and its waker.
+/// target, its sockets and its waker. Pod names cannot contain `:`
+/// (systemd allows it in unit names), so no other pod's unit starts so:
+/// with `-`, pod `shop`'s idle target would be pod `shop-idle`'s target.
 pub fn idle_prefix(pod: &PodName) -> String {
-    format!("ops-{pod}-")
+    format!("ops-{pod}:")
 }
 
 /// The target that arms an idle pod's ports, enabled instead of the pod's
@@ -60,6 +62,19 @@ pub fn waker_name(pod: &PodName) -> String {
 /// The socket that listens on one port of an idle pod.
 pub fn wake_socket_name(pod: &PodName, port: u16) -> String {
     format!("{}wake-{port}.socket", idle_prefix(pod))
+}
+
+/// Whether `name` is exactly one of pod `pod`'s idle units (its idle
+/// target, its waker, or its socket for some port), never another pod's.
+pub fn is_idle_unit(pod: &PodName, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(&idle_prefix(pod)) else {
+        return false;
+    };
+    let socket_port = rest
+        .strip_prefix("wake-")
+        .and_then(|r| r.strip_suffix(".socket"))
+        .and_then(|p| p.parse::<u16>().ok().filter(|n| n.to_string() == p));
+    rest == "idle.target" || rest == "wake.service" || socket_port.is_some()
 }
 
 /// An idle pod's units: its idle target, a socket per port, its waker.
@@ -87,4 +102,41 @@ pub fn version_units(pod: &Pod) -> (Vec<String>, Vec<String>) {
         all.extend(names);
     }
     (all, start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pod `shop`'s idle units are told from every other pod's exactly
+    /// (review18 F1: `ops-shop-idle.target` is pod `shop-idle`'s target).
+    #[test]
+    fn idle_units_are_the_pods_own_exactly() {
+        let shop = PodName::parse("shop").unwrap();
+        let shop_idle = PodName::parse("shop-idle").unwrap();
+        assert_eq!(
+            idle_units(&shop, &[8080]),
+            [
+                "ops-shop:idle.target",
+                "ops-shop:wake-8080.socket",
+                "ops-shop:wake.service"
+            ]
+        );
+        assert_ne!(idle_target_name(&shop), target_name(&shop_idle));
+        for name in idle_units(&shop, &[1, 65535]) {
+            assert!(is_idle_unit(&shop, &name), "{name}");
+            assert!(!is_idle_unit(&shop_idle, &name), "{name}");
+        }
+        for other in [
+            "ops-shop-idle.target",
+            "ops-shop-wake.service",
+            "ops-shop:idle.target.d",
+            "ops-shop:wake-08080.socket",
+            "ops-shop:wake-65536.socket",
+            "ops-shop:wake-.socket",
+            "ops-shop-idle:idle.target",
+        ] {
+            assert!(!is_idle_unit(&shop, other), "{other}");
+        }
+    }
 }

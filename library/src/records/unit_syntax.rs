@@ -29,14 +29,19 @@ pub fn check_env_value(name: &str, value: &str) -> Result<(), String> {
 /// and reach systemd exactly. Those settings split at whitespace (and
 /// `BindPaths=` at `:`) and treat quotes and backslashes each their own
 /// way, and systemd ends lines at control characters, so a path with any
-/// of these is refused; `%` is written `%%` (see `crate::units`).
+/// of these is refused; `%` is written `%%` (see `crate::units`). `$` is
+/// refused too: the waker's `ExecStart=` carries the store's root and the
+/// unit directory, and systemd expands `${X}` in its arguments (review18
+/// F2) but not in the program's path, so no one escape (`$$`) fits both.
 pub fn check_unit_path(path: &str) -> Result<(), String> {
     match path.chars().find(|c| {
-        c.is_ascii_control() || c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '\\' | ':')
+        c.is_ascii_control()
+            || c.is_ascii_whitespace()
+            || matches!(c, '"' | '\'' | '\\' | ':' | '$')
     }) {
         Some(c) => Err(format!(
             "it contains {c:?}; systemd unit files cannot carry whitespace, control characters, \
-             quotes, '\\' or ':' in a path"
+             quotes, '\\', ':' or '$' in a path"
         )),
         None => Ok(()),
     }

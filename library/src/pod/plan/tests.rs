@@ -604,8 +604,8 @@ fn idled(mut host: Host, version: &str, port: u16) -> Host {
         min_up_time: 1,
     });
     for unit in [
-        "ops-shop-idle.target".to_owned(),
-        format!("ops-shop-wake-{port}.socket"),
+        "ops-shop:idle.target".to_owned(),
+        format!("ops-shop:wake-{port}.socket"),
     ] {
         host.0.status.insert(unit.clone(), active(&unit));
     }
@@ -622,13 +622,13 @@ fn idle_stops_the_version_marks_the_pod_and_arms_its_ports() {
             "stop ops-shop.target shop-1-web.service",
             "install the waker of idle pods, /var/lib/ops/bin/ops-wake (a copy of this ops_pod)",
             "mark pod shop idle (version 1, woken by a connection to its ports)",
-            "install multi-user.target.wants/ops-shop-idle.target",
-            "install ops-shop-idle.target",
-            "install ops-shop-wake-30000.socket",
-            "install ops-shop-wake.service",
+            "install multi-user.target.wants/ops-shop:idle.target",
+            "install ops-shop:idle.target",
+            "install ops-shop:wake-30000.socket",
+            "install ops-shop:wake.service",
             "remove multi-user.target.wants/ops-shop.target",
             "daemon-reload",
-            "start ops-shop-idle.target ops-shop-wake-30000.socket (a connection to port 30000 \
+            "start ops-shop:idle.target ops-shop:wake-30000.socket (a connection to port 30000 \
              wakes the pod)",
         ]
     );
@@ -645,27 +645,27 @@ fn idle_units_say_what_they_do() {
     let host = idled(with_port(Host::new(), "1", 30000).current("1"), "1", 30000);
     let text = |p: &str| host.0.files[Path::new(p)].text();
     assert_eq!(
-        text("ops-shop-wake-30000.socket"),
+        text("ops-shop:wake-30000.socket"),
         "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop \
-         idle: wake on port 30000\nPartOf=ops-shop-idle.target\n\n[Socket]\nListenStream=30000\n\
-         Service=ops-shop-wake.service\n"
+         idle: wake on port 30000\nPartOf=ops-shop:idle.target\n\n[Socket]\nListenStream=30000\n\
+         Service=ops-shop:wake.service\n"
     );
     assert_eq!(
-        text("ops-shop-wake.service"),
+        text("ops-shop:wake.service"),
         "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop: \
          wake it (a connection came to an idle port)\n\n[Service]\nType=oneshot\n\
          ExecStart=/var/lib/ops/bin/ops-wake --wake --root /var/lib/ops --unit-dir \
          /etc/systemd/system --pod shop\nTimeoutStartSec=361\n"
     );
     assert_eq!(
-        text("ops-shop-idle.target"),
+        text("ops-shop:idle.target"),
         "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\nDescription=ops pod shop \
-         idle: a connection wakes version 1\nWants=ops-shop-wake-30000.socket\n\n[Install]\n\
+         idle: a connection wakes version 1\nWants=ops-shop:wake-30000.socket\n\n[Install]\n\
          WantedBy=multi-user.target\n"
     );
     assert_eq!(
-        text("multi-user.target.wants/ops-shop-idle.target"),
-        "symlink to /etc/systemd/system/ops-shop-idle.target\n"
+        text("multi-user.target.wants/ops-shop:idle.target"),
+        "symlink to /etc/systemd/system/ops-shop:idle.target\n"
     );
 }
 
@@ -674,13 +674,13 @@ fn started_and_a_wake_disarm_first_then_start_the_version() {
     let host = idled(with_port(Host::new(), "1", 30000).current("1"), "1", 30000);
     let expected = |mark: &str| {
         vec![
-            "stop ops-shop-idle.target ops-shop-wake-30000.socket".to_owned(),
+            "stop ops-shop:idle.target ops-shop:wake-30000.socket".to_owned(),
             mark.to_owned(),
             "install multi-user.target.wants/ops-shop.target".to_owned(),
-            "remove multi-user.target.wants/ops-shop-idle.target".to_owned(),
-            "remove ops-shop-idle.target".to_owned(),
-            "remove ops-shop-wake-30000.socket".to_owned(),
-            "remove ops-shop-wake.service".to_owned(),
+            "remove multi-user.target.wants/ops-shop:idle.target".to_owned(),
+            "remove ops-shop:idle.target".to_owned(),
+            "remove ops-shop:wake-30000.socket".to_owned(),
+            "remove ops-shop:wake.service".to_owned(),
             "daemon-reload".to_owned(),
             "start shop-1-web.service and wait until it is up".to_owned(),
             "start ops-shop.target".to_owned(),
@@ -708,21 +708,21 @@ fn stopped_disarms_and_absent_removes_the_idle_units() {
     assert_eq!(
         actions(&request(State::Stopped), &host),
         [
-            "stop ops-shop-idle.target ops-shop-wake-30000.socket",
+            "stop ops-shop:idle.target ops-shop:wake-30000.socket",
             "clear the idle mark of pod shop",
-            "remove multi-user.target.wants/ops-shop-idle.target",
-            "remove ops-shop-idle.target",
-            "remove ops-shop-wake-30000.socket",
-            "remove ops-shop-wake.service",
+            "remove multi-user.target.wants/ops-shop:idle.target",
+            "remove ops-shop:idle.target",
+            "remove ops-shop:wake-30000.socket",
+            "remove ops-shop:wake.service",
             "daemon-reload",
         ]
     );
     let absent = actions(&request(State::Absent), &host);
     assert_eq!(
         absent[0],
-        "stop ops-shop-idle.target ops-shop-wake-30000.socket"
+        "stop ops-shop:idle.target ops-shop:wake-30000.socket"
     );
-    assert!(absent.contains(&"remove ops-shop-wake.service".to_owned()));
+    assert!(absent.contains(&"remove ops-shop:wake.service".to_owned()));
 }
 
 #[test]
