@@ -316,9 +316,9 @@ fn wake_run(root: &std::path::Path, unit_dir: &std::path::Path, name: &PodName) 
 const WAKE_USAGE: &str = "usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD";
 
 const WAKE_ABOUT: &str = "The waker of an idle pod (ops_pod state: idle): the unit \
-ops-<pod>-wake.service runs it when a connection comes to one of the pod's ports, and it \
+ops-<pod>:wake.service runs it when a connection comes to one of the pod's ports, and it \
 starts the pod's current version as state: started does. Read what it did with \
-journalctl -u ops-<pod>-wake.service; see the README's \"Idle and wake\".";
+journalctl -u ops-<pod>:wake.service; see the README's \"Idle and wake\".";
 
 /// `--wake --root R --unit-dir U --pod P`, in this order.
 fn wake_args(

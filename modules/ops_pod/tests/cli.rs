@@ -104,7 +104,7 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     assert!(
         help.starts_with("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD\n")
-            && help.contains("journalctl -u ops-<pod>-wake.service"),
+            && help.contains("journalctl -u ops-<pod>:wake.service"),
         "{help}"
     );
     let typo = Command::new(BIN).arg("--wkae").output().unwrap();
