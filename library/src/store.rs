@@ -469,12 +469,24 @@ impl Store {
     /// unless it is there already, byte for byte; whether it was copied.
     pub fn install_waker(&self, _lock: &StoreLock, program: &Path) -> Result<bool, FsError> {
         let path = self.waker_path();
-        if same_file_content(program, &path) {
+        if self.waker_in_place(program) {
             return Ok(false);
         }
         atomic::create_dir_all(&self.root.join("bin"), 0o755)?;
         atomic::copy_file(program, &path, 0o755)?;
         Ok(true)
+    }
+
+    /// Whether [`Store::waker_path`] is `program`'s copy as ops installs
+    /// it: a regular file (a link is not followed: root runs it), owned
+    /// by this user, mode 0755, byte for byte the same.
+    pub fn waker_in_place(&self, program: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.waker_path();
+        let ours = fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_file() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o7777 == 0o755
+        });
+        ours && same_file_content(program, &path)
     }
 
     /// One version with its unit files, when the store holds it.
@@ -719,10 +731,16 @@ fn write_record<T: serde::Serialize>(path: &Path, record: Option<&T>) -> Result<
     }
 }
 
-/// Whether two files hold the same bytes (false when either is missing).
+/// Whether two files hold the same bytes (false when either is missing,
+/// or `b` is a symlink: it is not followed).
 pub fn same_file_content(a: &Path, b: &Path) -> bool {
     use std::io::Read;
-    let (Ok(fa), Ok(fb)) = (fs::File::open(a), fs::File::open(b)) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    let no_follow = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(b);
+    let (Ok(fa), Ok(fb)) = (fs::File::open(a), no_follow) else {
         return false;
     };
     let same_len = match (fa.metadata(), fb.metadata()) {

@@ -107,6 +107,17 @@ pub enum UnitsError {
         path.display()
     )]
     Foreign { path: PathBuf, pod: PodName },
+    #[error(
+        "{} is pod {owner}'s: pod {pod} would install a unit of the same name (units are named \
+         <pod>-<version>-<unit>, and these two pods' names and versions give the same); deploy \
+         under another name or version",
+        path.display()
+    )]
+    OtherPods {
+        path: PathBuf,
+        pod: PodName,
+        owner: String,
+    },
     #[error("installed unit name {name:?} is longer than systemd's 255 characters; shorten the pod name, version or unit name")]
     TooLong { name: String },
     #[error("{what} {path:?} cannot be written into a systemd unit: {reason}")]
@@ -123,6 +134,16 @@ fn pod_header(pod: &PodName) -> String {
 
 fn version_header(pod: &PodName, version: &Version) -> String {
     format!("# Managed by ops (pod {pod}, version {version}): edits are overwritten; change the bundle instead.\n")
+}
+
+/// The pod a file's text says ops wrote it for, if any.
+pub fn owner(text: &str) -> Option<&str> {
+    let rest = text
+        .lines()
+        .next()?
+        .strip_prefix("# Managed by ops (pod ")?;
+    let end = rest.find([')', ','])?;
+    Some(&rest[..end])
 }
 
 /// Whether a file's text is one ops wrote for `pod`.

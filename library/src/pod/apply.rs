@@ -96,6 +96,8 @@ struct Run<'a> {
     existed: Vec<(PathBuf, bool)>,
     /// The new version's staged directory.
     staged: Option<PathBuf>,
+    /// Whether the waker of idle pods was installed before the run.
+    waker_existed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -162,7 +164,7 @@ impl<'a> Run<'a> {
                 self.write_files(changes)
             }
             Step::Pointers { .. } => self.pointers(step),
-            Step::Start { .. } | Step::StartTarget(_) | Step::Arm(..) => self.start(step),
+            Step::Start { .. } | Step::StartTarget(_) | Step::Arm { .. } => self.start(step),
             Step::InstallWaker(_) => {
                 self.begin(step);
                 if store.install_waker(lock, Path::new(super::observe::SELF))? {
@@ -248,9 +250,8 @@ impl<'a> Run<'a> {
             }
             Step::Start { all, .. } => self.undo_start(all)?,
             Step::StartTarget(target) => self.undo_start(std::slice::from_ref(target))?,
-            Step::Arm(units, _) => self.undo_start(units)?,
-            // Other idle pods may use it; a later run overwrites it.
-            Step::InstallWaker(_) => {}
+            Step::Arm { units, .. } => self.undo_start(units)?,
+            Step::InstallWaker(path) => self.undo_install_waker(path, done)?,
             Step::Idle {
                 before,
                 woken,
@@ -392,8 +393,17 @@ impl<'a> Run<'a> {
                 self.done(step.to_string());
                 return Ok(());
             }
-            Step::Arm(units, _) => {
-                self.systemd.start(units, self.request.start_timeout)?;
+            Step::Arm { units, restart, .. } => {
+                // A waker that failed (its start limit hit) would fail the
+                // sockets again at the next connection: forget it first.
+                let mut failed = units.clone();
+                failed.push(units::waker_name(&self.plan.name));
+                self.systemd.reset_failed(&failed);
+                if *restart {
+                    self.systemd.restart(units, self.request.start_timeout)?;
+                } else {
+                    self.systemd.start(units, self.request.start_timeout)?;
+                }
                 self.done(step.to_string());
                 return Ok(());
             }
@@ -433,6 +443,16 @@ impl<'a> Run<'a> {
             msg.push_str(&line);
         }
         Err(PodError::NotUp(msg))
+    }
+
+    /// A waker that was there may be other idle pods' (a later run
+    /// overwrites it); one this run installed is no one's.
+    fn undo_install_waker(&mut self, path: &Path, done: &Done<'a>) -> Result<(), PodError> {
+        if !self.waker_existed && !done.actions.is_empty() {
+            crate::atomic::remove_file(path)?;
+            self.undid(format!("remove the waker {}", path.display()));
+        }
+        Ok(())
     }
 
     fn undo_start(&mut self, units: &[String]) -> Result<(), PodError> {
@@ -697,6 +717,7 @@ fn existing(plan: &Plan, request: &Request, store: &Store) -> Vec<(PathBuf, bool
         store.images_root(),
         store.pods_dir(),
         store.pod_dir(&plan.name),
+        store.root().join("bin"),
         request.unit_dir.clone(),
         request.unit_dir.join("multi-user.target.wants"),
     ]
@@ -731,6 +752,7 @@ pub(super) fn apply(
         undone: Vec::new(),
         existed: existing(plan, request, store),
         staged: None,
+        waker_existed: store.waker_path().symlink_metadata().is_ok(),
     };
     if let Err(cause) = run.prepare(&plan.prepare) {
         return Err(run.fail(cause, Ending::Undo));
@@ -738,6 +760,8 @@ pub(super) fn apply(
     for step in &plan.start {
         if let Err(cause) = run.step(step) {
             let ending = match (plan.switch, request.rollback) {
+                // Arming in the start: the pod was becoming idle.
+                _ if matches!(step, Step::Arm { .. }) => Ending::Undo,
                 (true, true) => Ending::Undo,
                 (true, false) => Ending::RollbackOff,
                 (false, _) => Ending::AlreadyCurrent,

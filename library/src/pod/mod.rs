@@ -644,13 +644,16 @@ pub fn wake(
         .map_err(PodError::from)?;
     let Some(idle) = state.idle else {
         // Said apart from "not idle": a mistyped --pod names no pod at all.
-        let absent = state
-            .versions
-            .is_empty()
-            .then(|| format!("pod {name} is not deployed under {}", root.display()));
+        let warning = match state.versions.is_empty() {
+            true => Some(format!(
+                "pod {name} is not deployed under {}",
+                root.display()
+            )),
+            false => disarm_stale(root, name, systemd)?,
+        };
         return Ok(Report {
             name: Some(name.clone()),
-            warnings: absent.into_iter().collect(),
+            warnings: warning.into_iter().collect(),
             ..Report::default()
         });
     };
@@ -678,6 +681,40 @@ pub fn wake(
         wake: true,
     };
     run(&request, systemd, podman, false, false)
+}
+
+/// A connection woke a pod that is not idle: its sockets were left
+/// listening (a crash between the steps of a run, a record removed by
+/// hand). Left so, each connection would start the waker again, and
+/// systemd's start limit would fail the sockets: they are stopped (the
+/// next run of ops_pod removes their files).
+fn disarm_stale(
+    root: &Path,
+    name: &PodName,
+    systemd: &mut dyn Systemd,
+) -> Result<Option<String>, PodError> {
+    // Under the lock, and idle still not recorded: a run making the pod
+    // idle now must find its sockets as it left them.
+    let _lock = StoreLock::acquire(root, Duration::from_secs(300), "waking an idle pod")?;
+    if Store::new(root).read_pod_unlocked(name)?.idle.is_some() {
+        return Ok(None);
+    }
+    let patterns = [
+        units::idle_target_name(name),
+        units::wake_socket_name(name, 0).replace("-0.socket", "-*"),
+    ];
+    let listening: Vec<String> = (systemd.list(&patterns)?.into_iter())
+        .filter(|s| units::is_idle_unit(name, &s.unit) && s.needs_stopping())
+        .map(|s| s.unit)
+        .collect();
+    if listening.is_empty() {
+        return Ok(None);
+    }
+    crate::systemd::stop_units(systemd, &listening)?;
+    Ok(Some(format!(
+        "pod {name} is not idle: stopped what still listened for it ({})",
+        listening.join(", ")
+    )))
 }
 
 /// A refusal of the plan, with the pod as it is (nothing was changed): the

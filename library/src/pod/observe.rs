@@ -46,6 +46,8 @@ pub(crate) struct Observed {
     /// Paths of the pod's shape in the unit directory that exist, whoever
     /// made them: the plan does not install over one that is not ops's.
     pub unit_paths: BTreeSet<PathBuf>,
+    /// Of those, the ones another pod's header names, and that pod.
+    pub unit_owners: BTreeMap<PathBuf, String>,
     /// Whether the version acted on has each of its images in its runtime.
     pub present: HashMap<ImageId, Result<bool, Refusal>>,
     /// Whether ops has a record of each image of each stored version, in
@@ -79,6 +81,7 @@ impl Observed {
             listening: BTreeSet::new(),
             port_records: Ok(BTreeMap::new()),
             unit_paths: BTreeSet::new(),
+            unit_owners: BTreeMap::new(),
             present: HashMap::new(),
             recorded: HashMap::new(),
             import_refused: HashMap::new(),
@@ -107,6 +110,7 @@ pub(crate) fn observe(
     let started = files.contains_key(&units::boot_links(name)[0]);
     let status = unit_status(name, &state, &files, host.systemd)?;
     let others = other_pods(store, name).map_err(|e| refusal(&e));
+    let unit_paths = unit_paths(name, &request.unit_dir);
     let mut observed = Observed {
         incoming: incoming.cloned(),
         state,
@@ -116,10 +120,10 @@ pub(crate) fn observe(
         others,
         listening: crate::ports::listening(),
         port_records: crate::ports::read_index(store).map_err(|e| refusal(&e)),
-        unit_paths: unit_paths(name, &request.unit_dir),
+        unit_owners: unit_owners(name, &request.unit_dir, &unit_paths),
+        unit_paths,
         now: crate::clock::now(),
-        waker_installed: request.state == State::Idle
-            && crate::store::same_file_content(Path::new(SELF), &store.waker_path()),
+        waker_installed: request.state == State::Idle && store.waker_in_place(Path::new(SELF)),
         ..Observed::new(name.clone())
     };
     observe_images(store, request, host.podman, &mut observed);
@@ -203,6 +207,33 @@ fn unit_paths(name: &PodName, unit_dir: &Path) -> BTreeSet<PathBuf> {
         }
     }
     out
+}
+
+/// The files of [`unit_paths`] that ops wrote for another pod, and which.
+fn unit_owners(
+    name: &PodName,
+    unit_dir: &Path,
+    paths: &BTreeSet<PathBuf>,
+) -> BTreeMap<PathBuf, String> {
+    let head = |path: &Path| -> Option<String> {
+        use std::io::Read;
+        if !std::fs::symlink_metadata(path).ok()?.is_file() {
+            return None;
+        }
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .ok()?
+            .take(512)
+            .read_to_end(&mut text)
+            .ok()?;
+        let text = String::from_utf8_lossy(&text);
+        units::owner(&text)
+            .filter(|o| *o != name.as_str())
+            .map(str::to_owned)
+    };
+    (paths.iter())
+        .filter_map(|p| head(&unit_dir.join(p)).map(|owner| (p.clone(), owner)))
+        .collect()
 }
 
 /// Which images are where: the acted-on version's in its runtime, and the

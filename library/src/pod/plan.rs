@@ -9,7 +9,7 @@
 //! written. Planning is pure: it reads only the request and the
 //! [`Observed`] host (no file, no process, no clock).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -775,9 +775,14 @@ impl Draft<'_> {
                 && change.after.is_some()
                 && observed.unit_paths.contains(&change.path)
             {
-                return Err(refusal(&units::UnitsError::Foreign {
-                    path: unit_dir.join(&change.path),
-                    pod: name.clone(),
+                let (path, pod) = (unit_dir.join(&change.path), name.clone());
+                return Err(refusal(&match observed.unit_owners.get(&change.path) {
+                    Some(owner) => units::UnitsError::OtherPods {
+                        path,
+                        pod,
+                        owner: owner.clone(),
+                    },
+                    None => units::UnitsError::Foreign { path, pod },
                 }));
             }
         }
@@ -885,6 +890,9 @@ impl Draft<'_> {
 
     fn start_steps(&self) -> Vec<Step> {
         let mut steps = Vec::new();
+        if self.arms_as_start() {
+            steps.extend(self.arm_step());
+        }
         let Some(start) = &self.start else {
             return steps;
         };
@@ -927,7 +935,8 @@ impl Draft<'_> {
         steps
     }
 
-    /// An idle pod's target and sockets, started unless all are up.
+    /// An idle pod's target and sockets: started unless all are up,
+    /// restarted when this run rewrites one of their unit files.
     fn arm_step(&self) -> Option<Step> {
         let idle = self.after.idle.as_ref()?;
         let mut armed = units::idle_units(self.name, &idle.ports);
@@ -936,12 +945,28 @@ impl Draft<'_> {
         let up = armed
             .iter()
             .all(|u| status.get(u).is_some_and(|s| s.is_up()));
-        (!up).then(|| Step::Arm(armed, idle.ports.clone()))
+        let rewritten = (self.files_before.iter().chain(&self.files_after))
+            .any(|c| armed.iter().any(|u| c.path == Path::new(u)));
+        (!up || rewritten).then(|| Step::Arm {
+            units: armed,
+            ports: idle.ports.clone(),
+            restart: up && rewritten,
+        })
+    }
+
+    /// Where the arming goes: with the start when the pod becomes idle in
+    /// this run (a failure undoes the run: the version runs again), else
+    /// after it (a repair, left for a rerun when it fails).
+    fn arms_as_start(&self) -> bool {
+        self.observed.state.idle.is_none()
     }
 
     fn finish_steps(&self) -> Vec<Step> {
         let before = &self.observed.state;
-        let mut steps: Vec<Step> = self.arm_step().into_iter().collect();
+        let mut steps: Vec<Step> = Vec::new();
+        if !self.arms_as_start() {
+            steps.extend(self.arm_step());
+        }
         if !self.stop_after.is_empty() {
             steps.push(Step::Stop(self.stop_after.clone()));
         }

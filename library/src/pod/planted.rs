@@ -57,6 +57,9 @@ pub fn refuse(
         store.images_root(),
         store.images_dir(Runtime::Systemd),
         store.images_dir(Runtime::Podman),
+        // Root runs the waker: a link there would run someone else's file.
+        store.root().join("bin"),
+        store.waker_path(),
     ];
     paths.extend(entries(&store.ports_dir()));
     let pod_dir = store.pod_dir(name);

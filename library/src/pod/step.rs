@@ -76,8 +76,14 @@ pub(crate) enum Step {
         /// What the woken record was (for the undo).
         woken_before: Option<WokenRecord>,
     },
-    /// Start an idle pod's target and sockets: its ports listen.
-    Arm(Vec<String>, Vec<u16>),
+    /// Start an idle pod's target and sockets: its ports listen; restart
+    /// them when their unit files changed (a socket listens as it was
+    /// started until then).
+    Arm {
+        units: Vec<String>,
+        ports: Vec<u16>,
+        restart: bool,
+    },
     /// Remove a version from the store (its volumes with it).
     RemoveVersion(Version, Box<VersionRecord>),
     /// Remove the pod's directory, its last version gone.
@@ -141,6 +147,15 @@ impl Step {
     }
 
     /// The actions of this step, in order, in words.
+    fn arm_text(units: &[String], ports: &[u16], restart: bool) -> String {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "{} (a connection to port {} wakes the pod)",
+            Step::start_text(units, restart),
+            ports.join(", ")
+        )
+    }
+
     pub(crate) fn actions(&self) -> Vec<String> {
         match self {
             Step::Stage(new, _) => new
@@ -201,15 +216,11 @@ impl Step {
             Step::Idle {
                 pod, after, woken, ..
             } => vec![Step::idle_text(pod, after.as_ref(), woken.is_some())],
-            Step::Arm(units, ports) => vec![format!(
-                "{} (a connection to port {} wakes the pod)",
-                Step::start_text(units, false),
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )],
+            Step::Arm {
+                units,
+                ports,
+                restart,
+            } => vec![Step::arm_text(units, ports, *restart)],
             Step::RemoveVersion(v, record) => {
                 vec![Step::remove_version_text(&record.pod.name, v)]
             }
