@@ -385,7 +385,8 @@ fn a_failed_idle_is_undone_completely() {
         .insert("ops-myapp:wake-41000.socket".to_owned());
     let r = host.request("myapp", State::Idle);
     let e = host.run(&r).unwrap_err();
-    eprintln!("{e}");
+    assert!(e.contains("the pod is as it was before this run"), "{e}");
+    assert!(e.contains("remove the waker"), "{e}");
     let after = host.0.snapshot();
     let new: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
     let gone: Vec<_> = before.keys().filter(|p| !after.contains_key(*p)).collect();

@@ -15,12 +15,10 @@ Exit status 0 means every assertion held.
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import scenario_kit as kit
-from scenario_kit import expect, failed, ok, snapshot
+from scenario_kit import expect, failed, ok, page, snapshot
 
 ROOT = Path("/var/lib/ops")
 UNIT_DIR = Path("/etc/systemd/system")
@@ -58,17 +56,6 @@ def deploy(name, version, stage, **args):
     return ops_pod(bundle=bundle(version, args.pop("web", None)), name=name,
                    env={"STAGE": stage}, **args)
 
-
-def page(port):
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                return r.read().decode().strip()
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing answers on port {port}: {e}")
-            time.sleep(0.1)
 
 
 def port_of(result):

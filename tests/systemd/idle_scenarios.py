@@ -12,6 +12,8 @@ gives the sandbox `--reboot--`). Exit status 0 means every assertion held.
 """
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -215,6 +217,85 @@ def idle_and_wake():
     expect(not listening(port), f"nothing listens on {port}")
 
 
+def repairs():
+    """What goes wrong around an idle pod, and what a rerun does about it:
+    a socket that cannot listen undoes the idle run; a hand-edited socket
+    is rewritten and restarted; a waker that failed until systemd's start
+    limit is installed again and re-armed; sockets left listening for a
+    pod no longer idle are stopped by the first connection."""
+    port = ok(ops_pod(bundle=bundle(), port_range=REPAIR_RANGE), True)["ports"][0]["port"]
+    expect(get(port) == "shop 1", "the deployed pod serves")
+    waker = ROOT / "bin" / "ops-wake"
+
+    # The pod listens on 127.0.0.1 (IPv4); a program on [::1] (IPv6 only)
+    # beside it: the wake socket, on all addresses, cannot bind.
+    holder = socket.socket(socket.AF_INET6)
+    holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    holder.bind(("::1", port))
+    holder.listen()
+    before = snapshot(ROOT / "pods", UNIT_DIR)
+    r = failed(ops_pod(name="shop", state="idle"), "the pod is as it was before this run", "undone:")
+    holder.close()
+    expect(active(UNIT) == "active" and get(port) == "shop 1", "the version runs again", r)
+    expect(snapshot(ROOT / "pods", UNIT_DIR) == before, "the idle run was undone", r)
+    expect(not waker.exists(), "the waker the run installed is gone", r)
+
+    ok(ops_pod(name="shop", state="idle"), True)
+    armed(port)
+    socket_file = UNIT_DIR / f"ops-shop:wake-{port}.socket"
+    text = socket_file.read_text()
+    socket_file.write_text(text.replace(f"ListenStream={port}", f"ListenStream={port + 1}"))
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    subprocess.run(["systemctl", "restart", socket_file.name], check=True)
+    expect(listening(port + 1) and not listening(port), "the hand edit took effect")
+    r = ok(ops_pod(name="shop", state="idle"), True)
+    expect(socket_file.read_text() == text, "the rerun rewrote the socket", r)
+    expect(listening(port) and not listening(port + 1), "and restarted it: it listens on the pod's port", r)
+    ok(ops_pod(name="shop", state="idle"), False)
+
+    # A waker that exits at once: each connection starts it again, until
+    # systemd's start limit fails the socket.
+    shutil.copy("/bin/true", waker)
+    deadline = time.monotonic() + 20
+    while active(socket_file.name) != "failed":
+        expect(time.monotonic() < deadline, "the start limit fails the socket")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    r = ok(ops_pod(name="shop", state="idle"), True)
+    armed(port, r)
+    took, _ = wake_by_connection(port, 20)
+    print(f"re-armed after the start limit; woken in {took:.2f} s")
+    deadline = time.monotonic() + 20
+    while facts()["pods"]["shop"]["idle"]:
+        expect(time.monotonic() < deadline, "the waker finishes")
+        time.sleep(0.2)
+
+    # Sockets left listening while the record says not idle (removed by
+    # hand): the first connection stops them, instead of looping.
+    ok(ops_pod(name="shop", state="idle"), True)
+    (ROOT / "pods/shop/_idle").unlink()
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        pass
+    deadline = time.monotonic() + 20
+    while listening(port):
+        expect(time.monotonic() < deadline, "the waker stops the sockets left listening")
+        time.sleep(0.2)
+    expect(active("ops-shop:wake.service") != "failed", "the waker did not fail")
+    ok(ops_pod(name="shop", state="started"), True)
+    expect(get(port) == "shop 1", "started serves again")
+    ok(ops_pod(name="shop", state="absent"), True)
+
+
+# Ports of their own: repairs() runs in the same sandbox as nothing else,
+# but the sandbox shares the host's network with other tests.
+REPAIR_RANGE = "42200-42299"
+
+
 # Written before the reboot on /run, a fresh tmpfs at every boot: gone
 # after it, it proves the sandbox did reboot.
 MARK = Path("/run/ops-idle-before-reboot")
@@ -242,7 +323,7 @@ def reboot_after():
     expect(pod["started"] and isinstance(pod["woken_at"], int), "woken after the reboot", pod)
 
 
-SCENARIOS = {f.__name__: f for f in [idle_and_wake, reboot_before, reboot_after]}
+SCENARIOS = {f.__name__: f for f in [idle_and_wake, repairs, reboot_before, reboot_after]}
 
 if __name__ == "__main__":
     kit.start("ops-idle-scenario-")

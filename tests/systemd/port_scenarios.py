@@ -15,12 +15,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import scenario_kit as kit
-from scenario_kit import expect, failed, ok, snapshot
+from scenario_kit import expect, failed, ok, page, snapshot
 
 ROOT = Path("/var/lib/ops")
 UNIT_DIR = Path("/etc/systemd/system")
@@ -60,18 +58,6 @@ def http_ports(result):
     """{instance: port} of the result's http ports."""
     return {p["instance"]: p["port"] for p in result["ports"] if p["name"] == "http"}
 
-
-def page(port):
-    """What answers on 127.0.0.1:port, retried while the server starts."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                return r.read().decode().strip()
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing answers on port {port}: {e}")
-            time.sleep(0.1)
 
 
 def nothing_on(port):

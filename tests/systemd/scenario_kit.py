@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 PROJECT = Path(os.environ.get("OPS_PROJECT", Path(__file__).resolve().parents[2]))
@@ -63,6 +64,19 @@ def snapshot(*paths):
             else:
                 picture[str(p)] = ("dir", st.st_mode)
     return picture
+
+
+def page(port):
+    """What answers on 127.0.0.1:port, retried while the server starts."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.read().decode().strip()
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing answers on port {port}: {e}")
+            time.sleep(0.1)
 
 
 def expect(cond, what, result=None):

@@ -18,12 +18,10 @@ import json
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.request
 from pathlib import Path
 
 import scenario_kit as kit
-from scenario_kit import expect, ok
+from scenario_kit import expect, ok, page
 
 sys.path.insert(0, str(kit.PROJECT / "tests" / "images"))
 import fixtures  # noqa: E402  (tests/images, for the ACI)
@@ -62,18 +60,6 @@ def data_archive(path, text, gz=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
 
-
-def page(port):
-    """What answers on 127.0.0.1:port, retried while the server starts."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                return r.read().decode().strip()
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing answers on port {port}: {e}")
-            time.sleep(0.1)
 
 
 def active(unit):
