@@ -680,6 +680,403 @@ fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned()
     assert!(!host.root.join("staging").exists());
 }
 
+/// OpenPGP keys for the signature tests, made with gpg as the
+/// real-component tests (tests/images) make theirs; ops checks signatures
+/// with sqv. Both are what tests/run-all installs (`gnupg`, `sqv`).
+struct Signer {
+    home: tempfile::TempDir,
+    /// The public key, armored: what `keyring` names.
+    keyring: PathBuf,
+}
+
+impl Signer {
+    fn new(name: &str) -> Signer {
+        for tool in ["gpg", "sqv"] {
+            assert!(
+                std::process::Command::new(tool)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "the signature tests need {tool} (Debian packages gnupg and sqv)"
+            );
+        }
+        let home = tempfile::tempdir().unwrap();
+        let signer = Signer {
+            keyring: home.path().join(format!("{name}.asc")),
+            home,
+        };
+        signer.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-generate-key",
+            &format!("{name} <{name}@example.com>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let public = signer.gpg(&["--armor", "--export"]);
+        assert!(public.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+        fs::write(&signer.keyring, public).unwrap();
+        signer
+    }
+
+    fn gpg(&self, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--batch", "--yes", "--quiet", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// A detached armored signature of `file`, written to `to`.
+    fn sign(&self, file: &std::path::Path, to: &std::path::Path) {
+        self.gpg(&[
+            "--armor",
+            "--detach-sign",
+            "--output",
+            to.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        // The agent gpg started for this home.
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "all"])
+            .output();
+    }
+}
+
+/// A loopback HTTP server of `files` (path → bytes; anything else 404)
+/// that records the path of every request it is sent: what was downloaded.
+fn serve_counted(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            seen.lock().unwrap().push(path.clone());
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, bytes)) => {
+                    let _ = stream.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            bytes.len()
+                        )
+                        .as_bytes(),
+                    );
+                    let _ = stream.write_all(bytes);
+                }
+                None => {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+    });
+    (format!("http://{addr}"), requests)
+}
+
+impl Host {
+    /// A bundle of shop `version` whose web unit runs in the image at
+    /// `uri`, which pod.json gives without an id, signed by `signature`
+    /// (a URI: the signature beside the image).
+    fn bundle_signed_by_uri(&self, version: u32, uri: &str, signature: &str) -> PathBuf {
+        let dir = self.bundles.join(format!("signed-uri-{version}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("web.service"), WEB).unwrap();
+        let pod = serde_json::json!({
+            "name": "shop",
+            "version": version,
+            "containers": [{"name": "web", "image": uri,
+                            "systemd": {"unit-files": ["web.service"]}}],
+            "images": [{"uri": uri, "signature": signature}],
+        });
+        fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        dir
+    }
+}
+
+/// Seed 001's optional id, for a SIGNED image given by `uri` (file://,
+/// its signature beside it): a real run downloads it, computes its id
+/// from that copy, verifies the signature over it with `keyring` (here
+/// with require_signature too) and imports it. The signature pinned it:
+/// the result does not warn that nothing did, and the id recorded is the
+/// file's.
+#[test]
+fn a_signed_image_by_uri_without_id_deploys_with_its_files_id_and_no_unpinned_warning() {
+    let mut host = Host::new();
+    let release = Signer::new("release");
+    let image = aci("signed by uri\n");
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.aci"), &image.0).unwrap();
+    release.sign(&served.join("web.aci"), &served.join("web.aci.asc"));
+    let uri = format!("file://{}", served.join("web.aci").display());
+    let signature = format!("{uri}.asc");
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle_signed_by_uri(1, &uri, &signature));
+    request.keyring = Some(release.keyring.clone());
+    request.require_signature = true;
+
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    assert_eq!(
+        report.actions[0],
+        format!(
+            "download image {uri} to compute its id (pod.json gives none): {}",
+            image.1
+        )
+    );
+    let imported = format!(
+        "import image {} from {uri} (the copy downloaded to compute its id) into systemd",
+        image.1
+    );
+    assert!(report.actions.contains(&imported), "{:?}", report.actions);
+    // Signed: no "nothing pinned it" warning, nor any other about the
+    // image (plan.rs warns only for `computed && signature.is_none()`).
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains("nothing pinned it") || w.contains("nothing pins it")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    // The id recorded is the file's, with the signature it was given.
+    let version = &report.pod["versions"]["1"];
+    assert_eq!(version["images"], serde_json::json!([image.1]));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(host.root.join("pods/shop/1/meta.json")).unwrap())
+            .unwrap();
+    let recorded = &meta["pod"]["images"][0];
+    assert_eq!(recorded["id"], serde_json::json!(image.1), "{meta}");
+    assert_eq!(recorded["computed"], true, "{meta}");
+    assert_eq!(meta["pod"]["units"][0]["image"], serde_json::json!(image.1));
+    assert!(
+        meta.to_string().contains(&signature),
+        "the signature is recorded: {meta}"
+    );
+    // What was imported is the signed file.
+    let rootfs = host
+        .root
+        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
+        "signed by uri\n"
+    );
+    let dropin =
+        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
+        "{dropin}"
+    );
+    assert!(!host.root.join("staging").exists(), "the copy is gone");
+
+    // A rerun is the stored version: nothing downloaded, nothing changed.
+    fs::remove_file(served.join("web.aci")).unwrap();
+    let again = host.run(&request).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
+/// The signed id-less image by uri whose signature does not verify — a
+/// key that is not in `keyring`, or a signature over other bytes — is
+/// refused after the download, naming the image, and leaves the store and
+/// the unit directory byte for byte as they were (the running version
+/// untouched, systemd asked nothing more) and no downloaded copy. A given
+/// signature is verified whether or not require_signature is set.
+#[test]
+fn a_signed_image_by_uri_without_id_that_does_not_verify_is_refused_leaving_nothing() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let release = Signer::new("release");
+    let stranger = Signer::new("stranger");
+    let image = aci("signed by uri\n");
+    let served = host.bundles.join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.aci"), &image.0).unwrap();
+    let uri = format!("file://{}", served.join("web.aci").display());
+    // Beside the image: its signature by a stranger, and the release
+    // key's signature of other bytes.
+    stranger.sign(&served.join("web.aci"), &served.join("web.aci.asc"));
+    fs::write(served.join("other.aci"), aci("other bytes\n").0).unwrap();
+    release.sign(&served.join("other.aci"), &served.join("other.aci.asc"));
+    let before = host.snapshot();
+    let calls = host.systemd.calls.clone();
+
+    let mut unnamed = Vec::new();
+    let cases = [
+        ("a stranger's key, require_signature", "web.aci.asc", true),
+        (
+            "a signature of other bytes, require_signature",
+            "other.aci.asc",
+            true,
+        ),
+        (
+            "a stranger's key, no require_signature",
+            "web.aci.asc",
+            false,
+        ),
+    ];
+    for (n, (case, signed_by, require)) in cases.into_iter().enumerate() {
+        let signature = format!("file://{}", served.join(signed_by).display());
+        let mut request = host.request(State::Started);
+        request.bundle = Some(host.bundle_signed_by_uri(2 + n as u32, &uri, &signature));
+        request.keyring = Some(release.keyring.clone());
+        request.require_signature = require;
+        let failed =
+            pod::run(&request, &mut host.systemd, &mut PodmanCli, false, true).expect_err(case);
+        let error = ops_core::ansible::error_chain(&failed.error);
+        // The signature is named as a file (a file:// URI is a local file).
+        assert!(
+            error.starts_with(&format!(
+                "the signature {} does not verify the image with the given keyring: ",
+                served.join(signed_by).display()
+            )),
+            "{case}: {error}"
+        );
+        assert!(
+            !failed.report.changed,
+            "{case}: {:?}",
+            failed.report.actions
+        );
+        assert_eq!(host.snapshot(), before, "{case}: nothing changed");
+        assert!(
+            !host.root.join("staging").exists(),
+            "{case}: no downloaded copy is left"
+        );
+        assert_eq!(
+            host.systemd.calls, calls,
+            "{case}: systemd asked nothing more"
+        );
+        // The image is named as pod.json names it (it has no id there).
+        if !error.contains(&uri) {
+            unnamed.push(format!(
+                "{case}: {error} (actions: {:?})",
+                failed.report.actions
+            ));
+        }
+    }
+    // PRODUCT BUG (found by this test, left failing on purpose; not fixed
+    // here): the refusal does not name the image. Its message is the
+    // import's `the signature <sig> does not verify the image with the
+    // given keyring: sqv --keyring <keyring> <sig>
+    // <root>/staging/downloads/image-0 exited with status 1: ...`: the
+    // image appears only as the run's temporary copy (removed when the
+    // run ends), never as its uri, its pod.json field (images[0].uri, as a
+    // failed download says) or the id computed from it. (An image WITH an
+    // id by http URI fails the same way but its staging path,
+    // staging/image-sha512-<32 hex>/download, at least carries the id.)
+    // Only the report's actions link them: `download image <uri> to
+    // compute its id (pod.json gives none): sha512-...`. Everything else
+    // this test asserts holds in every case (checked above, before this).
+    assert!(
+        unnamed.is_empty(),
+        "the refusal does not name the image {uri}:\n{}",
+        unnamed.join("\n")
+    );
+}
+
+/// Check mode of the signed id-less image by uri (over HTTP here, so what
+/// is downloaded is seen): it downloads neither the image nor its
+/// signature, writes nothing, says the id is unknown until downloaded,
+/// and does not warn that nothing pins it (the signature will). The real
+/// run after it downloads both and deploys.
+#[test]
+fn check_mode_of_a_signed_image_by_uri_without_id_downloads_nothing_and_changes_nothing() {
+    let mut host = Host::new();
+    let release = Signer::new("release");
+    let image = aci("signed over http\n");
+    let file = host.bundles.join("web.aci");
+    fs::create_dir_all(&host.bundles).unwrap();
+    fs::write(&file, &image.0).unwrap();
+    release.sign(&file, &host.bundles.join("web.aci.asc"));
+    let (base, requests) = serve_counted(vec![
+        ("/web.aci", image.0.clone()),
+        (
+            "/web.aci.asc",
+            fs::read(host.bundles.join("web.aci.asc")).unwrap(),
+        ),
+    ]);
+    let uri = format!("{base}/web.aci");
+    let signature = format!("{base}/web.aci.asc");
+    let mut request = host.request(State::Started);
+    request.bundle = Some(host.bundle_signed_by_uri(1, &uri, &signature));
+    request.keyring = Some(release.keyring.clone());
+    request.require_signature = true;
+
+    let planned = pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).unwrap();
+    assert!(planned.changed);
+    assert_eq!(
+        planned.actions[0],
+        format!(
+            "download image {uri} and compute its id (pod.json gives none: unknown until \
+             downloaded, and check mode downloads nothing), then import it into systemd"
+        )
+    );
+    assert!(
+        !planned
+            .warnings
+            .iter()
+            .any(|w| w.contains("nothing pins it") || w.contains("nothing pinned it")),
+        "{:?}",
+        planned.warnings
+    );
+    assert!(
+        requests.lock().unwrap().is_empty(),
+        "check mode downloaded {:?}",
+        requests.lock().unwrap()
+    );
+    assert!(!host.root.exists(), "check mode wrote nothing");
+    assert!(!host.unit_dir.exists(), "check mode wrote nothing");
+    assert!(host.systemd.calls.is_empty(), "{:?}", host.systemd.calls);
+
+    // The real run downloads the image and its signature, once each.
+    let report = host.run(&request).unwrap();
+    assert!(report.changed);
+    let mut fetched = requests.lock().unwrap().clone();
+    fetched.sort();
+    assert_eq!(fetched, ["/web.aci", "/web.aci.asc"]);
+    assert_eq!(
+        report.actions[0],
+        format!(
+            "download image {uri} to compute its id (pod.json gives none): {}",
+            image.1
+        )
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(!host.root.join("staging").exists(), "the copy is gone");
+}
+
 /// Seed 001: a unit file is "either a path or an URI". Fetched (check
 /// mode too), stored with the version, and pinned: a rerun with the same
 /// URI uses the stored copy and changes nothing, even when what the URI
