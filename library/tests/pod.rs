@@ -959,7 +959,7 @@ fn a_signed_image_by_uri_without_id_that_does_not_verify_is_refused_leaving_noth
         // The signature is named as a file (a file:// URI is a local file).
         assert!(
             error.starts_with(&format!(
-                "the signature {} does not verify the image with the given keyring: ",
+                "the signature {} does not verify image ",
                 served.join(signed_by).display()
             )),
             "{case}: {error}"
@@ -978,27 +978,16 @@ fn a_signed_image_by_uri_without_id_that_does_not_verify_is_refused_leaving_noth
             host.systemd.calls, calls,
             "{case}: systemd asked nothing more"
         );
-        // The image is named as pod.json names it (it has no id there).
-        if !error.contains(&uri) {
+        // The image is named as pod.json names it (it has no id there),
+        // not as the run's temporary copy.
+        let expected = format!("does not verify image {uri} with the given keyring");
+        if !error.contains(&expected) {
             unnamed.push(format!(
                 "{case}: {error} (actions: {:?})",
                 failed.report.actions
             ));
         }
     }
-    // PRODUCT BUG (found by this test, left failing on purpose; not fixed
-    // here): the refusal does not name the image. Its message is the
-    // import's `the signature <sig> does not verify the image with the
-    // given keyring: sqv --keyring <keyring> <sig>
-    // <root>/staging/downloads/image-0 exited with status 1: ...`: the
-    // image appears only as the run's temporary copy (removed when the
-    // run ends), never as its uri, its pod.json field (images[0].uri, as a
-    // failed download says) or the id computed from it. (An image WITH an
-    // id by http URI fails the same way but its staging path,
-    // staging/image-sha512-<32 hex>/download, at least carries the id.)
-    // Only the report's actions link them: `download image <uri> to
-    // compute its id (pod.json gives none): sha512-...`. Everything else
-    // this test asserts holds in every case (checked above, before this).
     assert!(
         unnamed.is_empty(),
         "the refusal does not name the image {uri}:\n{}",

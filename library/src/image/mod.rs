@@ -113,9 +113,11 @@ pub enum ImageError {
     },
     #[error("verifying signatures needs sqv (Debian package sqv), which is not installed")]
     NoVerifier,
-    #[error("the signature {signature} does not verify the image with the given keyring")]
+    #[error("the signature {signature} does not verify image {image} with the given keyring")]
     BadSignature {
         signature: String,
+        /// Where the image came from (its URI, not the run's copy).
+        image: String,
         #[source]
         source: CommandError,
     },
@@ -186,6 +188,12 @@ impl Import {
         }
     }
 
+    /// Where the image came from, as errors name it: the URI a copy was
+    /// downloaded from, not the copy.
+    fn shown(&self) -> String {
+        (self.downloaded_from.clone()).unwrap_or_else(|| self.source.display())
+    }
+
     /// The checks that need no download and no reading of the image
     /// whole: done before planning, so check mode refuses what the real
     /// run would refuse by them.
@@ -229,7 +237,8 @@ impl Import {
         if let (Location::Path(data), Some(Location::Path(sig)), Some(keyring)) =
             (&self.source, &self.signature, &self.keyring)
         {
-            signature::verify(data, sig, &sig.display().to_string(), keyring, self.timeout)?;
+            let named = sig.display().to_string();
+            signature::verify(data, sig, &named, &self.shown(), keyring, self.timeout)?;
         }
         Ok(())
     }
@@ -377,7 +386,8 @@ fn check_signature(spec: &Import, local: Option<&Path>, staging: &Path) -> Resul
         }
     };
     let data = local.expect("a signed image is read from a file");
-    signature::verify(data, &sig_path, &signature.display(), keyring, spec.timeout).map(drop)
+    let (named, image) = (signature.display(), spec.shown());
+    signature::verify(data, &sig_path, &named, &image, keyring, spec.timeout).map(drop)
 }
 
 /// The image's bytes: from the local copy if there is one, else streamed.

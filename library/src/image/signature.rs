@@ -18,12 +18,13 @@ use crate::command::{self, CommandError};
 /// The verifier ops runs.
 pub const VERIFIER: &str = "sqv";
 
-/// Verify `signature` (a file; `named` in errors) over `data` against
-/// `keyring`; return the signing key's fingerprint.
+/// Verify `signature` (a file; `named` in errors) over `data` (the image
+/// `image` names) against `keyring`; return the signing key's fingerprint.
 pub fn verify(
     data: &Path,
     signature: &Path,
     named: &str,
+    image: &str,
     keyring: &Path,
     timeout: Duration,
 ) -> Result<String, ImageError> {
@@ -44,6 +45,7 @@ pub fn verify(
         }
         Err(source) => Err(ImageError::BadSignature {
             signature: named.to_owned(),
+            image: image.to_owned(),
             source,
         }),
     }
