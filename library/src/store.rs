@@ -88,6 +88,10 @@ pub struct NewVersion {
     pub pod: Pod,
     pub pod_json: Vec<u8>,
     pub units: BTreeMap<UnitName, String>,
+    /// Where each unit file was read from, as messages name it (the
+    /// bundle's file, the release's, or its URI): `pod.units` name the
+    /// store's copies.
+    pub unit_sources: BTreeMap<UnitName, String>,
     pub digest: String,
     /// Images pod.json gives by URI without an id, not downloaded yet (check
     /// mode downloads nothing): not in `pod.images`, their ids unknown. A
@@ -839,6 +843,7 @@ mod tests {
             origin: None,
             pod_json: format!("{{\"uri\": \"{secret}\"}}").into_bytes(),
             units: BTreeMap::new(),
+            unit_sources: BTreeMap::new(),
             digest: digest(&pod, &BTreeMap::new()),
             pod: pod.clone(),
             unresolved: Vec::new(),

@@ -696,7 +696,7 @@ fn ports_as_comma_separated_text_are_assigned() {
     assert_eq!(
         ops_core::bundle::parse_ports("ports", json!("a,,A")).unwrap_err(),
         "ports (name 2): expected a port name of letters, digits and '_', starting with a letter, \
-         got \"\"; ports (name 3): duplicate port name \"A\" (names are compared without case: \
+         got \"\"; an empty name: a comma too many?; ports (name 3): duplicate port name \"A\" (names are compared without case: \
          PORT_A)"
     );
     assert_eq!(
@@ -715,7 +715,7 @@ fn ports_as_comma_separated_text_are_assigned() {
     assert!(
         refused.ends_with(
             "pod.json: ports (name 2): expected a port name of letters, digits and \
-             '_', starting with a letter, got \"\""
+             '_', starting with a letter, got \"\"; an empty name: a comma too many?"
         ),
         "{refused}"
     );

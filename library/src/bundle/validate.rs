@@ -867,8 +867,12 @@ fn port_entries(field: &Field<PortsWire>) -> Vec<(String, String, Option<&PortWi
 
 /// What a refused name in a list or text of names most likely meant: names
 /// without commas between them, or a port number without a name.
-fn name_hint(name: &str) -> &'static str {
-    if name.split_whitespace().count() > 1 {
+fn name_hint(name: &str, empty_text: bool) -> &'static str {
+    if empty_text {
+        "; an empty text names no port: leave ports out (in a task, `default(omit)`)"
+    } else if name.is_empty() {
+        "; an empty name: a comma too many?"
+    } else if name.split_whitespace().count() > 1 {
         "; names are separated by commas: \"web, admin\""
     } else if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
         "; a fixed port needs a name: {\"http\": 8080}"
@@ -883,9 +887,10 @@ fn validate_ports(v: &mut Validator<'_>, fields: Vec<Field<PortsWire>>) -> Vec<P
     let mut fixed_seen: HashMap<u16, String> = HashMap::new();
     for field in fields {
         let entries = port_entries(&field);
+        let empty_text = matches!(&field.value, PortsWire::Text(t) if t.trim().is_empty());
         for (entry_at, name, port) in entries {
             let checked = names::check_port_name(&name).map_err(|e| match port {
-                None => format!("{e}{}", name_hint(&name)),
+                None => format!("{e}{}", name_hint(&name, empty_text)),
                 Some(_) => e,
             });
             if v.check(&entry_at, checked).is_none() {

@@ -248,8 +248,10 @@ pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
         // The usage asked for goes to stdout (the module's one output
         // channel, which clippy guards, is not in use here).
         let mut out = std::io::stdout();
-        let _ =
-            std::io::Write::write_all(&mut out, format!("{WAKE_USAGE}\n{WAKE_ABOUT}\n").as_bytes());
+        let _ = std::io::Write::write_all(
+            &mut out,
+            format!("{WAKE_USAGE}\n{WAKE_ABOUT}\n\n{MODULE_USAGE}\n").as_bytes(),
+        );
         std::process::exit(0)
     }
     let code = match wake_args(args.into_iter()) {
@@ -319,6 +321,10 @@ const WAKE_ABOUT: &str = "The waker of an idle pod (ops_pod state: idle): the un
 ops-<pod>:wake.service runs it when a connection comes to one of the pod's ports, and it \
 starts the pod's current version as state: started does. Read what it did with \
 journalctl -u ops-<pod>:wake.service; see the README's \"Idle and wake\".";
+
+const MODULE_USAGE: &str = "As the Ansible module ops_pod: ops_pod ARGS_FILE, or the JSON \
+arguments on standard input (as Ansible runs it); it prints one JSON result. See the README's \
+\"Running a module by hand\" and ansible-doc ops.onboard.ops_pod.";
 
 /// `--wake --root R --unit-dir U --pod P`, in this order.
 fn wake_args(

@@ -334,7 +334,18 @@ fn new_version(
         texts.insert(unit.name.clone(), text);
     }
     let mut pod = bundle.pod;
+    let mut unit_sources = BTreeMap::new();
     for unit in &mut pod.units {
+        let source = match &unit.uri {
+            Some(uri) => crate::records::uri::redact(uri).into_owned(),
+            None => match &origin {
+                Some(origin) => (origin
+                    .locate(&bundle::Source::Path(unit.file.clone()), &bundle.dir))
+                .map_or_else(|_| unit.file.display().to_string(), |l| l.display()),
+                None => bundle.dir.join(&unit.file).display().to_string(),
+            },
+        };
+        unit_sources.insert(unit.name.clone(), source);
         unit.file = Path::new("units").join(unit.name.as_str());
     }
     let mut unresolved = Vec::new();
@@ -367,6 +378,7 @@ fn new_version(
         pod,
         pod_json,
         units: texts,
+        unit_sources,
         digest,
         unresolved,
         downloaded: BTreeMap::new(),

@@ -323,6 +323,17 @@ pub(super) fn list(versions: &[&Version]) -> String {
     }
 }
 
+/// The other pods in the store, for a name that may be mistyped.
+pub(super) fn other_pod_names(observed: &Observed) -> String {
+    match &observed.others {
+        Ok(others) if !others.is_empty() => {
+            let names: Vec<&str> = others.keys().map(PodName::as_str).collect();
+            names.join(", ")
+        }
+        _ => "none".to_owned(),
+    }
+}
+
 /// The version the request acts on; without one, the current (none, for
 /// absent: all).
 pub(super) fn resolve_version(
@@ -343,6 +354,14 @@ pub(super) fn resolve_version(
         (None, None) if request.state == State::Absent => None,
         (None, None) => match &before.current {
             Some(v) => Some(v.clone()),
+            None if before.versions.is_empty() => {
+                return Err(Refusal(format!(
+                    "pod {name} is not deployed under {} (pods there: {}); give a bundle (or \
+                     repo) to deploy it",
+                    request.root.display(),
+                    other_pod_names(observed)
+                )))
+            }
             None => {
                 return Err(Refusal(format!(
                     "pod {name} has no current version; give a bundle or a version (stored: {})",

@@ -311,6 +311,12 @@ impl Draft<'_> {
                 }
             }
             (None, Some(new)) => self.add_version(v, new),
+            (None, None) if before.versions.is_empty() => Err(Refusal(format!(
+                "pod {name} is not deployed under {} (pods there: {}); give a bundle (or repo) \
+                 to deploy version {v}",
+                request.root.display(),
+                super::observe::other_pod_names(self.observed)
+            ))),
             (None, None) => Err(Refusal(format!(
                 "version {v} of pod {name} is not in the store at {}; give its bundle to deploy \
                  it (stored versions: {})",

@@ -49,14 +49,7 @@ pub(super) fn verify(
         Err(CommandError::Failed { how, stderr, .. }) => Err(invalid(CommandError::Failed {
             line: "systemd-analyze verify".to_owned(),
             how,
-            stderr: in_bundle_terms(
-                &stderr,
-                dir.path(),
-                name,
-                version,
-                &new.bundle_dir,
-                &new.pod.units,
-            ),
+            stderr: in_bundle_terms(&stderr, dir.path(), name, version, &new.unit_sources),
         })),
         Err(source) => Err(invalid(source)),
     }
@@ -122,16 +115,14 @@ fn in_bundle_terms(
     dir: &Path,
     name: &PodName,
     version: &Version,
-    bundle_dir: &Path,
-    units: &[crate::bundle::Unit],
+    sources: &std::collections::BTreeMap<crate::bundle::UnitName, String>,
 ) -> String {
     let mut text = stderr.to_owned();
-    for unit in units {
-        let file = bundle_dir.join(&unit.file);
+    for (unit, file) in sources {
         let copy = format!(
             "{}/{}:",
             dir.display(),
-            units::installed_name(name, version, &unit.name)
+            units::installed_name(name, version, unit)
         );
         let mut out = String::with_capacity(text.len());
         let mut rest = text.as_str();
@@ -141,11 +132,11 @@ fn in_bundle_terms(
             let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
             match after[..digits].parse::<u64>() {
                 Ok(line) if line > 1 => {
-                    out.push_str(&format!("{}:{}", file.display(), line - 1));
+                    out.push_str(&format!("{file}:{}", line - 1));
                     rest = &after[digits..];
                 }
                 _ => {
-                    out.push_str(&format!("{}:", file.display()));
+                    out.push_str(&format!("{file}:"));
                     rest = after;
                 }
             }
@@ -162,16 +153,10 @@ mod tests {
 
     #[test]
     fn verify_complaints_name_the_bundle_file_and_its_line() {
-        let unit = crate::bundle::Unit {
-            name: crate::records::names::UnitName::parse("web@.service").unwrap(),
-            file: "units/web@.service".into(),
-            instances: vec!["1".into()],
-            start: true,
-            image: None,
-            instance_ports: false,
-            shipped_as: None,
-            uri: None,
-        };
+        // Named where the bundle has it (not under units/, where the store
+        // keeps its copy).
+        let name = crate::records::names::UnitName::parse("web@.service").unwrap();
+        let sources = [(name, "/srv/bundles/hello-1/systemd/web@.service".to_owned())].into();
         let dir = Path::new("/tmp/ops-verify-AbC123");
         let stderr = "/tmp/ops-verify-AbC123/hello-1-web@.service:6: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
                       /tmp/ops-verify-AbC123/hello-1-web@1.service.d/50-ops.conf:3: something\n\
@@ -181,12 +166,11 @@ mod tests {
             dir,
             &PodName::parse("hello").unwrap(),
             &Version::parse("1").unwrap(),
-            Path::new("/srv/bundles/hello-1"),
-            &[unit],
+            &sources,
         );
         assert_eq!(
             shown,
-            "/srv/bundles/hello-1/units/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
+            "/srv/bundles/hello-1/systemd/web@.service:5: Unknown key name 'ExecStrat' in section 'Service', ignoring.\n\
              hello-1-web@1.service.d/50-ops.conf:3: something\n\
              hello-1-web@i.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
         );

@@ -231,6 +231,33 @@ esac
         }
     }
 
+    /// A unit file systemd finds fault with is named where the bundle has
+    /// it (here at its top, not under units/ where the store keeps it),
+    /// with its line in that file.
+    #[test]
+    fn a_unit_file_systemd_refuses_is_named_where_the_bundle_has_it() {
+        let host = Host::new();
+        // systemd-analyze verify as it complains: the copy's path and line.
+        let analyze = "#!/bin/sh\nfor f in \"$@\"; do case \"$f\" in *web.service) \
+                       echo \"$f:3: Unknown key name 'ExecStrat' in section 'Service'\" >&2; \
+                       exit 1;; esac; done\n";
+        let bin = host.dir.path().join("bin/systemd-analyze");
+        fs::write(&bin, analyze).unwrap();
+        let dir = host.bundle("top-level");
+        fs::write(dir.join("web.service"), WEB).unwrap();
+        let pod = json!({"name": "shop", "version": "1",
+                         "containers": [{"name": "web", "systemd": {"unit-files": ["web.service"]}}]});
+        fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        let refused = host.run(&dir, true);
+        let msg = refused["msg"].as_str().unwrap();
+        let expected = format!(
+            "{}:2: Unknown key name 'ExecStrat'",
+            dir.join("web.service").display()
+        );
+        assert!(msg.contains(&expected), "{refused}");
+        assert!(!msg.contains("units/web.service"), "{refused}");
+    }
+
     /// A tiny ACI (its id is computed by ops, not here).
     fn aci() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

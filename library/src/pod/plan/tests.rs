@@ -81,6 +81,7 @@ fn new_version(pod: Pod) -> NewVersion {
         pod,
         pod_json: Vec::new(),
         units,
+        unit_sources: BTreeMap::new(),
         unresolved: Vec::new(),
         downloaded: BTreeMap::new(),
     }
