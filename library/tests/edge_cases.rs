@@ -578,3 +578,26 @@ fn a_wake_of_a_pod_not_idle_stops_what_still_listens() {
     let report = host.wake("myapp").unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
+
+/// A mistyped deployment name: said to be no pod at all, with the pods
+/// there, whether a version is given or not.
+#[test]
+fn a_mistyped_deployment_name_lists_the_pods_there() {
+    let mut host = Host::new();
+    host.deploy("myapp-staging", "myapp", "1").unwrap();
+    host.deploy("myapp-production", "myapp", "1").unwrap();
+    let before = host.0.snapshot();
+    let mut r = host.request("myapp-stagin", State::Started);
+    let without = host.run(&r).unwrap_err();
+    r.version = Some(ops_core::bundle::Version::parse("1").unwrap());
+    let with = host.run(&r).unwrap_err();
+    for (err, tail) in [(without, "deploy it"), (with, "deploy version 1")] {
+        assert!(
+            err.starts_with("pod myapp-stagin is not deployed under ")
+                && err.contains("(pods there: myapp-production, myapp-staging)")
+                && err.ends_with(tail),
+            "{err}"
+        );
+    }
+    assert_eq!(host.0.snapshot(), before);
+}

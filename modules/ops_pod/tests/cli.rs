@@ -104,7 +104,8 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     assert!(
         help.starts_with("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD\n")
-            && help.contains("journalctl -u ops-<pod>:wake.service"),
+            && help.contains("journalctl -u ops-<pod>:wake.service")
+            && help.contains("ops_pod ARGS_FILE, or the JSON arguments on standard input"),
         "{help}"
     );
     let typo = Command::new(BIN).arg("--wkae").output().unwrap();
