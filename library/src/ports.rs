@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::atomic::{self, Context, FsError};
@@ -351,26 +352,57 @@ pub fn allocate(
 /// TCP ports something listens on, from `/proc/net/tcp` and `tcp6` (this
 /// network namespace). A file that cannot be read counts as no listener.
 pub fn listening() -> BTreeSet<u16> {
-    let mut ports = BTreeSet::new();
+    listeners().into_keys().collect()
+}
+
+/// The addresses something listens on, by TCP port (see [`listening`]).
+pub fn listeners() -> BTreeMap<u16, BTreeSet<IpAddr>> {
+    let mut out: BTreeMap<u16, BTreeSet<IpAddr>> = BTreeMap::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(file) else {
             continue;
         };
-        ports.extend(listening_in(&text));
+        for (address, port) in listening_in(&text) {
+            out.entry(port).or_default().insert(address);
+        }
     }
-    ports
+    out
 }
 
-/// The listening ports of one `/proc/net/tcp*` table (state `0A`).
-fn listening_in(table: &str) -> impl Iterator<Item = u16> + '_ {
+/// The listening sockets of one `/proc/net/tcp*` table (state `0A`): the
+/// address and port of each.
+fn listening_in(table: &str) -> impl Iterator<Item = (IpAddr, u16)> + '_ {
     table.lines().skip(1).filter_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (local, state) = (fields.get(1)?, fields.get(3)?);
         if *state != "0A" {
             return None;
         }
-        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        let (address, port) = local.rsplit_once(':')?;
+        Some((
+            kernel_address(address)?,
+            u16::from_str_radix(port, 16).ok()?,
+        ))
     })
+}
+
+/// An address as the kernel's tables print it: each 32-bit word of the
+/// address as it lies in memory, read as a number of this machine's
+/// byte order, in hex.
+fn kernel_address(hex: &str) -> Option<IpAddr> {
+    let mut bytes = Vec::with_capacity(16);
+    for at in (0..hex.len()).step_by(8) {
+        let word = u32::from_str_radix(hex.get(at..at + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        _ => None,
+    }
 }
 
 /// The environment a runnable unit gets: `PORT_<NAME>` for each of the
@@ -603,7 +635,25 @@ mod tests {
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n\
    1: 0100007F:7531 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2\n\
    2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3\n";
-        assert_eq!(listening_in(table).collect::<Vec<_>>(), [8080, 30001]);
+        let any = IpAddr::from([0, 0, 0, 0]);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(
+            listening_in(table).collect::<Vec<_>>(),
+            [(any, 8080), (loopback, 30001)]
+        );
+        // tcp6: [::1]:8080, [::]:8081, and ::ffff:10.1.2.3 (IPv4 mapped).
+        let table6 = "  sl  local_address remote_address st\n\
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A\n\
+   1: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A\n\
+   2: 0000000000000000FFFF00000302010A:1F92 00000000000000000000000000000000:0000 0A\n";
+        assert_eq!(
+            listening_in(table6).collect::<Vec<_>>(),
+            [
+                (IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 8080),
+                (IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), 8081),
+                (IpAddr::from([10, 1, 2, 3]), 8082),
+            ]
+        );
     }
 
     #[test]

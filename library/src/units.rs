@@ -686,7 +686,8 @@ fn idle_files(
         // is not part of it: it stops the target itself.
         text.push_str(&format!(
             "[Unit]\nDescription=ops pod {pod} idle: wake on port {port}\nPartOf={target}\n\n\
-             [Socket]\nListenStream={port}\nService={waker}\n"
+             [Socket]\n{}Service={waker}\n",
+            listen_lines(*port, idle.addresses.get(port))
         ));
         files.insert(PathBuf::from(socket), Entry::File(text));
     }
@@ -704,6 +705,22 @@ fn idle_files(
     ));
     files.insert(PathBuf::from(&waker), Entry::File(text));
     Ok(files)
+}
+
+/// Where a wake socket listens: the addresses its version listened on, or
+/// every address. FreeBind: an address not configured yet at boot (the
+/// sockets start before the network is up) is bound all the same.
+fn listen_lines(port: u16, addresses: Option<&Vec<std::net::IpAddr>>) -> String {
+    match addresses {
+        Some(addresses) if !addresses.is_empty() => {
+            let mut lines: String = (addresses.iter())
+                .map(|a| format!("ListenStream={}\n", std::net::SocketAddr::new(*a, port)))
+                .collect();
+            lines.push_str("FreeBind=yes\n");
+            lines
+        }
+        _ => format!("ListenStream={port}\n"),
+    }
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, FsError> {

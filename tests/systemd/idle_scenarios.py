@@ -33,14 +33,15 @@ Description=web of an idle test pod
 
 [Service]
 ExecStartPre=/bin/sh -c 'mkdir -p {www} && echo "$POD_NAME $POD_VERSION" > {www}/index.html'
-ExecStart=/bin/busybox httpd -f -p 127.0.0.1:${{PORT_HTTP}} -h {www}
+ExecStart=/bin/busybox httpd -f -p {bind}${{PORT_HTTP}} -h {www}
 """
 
 
-def bundle(ports=True):
+def bundle(ports=True, bind="127.0.0.1:"):
+    """shop (on 127.0.0.1 by default; bind="" for every address) or plain."""
     d = kit.WORK / ("shop-1" if ports else "plain-1")
     d.mkdir(parents=True, exist_ok=True)
-    web = WEB.format(www=kit.WORK / "www") if ports else "[Service]\nExecStart=/bin/sleep infinity\n"
+    web = WEB.format(www=kit.WORK / "www", bind=bind) if ports else "[Service]\nExecStart=/bin/sleep infinity\n"
     (d / "web.service").write_text(web)
     pod = {"name": "shop" if ports else "plain", "version": "1",
            "containers": [{"name": "web", "systemd": {"unit-files": ["web.service"]}}]}
@@ -104,9 +105,10 @@ def wake_by_connection(port, bound):
         time.sleep(0.05)
 
 
-def armed(port, result=None):
-    """Idle as it should be: the version stopped, the socket listening, the
-    port still the pod's in the facts."""
+def armed(port, result=None, where="127.0.0.1"):
+    """Idle as it should be: the version stopped, the socket listening
+    where the version did (`where`: 127.0.0.1, or "*" for every address),
+    the port still the pod's in the facts."""
     expect(active(UNIT) in ("inactive", "unknown"), f"{UNIT} is {active(UNIT)}", result)
     expect(active(f"ops-shop:wake-{port}.socket") == "active", "the socket is armed", result)
     expect(active("ops-shop.target") in ("inactive", "unknown"), "the pod target is stopped")
@@ -115,6 +117,10 @@ def armed(port, result=None):
     expect(pod["idle"] is True and pod["started"] is False, "facts: idle, not started", pod)
     expect(f["ports"][str(port)]["pod"] == "shop", f"port {port} is still held by shop", f["ports"])
     expect(listening(port), f"port {port} listens")
+    out = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    local = sorted({line.split()[3] for line in out.splitlines()})
+    expect(local == [f"{where}:{port}"], f"the socket listens on {where}:{port} only: {local}")
     return pod
 
 
@@ -179,8 +185,11 @@ def idle_and_wake():
     expect(not listening(port), f"stopped disarms: nothing listens on {port}")
     ok(ops_pod(name="shop", state="stopped"), False)
 
-    ok(ops_pod(name="shop", state="idle"), True)
-    armed(port)
+    # Idled while stopped: where it listens cannot be seen, so every
+    # address is armed, and the result says so.
+    r = ok(ops_pod(name="shop", state="idle"), True)
+    expect(any("armed on every address" in w for w in r.get("warnings", [])), "a warning", r)
+    armed(port, r, where="*")
     started = ok(ops_pod(name="shop", state="started"), True)
     expect(started["pod"]["idle"] is False and started["pod"]["started"], "started un-idles", started)
     expect(get(port) == "shop 1", "and serves")
@@ -223,7 +232,8 @@ def repairs():
     is rewritten and restarted; a waker that failed until systemd's start
     limit is installed again and re-armed; sockets left listening for a
     pod no longer idle are stopped by the first connection."""
-    port = ok(ops_pod(bundle=bundle(), port_range=REPAIR_RANGE), True)["ports"][0]["port"]
+    # On every IPv4 address: a socket on [::1] (IPv6 only) beside it can be held.
+    port = ok(ops_pod(bundle=bundle(bind="0.0.0.0:"), port_range=REPAIR_RANGE), True)["ports"][0]["port"]
     expect(get(port) == "shop 1", "the deployed pod serves")
     waker = ROOT / "bin" / "ops-wake"
 
@@ -241,7 +251,7 @@ def repairs():
     expect(not waker.exists(), "the waker the run installed is gone", r)
 
     ok(ops_pod(name="shop", state="idle"), True)
-    armed(port)
+    armed(port, where="*")
     socket_file = UNIT_DIR / f"ops-shop:wake-{port}.socket"
     text = socket_file.read_text()
     socket_file.write_text(text.replace(f"ListenStream={port}", f"ListenStream={port + 1}"))
@@ -265,7 +275,7 @@ def repairs():
             pass
         time.sleep(0.05)
     r = ok(ops_pod(name="shop", state="idle"), True)
-    armed(port, r)
+    armed(port, r, where="*")
     took, _ = wake_by_connection(port, 20)
     print(f"re-armed after the start limit; woken in {took:.2f} s")
     deadline = time.monotonic() + 20

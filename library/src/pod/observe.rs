@@ -41,6 +41,8 @@ pub(crate) struct Observed {
     pub others: Result<BTreeMap<PodName, PodState>, Refusal>,
     /// Ports something on the host listens on.
     pub listening: BTreeSet<u16>,
+    /// The addresses of each of those.
+    pub listeners: BTreeMap<u16, BTreeSet<std::net::IpAddr>>,
     /// ops's port record on disk (`<root>/ports/<port>`), by port.
     pub port_records: Result<BTreeMap<u16, String>, Refusal>,
     /// Paths of the pod's shape in the unit directory that exist, whoever
@@ -79,6 +81,7 @@ impl Observed {
             status: BTreeMap::new(),
             others: Ok(BTreeMap::new()),
             listening: BTreeSet::new(),
+            listeners: BTreeMap::new(),
             port_records: Ok(BTreeMap::new()),
             unit_paths: BTreeSet::new(),
             unit_owners: BTreeMap::new(),
@@ -111,6 +114,7 @@ pub(crate) fn observe(
     let status = unit_status(name, &state, &files, host.systemd)?;
     let others = other_pods(store, name).map_err(|e| refusal(&e));
     let unit_paths = unit_paths(name, &request.unit_dir);
+    let listeners = crate::ports::listeners();
     let mut observed = Observed {
         incoming: incoming.cloned(),
         state,
@@ -118,7 +122,8 @@ pub(crate) fn observe(
         files,
         status,
         others,
-        listening: crate::ports::listening(),
+        listening: listeners.keys().copied().collect(),
+        listeners,
         port_records: crate::ports::read_index(store).map_err(|e| refusal(&e)),
         unit_owners: unit_owners(name, &request.unit_dir, &unit_paths),
         unit_paths,

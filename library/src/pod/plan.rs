@@ -9,6 +9,8 @@
 //! written. Planning is pure: it reads only the request and the
 //! [`Observed`] host (no file, no process, no clock).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -583,7 +585,8 @@ impl Draft<'_> {
         });
     }
 
-    /// `state: idle`: the current version stops, its ports armed.
+    /// `state: idle`: the current version stops, its ports armed where it
+    /// listened.
     fn plan_idle(&mut self, v: &Version) -> Result<(), Refusal> {
         let (name, observed, request) = (self.name, self.observed, self.request);
         if self.after.current.as_ref() != Some(v) {
@@ -607,11 +610,31 @@ impl Draft<'_> {
             )));
         }
         self.plan_stopped(v);
+        let addresses = match &observed.state.idle {
+            // The sockets listen now, where the version did.
+            Some(before) if before.version == *v => before.addresses.clone(),
+            _ => {
+                let unseen: Vec<String> = (ports.iter())
+                    .filter(|p| !observed.listeners.contains_key(p))
+                    .map(u16::to_string)
+                    .collect();
+                if !unseen.is_empty() {
+                    self.warnings.push(format!(
+                        "nothing listens on port {} of pod {name} now (is version {v} \
+                         running?), so ops cannot tell on which addresses it does: armed on \
+                         every address",
+                        unseen.join(", ")
+                    ));
+                }
+                listened_on(&observed.listeners, &ports)
+            }
+        };
         let mut record = IdleRecord {
             format: IDLE_FORMAT,
             since: observed.now,
             version: v.clone(),
             ports: ports.into_iter().collect(),
+            addresses,
             start_timeout: request.start_timeout.as_secs(),
             min_up_time: request.min_up_time.as_secs(),
         };
@@ -1160,6 +1183,24 @@ impl Plan {
 
 /// What to do when `state: idle` names a version that is not current: the
 /// version comes from `version`, or from the bundle or release given.
+/// The addresses each port was listened on, for the ports listened on at
+/// particular addresses only: an idle pod's sockets listen there, so that
+/// a service on 127.0.0.1 is not woken (nor reached) from other hosts. A
+/// port listened on at every address (0.0.0.0, ::) or not at all (the
+/// version was stopped) is armed on every address.
+fn listened_on(
+    listeners: &BTreeMap<u16, BTreeSet<IpAddr>>,
+    ports: &BTreeSet<u16>,
+) -> BTreeMap<u16, Vec<IpAddr>> {
+    (ports.iter())
+        .filter_map(|port| {
+            let addresses = listeners.get(port)?;
+            let particular = addresses.iter().all(|a| !a.is_unspecified());
+            particular.then(|| (*port, addresses.iter().copied().collect()))
+        })
+        .collect()
+}
+
 fn idle_advice(request: &Request, has_current: bool) -> &'static str {
     let from_bundle = request.bundle.is_some() || request.repo.is_some();
     match (has_current, from_bundle) {

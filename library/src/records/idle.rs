@@ -6,6 +6,9 @@
 //! wakes it; only a pod with the record is woken. The record names the
 //! version and the ports armed, and how the waker starts the version.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// The format of both records.
@@ -22,6 +25,11 @@ pub struct IdleRecord {
     pub version: super::names::Version,
     /// The host ports armed (a socket each), lowest first.
     pub ports: Vec<u16>,
+    /// The addresses a port's socket listens on, when the version listened
+    /// on that port on particular addresses only (a service on 127.0.0.1
+    /// is woken from 127.0.0.1 only); a port not here listens on all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<u16, Vec<IpAddr>>,
     /// Seconds the waker waits for the version to come up, and each unit
     /// must stay up (ops_pod's `start_timeout` and `min_up_time` of the
     /// run that idled it).

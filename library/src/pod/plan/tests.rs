@@ -601,6 +601,7 @@ fn idled(mut host: Host, version: &str, port: u16) -> Host {
         since: 0,
         version: v(version),
         ports: vec![port],
+        addresses: BTreeMap::new(),
         start_timeout: 60,
         min_up_time: 1,
     });
@@ -639,6 +640,52 @@ fn idle_stops_the_version_marks_the_pod_and_arms_its_ports() {
     assert!(plan.is_empty(), "{:?}", plan.actions());
     // Present leaves it idle too.
     assert!(actions(&request(State::Present), &again).is_empty());
+}
+
+/// A version that listened on particular addresses only is armed there
+/// (and its record says so); on every address, or not listening at all,
+/// everywhere.
+#[test]
+fn idle_arms_ports_where_the_version_listened() {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let mut host = with_port(Host::new(), "1", 30000).current("1").running("1");
+    host.0.listeners.insert(30000, [loopback, v6].into());
+    let plan = plan(&request(State::Idle), &host.0).unwrap();
+    let record = plan.after.idle.as_ref().unwrap();
+    assert_eq!(record.addresses[&30000], [loopback, v6]);
+    let socket = units::desired(
+        &shop(),
+        &plan.after,
+        false,
+        Path::new("/etc/systemd/system"),
+        &Store::new(Path::new("/var/lib/ops")),
+    )
+    .unwrap()[Path::new("ops-shop:wake-30000.socket")]
+    .text();
+    assert!(
+        socket.contains(
+            "[Socket]\nListenStream=127.0.0.1:30000\nListenStream=[::1]:30000\nFreeBind=yes\n"
+        ),
+        "{socket}"
+    );
+    host.0.listeners.insert(
+        30000,
+        [loopback, std::net::IpAddr::from([0, 0, 0, 0])].into(),
+    );
+    let plan = self::plan(&request(State::Idle), &host.0).unwrap();
+    assert!(plan.after.idle.as_ref().unwrap().addresses.is_empty());
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    host.0.listeners.clear();
+    let plan = self::plan(&request(State::Idle), &host.0).unwrap();
+    assert!(plan.after.idle.as_ref().unwrap().addresses.is_empty());
+    assert_eq!(
+        plan.warnings,
+        [
+            "nothing listens on port 30000 of pod shop now (is version 1 running?), so ops cannot \
+          tell on which addresses it does: armed on every address"
+        ]
+    );
 }
 
 #[test]
