@@ -115,7 +115,10 @@ fn colliding_unit_names_are_refused_and_change_nothing() {
     let calls = host.0.systemd.calls.len();
     let err = host.deploy("myapp-staging", "myapp", "1").unwrap_err();
     assert!(
-        err.contains("myapp-staging-1-web.service is pod myapp's: pod myapp-staging would install"),
+        err.contains(
+            "unit web.service of version 1 of pod myapp-staging would be installed as \
+             myapp-staging-1-web.service, which version staging-1 of pod myapp has"
+        ),
         "{err}"
     );
     assert_eq!(host.0.snapshot(), before);
@@ -600,4 +603,65 @@ fn a_mistyped_deployment_name_lists_the_pods_there() {
         );
     }
     assert_eq!(host.0.snapshot(), before);
+}
+
+/// Bundle `name` version `version` shipping one unit file named `unit`.
+fn one_unit_bundle(host: &Host, name: &str, version: &str, unit: &str) -> PathBuf {
+    let dir = (host.0.dir.path().join("bundles")).join(format!("{name}-{version}-{unit}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join(unit),
+        format!("[Service]\nExecStart=/bin/echo {version}\n"),
+    )
+    .unwrap();
+    let pod = json!({"name": name, "version": version,
+        "containers": [{"name": "web", "systemd": {"unit-files": [unit]}}]});
+    fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    dir
+}
+
+/// Within one pod, version `1` with `x-web.service` and version `1-x`
+/// with `web.service` would both install `a-1-x-web.service`: the second
+/// is refused before anything changes, naming the version that has it.
+#[test]
+fn two_versions_of_one_pod_with_the_same_unit_name_are_refused() {
+    let mut host = Host::new();
+    let mut r = host.request("a", State::Started);
+    r.bundle = Some(one_unit_bundle(&host, "a", "1", "x-web.service"));
+    host.run(&r).unwrap();
+    let before = host.0.snapshot();
+    let mut r = host.request("a", State::Present);
+    r.bundle = Some(one_unit_bundle(&host, "a", "1-x", "web.service"));
+    let err = host.run(&r).unwrap_err();
+    assert!(
+        err.contains(
+            "unit web.service of version 1-x of pod a would be installed as a-1-x-web.service, \
+             which version 1 of pod a has"
+        ),
+        "{err}"
+    );
+    assert_eq!(host.0.snapshot(), before);
+}
+
+/// The store, not the unit directory, says whose a unit name is: pod
+/// `myapp` version `staging-1` keeps `myapp-staging-1-web.service` even
+/// when its file was removed by hand, and deployment `myapp-staging`
+/// version `1` is refused it; removing `myapp` touches nothing else.
+#[test]
+fn a_unit_name_a_lost_file_leaves_is_still_its_versions() {
+    let mut host = Host::new();
+    let mut r = host.request("myapp", State::Started);
+    r.bundle = Some(one_unit_bundle(&host, "myapp", "staging-1", "web.service"));
+    host.run(&r).unwrap();
+    let unit = host.0.unit_dir.join("myapp-staging-1-web.service");
+    fs::remove_file(&unit).unwrap();
+    fs::remove_dir_all(host.0.unit_dir.join("myapp-staging-1-web.service.d")).unwrap();
+    let mut r = host.request("myapp-staging", State::Started);
+    r.bundle = Some(one_unit_bundle(&host, "myapp", "1", "web.service"));
+    let err = host.run(&r).unwrap_err();
+    assert!(
+        err.contains("would be installed as myapp-staging-1-web.service, which version staging-1 of pod myapp has"),
+        "{err}"
+    );
+    assert!(!host.0.root.join("pods/myapp-staging").exists());
 }

@@ -360,6 +360,7 @@ impl Draft<'_> {
                 image.id
             ));
         }
+        unit_names_are_free(name, v, new, observed)?;
         self.unresolved_images(v, new)?;
         let record = VersionRecord {
             format: META_FORMAT,
@@ -1183,6 +1184,52 @@ impl Plan {
 
 /// What to do when `state: idle` names a version that is not current: the
 /// version comes from `version`, or from the bundle or release given.
+/// Refuse a version whose units would be installed under a name another
+/// version of the pod, or another pod, has in the store: unit names are
+/// `<pod>-<version>-<unit>`, so version `1` with `x-web.service` and
+/// version `1-x` with `web.service` are both `shop-1-x-web.service`, and
+/// pod `myapp` version `staging-1` and pod `myapp-staging` version `1`
+/// share theirs. Asked of the store, not the unit directory: a unit file
+/// removed by hand still belongs to its version.
+fn unit_names_are_free(
+    name: &PodName,
+    v: &Version,
+    new: &NewVersion,
+    observed: &Observed,
+) -> Result<(), Refusal> {
+    let mut taken: BTreeMap<String, String> = BTreeMap::new();
+    let mut pods: Vec<(&PodName, &crate::store::PodState)> = vec![(name, &observed.state)];
+    if let Ok(others) = &observed.others {
+        pods.extend(others.iter());
+    }
+    for (pod, state) in pods {
+        taken.insert(units::target_name(pod), format!("pod {pod}'s target"));
+        taken.insert(units::slice_name(pod), format!("pod {pod}'s slice"));
+        for (version, stored) in state
+            .versions
+            .iter()
+            .filter(|(w, _)| pod != name || *w != v)
+        {
+            for unit in &stored.record.pod.units {
+                let installed = units::installed_name(pod, version, &unit.name);
+                taken.insert(installed, format!("version {version} of pod {pod}"));
+            }
+        }
+    }
+    for unit in &new.pod.units {
+        let installed = units::installed_name(name, v, &unit.name);
+        if let Some(holder) = taken.get(&installed) {
+            return Err(Refusal(format!(
+                "unit {} of version {v} of pod {name} would be installed as {installed}, which \
+                 {holder} has (units are named <pod>-<version>-<unit>); give the version or the \
+                 pod another name",
+                unit.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The addresses each port was listened on, for the ports listened on at
 /// particular addresses only: an idle pod's sockets listen there, so that
 /// a service on 127.0.0.1 is not woken (nor reached) from other hosts. A
