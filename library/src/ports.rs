@@ -157,7 +157,9 @@ pub fn holders(
         let state = match this {
             Some((n, state)) if *n == name => state,
             _ => {
-                read = store.read_pod_unlocked(&name)?;
+                // Ports are in the versions: another pod's idle record is
+                // not read (one that cannot be read is that pod's to refuse).
+                read = store.read_pod_without_idle(&name)?;
                 &read
             }
         };

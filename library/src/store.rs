@@ -65,8 +65,14 @@ pub enum StoreError {
         root.display()
     )]
     Layout { root: PathBuf, found: String },
-    #[error("{} is not a valid version record: {reason}", path.display())]
+    #[error("{} is not a valid record of ops: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{} is not a valid idle record: {reason}; remove it (the pod is then not idle: state: \
+         idle arms it again) and rerun",
+        path.display()
+    )]
+    CorruptIdle { path: PathBuf, reason: String },
 }
 
 /// A version as stored: its record, unit file texts and environment file.
@@ -510,10 +516,21 @@ impl Store {
 
     /// Everything the store holds for `name` (empty when nothing).
     pub fn read_pod(&self, name: &PodName) -> Result<PodState, StoreError> {
-        self.read_pod_with(name, true)
+        self.read_pod_with(name, true, true)
     }
 
-    fn read_pod_with(&self, name: &PodName, with_units: bool) -> Result<PodState, StoreError> {
+    /// [`Store::read_pod_unlocked`] but for the idle record (`idle` is
+    /// none): for another pod's holdings, which are in its versions.
+    pub fn read_pod_without_idle(&self, name: &PodName) -> Result<PodState, StoreError> {
+        self.read_pod_with(name, false, false)
+    }
+
+    fn read_pod_with(
+        &self,
+        name: &PodName,
+        with_units: bool,
+        with_idle: bool,
+    ) -> Result<PodState, StoreError> {
         let dir = self.pod_dir(name);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -545,10 +562,17 @@ impl Store {
             .filter(|v| state.versions.contains_key(v));
         // A record of a version no longer current (changed by hand) is
         // no idle pod: only a pod idled as it is is woken.
-        state.idle = self
-            .read_record::<IdleRecord>(&self.idle_path(name))?
-            .filter(|r| state.current.as_ref() == Some(&r.version));
-        state.woken = self.read_record(&self.woken_path(name))?;
+        let idle = match self.read_record::<IdleRecord>(&self.idle_path(name)) {
+            _ if !with_idle => Ok(None),
+            Err(StoreError::Corrupt { path, reason }) => {
+                Err(StoreError::CorruptIdle { path, reason })
+            }
+            read => read,
+        };
+        state.idle = idle?.filter(|r| state.current.as_ref() == Some(&r.version));
+        // Only when it was last woken (woken_at): one that cannot be read
+        // is none, rather than a pod that can no longer be acted on.
+        state.woken = self.read_record(&self.woken_path(name)).unwrap_or(None);
         Ok(state)
     }
 
@@ -560,7 +584,7 @@ impl Store {
     pub fn read_pod_unlocked(&self, name: &PodName) -> Result<PodState, StoreError> {
         let mut attempts = 0;
         loop {
-            match self.read_pod_with(name, false) {
+            match self.read_pod_with(name, false, true) {
                 Err(StoreError::Fs(e))
                     if e.source.kind() == io::ErrorKind::NotFound && attempts < 10 =>
                 {

@@ -665,3 +665,29 @@ fn a_unit_name_a_lost_file_leaves_is_still_its_versions() {
     );
     assert!(!host.0.root.join("pods/myapp-staging").exists());
 }
+
+/// One pod's idle record that cannot be read (a hand edit, a damaged
+/// disk) is that pod's to refuse, saying what to do, never another pod's;
+/// a woken record that cannot be read is only a lost woken_at.
+#[test]
+fn a_corrupt_idle_record_is_refused_for_its_pod_only() {
+    let mut host = Host::new();
+    host.deploy("sh", "sh", "1").unwrap();
+    host.deploy("ok", "ok", "1").unwrap();
+    let idle = host.0.root.join("pods/sh/_idle");
+    fs::write(&idle, "x\n").unwrap();
+    fs::write(host.0.root.join("pods/ok/_woken"), "x\n").unwrap();
+    let restarted = host.run(&host.request("ok", State::Restarted)).unwrap();
+    assert!(restarted.changed);
+    host.deploy("ok", "ok", "2").unwrap();
+    let err = host.run(&host.request("sh", State::Started)).unwrap_err();
+    assert!(
+        err.contains(&format!("{} is not a valid idle record: ", idle.display()))
+            && err.ends_with(
+                "remove it (the pod is then not idle: state: idle arms it again) and rerun"
+            ),
+        "{err}"
+    );
+    fs::remove_file(&idle).unwrap();
+    host.run(&host.request("sh", State::Idle)).unwrap();
+}

@@ -342,6 +342,11 @@ fn wake_args(
             if wake == "--wake" && r == "--root" && u == "--unit-dir" && p == "--pod" =>
         {
             let name = PodName::parse(pod).map_err(|e| format!("--pod: {e}"))?;
+            for (flag, path) in [("--root", root), ("--unit-dir", unit_dir)] {
+                if !std::path::Path::new(path).is_absolute() {
+                    return Err(format!("{flag}: expected an absolute path, got {path:?}"));
+                }
+            }
             Ok((PathBuf::from(root), PathBuf::from(unit_dir), name))
         }
         _ => Err(WAKE_USAGE.to_owned()),

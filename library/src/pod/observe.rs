@@ -146,7 +146,15 @@ fn other_pods(
     let mut others = BTreeMap::new();
     for other in store.pod_names()? {
         if other != *name {
-            let read = store.read_pod_unlocked(&other)?;
+            let read = match store.read_pod_unlocked(&other) {
+                // What others hold (ports, images, unit names) is in their
+                // versions: an idle record that cannot be read is that
+                // pod's to refuse, not every other pod's.
+                Err(crate::store::StoreError::CorruptIdle { .. }) => {
+                    store.read_pod_without_idle(&other)?
+                }
+                read => read?,
+            };
             others.insert(other, read);
         }
     }

@@ -111,6 +111,23 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     let typo = Command::new(BIN).arg("--wkae").output().unwrap();
     assert_eq!(typo.status.code(), Some(2));
     assert_eq!(typo.stderr, usage.stderr);
+    let relative = Command::new(BIN)
+        .args([
+            "--wake",
+            "--root",
+            "ops",
+            "--unit-dir",
+            "/etc/systemd/system",
+            "--pod",
+            "shop",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(relative.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&relative.stderr),
+        "ops-wake: --root: expected an absolute path, got \"ops\"\n"
+    );
 
     let dir = std::env::temp_dir().join(format!("ops-pod-wake-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
