@@ -266,10 +266,11 @@ pub(super) fn image_uri(uri: &str) -> Result<String, String> {
     }
     let shown = crate::records::uri::redact(uri);
     if uri.starts_with('/') && !uri.starts_with("//") {
-        return Ok(format!("file://{uri}"));
+        return Ok(format!("file://{}", encode_path(uri)));
     }
     let (host, path) = uri.split_once('/').unwrap_or((uri, ""));
     let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+    let port_number = port.parse::<u16>().is_ok_and(|p| p > 0);
     let named = name == "localhost"
         || (name.contains('.')
             && !name.starts_with('.')
@@ -277,9 +278,9 @@ pub(super) fn image_uri(uri: &str) -> Result<String, String> {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
-    let ported = !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit());
+    let ported = port_number && port.chars().all(|c| c.is_ascii_digit());
     if named && ported && !path.is_empty() && !host.contains('@') {
-        Ok(format!("https://{uri}"))
+        Ok(format!("https://{host}/{}", encode_path(path)))
     } else {
         Err(format!(
             "{shown:?} has no scheme and names no host and path: a uri without scheme is \
@@ -287,6 +288,22 @@ pub(super) fn image_uri(uri: &str) -> Result<String, String> {
              file://; give the full URI, or the image's path in the bundle as path"
         ))
     }
+}
+
+/// A path written without scheme, as the path of a URI: each byte a URI
+/// would read otherwise (`%`, `?`, `#`, blanks, control characters, bytes
+/// beyond ASCII) percent-encoded, so the file read is the one named.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        let kept = byte.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&byte);
+        if kept {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// An absolute mount point without `.`, `..`, empty components or a
@@ -965,6 +982,11 @@ mod tests {
                 "https://images.example.com:8443/x/a.aci",
             ),
             ("localhost:8000/a.aci", "https://localhost:8000/a.aci"),
+            // The path is the file's name, byte for byte: nothing in it is
+            // read as an escape, a query or a fragment.
+            ("/srv/%6cocal.aci", "file:///srv/%256cocal.aci"),
+            ("/srv/a b?x=1#f.aci", "file:///srv/a%20b%3Fx=1%23f.aci"),
+            ("h.example/a\u{7}b.aci", "https://h.example/a%07b.aci"),
         ] {
             assert_eq!(image_uri(given).as_deref(), Ok(read), "{given}");
         }
@@ -980,6 +1002,8 @@ mod tests {
             "user:pw@h.example/a.aci",
             "u@h.example/a.aci",
             ".example/a.aci",
+            "localhost:99999/a.aci",
+            "localhost:0/a.aci",
         ] {
             let error = image_uri(ambiguous).expect_err(ambiguous);
             assert!(error.contains("read as https://<host>/<path>"), "{error}");
