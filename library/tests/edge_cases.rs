@@ -691,3 +691,34 @@ fn a_corrupt_idle_record_is_refused_for_its_pod_only() {
     fs::remove_file(&idle).unwrap();
     host.run(&host.request("sh", State::Idle)).unwrap();
 }
+
+/// A wake socket for a port the pod does not arm (left by hand, or by an
+/// earlier record) is stopped as its file goes, not left listening.
+#[test]
+fn a_stale_wake_socket_is_stopped_as_its_file_goes() {
+    let mut host = Host::new();
+    host.deploy("myapp", "myapp", "1").unwrap();
+    let r = host.request("myapp", State::Idle);
+    host.run(&r).unwrap();
+    let real = host.0.unit_dir.join("ops-myapp:wake-41000.socket");
+    let stale = host.0.unit_dir.join("ops-myapp:wake-41999.socket");
+    fs::write(
+        &stale,
+        fs::read_to_string(&real).unwrap().replace("41000", "41999"),
+    )
+    .unwrap();
+    (host.0.systemd.active).insert(
+        "ops-myapp:wake-41999.socket".to_owned(),
+        "active".to_owned(),
+    );
+    let calls = host.0.systemd.calls.len();
+    let again = host.run(&r).unwrap();
+    assert!(again.changed);
+    assert!(!stale.exists());
+    let stop = (host.0.systemd.calls[calls..].iter())
+        .any(|c| c.starts_with("stop") && c.contains("ops-myapp:wake-41999.socket"));
+    assert!(stop, "{:?}", &host.0.systemd.calls[calls..]);
+    assert!(!host.0.systemd.running().iter().any(|u| u.contains("41999")));
+    let third = host.run(&r).unwrap();
+    assert!(!third.changed, "{:?}", third.actions);
+}

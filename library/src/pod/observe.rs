@@ -175,6 +175,11 @@ fn unit_status(
     if !all.is_empty() || !files.is_empty() {
         all.extend(pod_units(name));
         all.extend(units::idle_units(name, &idle_ports(state)));
+        // Idle units on disk for other ports (a stale socket): a run that
+        // removes one stops it first.
+        let on_disk = (files.keys().filter_map(|p| p.to_str()))
+            .filter(|n| units::is_idle_unit(name, n) && !all.iter().any(|a| a == n));
+        all.extend(on_disk.map(str::to_owned).collect::<Vec<_>>());
     }
     Ok(systemd
         .show(&all)?

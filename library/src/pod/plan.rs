@@ -680,6 +680,20 @@ impl Draft<'_> {
             let armed = self.active(&armed);
             self.stop_first.splice(0..0, armed);
         }
+        // Sockets for ports the pod no longer arms (their files go now)
+        // would listen until a reboot.
+        let kept = (self.after.idle.as_ref())
+            .map_or_else(Vec::new, |r| units::idle_units(self.name, &r.ports));
+        let stale: Vec<String> = (self.observed.files.keys().filter_map(|p| p.to_str()))
+            .filter(|n| n.ends_with(".socket") && units::is_idle_unit(self.name, n))
+            .filter(|n| !kept.iter().any(|k| k == n))
+            .map(str::to_owned)
+            .collect();
+        for unit in self.active(&stale) {
+            if !self.stop_first.contains(&unit) {
+                self.stop_first.insert(0, unit);
+            }
+        }
     }
 
     /// `keep`: the oldest versions beyond it go, those running once the
