@@ -122,10 +122,7 @@ fn colliding_unit_names_are_refused_and_change_nothing() {
         "{err}"
     );
     assert_eq!(host.0.snapshot(), before);
-    let mutating: Vec<_> = host.0.systemd.calls[calls..]
-        .iter()
-        .filter(|c| !c.starts_with("show"))
-        .collect();
+    let mutating = common::mutating_calls(&host.0.systemd, calls);
     assert!(mutating.is_empty(), "{mutating:?}");
 }
 
@@ -538,9 +535,7 @@ fn a_link_planted_as_the_waker_is_refused() {
     let err = host.run(&r).unwrap_err();
     assert!(err.contains("ops-wake") && err.contains("symlink"), "{err}");
     assert_eq!(host.0.snapshot(), before);
-    let mutating: Vec<_> = (host.0.systemd.calls[calls..].iter())
-        .filter(|c| !c.starts_with("show") && !c.starts_with("list"))
-        .collect();
+    let mutating = common::mutating_calls(&host.0.systemd, calls);
     assert!(mutating.is_empty(), "{mutating:?}");
 }
 

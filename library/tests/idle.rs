@@ -147,10 +147,7 @@ fn check_mode_plans_the_idle_and_writes_nothing() {
         .unwrap()
         .ends_with("ops-shop:wake.service")));
     assert_eq!(host.0.snapshot(), before);
-    let mutating: Vec<_> = host.0.systemd.calls[calls..]
-        .iter()
-        .filter(|c| !c.starts_with("show"))
-        .collect();
+    let mutating = common::mutating_calls(&host.0.systemd, calls);
     assert!(mutating.is_empty(), "{mutating:?}");
 }
 
@@ -392,10 +389,7 @@ fn a_path_with_a_dollar_is_refused_before_anything_changes() {
             )
         );
         assert_eq!(host.0.snapshot(), before);
-        let mutating: Vec<_> = host.0.systemd.calls[calls..]
-            .iter()
-            .filter(|c| !c.starts_with("show"))
-            .collect();
+        let mutating = common::mutating_calls(&host.0.systemd, calls);
         assert!(mutating.is_empty(), "{mutating:?}");
     }
 }

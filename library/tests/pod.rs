@@ -197,10 +197,7 @@ fn check_mode_plans_everything_and_touches_nothing() {
         .collect();
     insta::assert_json_snapshot!(actions);
     assert_eq!(host.snapshot(), before);
-    let mutating: Vec<_> = host.systemd.calls[calls..]
-        .iter()
-        .filter(|c| !c.starts_with("show"))
-        .collect();
+    let mutating = common::mutating_calls(&host.systemd, calls);
     assert!(mutating.is_empty(), "{mutating:?}");
 }
 
@@ -582,18 +579,7 @@ fn an_image_by_uri_without_id_is_downloaded_by_a_real_run_only_and_then_pinned()
     fs::write(host.root.join("staging/downloads/image-0"), b"left over").unwrap();
     let report = host.run(&request).unwrap();
     assert!(report.changed);
-    assert_eq!(
-        report.actions[0],
-        format!(
-            "download image {uri} to compute its id (pod.json gives none): {}",
-            image.1
-        )
-    );
-    let imported = format!(
-        "import image {} from {uri} (the copy downloaded to compute its id) into systemd",
-        image.1
-    );
-    assert!(report.actions.contains(&imported), "{:?}", report.actions);
+    common::assert_downloaded_to_identify(&report.actions, &uri, &image.1);
     assert!(
         report.warnings[0].contains(&format!("ops computed {} from the file", image.1)),
         "{:?}",
@@ -847,18 +833,7 @@ fn a_signed_image_by_uri_without_id_deploys_with_its_files_id_and_no_unpinned_wa
 
     let report = host.run(&request).unwrap();
     assert!(report.changed);
-    assert_eq!(
-        report.actions[0],
-        format!(
-            "download image {uri} to compute its id (pod.json gives none): {}",
-            image.1
-        )
-    );
-    let imported = format!(
-        "import image {} from {uri} (the copy downloaded to compute its id) into systemd",
-        image.1
-    );
-    assert!(report.actions.contains(&imported), "{:?}", report.actions);
+    common::assert_downloaded_to_identify(&report.actions, &uri, &image.1);
     // Signed: no "nothing pinned it" warning, nor any other about the
     // image (plan.rs warns only for `computed && signature.is_none()`).
     assert!(

@@ -45,6 +45,28 @@ impl Host {
     }
 }
 
+/// The calls to `systemd` after the first `since` that change something
+/// (all but `show` and `list`): a refusal makes none.
+pub fn mutating_calls(systemd: &Recording, since: usize) -> Vec<String> {
+    (systemd.calls[since..].iter())
+        .filter(|c| !c.starts_with("show") && !c.starts_with("list"))
+        .cloned()
+        .collect()
+}
+
+/// The first action of a run that downloaded image `uri` to compute the
+/// id pod.json leaves out, and its import of that copy: both in `actions`.
+pub fn assert_downloaded_to_identify(actions: &[String], uri: &str, id: &str) {
+    assert_eq!(
+        actions[0],
+        format!("download image {uri} to compute its id (pod.json gives none): {id}")
+    );
+    let imported = format!(
+        "import image {id} from {uri} (the copy downloaded to compute its id) into systemd"
+    );
+    assert!(actions.contains(&imported), "{actions:?}");
+}
+
 /// An ops_pod request for pod `name` on this store and unit directory,
 /// with short timeouts and every other option at its default.
 pub fn pod_request(root: &Path, unit_dir: &Path, name: &str, state: State) -> Request {
