@@ -160,7 +160,7 @@ options:
         the version (all TCP; a pod that declares none has its default ports)
         is armed with a systemd socket unit (on the addresses the running
         version listened on, e.g. only 127.0.0.1; on every address when it
-        listened on all, or was not running: a warning says so), so that a
+        listened on all, or was not running, with a warning then), so that a
         connection wakes the pod - its version starts again, as V(started)
         starts it, and the pod is no longer idle. The first connection may be
         refused while the pod starts; within O(start_timeout) of it, and
