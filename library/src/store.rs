@@ -562,8 +562,8 @@ impl Store {
             .filter(|v| state.versions.contains_key(v));
         // A record of a version no longer current (changed by hand) is
         // no idle pod: only a pod idled as it is is woken.
-        let idle = match self.read_record::<IdleRecord>(&self.idle_path(name)) {
-            _ if !with_idle => Ok(None),
+        let read = || self.read_record::<IdleRecord>(&self.idle_path(name));
+        let idle = match with_idle.then(read).unwrap_or(Ok(None)) {
             Err(StoreError::Corrupt { path, reason }) => {
                 Err(StoreError::CorruptIdle { path, reason })
             }

@@ -60,7 +60,7 @@ use crate::records::names::{ImageId, PodName, UnitName, Version};
 use crate::records::unit_names::split;
 pub use crate::records::unit_names::{
     idle_target_name, idle_units, installed_name, is_idle_unit, runnable, slice_name, target_name,
-    wake_socket_name, waker_name,
+    wake_socket_name, wake_sockets_glob, waker_name,
 };
 pub use crate::records::unit_syntax::{check_env_value, check_unit_path};
 use crate::store::{PodState, Store};

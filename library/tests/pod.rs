@@ -430,6 +430,18 @@ fn aci(greeting: &str) -> (Vec<u8>, String) {
 use sha2::Digest;
 
 impl Host {
+    /// Image `id`'s root filesystem, which shop-1-web's drop-in runs it in.
+    fn runs_in_image(&self, id: &str) -> PathBuf {
+        let rootfs = (self.root).join(format!("images/systemd/{}/rootfs", &id[..7 + 32]));
+        let dropin =
+            fs::read_to_string(self.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
+        assert!(
+            dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
+            "{dropin}"
+        );
+        rootfs
+    }
+
     /// A bundle whose web unit runs in an ACI shipped beside pod.json.
     fn bundle_with_image(&self, version: &str, image: &(Vec<u8>, String)) -> PathBuf {
         let dir = self.bundles.join(format!("{version}-image"));
@@ -503,15 +515,7 @@ fn an_image_without_id_gets_the_id_of_its_file_and_a_warning() {
             .unwrap();
     assert_eq!(meta["pod"]["images"][0]["id"], serde_json::json!(image.1));
     assert_eq!(meta["pod"]["images"][0]["computed"], true);
-    let rootfs = host
-        .root
-        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
-    let dropin =
-        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
-    assert!(
-        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
-        "{dropin}"
-    );
+    host.runs_in_image(&image.1);
 
     let again = host.run(&request).unwrap();
     assert!(!again.changed, "{:?}", again.actions);
@@ -861,18 +865,10 @@ fn a_signed_image_by_uri_without_id_deploys_with_its_files_id_and_no_unpinned_wa
         "the signature is recorded: {meta}"
     );
     // What was imported is the signed file.
-    let rootfs = host
-        .root
-        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    let rootfs = host.runs_in_image(&image.1);
     assert_eq!(
         fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
         "signed by uri\n"
-    );
-    let dropin =
-        fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
-    assert!(
-        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
-        "{dropin}"
     );
     assert!(!host.root.join("staging").exists(), "the copy is gone");
 
@@ -1143,19 +1139,13 @@ fn a_pod_image_is_imported_first_run_from_by_its_units_and_removed_when_unused()
         "{:?}",
         report.actions
     );
-    let rootfs = host
-        .root
-        .join(format!("images/systemd/{}/rootfs", &image.1[..7 + 32]));
+    let rootfs = host.runs_in_image(&image.1);
     assert_eq!(
         fs::read_to_string(rootfs.join("www/index.html")).unwrap(),
         "hello\n"
     );
     let dropin =
         fs::read_to_string(host.unit_dir.join("shop-1-web.service.d/50-ops.conf")).unwrap();
-    assert!(
-        dropin.contains(&format!("RootDirectory={}\n", rootfs.display())),
-        "{dropin}"
-    );
     assert!(
         dropin.contains(&format!("Environment=\"OPS_IMAGE={}\"\n", rootfs.display())),
         "{dropin}"

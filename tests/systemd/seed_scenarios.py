@@ -139,35 +139,21 @@ def seed000_example():
     deploy_twice(b, "example", 1001, "seed 000 data", facts_check)
 
 
-def seed001_example():
-    """Seed 001's Appc example: instances on a plain unit, an image without id."""
-    b = kit.WORK / "seed001"
-    (b / "path" / "to").mkdir(parents=True)
-    # The unit file by URI ("either a path or an URI"), from an HTTP server.
-    served = kit.WORK / "served"
-    served.mkdir()
-    (served / "example-pod.service").write_text(UNIT)
-    fetched = []
-    unit_uri = kit.serve(served, log=fetched) + "/example-pod.service"
-    image_id = aci(b, "path/to/image.aci", "the seed 001 image\n")
-    data_archive(b / "path" / "to" / "data.tar.gz", "seed 001 data", gz=True)
-    # The `ops` annotation as seed 001 writes it; the unit file is given by
-    # URI, the image's optional id and signature are left out. The `...` of
-    # the manifest: the app that mounts the volume, and the volume.
+def write_seed001(b, unit_file, image, version=1001):
+    """Seed 001's pod manifest in bundle `b`, with the `ops` annotation as
+    the seed writes it, its unit file and image as given."""
     ops = {
         "name": "example-pod",
-        "version": 1001,
+        "version": version,
         "systemd-units": [
             {
-                "unit-file": unit_uri,
+                "unit-file": unit_file,
                 "start": True,
                 "instances": [8080, 8081, 8082],
             },
         ],
         "images": [
-            {
-                "path": "path/to/image.aci",
-            },
+            image,
         ],
         "volumes": [
             {
@@ -184,6 +170,24 @@ def seed001_example():
         "volumes": [{"name": "volume-name", "kind": "host", "readOnly": True}],
     }
     (b / "pod.json").write_text(json.dumps(manifest, indent=4))
+
+
+def seed001_example():
+    """Seed 001's Appc example: instances on a plain unit, an image without id."""
+    b = kit.WORK / "seed001"
+    (b / "path" / "to").mkdir(parents=True)
+    # The unit file by URI ("either a path or an URI"), from an HTTP server.
+    served = kit.WORK / "served"
+    served.mkdir()
+    (served / "example-pod.service").write_text(UNIT)
+    fetched = []
+    unit_uri = kit.serve(served, log=fetched) + "/example-pod.service"
+    image_id = aci(b, "path/to/image.aci", "the seed 001 image\n")
+    data_archive(b / "path" / "to" / "data.tar.gz", "seed 001 data", gz=True)
+    # The `ops` annotation as seed 001 writes it; the unit file is given by
+    # URI, the image's optional id and signature are left out. The `...` of
+    # the manifest: the app that mounts the volume, and the volume.
+    write_seed001(b, unit_uri, {"path": "path/to/image.aci"})
 
     def facts_check(version, r):
         unit = version["units"][0]
@@ -223,36 +227,7 @@ def seed001_image_by_uri():
     image_uri = kit.serve(served, log=fetched) + "/image.aci"
     image_id = aci(served, "image.aci", "the seed 001 image by uri\n")
     data_archive(b / "path" / "to" / "data.tar.gz", "seed 001 data", gz=True)
-    ops = {
-        "name": "example-pod",
-        "version": 1001,
-        "systemd-units": [
-            {
-                "unit-file": "path/to/example-pod.service",
-                "start": True,
-                "instances": [8080, 8081, 8082],
-            },
-        ],
-        "images": [
-            {
-                "uri": image_uri,
-            },
-        ],
-        "volumes": [
-            {
-                "volume": "volume-name",
-                "data": "path/to/data.tar.gz",
-            },
-        ],
-    }
-    manifest = {
-        "acVersion": "0.8.6",
-        "acKind": "PodManifest",
-        "annotations": [{"name": "ops", "value": json.dumps(ops, indent=4)}],
-        "apps": [{"name": "web", "mounts": [{"volume": "volume-name", "path": "/var/lib/example"}]}],
-        "volumes": [{"name": "volume-name", "kind": "host", "readOnly": True}],
-    }
-    (b / "pod.json").write_text(json.dumps(manifest, indent=4))
+    write_seed001(b, "path/to/example-pod.service", {"uri": image_uri})
 
     planned = kit.module("ops_pod", check_mode=True, bundle=b, state="started")
     ok(planned, True)
@@ -285,9 +260,7 @@ def seed001_image_by_uri():
     # A new version whose image stalls past download_timeout: refused,
     # naming pod.json and the field, the store as it was.
     stalled = image_uri.replace("/image.aci", "/stall/image.aci")
-    ops.update(version=1002, images=[{"uri": stalled}])
-    manifest["annotations"][0]["value"] = json.dumps(ops, indent=4)
-    (b / "pod.json").write_text(json.dumps(manifest, indent=4))
+    write_seed001(b, "path/to/example-pod.service", {"uri": stalled}, version=1002)
     before = kit.snapshot("/var/lib/ops", "/etc/systemd/system")
     r = kit.module("ops_pod", bundle=b, state="started", download_timeout=2)
     expect(r.get("failed") and "pod.json: annotations[0].value.images[0].uri: cannot download "

@@ -713,7 +713,7 @@ fn disarm_stale(
     }
     let patterns = [
         units::idle_target_name(name),
-        units::wake_socket_name(name, 0).replace("-0.socket", "-*"),
+        units::wake_sockets_glob(name),
     ];
     let listening: Vec<String> = (systemd.list(&patterns)?.into_iter())
         .filter(|s| units::is_idle_unit(name, &s.unit) && s.needs_stopping())

@@ -64,6 +64,11 @@ pub fn wake_socket_name(pod: &PodName, port: u16) -> String {
     format!("{}wake-{port}.socket", idle_prefix(pod))
 }
 
+/// A glob (as `systemctl list-units` takes) of every wake socket of `pod`.
+pub fn wake_sockets_glob(pod: &PodName) -> String {
+    format!("{}wake-*", idle_prefix(pod))
+}
+
 /// Whether `name` is exactly one of pod `pod`'s idle units (its idle
 /// target, its waker, or its socket for some port), never another pod's.
 pub fn is_idle_unit(pod: &PodName, name: &str) -> bool {
