@@ -14,6 +14,8 @@ use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::crash;
+
 /// A file-system operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} {}", path.display())]
@@ -254,6 +256,7 @@ pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> FsResult<()
             source,
         });
     }
+    crash::point("write", path);
     if let Err(source) = fs::rename(&temp, path) {
         let _ = fs::remove_file(&temp);
         return Err(FsError {
@@ -270,6 +273,7 @@ pub(crate) fn write_symlink(path: &Path, target: &Path) -> FsResult<()> {
     refuse_symlinks(path, true)?;
     let temp = temp_sibling(path);
     symlink(target, &temp).at("create symlink", &temp)?;
+    crash::point("symlink", path);
     if let Err(source) = fs::rename(&temp, path) {
         let _ = fs::remove_file(&temp);
         return Err(FsError {
@@ -310,6 +314,7 @@ pub(crate) fn copy_file(from: &Path, path: &Path, mode: u32) -> FsResult<u64> {
             });
         }
     };
+    crash::point("copy", path);
     if let Err(source) = fs::rename(&temp, path) {
         let _ = fs::remove_file(&temp);
         return Err(FsError {
@@ -326,6 +331,7 @@ pub(crate) fn copy_file(from: &Path, path: &Path, mode: u32) -> FsResult<u64> {
 pub(crate) fn temp_dir_beside(path: &Path, mode: u32) -> FsResult<PathBuf> {
     refuse_symlinks(path, false)?;
     let temp = temp_sibling(path);
+    crash::point("stage", path);
     fs::DirBuilder::new()
         .mode(mode)
         .create(&temp)
@@ -341,6 +347,7 @@ pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {
         return Ok(());
     }
     create_dir_all(parent(path), mode)?;
+    crash::point("mkdir", path);
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => sync_dir(parent(path)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
@@ -355,6 +362,7 @@ pub(crate) fn create_dir_all(path: &Path, mode: u32) -> FsResult<()> {
 /// Remove a file or symlink; `false` when it was not there.
 pub(crate) fn remove_file(path: &Path) -> FsResult<bool> {
     refuse_symlinks(path, true)?;
+    crash::point("remove", path);
     match fs::remove_file(path) {
         Ok(()) => sync_dir(parent(path)).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -369,6 +377,7 @@ pub(crate) fn remove_file(path: &Path) -> FsResult<bool> {
 /// Remove `dir` if it is empty; `true` when it was removed.
 pub(crate) fn remove_dir_if_empty(dir: &Path) -> FsResult<bool> {
     refuse_symlinks(dir, true)?;
+    crash::point("rmdir", dir);
     match fs::remove_dir(dir) {
         Ok(()) => sync_dir(parent(dir)).map(|()| true),
         Err(e)
@@ -390,6 +399,7 @@ pub(crate) fn remove_dir_if_empty(dir: &Path) -> FsResult<bool> {
 /// Rename `from` to `to` (same file system) and sync both directories.
 pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
     refuse_symlinks(to, false)?;
+    crash::point("rename", to);
     fs::rename(from, to).map_err(|source| FsError {
         action: "move into place",
         path: to.to_owned(),
@@ -406,6 +416,7 @@ pub(crate) fn rename(from: &Path, to: &Path) -> FsResult<()> {
 /// holds a whole thing, and sync their directories.
 pub(crate) fn exchange(a: &Path, b: &Path) -> FsResult<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
+    crash::point("exchange", b);
     renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(|e| FsError {
         action: "swap into place",
         path: b.to_owned(),
@@ -422,6 +433,7 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> FsResult<()> {
 /// a whole unpacked tree instead of one per file, before the rename that
 /// makes the tree visible.
 pub(crate) fn sync_filesystem(dir: &Path) -> FsResult<()> {
+    crash::point("syncfs", dir);
     let file = fs::File::open(dir).map_err(|source| FsError {
         action: "open",
         path: dir.to_owned(),
@@ -438,6 +450,7 @@ pub(crate) fn sync_filesystem(dir: &Path) -> FsResult<()> {
 /// out of the way), so a crash half-way leaves nothing that matters.
 pub(crate) fn remove_tree(path: &Path) -> FsResult<()> {
     refuse_symlinks(path, true)?;
+    crash::point("remove-tree", path);
     match fs::remove_dir_all(path) {
         Ok(()) => sync_dir(parent(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

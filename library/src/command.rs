@@ -125,6 +125,7 @@ impl Drained {
 pub fn run(cmd: &mut Command, deadline: Option<Duration>) -> Result<Output, CommandError> {
     use std::os::unix::process::CommandExt;
     let line = line(cmd);
+    crate::crash::point("run", std::path::Path::new(&line));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

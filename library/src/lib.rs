@@ -3,7 +3,7 @@
 //! The modules form layers; each imports only those below it (no cycles):
 //!
 //! 1. Leaves that know nothing of ops's model: `atomic` (every write),
-//!    `command` (every external program), `lock` (the store lock),
+//!    `command` (every external program), `crash` (test-only crash points), `lock` (the store lock),
 //!    [`systemd`] (talking to it), `decode` and `unpack` (archives), `clock`,
 //!    `outcome` (a refusal or a failure after changes) and [`ansible`] (the
 //!    binary-module protocol: args in, one JSON out).
@@ -38,6 +38,7 @@ pub(crate) mod atomic;
 pub mod bundle;
 pub(crate) mod clock;
 pub(crate) mod command;
+pub(crate) mod crash;
 pub(crate) mod decode;
 pub(crate) mod download;
 pub mod facts;
