@@ -4,7 +4,8 @@
 //!
 //! 1. Leaves that know nothing of ops's model: `atomic` (every write),
 //!    `command` (every external program), `crash` (test-only crash points), `lock` (the store lock),
-//!    [`systemd`] (talking to it), `decode` and `unpack` (archives), `clock`,
+//!    [`systemd`] (talking to it), `decode` and `unpack` (archives), `space`
+//!    (free space an extraction or a download may use), `clock`,
 //!    `outcome` (a refusal or a failure after changes) and [`ansible`] (the
 //!    binary-module protocol: args in, one JSON out).
 //! 2. `records`: names, the pod model and what each record on disk holds
@@ -51,6 +52,7 @@ pub mod ports;
 pub(crate) mod records;
 pub mod release;
 pub mod repository;
+pub(crate) mod space;
 pub mod store;
 pub mod systemd;
 #[cfg(feature = "testkit")]

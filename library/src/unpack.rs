@@ -28,6 +28,9 @@
 //!
 //! The tar reader holds an entry's long names and PAX records in memory
 //! whole; read through [`Guarded`], they are bounded by [`HEADER_LIMIT`].
+//! What the entries write is bounded by the destination's free space: each
+//! entry is charged to a [`Budget`] before it is written (see `space`), so
+//! a bomb is refused by name instead of filling the filesystem.
 //!
 //! A [`Policy`] says how strict to be. An image is a whole root filesystem:
 //! absolute paths and symlinks are read relative to its root, setuid bits
@@ -45,6 +48,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tar::{Archive, Entry, EntryType};
+
+use crate::space::Budget;
 
 /// Name prefix of an OCI/Docker whiteout file.
 const WHITEOUT: &str = ".wh.";
@@ -249,6 +254,8 @@ pub struct Unpacker {
     link_base: PathBuf,
     gate: Option<Gate>,
     policy: Policy,
+    /// What the entries may still write (read when unpacking starts).
+    budget: Option<Budget>,
     pub result: Unpacked,
 }
 
@@ -264,6 +271,7 @@ impl Unpacker {
             link_base: PathBuf::new(),
             gate: None,
             policy: Policy::image(),
+            budget: None,
             result: Unpacked::default(),
         }
     }
@@ -305,6 +313,10 @@ impl Unpacker {
         // Directories get their mode and owner last: a read-only directory
         // must not stop its own contents from being written.
         let mut directories = Vec::new();
+        // Read now, not at creation: layers unpacked before this one have
+        // used some of it.
+        let budget = Budget::of(&self.dest, &self.dest.display().to_string())?;
+        self.budget = Some(budget);
         let mut entries = archive.entries()?;
         let mut last: Option<String> = None;
         loop {
@@ -331,6 +343,7 @@ impl Unpacker {
             match route(&path)? {
                 Route::Other => other(&path, &mut entry)?,
                 Route::Into(rel) => {
+                    self.charge(&entry, &rel)?;
                     if let Some(dir) = self.place(&mut entry, &rel)? {
                         directories.push(dir);
                     }
@@ -349,6 +362,24 @@ impl Unpacker {
             self.check_symlinks_stay_inside()?;
         }
         Ok(())
+    }
+
+    /// Charge an entry to the free space before it is written: a regular
+    /// file its declared size, a directory one block, anything else its
+    /// inode only.
+    fn charge<R: Read>(&mut self, entry: &Entry<'_, R>, rel: &Path) -> io::Result<()> {
+        let header = entry.header();
+        let size = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => entry.size(),
+            EntryType::Directory => 1,
+            _ => 0,
+        };
+        match &mut self.budget {
+            Some(budget) => budget
+                .charge(size)
+                .map_err(|e| refuse(&rel.display().to_string(), e)),
+            None => Ok(()),
+        }
     }
 
     /// Give a directory the archive's mode, owner and times (unless a
@@ -1203,6 +1234,42 @@ mod tests {
             |_, _| Ok(()),
         )?;
         Ok(u.result)
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_free_space_is_refused_before_it_is_written() {
+        // A header declaring 1 PiB, followed by none of it: the refusal
+        // comes from the header, before the data is read or written.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("bomb").unwrap();
+        h.set_size(1 << 50);
+        h.set_mode(0o644);
+        h.set_entry_type(EntryType::Regular);
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 4096]);
+        let t = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(t.path(), false).with_policy(Policy {
+            contained: true,
+            ..Policy::default()
+        });
+        let err = u
+            .unpack(
+                &mut Archive::new(&bytes[..]),
+                |p| relative(p, "t").map(Route::Into),
+                |_, _| Ok(()),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "entry \"bomb\": it needs 1.0 PiB more than the free space of the filesystem of "
+            ),
+            "{msg}"
+        );
+        assert!(msg.ends_with("of it free); nothing was kept"), "{msg}");
+        assert!(!t.path().join("bomb").exists());
     }
 
     #[test]

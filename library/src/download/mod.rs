@@ -11,11 +11,12 @@
 pub mod digest;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::records::pod::Source;
+use crate::space::Budget;
 
 /// Reading a location failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,28 +171,79 @@ fn percent_decode(text: &str) -> Result<String, String> {
 /// Copy a source into a file (in staging), returning the bytes copied.
 /// Used when the bytes are needed twice: a signature is checked over the
 /// whole file before anything is unpacked, and podman loads from a file.
+/// What a server sends is charged to the free space of the target's
+/// filesystem as it arrives ([`Budget`]): a body larger than that stops
+/// the download before the filesystem is full.
 pub fn fetch_into(
     location: &Location,
     timeout: Duration,
     target: &Path,
 ) -> Result<u64, DownloadError> {
+    let local = |source: io::Error| DownloadError::Source {
+        location: target.display().to_string(),
+        source,
+    };
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let mut budget = Budget::of(dir, &dir.display().to_string()).map_err(local)?;
+    budget.charge(0).map_err(local)?;
     let mut reader = location.open(timeout)?;
-    let mut file = File::create(target).map_err(|source| DownloadError::Source {
-        location: target.display().to_string(),
-        source,
-    })?;
-    let copied =
-        io::copy(&mut reader, &mut file).map_err(|source| read_error(location, source, timeout))?;
-    file.sync_all().map_err(|source| DownloadError::Source {
-        location: target.display().to_string(),
-        source,
-    })?;
+    let mut file = File::create(target).map_err(local)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(location, e, timeout)),
+        };
+        budget
+            .charge_bytes(n as u64)
+            .map_err(|e| too_large(location, e))?;
+        file.write_all(&buf[..n]).map_err(local)?;
+        copied += n as u64;
+    }
+    file.sync_all().map_err(local)?;
     Ok(copied)
+}
+
+/// A download read without being written (hashed on its way), that will
+/// be written to the filesystem `budget` is of: refused as soon as it
+/// passes what that filesystem can take, rather than read to its end.
+#[derive(Debug)]
+pub struct Capped<R> {
+    inner: R,
+    budget: Budget,
+}
+
+impl<R: Read> Capped<R> {
+    pub fn new(inner: R, budget: Budget) -> Capped<R> {
+        Capped { inner, budget }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.budget.charge_bytes(n as u64)?;
+        Ok(n)
+    }
+}
+
+/// A download that the free space cannot take.
+pub fn too_large(location: &Location, source: io::Error) -> DownloadError {
+    DownloadError::Download {
+        uri: location.display(),
+        reason: format!("the download is too large: {source}"),
+    }
 }
 
 /// An error while reading the bytes of `location` (a broken download
 /// surfaces here, mid-body).
 pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> DownloadError {
+    if source.kind() == io::ErrorKind::StorageFull && location.is_remote() {
+        return too_large(location, source);
+    }
     match location {
         Location::Http(uri) => DownloadError::Download {
             uri: location.display(),

@@ -470,13 +470,20 @@ pub fn create_action(pod: &PodName, version: &Version, name: &str, source: Optio
 /// Hash the archive (reading a local file, or a download streamed through
 /// the hash and written nowhere), and refuse it as the extraction would if
 /// it does not even start as an archive: check mode tells what the run
-/// will refuse.
+/// will refuse. A download that will be written to the store (`root`)
+/// is refused once it passes what the store's filesystem could take.
 fn digests_of(
     location: &Location,
     timeout: Duration,
     want: &Option<Checksum>,
+    root: Option<&Path>,
 ) -> Result<Digests, VolumeError> {
     let mut reader = location.open(timeout)?;
+    if let Some(root) = root.filter(|_| location.is_remote()) {
+        let budget = crate::space::Budget::of(root, &root.display().to_string())
+            .map_err(|e| FsError::from_io("read the free space of", root, e))?;
+        reader = Box::new(crate::download::Capped::new(reader, budget));
+    }
     let (digests, head) =
         extract::digests_and_head(&mut reader, want.as_ref().map(Checksum::algorithm))
             .map_err(|e| VolumeError::from(crate::download::read_error(location, e, timeout)))?;
@@ -535,7 +542,12 @@ pub fn run(
 fn archive_digests(request: &Request) -> Result<Option<Digests>, VolumeError> {
     match &request.data {
         Some(location) if request.state == State::Present => {
-            let digests = digests_of(location, request.timeout, &request.checksum)?;
+            let digests = digests_of(
+                location,
+                request.timeout,
+                &request.checksum,
+                Some(&request.root),
+            )?;
             if let Some(checksum) = &request.checksum {
                 checksum.verify(&digests, &location.display())?;
             }
@@ -1221,7 +1233,8 @@ fn changed_data(
     if !matches!(location, Location::Path(_)) && record.source.as_deref() == Some(shown) {
         return Ok(None);
     }
-    let digests = digests_of(location, timeout, &None)?;
+    // Only compared, never written.
+    let digests = digests_of(location, timeout, &None, None)?;
     if digests.sha256 == deployed_with || Some(&digests.sha256) == record.digest.as_ref() {
         return Ok(None);
     }
