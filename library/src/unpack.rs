@@ -116,6 +116,21 @@ fn refuse(entry: &str, why: impl std::fmt::Display) -> io::Error {
     )
 }
 
+/// The tar reader's error for an entry whose data the archive does not
+/// hold whole: it names the file it was writing (a staging path) and says
+/// only that the write fell short. Said as what it is, an archive that
+/// ends early; any other error is kept.
+fn cut_short(entry: &str, error: io::Error) -> io::Error {
+    if crate::ansible::error_chain(&error).ends_with("failed to write entire file") {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("entry {entry:?}: the archive ends inside its data"),
+        )
+    } else {
+        error
+    }
+}
+
 /// The path of an entry relative to the archive root: leading `/` and `.`
 /// dropped, `..` refused.
 pub fn relative(path: &Path, entry: &str) -> io::Result<PathBuf> {
@@ -466,7 +481,7 @@ impl Unpacker {
             }
             _ => {
                 self.result.bytes += entry.header().size()?;
-                entry.unpack(&abs)?;
+                entry.unpack(&abs).map_err(|e| cut_short(&name, e))?;
                 self.files.insert(rel.to_owned());
             }
         }

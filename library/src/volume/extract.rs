@@ -18,7 +18,7 @@ use tar::Archive;
 use super::VolumeError;
 use crate::decode;
 use crate::download::digest::{hex, PrefetchingReader};
-use crate::unpack::{self, Policy, Route, Unpacker};
+use crate::unpack::{self, Guarded, Policy, Route, Unpacker};
 
 /// A digest algorithm a checksum may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,10 +247,16 @@ pub fn extract(
         decode::decompressed(BufReader::with_capacity(256 << 10, hashing)).map_err(&failed)?;
     let mut prefetched = PrefetchingReader::new::<Sha256>(Box::new(decoder), false);
     let keep_setuid = policy.keep_setuid;
-    let mut unpacker = Unpacker::new(dest, false).with_policy(policy);
+    // Guarded as image layers are: the tar reader holds an entry's long
+    // names and PAX records in memory whole, and a few KiB of gzip can
+    // make them gigabytes.
+    let guarded = Guarded::new(&mut prefetched);
+    let mut unpacker = Unpacker::new(dest, false)
+        .with_policy(policy)
+        .with_gate(guarded.gate());
     let mut top_mode = None;
     {
-        let mut archive = Archive::new(&mut prefetched);
+        let mut archive = Archive::new(guarded);
         unpacker
             .unpack(&mut archive, route, |_, entry| {
                 if entry.header().entry_type().is_dir() {
@@ -302,6 +308,59 @@ mod tests {
         ] {
             assert!(Checksum::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A tar of one file `f` whose PAX header carries `pax` bytes of
+    /// comment, and `data` as its contents.
+    fn tar_with(pax: usize, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        if pax > 0 {
+            b.append_pax_extensions([("comment", "x".repeat(pax).as_bytes())])
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, "f", data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn extract_bytes(bytes: &[u8]) -> Result<Extracted, VolumeError> {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("a.tar");
+        std::fs::write(&file, bytes).unwrap();
+        let dest = t.path().join("d");
+        std::fs::create_dir(&dest).unwrap();
+        let policy = Policy {
+            contained: true,
+            ..Policy::default()
+        };
+        extract(&file, "a.tar", &dest, policy, None)
+    }
+
+    #[test]
+    fn a_volume_headers_are_bounded_as_an_image_layers_are() {
+        if let Err(e) = extract_bytes(&tar_with(1000, b"x")) {
+            panic!("{}", crate::ansible::error_chain(&e));
+        }
+        let err = extract_bytes(&tar_with(2 << 20, b"x")).unwrap_err();
+        let msg = crate::ansible::error_chain(&err);
+        assert_eq!(
+            msg,
+            "cannot extract a.tar: its headers (GNU long names, PAX records, sparse maps) \
+             take more than 1024 KiB"
+        );
+    }
+
+    #[test]
+    fn a_plain_tar_cut_inside_a_file_ends_early() {
+        let whole = tar_with(0, &[7u8; 100_000]);
+        let err = extract_bytes(&whole[..50_000]).unwrap_err();
+        let msg = crate::ansible::error_chain(&err);
+        assert_eq!(msg, "a.tar ends early: it is truncated or damaged");
     }
 
     #[test]
