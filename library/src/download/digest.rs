@@ -143,6 +143,11 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The most bytes read after a tar archive's end (its padding, a
+/// compressed stream's last blocks): tar's largest usual blocking factor
+/// pads a few MiB at most.
+pub const TAIL_LIMIT: u64 = 16 << 20;
+
 /// A reader fed by another thread that reads (and decompresses) the source
 /// and hashes it: the thread that unpacks does nothing but unpack.
 #[derive(Debug)]
@@ -201,10 +206,22 @@ impl PrefetchingReader {
         }
     }
 
-    /// Read what is left, then return the digest (if hashed) and the
-    /// byte count.
+    /// Read what is left (what follows the tar archive's end), then
+    /// return the digest (if hashed) and the byte count. What is left is
+    /// bounded by [`TAIL_LIMIT`]: a tar's padding is a few KiB, and a
+    /// stream that goes on without end (a server sending zeros for ever)
+    /// must be refused, not read until the timeout.
     pub fn finish(mut self) -> io::Result<(Option<String>, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
+        let tail = io::copy(&mut (&mut self).take(TAIL_LIMIT + 1), &mut io::sink())?;
+        if tail > TAIL_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {} MiB follow the end of the tar archive",
+                    TAIL_LIMIT >> 20
+                ),
+            ));
+        }
         let worker = self.worker.take().expect("finish runs once");
         Ok(worker.join().expect("the reading thread does not panic"))
     }
@@ -277,5 +294,18 @@ mod tests {
         let mut partial = PrefetchingReader::new::<Sha512>(Box::new(io::Cursor::new(data)), false);
         partial.read_exact(&mut first).unwrap();
         drop(partial);
+    }
+
+    #[test]
+    fn what_follows_the_archive_is_read_up_to_a_bound_not_for_ever() {
+        let just = io::repeat(0).take(TAIL_LIMIT);
+        let reader = PrefetchingReader::new::<Sha512>(Box::new(just), false);
+        assert_eq!(reader.finish().unwrap().1, TAIL_LIMIT);
+        let endless = PrefetchingReader::new::<Sha512>(Box::new(io::repeat(0)), false);
+        let err = endless.finish().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "more than 16 MiB follow the end of the tar archive"
+        );
     }
 }
