@@ -80,14 +80,11 @@ impl Budget {
         if let Some(inodes) = &mut self.inodes_left {
             if *inodes == 0 {
                 let place = &self.place;
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    format!(
-                        "the filesystem of {place} has no inode left for it (ops leaves \
+                return Err(full(format!(
+                    "the filesystem of {place} has no inode left for it (ops leaves \
                          {RESERVE_PERCENT}% of its inodes, at least {RESERVE_MIN_INODES}, free); \
                          nothing was kept"
-                    ),
-                ));
+                )));
             }
             *inodes -= 1;
         }
@@ -106,17 +103,37 @@ impl Budget {
     }
 
     fn full(&self, needed: String) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::StorageFull,
-            format!(
-                "it needs {needed} than the free space of the filesystem of {} allows ({} \
-                 free when ops started; ops leaves {} of it free); nothing was kept",
-                self.place,
-                bytes(self.free_bytes),
-                bytes(self.reserve_bytes)
-            ),
-        )
+        full(format!(
+            "it needs {needed} than the free space of the filesystem of {} allows ({} \
+             free when ops started; ops leaves {} of it free); nothing was kept",
+            self.place,
+            bytes(self.free_bytes),
+            bytes(self.reserve_bytes)
+        ))
     }
+}
+
+/// The error of a spent budget: its own type, so that a caller can tell
+/// it from a broken transfer ([`is_full`]) whatever wraps it
+/// (`ErrorKind::StorageFull` is newer than the oldest Rust ops builds with).
+#[derive(Debug)]
+struct Full(String);
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Full {}
+
+fn full(message: String) -> io::Error {
+    io::Error::other(Full(message))
+}
+
+/// Whether `error` is a budget's refusal.
+pub fn is_full(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<Full>())
 }
 
 /// A byte count for people: `512 bytes`, `3.5 MiB`, `2.0 GiB`.
@@ -155,7 +172,7 @@ mod tests {
         b.charge(1).unwrap();
         b.charge(8192).unwrap();
         let err = b.charge(1).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(is_full(&err));
         assert_eq!(
             err.to_string(),
             "it needs 1 bytes more than the free space of the filesystem of the store allows \

@@ -241,7 +241,7 @@ pub fn too_large(location: &Location, source: io::Error) -> DownloadError {
 /// An error while reading the bytes of `location` (a broken download
 /// surfaces here, mid-body).
 pub fn read_error(location: &Location, source: io::Error, timeout: Duration) -> DownloadError {
-    if source.kind() == io::ErrorKind::StorageFull && location.is_remote() {
+    if crate::space::is_full(&source) && location.is_remote() {
         return too_large(location, source);
     }
     match location {
