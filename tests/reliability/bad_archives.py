@@ -20,10 +20,11 @@ take them. Every case is one module run that must fail, and after it:
   peak RSS (wait4) must stay under RSS_LIMIT; the store's free space is
   polled while it runs and must never fall to zero.
 
-A few cases are accepted on purpose (setuid bits in a volume are dropped
-unless keep_setuid, device nodes in an image layer are skipped): those
-assert that the run succeeded with the dangerous part removed, then undo
-themselves. Prints `PASS name` / `FAIL name: why` and
+Three cases are accepted on purpose: setuid, setgid and sticky bits in a
+volume are dropped unless keep_setuid (documented): those assert that the
+run succeeded with no such bit left in the volume and nothing transient
+left; the store changes (the volume is replaced), so they skip the
+byte-identical check. Prints `PASS name` / `FAIL name: why` and
 `FIGURE bad inputs (archives, http): N`.
 """
 
