@@ -49,7 +49,12 @@ impl Default for PortRange {
 
 impl PortRange {
     pub fn parse(text: &str) -> Result<PortRange, String> {
-        let bad = || format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {text:?}");
+        let bad = || {
+            format!(
+                "expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {}",
+                crate::records::names::shown(text)
+            )
+        };
         let (low, high) = text.trim().split_once('-').ok_or_else(bad)?;
         let low: u16 = low.trim().parse().map_err(|_| bad())?;
         let high: u16 = high.trim().parse().map_err(|_| bad())?;

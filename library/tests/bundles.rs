@@ -216,3 +216,54 @@ fn unknown_keys_are_reported_up_to_a_bound() {
         &error[error.len().saturating_sub(200)..]
     );
 }
+
+/// How pod.json is written, refused by name: a byte order mark or UTF-16
+/// (not "expected value at line 1 column 1"), a key given twice (not the
+/// last one taken silently), a value of megabytes (shown cut short).
+#[test]
+fn encodings_duplicate_keys_and_huge_values_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read_to_string(fixtures().join("bundles/plain-replication/native/pod.json"))
+            .unwrap();
+    let mut utf16 = vec![0xff, 0xfe];
+    utf16.extend(good.encode_utf16().flat_map(u16::to_le_bytes));
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "UTF-8 BOM",
+            [b"\xef\xbb\xbf".as_slice(), good.as_bytes()].concat(),
+        ),
+        ("UTF-16", utf16),
+        (
+            "version given twice",
+            good.replacen("\"version\"", "\"version\": 7, \"version\"", 1)
+                .into_bytes(),
+        ),
+        (
+            "a name of 1 MB",
+            good.replacen(
+                "\"name\": \"example\"",
+                &format!("\"name\": \"{}\"", "a".repeat(1_000_000)),
+                1,
+            )
+            .into_bytes(),
+        ),
+    ];
+    let mut messages = BTreeMap::new();
+    for (case, text) in cases {
+        let dir = tmp.path().join(case.replace(' ', "-"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("pod.json"), text).unwrap();
+        std::fs::copy(
+            fixtures().join("bundles/plain-replication/native/example.service"),
+            dir.join("example.service"),
+        )
+        .unwrap();
+        let message = bundle::load(&dir).unwrap_err().to_string();
+        messages.insert(
+            case,
+            message.replace(&tmp.path().display().to_string(), "<tmp>"),
+        );
+    }
+    insta::assert_json_snapshot!(messages);
+}

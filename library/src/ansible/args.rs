@@ -421,7 +421,9 @@ fn coerce(kind: Kind, value: &Value) -> Result<Value, String> {
     match kind {
         Kind::Raw => Ok(value.clone()),
         Kind::Str => to_str(value).map(Value::String),
-        Kind::Path => to_str(value).map(|s| Value::String(expand_home(s))),
+        Kind::Path => to_str(value)
+            .and_then(no_nul)
+            .map(|s| Value::String(expand_home(s))),
         Kind::Bool => to_bool(value).map(Value::Bool),
         Kind::Int => to_int(value).map(|i| Value::Number(Number::from(i))),
         Kind::List(element) => coerce_list(*element, value),
@@ -558,6 +560,16 @@ fn to_int(value: &Value) -> Result<i64, String> {
     }
 }
 
+/// A path with a NUL byte names no file: refused here, where the option is
+/// named, rather than by the first system call that meets it.
+fn no_nul(path: String) -> Result<String, String> {
+    if path.contains('\0') {
+        Err("the path contains a NUL byte, which no file name can hold".to_owned())
+    } else {
+        Ok(path)
+    }
+}
+
 fn expand_home(path: String) -> String {
     let rest = match path.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
@@ -687,6 +699,11 @@ mod tests {
         let message = err(json!({"name": "x", "env": "hunter2"}));
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("argument 'env'"), "{message}");
+    }
+
+    #[test]
+    fn a_path_with_a_nul_byte_is_refused_naming_the_option() {
+        insta::assert_snapshot!(err(json!({"name": "x", "path": "/var/lib\0/x"})));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! the file and the field path, before anything on the host is touched.
 
 mod appc;
+mod unique;
 
 pub mod native;
 mod validate;
@@ -142,7 +143,13 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
         problems,
     };
 
-    let value: Value = serde_json::from_slice(&text).map_err(|e| {
+    if let Some(message) = encoding_problem(&text) {
+        return Err(invalid(vec![Problem {
+            field: String::new(),
+            message,
+        }]));
+    }
+    let value = unique::from_slice(&text).map_err(|e| {
         invalid(vec![Problem {
             field: String::new(),
             message: format!("not valid JSON: {e}"),
@@ -182,6 +189,23 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
         pod,
         pending,
     })
+}
+
+/// What is wrong with how pod.json is encoded, said before the JSON parser
+/// would say "expected value at line 1 column 1" of a byte nobody sees: a
+/// byte order mark (editors on some systems write one), or UTF-16.
+fn encoding_problem(text: &[u8]) -> Option<String> {
+    if text.starts_with(b"\xef\xbb\xbf") {
+        Some(
+            "starts with a UTF-8 byte order mark (BOM), which JSON does not allow: save it \
+             as UTF-8 without a BOM"
+                .to_owned(),
+        )
+    } else if text.starts_with(b"\xff\xfe") || text.starts_with(b"\xfe\xff") {
+        Some("is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8".to_owned())
+    } else {
+        None
+    }
 }
 
 /// Deserialise a wire type, naming the field path of each problem (under

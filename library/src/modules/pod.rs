@@ -356,6 +356,7 @@ fn wake_args(
 /// Check the options that the spec cannot, and build the request.
 fn request(options: Options) -> Result<pod::Request, Failure> {
     let mut problems = Vec::new();
+    absolute_paths(&options, &mut problems);
     let name = parsed(
         "name",
         options.name.as_deref(),
@@ -432,6 +433,21 @@ fn request(options: Options) -> Result<pod::Request, Failure> {
         port_range,
         wake: false,
     })
+}
+
+/// `root` and `unit_dir` are absolute, checked before they are resolved:
+/// resolving a relative path makes it absolute from the working directory
+/// (Ansible's is a temporary one), and an existing directory there became
+/// the store.
+fn absolute_paths(options: &Options, problems: &mut Vec<String>) {
+    for (option, path) in [("root", &options.root), ("unit_dir", &options.unit_dir)] {
+        if !path.is_absolute() {
+            problems.push(format!(
+                "{option}: must be an absolute path, got {}",
+                path.display()
+            ));
+        }
+    }
 }
 
 /// `bundle_name`: the pod's name in a bundle or repository, so only with
@@ -596,6 +612,16 @@ mod tests {
             "usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD"
         );
         assert_eq!(args(&["ops-wake", "--version"]).unwrap_err(), WAKE_USAGE);
+    }
+
+    #[test]
+    fn a_relative_root_or_unit_dir_is_refused_before_it_is_resolved() {
+        // Run from /, "var/lib/ops" resolved to an existing directory and
+        // was taken as the store (and "etc/systemd/system" as the unit dir).
+        let result = crate::ansible::run_guarded::<OpsPod>(json!({
+            "name": "shop", "root": "var/lib/ops", "unit_dir": "etc/systemd/system"
+        }));
+        insta::assert_snapshot!(result["msg"].as_str().expect("a message"));
     }
 
     #[test]

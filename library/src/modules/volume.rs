@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ansible::{Context, DefaultValue, Failure, Kind, Module, Opt, Outcome, Spec};
 use crate::image::Location;
-use crate::records::names::{PodName, Version};
+use crate::records::names::{shown, PodName, Version};
 use crate::systemd::Systemctl;
 use crate::volume::{self, Checksum, Settings};
 
@@ -198,11 +198,14 @@ fn id_of(option: &str, text: &str, problems: &mut Vec<String>) -> Option<u32> {
         Ok(Some(id)) => Some(id),
         Ok(None) => {
             let what = if option == "owner" { "user" } else { "group" };
-            problems.push(format!("{option}: no {what} named {text:?} on this host"));
+            problems.push(format!(
+                "{option}: no {what} named {} on this host",
+                shown(text)
+            ));
             None
         }
         Err(e) => {
-            problems.push(format!("{option}: cannot look up {text:?}: {e}"));
+            problems.push(format!("{option}: cannot look up {}: {e}", shown(text)));
             None
         }
     }
@@ -274,7 +277,8 @@ fn settings(options: &Options, problems: &mut Vec<String>) -> Settings {
             .filter(|m| *m <= 0o7777)
             .or_else(|| {
                 problems.push(format!(
-                    "mode: expected an octal mode such as '0750', got {m:?}"
+                    "mode: expected an octal mode such as '0750', got {}",
+                    shown(m)
                 ));
                 None
             })

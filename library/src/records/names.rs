@@ -9,6 +9,20 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A value quoted in a message, as `{:?}` quotes it, cut after
+/// [`SHOWN_CHARS`] characters with its length: a wrong value of megabytes
+/// (a mistyped variable, a file pasted into a name) makes a one-line error,
+/// not an echo of the input.
+pub fn shown(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes in all)", &s[..cut], s.len()),
+    }
+}
+
+/// How much of a wrong value a message shows (see [`shown`]).
+pub const SHOWN_CHARS: usize = 80;
+
 fn is_alnum(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
 }
@@ -56,13 +70,14 @@ string_newtype!(PodName);
 
 impl PodName {
     pub fn parse(s: &str) -> Result<Self, String> {
+        let s_shown = shown(s);
         let allowed = |c: char| is_alnum(c) || matches!(c, '.' | '_' | '-');
         if well_formed(s, allowed, is_alnum) {
             Ok(PodName(s.to_owned()))
         } else {
             Err(format!(
                 "expected 1 to 64 lowercase letters, digits, '.', '_' or '-', \
-                 starting and ending with a letter or digit, got {s:?}"
+                 starting and ending with a letter or digit, got {s_shown}"
             ))
         }
     }
@@ -79,11 +94,12 @@ string_newtype!(Version);
 
 impl Version {
     pub fn parse(s: &str) -> Result<Self, String> {
+        let s_shown = shown(s);
         let edge = |c: char| c.is_ascii_alphanumeric();
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if RESERVED_VERSIONS.contains(&s) {
             Err(format!(
-                "{s:?} is reserved: the store keeps its `current` and `previous` pointers beside the \
+                "{s_shown} is reserved: the store keeps its `current` and `previous` pointers beside the \
                  versions, and a release repository its `tip`"
             ))
         } else if well_formed(s, allowed, edge) {
@@ -91,7 +107,7 @@ impl Version {
         } else {
             Err(format!(
                 "expected a non-negative integer or 1 to 64 letters, digits, '.', '_' or '-', \
-                 starting and ending with a letter or digit, got {s:?}"
+                 starting and ending with a letter or digit, got {s_shown}"
             ))
         }
     }
@@ -109,10 +125,11 @@ string_newtype!(UnitName);
 
 impl UnitName {
     pub fn parse(s: &str) -> Result<Self, String> {
+        let s_shown = shown(s);
         let expected = || {
             format!(
                 "expected a unit file name such as web.service or web@.service \
-                 (letters, digits, ':', '_', '.', '-'; a type of {}), got {s:?}",
+                 (letters, digits, ':', '_', '.', '-'; a type of {}), got {s_shown}",
                 UNIT_SUFFIXES.join(", ")
             )
         };
@@ -126,7 +143,7 @@ impl UnitName {
             Ok(UnitName(s.to_owned()))
         } else if stem.contains('@') && !stem.ends_with('@') {
             Err(format!(
-                "{s:?} names an instance; ship the template ({}@.{suffix}) and list the instances",
+                "{s_shown} names an instance; ship the template ({}@.{suffix}) and list the instances",
                 stem.split('@').next().unwrap_or(stem)
             ))
         } else {
@@ -149,12 +166,13 @@ impl UnitName {
 
 /// Check one instance name of a templated unit.
 pub fn check_instance(s: &str) -> Result<(), String> {
+    let s_shown = shown(s);
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-');
     if !s.is_empty() && s.len() <= 64 && s.chars().all(allowed) {
         Ok(())
     } else {
         Err(format!(
-            "expected an instance name of 1 to 64 letters, digits, ':', '_', '.' or '-', got {s:?}"
+            "expected an instance name of 1 to 64 letters, digits, ':', '_', '.' or '-', got {s_shown}"
         ))
     }
 }
@@ -172,6 +190,7 @@ pub enum ImageId {
 
 impl ImageId {
     pub fn parse(s: &str) -> Result<Self, String> {
+        let s_shown = shown(s);
         let hex = |h: &str| {
             h.chars()
                 .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
@@ -187,7 +206,7 @@ impl ImageId {
         }
         Err(format!(
             "expected sha512-<32 to 128 lowercase hex digits> (an ACI) \
-             or sha256:<64 lowercase hex digits> (an OCI or Docker image), got {s:?}"
+             or sha256:<64 lowercase hex digits> (an OCI or Docker image), got {s_shown}"
         ))
     }
 }
@@ -217,19 +236,21 @@ impl From<ImageId> for String {
 /// A volume name: becomes `OPS_VOLUME_<NAME>` ('-' to '_'), so no '_' of its
 /// own to keep that mapping one-to-one.
 pub fn check_volume_name(s: &str) -> Result<(), String> {
+    let s_shown = shown(s);
     let allowed = |c: char| is_alnum(c) || c == '-';
     if well_formed(s, allowed, is_alnum) && s.starts_with(|c: char| c.is_ascii_lowercase()) {
         Ok(())
     } else {
         Err(format!(
             "expected 1 to 64 lowercase letters, digits or '-', starting with a letter \
-             and ending with a letter or digit, got {s:?}"
+             and ending with a letter or digit, got {s_shown}"
         ))
     }
 }
 
 /// A port name: becomes `PORT_<NAME>` upper-cased.
 pub fn check_port_name(s: &str) -> Result<(), String> {
+    let s_shown = shown(s);
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_';
     if well_formed(s, allowed, |c| c.is_ascii_alphanumeric())
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -237,7 +258,7 @@ pub fn check_port_name(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "expected a port name of letters, digits and '_', starting with a letter, got {s:?}"
+            "expected a port name of letters, digits and '_', starting with a letter, got {s_shown}"
         ))
     }
 }
@@ -245,6 +266,7 @@ pub fn check_port_name(s: &str) -> Result<(), String> {
 /// An environment variable name a pod may set; names ops sets itself are
 /// refused so a bundle can't shadow them.
 pub fn check_env_name(s: &str) -> Result<(), String> {
+    let s_shown = shown(s);
     let valid = s
         .chars()
         .next()
@@ -252,7 +274,7 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
-            "expected a variable name of letters, digits and '_', not starting with a digit, got {s:?}"
+            "expected a variable name of letters, digits and '_', not starting with a digit, got {s_shown}"
         ));
     }
     if matches!(s, "POD_NAME" | "POD_VERSION" | "POD_BUNDLE" | "PORT")
@@ -260,7 +282,7 @@ pub fn check_env_name(s: &str) -> Result<(), String> {
         || s.starts_with("OPS_")
     {
         return Err(format!(
-            "{s:?} is set by ops (POD_NAME, POD_VERSION, POD_BUNDLE, PORT, PORT_*, OPS_*)"
+            "{s_shown} is set by ops (POD_NAME, POD_VERSION, POD_BUNDLE, PORT, PORT_*, OPS_*)"
         ));
     }
     Ok(())
@@ -280,6 +302,11 @@ pub fn same_image(a: &ImageId, b: &ImageId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_wrong_value_is_shown_cut_short() {
+        insta::assert_snapshot!(PodName::parse(&"a".repeat(100_000)).unwrap_err());
+    }
 
     #[test]
     fn pod_names() {
@@ -331,6 +358,9 @@ mod tests {
         let sha512 = format!("sha512-{}", "a".repeat(128));
         assert_eq!(ImageId::parse(&sha512).unwrap().to_string(), sha512);
         assert!(ImageId::parse(&format!("sha512-{}", "0".repeat(32))).is_ok());
+        assert!(ImageId::parse(&format!("sha512-{}", "0".repeat(200_000)))
+            .unwrap_err()
+            .ends_with("... (200007 bytes in all)"));
         assert!(ImageId::parse(&format!("sha256:{}", "f".repeat(64))).is_ok());
         for bad in [
             format!("sha512-{}", "a".repeat(31)),

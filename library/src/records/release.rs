@@ -51,8 +51,9 @@ impl Label {
             PodName::parse(segment).map_err(|e| {
                 if several {
                     format!(
-                        "segment {} of the label path {s:?} (segments are separated by '/'): {e}",
-                        n + 1
+                        "segment {} of the label path {} (segments are separated by '/'): {e}",
+                        n + 1,
+                        crate::records::names::shown(s)
                     )
                 } else {
                     e

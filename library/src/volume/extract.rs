@@ -42,12 +42,14 @@ impl Checksum {
             (Algorithm::Sha512, h, 128)
         } else {
             return Err(format!(
-                "{text:?}: expected sha256:<64 hex digits> or sha512:<128 hex digits>"
+                "{}: expected sha256:<64 hex digits> or sha512:<128 hex digits>",
+                crate::records::names::shown(text)
             ));
         };
         if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
-                "{text:?}: expected {len} hex digits after the colon"
+                "{}: expected {len} hex digits after the colon",
+                crate::records::names::shown(text)
             ));
         }
         Ok(Checksum {
