@@ -152,7 +152,44 @@ pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
     let mut removed = 0;
     for entry in entries.flatten() {
         if entry.file_name().as_encoded_bytes().starts_with(&prefix) {
-            remove_tree(&entry.path())?;
+            // A staged directory, or the temporary of a file or a symlink
+            // (`remove_dir_all` refuses a file: "Not a directory").
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            } else {
+                remove_file(&entry.path())?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Remove every temporary (see `temp_sibling`) that runs killed half-way
+/// left in `dir`, a directory only ops writes: only under a lock that
+/// proves no other run is writing one. Returns how many were removed.
+pub(crate) fn remove_temps_in(dir: &Path) -> FsResult<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(FsError {
+                action: "read directory",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        if name.starts_with(b".") && name.windows(9).any(|w| w == b".ops-tmp.") {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            } else {
+                remove_file(&entry.path())?;
+            }
             removed += 1;
         }
     }
@@ -487,6 +524,29 @@ mod tests {
         assert!(err.to_string().starts_with("cannot write "), "{err}");
         assert!(err.to_string().ends_with("missing-dir/f"), "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_temporaries_a_cut_short_run_left_are_swept_files_links_and_directories() {
+        // A file's temporary used to stop the sweep with "Not a
+        // directory", and every later run with it (found by the power-loss
+        // test, tests/reliability/power).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(dir.path().join(".f.ops-tmp.1.0"), b"half").unwrap();
+        symlink("1", dir.path().join(".f.ops-tmp.1.1")).unwrap();
+        fs::create_dir_all(dir.path().join(".f.ops-tmp.1.2/sub")).unwrap();
+        fs::write(dir.path().join(".g.ops-tmp.1.0"), b"another file's").unwrap();
+        assert_eq!(remove_temp_siblings(&path).unwrap(), 3);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [".g.ops-tmp.1.0"]);
+        write_file(&dir.path().join("g"), b"kept", 0o644).unwrap();
+        assert_eq!(remove_temps_in(dir.path()).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(remove_temps_in(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]

@@ -597,6 +597,10 @@ pub fn apply_index(
     changes: &[IndexChange],
 ) -> Result<(), FsError> {
     let dir = store.ports_dir();
+    // A run cut short (killed, or the power lost) between writing a
+    // record and renaming it into place left its temporary; the lock
+    // says no run is writing one now (found by tests/reliability/power).
+    atomic::remove_temps_in(&dir)?;
     for change in changes {
         let path = change.path(store);
         match &change.after {
@@ -676,5 +680,20 @@ mod tests {
         for bad in ["", "30000", "0-10", "20-10", "1-65536", "a-b", "1-2-3"] {
             assert!(PortRange::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_a_cut_short_run_left_half_written_is_swept() {
+        // Killed, or the power lost, between writing ports/21000's
+        // temporary and renaming it: the next run removes it, and a record
+        // left with nothing else in it goes (tests/reliability/power).
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path());
+        let lock = StoreLock::acquire(root.path(), std::time::Duration::ZERO, "test").unwrap();
+        fs::create_dir(store.ports_dir()).unwrap();
+        let left = store.ports_dir().join(".21000.ops-tmp.4143.12");
+        fs::write(&left, "shop\n").unwrap();
+        apply_index(&store, &lock, &[]).unwrap();
+        assert!(!store.ports_dir().exists());
     }
 }
