@@ -7,14 +7,17 @@ tests/reliability/concurrency:
 Pods alpha (two busybox httpd instances on ports assigned from
 23000-23999), beta (a plain service) and gamma (a service in a busybox
 image) each have versions 1, 2 and 3 installed, each version an empty
-read-write volume `data`; pod shop is deployed from a release repository
+read-write volume `data`; pod delta (a plain service, an assigned port) is
+deployed and taken away; pod shop is deployed from a release repository
 that every round publishes a new version into. Each round launches 16
 runs at the same moment:
 
-  * 4 ops_pod switches of alpha, beta and gamma to a random version (one
-    pod asked twice, maybe for two versions), 1 ops_pod state=present,
-    1 in check mode (shop from the repository, or another pod), 1 deploy
-    of shop's previous round's version from the repository (keep=3);
+  * 6 ops_pod: switches of alpha, beta and gamma to a random version; one
+    of delta (state=absent, or started at version 1 or 2); a second run
+    on one of the four (started or present: a pod asked twice); a deploy
+    of shop's previous round's version from the repository (keep=3,
+    which prunes);
+  * 1 ops_pod in check mode (any of the five pods);
   * 2 ops_facts;
   * 2 ops_volume of a pod version's `data` from one of two archives, with
     replace (without, a volume that holds the other archive is refused by
@@ -27,15 +30,19 @@ runs at the same moment:
     only run allowed to fail, and only with the store lock's timeout.
 
 After the round: every other result is a success; ops_facts reads the
-store; each pod's current version is one that was asked (or the one
-before when none was), its units active and no other version's; alpha's
-ports answer as the current version; each volume holds exactly the
-archive its record names; no `.ops-tmp` file, staging or trash entry, tip
-intent is left in the store, unit directory or repository; every
-release.json of the repository matches its files; and a rerun of the
-request that won, per pod and per volume, is changed=false. Any other
-outcome is a defect: the first is printed with the round, the seed and the
-results, and the exit status is 1. The last line is the figures:
+store; each pod is as one of the round's runs asked (at that version, or
+gone with its units and unit files), or as before when none asked; the
+current version's units are active and no other version's; alpha's ports
+answer as the current version; the port records match the versions that
+hold the ports, none held twice; each volume holds exactly the archive
+its record names; no `.ops-tmp` file, staging or trash entry, tip intent
+is left in the store, unit directory or repository; the repository
+publishes exactly the versions published and not taken out, every
+release.json matching its files and tip naming one of them; and a rerun
+of the request that won, per pod and per volume, is changed=false. Any
+other outcome is a defect: every failed run of the round, or the first
+flaw of the store, is printed with the round and the seed, and the exit
+status is 1. The last line is the figures:
 
     FIGURE concurrency: R rounds x 16 runs, F failures, T lock timeouts asked
 """
@@ -93,6 +100,13 @@ Description=a service of pod gamma in the busybox image
 
 [Service]
 ExecStart=/bin/busybox sleep 3600
+"""
+
+DELTA = """[Unit]
+Description=a service of pod delta, deployed and taken away
+
+[Service]
+ExecStart=/bin/sleep infinity
 """
 
 SHOP = """[Unit]
@@ -170,7 +184,7 @@ def write_bundle(directory, pod, files=None):
 
 
 def pod_bundles(work, busybox):
-    """{(pod, version): bundle directory} of alpha, beta and gamma."""
+    """{(pod, version): bundle directory} of alpha, beta, gamma and delta."""
     image_id, image_path = busybox
     volume = [{"name": "data", "path": "/srv/data"}]
     bundles = {}
@@ -192,6 +206,10 @@ def pod_bundles(work, busybox):
         bundles["gamma", version] = write_bundle(
             work / f"gamma-{version}", gamma,
             {"app.service": IN_IMAGE, "busybox.aci": image_path.read_bytes()})
+        delta = {"name": "delta", "version": version, "ports": {"http": "assign"},
+                 "containers": [{"name": "run", "systemd": {"unit-files": ["run.service"]}}]}
+        bundles["delta", version] = write_bundle(work / f"delta-{version}", delta,
+                                                 {"run.service": DELTA})
     return bundles
 
 
@@ -336,6 +354,10 @@ class World:
                 request.run()
                 expect(request.succeeded(), f"setup: {pod} {version} deploys", request.result)
                 self.last[pod] = request
+        delta = self.pod_request("delta", "1")
+        delta.run()
+        expect(delta.succeeded(), "setup: delta 1 deploys", delta.result)
+        self.last["delta"] = delta
         publish = self.publish_request("0")
         publish.run()
         expect(publish.succeeded(), "setup: shop 0 is published", publish.result)
@@ -347,9 +369,9 @@ class World:
     def round_requests(self, number):
         """The 16 runs of round `number`."""
         rng = self.rng
-        twice = rng.choice(PODS)
-        requests = [self.pod_request(pod, rng.choice(VERSIONS)) for pod in PODS + [twice]]
-        requests.append(self.pod_request(rng.choice(PODS), rng.choice(VERSIONS), state="present"))
+        requests = [self.pod_request(pod, rng.choice(VERSIONS)) for pod in PODS]
+        requests.append(self.delta_request())
+        requests.append(self.second_pod_request())
         requests.append(self.check_mode_deploy(number))
         requests.append(self.shop_request(str(number)))
         requests += [Request("ops_facts", "facts") for _ in range(2)]
@@ -364,11 +386,27 @@ class World:
         rng.shuffle(requests)
         return requests
 
+    def delta_request(self, **more):
+        """Pod delta taken away, or deployed again at version 1 or 2."""
+        if self.rng.random() < 0.4:
+            return Request("ops_pod", "pod delta", name="delta", state="absent", **more)
+        return self.pod_request("delta", self.rng.choice(VERSIONS[:2]), **more)
+
+    def second_pod_request(self):
+        """A second run on one of the pods: started or present, or delta."""
+        pod = self.rng.choice(PODS + ["delta"])
+        if pod == "delta":
+            return self.delta_request()
+        return self.pod_request(pod, self.rng.choice(VERSIONS),
+                                state=self.rng.choice(["started", "present"]))
+
     def check_mode_deploy(self, number):
         """A check-mode switch of a pod, or of shop to this round's version."""
-        pod = self.rng.choice(PODS + ["shop"])
+        pod = self.rng.choice(PODS + ["shop", "delta"])
         if pod == "shop":
             request = self.shop_request(str(number))
+        elif pod == "delta":
+            request = self.delta_request()
         else:
             request = self.pod_request(pod, self.rng.choice(VERSIONS))
         request.check_mode = True
@@ -388,10 +426,12 @@ class World:
 
     def asked_lock_timeout(self):
         """A run that gives up at once when another holds the lock."""
-        which = self.rng.randrange(3)
+        which = self.rng.randrange(4)
         if which == 0:
             request = self.pod_request(self.rng.choice(PODS), self.rng.choice(VERSIONS),
                                        lock_timeout=0)
+        elif which == 3:
+            request = self.delta_request(lock_timeout=0)
         elif which == 1:
             request = self.volume_request(lock_timeout=0)
         else:
@@ -435,7 +475,8 @@ def current(pod):
 
 
 def units_of(pod, version):
-    names = {"alpha": ["web@1", "web@2"], "beta": ["idle"], "gamma": ["app"], "shop": ["shop"]}
+    names = {"alpha": ["web@1", "web@2"], "beta": ["idle"], "gamma": ["app"], "shop": ["shop"],
+             "delta": ["run"]}
     return [f"{pod}-{version}-{n}.service" for n in names[pod]]
 
 
@@ -445,25 +486,55 @@ def active_units(pod):
     return sorted(line.split()[0] for line in listed.splitlines() if line.strip())
 
 
+def asked_version(request):
+    """The version a run asks to be current: None for state=absent."""
+    if request.args.get("state") == "absent":
+        return None
+    return request.args.get("version") or request.args["bundle"].name.split("-")[1]
+
+
 def check_pod(world, pod, requests, before):
-    """The pod's current version is one asked (or the one before); the
-    request that asked it is the pod's last."""
+    """The pod is as one of the round's runs asked (at that version, or
+    gone), or as before when none asked; that run is the pod's last."""
     asked = [r for r in requests if r.kind == f"pod {pod}" and not r.check_mode
-             and r.succeeded() and r.args.get("state", "started") == "started"]
+             and r.succeeded() and r.args.get("state", "started") in ("started", "absent")]
     now = current(pod)
     if asked:
-        winners = [r for r in asked if r.result.get("current") == now and
-                   (r.args.get("version") == now or str(r.args.get("bundle", "")).endswith(f"-{now}"))]
+        winners = [r for r in asked if asked_version(r) == now]
         if not winners:
             raise Defect(f"pod {pod} is at version {now}, which none of this round's runs asked: "
                          + "; ".join(r.shown() for r in asked))
         world.last[pod] = winners[-1]
     elif now != before:
         raise Defect(f"pod {pod} went from version {before} to {now} though no run asked it")
-    want = sorted(units_of(pod, now))
+    if now is None:
+        files = sorted(p.name for p in UNIT_DIR.glob(f"*{pod}*"))
+        if (ROOT / "pods" / pod).exists() or files:
+            raise Defect(f"pod {pod} was taken away, yet its store is "
+                         f"{'there' if (ROOT / 'pods' / pod).exists() else 'gone'}, "
+                         f"its unit files {files}")
+    want = sorted(units_of(pod, now)) if now else []
     got = active_units(pod)
     if got != want:
         raise Defect(f"pod {pod} at version {now}: active units {got}, expected {want}")
+
+
+def check_ports(facts):
+    """Each port record names the pod and versions the store says hold
+    the port; no port is held twice."""
+    held = {}
+    for pod, about in facts["ansible_facts"]["ops"]["pods"].items():
+        for port in about["ports"]:
+            if port["port"] in held:
+                raise Defect(f"port {port['port']} is held by {held[port['port']][0]} and {pod}")
+            held[port["port"]] = (pod, sorted(port["versions"]))
+    records = {}
+    for path in (ROOT / "ports").iterdir():
+        fields = dict(line.split(": ", 1) for line in path.read_text().splitlines()
+                      if ": " in line and not line.startswith("#"))
+        records[int(path.name)] = (fields.get("pod"), sorted(fields.get("versions", "").split()))
+    if records != held:
+        raise Defect(f"port records {records} disagree with the store's versions {held}")
 
 
 def check_alpha_serves(result):
@@ -567,8 +638,8 @@ def rerun_is_no_change(request, what):
 
 def check_round(world, number, requests, before):
     """Everything the round must leave; raises Defect at the first flaw."""
-    check_facts()
-    for pod in PODS:
+    check_ports(check_facts())
+    for pod in PODS + ["delta"]:
         check_pod(world, pod, requests, before[pod])
     if current("shop") != str(number):
         raise Defect(f"shop is at version {current('shop')}, asked {number}")
@@ -622,7 +693,7 @@ def main(rounds, seed):
         began = time.monotonic()
         for number in range(rounds):
             requests = world.round_requests(number)
-            before = {pod: current(pod) for pod in PODS}
+            before = {pod: current(pod) for pod in PODS + ["delta"]}
             all_at_once(requests)
             slowest = max([slowest] + [r.result.get("seconds", 0) for r in requests])
             timeouts += judge(world, requests)
