@@ -10,7 +10,8 @@ image) each have versions 1, 2 and 3 installed, each version an empty
 read-write volume `data`; pod delta (a plain service, an assigned port) is
 deployed and taken away; pod shop is deployed from a release repository
 that every round publishes a new version into. Each round launches 16
-runs at the same moment:
+runs at the same moment (readers and a quarter of the others a moment
+later, up to SPREAD seconds, so that they meet the changes under way):
 
   * 6 ops_pod: switches of alpha, beta and gamma to a random version; one
     of delta (state=absent, or started at version 1 or 2); a second run
@@ -78,6 +79,11 @@ CHANNEL, LABEL = "stable", "conc"
 RUNS_PER_ROUND = 16
 # A run that takes longer is taken for a deadlock (the lock waits 300 s).
 RUN_TIMEOUT = 240
+# Readers (ops_facts, check mode) and a quarter of the others start at a
+# random moment within this many seconds of the round's start rather than
+# with the rest: they then read while the runs queued on the lock change
+# the store, not only before.
+SPREAD = 3.0
 LOCK_TIMEOUT_SAID = "another ops run holds the store lock"
 
 HTTPD = """[Unit]
@@ -259,8 +265,10 @@ class Request:
     def __init__(self, binary, kind, check_mode=False, may_time_out=False, **args):
         self.binary, self.kind, self.check_mode = binary, kind, check_mode
         self.may_time_out, self.args, self.result = may_time_out, args, None
+        self.delay = 0.0
 
     def run(self):
+        time.sleep(self.delay)
         self.result = run_module(self.binary, check_mode=self.check_mode, **self.args)
 
     def succeeded(self):
@@ -383,6 +391,9 @@ class World:
         requests.append(self.second_release_request(number))
         requests.append(self.asked_lock_timeout())
         expect(len(requests) == RUNS_PER_ROUND, f"{RUNS_PER_ROUND} runs a round: {len(requests)}")
+        for request in requests:
+            if request.binary == "ops_facts" or request.check_mode or rng.random() < 0.25:
+                request.delay = rng.uniform(0, SPREAD)
         rng.shuffle(requests)
         return requests
 
