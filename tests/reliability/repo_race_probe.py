@@ -10,7 +10,7 @@ With LAG 3 the version a deploy resolved from tip is often taken out of the
 repository before the deploy reads its files: the deploy fails ("volume
 conf of pod shop version N: cannot extract conf.tar: No such file or
 directory") and rolls back cleanly, nothing left behind. The larger LAG,
-the rarer (LAG 30 on an idle machine: 3 of 227 deploys, at 17 publishes a
+the rarer (LAG 30: 3 of 227 deploys failed so, at 17 publishes a
 second). Ports come from 23500-23999 (apart from the concurrency test's).
 """
 
