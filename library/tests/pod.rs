@@ -1766,7 +1766,10 @@ fn a_planted_symlink_is_refused_before_anything_is_written() {
         let failed =
             pod::run(&request, &mut host.systemd, &mut PodmanCli, true, true).expect_err(plant);
         let checked = ops_core::ansible::error_chain(&failed.error);
-        if *over_1 && *plant != "pods/shop" && *plant != "ops-shop.target" {
+        // A link on the way to a record the run reads is refused as it is
+        // read (not followed: crate::atomic::open_own), before the pod is.
+        let refused_on_read = ["pods/shop", "pods/shop/1/units", "pods/shop/1/meta.json"];
+        if *over_1 && !refused_on_read.contains(plant) && *plant != "ops-shop.target" {
             // The refusal reports the pod as it is.
             assert_eq!(failed.report.current, v("1"), "{plant}");
         }

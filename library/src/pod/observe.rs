@@ -235,11 +235,8 @@ fn unit_owners(
 ) -> BTreeMap<PathBuf, String> {
     let head = |path: &Path| -> Option<String> {
         use std::io::Read;
-        if !std::fs::symlink_metadata(path).ok()?.is_file() {
-            return None;
-        }
         let mut text = Vec::new();
-        std::fs::File::open(path)
+        crate::atomic::open_own(path)
             .ok()?
             .take(512)
             .read_to_end(&mut text)

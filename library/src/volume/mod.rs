@@ -154,10 +154,8 @@ pub fn data_path(store: &Store, pod: &PodName, version: &Version, name: &str) ->
 /// The record of the volume in `dir`, if it has one.
 pub fn read_record(dir: &Path) -> Result<Option<VolumeRecord>, VolumeError> {
     let path = dir.join("volume.json");
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FsError::from_io("read", &path, e).into()),
+    let Some(bytes) = crate::store::read_optional(&path)? else {
+        return Ok(None);
     };
     let record: VolumeRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
         path: path.clone(),
