@@ -139,6 +139,11 @@ pub struct LocalArchive {
     pub checksum: Option<Checksum>,
     /// The sha256 the plan was made with, when it was read before.
     pub planned: Option<String>,
+    /// Open it without following a symlink anywhere on its path: a plain
+    /// bundle's file, whose path validation resolved (a link there now was
+    /// put there since, by the bundle's owner, and could lead to an
+    /// archive only root may read).
+    pub no_links: bool,
 }
 
 /// Where a volume's contents are, from its directory.
@@ -264,7 +269,12 @@ fn extract_into(
     settings: &Settings,
 ) -> Result<(), VolumeError> {
     let also = archive.checksum.as_ref().map(Checksum::algorithm);
-    let done = extract::extract(&archive.path, &archive.shown, data, settings.policy(), also)?;
+    let opened = extract::Opened {
+        file: &archive.path,
+        shown: &archive.shown,
+        no_links: archive.no_links,
+    };
+    let done = extract::extract(opened, data, settings.policy(), also)?;
     if let Some(checksum) = &archive.checksum {
         checksum.verify(&done.digests, &archive.shown)?;
     }
@@ -892,6 +902,7 @@ fn build_staged(
         Some(location) => Some(LocalArchive {
             checksum: request.checksum.clone(),
             planned: planned.map(|d| d.sha256.clone()),
+            no_links: false,
             ..fetch(location, request.timeout, staging)?
         }),
     };
@@ -927,6 +938,7 @@ pub fn fetch(
         shown: location.display(),
         checksum: None,
         planned: None,
+        no_links: false,
     })
 }
 
