@@ -17,10 +17,13 @@ volume archives). Every step runs the real module binaries as Ansible does.
   refuse, naming the path, or leave it alone; neither follows it (nothing
   of /etc/shadow in any result, the FIFO does not block), and nothing else
   changes.
-* swap: a bundle owned by `nobody`, whose unit file and pod.json `nobody`
-  keeps swapping (with a link to /etc/shadow, with another pod.json) while
-  ops_pod deploys from it: every run installs the bytes it validated or is
-  refused naming the file; no byte of /etc/shadow reaches the host.
+* swapping: a bundle owned by `nobody`, whose unit file, pod.json and a
+  volume archive `nobody` keeps swapping (with a link to /etc/shadow, with
+  another pod.json, with a link to a tar only root may read) while ops_pod
+  deploys from it: every run installs the bytes it validated or is refused
+  naming the file; no byte of /etc/shadow or of the private tar reaches
+  the store or the unit directory, and a stored version's pod.json is the
+  one its record was made from.
 
 Each prints `COUNT name value` lines the driver sums into its FIGURE.
 """
@@ -49,6 +52,8 @@ PORTS = "24100-24199"
 SECRET = "s3cret-env-value"
 SHADOW = Path("/etc/shadow")
 NOBODY = pwd.getpwnam("nobody")
+PRIVATE_TAR = Path("/root/ops-security-private.tar.gz")
+PRIVATE_MARK = b"only-root-may-read-this-4711"
 
 UNIT = """[Unit]
 Description=the security tests' service
@@ -301,6 +306,9 @@ import os, sys
 d = {str(bundle_dir)!r}
 unit, pj = d + '/shop.service', d + '/pod.json'
 os.symlink('/etc/shadow', d + '/evil.service')
+os.symlink({str(PRIVATE_TAR)!r}, d + '/evil.tar.gz')
+vol = d + '/state.tar.gz'
+
 open(d + '/other.json', 'w').write(open(pj).read().replace('"version": "7"', '"version": "8"'))
 n = 0
 while not os.path.exists(d + '/stop'):
@@ -308,6 +316,8 @@ while not os.path.exists(d + '/stop'):
     os.rename(pj, d + '/good.json'); os.rename(d + '/other.json', pj)
     os.rename(unit, d + '/evil.service'); os.rename(d + '/good.service', unit)
     os.rename(pj, d + '/other.json'); os.rename(d + '/good.json', pj)
+    os.rename(vol, d + '/good.tar.gz'); os.rename(d + '/evil.tar.gz', vol)
+    os.rename(vol, d + '/evil.tar.gz'); os.rename(d + '/good.tar.gz', vol)
     n += 1
 print(n)
 """
@@ -316,8 +326,23 @@ print(n)
     counts["swaps"] = r.stdout.strip() or r.stderr
 
 
+def private_tar():
+    """A tar only root may read, holding a marker: what a swapped link to
+    it would get extracted into a volume."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("private.txt")
+        info.size = len(PRIVATE_MARK)
+        tar.addfile(info, io.BytesIO(PRIVATE_MARK))
+    PRIVATE_TAR.write_bytes(buf.getvalue())
+    os.chmod(PRIVATE_TAR, 0o600)
+
+
 def swap():
     kit.start("ops-security-")
+    private_tar()
     d = bundle("7", image=False)
     validated = {(d / "pod.json").read_bytes(),
                  (d / "pod.json").read_bytes().replace(b'"version": "7"', b'"version": "8"')}
@@ -336,9 +361,12 @@ def swap():
         expect(not r.get("died"), "ops_pod died", r)
         expect(not shadow_leaked(r), "a result shows /etc/shadow", r)
         if r.get("failed"):
-            expect("shop.service" in r["msg"] or "pod.json" in r["msg"],
+            expect(any(f in r["msg"] for f in ("shop.service", "pod.json", "state.tar.gz")),
                    "a refusal names the file", r)
             outcomes["refused"] += 1
+            stage = ("at validation" if "outside the bundle" in r["msg"] or "resolves" in r["msg"]
+                     else "at the copy (a symlink now)" if "symlink" in r["msg"] else "other")
+            outcomes[stage] = outcomes.get(stage, 0) + 1
         else:
             outcomes["deployed"] += 1
         for version in ("7", "8"):
@@ -346,14 +374,21 @@ def swap():
             expect(not gone.get("failed"), f"version {version} removed", gone)
     (d / "stop").touch()
     t.join()
+    no_private_bytes()
+    print(f"  {runs} runs against {counts.get('swaps')} swap rounds: {outcomes}")
+    count("swap_runs", runs)
+    count("swap_refused", outcomes["refused"])
+
+
+def no_private_bytes():
+    """No file ops wrote holds /etc/shadow or the private tar's marker."""
     shadow = SHADOW.read_bytes()
     for top in (ROOT, UNIT_DIR):
         for p in top.rglob("*"):
             if p.is_file() and not p.is_symlink() and p.stat().st_size:
-                expect(shadow[:64] not in p.read_bytes(), f"{p} holds /etc/shadow")
-    print(f"  {runs} runs against {counts.get('swaps')} swap rounds: {outcomes}")
-    count("swap_runs", runs)
-    count("swap_refused", outcomes["refused"])
+                data = p.read_bytes()
+                expect(shadow[:64] not in data, f"{p} holds /etc/shadow")
+                expect(PRIVATE_MARK not in data, f"{p} holds the private tar's file")
 
 
 def swap_stores_what_it_validated():
@@ -375,6 +410,7 @@ def swap_stores_what_it_validated():
             deployed.append(sorted(p.name for p in (ROOT / "pods/shop").iterdir()))
     (d / "stop").touch()
     t.join()
+    no_private_bytes()
     for v in ("7", "8"):
         vd = ROOT / "pods/shop" / v
         if not vd.exists():
