@@ -302,22 +302,25 @@ def swapper(bundle_dir, counts):
     """As nobody: swap the unit file with a link to /etc/shadow, and
     pod.json with another version's, back and forth, as fast as it can."""
     script = f"""
-import os, sys
+import os, shutil, time
 d = {str(bundle_dir)!r}
-unit, pj = d + '/shop.service', d + '/pod.json'
-os.symlink('/etc/shadow', d + '/evil.service')
-os.symlink({str(PRIVATE_TAR)!r}, d + '/evil.tar.gz')
-vol = d + '/state.tar.gz'
-
-open(d + '/other.json', 'w').write(open(pj).read().replace('"version": "7"', '"version": "8"'))
+# Kept aside: the good copies. Each swap is one rename over the name, so
+# the name always holds something (a link or a regular file).
+unit, pj, vol = d + '/shop.service', d + '/pod.json', d + '/state.tar.gz'
+for name in (unit, pj, vol):
+    shutil.copy(name, name + '.good')
+open(pj + '.other', 'w').write(open(pj).read().replace('"version": "7"', '"version": "8"'))
+def put_link(name, target):
+    os.symlink(target, name + '.new'); os.replace(name + '.new', name)
+def put_file(name, source):
+    os.link(source, name + '.new'); os.replace(name + '.new', name)
 n = 0
 while not os.path.exists(d + '/stop'):
-    os.rename(unit, d + '/good.service'); os.rename(d + '/evil.service', unit)
-    os.rename(pj, d + '/good.json'); os.rename(d + '/other.json', pj)
-    os.rename(unit, d + '/evil.service'); os.rename(d + '/good.service', unit)
-    os.rename(pj, d + '/other.json'); os.rename(d + '/good.json', pj)
-    os.rename(vol, d + '/good.tar.gz'); os.rename(d + '/evil.tar.gz', vol)
-    os.rename(vol, d + '/evil.tar.gz'); os.rename(d + '/good.tar.gz', vol)
+    put_link(unit, '/etc/shadow'); put_file(pj, pj + '.other')
+    put_link(vol, {str(PRIVATE_TAR)!r})
+    time.sleep(0.002)
+    put_file(unit, unit + '.good'); put_file(pj, pj + '.good'); put_file(vol, vol + '.good')
+    time.sleep(0.002)
     n += 1
 print(n)
 """
@@ -353,6 +356,7 @@ def swap():
     t = threading.Thread(target=swapper, args=(d, counts))
     t.start()
     outcomes = {"deployed": 0, "refused": 0}
+    samples = {}
     runs = 0
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -367,6 +371,7 @@ def swap():
             stage = ("at validation" if "outside the bundle" in r["msg"] or "resolves" in r["msg"]
                      else "at the copy (a symlink now)" if "symlink" in r["msg"] else "other")
             outcomes[stage] = outcomes.get(stage, 0) + 1
+            samples.setdefault(stage, r["msg"].splitlines()[0][:240])
         else:
             outcomes["deployed"] += 1
         for version in ("7", "8"):
@@ -376,6 +381,8 @@ def swap():
     t.join()
     no_private_bytes()
     print(f"  {runs} runs against {counts.get('swaps')} swap rounds: {outcomes}")
+    for stage, msg in samples.items():
+        print(f"    refused {stage}, e.g.: {msg}")
     count("swap_runs", runs)
     count("swap_refused", outcomes["refused"])
 
