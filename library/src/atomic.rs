@@ -80,6 +80,97 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Open a file ops wrote (in the store, the unit directory, a release
+/// repository) for reading, following no symlink anywhere on its path.
+///
+/// Those trees sit under roots resolved once ([`resolve`]) and hold no
+/// symlink ops did not make, so a link met on the way was planted by
+/// someone who can write there: following it would read another file as
+/// ops's own (a record pointing at `/etc/shadow`, shown in a message or
+/// trusted as a record). The kernel refuses every link during the open
+/// itself (`openat2` with `RESOLVE_NO_SYMLINKS`), so nothing can be swapped
+/// between a check and the open; the refusal names the link. Otherwise as
+/// [`open_regular`]: a FIFO or device is refused without blocking.
+pub fn open_own(path: &Path) -> io::Result<File> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+    // Looked at first, not followed: a device planted here is refused
+    // before it is opened (opening one can act).
+    let before = fs::symlink_metadata(path)?;
+    if before.file_type().is_symlink() {
+        return Err(planted_link(path, path));
+    }
+    not_regular(before.file_type())?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let file = match openat2(CWD, path, flags, Mode::empty(), resolve) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => return Err(planted_link(path, &first_link(path))),
+        // A kernel older than 5.6 has no openat2: the last component is
+        // not followed, the ones before it were looked at just above.
+        Err(rustix::io::Errno::NOSYS) => {
+            if first_link(path) != path {
+                return Err(planted_link(path, &first_link(path)));
+            }
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
+                .open(path)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    not_regular(file.metadata()?.file_type())?;
+    Ok(file)
+}
+
+/// [`open_own`], then read at most `limit` bytes.
+pub fn read_own(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_bounded(open_own(path)?, limit)
+}
+
+/// The first symlink on the way to `path` (or `path` itself), without
+/// following any: what a refusal names.
+fn first_link(path: &Path) -> PathBuf {
+    let mut lexical = PathBuf::new();
+    for component in path.components() {
+        lexical.push(component);
+        if fs::symlink_metadata(&lexical).is_ok_and(|m| m.file_type().is_symlink()) {
+            return lexical;
+        }
+    }
+    path.to_owned()
+}
+
+/// The error for a read that met a planted symlink at `link`.
+fn planted_link(path: &Path, link: &Path) -> io::Error {
+    let what = if link == path {
+        "it is a symlink that ops did not make".to_owned()
+    } else {
+        format!("{} is a symlink that ops did not make", link.display())
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        PlantedLink {
+            link: link.to_owned(),
+            text: format!("{what}; refusing to follow it"),
+        },
+    )
+}
+
+/// The cause of an [`open_own`] refused for a symlink on the way.
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+struct PlantedLink {
+    link: PathBuf,
+    text: String,
+}
+
+/// The symlink for which [`open_own`] (or [`read_own`]) refused, if it
+/// refused for one.
+pub fn planted_link_of(error: &io::Error) -> Option<&Path> {
+    let planted = error.get_ref()?.downcast_ref::<PlantedLink>()?;
+    Some(&planted.link)
+}
+
 /// Refuse anything but a regular file, saying what it is.
 fn not_regular(kind: fs::FileType) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
@@ -105,8 +196,12 @@ fn not_regular(kind: fs::FileType) -> io::Result<()> {
 /// Read a small file a user named, by [`open_regular`], refusing one
 /// larger than `limit` bytes instead of reading without bound.
 pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_bounded(open_regular(path)?, limit)
+}
+
+/// Read `file` whole, refusing one larger than `limit` bytes.
+fn read_bounded(file: File, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -616,6 +711,50 @@ mod tests {
         write_symlink(&root.join("current"), Path::new("1")).unwrap();
         write_symlink(&root.join("current"), Path::new("2")).unwrap();
         assert!(remove_file(&root.join("current")).unwrap());
+    }
+
+    /// A record of the store replaced by a link (to a file only root may
+    /// read, to a FIFO, to nothing), or reached through a directory
+    /// replaced by one, is refused by name, without reading where it leads
+    /// and without blocking.
+    #[test]
+    fn a_planted_link_is_not_followed_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = resolve(dir.path());
+        let secret = root.join("shadow");
+        fs::write(&secret, b"root:$6$secret").unwrap();
+        let fifo = root.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::create_dir_all(root.join("pods/shop/1")).unwrap();
+        fs::write(root.join("pods/shop/1/meta.json"), b"{}").unwrap();
+        assert_eq!(
+            read_own(&root.join("pods/shop/1/meta.json"), 10).unwrap(),
+            b"{}"
+        );
+        let mut messages = Vec::new();
+        for (name, target) in [
+            ("secret", &secret),
+            ("fifo", &fifo),
+            ("dangling", &root.join("none")),
+        ] {
+            let at = root.join(format!("pods/shop/1/{name}.json"));
+            symlink(target, &at).unwrap();
+            let err = read_own(&at, 1 << 20).unwrap_err();
+            assert_eq!(planted_link_of(&err), Some(at.as_path()), "{name}: {err}");
+            messages.push(format!("{name}: {err}"));
+        }
+        fs::rename(root.join("pods/shop"), root.join("moved")).unwrap();
+        symlink(root.join("moved"), root.join("pods/shop")).unwrap();
+        let err = read_own(&root.join("pods/shop/1/meta.json"), 1 << 20).unwrap_err();
+        assert_eq!(
+            planted_link_of(&err),
+            Some(root.join("pods/shop").as_path())
+        );
+        messages.push(format!("through a directory: {err}"));
+        let shown = messages
+            .join("\n")
+            .replace(&root.display().to_string(), "<root>");
+        insta::assert_snapshot!(shown);
     }
 
     #[test]

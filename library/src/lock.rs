@@ -161,8 +161,10 @@ impl Waiting {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err((_, Errno::EWOULDBLOCK)) => {
-                    let holder = std::fs::read_to_string(&self.holder_path)
-                        .map(|s| s.trim().to_owned())
+                    // Not through a link, and bounded: the holder's text
+                    // is shown in the message.
+                    let holder = crate::atomic::read_own(&self.holder_path, 4096)
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
                         .unwrap_or_else(|_| "holder unknown".to_owned());
                     return Err(LockError::Timeout {
                         path: self.path.clone(),

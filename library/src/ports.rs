@@ -543,10 +543,11 @@ pub fn read_index(store: &Store) -> Result<BTreeMap<u16, String>, FsError> {
                     continue;
                 };
                 let path = entry.path();
-                // Read only if regular: a FIFO planted here must not block
-                // every run. A record ops did not write is left out, and
-                // the sync writes the right one over it.
-                match atomic::read_regular(&path, INDEX_MAX).map(String::from_utf8) {
+                // Read only if regular and not through a link: a FIFO
+                // planted here must not block every run. A record ops did
+                // not write is left out, and the sync writes the right one
+                // over it.
+                match atomic::read_own(&path, INDEX_MAX).map(String::from_utf8) {
                     Ok(Ok(text)) if text.starts_with(INDEX_HEADER) => {
                         on_disk.insert(port, text);
                     }

@@ -343,15 +343,10 @@ fn check_release(
         ))
         .into());
     }
-    let manifest = crate::atomic::read_regular(&bundle.manifest, MAX_MANIFEST).map_err(|e| {
-        Refusal(format!(
-            "{}: cannot be read: {e}",
-            bundle.manifest.display()
-        ))
-    })?;
+    // The bytes validated, not a second read (which could differ).
     check_digest(
         &record.manifest.sha256,
-        &manifest,
+        &bundle.text,
         &format!("{}/{}", origin.shown, bundle::MANIFEST),
     )?;
     if (&pod.name, &pod.version) != asked {

@@ -209,15 +209,18 @@ pub struct Store {
 /// unit file or environment it writes, and a bound on a damaged one.
 const MAX_FILE: u64 = 16 << 20;
 
-/// A file of the store, read only if it is a regular file: a FIFO or a
-/// device planted in the store is refused at once instead of blocking the
-/// run (and every run waiting for its lock).
+/// A file of the store, read only if it is a regular file reached without
+/// a symlink: a FIFO or a device planted in the store is refused at once
+/// instead of blocking the run (and every run waiting for its lock), and a
+/// link (to `/etc/shadow`, to a record ops did not write) is not followed.
 fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
-    atomic::read_regular(path, MAX_FILE).at("read", path)
+    atomic::read_own(path, MAX_FILE).at("read", path)
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
-    match atomic::read_regular(path, MAX_FILE) {
+/// [`read_file`], `None` when nothing is there (a dangling link is
+/// something: it is refused).
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
+    match atomic::read_own(path, MAX_FILE) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("read", path),

@@ -68,6 +68,10 @@ use crate::volume;
 
 /// The drop-in file ops writes for each unit.
 pub const DROPIN: &str = "50-ops.conf";
+
+/// The most read of one file of the unit directory: far more than any
+/// unit file ops writes (a bundle's are at most 1 MiB).
+const MAX_UNIT_TEXT: u64 = 16 << 20;
 /// The target that starts pods at boot.
 const BOOT_TARGET: &str = "multi-user.target";
 
@@ -723,8 +727,11 @@ fn listen_lines(port: u16, addresses: Option<&Vec<std::net::IpAddr>>) -> String 
     }
 }
 
+/// A file of the unit directory named like one of the pod's, read only if
+/// it is a regular file reached without a link: a FIFO there must not
+/// block the run, and a link planted there is not read as ops's own.
 fn read_text(path: &Path) -> Result<Option<String>, FsError> {
-    match fs::read(path) {
+    match crate::atomic::read_own(path, MAX_UNIT_TEXT) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("read", path),

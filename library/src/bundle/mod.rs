@@ -48,6 +48,10 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// The manifest, as the caller named it.
     pub manifest: PathBuf,
+    /// The manifest's bytes, as read once and validated: what the store
+    /// keeps and a release's digest is checked on. Read again, it could be
+    /// another file (a bundle owned by another user, changed meanwhile).
+    pub text: Vec<u8>,
     pub shape: Shape,
     pub pod: Pod,
     /// Images pod.json lists without an id, not yet in `pod.images`.
@@ -185,6 +189,7 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
     Ok(Bundle {
         dir,
         manifest,
+        text,
         shape,
         pod,
         pending,

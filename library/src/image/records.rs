@@ -71,10 +71,8 @@ pub fn read(
     id: &ImageId,
 ) -> Result<Option<ImageRecord>, ImageError> {
     let path = image_dir(store, runtime, id).join("image.json");
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::from(FsError::from_io("read", &path, e)).into()),
+    let Some(bytes) = crate::store::read_optional(&path).map_err(StoreError::from)? else {
+        return Ok(None);
     };
     let record: ImageRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
         path: path.clone(),

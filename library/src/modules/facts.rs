@@ -67,17 +67,15 @@ impl Module for OpsFacts {
         if !problems.is_empty() {
             return Err(Failure::new(format!("ops_facts: {}", problems.join("; "))));
         }
-        let store = Store::new(&options.root);
+        // Resolved once, as every module does: what is below is read
+        // without following a link (crate::atomic::open_own).
+        let store = Store::new(&crate::atomic::resolve(&options.root));
+        let unit_dir = crate::atomic::resolve(&options.unit_dir);
         let scope = facts::Scope {
             pods: pods.as_deref(),
             units: options.units,
         };
-        let gathered = facts::gather(
-            &store,
-            &options.unit_dir,
-            &scope,
-            &mut Systemctl::connect()?,
-        )?;
+        let gathered = facts::gather(&store, &unit_dir, &scope, &mut Systemctl::connect()?)?;
         let count = gathered.pods.len();
         for name in pods.iter().flatten() {
             if !gathered.pods.contains_key(name.as_str()) {

@@ -542,6 +542,9 @@ impl<'a> Run<'a> {
         let mut archive =
             volume::fetch(&location, self.request.download_timeout, downloads).map_err(&failed)?;
         archive.shown = source.text();
+        // A plain bundle's path was resolved when it was validated: read
+        // now, the archive is not looked for through a link.
+        archive.no_links = new.origin.is_none() && matches!(source, crate::bundle::Source::Path(_));
         // From a release: the archive must be the one it recorded, checked
         // as it is extracted, before the volume counts as built.
         if let Some(hex) = new.recorded_sha256(source) {

@@ -28,6 +28,9 @@ mod step;
 mod up;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -305,6 +308,20 @@ fn fetch_unit_file(uri: &str, timeout: Duration) -> Result<String, PodError> {
         .map_err(|_| Refusal(format!("unit file {shown}: a unit file must be UTF-8 text")).into())
 }
 
+/// A plain bundle's file met a symlink at `link` when it was read for the
+/// store: not there when the bundle was validated.
+fn changed_bundle(path: &Path, link: &Path) -> Refusal {
+    let at = if link == path {
+        link.display().to_string()
+    } else {
+        format!("{}: {}", path.display(), link.display())
+    };
+    Refusal(format!(
+        "{at} is a symlink now, not what the bundle was validated with (the bundle changed \
+         while ops read it); refusing to follow it"
+    ))
+}
+
 /// The version a bundle (read from `origin`, when it is a release) would
 /// add.
 fn new_version(
@@ -313,11 +330,23 @@ fn new_version(
     mut fetched: BTreeMap<bundle::UnitName, String>,
     recorded: &[(String, bundle::ImageId)],
 ) -> Result<NewVersion, PodError> {
+    // A plain bundle's paths were resolved when it was validated (each a
+    // regular file inside its directory, canonical): a unit file is read
+    // without following a link, once, and those bytes are what is
+    // installed. A link there now was put there since (by the bundle's
+    // owner, between validation and this read), and could lead to a file
+    // only root may read. A release's pod directory links to its files.
+    let plain = origin.is_none();
     let read = |p: &Path| {
-        crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
-            .map_err(|e| FsError::from_io("read", p, e))
+        let bytes = if plain {
+            crate::atomic::read_own(p, bundle::MAX_MANIFEST)
+        } else {
+            crate::atomic::read_regular(p, bundle::MAX_MANIFEST)
+        };
+        bytes.map_err(|e| FsError::from_io("read", p, e))
     };
-    let pod_json = read(&bundle.manifest)?;
+    // The bytes validated, not a second read of pod.json.
+    let pod_json = bundle.text.clone();
     let mut texts = BTreeMap::new();
     for unit in &bundle.pod.units {
         if let Some(text) = fetched.remove(&unit.name) {
@@ -325,7 +354,14 @@ fn new_version(
             continue;
         }
         let path = bundle.dir.join(&unit.file);
-        let text = String::from_utf8(read(&path)?).map_err(|_| {
+        let bytes = match read(&path) {
+            Err(e) if plain => match crate::atomic::planted_link_of(&e.source) {
+                Some(link) => return Err(changed_bundle(&path, link).into()),
+                None => return Err(e.into()),
+            },
+            read => read?,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| {
             Refusal(format!(
                 "{}: a unit file must be UTF-8 text",
                 path.display()

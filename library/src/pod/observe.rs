@@ -111,6 +111,7 @@ pub(crate) fn observe(
     let state = store.read_pod(name)?;
     let files = units::owned(name, &request.unit_dir)?;
     let started = files.contains_key(&units::boot_links(name)[0]);
+    super::planted::refuse_unit_files(&request.unit_dir, name)?;
     let status = unit_status(name, &state, &files, host.systemd)?;
     let others = other_pods(store, name).map_err(|e| refusal(&e));
     let unit_paths = unit_paths(name, &request.unit_dir);
@@ -235,11 +236,8 @@ fn unit_owners(
 ) -> BTreeMap<PathBuf, String> {
     let head = |path: &Path| -> Option<String> {
         use std::io::Read;
-        if !std::fs::symlink_metadata(path).ok()?.is_file() {
-            return None;
-        }
         let mut text = Vec::new();
-        std::fs::File::open(path)
+        crate::atomic::open_own(path)
             .ok()?
             .take(512)
             .read_to_end(&mut text)

@@ -105,3 +105,63 @@ pub fn refuse(
     }
     Ok(())
 }
+
+/// Refuse before systemd is asked about pod `name`'s units when a file
+/// it would load for one of them (a unit file or drop-in named like the
+/// pod's, in `unit_dir`) is not a regular file, or is a symlink that leads
+/// to none. systemd follows links when it loads a unit (as `systemctl
+/// show` makes it), and opening a FIFO leaves systemd itself waiting for
+/// good (and every later systemctl with it). A link to a regular file (a
+/// unit linked by `systemctl link`), to /dev/null (a mask) or to a
+/// directory is systemd's own business and left alone (a write through it
+/// is refused by itself); only its target's type is looked at, nothing is
+/// read.
+pub fn refuse_unit_files(unit_dir: &Path, name: &PodName) -> Result<(), FsError> {
+    for entry in entries(unit_dir) {
+        let pod_path = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| crate::units::is_pod_path(name, n));
+        if !pod_path {
+            continue;
+        }
+        if is_dir_not_link(&entry) {
+            for file in entries(&entry) {
+                loadable(&file)?;
+            }
+        } else {
+            loadable(&entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// A regular file (or a link to one, or a mask), or a refusal naming
+/// `path`.
+fn loadable(path: &Path) -> Result<(), FsError> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let what = if meta.file_type().is_symlink() {
+        let mask = fs::read_link(path).is_ok_and(|t| t == Path::new("/dev/null"));
+        if mask || fs::metadata(path).is_ok_and(|m| m.is_file() || m.is_dir()) {
+            return Ok(());
+        }
+        "it is a symlink to something other than a regular file"
+    } else if meta.is_file() {
+        return Ok(());
+    } else {
+        "it is not a regular file"
+    };
+    Err(FsError {
+        action: "ask systemd about the unit of",
+        path: path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{what}, which systemd would open when it loads the unit (a FIFO leaves \
+                 systemd waiting for good); remove it and rerun (nothing was changed)"
+            ),
+        ),
+    })
+}

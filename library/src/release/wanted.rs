@@ -392,8 +392,8 @@ pub fn read_bundle(
     layout: Layout,
     versions: &Versions,
 ) -> Result<Wanted, Refusal> {
-    let manifest = crate::atomic::read_regular(&bundle.manifest, bundle::MAX_MANIFEST)
-        .map_err(|e| Refusal::new(format!("cannot read {}: {e}", bundle.manifest.display())))?;
+    // The bytes validated, not a second read (which could differ).
+    let manifest = bundle.text.clone();
     let pod = &bundle.pod;
     let named: Vec<PathBuf> = bundle_paths(pod);
     let written = super::written::written_paths(&manifest, &bundle.dir, &named);

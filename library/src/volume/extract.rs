@@ -198,10 +198,23 @@ pub struct Extracted {
     pub digests: Digests,
 }
 
-/// Open the archive `file`, refused as check mode refuses it if it does
-/// not start as an archive does, before anything is written.
-fn open_checked(file: &Path) -> io::Result<File> {
-    let mut opened = open_archive(file)?;
+/// An archive to extract: its file, its name in errors, and whether no
+/// symlink may be followed on the way to it (see `LocalArchive`).
+#[derive(Debug)]
+pub struct Opened<'a> {
+    pub file: &'a Path,
+    pub shown: &'a str,
+    pub no_links: bool,
+}
+
+/// Open the archive, refused as check mode refuses it if it does not
+/// start as an archive does, before anything is written.
+fn open_checked(archive: &Opened<'_>) -> io::Result<File> {
+    let mut opened = if archive.no_links {
+        crate::atomic::open_own(archive.file)?
+    } else {
+        open_archive(archive.file)?
+    };
     let (head, whole) = decode::read_head(&mut opened)?;
     decode::check_start(&head, whole)?;
     opened.seek(SeekFrom::Start(0))?;
@@ -227,18 +240,17 @@ fn route(path: &Path) -> io::Result<Route> {
     })
 }
 
-/// Extract the archive `file` (named `shown` in errors) into `dest`, an
-/// existing empty directory, under `policy`; the file's sha256 (and
-/// `also`) computed on the way.
+/// Extract the archive into `dest`, an existing empty directory, under
+/// `policy`; the file's sha256 (and `also`) computed on the way.
 pub fn extract(
-    file: &Path,
-    shown: &str,
+    archive: Opened<'_>,
     dest: &Path,
     policy: Policy,
     also: Option<Algorithm>,
 ) -> Result<Extracted, VolumeError> {
+    let shown = archive.shown;
     let failed = |source: io::Error| unusable(shown, source);
-    let opened = open_checked(file).map_err(&failed)?;
+    let opened = open_checked(&archive).map_err(&failed)?;
     let length = opened.metadata().map_err(&failed)?.len();
     let hashes = Arc::new(Mutex::new(Some(Hashes::new(also))));
     let hashing = HashingFile {
@@ -297,6 +309,51 @@ pub fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain bundle's archive replaced by a link after validation (to a
+    /// tar only root may read) is not extracted: the open refuses the
+    /// link, naming it. A path a user gives (no_links false) is followed.
+    #[test]
+    fn an_archive_reached_through_a_link_is_refused_when_links_are_not_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::atomic::resolve(tmp.path());
+        let private = dir.join("private.tar");
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(6);
+        header.set_mode(0o600);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "secret", &b"hunter"[..])
+            .unwrap();
+        std::fs::write(&private, builder.into_inner().unwrap()).unwrap();
+        let link = dir.join("conf.tar");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let extract_with = |no_links: bool, into: &str| {
+            let dest = dir.join(into);
+            std::fs::create_dir(&dest).unwrap();
+            let opened = Opened {
+                file: &link,
+                shown: "conf.tar",
+                no_links,
+            };
+            let policy = Policy {
+                contained: true,
+                ..Policy::default()
+            };
+            (extract(opened, &dest, policy, None), dest)
+        };
+        let (refused, dest) = extract_with(true, "a");
+        let msg = crate::ansible::error_chain(&refused.unwrap_err());
+        insta::assert_snapshot!(msg.replace(&dir.display().to_string(), "<tmp>"));
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        let (followed, dest) = extract_with(false, "b");
+        followed.unwrap();
+        assert_eq!(std::fs::read(dest.join("secret")).unwrap(), b"hunter");
+    }
 
     #[test]
     fn checksums_are_parsed_strictly() {

@@ -139,6 +139,11 @@ pub struct LocalArchive {
     pub checksum: Option<Checksum>,
     /// The sha256 the plan was made with, when it was read before.
     pub planned: Option<String>,
+    /// Open it without following a symlink anywhere on its path: a plain
+    /// bundle's file, whose path validation resolved (a link there now was
+    /// put there since, by the bundle's owner, and could lead to an
+    /// archive only root may read).
+    pub no_links: bool,
 }
 
 /// Where a volume's contents are, from its directory.
@@ -154,10 +159,8 @@ pub fn data_path(store: &Store, pod: &PodName, version: &Version, name: &str) ->
 /// The record of the volume in `dir`, if it has one.
 pub fn read_record(dir: &Path) -> Result<Option<VolumeRecord>, VolumeError> {
     let path = dir.join("volume.json");
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FsError::from_io("read", &path, e).into()),
+    let Some(bytes) = crate::store::read_optional(&path)? else {
+        return Ok(None);
     };
     let record: VolumeRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
         path: path.clone(),
@@ -266,7 +269,12 @@ fn extract_into(
     settings: &Settings,
 ) -> Result<(), VolumeError> {
     let also = archive.checksum.as_ref().map(Checksum::algorithm);
-    let done = extract::extract(&archive.path, &archive.shown, data, settings.policy(), also)?;
+    let opened = extract::Opened {
+        file: &archive.path,
+        shown: &archive.shown,
+        no_links: archive.no_links,
+    };
+    let done = extract::extract(opened, data, settings.policy(), also)?;
     if let Some(checksum) = &archive.checksum {
         checksum.verify(&done.digests, &archive.shown)?;
     }
@@ -906,6 +914,7 @@ fn build_staged(
         Some(location) => Some(LocalArchive {
             checksum: request.checksum.clone(),
             planned: planned.map(|d| d.sha256.clone()),
+            no_links: false,
             ..fetch(location, request.timeout, staging)?
         }),
     };
@@ -941,6 +950,7 @@ pub fn fetch(
         shown: location.display(),
         checksum: None,
         planned: None,
+        no_links: false,
     })
 }
 
