@@ -8,7 +8,8 @@
 //! [`Budget`] read once from the target filesystem (`statvfs`): the bytes
 //! and inodes an unprivileged user may still use, less a reserve of
 //! [`RESERVE_PERCENT`] of the filesystem (at least [`RESERVE_MIN_BYTES`]
-//! and [`RESERVE_MIN_INODES`]), so other writers (the services, the
+//! and [`RESERVE_MIN_INODES`], at most [`RESERVE_MAX_BYTES`] and
+//! [`RESERVE_MAX_INODES`]), so other writers (the services, the
 //! journal) are not starved by one deploy. A tar entry's header declares
 //! its size before its data comes, so an entry that would not fit is
 //! refused before a byte of it is written; the caller removes what was
@@ -23,6 +24,13 @@ pub const RESERVE_PERCENT: u64 = 1;
 pub const RESERVE_MIN_BYTES: u64 = 1 << 20;
 /// The least a budget leaves free, in inodes.
 pub const RESERVE_MIN_INODES: u64 = 64;
+/// The most a budget leaves free, in bytes: 1% of a large disk is
+/// gigabytes, and refusing a small volume on a disk with hundreds of
+/// megabytes free would protect nothing (ext4 keeps its own reserve for
+/// root apart, outside what `statvfs` calls available).
+pub const RESERVE_MAX_BYTES: u64 = 64 << 20;
+/// The most a budget leaves free, in inodes.
+pub const RESERVE_MAX_INODES: u64 = 4096;
 
 /// What may still be written to one filesystem.
 #[derive(Debug, Clone)]
@@ -55,9 +63,11 @@ impl Budget {
         let block = (stat.fragment_size() as u64).max(1);
         let total = (stat.blocks() as u64).saturating_mul(block);
         let free_bytes = (stat.blocks_available() as u64).saturating_mul(block);
-        let reserve_bytes = (total / 100 * RESERVE_PERCENT).max(RESERVE_MIN_BYTES);
+        let reserve_bytes =
+            (total / 100 * RESERVE_PERCENT).clamp(RESERVE_MIN_BYTES, RESERVE_MAX_BYTES);
         let inodes_left = (stat.files() > 0).then(|| {
-            let reserve = (stat.files() as u64 / 100 * RESERVE_PERCENT).max(RESERVE_MIN_INODES);
+            let reserve = (stat.files() as u64 / 100 * RESERVE_PERCENT)
+                .clamp(RESERVE_MIN_INODES, RESERVE_MAX_INODES);
             (stat.files_available() as u64).saturating_sub(reserve)
         });
         Ok(Budget {
@@ -82,7 +92,8 @@ impl Budget {
                 let place = &self.place;
                 return Err(full(format!(
                     "the filesystem of {place} has no inode left for it (ops leaves \
-                         {RESERVE_PERCENT}% of its inodes, at least {RESERVE_MIN_INODES}, free); \
+                         {RESERVE_PERCENT}% of its inodes, at least {RESERVE_MIN_INODES} and at most \
+                         {RESERVE_MAX_INODES}, free); \
                          nothing was kept"
                 )));
             }

@@ -397,7 +397,12 @@ mod tests {
             contained: true,
             ..Policy::default()
         };
-        extract(&file, "a.tar", &dest, policy, None)
+        let opened = Opened {
+            file: &file,
+            shown: "a.tar",
+            no_links: false,
+        };
+        extract(opened, &dest, policy, None)
     }
 
     #[test]
