@@ -235,6 +235,9 @@ impl StoreLock {
             waiting.gone_again()?;
         };
         let holder = holder_line(what);
+        // A run killed while writing the holder left its temporary: the
+        // lock says no run is writing one now.
+        atomic::remove_temp_siblings(&waiting.holder_path)?;
         let lock = StoreLock {
             root: root.to_owned(),
             holder_path: waiting.holder_path,
