@@ -833,7 +833,7 @@ pub fn sweep_leftovers(pod: &PodName, unit_dir: &Path) -> Result<usize, FsError>
     let mut removed = 0;
     for (i, dir) in pod_dirs(pod, unit_dir).into_iter().enumerate() {
         removed += atomic::remove_stale_temps(&dir)?;
-        if i >= 2 && atomic::remove_dir_if_empty(&dir)? {
+        if i >= 2 && is_empty_dir(&dir) && atomic::remove_dir_if_empty(&dir)? {
             removed += 1;
         }
     }
