@@ -13,8 +13,8 @@ process by SIGKILL just before point n's step.
 `points`: for each operation (deploy, switch, prune, absent, image import
 into each runtime, image removal, volume replace, publish) the request runs
 once with the log, which enumerates its points; then, for each point n,
-from a fresh before-state (a root, pod, repository and image of its own,
-so no slow cleanup stands between points), the request runs with
+from a fresh before-state (a root, pod name and repository of its own,
+so no slow cleanup stands between points; podman's image is removed), the request runs with
 OPS_CRASH_AT=n and must die by SIGKILL at the very point the enumeration
 named; then:
   - ops_facts reads the host without error;
@@ -31,9 +31,9 @@ measured run time, with the same checks after each kill.
 
 Printed: `PASS name` / `FAIL name` (with why), and `FIGURE name: value`
 lines (points per operation, kills, time). OPS_RELIABILITY_FULL=1 kills at
-every point of every operation and makes the random runs hundreds; the
-default samples points (every one of the short operations, a spread of the
-long ones) to fit CI's time.
+every point of every operation and makes 400 random kills; the default, to
+fit CI's time, kills at SAMPLE points of each operation (the first of each
+kind of step and the last, spread over the run) and makes 40.
 """
 
 import hashlib
