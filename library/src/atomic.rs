@@ -247,26 +247,58 @@ pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
     let mut removed = 0;
     for entry in entries.flatten() {
         if entry.file_name().as_encoded_bytes().starts_with(&prefix) {
-            // A staged directory, or the temporary of a file or a symlink
-            // (`remove_dir_all` refuses a file: "Not a directory").
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&entry.path())?;
-            } else {
-                remove_file(&entry.path())?;
-            }
+            remove_any(&entry.path())?;
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// Remove every temporary (see `temp_sibling`) that runs killed half-way
-/// left in `dir`, a directory only ops writes: only under a lock that
-/// proves no other run is writing one. Returns how many were removed.
-pub(crate) fn remove_temps_in(dir: &Path) -> FsResult<usize> {
+/// The process that made `name`, when it is a temporary sibling's name
+/// (see `temp_sibling`: `.<file>.ops-tmp.<pid>.<n>`).
+fn temp_owner(name: &std::ffi::OsStr) -> Option<i32> {
+    let name = name.to_str()?.strip_prefix('.')?;
+    let (_, tail) = name.rsplit_once(".ops-tmp.")?;
+    let (pid, n) = tail.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse::<i32>().ok().filter(|pid| *pid > 0)
+}
+
+/// Whether `name` is a temporary sibling's (see `temp_sibling`): no path
+/// a plan writes, whoever made it.
+pub(crate) fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    temp_owner(name).is_some()
+}
+
+/// Whether process `pid` is gone: then nothing is writing what it named.
+/// A live process of another user answers EPERM, and counts as alive.
+pub(crate) fn is_gone(pid: i32) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    pid != std::process::id() as i32
+        && kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH)
+}
+
+/// Remove the temporary files, symlinks and directories in `dir` (see
+/// `temp_sibling`) whose process is gone: what a run killed half-way left
+/// (its write not yet renamed into place). A live run's own temporaries
+/// name a live process and stay, so this is safe without a lock, in a
+/// directory several stores share (the unit directory). Returns how many
+/// were removed.
+pub(crate) fn remove_stale_temps(dir: &Path) -> FsResult<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(0)
+        }
         Err(source) => {
             return Err(FsError {
                 action: "read directory",
@@ -277,18 +309,36 @@ pub(crate) fn remove_temps_in(dir: &Path) -> FsResult<usize> {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.as_encoded_bytes();
-        if name.starts_with(b".") && name.windows(9).any(|w| w == b".ops-tmp.") {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&entry.path())?;
-            } else {
-                remove_file(&entry.path())?;
-            }
+        if temp_owner(&entry.file_name()).is_some_and(is_gone) {
+            remove_any(&entry.path())?;
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Whether `dir` holds a temporary of a process that is gone (see
+/// [`remove_stale_temps`]).
+pub(crate) fn has_stale_temps(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| temp_owner(&e.file_name()).is_some_and(is_gone))
+    })
+}
+
+/// Remove a tree, a file or a symlink (not followed).
+fn remove_any(path: &Path) -> FsResult<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => remove_tree(path),
+        Ok(_) => remove_file(path).map(drop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(FsError {
+            action: "remove",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn parent(path: &Path) -> &Path {
@@ -638,10 +688,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [".g.ops-tmp.1.0"]);
-        write_file(&dir.path().join("g"), b"kept", 0o644).unwrap();
-        assert_eq!(remove_temps_in(dir.path()).unwrap(), 1);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert_eq!(remove_temps_in(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]
@@ -755,6 +801,38 @@ mod tests {
             .join("\n")
             .replace(&root.display().to_string(), "<root>");
         insta::assert_snapshot!(shown);
+    }
+
+    #[test]
+    fn stale_temporaries_are_swept_and_live_ones_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        // 99999999 is above any pid_max: no process has it.
+        let file = dir.path().join(".f.ops-tmp.99999999.0");
+        let link = dir.path().join(".current.ops-tmp.99999999.1");
+        let staged = dir.path().join(".data.ops-tmp.99999999.2");
+        fs::write(&file, b"half").unwrap();
+        symlink("2", &link).unwrap();
+        fs::create_dir_all(staged.join("sub")).unwrap();
+        let live = temp_sibling(&dir.path().join("g"));
+        fs::write(&live, b"being written").unwrap();
+        let others = [
+            "f",
+            ".f.ops-tmp.x.0",
+            "f.ops-tmp.99999999.0",
+            ".f.ops-tmp.99999999",
+        ];
+        for name in others {
+            fs::write(dir.path().join(name), b"not a temporary").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path()).unwrap(), 3);
+        for gone in [&file, &link, &staged] {
+            assert!(fs::symlink_metadata(gone).is_err(), "{}", gone.display());
+        }
+        assert!(live.exists());
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name}");
+        }
+        assert_eq!(remove_stale_temps(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]

@@ -237,16 +237,15 @@ impl StoreLock {
             waiting.gone_again()?;
         };
         let holder = holder_line(what);
+        // A run killed while writing the holder left its temporary: the
+        // lock says no run is writing one now.
+        atomic::remove_temp_siblings(&waiting.holder_path)?;
         let lock = StoreLock {
             root: root.to_owned(),
             holder_path: waiting.holder_path,
             created,
             _lock: lock,
         };
-        // A run cut short (killed, or the power lost) between writing its
-        // holder line and renaming it into place left the temporary file;
-        // holding the lock proves no run is writing one now.
-        atomic::remove_temp_siblings(&lock.holder_path)?;
         atomic::write_file(&lock.holder_path, holder.as_bytes(), 0o644)?;
         Ok(lock)
     }

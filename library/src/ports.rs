@@ -599,9 +599,9 @@ pub fn apply_index(
 ) -> Result<(), FsError> {
     let dir = store.ports_dir();
     // A run cut short (killed, or the power lost) between writing a
-    // record and renaming it into place left its temporary; the lock
-    // says no run is writing one now (found by tests/reliability/power).
-    atomic::remove_temps_in(&dir)?;
+    // record and renaming it into place left its temporary (found by
+    // tests/reliability/power).
+    atomic::remove_stale_temps(&dir)?;
     for change in changes {
         let path = change.path(store);
         match &change.after {

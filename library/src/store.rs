@@ -42,12 +42,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, Context, FsError};
 use crate::download::Location;
-use crate::lock::StoreLock;
+use crate::lock::{LockError, StoreLock};
 use crate::records::idle::{IdleRecord, WokenRecord};
 use crate::records::names::{PodName, UnitName, Version};
 use crate::records::pod::{Pod, Source};
@@ -217,6 +218,18 @@ fn read_file(path: &Path) -> Result<Vec<u8>, FsError> {
     atomic::read_own(path, MAX_FILE).at("read", path)
 }
 
+/// The directories in `dir` (not symlinks), none when it is unreadable.
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// [`read_file`], `None` when nothing is there (a dangling link is
 /// something: it is refused).
 pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
@@ -346,6 +359,65 @@ impl Store {
         atomic::rename(dir, &gone)?;
         atomic::remove_tree(&gone)?;
         atomic::remove_dir_if_empty(&self.trash_dir()).map(drop)
+    }
+
+    /// Remove what runs killed half-way left beside the files ops writes
+    /// in place (the lock's holder, the layout marker, pointers, idle
+    /// records, port records, images, a version's environment and
+    /// volumes): their temporaries, see [`atomic::remove_stale_temps`].
+    /// Under the lock, before the run observes the store, so that no
+    /// leftover outlives the next run or is taken for something of ops's.
+    pub fn sweep_stale_temps(&self, _lock: &StoreLock) -> Result<usize, FsError> {
+        let mut removed = 0;
+        for dir in self.written_in_place() {
+            removed += atomic::remove_stale_temps(&dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// The directories where ops replaces files in place (see
+    /// [`Store::sweep_stale_temps`]).
+    fn written_in_place(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![
+            self.root.clone(),
+            self.ports_dir(),
+            self.root.join("bin"),
+            self.images_root(),
+            self.images_dir(Runtime::Systemd),
+            self.images_dir(Runtime::Podman),
+            self.pods_dir(),
+        ];
+        for name in self.pod_names().unwrap_or_default() {
+            let pod_dir = self.pod_dir(&name);
+            for version in subdirectories(&pod_dir) {
+                let volumes = version.join("volumes");
+                dirs.extend(subdirectories(&volumes));
+                dirs.extend([version, volumes]);
+            }
+            dirs.push(pod_dir);
+        }
+        dirs
+    }
+
+    /// For a run that found nothing to do (and so took no lock): when a run
+    /// killed half-way left `staging/` or `trash/` (its work done but not
+    /// cleaned up, say) or a temporary beside a file it replaced (an old
+    /// volume's data swapped out), take the lock and remove them. Nothing that ops keeps changes, so the run still
+    /// reports no change. Returns whether there was anything to sweep.
+    pub fn sweep_leftovers(&self, timeout: Duration, what: &str) -> Result<bool, LockError> {
+        let transient = self.staging_dir().exists() || self.trash_dir().exists();
+        if !transient
+            && !self
+                .written_in_place()
+                .iter()
+                .any(|d| atomic::has_stale_temps(d))
+        {
+            return Ok(false);
+        }
+        let lock = StoreLock::acquire(&self.root, timeout, &format!("{what}: sweeping"))?;
+        self.sweep_stale_temps(&lock)?;
+        self.clean_transient(&lock)?;
+        Ok(true)
     }
 
     /// Refuse a store written by a newer (or unknown) layout.

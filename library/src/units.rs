@@ -791,6 +791,62 @@ pub fn is_pod_path(pod: &PodName, name: &str) -> bool {
         || name == slice_name(pod)
 }
 
+/// The directories of the unit directory where ops writes files of pod
+/// `pod`: the unit directory, the boot target's `.wants`, the pod's
+/// drop-in directories.
+fn pod_dirs(pod: &PodName, unit_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![
+        unit_dir.to_owned(),
+        unit_dir.join(format!("{BOOT_TARGET}.wants")),
+    ];
+    if let Ok(entries) = fs::read_dir(unit_dir) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| e.file_name().to_str().is_some_and(|n| is_pod_path(pod, n)))
+                .map(|e| e.path()),
+        );
+    }
+    dirs
+}
+
+/// Whether a run killed half-way left something in the unit directory
+/// for pod `pod` (see [`sweep_leftovers`]).
+pub fn has_leftovers(pod: &PodName, unit_dir: &Path) -> bool {
+    pod_dirs(pod, unit_dir)
+        .iter()
+        .skip(2)
+        .any(|d| is_empty_dir(d))
+        || pod_dirs(pod, unit_dir)
+            .iter()
+            .any(|d| atomic::has_stale_temps(d))
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Remove what runs killed half-way left in the unit directory for pod
+/// `pod`: temporaries (see [`atomic::remove_stale_temps`]) beside its unit
+/// files, in its drop-in directories and beside its boot links (only
+/// those of processes that are gone, so a run of another store writing
+/// this directory keeps its own), and its drop-in directories left empty
+/// (killed between removing the drop-in and its directory, a run no longer
+/// sees the directory as the pod's). Under the store's lock: an empty
+/// drop-in directory may be a live run's of the same pod, about to be
+/// written.
+pub fn sweep_leftovers(pod: &PodName, unit_dir: &Path) -> Result<usize, FsError> {
+    let mut removed = 0;
+    for (i, dir) in pod_dirs(pod, unit_dir).into_iter().enumerate() {
+        removed += atomic::remove_stale_temps(&dir)?;
+        if i >= 2 && is_empty_dir(&dir) && atomic::remove_dir_if_empty(&dir)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The boot links of pod `pod`: its target's (started) and its idle
 /// target's (idle).
 pub fn boot_links(pod: &PodName) -> [PathBuf; 2] {
@@ -842,13 +898,11 @@ fn unordered_changes(from: &Files, to: &Files) -> Vec<Change> {
     out
 }
 
-/// Carry out `changes` in `unit_dir`. The temporary files a run cut
-/// short left beside a path are swept first: the store lock the caller
-/// holds says no run is writing them now.
+/// Carry out `changes` in `unit_dir` (what runs cut short left there is
+/// swept first, by [`sweep_leftovers`]).
 pub fn apply(unit_dir: &Path, changes: &[Change]) -> Result<(), FsError> {
     for change in changes {
         let path = unit_dir.join(&change.path);
-        atomic::remove_temp_siblings(&path)?;
         match &change.after {
             Some(entry) => {
                 if let Some(parent) = path.parent() {

@@ -1322,3 +1322,25 @@ fn podman_failing_mid_import_says_what_it_left_changed() {
 
     insta::assert_snapshot!(messages.join("\n\n"));
 }
+
+/// A run killed once its image was in place, before it removed its staging
+/// (or, removing an image, its trash) left them; the rerun found nothing to
+/// do and took no lock, so nothing ever removed them (issue 19's crash
+/// tests). Now a run with nothing to do sweeps them, still unchanged.
+#[test]
+fn leftovers_of_a_killed_run_are_swept_by_a_rerun_with_nothing_to_do() {
+    let (plain, id) = aci();
+    let host = Host::new();
+    let file = host.file("web.aci", &plain);
+    assert!(host.import(&id, &file).unwrap().changed);
+    for leftover in ["staging/image-x/rootfs", "trash/image-y/rootfs"] {
+        fs::create_dir_all(host.root.join(leftover)).unwrap();
+    }
+    let holder_temp = host.root.join(".lock.holder.ops-tmp.99999999.0");
+    fs::write(&holder_temp, "held by").unwrap();
+    let report = host.import(&id, &file).unwrap();
+    assert!(!report.changed);
+    assert!(!host.root.join("staging").exists() && !host.root.join("trash").exists());
+    assert!(!holder_temp.exists());
+    assert!(!host.import(&id, &file).unwrap().changed);
+}

@@ -1997,3 +1997,60 @@ fn a_fifo_where_systemd_loads_a_unit_is_refused_before_systemd_is_asked() {
     let msg = ops_core::ansible::error_chain(&failed.error);
     assert!(msg.contains("is not managed by ops"), "{msg}");
 }
+
+/// What a run killed half-way leaves: a temporary (`.<name>.ops-tmp.<pid>.<n>`,
+/// here of pid 99999999, which no process has) beside each file it was
+/// replacing. Issue 19's crash tests found that one beside `current` made
+/// every later run refuse the pod ("a symlink that ops did not make"), and
+/// that nothing ever removed any of them.
+#[test]
+fn what_a_killed_run_left_half_written_is_swept_and_the_rerun_converges() {
+    let mut host = Host::new();
+    host.deploy("1");
+    let pod_dir = host.root.join("pods/shop");
+    let dead = ".ops-tmp.99999999";
+    let left = [
+        pod_dir.join(format!(".current{dead}.7")),
+        host.root.join(format!(".lock.holder{dead}.0")),
+        host.root.join(format!("ports/.30000{dead}.9")),
+        host.unit_dir.join(format!(".shop-2-web@.service{dead}.3")),
+        host.unit_dir
+            .join(format!("shop-1-web@1.service.d/.50-ops.conf{dead}.4")),
+    ];
+    std::os::unix::fs::symlink("2", &left[0]).unwrap();
+    for file in &left[1..] {
+        fs::write(file, "half").unwrap();
+    }
+    // A live run's temporary (this process's) is not touched.
+    let live = host
+        .unit_dir
+        .join(format!(".other.service.ops-tmp.{}.0", std::process::id()));
+    fs::write(&live, "being written").unwrap();
+
+    let report = host.deploy("2");
+    assert_eq!(report.current, v("2"));
+    for file in &left {
+        assert!(
+            fs::symlink_metadata(file).is_err(),
+            "{} is swept",
+            file.display()
+        );
+    }
+    assert!(live.exists());
+    assert!(
+        !host.deploy("2").changed,
+        "the second rerun changes nothing"
+    );
+
+    // Killed between removing a drop-in and its directory: the empty
+    // directory is no longer seen as the pod's, and was left for good. A
+    // run with nothing else to do sweeps it (and a stale temporary), still
+    // unchanged.
+    // (Of a version pruned since.)
+    let empty = host.unit_dir.join("shop-0-web@2.service.d");
+    fs::create_dir(&empty).unwrap();
+    let temp = host.unit_dir.join(format!(".shop-2-web@.service{dead}.8"));
+    fs::write(&temp, "half").unwrap();
+    assert!(!host.deploy("2").changed);
+    assert!(!empty.exists() && !temp.exists());
+}

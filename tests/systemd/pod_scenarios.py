@@ -349,31 +349,6 @@ def concurrent_runs_are_serialized():
            "a lock timeout names the holder", r)
 
 
-def crashes_converge():
-    """Killed at every step of a switch: v1 keeps running, a rerun finishes."""
-    points = ["staged", "committed", "files-written", "installed", "switched", "started"]
-    ok(ops_pod(bundle=bundle("1")), True)
-    for i, point in enumerate(points):
-        version = str(i + 2)
-        b = bundle(version)
-        r = ops_pod(bundle=b, process_env={"OPS_TEST_CRASH_AT": point})
-        expect(r.get("died") and r["returncode"] == -9, f"killed at {point}", r)
-        previous = str(i + 1)
-        running(previous)
-        r = ok(ops_pod(bundle=b), True)
-        expect(r["current"] == version, f"the rerun after a crash at {point} converges", r)
-        running(version)
-        stopped(previous)
-        ok(ops_pod(bundle=b), False)
-        expect(not (ROOT / "staging").exists() or not any((ROOT / "staging").iterdir()),
-               "no staging leftovers after the rerun")
-    # Killed while removing everything: a rerun finishes it.
-    r = ops_pod(name="shop", state="absent", process_env={"OPS_TEST_CRASH_AT": "files-written"})
-    expect(r.get("died"), "killed while removing", r)
-    ok(ops_pod(name="shop", state="absent"), True)
-    expect(not (ROOT / "pods/shop").exists(), "absent converges")
-
-
 def readiness_is_awaited():
     """Type=notify: up means READY=1, within start_timeout or rolled back."""
     notify = """[Service]
@@ -584,7 +559,6 @@ SCENARIOS = {f.__name__: f for f in [
     keep_and_absent,
     states_and_environment,
     concurrent_runs_are_serialized,
-    crashes_converge,
     readiness_is_awaited,
     hostile_environment_arrives_exactly,
     continued_references_are_renamed,

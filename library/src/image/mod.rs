@@ -723,6 +723,9 @@ pub fn run(
         ..Report::default()
     };
     let Some(change) = plan(request, &store, &mut report, true, podman)? else {
+        if !check {
+            store.sweep_leftovers(request.lock_timeout, &format!("ops_image {id}"))?;
+        }
         return Ok(report);
     };
     report.changed = true;
@@ -748,6 +751,8 @@ pub fn run(
         request.lock_timeout,
         &format!("ops_image {id}"),
     )?;
+    // What a killed run left half-written goes before anything is read.
+    store.sweep_stale_temps(&lock)?;
     let mut again = report.clone();
     match plan(request, &store, &mut again, false, podman)? {
         None => {

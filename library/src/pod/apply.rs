@@ -46,20 +46,6 @@ use crate::units::{self, Change};
 /// Journal lines quoted when a unit does not come up.
 const JOURNAL_LINES: usize = 15;
 
-/// Tests kill the process at these points (`OPS_TEST_CRASH_AT=<point>`) to
-/// prove that every interruption converges. A test-only hook, compiled into
-/// debug builds only (the real-systemd tests run target/debug): the release
-/// build that collection/build ships must not let an environment variable
-/// kill a deploy half-way, so there it does nothing.
-fn crash_point(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("OPS_TEST_CRASH_AT").is_ok_and(|p| p == point) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
-    #[cfg(not(debug_assertions))]
-    let _ = point;
-}
-
 /// A step begun, and the actions it was reported as.
 #[derive(Debug)]
 struct Done<'a> {
@@ -135,7 +121,6 @@ impl<'a> Run<'a> {
             .into()),
             Step::Commit(name, version) => {
                 let staged = self.staged.take().expect("staged first");
-                crash_point("staged");
                 store.commit(lock, &staged, name, version)?;
                 // The staged copy (and the volumes reported built in it) is
                 // now the version in the store.
@@ -146,7 +131,6 @@ impl<'a> Run<'a> {
                 let actions = at.map(|at| self.log.remove(at).actions).unwrap_or_default();
                 self.log.push(Done { step, actions });
                 self.done(step.to_string());
-                crash_point("committed");
                 Ok(())
             }
             Step::Environment { version, file, .. } => {
@@ -330,7 +314,6 @@ impl<'a> Run<'a> {
         for change in changes {
             self.done(Step::change_text(change));
         }
-        crash_point("files-written");
         self.systemd.daemon_reload()?;
         self.done("daemon-reload".to_owned());
         Ok(())
@@ -377,7 +360,6 @@ impl<'a> Run<'a> {
             for action in step.actions() {
                 self.done(action);
             }
-            crash_point("switched");
         }
         Ok(())
     }
@@ -772,7 +754,6 @@ pub(super) fn apply(
             return Err(run.fail(cause, ending));
         }
     }
-    crash_point("started");
     run.log.clear();
     for step in &plan.finish {
         if let Err(cause) = run.step(step) {
@@ -783,8 +764,7 @@ pub(super) fn apply(
 }
 
 impl<'a> Run<'a> {
-    /// The steps before the start, with the crash point once the unit
-    /// files are in place (before the pointers move).
+    /// The steps before the start.
     fn prepare(&mut self, steps: &'a [Step]) -> Result<(), PodError> {
         self.store.ensure_layout(self.lock)?;
         // The images this run downloaded to compute their ids are in
@@ -793,16 +773,8 @@ impl<'a> Run<'a> {
             (self.observed.incoming.as_ref()).is_some_and(|n| !n.downloaded.is_empty());
         self.store
             .clean_transient_but_downloads(self.lock, downloaded)?;
-        let mut installed = false;
         for step in steps {
-            if !installed && matches!(step, Step::Pointers { .. }) {
-                crash_point("installed");
-                installed = true;
-            }
             self.step(step)?;
-        }
-        if !installed {
-            crash_point("installed");
         }
         Ok(())
     }

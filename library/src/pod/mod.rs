@@ -666,6 +666,10 @@ pub fn run(
         planted::refuse(&store, &name, &request.unit_dir, &first.unit_changes())
             .map_err(|e| refused(e.into(), &observed, &store, request, host.systemd))?;
     }
+    if first.is_empty() && !check_mode {
+        sweep_after_nothing(&store, request, &name)
+            .map_err(|e| refused(e, &observed, &store, request, host.systemd))?;
+    }
     if first.is_empty() || check_mode {
         let mut report = first.report(&observed, want_diff);
         report.changed = !first.is_empty();
@@ -790,6 +794,22 @@ fn refused(
     })
 }
 
+/// A run with nothing to do sweeps what a killed run left, under the lock:
+/// the store's transient directories and temporaries (see
+/// [`Store::sweep_leftovers`]) and those of the pod's unit files.
+fn sweep_after_nothing(store: &Store, request: &Request, name: &PodName) -> Result<(), PodError> {
+    let what = format!("ops_pod of pod {name}");
+    if !units::has_leftovers(name, &request.unit_dir) {
+        store.sweep_leftovers(request.lock_timeout, &what)?;
+        return Ok(());
+    }
+    let lock = StoreLock::acquire(&request.root, request.lock_timeout, &what)?;
+    store.sweep_stale_temps(&lock)?;
+    store.clean_transient(&lock)?;
+    units::sweep_leftovers(name, &request.unit_dir)?;
+    Ok(())
+}
+
 /// Observe and plan again under the lock and carry the plan out.
 fn run_locked(
     request: &Request,
@@ -803,6 +823,9 @@ fn run_locked(
     let what = format!("ops_pod {what} of pod {name}");
     let lock =
         StoreLock::acquire(&request.root, request.lock_timeout, &what).map_err(PodError::from)?;
+    // What a killed run left half-written goes before anything is read.
+    store.sweep_stale_temps(&lock).map_err(PodError::from)?;
+    units::sweep_leftovers(&name, &request.unit_dir).map_err(PodError::from)?;
     let new = match incoming {
         Some(new) if must_download(store, request, new)? => new,
         _ => return run_resolved(request, host, want_diff, store, &lock, incoming),

@@ -65,6 +65,11 @@ pub fn refuse(
     let pod_dir = store.pod_dir(name);
     paths.push(pod_dir.clone());
     for entry in entries(&pod_dir) {
+        // A killed run's half-made pointer or record: no path a plan
+        // writes, and swept under the lock (Store::sweep_stale_temps).
+        if entry.file_name().is_some_and(atomic::is_temp_name) {
+            continue;
+        }
         let pointer = entry
             .file_name()
             .and_then(|n| n.to_str())

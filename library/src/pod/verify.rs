@@ -31,10 +31,12 @@ pub(super) fn verify(
         units::Images { store, runtime },
         ports,
     )?;
+    let tmp = std::env::temp_dir();
+    sweep_stale(&tmp);
     let dir = tempfile::Builder::new()
-        .prefix("ops-verify-")
-        .tempdir()
-        .map_err(|e| FsError::from_io("create a directory in", &std::env::temp_dir(), e))?;
+        .prefix(&format!("{PREFIX}{}-", std::process::id()))
+        .tempdir_in(&tmp)
+        .map_err(|e| FsError::from_io("create a directory in", &tmp, e))?;
     let top = write_copies(dir.path(), &files)?;
     let invalid = |source| PodError::Invalid {
         pod: name.clone(),
@@ -52,6 +54,30 @@ pub(super) fn verify(
             stderr: in_bundle_terms(&stderr, dir.path(), name, version, &new.unit_sources),
         })),
         Err(source) => Err(invalid(source)),
+    }
+}
+
+/// How the copies' directories are named: `ops-verify-<pid>-<random>`, the
+/// pid saying whose each is.
+const PREFIX: &str = "ops-verify-";
+
+/// Remove the copies' directories in `tmp` of runs that are gone: a run
+/// killed while verifying leaves its directory (its guard never runs).
+/// Best effort: one that cannot be removed (another user's) stays.
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = (name.to_str())
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok());
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && pid.is_some_and(crate::atomic::is_gone) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -150,6 +176,24 @@ fn in_bundle_terms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_copies_of_a_run_that_is_gone_are_swept_and_a_live_ones_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A pid no process has (above the kernel's pid_max limit).
+        let gone = tmp.path().join("ops-verify-99999999-AbC123");
+        let live = tmp
+            .path()
+            .join(format!("ops-verify-{}-XyZ789", std::process::id()));
+        let unrelated = tmp.path().join("ops-verify-AbC123");
+        for dir in [&gone, &live, &unrelated] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("web.service"), "[Service]\n").unwrap();
+        }
+        sweep_stale(tmp.path());
+        assert!(!gone.exists());
+        assert!(live.exists() && unrelated.exists());
+    }
 
     #[test]
     fn verify_complaints_name_the_bundle_file_and_its_line() {

@@ -530,6 +530,10 @@ pub fn run(
         if let Some(found) = &found {
             fill(&mut report, &found.record);
         }
+        if !check {
+            let what = format!("ops_volume {} of pod {}", request.name, request.pod);
+            target.store.sweep_leftovers(request.lock_timeout, &what)?;
+        }
         return Ok(report);
     };
     target.report_planned(
@@ -620,6 +624,8 @@ impl Target<'_> {
                 request.name, request.pod, request.version
             ),
         )?;
+        // What a killed run left half-written goes before anything is read.
+        self.store.sweep_stale_temps(&lock)?;
         // Under the lock, the version and the volume as they are now.
         if request.state == State::Present {
             declared(&self.store, request)?;
