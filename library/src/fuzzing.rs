@@ -184,15 +184,6 @@ mod tests {
 
     use super::*;
 
-    type Target = fn(&[u8]);
-
-    const TARGETS: [(&str, Target); 4] = [
-        ("pod_json", pod_json),
-        ("module_args", module_args),
-        ("volume_archive", volume_archive),
-        ("image_archive", image_archive),
-    ];
-
     /// The files of `fuzz/<kind>/<target>`.
     fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -207,20 +198,40 @@ mod tests {
         files
     }
 
-    #[test]
-    fn every_committed_corpus_file_and_crasher_is_read_without_a_panic() {
-        for (target, run) in TARGETS {
-            let corpus = inputs("corpus", target);
-            assert!(
-                corpus.len() >= 5,
-                "fuzz/corpus/{target}: {} files, expected the committed corpus",
-                corpus.len()
-            );
-            for file in corpus.iter().chain(&inputs("regressions", target)) {
-                let data = fs::read(file).expect("read a corpus file");
-                let outcome = std::panic::catch_unwind(|| run(&data));
-                assert!(outcome.is_ok(), "{target}: {} panicked", file.display());
-            }
+    /// Every committed corpus file and crasher of `target`, through `run`.
+    fn replay(target: &str, run: fn(&[u8])) {
+        let corpus = inputs("corpus", target);
+        assert!(
+            corpus.len() >= 5,
+            "fuzz/corpus/{target}: {} files, expected the committed corpus",
+            corpus.len()
+        );
+        for file in corpus.iter().chain(&inputs("regressions", target)) {
+            let data = fs::read(file).expect("read a corpus file");
+            let outcome = std::panic::catch_unwind(|| run(&data));
+            assert!(outcome.is_ok(), "{target}: {} panicked", file.display());
         }
+    }
+
+    // One test per target: they replay side by side.
+
+    #[test]
+    fn the_pod_json_corpus_is_read_without_a_panic() {
+        replay("pod_json", pod_json);
+    }
+
+    #[test]
+    fn the_module_args_corpus_is_read_without_a_panic() {
+        replay("module_args", module_args);
+    }
+
+    #[test]
+    fn the_volume_archive_corpus_is_read_without_a_panic() {
+        replay("volume_archive", volume_archive);
+    }
+
+    #[test]
+    fn the_image_archive_corpus_is_read_without_a_panic() {
+        replay("image_archive", image_archive);
     }
 }
