@@ -59,9 +59,39 @@ impl<R: BufRead> Read for Decoder<R> {
             Decoder::Plain(r) => r.read(buf),
             Decoder::Gzip(r) => r.read(buf),
             Decoder::Bzip2(r) => r.read(buf),
-            Decoder::Xz(r) => r.read(buf),
+            Decoder::Xz(r) => r.read(buf).map_err(xz_error),
             Decoder::Zstd(r) => r.read(buf),
         }
+    }
+}
+
+/// The most memory the xz decoder may take. An xz file names its own
+/// dictionary size, up to 4 GiB, and liblzma (without a limit) allocates
+/// it and fills it as the output grows: a 92 KB archive of 600 MB of zeros
+/// whose header claims 4 GiB made an extraction hold 620 MB where a 2 MiB
+/// dictionary holds 8 MB. `xz -9` needs 65 MiB; a four times larger
+/// bound leaves room for hand-tuned archives. (zstd's decoder already
+/// refuses a window above 128 MiB; gzip and bzip2 need a few MiB at most.)
+pub const XZ_MEMORY_LIMIT: u64 = 256 << 20;
+
+/// liblzma's error for an xz file that needs more than the limit says
+/// only "memory limit reached"; say which limit and why.
+fn xz_error(error: io::Error) -> io::Error {
+    let over = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<liblzma::stream::Error>())
+        .is_some_and(|e| matches!(e, liblzma::stream::Error::MemLimit));
+    if over {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "xz: decompressing it needs more than {} MiB of memory (its dictionary is \
+                 larger than any xz preset's)",
+                XZ_MEMORY_LIMIT >> 20
+            ),
+        )
+    } else {
+        error
     }
 }
 
@@ -73,7 +103,14 @@ pub fn decompressed<R: BufRead>(mut reader: R) -> io::Result<(Compression, Decod
         // Multi-member gzip files are valid gzip; one decoder reads them all.
         Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Bzip2 => Decoder::Bzip2(bzip2::bufread::MultiBzDecoder::new(reader)),
-        Compression::Xz => Decoder::Xz(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
+        Compression::Xz => Decoder::Xz(liblzma::bufread::XzDecoder::new_stream(
+            reader,
+            liblzma::stream::Stream::new_stream_decoder(
+                XZ_MEMORY_LIMIT,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(io::Error::from)?,
+        )),
         Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(reader)?),
     };
     Ok((compression, stream))
@@ -226,6 +263,47 @@ mod tests {
         xz.write_all(&data).unwrap();
         roundtrip(xz.finish().unwrap(), Compression::Xz);
         roundtrip(zstd::encode_all(&data[..], 1).unwrap(), Compression::Zstd);
+    }
+
+    /// An xz file of `data` whose block header claims the dictionary size
+    /// that the LZMA2 property byte `dict` encodes (40: 4 GiB - 1), as a
+    /// hostile or hand-made file can: its data needs no more, so it decodes
+    /// the same whatever the claim.
+    fn xz_claiming(data: &[u8], dict: u8) -> Vec<u8> {
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 0);
+        xz.write_all(data).unwrap();
+        let mut xz = xz.finish().unwrap();
+        // After the 12-byte stream header: the block header's size, its
+        // flags, then the LZMA2 filter (id 0x21, one property byte).
+        let size = (usize::from(xz[12]) + 1) * 4;
+        assert_eq!(
+            xz[13..16],
+            [0, 0x21, 1],
+            "an encoder that lays its block header out as expected"
+        );
+        xz[16] = dict;
+        let mut crc = flate2::Crc::new();
+        crc.update(&xz[12..12 + size - 4]);
+        xz[12 + size - 4..12 + size].copy_from_slice(&crc.sum().to_le_bytes());
+        xz
+    }
+
+    #[test]
+    fn an_xz_file_claiming_a_larger_dictionary_than_the_limit_is_refused() {
+        let data = b"tar bytes".repeat(100);
+        // 64 MiB, xz -9's dictionary: read.
+        roundtrip(xz_claiming(&data, 28), Compression::Xz);
+        // 4 GiB: liblzma would allocate it and fill it as the output grows.
+        let claiming = xz_claiming(&data, 40);
+        let (_, mut stream) = decompressed(&claiming[..]).unwrap();
+        let error = stream.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error
+                .to_string()
+                .starts_with("xz: decompressing it needs more than 256 MiB of memory"),
+            "{error}"
+        );
     }
 
     #[test]

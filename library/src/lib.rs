@@ -27,6 +27,8 @@
 //!     repository (observe, plan, apply).
 //! 12. [`modules`]: the modules' options (their public contract) and
 //!     bodies, each handing a typed request to its engine.
+//! 13. `fuzzing` (test-only: the feature `fuzzing`, and the crate's own
+//!     tests): the fuzz targets' entry points into the readers above.
 //!
 //! `tests/shape/check` holds this order too, and fails the tests when an
 //! import points up it, a cycle appears, or a function passes 80 lines.
@@ -43,6 +45,8 @@ pub(crate) mod crash;
 pub(crate) mod decode;
 pub(crate) mod download;
 pub mod facts;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod image;
 pub(crate) mod lock;
 pub mod modules;

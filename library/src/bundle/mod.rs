@@ -142,18 +142,30 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
         _ => Path::new("."),
     };
     let dir = std::fs::canonicalize(parent).map_err(read_error(parent))?;
+    parse(manifest, dir, &text, files)
+}
+
+/// Validate the text of pod.json (`manifest`, in the canonical bundle
+/// directory `dir`): [`load_with`] once the file is read. Apart so that
+/// the fuzzing entry points (`crate::fuzzing`) reach it without a file.
+pub(crate) fn parse(
+    manifest: PathBuf,
+    dir: PathBuf,
+    text: &[u8],
+    files: Files<'_>,
+) -> Result<Bundle, BundleError> {
     let invalid = |problems| BundleError::Invalid {
         manifest: manifest.clone(),
         problems,
     };
 
-    if let Some(message) = encoding_problem(&text) {
+    if let Some(message) = encoding_problem(text) {
         return Err(invalid(vec![Problem {
             field: String::new(),
             message,
         }]));
     }
-    let value = unique::from_slice(&text).map_err(|e| {
+    let value = unique::from_slice(text).map_err(|e| {
         invalid(vec![Problem {
             field: String::new(),
             message: format!("not valid JSON: {e}"),
@@ -189,7 +201,7 @@ pub fn load_with(path: &Path, files: Files<'_>) -> Result<Bundle, BundleError> {
     Ok(Bundle {
         dir,
         manifest,
-        text,
+        text: text.to_vec(),
         shape,
         pod,
         pending,

@@ -145,7 +145,7 @@ fn present_word(request: &image::Request) -> &'static str {
 }
 
 /// Check what the spec cannot, and build the request.
-fn request(options: Options) -> Result<image::Request, Failure> {
+pub(crate) fn request(options: Options) -> Result<image::Request, Failure> {
     let mut problems = Vec::new();
     let id = ImageId::parse(&options.id)
         .map_err(|e| problems.push(format!("id: {e}")))

@@ -354,7 +354,7 @@ fn wake_args(
 }
 
 /// Check the options that the spec cannot, and build the request.
-fn request(options: Options) -> Result<pod::Request, Failure> {
+pub(crate) fn request(options: Options) -> Result<pod::Request, Failure> {
     let mut problems = Vec::new();
     absolute_paths(&options, &mut problems);
     let name = parsed(

@@ -130,7 +130,7 @@ impl Module for OpsRelease {
 }
 
 /// Check what the spec cannot, and build the request.
-fn request(options: Options) -> Result<release::Request, Failure> {
+pub(crate) fn request(options: Options) -> Result<release::Request, Failure> {
     let mut problems = Vec::new();
     let mut named = |option: &str, value: Option<&str>| {
         value.and_then(|v| {

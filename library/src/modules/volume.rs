@@ -212,7 +212,7 @@ fn id_of(option: &str, text: &str, problems: &mut Vec<String>) -> Option<u32> {
 }
 
 /// Check what the spec cannot, and build the request.
-fn request(options: Options) -> Result<volume::Request, Failure> {
+pub(crate) fn request(options: Options) -> Result<volume::Request, Failure> {
     let mut problems = Vec::new();
     let pod = PodName::parse(&options.pod)
         .map_err(|e| problems.push(format!("pod: {e}")))

@@ -1,0 +1,8 @@
+//! Fuzz target: ops_core::fuzzing::volume_archive (see library/src/fuzzing.rs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(init: ops_fuzz::init(), |data: &[u8]| {
+    ops_core::fuzzing::volume_archive(data);
+});
