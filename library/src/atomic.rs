@@ -7,7 +7,7 @@
 //! are replaced the same way, and removals and renames sync their
 //! directories so that they survive a power cut once reported done.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -232,10 +232,24 @@ pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
     prefix.push(path.file_name().unwrap_or_default());
     prefix.push(".ops-tmp.");
     let prefix = prefix.as_encoded_bytes().to_vec();
-    let dir = parent(path);
+    remove_entries_where(parent(path), |name| {
+        name.as_encoded_bytes().starts_with(&prefix)
+    })
+}
+
+/// Remove the entries of `dir` (trees, files, symlinks) whose name `pick`
+/// chooses; none when `dir` is not there. Returns how many were removed.
+fn remove_entries_where(dir: &Path, pick: impl Fn(&OsStr) -> bool) -> FsResult<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(0)
+        }
         Err(source) => {
             return Err(FsError {
                 action: "read directory",
@@ -246,7 +260,7 @@ pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry.file_name().as_encoded_bytes().starts_with(&prefix) {
+        if pick(&entry.file_name()) {
             remove_any(&entry.path())?;
             removed += 1;
         }
@@ -256,7 +270,7 @@ pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
 
 /// The process that made `name`, when it is a temporary sibling's name
 /// (see `temp_sibling`: `.<file>.ops-tmp.<pid>.<n>`).
-fn temp_owner(name: &std::ffi::OsStr) -> Option<i32> {
+fn temp_owner(name: &OsStr) -> Option<i32> {
     let name = name.to_str()?.strip_prefix('.')?;
     let (_, tail) = name.rsplit_once(".ops-tmp.")?;
     let (pid, n) = tail.split_once('.')?;
@@ -289,32 +303,7 @@ pub(crate) fn is_gone(pid: i32) -> bool {
 /// directory several stores share (the unit directory). Returns how many
 /// were removed.
 pub(crate) fn remove_stale_temps(dir: &Path) -> FsResult<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(0)
-        }
-        Err(source) => {
-            return Err(FsError {
-                action: "read directory",
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        if temp_owner(&entry.file_name()).is_some_and(is_gone) {
-            remove_any(&entry.path())?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    remove_entries_where(dir, |name| temp_owner(name).is_some_and(is_gone))
 }
 
 /// Whether `dir` holds a temporary of a process that is gone (see
