@@ -10,6 +10,9 @@
 //!                                version's name)
 //! <root>/pods/<name>/_woken      when a connection last woke the pod
 //! <root>/pods/<name>/<version>/  one deployed version, immutable:
+//!     is-version-<version>       the pivot's marker: the version's units
+//!                                start only while `current/` holds it
+//!                                (see [`Store::pivot_path`])
 //!     pod.json                   the bundle's pod.json, byte for byte
 //!     units/<unit file>          the bundle's unit files, as shipped
 //!     meta.json                  ops's record: the validated pod, digest, order,
@@ -37,6 +40,14 @@
 //! fully written staging directory and disappears by a rename into
 //! `trash/`, so a reader never sees half a version; a pointer is switched
 //! by renaming a new symlink over the old one.
+//!
+//! `current` is the one pivot of a pod: it says which version the store
+//! calls current, and it alone decides which version's units a start (a
+//! boot included) starts. Each version's units carry
+//! `ConditionPathExists=` [`Store::pivot_path`], `current/` followed to
+//! the version's own marker, so that a power cut between any two writes
+//! of a deploy boots the version `current` names, never another
+//! (tests/reliability/power).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -132,6 +143,9 @@ impl NewVersion {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodState {
     pub versions: BTreeMap<Version, StoredVersion>,
+    /// Versions whose directory lacks its marker ([`marker_name`]): staged
+    /// by an ops from before the marker; the next run writes it.
+    pub unmarked: std::collections::BTreeSet<Version>,
     pub current: Option<Version>,
     pub previous: Option<Version>,
     /// The pod is idle (its record names the current version).
@@ -157,6 +171,23 @@ impl PodState {
             // version still sorts newest.
             .map_or(1, |s| s.saturating_add(1))
     }
+}
+
+/// The name of a version's marker in its directory: unique to the
+/// version, so that `current/<marker>` exists only while `current`
+/// points at that version. A version's name is letters, digits, `.`, `_`
+/// and `-` (crate::records::names), so the marker is a plain file name.
+pub fn marker_name(version: &Version) -> String {
+    format!("is-version-{version}")
+}
+
+/// What a marker holds: a word for whoever reads it.
+fn marker_text(name: &PodName, version: &Version) -> String {
+    format!(
+        "Version {version} of pod {name}: its units start only while current points at this \
+         directory (their ConditionPathExists= names current/{}).\n",
+        marker_name(version)
+    )
 }
 
 /// The digest of a pod and its unit files.
@@ -281,6 +312,34 @@ impl Store {
     /// The waker an idle pod's sockets start.
     pub fn waker_path(&self) -> PathBuf {
         self.root.join("bin").join("ops-wake")
+    }
+
+    /// A version's marker ([`marker_name`]) in its directory.
+    pub fn marker_path(&self, name: &PodName, version: &Version) -> PathBuf {
+        self.version_dir(name, version).join(marker_name(version))
+    }
+
+    /// The pivot of a version's units: its marker seen through `current`.
+    /// It exists exactly while `current` points at the version, so the
+    /// version's units (whose drop-ins carry `ConditionPathExists=` this
+    /// path) start then and only then, whatever starts them.
+    pub fn pivot_path(&self, name: &PodName, version: &Version) -> PathBuf {
+        self.pod_dir(name)
+            .join("current")
+            .join(marker_name(version))
+    }
+
+    /// Write a version's marker into its directory: a version an ops from
+    /// before the marker staged (see [`PodState::unmarked`]). Written whole
+    /// and synced before the unit files that name it.
+    pub fn write_marker(
+        &self,
+        _lock: &StoreLock,
+        name: &PodName,
+        version: &Version,
+    ) -> Result<(), FsError> {
+        let text = marker_text(name, version);
+        atomic::write_file(&self.marker_path(name, version), text.as_bytes(), 0o644)
     }
 
     pub fn environment_path(&self, name: &PodName, version: &Version) -> PathBuf {
@@ -625,6 +684,12 @@ impl Store {
             };
             if file_type.is_dir() {
                 let stored = self.read_version_with(name, &version, with_units)?;
+                // A regular file, not followed through a link.
+                let marked = fs::symlink_metadata(self.marker_path(name, &version))
+                    .is_ok_and(|m| m.is_file());
+                if !marked {
+                    state.unmarked.insert(version.clone());
+                }
                 state.versions.insert(version, stored);
             }
         }
@@ -749,6 +814,10 @@ impl Store {
         let mut meta = serde_json::to_vec_pretty(&record).expect("a record serialises");
         meta.push(b'\n');
         atomic::write_file(&staged.join("meta.json"), &meta, 0o644)?;
+        // The marker comes with the directory's rename (see pivot_path).
+        let (name, version) = (&new.pod.name, &new.pod.version);
+        let marker = marker_text(name, version);
+        atomic::write_file(&staged.join(marker_name(version)), marker.as_bytes(), 0o644)?;
         Ok(staged)
     }
 
@@ -900,6 +969,63 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(names, ["shop"]);
+    }
+
+    #[test]
+    fn a_staged_version_holds_its_marker_and_one_without_is_marked_by_the_next_run() {
+        let bundle =
+            crate::bundle::load(Path::new("../tests/fixtures/bundles/pair/native")).unwrap();
+        let pod = bundle.pod;
+        let (name, version) = (pod.name.clone(), pod.version.clone());
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let lock = StoreLock::acquire(tmp.path(), Duration::ZERO, "test").unwrap();
+        let new = NewVersion {
+            bundle_dir: bundle.dir,
+            origin: None,
+            pod_json: b"{}".to_vec(),
+            units: BTreeMap::new(),
+            unit_sources: BTreeMap::new(),
+            digest: digest(&pod, &BTreeMap::new()),
+            pod: pod.clone(),
+            unresolved: Vec::new(),
+            downloaded: BTreeMap::new(),
+        };
+        let record = VersionRecord {
+            format: META_FORMAT,
+            sequence: 1,
+            deployed_at: 0,
+            digest: new.digest.clone(),
+            pod,
+            runtime: Runtime::default(),
+            ports: Vec::new(),
+        };
+        let staged = store.stage(&lock, &new, &record).unwrap();
+        let marker = format!("is-version-{version}");
+        assert!(staged.join(&marker).is_file());
+        store.commit(&lock, &staged, &name, &version).unwrap();
+        assert!(store.read_pod_unlocked(&name).unwrap().unmarked.is_empty());
+        // The pivot is there only while `current` points at the version.
+        let pivot = store.pivot_path(&name, &version);
+        assert_eq!(pivot, store.pod_dir(&name).join("current").join(&marker));
+        assert!(!pivot.exists());
+        store
+            .set_pointer(&lock, &name, "current", Some(&version))
+            .unwrap();
+        assert!(pivot.exists());
+        // A version an ops from before the marker staged.
+        fs::remove_file(store.marker_path(&name, &version)).unwrap();
+        let state = store.read_pod_unlocked(&name).unwrap();
+        assert_eq!(state.unmarked.iter().collect::<Vec<_>>(), [&version]);
+        assert!(!pivot.exists());
+        store.write_marker(&lock, &name, &version).unwrap();
+        assert!(pivot.exists());
+        let text = fs::read_to_string(store.marker_path(&name, &version)).unwrap();
+        assert!(text.contains(&format!("ConditionPathExists= names current/{marker}")));
+        // A link planted as the marker is no marker.
+        fs::remove_file(store.marker_path(&name, &version)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", store.marker_path(&name, &version)).unwrap();
+        assert!(!store.read_pod_unlocked(&name).unwrap().unmarked.is_empty());
     }
 
     #[test]
