@@ -14,11 +14,21 @@
 //!   instance's ports (`PORT_<NAME>`, and
 //!   `PORT`: see crate::ports), the bundle's environment, the secret
 //!   environment file of the version, the pod's slice and `PartOf=` its
-//!   target; for a unit that names an image, `OPS_IMAGE` (where the image
-//!   is) and, in the systemd runtime, `RootDirectory=` its root filesystem,
-//!   mounted read-only (`ReadOnlyPaths=`: many units share one image);
-//! - `ops-<pod>.target`, which wants the current version's units, so the
-//!   pod starts and stops as one;
+//!   target, and `ConditionPathExists=` the version's pivot
+//!   (`<root>/pods/<pod>/current/is-version-<version>`, see
+//!   `Store::pivot_path`): the unit starts only while `current` points at
+//!   its version; for a unit that names an image, `OPS_IMAGE` (where the
+//!   image is) and, in the systemd runtime, `RootDirectory=` its root
+//!   filesystem, mounted read-only (`ReadOnlyPaths=`: many units share one
+//!   image);
+//! - `ops-<pod>.target`, which wants the start units of every installed
+//!   version, so the pod starts and stops as one. Which of them start is
+//!   the pivot's to say, not the target's: the target does not change when
+//!   `current` moves, and `current` is the one file whose rename switches
+//!   both what the store calls current and what a boot starts (two files
+//!   written one after the other, a target naming the version and the
+//!   link, booted the new version beside an old `current` when the power
+//!   was cut between them: tests/reliability/power);
 //! - `ops-<pod>.slice` (with `-` escaped as systemd does), grouping the
 //!   pod's processes under `ops.slice`;
 //! - `multi-user.target.wants/ops-<pod>.target` while the pod is started,
@@ -360,6 +370,26 @@ fn unit_path(what: &'static str, path: &Path) -> Result<String, UnitsError> {
     Ok(text.replace('%', "%%"))
 }
 
+/// The store path a `ConditionPathExists=` names, as written in a unit.
+/// systemd takes that value whole (no splitting at whitespace, no quotes,
+/// no `$` expansion; a leading `|` or `!` is ours never, the path being
+/// absolute), expanding only `%` specifiers: `%` is written `%%`, and
+/// what ends a line (a control character) cannot be written at all.
+fn condition_path(path: &Path) -> Result<String, UnitsError> {
+    let refuse = |reason: &str| UnitsError::Path {
+        what: "store root",
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let text = path.to_str().ok_or_else(|| refuse("it is not UTF-8"))?;
+    if text.contains(|c: char| c.is_control()) {
+        return Err(refuse(
+            "it contains a control character, which would end a line of a unit file",
+        ));
+    }
+    Ok(text.replace('%', "%%"))
+}
+
 /// The variable names in an environment file [`environment_file`] wrote.
 pub fn environment_names(file: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(file)
@@ -445,12 +475,21 @@ struct Extras<'a> {
     environment_file: Option<&'a str>,
     image: Option<String>,
     volumes: (String, String),
+    /// The version's pivot, written as in a unit ([`condition_path`]).
+    pivot: &'a str,
 }
+
+/// The key of the pivot's condition in a drop-in ([`dropin`]).
+const PIVOT_KEY: &str = "ConditionPathExists=";
 
 /// The drop-in for one runnable unit of a version.
 fn dropin(pod: &PodName, version: &Version, suffix: &str, extras: Extras<'_>) -> String {
     let mut s = version_header(pod, version);
     s.push_str(&format!("[Unit]\nPartOf={}\n", target_name(pod)));
+    // Started only while `current` points at the version: a start that
+    // does not (a boot after a cut before `current` moved, a target
+    // wanting every version) is skipped by systemd, silently.
+    s.push_str(&format!("{PIVOT_KEY}{}\n", extras.pivot));
     let section = match suffix {
         "service" => "Service",
         "socket" => "Socket",
@@ -511,6 +550,7 @@ pub fn version_files(
     let environment_file = environment_file
         .map(|path| unit_path("environment file", path))
         .transpose()?;
+    let pivot = condition_path(&images.store.pivot_path(pod, version))?;
     let mut files = Files::new();
     for unit in units {
         let installed = installed_name(pod, version, &unit.name);
@@ -552,6 +592,7 @@ pub fn version_files(
                             &model.volumes,
                             unit.image.is_some(),
                         )?,
+                        pivot: &pivot,
                     },
                 )),
             );
@@ -616,31 +657,10 @@ pub fn desired(
             &stored.record.ports,
         )?);
     }
-    let mut target = pod_header(pod);
-    target.push_str("[Unit]\n");
-    match state
-        .current
-        .as_ref()
-        .and_then(|v| Some((v, state.versions.get(v)?)))
-    {
-        Some((version, stored)) => {
-            target.push_str(&format!("Description=ops pod {pod} (version {version})\n"));
-            let wants: Vec<String> = stored
-                .record
-                .pod
-                .units
-                .iter()
-                .filter(|u| u.start)
-                .flat_map(|u| runnable(pod, version, u))
-                .collect();
-            if !wants.is_empty() {
-                target.push_str(&format!("Wants={}\n", wants.join(" ")));
-            }
-        }
-        None => target.push_str(&format!("Description=ops pod {pod} (no current version)\n")),
-    }
-    target.push_str(&format!("\n[Install]\nWantedBy={BOOT_TARGET}\n"));
-    files.insert(PathBuf::from(target_name(pod)), Entry::File(target));
+    files.insert(
+        PathBuf::from(target_name(pod)),
+        Entry::File(target(pod, state)),
+    );
     let mut slice = pod_header(pod);
     slice.push_str(&format!("[Unit]\nDescription=ops pod {pod}\n"));
     files.insert(PathBuf::from(slice_name(pod)), Entry::File(slice));
@@ -658,6 +678,47 @@ pub fn desired(
         );
     }
     Ok(files)
+}
+
+/// The pod's target: it wants the start units of every version, whichever
+/// is current (their pivot condition lets the current version's start,
+/// and no other's), so that moving `current` leaves it as it is.
+fn target(pod: &PodName, state: &PodState) -> String {
+    let mut text = pod_header(pod);
+    text.push_str(&format!(
+        "[Unit]\nDescription=ops pod {pod} (its current version)\n"
+    ));
+    let wants: Vec<String> = (state.versions.iter())
+        .flat_map(|(version, stored)| {
+            (stored.record.pod.units.iter())
+                .filter(|u| u.start)
+                .flat_map(move |u| runnable(pod, version, u))
+        })
+        .collect();
+    if !wants.is_empty() {
+        text.push_str(&format!("Wants={}\n", wants.join(" ")));
+    }
+    text.push_str(&format!("\n[Install]\nWantedBy={BOOT_TARGET}\n"));
+    text
+}
+
+/// Whether a change to the unit directory changes how a running unit
+/// runs: a drop-in whose only change is its pivot condition (the marker
+/// written for a version an older ops staged) does not, since systemd
+/// tests conditions only when a unit starts.
+pub fn reconfigures(change: &Change) -> bool {
+    let is_dropin = change.path.file_name().is_some_and(|n| n == DROPIN);
+    match (&change.before, &change.after) {
+        (Some(Entry::File(before)), Some(Entry::File(after))) if is_dropin => {
+            let rest = |text: &str| -> String {
+                (text.split_inclusive('\n'))
+                    .filter(|line| !line.starts_with(PIVOT_KEY))
+                    .collect()
+            };
+            rest(before) != rest(after)
+        }
+        _ => true,
+    }
 }
 
 /// The units of an idle pod: its sockets, their waker and the target that
@@ -1259,6 +1320,185 @@ mod tests {
             ("shop-1-web@.service", false),
         ];
         assert_eq!(order, expected.map(|(p, w)| (p.to_owned(), w)));
+    }
+
+    /// Pod shop as stored with `versions` (each a `web@.service` of
+    /// instances 1 and 2 and a `tick.timer`), `current` current.
+    fn stored(versions: &[&str], current: Option<&str>) -> PodState {
+        let mut state = PodState::default();
+        for (i, version) in versions.iter().enumerate() {
+            let version = Version::parse(version).unwrap();
+            let pod = Pod {
+                name: pod(),
+                bundle_name: None,
+                version: version.clone(),
+                units: vec![
+                    unit("web@.service", &["1", "2"], None),
+                    unit("tick.timer", &[], None),
+                ],
+                images: vec![],
+                volumes: vec![],
+                ports: vec![],
+                environment: BTreeMap::new(),
+            };
+            let record = crate::store::VersionRecord {
+                format: crate::store::META_FORMAT,
+                sequence: i as u64 + 1,
+                deployed_at: 0,
+                digest: String::new(),
+                pod,
+                runtime: Runtime::default(),
+                ports: vec![],
+            };
+            let units = BTreeMap::new();
+            let stored = crate::store::StoredVersion {
+                record,
+                units,
+                environment: None,
+            };
+            state.versions.insert(version, stored);
+        }
+        state.current = current.map(|c| Version::parse(c).unwrap());
+        state
+    }
+
+    fn text_of(files: &Files, path: &str) -> String {
+        match files.get(Path::new(path)) {
+            Some(Entry::File(text)) => text.clone(),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_target_wants_every_version_and_is_the_same_whichever_is_current() {
+        let store = Store::new(Path::new("/var/lib/ops"));
+        let unit_dir = Path::new("/etc/systemd/system");
+        let files = |current| {
+            desired(
+                &pod(),
+                &stored(&["1", "2"], current),
+                true,
+                unit_dir,
+                &store,
+            )
+            .unwrap()
+        };
+        let target = text_of(&files(Some("1")), "ops-shop.target");
+        assert_eq!(
+            target,
+            "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\n\
+             Description=ops pod shop (its current version)\n\
+             Wants=shop-1-web@1.service shop-1-web@2.service shop-1-tick.timer \
+             shop-2-web@1.service shop-2-web@2.service shop-2-tick.timer\n\n\
+             [Install]\nWantedBy=multi-user.target\n"
+        );
+        // Moving `current` (or having none) changes no file but the boot
+        // link, which only a current version has.
+        let mut two = files(Some("2"));
+        let mut one = files(Some("1"));
+        assert_eq!(one, two);
+        let link = Path::new("multi-user.target.wants/ops-shop.target");
+        assert!(one.remove(link).is_some() && two.remove(link).is_some());
+        assert_eq!(one, files(None));
+    }
+
+    #[test]
+    fn each_unit_starts_only_while_current_points_at_its_version() {
+        // `%` is a specifier to systemd: written `%%`.
+        let store = Store::new(Path::new("/srv/ops%n"));
+        let unit_dir = Path::new("/etc/systemd/system");
+        let files = desired(
+            &pod(),
+            &stored(&["1", "7.2-rc_1"], None),
+            false,
+            unit_dir,
+            &store,
+        )
+        .unwrap();
+        for (path, version) in [
+            ("shop-1-web@1.service.d/50-ops.conf", "1"),
+            ("shop-1-web@2.service.d/50-ops.conf", "1"),
+            ("shop-1-tick.timer.d/50-ops.conf", "1"),
+            ("shop-7.2-rc_1-web@1.service.d/50-ops.conf", "7.2-rc_1"),
+            ("shop-7.2-rc_1-tick.timer.d/50-ops.conf", "7.2-rc_1"),
+        ] {
+            let text = text_of(&files, path);
+            let line = format!(
+                "[Unit]\nPartOf=ops-shop.target\n\
+                 ConditionPathExists=/srv/ops%%n/pods/shop/current/is-version-{version}\n"
+            );
+            assert!(text.contains(&line), "{path}: {text}");
+        }
+        assert_eq!(
+            store.pivot_path(&pod(), &Version::parse("1").unwrap()),
+            Path::new("/srv/ops%n/pods/shop/current/is-version-1")
+        );
+    }
+
+    #[test]
+    fn the_pivot_is_written_as_systemd_reads_a_condition_and_a_line_end_refused() {
+        // systemd takes a condition's path whole: spaces, quotes, `$` and
+        // `:` as they are (a plain pod deploys under such a root as it did
+        // before the pivot); `%` is a specifier.
+        let files = |root: &str| {
+            desired(
+                &pod(),
+                &stored(&["1"], Some("1")),
+                true,
+                Path::new("/etc/systemd/system"),
+                &Store::new(Path::new(root)),
+            )
+        };
+        let text = text_of(
+            &files("/srv/my ops$x:'\"%").unwrap(),
+            "shop-1-tick.timer.d/50-ops.conf",
+        );
+        assert!(
+            text.contains(
+                "\nConditionPathExists=/srv/my ops$x:'\"%%/pods/shop/current/is-version-1\n"
+            ),
+            "{text}"
+        );
+        let e = files("/srv/a\nb").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "store root \"/srv/a\\nb/pods/shop/current/is-version-1\" cannot be written into a \
+             systemd unit: it contains a control character, which would end a line of a unit file"
+        );
+    }
+
+    #[test]
+    fn a_drop_in_changed_only_by_its_pivot_does_not_reconfigure_its_unit() {
+        let store = Store::new(Path::new("/var/lib/ops"));
+        let files = desired(
+            &pod(),
+            &stored(&["1"], Some("1")),
+            true,
+            Path::new("/etc/systemd/system"),
+            &store,
+        )
+        .unwrap();
+        let path = PathBuf::from("shop-1-web@1.service.d/50-ops.conf");
+        let now = text_of(&files, "shop-1-web@1.service.d/50-ops.conf");
+        // What an ops from before the pivot wrote.
+        let before: String = (now.split_inclusive('\n'))
+            .filter(|l| !l.starts_with("ConditionPathExists="))
+            .collect();
+        assert_ne!(before, now);
+        let change = |before: &str, after: &str| Change {
+            path: path.clone(),
+            before: Some(Entry::File(before.to_owned())),
+            after: Some(Entry::File(after.to_owned())),
+        };
+        assert!(!reconfigures(&change(&before, &now)));
+        let other = now.replace("POD_VERSION=1", "POD_VERSION=2");
+        assert!(reconfigures(&change(&before, &other)));
+        // Any other file: a change is a change.
+        let unit = Change {
+            path: "shop-1-web@.service".into(),
+            ..change(&before, &now)
+        };
+        assert!(reconfigures(&unit));
     }
 
     #[test]
