@@ -3,10 +3,15 @@
 //! every call as the `systemctl` words it stands for, and can be told
 //! that some units fail to come up. Given a unit directory, it also loads
 //! units as systemd does (at daemon-reload, from their files), so that
-//! stopping a unit that was never loaded fails as `systemctl stop` does.
+//! stopping a unit that was never loaded fails as `systemctl stop` does;
+//! and a start does what systemd's does with what was loaded: it starts
+//! the units the started one wants (`Wants=` in its file or drop-ins, its
+//! `.wants/` directory), and skips a unit whose `ConditionPathExists=`
+//! fails (left inactive, `ConditionResult=no`), which is how the pivot
+//! of crate::store decides what a boot starts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{CommandError, Systemd, UnitStatus};
@@ -37,6 +42,83 @@ pub struct Recording {
     pub reloads_before_failure: Option<usize>,
     /// Unit file names found at the last daemon-reload.
     pub files: BTreeSet<String>,
+    /// What the last daemon-reload read of each unit: the text of its file
+    /// and of its drop-ins (`<unit>.d/*.conf`), by unit (file) name.
+    pub loaded: BTreeMap<String, String>,
+    /// What each unit's `.wants/` directory held at the last daemon-reload.
+    pub wants_dirs: BTreeMap<String, Vec<String>>,
+    /// Units whose last start was skipped: a condition failed.
+    pub skipped: BTreeSet<String>,
+}
+
+/// The values of `key` (`Wants`, `ConditionPathExists`) in unit file
+/// texts, as the fake reads them: one setting a line, `%%` for `%`.
+fn values<'a>(texts: impl Iterator<Item = &'a String>, key: &str) -> Vec<String> {
+    texts
+        .flat_map(|t| t.lines())
+        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().replace("%%", "%"))
+        .collect()
+}
+
+/// Whether `ConditionPathExists=` settings hold, as systemd tests them:
+/// `!` negates; those with `|` hold when any of them does, the others
+/// each must.
+fn conditions_hold(conditions: &[String]) -> bool {
+    let mut triggers = Vec::new();
+    for c in conditions {
+        let (trigger, c) = match c.strip_prefix('|') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, c.as_str()),
+        };
+        let holds = match c.strip_prefix('!') {
+            Some(path) => !Path::new(path.trim_start()).exists(),
+            None => Path::new(c).exists(),
+        };
+        if trigger {
+            triggers.push(holds);
+        } else if !holds {
+            return false;
+        }
+    }
+    triggers.is_empty() || triggers.contains(&true)
+}
+
+/// Read a unit directory as a daemon-reload does: unit files (drop-ins
+/// added to their unit's text) and `.wants/` directories.
+fn load(dir: &Path) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut wants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let names = |d: &Path| -> Vec<(String, PathBuf)> {
+        let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+            .collect();
+        v.sort();
+        v
+    };
+    for (name, path) in names(dir) {
+        if let Some(unit) = name.strip_suffix(".d").filter(|_| path.is_dir()) {
+            for (conf, file) in names(&path) {
+                if conf.ends_with(".conf") {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    texts.entry(unit.to_owned()).or_default().push_str(&text);
+                }
+            }
+        } else if let Some(unit) = name.strip_suffix(".wants").filter(|_| path.is_dir()) {
+            wants.insert(
+                unit.to_owned(),
+                names(&path).into_iter().map(|n| n.0).collect(),
+            );
+        } else if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let entry = texts.entry(name).or_default();
+            *entry = format!("{text}\n{entry}");
+        }
+    }
+    (texts, wants)
 }
 
 impl Recording {
@@ -72,17 +154,61 @@ impl Recording {
         }
     }
 
-    fn bring_up(&mut self, units: &[String]) -> Result<(), CommandError> {
-        let mut failed = Vec::new();
-        for u in units {
-            let state = if self.failing.contains(u) {
-                failed.push(u.clone());
-                "failed"
-            } else {
-                "active"
-            };
-            self.active.insert(u.clone(), state.to_owned());
+    /// What systemd loaded for `unit`: its own text, and its template's
+    /// for an instance.
+    fn texts(&self, unit: &str) -> Vec<&String> {
+        let template = match (unit.split_once('@'), unit.rsplit_once('.')) {
+            (Some((name, _)), Some((_, suffix))) => Some(format!("{name}@.{suffix}")),
+            _ => None,
+        };
+        [Some(unit.to_owned()), template]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| self.loaded.get(&u))
+            .collect()
+    }
+
+    /// Start `unit` and what it wants (once each); a unit whose
+    /// conditions fail is skipped (a restart stops it first, so it is
+    /// tested again).
+    fn start_one(&mut self, unit: &str, restart: bool, seen: &mut BTreeSet<String>) {
+        if !seen.insert(unit.to_owned()) {
+            return;
         }
+        let up = self.active.get(unit).is_some_and(|s| s == "active");
+        let conditions = values(self.texts(unit).into_iter(), "ConditionPathExists");
+        if up && !restart {
+            // Active already: nothing tested, nothing changed.
+        } else if !conditions_hold(&conditions) {
+            self.skipped.insert(unit.to_owned());
+            self.active.remove(unit);
+        } else {
+            self.skipped.remove(unit);
+            let failed = self.failing.contains(unit);
+            let state = if failed { "failed" } else { "active" };
+            self.active.insert(unit.to_owned(), state.to_owned());
+        }
+        let mut wanted = values(self.texts(unit).into_iter(), "Wants");
+        wanted.extend(self.wants_dirs.get(unit).cloned().unwrap_or_default());
+        for w in wanted.iter().flat_map(|w| w.split_whitespace()) {
+            // A wanted unit that is not there is no error (Wants=), nor
+            // is one that fails: only the units named fail the start.
+            if self.unit_dir.is_some() && self.is_loaded(w) {
+                self.start_one(w, false, seen);
+            }
+        }
+    }
+
+    fn bring_up(&mut self, units: &[String], restart: bool) -> Result<(), CommandError> {
+        let mut seen = BTreeSet::new();
+        for u in units {
+            self.start_one(u, restart, &mut seen);
+        }
+        let failed: Vec<&String> = (units.iter())
+            .filter(|u| {
+                self.failing.contains(*u) && self.active.get(*u).is_some_and(|s| s == "failed")
+            })
+            .collect();
         match failed.first() {
             None => Ok(()),
             Some(u) => Err(CommandError::Failed {
@@ -116,18 +242,19 @@ impl Systemd for Recording {
                 .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
                 .filter_map(|e| e.file_name().to_str().map(str::to_owned))
                 .collect();
+            (self.loaded, self.wants_dirs) = load(dir);
         }
         Ok(())
     }
 
     fn start(&mut self, units: &[String], _timeout: Duration) -> Result<(), CommandError> {
         self.record("start", units);
-        self.bring_up(units)
+        self.bring_up(units, false)
     }
 
     fn restart(&mut self, units: &[String], _timeout: Duration) -> Result<(), CommandError> {
         self.record("restart", units);
-        self.bring_up(units)
+        self.bring_up(units, true)
     }
 
     fn stop(&mut self, units: &[String]) -> Result<(), CommandError> {
@@ -192,6 +319,13 @@ impl Systemd for Recording {
                     active,
                     restarts: 0,
                     exit_status: 0,
+                    // systemd says `no` too of a unit never started.
+                    condition_result: if self.skipped.contains(u) || !self.active.contains_key(u) {
+                        "no"
+                    } else {
+                        "yes"
+                    }
+                    .to_owned(),
                     service_type: if u.ends_with(".service") {
                         "simple"
                     } else {

@@ -40,6 +40,10 @@ pub struct UnitStatus {
     /// when unknown. systemd's own codes (200 and up) say which step of
     /// starting the service failed, before its program ran.
     pub exit_status: i64,
+    /// `ConditionResult`: `no` once a start was skipped because a
+    /// condition failed (and before any start was tried), `yes` once one
+    /// held.
+    pub condition_result: String,
 }
 
 /// What systemd's own exit codes mean (systemd.exec(5), "Process Exit
@@ -129,8 +133,14 @@ impl UnitStatus {
         )
     }
 
+    /// An inactive unit whose last start was skipped: a condition failed.
+    pub(crate) fn skipped(&self) -> bool {
+        self.active_state() == ActiveState::Inactive && self.condition_result == "no"
+    }
+
     /// Up as ops means it: active, or a one-shot service that ran and
-    /// succeeded.
+    /// succeeded (its own conditions may have skipped it: a start ops
+    /// makes is of the current version, whose pivot condition holds).
     pub(crate) fn is_up(&self) -> bool {
         match self.active_state() {
             ActiveState::Active => true,

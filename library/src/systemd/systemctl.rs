@@ -201,6 +201,7 @@ pub(crate) fn parse_show(text: &str, units: &[String]) -> Vec<UnitStatus> {
                     0 => control_exit_status(lines),
                     n => n,
                 },
+                condition_result: get("ConditionResult"),
             }
         })
         .collect()
@@ -263,7 +264,7 @@ impl Systemd for Systemctl {
             &[
                 "show",
                 "--property=Id,LoadState,ActiveState,SubState,Result,NRestarts,Type,ExecMainStatus,\
-                 ExecCondition,ExecStartPre,ExecStartPost",
+                 ConditionResult,ExecCondition,ExecStartPre,ExecStartPost",
             ],
             units,
             None,
