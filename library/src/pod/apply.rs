@@ -33,7 +33,7 @@ use super::plan::Plan;
 use super::step::Step;
 use super::up::bring_up;
 use super::{pod_units, Host, PodError, Report, Request};
-use crate::bundle::ImageId;
+use crate::bundle::{ImageId, Version};
 use crate::image::Podman;
 use crate::image::{Import, Runtime};
 use crate::lock::StoreLock;
@@ -137,6 +137,14 @@ impl<'a> Run<'a> {
                 self.begin(step);
                 store.write_environment(lock, &self.plan.name, version, file.as_deref())?;
                 self.done(step.to_string());
+                Ok(())
+            }
+            Step::Mark(name, versions) => {
+                self.begin(step);
+                for version in versions {
+                    store.write_marker(lock, name, version)?;
+                    self.done(Step::mark_text(name, version));
+                }
                 Ok(())
             }
             Step::Stop(units) => {
@@ -252,6 +260,7 @@ impl<'a> Run<'a> {
                 });
             }
             Step::Fetch(..)
+            | Step::Mark(..)
             | Step::RemoveVersion(..)
             | Step::RemovePod
             | Step::RemoveImage(..)
@@ -398,6 +407,7 @@ impl<'a> Run<'a> {
             _ => unreachable!("a start step"),
         };
         let started = Step::start_text(units, restart);
+        self.pivot_holds(version)?;
         let request = self.request;
         let up = bring_up(
             self.systemd,
@@ -425,6 +435,24 @@ impl<'a> Run<'a> {
             msg.push_str(&line);
         }
         Err(PodError::NotUp(msg))
+    }
+
+    /// A version's units start only while `current` points at it (their
+    /// pivot condition): a start before that would be skipped by systemd
+    /// without a word (a oneshot skipped so reads as up). Said here
+    /// instead, as what it would be: a fault in the order of the steps.
+    fn pivot_holds(&self, version: &Version) -> Result<(), PodError> {
+        let pivot = self.store.pivot_path(&self.plan.name, version);
+        match pivot.try_exists() {
+            Ok(true) => Ok(()),
+            _ => Err(PodError::NotUp(format!(
+                "version {version} of pod {} cannot start: {} does not exist, so `current` does \
+                 not point at it and systemd would skip its units (their ConditionPathExists=); \
+                 nothing was started",
+                self.plan.name,
+                pivot.display()
+            ))),
+        }
     }
 
     /// A waker that was there may be other idle pods' (a later run

@@ -91,6 +91,9 @@ struct Draft<'a> {
     keep_running: Vec<Version>,
     files_before: Vec<Change>,
     files_after: Vec<Change>,
+    /// Versions an older ops staged without their marker, whose unit files
+    /// this run writes with the pivot condition: marked first.
+    mark: Vec<Version>,
     remove: Vec<Version>,
     imports: Vec<Import>,
     /// Images the version would add by URI without an id (shown), not
@@ -151,6 +154,7 @@ pub(crate) fn plan(request: &Request, observed: &Observed) -> Result<Plan, Refus
         keep_running: Vec::new(),
         files_before: Vec::new(),
         files_after: Vec::new(),
+        mark: Vec::new(),
         remove: Vec::new(),
         imports: Vec::new(),
         fetches: Vec::new(),
@@ -811,6 +815,12 @@ impl Draft<'_> {
             }
         }
         let middle_files = desired(&middle)?;
+        // Every version whose units are installed from now on names its
+        // marker: one missing is written before the unit files.
+        self.mark = (middle.versions.keys())
+            .filter(|v| observed.state.unmarked.contains(*v))
+            .cloned()
+            .collect();
         self.files_before = units::changes(&observed.files, &middle_files);
         self.files_after = units::changes(&middle_files, &final_files);
         // Refuse to write over a file ops did not write.
@@ -839,9 +849,8 @@ impl Draft<'_> {
         let reconfigured = self.version.as_ref().is_some_and(|v| {
             let prefix = crate::records::unit_names::version_prefix(name, v);
             self.environment.is_some()
-                || self
-                    .files_before
-                    .iter()
+                || (self.files_before.iter())
+                    .filter(|c| units::reconfigures(c))
                     .any(|c| c.path.to_string_lossy().starts_with(&prefix))
         });
         let status = &self.observed.status;
@@ -895,6 +904,9 @@ impl Draft<'_> {
                 from: self.environment_from.clone(),
                 added: self.add.is_some(),
             });
+        }
+        if !self.mark.is_empty() {
+            prepare.push(Step::Mark(name.clone(), self.mark.clone()));
         }
         if !self.stop_first.is_empty() {
             prepare.push(Step::Stop(self.stop_first.clone()));

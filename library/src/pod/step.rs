@@ -44,6 +44,10 @@ pub(crate) enum Step {
         /// The version is added in this run (its undo takes the file).
         added: bool,
     },
+    /// Write the marker of versions an older ops staged without one (see
+    /// `Store::pivot_path`); not undone: it is the version's own, right
+    /// whatever the run does.
+    Mark(PodName, Vec<Version>),
     Stop(Vec<String>),
     /// Change unit files, then reload systemd.
     UnitFiles(Vec<Change>),
@@ -142,6 +146,14 @@ impl Step {
         }
     }
 
+    pub(crate) fn mark_text(name: &PodName, version: &Version) -> String {
+        format!(
+            "write the marker of version {version} of pod {name} ({}: its units start only \
+             while it is current)",
+            crate::store::marker_name(version)
+        )
+    }
+
     pub(crate) fn remove_version_text(name: &PodName, version: &Version) -> String {
         format!("remove version {version} of pod {name} from the store")
     }
@@ -189,6 +201,9 @@ impl Step {
                 file.as_deref(),
                 from.as_ref(),
             )],
+            Step::Mark(name, versions) => {
+                versions.iter().map(|v| Step::mark_text(name, v)).collect()
+            }
             Step::Stop(units) => vec![Step::stop_text(units)],
             Step::UnitFiles(changes) => changes
                 .iter()

@@ -22,8 +22,13 @@ fn describe(status: &UnitStatus) -> String {
             None => format!(", status {n}"),
         },
     };
+    let skipped = if status.skipped() {
+        ": its start was skipped, a condition failed (ConditionResult=no)"
+    } else {
+        ""
+    };
     format!(
-        "{} is {} ({}, result {}{exited})",
+        "{} is {} ({}, result {}{exited}){skipped}",
         status.unit, status.active, status.sub, status.result
     )
 }

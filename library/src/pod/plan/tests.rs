@@ -280,14 +280,77 @@ fn a_rollback_by_version_switches_back_to_the_stored_one() {
         .current("2")
         .running("2");
     let r = with(State::Started, |r| r.version = Some(v("1")));
+    // No unit file changes: the target wants every version's units, and
+    // `current` alone says which start (the pivot).
     assert_eq!(
         actions(&r, &host),
         [
-            "update ops-shop.target",
-            "daemon-reload",
             "make version 1 current",
             "start shop-1-web.service and wait until it is up",
             "stop shop-2-web.service",
+        ]
+    );
+}
+
+/// The host as an ops from before the pivot left it: no marker in the
+/// versions' directories, drop-ins without the pivot condition, a target
+/// wanting the current version's units only.
+fn before_the_pivot(mut host: Host) -> Host {
+    let o = &mut host.0;
+    o.state.unmarked = o.state.versions.keys().cloned().collect();
+    for (path, entry) in o.files.iter_mut() {
+        let units::Entry::File(text) = entry else {
+            continue;
+        };
+        if path.ends_with(units::DROPIN) {
+            *text = (text.split_inclusive('\n'))
+                .filter(|l| !l.starts_with("ConditionPathExists="))
+                .collect();
+        } else if path == Path::new("ops-shop.target") {
+            *text = "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\n\
+                     Description=ops pod shop (version 2)\nWants=shop-2-web.service\n\n\
+                     [Install]\nWantedBy=multi-user.target\n"
+                .to_owned();
+        }
+    }
+    host
+}
+
+#[test]
+fn versions_an_older_ops_left_are_marked_before_their_units_name_the_marker() {
+    let host = before_the_pivot(
+        Host::new()
+            .stored("1")
+            .stored("2")
+            .current("1")
+            .current("2")
+            .running("2"),
+    );
+    // The running version is not restarted: its drop-in changes only by
+    // its condition, which systemd tests at a start.
+    let expected = [
+        "write the marker of version 1 of pod shop (is-version-1: its units start only while \
+         it is current)",
+        "write the marker of version 2 of pod shop (is-version-2: its units start only while \
+         it is current)",
+        "update shop-1-web.service.d/50-ops.conf",
+        "update shop-2-web.service.d/50-ops.conf",
+        "update ops-shop.target",
+        "daemon-reload",
+    ];
+    assert_eq!(actions(&request(State::Started), &host), expected);
+    // `keep` prunes version 1: its files go, so it is not marked.
+    let r = with(State::Started, |r| r.keep = Some(1));
+    assert_eq!(
+        actions(&r, &host),
+        [
+            expected[1],
+            "update shop-2-web.service.d/50-ops.conf",
+            "update ops-shop.target",
+            "remove shop-1-web.service",
+            "remove shop-1-web.service.d/50-ops.conf",
+            "daemon-reload",
+            "remove version 1 of pod shop from the store",
         ]
     );
 }
@@ -319,9 +382,12 @@ fn keep_prunes_the_oldest_stored_versions() {
         .current("2")
         .current("3");
     let r = with(State::Present, |r| r.keep = Some(1));
+    // The target stops wanting the pruned versions' units before their
+    // files go.
     assert_eq!(
         actions(&r, &host),
         [
+            "update ops-shop.target",
             "remove shop-1-web.service",
             "remove shop-1-web.service.d/50-ops.conf",
             "remove shop-2-web.service",
