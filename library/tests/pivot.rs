@@ -344,3 +344,59 @@ fn a_first_deploy_cut_before_current_runs_nothing_and_has_no_current_version() {
     host.restore(&end);
     assert_eq!(host.boot().running, services("1"));
 }
+
+/// A store and unit directory as an ops from before the pivot left them:
+/// no marker, drop-ins without the condition, a target naming the version.
+fn before_the_pivot(host: &Host, version: &str) {
+    fs::remove_file(
+        host.root
+            .join(format!("pods/shop/{version}/is-version-{version}")),
+    )
+    .unwrap();
+    for unit in services(version) {
+        let dropin = host.unit_dir.join(format!("{unit}.d/50-ops.conf"));
+        let text: String = (fs::read_to_string(&dropin).unwrap().split_inclusive('\n'))
+            .filter(|l| !l.starts_with("ConditionPathExists="))
+            .collect();
+        fs::write(&dropin, text).unwrap();
+    }
+    let target = format!(
+        "# Managed by ops (pod shop): edits are overwritten.\n[Unit]\n\
+         Description=ops pod shop (version {version})\nWants={}\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        services(version).join(" ")
+    );
+    fs::write(host.unit_dir.join("ops-shop.target"), target).unwrap();
+}
+
+#[test]
+fn a_version_an_older_ops_deployed_is_marked_before_its_units_name_the_marker() {
+    let mut host = Host::new();
+    host.run_cut(&host.request("1", true));
+    before_the_pivot(&host, "1");
+    host.systemd.daemon_reload().unwrap();
+    let calls = host.systemd.calls.len();
+    let rerun = host.request("1", true);
+    let disks = host.run_cut(&rerun);
+    // Marked, its drop-ins and the target rewritten, nothing restarted: a
+    // condition is tested at a start only.
+    let mutating = common::mutating_calls(&host.systemd, calls);
+    assert_eq!(mutating, ["daemon-reload"]);
+    let marker = host.root.join("pods/shop/1/is-version-1");
+    assert!(marker.is_file());
+    let dropin = host.unit_dir.join("shop-1-web@1.service.d/50-ops.conf");
+    assert!(fs::read_to_string(dropin)
+        .unwrap()
+        .contains("ConditionPathExists="));
+    // Cut at that daemon-reload (the marker written before the drop-ins
+    // name it), and after: version 1 boots.
+    let end = host.keep();
+    assert_eq!(
+        boot_each(&host, &disks),
+        [("daemon-reload".to_owned(), Some(v("1")))]
+    );
+    host.restore(&end);
+    assert_eq!(host.boot().running, services("1"));
+    let again = pod::run(&rerun, &mut host.systemd, &mut PodmanCli, false, false).unwrap();
+    assert!(!again.changed, "{:?}", again.actions);
+}

@@ -373,3 +373,67 @@ impl Systemd for Recording {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit directory: `t.target` wants `a.service` (whose drop-in's
+    /// condition is `flag`) and `b@1.service` (its template's condition is
+    /// `!flag`).
+    fn loaded(dir: &Path) -> Recording {
+        let flag = dir.join("flag%");
+        let flag = flag.display().to_string().replace('%', "%%");
+        std::fs::write(
+            dir.join("t.target"),
+            "[Unit]\nWants=a.service b@1.service\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("a.service"), "[Service]\n").unwrap();
+        std::fs::create_dir(dir.join("a.service.d")).unwrap();
+        let condition = format!("[Unit]\nConditionPathExists={flag}\n");
+        std::fs::write(dir.join("a.service.d/50-ops.conf"), condition).unwrap();
+        let negated = format!("[Unit]\nConditionPathExists=!{flag}\n[Service]\n");
+        std::fs::write(dir.join("b@.service"), negated).unwrap();
+        std::fs::create_dir(dir.join("multi-user.target.wants")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.join("t.target"),
+            dir.join("multi-user.target.wants/t.target"),
+        )
+        .unwrap();
+        let mut systemd = Recording {
+            unit_dir: Some(dir.to_owned()),
+            ..Recording::default()
+        };
+        systemd.daemon_reload().unwrap();
+        systemd
+    }
+
+    #[test]
+    fn a_start_starts_what_is_wanted_and_skips_a_unit_whose_condition_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut systemd = loaded(dir.path());
+        let boot = ["multi-user.target".to_owned()];
+        systemd.start(&boot, Duration::ZERO).unwrap();
+        assert_eq!(
+            systemd.running(),
+            ["b@1.service", "multi-user.target", "t.target"]
+        );
+        let a = systemd.show(&["a.service".to_owned()]).unwrap().remove(0);
+        assert_eq!(
+            (a.active.as_str(), a.condition_result.as_str()),
+            ("inactive", "no")
+        );
+        assert!(a.skipped());
+        // The flag set: a start of the active b@1 tests nothing; a restart
+        // tests its condition again, and it stops.
+        std::fs::write(dir.path().join("flag%"), "").unwrap();
+        systemd.start(&boot, Duration::ZERO).unwrap();
+        assert!(systemd.running().contains(&"a.service".to_owned()));
+        assert!(systemd.running().contains(&"b@1.service".to_owned()));
+        systemd
+            .restart(&["b@1.service".to_owned()], Duration::ZERO)
+            .unwrap();
+        assert!(!systemd.running().contains(&"b@1.service".to_owned()));
+    }
+}
