@@ -612,6 +612,42 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     );
 }
 
+/// A version that runs but is not current (left running by a run with
+/// `rollback: false`) is not restarted: systemd would stop its units and
+/// skip their start (only the current version's units start), and the
+/// restart would look done. Said instead.
+#[test]
+fn units_of_a_version_not_current_are_not_restarted_into_a_skipped_start() {
+    let mut host = Host::new();
+    host.deploy("1", Some(&tar_of(GOOD))).unwrap();
+    host.deploy("2", None).unwrap();
+    host.systemd
+        .active
+        .insert("shop-1-web.service".to_owned(), "active".to_owned());
+    let newer = host.file("v2.tar", &tar_of(&[("www/index.html", "f:v2")]));
+    let mut request = host.request("data", Some(&newer));
+    request.replace = true;
+    host.systemd.calls.clear();
+    let replaced = host.volume(&request).unwrap();
+    assert!(replaced.changed);
+    assert_eq!(
+        replaced.warnings,
+        [
+            "shop-1-web.service of pod shop version 1 still run with the old contents: the \
+          version is not current, and only the current version's units start (a restart would \
+          stop them); stop them, or make the version current (ops_pod)"
+        ]
+    );
+    let restarts: Vec<&String> = (host.systemd.calls.iter())
+        .filter(|c| c.starts_with("restart"))
+        .collect();
+    assert!(restarts.is_empty(), "{restarts:?}");
+    assert!(host
+        .systemd
+        .running()
+        .contains(&"shop-1-web.service".to_owned()));
+}
+
 #[test]
 fn an_archive_that_changes_while_read_is_refused() {
     let mut host = Host::new();

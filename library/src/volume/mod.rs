@@ -1046,6 +1046,21 @@ fn restart_users(
     if running.is_empty() {
         return Ok(report);
     }
+    // A version `current` does not point at (one left running by a run
+    // with `rollback: false`) cannot be started again: systemd would stop
+    // its units and skip their start (their pivot condition,
+    // crate::store::Store::pivot_path), and the restart would look done.
+    if state.current.as_ref() != Some(&request.version) {
+        report.warnings.push(format!(
+            "{} of pod {} version {} still run with the old contents: the version is not \
+             current, and only the current version's units start (a restart would stop them); \
+             stop them, or make the version current (ops_pod)",
+            running.join(" "),
+            request.pod,
+            request.version
+        ));
+        return Ok(report);
+    }
     // This restart is asked for, not a crash loop: earlier restarts (a play
     // replacing several volumes in a row) must not make systemd refuse it
     // with start-limit-hit.
