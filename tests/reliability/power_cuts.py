@@ -262,10 +262,23 @@ def pod_state():
 
 
 def judge_pod(op, got):
-    if got["current"] == op.new["current"] and got["whole"] == op.new["whole"]:
-        return "new"
-    if got["current"] == op.old["current"] and got["whole"] == op.old["whole"]:
-        return "old"
+    """The current version's store directory and unit files must be those
+    of the old state or of the new one. The pod's own units (its target,
+    slice, enablement) may be either state's whatever `current` says: the
+    target wants every installed version's units and `current` alone
+    decides which start (their ConditionPathExists=), so a target written
+    before `current` moved is no half state; what boots is checked by
+    booted()."""
+    for state, word in ((op.new, "new"), (op.old, "old")):
+        if got["current"] != state["current"]:
+            continue
+        if got["whole"] == state["whole"]:
+            return word
+        pod_units = [s["whole"]["pod-units"] for s in (op.old, op.new) if s["whole"]]
+        if got["whole"] and {k: w for k, w in got["whole"].items() if k != "pod-units"} == \
+                {k: w for k, w in state["whole"].items() if k != "pod-units"} and \
+                got["whole"]["pod-units"] in pod_units:
+            return word
     raise Check(f"half: current is {got['current']!r} (old {op.old['current']!r}, new "
                 f"{op.new['current']!r}) and its files match neither"
                 + diff_hint(got["whole"], op.new["whole"] if got["current"] == op.new["current"]

@@ -25,9 +25,11 @@ description:
     versions sit side by side. A plain unit the bundle gives instances
     (C(replication) V([8080, 8081]) with C(example.service), as in the seeds) is installed as
     its template (C(example-1001-example@.service)), one instance each.
-    C(ops-<pod>.target) wants the current
+    C(ops-<pod>.target) wants every installed
     version's units and, while the pod is started, brings them back after a
-    reboot. Versions are immutable - the same version with other content is
+    reboot; C(current) alone decides which start (each version's units carry
+    C(ConditionPathExists=<root>/pods/<pod>/current/is-version-<version>)),
+    so a power cut at any moment boots the version the store calls current. Versions are immutable - the same version with other content is
     refused, its volume data included (a volume archive by path other than
     the one the version was deployed with; an archive by URI counts as the
     same data while its URI is the same) - give a new version, or load new
