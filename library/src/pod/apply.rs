@@ -1,11 +1,15 @@
 //! Carrying out a plan's steps, in an order that is safe to interrupt.
 //!
-//! 1. a new version is staged (its volumes built in it), its images
-//!    imported, then it is committed to the store by one rename;
+//! 1. a new version is staged (its volumes built in it, its marker
+//!    written: see `Store::pivot_path`), its images imported, then it is
+//!    committed to the store by one rename; versions an older ops staged
+//!    get their marker;
 //! 2. units that must stop first are stopped;
 //! 3. unit files are written, then one daemon-reload;
-//! 4. `previous` then `current` are switched;
-//! 5. the version is started and watched until it is really up;
+//! 4. `previous` then `current` are switched: the pivot, which alone
+//!    decides which version's units start, at boot too;
+//! 5. the version is started (only now can it be: its units' condition
+//!    holds once `current` points at it) and watched until it is really up;
 //! 6. the versions it replaces are stopped, their leftover unit files
 //!    removed (and systemd reloaded again, only then);
 //! 7. removed versions leave the store and unused images go.

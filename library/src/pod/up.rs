@@ -94,3 +94,25 @@ pub(super) fn bring_up(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_skipped_by_a_condition_says_so() {
+        let status = UnitStatus {
+            unit: "shop-2-web.service".to_owned(),
+            active: "inactive".to_owned(),
+            sub: "dead".to_owned(),
+            result: "success".to_owned(),
+            condition_result: "no".to_owned(),
+            ..UnitStatus::default()
+        };
+        assert_eq!(
+            describe(&status),
+            "shop-2-web.service is inactive (dead, result success): its start was skipped, a \
+             condition failed (ConditionResult=no)"
+        );
+    }
+}

@@ -249,6 +249,19 @@ mod tests {
     }
 
     #[test]
+    fn an_inactive_unit_whose_condition_failed_was_skipped() {
+        let status = |active: &str, condition: &str| UnitStatus {
+            active: active.to_owned(),
+            condition_result: condition.to_owned(),
+            ..UnitStatus::default()
+        };
+        assert!(status("inactive", "no").skipped());
+        assert!(!status("inactive", "yes").skipped());
+        assert!(!status("active", "no").skipped());
+        assert!(!status("inactive", "no").is_up());
+    }
+
+    #[test]
     fn a_oneshot_that_ran_and_succeeded_is_up() {
         let ran = |result: &str| UnitStatus {
             active: "inactive".to_owned(),

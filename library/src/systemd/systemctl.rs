@@ -420,5 +420,11 @@ mod tests {
             Some("USER: its User= does not exist or could not be taken")
         );
         assert_eq!(crate::systemd::exit_status_meaning(3), None);
+        let skipped = parse_show(
+            "Id=e.service\nActiveState=inactive\nSubState=dead\nResult=success\nConditionResult=no\n",
+            &["e.service".to_owned()],
+        );
+        assert_eq!(skipped[0].condition_result, "no");
+        assert!(skipped[0].skipped() && !skipped[0].is_up());
     }
 }
