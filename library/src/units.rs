@@ -384,7 +384,7 @@ fn condition_path(path: &Path) -> Result<String, UnitsError> {
     let text = path.to_str().ok_or_else(|| refuse("it is not UTF-8"))?;
     if text.contains(|c: char| c.is_control()) {
         return Err(refuse(
-            "it contains a control character, which would end a line of a unit file",
+            "it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)",
         ));
     }
     Ok(text.replace('%', "%%"))
@@ -1463,7 +1463,7 @@ mod tests {
         assert_eq!(
             e,
             "store root \"/srv/a\\nb/pods/shop/current/is-version-1\" cannot be written into a \
-             systemd unit: it contains a control character, which would end a line of a unit file"
+             systemd unit: it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)"
         );
     }
 
