@@ -389,8 +389,14 @@ def booted(current):
     running = sorted(u for u in listed if u.endswith(".service"))
     want = [] if current is None else [f"shop-{current}-web@{i}.service" for i in (1, 2)]
     if running != want:
+        # What systemd says of each unit that should run and does not: a
+        # failed start, a condition, a job still queued tell different stories.
+        states = [sh("systemctl", "show", "-p", "ActiveState,SubState,Result,ConditionResult,"
+                     "NRestarts", "--value", u, check=False).stdout.split() for u in want
+                  if u not in running]
         raise Check(f"after the reboot the running units are {running or 'none'}; the current "
-                    f"version is {current!r} (wants {want or 'none'})")
+                    f"version is {current!r} (wants {want or 'none'}; systemd on the missing: "
+                    f"{states})")
 
 
 class Outside(Exception):
