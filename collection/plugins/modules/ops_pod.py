@@ -224,7 +224,9 @@ options:
       - With V(false), the new version stays current, as it is, and the old
         one keeps running - unless the two share ports; then the old one was
         stopped before the new one started, stays stopped, and RV(msg) says
-        so.
+        so. The old one runs only until it is next stopped (a reboot, a
+        restart of the pod's target) - as it is not current, it does not
+        start again.
     type: bool
     default: true
   runtime:

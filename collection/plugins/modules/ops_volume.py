@@ -46,7 +46,10 @@ description:
     volume is replaced (or an empty one filled) ops resets their start limit,
     restarts them and says so in the returned C(actions). If a restart fails,
     the task fails with C(changed=true), the new contents in place and
-    recorded.
+    recorded. Running units of a version that is not current (left running
+    by an M(ops.onboard.ops_pod) run with O(ops.onboard.ops_pod#module:rollback=false)) are not
+    restarted, as only the current version's units start; a warning names
+    them (stop them, or make the version current).
   - A change of O(mode), O(owner) or O(group) alone is made in place,
     without extracting again.
 version_added: 0.1.0
