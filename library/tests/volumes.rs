@@ -539,9 +539,11 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
         .replace(&sha256(&fs::read(&newer).unwrap()), "<v2>"));
 
     request.replace = true;
+    let planned = volume::run(&request, &mut host.systemd, true, false).unwrap();
     host.systemd.calls.clear();
     let replaced = host.volume(&request).unwrap();
     assert!(replaced.changed);
+    assert_eq!(planned.warnings, replaced.warnings, "check mode warns alike");
     assert_eq!(
         replaced.actions[0],
         format!(
@@ -627,15 +629,17 @@ fn units_of_a_version_not_current_are_not_restarted_into_a_skipped_start() {
     let newer = host.file("v2.tar", &tar_of(&[("www/index.html", "f:v2")]));
     let mut request = host.request("data", Some(&newer));
     request.replace = true;
+    let planned = volume::run(&request, &mut host.systemd, true, false).unwrap();
     host.systemd.calls.clear();
     let replaced = host.volume(&request).unwrap();
     assert!(replaced.changed);
+    assert_eq!(planned.warnings, replaced.warnings, "check mode warns alike");
     assert_eq!(
         replaced.warnings,
         [
-            "shop-1-web.service of pod shop version 1 still run with the old contents: the \
+            "shop-1-web.service of pod shop version 1 still runs with the old contents: the \
           version is not current, and only the current version's units start (a restart would \
-          stop them); stop them, or make the version current (ops_pod)"
+          stop it); stop it, or make the version current (ops_pod)"
         ]
     );
     let restarts: Vec<&String> = (host.systemd.calls.iter())
@@ -1208,4 +1212,43 @@ fn the_diff_says_where_a_volume_is_mounted_and_where_it_is_not() {
         }
     }
     insta::assert_json_snapshot!(texts);
+}
+
+/// A replace's diff shows the counts of what was built (they are known
+/// only once extracted: the "after" side used to say 0 entries and 0
+/// bytes), and check mode says they are not known yet rather than 0, and
+/// names the restart (it used to leave it out).
+#[test]
+fn a_replace_diff_shows_the_built_counts() {
+    let mut host = Host::new();
+    host.deploy("1", Some(&tar_of(GOOD))).unwrap();
+    let archive = host.dir.path().join("next.tar");
+    fs::write(
+        &archive,
+        tar_of(&[("./", "d"), ("a", "f:one"), ("b", "f:three")]),
+    )
+    .unwrap();
+    let mut request = host.request("data", Some(&archive));
+    request.replace = true;
+    let planned = volume::run(&request, &mut host.systemd, true, true).unwrap();
+    let after = planned.diff[0]["after"].as_str().unwrap().to_owned();
+    assert!(
+        after.contains("entries: (counted when extracted)\nbytes: (counted when extracted)\n"),
+        "{after}"
+    );
+    let before = planned.diff[0]["before"].as_str().unwrap().to_owned();
+    let replaced = host.volume(&request).unwrap();
+    let (entries, bytes) = (replaced.entries.unwrap(), replaced.bytes.unwrap());
+    assert_eq!((entries, bytes), (2, 8), "{replaced:?}");
+    // Check mode names the restart the run makes.
+    assert_eq!(planned.actions, replaced.actions);
+    assert!(
+        replaced.actions[1].starts_with("restart shop-1-web.service"),
+        "{:?}",
+        replaced.actions
+    );
+    let diff = &replaced.diff[0];
+    assert_eq!(diff["before"].as_str().unwrap(), before);
+    let after = diff["after"].as_str().unwrap();
+    assert!(after.contains("entries: 2\nbytes: 8\n"), "{after}");
 }

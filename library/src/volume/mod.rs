@@ -37,7 +37,7 @@ use crate::lock::{LockError, StoreLock};
 use crate::outcome::{AfterChanges, Refusal};
 use crate::records::names::{PodName, Version};
 use crate::records::Runtime;
-use crate::store::{NewVersion, Store, StoreError};
+use crate::store::{NewVersion, PodState, Store, StoreError};
 use crate::systemd::Systemd;
 use crate::unpack::Policy;
 
@@ -544,6 +544,9 @@ pub fn run(
         want_diff,
     );
     if check {
+        if matches!(change, Change::Build { replacing: true }) {
+            plan_restart(&target.store, request, systemd, &mut report);
+        }
         return Ok(report);
     }
     target.change_under_lock(digests.as_ref(), systemd, report)
@@ -594,12 +597,22 @@ impl Target<'_> {
         report.actions.push(action(request, found, change));
         if want_diff {
             let data = data_dir(&self.dir);
+            let counted = !matches!(change, Change::Build { .. })
+                || request.data.is_none()
+                || found.is_some_and(|f| f.record.digest == digests.map(|d| d.sha256.clone()));
+            let planned = |r: &VolumeRecord| match describe(r, &data) {
+                text if counted => text,
+                text => text.replace(
+                    &format!("entries: {}\nbytes: {}\n", r.entries, r.bytes),
+                    "entries: (counted when extracted)\nbytes: (counted when extracted)\n",
+                ),
+            };
             report.diff.push(diff_entry(
                 &request.pod,
                 &request.version,
                 &request.name,
                 found.map(|f| describe(&f.record, &data)),
-                after.as_ref().map(|r| describe(r, &data)),
+                after.as_ref().map(planned),
             ));
         }
         if let Some(record) = &after {
@@ -651,6 +664,21 @@ impl Target<'_> {
         )?;
         if let Some(record) = &record {
             fill(&mut report, record);
+        }
+        // The diff was planned before the lock and the extraction, when the
+        // counts were not known: it shows what was found and what was built.
+        if let Some(entry) = report.diff.last_mut() {
+            let data = data_dir(&self.dir);
+            entry["before"] = Value::from(
+                found
+                    .as_ref()
+                    .map_or_else(String::new, |f| describe(&f.record, &data)),
+            );
+            entry["after"] = Value::from(
+                record
+                    .as_ref()
+                    .map_or_else(String::new, |r| describe(r, &data)),
+            );
         }
         if matches!(change, Change::Build { replacing: true }) {
             restart_users(&self.store, request, systemd, report)
@@ -1018,6 +1046,84 @@ fn chown_keeping_mode(
     Ok(())
 }
 
+/// The running units of the version, which had the old contents mounted,
+/// and whether the version is current (only then can they be restarted).
+struct Users {
+    running: Vec<String>,
+    current: bool,
+}
+
+fn running_users(
+    state: &PodState,
+    request: &Request,
+    systemd: &mut dyn Systemd,
+) -> Result<Users, (String, CommandError)> {
+    let current = state.current.as_ref() == Some(&request.version);
+    let (all, _) = state
+        .versions
+        .get(&request.version)
+        .map(|stored| crate::records::unit_names::version_units(&stored.record.pod))
+        .unwrap_or_default();
+    if all.is_empty() {
+        return Ok(Users {
+            running: Vec::new(),
+            current,
+        });
+    }
+    let running = systemd
+        .show(&all)
+        .map_err(|source| (all.join(" "), source))?
+        .into_iter()
+        .filter(|s| s.active_state().is_running())
+        .map(|s| s.unit)
+        .collect();
+    Ok(Users { running, current })
+}
+
+/// What a replace does with the running users, said as an action (their
+/// restart) or a warning (a version not current is left running: systemd
+/// would stop its units and skip their start, their pivot condition,
+/// crate::store::Store::pivot_path, and the restart would look done).
+fn restart_said(request: &Request, users: &Users) -> Result<String, String> {
+    let units = users.running.join(" ");
+    if users.current {
+        return Ok(format!("restart {units} to use the new contents"));
+    }
+    let (verb, them) = match users.running.len() {
+        1 => ("runs", "it"),
+        _ => ("run", "them"),
+    };
+    Err(format!(
+        "{units} of pod {} version {} still {verb} with the old contents: the version is not \
+         current, and only the current version's units start (a restart would stop {them}); \
+         stop {them}, or make the version current (ops_pod)",
+        request.pod, request.version
+    ))
+}
+
+/// Check mode's word on the restart a replace would make (systemd is only
+/// asked which units run).
+fn plan_restart(store: &Store, request: &Request, systemd: &mut dyn Systemd, report: &mut Report) {
+    let users = store
+        .read_pod(&request.pod)
+        .map_err(|e| crate::ansible::error_chain(&e))
+        .and_then(|state| {
+            running_users(&state, request, systemd)
+                .map_err(|(_, source)| crate::ansible::error_chain(&source))
+        });
+    match users {
+        Ok(users) if users.running.is_empty() => {}
+        Ok(users) => match restart_said(request, &users) {
+            Ok(action) => report.actions.push(action),
+            Err(warning) => report.warnings.push(warning),
+        },
+        Err(why) => report.warnings.push(format!(
+            "cannot tell which units of pod {} version {} a replace would restart: {why}",
+            request.pod, request.version
+        )),
+    }
+}
+
 /// Units of the version that are running had the old contents mounted
 /// (and those are gone now): restart them so they see the new ones.
 fn restart_users(
@@ -1027,51 +1133,31 @@ fn restart_users(
     mut report: Report,
 ) -> Result<Report, VolumeError> {
     let state = store.read_pod(&request.pod)?;
-    let (all, _) = state
-        .versions
-        .get(&request.version)
-        .map(|stored| crate::records::unit_names::version_units(&stored.record.pod))
-        .unwrap_or_default();
-    if all.is_empty() {
-        return Ok(report);
-    }
-    let running: Vec<String> = match systemd.show(&all) {
-        Ok(statuses) => statuses
-            .into_iter()
-            .filter(|s| s.active_state().is_running())
-            .map(|s| s.unit)
-            .collect(),
-        Err(source) => return Err(not_restarted(request, all.join(" "), report, source)),
+    let users = match running_users(&state, request, systemd) {
+        Ok(users) if users.running.is_empty() => return Ok(report),
+        Ok(users) => users,
+        Err((units, source)) => return Err(not_restarted(request, units, report, source)),
     };
-    if running.is_empty() {
-        return Ok(report);
-    }
-    // A version `current` does not point at (one left running by a run
-    // with `rollback: false`) cannot be started again: systemd would stop
-    // its units and skip their start (their pivot condition,
-    // crate::store::Store::pivot_path), and the restart would look done.
-    if state.current.as_ref() != Some(&request.version) {
-        report.warnings.push(format!(
-            "{} of pod {} version {} still run with the old contents: the version is not \
-             current, and only the current version's units start (a restart would stop them); \
-             stop them, or make the version current (ops_pod)",
-            running.join(" "),
-            request.pod,
-            request.version
-        ));
-        return Ok(report);
-    }
+    let action = match restart_said(request, &users) {
+        Ok(action) => action,
+        Err(warning) => {
+            report.warnings.push(warning);
+            return Ok(report);
+        }
+    };
     // This restart is asked for, not a crash loop: earlier restarts (a play
     // replacing several volumes in a row) must not make systemd refuse it
     // with start-limit-hit.
-    systemd.reset_failed(&running);
-    let units = running.join(" ");
-    if let Err(source) = systemd.restart(&running, request.timeout) {
-        return Err(not_restarted(request, units, report, source));
+    systemd.reset_failed(&users.running);
+    if let Err(source) = systemd.restart(&users.running, request.timeout) {
+        return Err(not_restarted(
+            request,
+            users.running.join(" "),
+            report,
+            source,
+        ));
     }
-    report
-        .actions
-        .push(format!("restart {units} to use the new contents"));
+    report.actions.push(action);
     Ok(report)
 }
 
