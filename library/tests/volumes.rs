@@ -543,7 +543,10 @@ fn a_new_archive_needs_replace_and_replacing_restarts_the_running_version() {
     host.systemd.calls.clear();
     let replaced = host.volume(&request).unwrap();
     assert!(replaced.changed);
-    assert_eq!(planned.warnings, replaced.warnings, "check mode warns alike");
+    assert_eq!(
+        planned.actions, replaced.actions,
+        "check mode says the same"
+    );
     assert_eq!(
         replaced.actions[0],
         format!(
@@ -633,7 +636,10 @@ fn units_of_a_version_not_current_are_not_restarted_into_a_skipped_start() {
     host.systemd.calls.clear();
     let replaced = host.volume(&request).unwrap();
     assert!(replaced.changed);
-    assert_eq!(planned.warnings, replaced.warnings, "check mode warns alike");
+    assert_eq!(
+        planned.warnings, replaced.warnings,
+        "check mode warns alike"
+    );
     assert_eq!(
         replaced.warnings,
         [
