@@ -378,23 +378,35 @@ pub fn refuse_planted(path: &Path, link_ok: bool) -> FsResult<()> {
     refuse_symlinks(path, link_ok)
 }
 
-/// `path` with the symlinks of its existing part resolved: a root given by
-/// the user may lead anywhere, once, before ops writes below it.
+/// `path` with the symlinks of its existing part resolved and no `.` or
+/// `..` left: a root given by the user may lead anywhere, once, before ops
+/// writes below it. Resolved one component at a time, so that a `..` after
+/// a directory that is not there yet goes up from it as the kernel would
+/// once it is made: kept whole (`/var/lib/new/../ops`), it made ops create
+/// `new` beside the store, and systemd ignores a `ConditionPathExists=`
+/// holding `..` (not normalized), so the version's units started whatever
+/// `current` named (see units::condition_path).
 pub fn resolve(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut existing = path;
-    loop {
-        if let Ok(real) = fs::canonicalize(existing) {
-            return missing.iter().rev().fold(real, |p, c| p.join(c));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(up), Some(name)) => {
-                missing.push(name.to_owned());
-                existing = up;
+    use std::path::Component;
+    let mut resolved = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => continue,
+            // The part already resolved holds no symlink: going up is lexical.
+            Component::ParentDir if resolved.file_name().is_some() => {
+                resolved.pop();
             }
-            _ => return path.to_owned(),
+            Component::ParentDir if resolved.has_root() => {} // `/..` is `/`
+            other => resolved.push(other),
+        }
+        if let Ok(real) = fs::canonicalize(&resolved) {
+            resolved = real;
         }
     }
+    if resolved.as_os_str().is_empty() {
+        return path.to_owned();
+    }
+    resolved
 }
 
 /// Make the entries of `dir` durable.
@@ -835,5 +847,24 @@ mod tests {
         create_dir_all(&resolved, 0o755).unwrap();
         write_file(&resolved.join("f"), b"x", 0o644).unwrap();
         assert!(real.join("store/x/f").is_file());
+    }
+
+    #[test]
+    fn a_root_going_up_from_a_directory_not_yet_there_is_resolved_without_making_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = fs::canonicalize(dir.path()).unwrap();
+        // Kept whole before, `..` reached the unit files' ConditionPathExists=,
+        // which systemd ignores when not normalized, and `new` was made.
+        assert_eq!(resolve(&top.join("new/../store")), top.join("store"));
+        assert_eq!(
+            resolve(&top.join("new/./a/../../store/x")),
+            top.join("store/x")
+        );
+        assert_eq!(resolve(Path::new("/../..")), Path::new("/"));
+        assert!(!top.join("new").exists());
+        // Up from a symlink is up from where it leads, as the kernel goes.
+        fs::create_dir_all(top.join("real/inner")).unwrap();
+        symlink(top.join("real/inner"), top.join("link")).unwrap();
+        assert_eq!(resolve(&top.join("link/../store")), top.join("real/store"));
     }
 }
