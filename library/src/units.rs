@@ -387,6 +387,22 @@ fn condition_path(path: &Path) -> Result<String, UnitsError> {
             "it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)",
         ));
     }
+    // systemd drops a condition whose path is not normalized or too long,
+    // with a line in its journal: the version's units would then start
+    // whatever `current` names. Refused here instead.
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(refuse(
+            "it holds `..`, and systemd ignores a condition on a path that is not normalized",
+        ));
+    }
+    if text.len() >= 4096 || path.iter().any(|c| c.len() > 255) {
+        return Err(refuse(
+            "it is longer than systemd takes (4095 bytes, 255 a component): it would ignore the condition",
+        ));
+    }
     Ok(text.replace('%', "%%"))
 }
 
@@ -1465,6 +1481,29 @@ mod tests {
             "store root \"/srv/a\\nb/pods/shop/current/is-version-1\" cannot be written into a \
              systemd unit: it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)"
         );
+        // What systemd would drop (its journal saying so) and start the
+        // version's units without: `..`, a path too long or a component
+        // too long (checked on a Store made without atomic::resolve).
+        let e = files("/srv/new/../ops").unwrap_err().to_string();
+        assert!(
+            e.contains("\"/srv/new/../ops/pods/shop/current/is-version-1\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("it holds `..`, and systemd ignores a condition"),
+            "{e}"
+        );
+        for root in [
+            format!("/{}", "a/".repeat(2040)),
+            format!("/srv/{}", "a".repeat(256)),
+        ] {
+            let e = files(&root).unwrap_err().to_string();
+            assert!(
+                e.contains("it is longer than systemd takes (4095 bytes, 255 a component)"),
+                "{e}"
+            );
+        }
+        assert!(files(&format!("/srv/{}", "a".repeat(255))).is_ok());
     }
 
     #[test]
