@@ -132,7 +132,7 @@ pub enum UnitsError {
         pod: PodName,
         owner: String,
     },
-    #[error("installed unit name {name:?} is longer than systemd's 255 characters; shorten the pod name, version or unit name")]
+    #[error("installed unit name {name:?} is {} characters, longer than 253 (systemd's 255 less the `.d` of the drop-in directory that carries the version's settings and pivot); shorten the pod name, version or unit name", name.len())]
     TooLong { name: String },
     #[error("{what} {path:?} cannot be written into a systemd unit: {reason}")]
     Path {
@@ -576,13 +576,17 @@ pub fn version_files(
             .unwrap_or_default();
         let mut body = version_header(pod, version);
         body.push_str(&rewrite_references(text, &renames(model, unit)));
+        if installed.len() > 255 {
+            return Err(UnitsError::TooLong { name: installed });
+        }
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
         let instances = runnable(pod, version, unit)
             .into_iter()
             .zip(unit.instance_names());
         for (name, instance) in instances {
-            if name.len() > 255 {
+            // `<name>.d` is a file name too: 255 bytes at most.
+            if name.len() + ".d".len() > 255 {
                 return Err(UnitsError::TooLong { name });
             }
             files.insert(
@@ -1504,6 +1508,35 @@ mod tests {
             );
         }
         assert!(files(&format!("/srv/{}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn an_instance_whose_drop_in_directory_cannot_be_named_is_refused_before_anything() {
+        let store = Store::new(Path::new("/var/lib/ops"));
+        let files = |stem_len: usize| {
+            let mut state = stored(&["1"], Some("1"));
+            let v = Version::parse("1").unwrap();
+            let name = format!("{}@.service", "w".repeat(stem_len));
+            state.versions.get_mut(&v).unwrap().record.pod.units = vec![unit(&name, &["1"], None)];
+            desired(
+                &pod(),
+                &state,
+                true,
+                Path::new("/etc/systemd/system"),
+                &store,
+            )
+        };
+        // `shop-1-` and `@1.service` besides the stem: 17 characters. A
+        // name of 254 or 255 passed, and `<name>.d` (which carries the
+        // pivot) could not be made: "File name too long".
+        assert!(files(253 - 17).is_ok());
+        for len in [254, 255] {
+            let e = files(len - 17).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("is {len} characters, longer than 253")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
