@@ -188,6 +188,36 @@ def pointer_not_a_link():
     module("ops_pod", **pod(root, name="shop", state="absent"))
 
 
+def long_unit_names():
+    """Installed names near the limit: `<pod>-<version>-<unit>` of 253
+    characters deploys (its temporary's name is cut to fit, its drop-in
+    directory `<name>.d` is 255); 254 is refused before anything is
+    written (they failed mid-way with "File name too long")."""
+    pod_name, version = "p" * 64, "v" * 64
+    for length in (253, 254):
+        stem = "w" * (length - len(f"{pod_name}-{version}-.service"))
+        d = WORK / f"long-{length}"
+        (d / "units").mkdir(parents=True)
+        (d / "units" / f"{stem}.service").write_text(
+            "[Service]\nExecStart=/bin/sh -c 'exec sleep infinity'\n")
+        (d / "pod.json").write_text(json.dumps({"name": pod_name, "version": version, "containers": [
+            {"name": "web", "systemd": {"unit-files": [f"units/{stem}.service"]}}]}))
+        root = f"/var/lib/pr-long-{length}"
+        before = picture("/var/lib", str(UNITS))
+        r = module("ops_pod", **pod(root, bundle=str(d)))
+        if length == 253:
+            unit = f"{pod_name}-{version}-{stem}.service"
+            report(r.get("changed") is True and not r.get("failed")
+                   and show(unit)["ActiveState"] == "active",
+                   f"pivot unit name of {length} characters deploys and runs", r)
+            module("ops_pod", **pod(root, name=pod_name, state="absent"))
+        else:
+            diff = changed(before, picture("/var/lib", str(UNITS)))
+            report(r.get("failed") is True and f"is {length} characters, longer than 253" in r.get("msg", "")
+                   and not diff, f"pivot unit name of {length} characters refused, nothing changed",
+                   f"{r}\n{diff[:5]}")
+
+
 def main():
     global WORK
     WORK = Path(tempfile.mkdtemp(prefix="ops-pivot-roots.", dir="/var/tmp"))
@@ -197,6 +227,7 @@ def main():
         for label, root in BAD.items():
             bad_root(label, root)
         pointer_not_a_link()
+        long_unit_names()
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     print(f"FIGURE pivot roots: {len(GOOD)} kept, {len(BAD)} refused")
