@@ -218,20 +218,39 @@ fn read_bounded(file: File, limit: u64) -> io::Result<Vec<u8>> {
 fn temp_sibling(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".ops-tmp.{}.{n}", std::process::id()));
+    let mut name = temp_prefix(path);
+    name.push(format!("{}.{n}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// `.<file>.ops-tmp.`, the start of every temporary sibling's name of
+/// `path`, with `<file>` cut short enough that a pid and a counter (u32
+/// and u64 in digits) still fit in a file name's 255 bytes: whole, a unit
+/// file of 220 to 253 characters could not be written at all ("File name
+/// too long", the run rolled back). Cut at a character, so the sweeps
+/// (which read the name as UTF-8) still know it.
+fn temp_prefix(path: &Path) -> OsString {
+    const ROOM: usize = 255 - 1 - ".ops-tmp.".len() - 10 - 1 - 20;
+    let file = path.file_name().unwrap_or_default();
+    let mut cut = file.as_encoded_bytes();
+    if cut.len() > ROOM {
+        cut = &cut[..ROOM];
+        while std::str::from_utf8(cut).is_err_and(|e| e.error_len().is_none()) {
+            cut = &cut[..cut.len() - 1];
+        }
+    }
+    let mut name = OsString::from(".");
+    // Bytes of a file name, cut short: a file name still.
+    name.push(std::os::unix::ffi::OsStrExt::from_bytes(cut) as &OsStr);
+    name.push(".ops-tmp.");
+    name
 }
 
 /// Remove the temporary siblings of `path` (see `temp_sibling`) that a
 /// run killed half-way left: only under a lock that proves no other run
 /// is writing them. Returns how many were removed.
 pub(crate) fn remove_temp_siblings(path: &Path) -> FsResult<usize> {
-    let mut prefix = OsString::from(".");
-    prefix.push(path.file_name().unwrap_or_default());
-    prefix.push(".ops-tmp.");
-    let prefix = prefix.as_encoded_bytes().to_vec();
+    let prefix = temp_prefix(path).as_encoded_bytes().to_vec();
     remove_entries_where(parent(path), |name| {
         name.as_encoded_bytes().starts_with(&prefix)
     })
@@ -378,23 +397,35 @@ pub fn refuse_planted(path: &Path, link_ok: bool) -> FsResult<()> {
     refuse_symlinks(path, link_ok)
 }
 
-/// `path` with the symlinks of its existing part resolved: a root given by
-/// the user may lead anywhere, once, before ops writes below it.
+/// `path` with the symlinks of its existing part resolved and no `.` or
+/// `..` left: a root given by the user may lead anywhere, once, before ops
+/// writes below it. Resolved one component at a time, so that a `..` after
+/// a directory that is not there yet goes up from it as the kernel would
+/// once it is made: kept whole (`/var/lib/new/../ops`), it made ops create
+/// `new` beside the store, and systemd ignores a `ConditionPathExists=`
+/// holding `..` (not normalized), so the version's units started whatever
+/// `current` named (see units::condition_path).
 pub fn resolve(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut existing = path;
-    loop {
-        if let Ok(real) = fs::canonicalize(existing) {
-            return missing.iter().rev().fold(real, |p, c| p.join(c));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(up), Some(name)) => {
-                missing.push(name.to_owned());
-                existing = up;
+    use std::path::Component;
+    let mut resolved = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => continue,
+            // The part already resolved holds no symlink: going up is lexical.
+            Component::ParentDir if resolved.file_name().is_some() => {
+                resolved.pop();
             }
-            _ => return path.to_owned(),
+            Component::ParentDir if resolved.has_root() => {} // `/..` is `/`
+            other => resolved.push(other),
+        }
+        if let Ok(real) = fs::canonicalize(&resolved) {
+            resolved = real;
         }
     }
+    if resolved.as_os_str().is_empty() {
+        return path.to_owned();
+    }
+    resolved
 }
 
 /// Make the entries of `dir` durable.
@@ -835,5 +866,46 @@ mod tests {
         create_dir_all(&resolved, 0o755).unwrap();
         write_file(&resolved.join("f"), b"x", 0o644).unwrap();
         assert!(real.join("store/x/f").is_file());
+    }
+
+    #[test]
+    fn a_file_whose_name_is_near_the_limit_is_written_and_its_temporaries_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // 255 bytes is the most a name may have; its temporary was longer
+        // ("File name too long") before the name in it was cut.
+        // The second cut inside its `é`, at the 214th byte.
+        for name in [
+            "a".repeat(255),
+            format!("{}é{}", "a".repeat(213), "a".repeat(40)),
+        ] {
+            let path = dir.path().join(&name);
+            write_file(&path, b"x", 0o644).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"x");
+            let temp = temp_sibling(&path);
+            assert!(temp.file_name().unwrap().len() <= 255, "{temp:?}");
+            assert!(is_temp_name(temp.file_name().unwrap()));
+            fs::write(&temp, b"left by a killed run").unwrap();
+            assert_eq!(remove_temp_siblings(&path).unwrap(), 1);
+            assert!(!temp.exists() && path.exists());
+        }
+    }
+
+    #[test]
+    fn a_root_going_up_from_a_directory_not_yet_there_is_resolved_without_making_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = fs::canonicalize(dir.path()).unwrap();
+        // Kept whole before, `..` reached the unit files' ConditionPathExists=,
+        // which systemd ignores when not normalized, and `new` was made.
+        assert_eq!(resolve(&top.join("new/../store")), top.join("store"));
+        assert_eq!(
+            resolve(&top.join("new/./a/../../store/x")),
+            top.join("store/x")
+        );
+        assert_eq!(resolve(Path::new("/../..")), Path::new("/"));
+        assert!(!top.join("new").exists());
+        // Up from a symlink is up from where it leads, as the kernel goes.
+        fs::create_dir_all(top.join("real/inner")).unwrap();
+        symlink(top.join("real/inner"), top.join("link")).unwrap();
+        assert_eq!(resolve(&top.join("link/../store")), top.join("real/store"));
     }
 }

@@ -173,6 +173,25 @@ impl PodState {
     }
 }
 
+/// The refusal of a pointer (`current`, `previous`) that is not a symlink.
+fn not_a_pointer(path: &Path, e: io::Error) -> FsError {
+    let kind = match fs::symlink_metadata(path).map(|m| m.file_type()) {
+        Ok(t) if t.is_dir() => "a directory",
+        Ok(t) if t.is_file() => "a regular file",
+        Ok(_) => "a special file",
+        Err(_) => return FsError::from_io("read", path, e),
+    };
+    let reason = format!(
+        "it is {kind}, not the symlink to a version ops makes; remove it to let ops \
+         write it again (nothing was changed)"
+    );
+    FsError::from_io(
+        "read",
+        path,
+        io::Error::new(io::ErrorKind::InvalidData, reason),
+    )
+}
+
 /// The name of a version's marker in its directory: unique to the
 /// version, so that `current/<marker>` exists only while `current`
 /// points at that version. A version's name is letters, digits, `.`, `_`
@@ -523,6 +542,8 @@ impl Store {
         match fs::read_link(&path) {
             Ok(target) => Ok(target.to_str().and_then(|t| Version::parse(t).ok())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // readlink's EINVAL ("Invalid argument") said nothing of why.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Err(not_a_pointer(&path, e)),
             Err(e) => Err(e).at("read", &path),
         }
     }
@@ -1026,6 +1047,39 @@ mod tests {
         fs::remove_file(store.marker_path(&name, &version)).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", store.marker_path(&name, &version)).unwrap();
         assert!(!store.read_pod_unlocked(&name).unwrap().unmarked.is_empty());
+    }
+
+    #[test]
+    fn a_pointer_that_is_not_a_symlink_is_refused_saying_what_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let name = PodName::parse("shop").unwrap();
+        let current = store.pod_dir(&name).join("current");
+        fs::create_dir_all(store.pod_dir(&name)).unwrap();
+        // readlink's bare "Invalid argument (os error 22)" said before.
+        for kind in ["a regular file", "a directory"] {
+            if kind == "a directory" {
+                fs::create_dir(&current).unwrap();
+            } else {
+                fs::write(&current, b"2\n").unwrap();
+            }
+            let e = store.read_pod_unlocked(&name).unwrap_err();
+            let mut shown = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                shown = format!("{shown}: {s}");
+                source = s.source();
+            }
+            assert_eq!(
+                shown,
+                format!(
+                    "cannot read {}: it is {kind}, not the symlink to a version ops makes; \
+                     remove it to let ops write it again (nothing was changed)",
+                    current.display()
+                )
+            );
+            let _ = fs::remove_file(&current).or_else(|_| fs::remove_dir(&current));
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub enum UnitsError {
         pod: PodName,
         owner: String,
     },
-    #[error("installed unit name {name:?} is longer than systemd's 255 characters; shorten the pod name, version or unit name")]
+    #[error("installed unit name {name:?} is {} characters, longer than 253 (systemd's 255 less the `.d` of the drop-in directory that carries the version's settings and pivot); shorten the pod name, version or unit name", name.len())]
     TooLong { name: String },
     #[error("{what} {path:?} cannot be written into a systemd unit: {reason}")]
     Path {
@@ -387,6 +387,22 @@ fn condition_path(path: &Path) -> Result<String, UnitsError> {
             "it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)",
         ));
     }
+    // systemd drops a condition whose path is not normalized or too long,
+    // with a line in its journal: the version's units would then start
+    // whatever `current` names. Refused here instead.
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(refuse(
+            "it holds `..`, and systemd ignores a condition on a path that is not normalized",
+        ));
+    }
+    if text.len() >= 4096 || path.iter().any(|c| c.len() > 255) {
+        return Err(refuse(
+            "it is longer than systemd takes (4095 bytes, 255 a component): it would ignore the condition",
+        ));
+    }
     Ok(text.replace('%', "%%"))
 }
 
@@ -560,13 +576,17 @@ pub fn version_files(
             .unwrap_or_default();
         let mut body = version_header(pod, version);
         body.push_str(&rewrite_references(text, &renames(model, unit)));
+        if installed.len() > 255 {
+            return Err(UnitsError::TooLong { name: installed });
+        }
         files.insert(PathBuf::from(&installed), Entry::File(body));
         let (_, suffix) = split(&installed);
         let instances = runnable(pod, version, unit)
             .into_iter()
             .zip(unit.instance_names());
         for (name, instance) in instances {
-            if name.len() > 255 {
+            // `<name>.d` is a file name too: 255 bytes at most.
+            if name.len() + ".d".len() > 255 {
                 return Err(UnitsError::TooLong { name });
             }
             files.insert(
@@ -1465,6 +1485,58 @@ mod tests {
             "store root \"/srv/a\\nb/pods/shop/current/is-version-1\" cannot be written into a \
              systemd unit: it contains a control character, which a unit file cannot carry exactly (systemd ends a line at some)"
         );
+        // What systemd would drop (its journal saying so) and start the
+        // version's units without: `..`, a path too long or a component
+        // too long (checked on a Store made without atomic::resolve).
+        let e = files("/srv/new/../ops").unwrap_err().to_string();
+        assert!(
+            e.contains("\"/srv/new/../ops/pods/shop/current/is-version-1\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("it holds `..`, and systemd ignores a condition"),
+            "{e}"
+        );
+        for root in [
+            format!("/{}", "a/".repeat(2040)),
+            format!("/srv/{}", "a".repeat(256)),
+        ] {
+            let e = files(&root).unwrap_err().to_string();
+            assert!(
+                e.contains("it is longer than systemd takes (4095 bytes, 255 a component)"),
+                "{e}"
+            );
+        }
+        assert!(files(&format!("/srv/{}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn an_instance_whose_drop_in_directory_cannot_be_named_is_refused_before_anything() {
+        let store = Store::new(Path::new("/var/lib/ops"));
+        let files = |stem_len: usize| {
+            let mut state = stored(&["1"], Some("1"));
+            let v = Version::parse("1").unwrap();
+            let name = format!("{}@.service", "w".repeat(stem_len));
+            state.versions.get_mut(&v).unwrap().record.pod.units = vec![unit(&name, &["1"], None)];
+            desired(
+                &pod(),
+                &state,
+                true,
+                Path::new("/etc/systemd/system"),
+                &store,
+            )
+        };
+        // `shop-1-` and `@1.service` besides the stem: 17 characters. A
+        // name of 254 or 255 passed, and `<name>.d` (which carries the
+        // pivot) could not be made: "File name too long".
+        assert!(files(253 - 17).is_ok());
+        for len in [254, 255] {
+            let e = files(len - 17).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("is {len} characters, longer than 253")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,11 @@ pub(super) struct Down {
     pub since: SystemTime,
 }
 
-fn describe(status: &UnitStatus) -> String {
+/// `status` in words. `tried`: the start ran to its end, so an inactive
+/// unit's `ConditionResult=no` says a condition skipped it; after a start
+/// that did not finish (`start_timeout` run out, 0 at the least) it may be
+/// the value of a unit never tried, and was said as a failed condition.
+fn describe(status: &UnitStatus, tried: bool) -> String {
     let exited = match status.exit_status {
         0 => String::new(),
         n => match crate::systemd::exit_status_meaning(n) {
@@ -22,7 +26,7 @@ fn describe(status: &UnitStatus) -> String {
             None => format!(", status {n}"),
         },
     };
-    let skipped = if status.skipped() {
+    let skipped = if tried && status.skipped() {
         ": its start was skipped, a condition failed (ConditionResult=no)"
     } else {
         ""
@@ -59,7 +63,10 @@ pub(super) fn bring_up(
                 .as_ref()
                 .map_or_else(|| units[0].clone(), |s| s.unit.clone()),
             reason: match status {
-                Some(s) => format!("{}; {e}", describe(&s)),
+                Some(s) => {
+                    let tried = !matches!(e, crate::command::CommandError::TimedOut { .. });
+                    format!("{}; {e}", describe(&s, tried))
+                }
                 None => e.to_string(),
             },
             since,
@@ -82,7 +89,7 @@ pub(super) fn bring_up(
                     reason: if restarted {
                         format!("{} restarted {} times", status.unit, status.restarts)
                     } else {
-                        describe(status)
+                        describe(status, true)
                     },
                     since,
                 });
@@ -110,9 +117,15 @@ mod tests {
             ..UnitStatus::default()
         };
         assert_eq!(
-            describe(&status),
+            describe(&status, true),
             "shop-2-web.service is inactive (dead, result success): its start was skipped, a \
              condition failed (ConditionResult=no)"
+        );
+        // A start cut by its timeout (start_timeout: 0 always was) left a
+        // unit never tried: its ConditionResult=no is systemd's default.
+        assert_eq!(
+            describe(&status, false),
+            "shop-2-web.service is inactive (dead, result success)"
         );
     }
 }
