@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The action groups of meta/runtime.yml hold the modules that take their
 options, read from the installed collection's documentation.
 
