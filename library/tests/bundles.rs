@@ -132,18 +132,23 @@ fn all_problems_of_a_bundle_are_reported_at_once() {
 }
 
 #[test]
-fn the_published_schema_matches_the_code() {
-    let path = Path::new("../collection/schemas/pod.schema.json");
-    let generated = serde_json::to_string_pretty(&bundle::schema()).unwrap() + "\n";
-    if std::env::var_os("OPS_UPDATE_GENERATED").is_some() {
-        std::fs::write(path, &generated).unwrap();
+fn the_published_schemas_match_the_code() {
+    for (file, schema) in [
+        ("pod.schema.json", bundle::schema()),
+        ("ops-annotation.schema.json", bundle::annotation_schema()),
+    ] {
+        let path = Path::new("../collection/schemas").join(file);
+        let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var_os("OPS_UPDATE_GENERATED").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date: run `OPS_UPDATE_GENERATED=1 cargo test -p ops_core --test bundles` and commit it",
+            path.display()
+        );
     }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date: run `OPS_UPDATE_GENERATED=1 cargo test -p ops_core --test bundles` and commit it",
-        path.display()
-    );
 }
 
 /// `load` on a thread, given up after a while: a FIFO used to block it

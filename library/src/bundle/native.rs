@@ -111,9 +111,7 @@ pub struct SystemdSection {
     /// or `.target`), relative to pod.json or by `http`, `https` or `file`
     /// URI (fetched and stored with the version); each unit name is unique
     /// within the pod.
-    #[schemars(inner(regex(
-        pattern = r"(^|/)[A-Za-z0-9:_.-]+@?\.(service|socket|timer|path|target)([?#].*)?$"
-    )))]
+    #[schemars(schema_with = "unit_files_schema")]
     pub unit_files: Vec<String>,
 }
 
@@ -238,12 +236,25 @@ fn a_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     String::deserialize(d).map(Some)
 }
 
+/// A unit file's path or URI ends with a unit name `UnitName::parse`
+/// accepts (before a URI's query or fragment).
+pub(super) fn unit_file_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "(^|/)[A-Za-z0-9:_.-]+@?\\.(service|socket|timer|path|target)([?#].*)?$"
+    })
+}
+
+fn unit_files_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "items": unit_file_schema(generator) })
+}
+
 fn string_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string" })
 }
 
 /// What `PodName::parse` accepts (crate::records::names).
-fn pod_name_schema(_: &mut SchemaGenerator) -> Schema {
+pub(super) fn pod_name_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "pattern": "^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$" })
 }
 
@@ -283,7 +294,7 @@ fn instance_count_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// What `ImageId::parse` accepts; `null` is the same as leaving it out.
-fn image_id_schema(_: &mut SchemaGenerator) -> Schema {
+pub(super) fn image_id_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": ["string", "null"],
         "pattern": "^(sha512-[0-9a-f]{32,128}|sha256:[0-9a-f]{64})$",
@@ -336,7 +347,7 @@ fn ports_text_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// What `check_env_name` accepts: not the names ops sets itself.
-fn environment_schema(_: &mut SchemaGenerator) -> Schema {
+pub(super) fn environment_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
         "propertyNames": {
