@@ -139,8 +139,10 @@ pub struct AnnotationImage {
     #[serde(default)]
     #[schemars(schema_with = "native::image_id_schema")]
     pub id: Option<String>,
-    /// Path of the image file, relative to pod.json. Give `path` or `uri`.
+    /// Path of the image file, relative to pod.json (not absolute). Give
+    /// `path` or `uri`.
     #[serde(default)]
+    #[schemars(schema_with = "native::relative_path_schema")]
     pub path: Option<String>,
     /// URI of the image file. Give `path` or `uri`.
     #[serde(default)]

@@ -158,8 +158,10 @@ pub struct ImageWire {
     #[serde(default)]
     #[schemars(schema_with = "image_id_schema")]
     pub id: Option<String>,
-    /// Path of the image file, relative to pod.json. Give `path` or `uri`.
+    /// Path of the image file, relative to pod.json (not absolute). Give
+    /// `path` or `uri`.
     #[serde(default)]
+    #[schemars(schema_with = "relative_path_schema")]
     pub path: Option<String>,
     /// `http`, `https` or `file` URI of the image file. Give `path` or `uri`.
     /// Without a scheme, `/path` is a local file and `host.name/path` is
@@ -302,14 +304,21 @@ pub(super) fn image_id_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// What `check_mount` accepts (its unit-syntax check aside): absolute,
-/// normalised, not `/`.
+/// What `check_mount` accepts: absolute, normalised, not `/`, without what
+/// `check_unit_path` refuses (ASCII control characters and white space,
+/// quotes, `\`, `:`, `$`).
 fn mount_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "pattern": "^(/[^/]+)+$",
+        "pattern": r#"^(/[^/\u0000-\u0020\u007f"'\\:$]+)+$"#,
         "not": { "pattern": "(^|/)\\.\\.?(/|$)" }
     })
+}
+
+/// A path in the bundle: not absolute (whether it stays in the bundle is
+/// ops' to check, on the files).
+pub(super) fn relative_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": ["string", "null"], "not": { "pattern": "^/" }, "default": null })
 }
 
 fn port_number_schema(_: &mut SchemaGenerator) -> Schema {
