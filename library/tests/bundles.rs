@@ -132,18 +132,23 @@ fn all_problems_of_a_bundle_are_reported_at_once() {
 }
 
 #[test]
-fn the_published_schema_matches_the_code() {
-    let path = Path::new("../collection/schemas/pod.schema.json");
-    let generated = serde_json::to_string_pretty(&bundle::schema()).unwrap() + "\n";
-    if std::env::var_os("OPS_UPDATE_GENERATED").is_some() {
-        std::fs::write(path, &generated).unwrap();
+fn the_published_schemas_match_the_code() {
+    for (file, schema) in [
+        ("pod.schema.json", bundle::schema()),
+        ("ops-annotation.schema.json", bundle::annotation_schema()),
+    ] {
+        let path = Path::new("../collection/schemas").join(file);
+        let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var_os("OPS_UPDATE_GENERATED").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date: run `OPS_UPDATE_GENERATED=1 cargo test -p ops_core --test bundles` and commit it",
+            path.display()
+        );
     }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date: run `OPS_UPDATE_GENERATED=1 cargo test -p ops_core --test bundles` and commit it",
-        path.display()
-    );
 }
 
 /// `load` on a thread, given up after a while: a FIFO used to block it
@@ -266,4 +271,73 @@ fn encodings_duplicate_keys_and_huge_values_are_named() {
         );
     }
     insta::assert_json_snapshot!(messages);
+}
+
+/// pod.json may name its schema for editors (`"$schema"`); ops ignores it:
+/// the pod, and so the version's digest, are those of the same file
+/// without it, so adding or changing it alone never makes a deployed
+/// version "already deployed with different content".
+#[test]
+fn a_schema_key_is_accepted_and_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = load("bundles/native-seed000");
+    let mut digests = Vec::new();
+    for schema in [
+        "../collection/schemas/pod.schema.json",
+        "urn:ops:onboard:schema:pod.json",
+    ] {
+        let dir = tmp.path().join(digests.len().to_string());
+        copy_dir(&fixtures().join("bundles/native-seed000"), &dir);
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("pod.json")).unwrap()).unwrap();
+        value["$schema"] = schema.into();
+        std::fs::write(dir.join("pod.json"), value.to_string()).unwrap();
+        let with = bundle::load(&dir).unwrap_or_else(|e| panic!("{schema}: {e}"));
+        assert_eq!(with.pod, plain.pod, "{schema}");
+        assert_ne!(with.text, plain.text);
+        digests.push(ops_core::store::digest(&with.pod, &BTreeMap::new()));
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(
+        digests[0],
+        ops_core::store::digest(&plain.pod, &BTreeMap::new())
+    );
+}
+
+#[test]
+fn a_schema_key_that_is_not_a_string_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut messages = BTreeMap::new();
+    for (case, schema) in [
+        ("a number", serde_json::json!(7)),
+        ("null", serde_json::Value::Null),
+        ("an object", serde_json::json!({"$ref": "x"})),
+    ] {
+        let dir = tmp.path().join(case);
+        copy_dir(&fixtures().join("bundles/native-seed000"), &dir);
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("pod.json")).unwrap()).unwrap();
+        value["$schema"] = schema;
+        std::fs::write(dir.join("pod.json"), value.to_string()).unwrap();
+        let error = bundle::load(&dir).unwrap_err();
+        let BundleError::Invalid { problems, .. } = &error else {
+            panic!("{case}: not invalid: {error}");
+        };
+        assert_eq!(problems[0].field, "$schema", "{case}");
+        messages.insert(case, problems[0].message.clone());
+    }
+    insta::assert_json_snapshot!(messages);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -6,7 +6,7 @@ options, read from the installed collection's documentation.
 Ansible gives a group's module_defaults to every module of the group, and a
 module refuses an option it does not take: group/ops.onboard.store sets
 root, so its modules must be exactly those whose docs have root; .units
-likewise for unit_dir; .ops is every module. Run by tests/collection/run;
+likewise for unit_dir. Run by tests/collection/run;
 prints what differs and exits 1.
 """
 
@@ -18,8 +18,8 @@ import sys
 import yaml
 
 MODULES = ["ops_pod", "ops_image", "ops_volume", "ops_facts", "ops_release"]
-# group -> the option its module_defaults are for (None: every module)
-GROUPS = {"ops": None, "store": "root", "units": "unit_dir"}
+# group -> the option its module_defaults are for
+GROUPS = {"store": "root", "units": "unit_dir"}
 
 
 def main():
@@ -41,8 +41,8 @@ def main():
         if any(not isinstance(m, str) for m in members) or len(set(members)) != len(members):
             problems.append("group %s: %r is not a list of module names, each once" % (group, members))
             continue
-        want = sorted(m for m in MODULES if option is None or option in options.get(m, ()))
-        print("group %s (%s): %s" % (group, option or "every module", ", ".join(sorted(members))))
+        want = sorted(m for m in MODULES if option in options.get(m, ()))
+        print("group %s (%s): %s" % (group, option, ", ".join(sorted(members))))
         if sorted(members) != want:
             problems.append("group %s holds %s; the modules that take %s are %s" % (group, sorted(members), option, want))
     for problem in problems:

@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::native::{InstancesWire, PortsWire, VersionWire};
+use super::native::{self, InstancesWire, PortsWire, VersionWire};
 use super::validate::{Draft, DraftImage, DraftUnit, DraftVolume, Field};
 use super::Problem;
 
@@ -63,53 +64,102 @@ pub struct ManifestPort {
     pub host_port: serde_json::Number,
 }
 
-/// The `ops` annotation's JSON-encoded value.
-#[derive(Debug, Deserialize)]
+/// The `ops` annotation's JSON-encoded value. The JSON Schema published as
+/// `collection/schemas/ops-annotation.schema.json` is generated from these
+/// types, so every field carries a doc comment.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(
+    title = "ops annotation of an Appc pod manifest",
+    description = "The value of the Appc PodManifest annotation named `ops`, decoded from its JSON \
+                   text: what ops deploys. Volume mount points and read-only flags come from the \
+                   manifest's `apps[].mounts[]` and `volumes[]`, fixed ports from its `ports`.",
+    extend("$id" = ANNOTATION_SCHEMA_ID)
+)]
 pub struct OpsAnnotation {
+    /// Name of the pod, unique among the pods of a host: 1 to 64 lowercase
+    /// letters, digits, `.`, `_` or `-`, starting and ending with a letter or
+    /// a digit.
+    #[schemars(schema_with = "native::pod_name_schema")]
     pub name: String,
+    /// Version of this release of the pod, unique among its versions: a
+    /// non-negative integer or 1 to 64 letters, digits, `.`, `_` or `-`,
+    /// starting and ending with a letter or a digit.
     pub version: VersionWire,
+    /// The pod's systemd units.
     #[serde(default)]
     pub systemd_units: Vec<SystemdUnit>,
+    /// The container images the units run.
     #[serde(default)]
     pub images: Vec<AnnotationImage>,
+    /// Initial data of the manifest's volumes.
     #[serde(default)]
     pub volumes: Vec<AnnotationVolume>,
+    /// Named ports ops assigns (fixed ones are the manifest's `ports`).
     #[serde(default)]
     pub ports: Option<PortsWire>,
+    /// Environment given to every unit of the pod (not secret).
     #[serde(default)]
+    #[schemars(schema_with = "native::environment_schema")]
     pub environment: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The annotation schema's `$id`: a project-owned name, like the pod.json
+/// schema's.
+pub const ANNOTATION_SCHEMA_ID: &str = "urn:ops:onboard:schema:ops-annotation";
+
+/// One systemd unit of the pod.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SystemdUnit {
+    /// The unit file (`.service`, `.socket`, `.timer`, `.path` or
+    /// `.target`): a path relative to pod.json, or a URI.
+    #[schemars(schema_with = "native::unit_file_schema")]
     pub unit_file: String,
+    /// Whether ops starts the unit when it starts the pod (default false
+    /// in this shape).
     #[serde(default)]
     pub start: bool,
+    /// Instances of a templated unit: a number (named `1` to `N`) or a list
+    /// of instance names.
     #[serde(default)]
     pub instances: Option<InstancesWire>,
+    /// The image the unit runs in: the `id` of one of `images`, or its
+    /// `path` or `uri` as written there.
     #[serde(default)]
     pub image: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A container image the pod's units run.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AnnotationImage {
+    /// The image's digest: `sha512-<32 to 128 hex>` (an ACI) or
+    /// `sha256:<64 hex>` (OCI or Docker); optional.
     #[serde(default)]
+    #[schemars(schema_with = "native::image_id_schema")]
     pub id: Option<String>,
+    /// Path of the image file, relative to pod.json (not absolute). Give
+    /// `path` or `uri`.
     #[serde(default)]
+    #[schemars(schema_with = "native::relative_path_schema")]
     pub path: Option<String>,
+    /// URI of the image file. Give `path` or `uri`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Detached OpenPGP signature of the image file: a path or a URI.
     #[serde(default)]
     pub signature: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The initial data of one of the manifest's volumes.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AnnotationVolume {
+    /// The name of a volume of the manifest's `volumes`.
     pub volume: String,
+    /// Archive of the volume's initial contents (tar, possibly compressed):
+    /// a path relative to pod.json or a URI.
     #[serde(default)]
     pub data: Option<String>,
 }

@@ -322,3 +322,11 @@ fn problem_of(error: serde_path_to_error::Error<serde_json::Error>, base: &str) 
 pub fn schema() -> Value {
     serde_json::to_value(schemars::schema_for!(native::PodJson)).expect("a schema is plain JSON")
 }
+
+/// The JSON Schema of the Appc shape's `ops` annotation (its value, once
+/// decoded from the annotation's JSON text), as published under
+/// `collection/schemas/`.
+pub fn annotation_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(appc::OpsAnnotation))
+        .expect("a schema is plain JSON")
+}

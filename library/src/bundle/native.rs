@@ -6,19 +6,31 @@
 
 use std::collections::BTreeMap;
 
-use schemars::JsonSchema;
-use serde::Deserialize;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+
+/// The published schema's `$id`: a name the project owns, not an address
+/// anything is served from (the schema ships in the collection).
+pub const SCHEMA_ID: &str = "urn:ops:onboard:schema:pod.json";
 
 /// A pod: a group of systemd units, the images they run and their data
 /// volumes, deployed and released together. Paths are relative to the
 /// directory holding this file (the bundle) and may not leave it.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[schemars(title = "ops pod.json")]
+#[schemars(title = "ops pod.json", extend("$id" = SCHEMA_ID))]
 pub struct PodJson {
+    /// The JSON Schema this file follows, for editors and validators (such
+    /// as `collection/schemas/pod.schema.json`). ops reads it as a string
+    /// and ignores it: it is not part of the pod, nor of its version's
+    /// digest.
+    #[serde(rename = "$schema", default, deserialize_with = "a_string")]
+    #[schemars(schema_with = "string_schema")]
+    pub schema: Option<String>,
     /// Name of the pod, unique among the pods of a host: 1 to 64 lowercase
     /// letters, digits, `.`, `_` or `-`, starting and ending with a letter or
     /// a digit.
+    #[schemars(schema_with = "pod_name_schema")]
     pub name: String,
     /// Version of this release of the pod, unique among its versions (a
     /// timestamp will do): a non-negative integer or 1 to 64 letters, digits,
@@ -34,12 +46,15 @@ pub struct PodJson {
     #[serde(default)]
     pub volumes: Vec<VolumeWire>,
     /// Named ports: a map of name to a fixed host port or `"assign"`, or a
-    /// list of names that ops assigns ports to.
+    /// list of names that ops assigns ports to. A port name is 1 to 64
+    /// letters, digits or `_`, starting with a letter and ending with a
+    /// letter or digit.
     #[serde(default)]
     pub ports: Option<PortsWire>,
     /// Environment given to every unit of the pod (not secret: it is part of
     /// the bundle; secrets go in ops_pod's `env` option).
     #[serde(default)]
+    #[schemars(schema_with = "environment_schema")]
     pub environment: BTreeMap<String, String>,
 }
 
@@ -51,8 +66,11 @@ pub struct PodJson {
 )]
 pub enum VersionWire {
     /// An integer version, such as a timestamp.
+    #[schemars(schema_with = "version_number_schema")]
     Number(serde_json::Number),
-    /// A version string such as `1.4.2` or `2026-11-22`.
+    /// A version string such as `1.4.2` or `2026-11-22` (not `current`,
+    /// `previous` or `tip`).
+    #[schemars(schema_with = "version_text_schema")]
     Text(String),
 }
 
@@ -93,6 +111,7 @@ pub struct SystemdSection {
     /// or `.target`), relative to pod.json or by `http`, `https` or `file`
     /// URI (fetched and stored with the version); each unit name is unique
     /// within the pod.
+    #[schemars(schema_with = "unit_files_schema")]
     pub unit_files: Vec<String>,
 }
 
@@ -103,9 +122,11 @@ pub struct SystemdSection {
     expecting = "expected a number of instances or a list of instance names (strings or numbers)"
 )]
 pub enum InstancesWire {
-    /// How many instances, named `1` to `N`.
+    /// How many instances, named `1` to `N` (at most 1000).
+    #[schemars(schema_with = "instance_count_schema")]
     Count(serde_json::Number),
     /// The instance names.
+    #[schemars(schema_with = "instance_names_schema")]
     Names(Vec<InstanceNameWire>),
 }
 
@@ -117,8 +138,10 @@ pub enum InstancesWire {
 )]
 pub enum InstanceNameWire {
     /// A number, used as its decimal text.
+    #[schemars(schema_with = "non_negative_integer_schema")]
     Number(serde_json::Number),
-    /// A name of letters, digits, `:`, `_`, `.` or `-`.
+    /// A name of 1 to 64 letters, digits, `:`, `_`, `.` or `-`.
+    #[schemars(schema_with = "instance_name_schema")]
     Text(String),
 }
 
@@ -133,9 +156,12 @@ pub struct ImageWire {
     /// version is added (a `uri` downloaded by a real run), and warns that
     /// nothing pinned it unless a signature verified it.
     #[serde(default)]
+    #[schemars(schema_with = "image_id_schema")]
     pub id: Option<String>,
-    /// Path of the image file, relative to pod.json. Give `path` or `uri`.
+    /// Path of the image file, relative to pod.json (not absolute). Give
+    /// `path` or `uri`.
     #[serde(default)]
+    #[schemars(schema_with = "relative_path_schema")]
     pub path: Option<String>,
     /// `http`, `https` or `file` URI of the image file. Give `path` or `uri`.
     /// Without a scheme, `/path` is a local file and `host.name/path` is
@@ -152,10 +178,15 @@ pub struct ImageWire {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct VolumeWire {
-    /// Name of the volume, unique within the pod: lowercase letters, digits
-    /// and `-`, starting with a letter.
+    /// Name of the volume, unique within the pod: 1 to 64 lowercase
+    /// letters, digits and `-`, starting with a letter and ending with a
+    /// letter or digit.
+    #[schemars(regex(pattern = r"^[a-z]([a-z0-9-]{0,62}[a-z0-9])?$"))]
     pub name: String,
-    /// Absolute mount point, the same for every unit of the pod.
+    /// Absolute, normalised mount point other than `/` (no `.`, `..`,
+    /// empty components or trailing `/`), the same for every unit of the
+    /// pod.
+    #[schemars(schema_with = "mount_schema")]
     pub path: String,
     /// Whether units see the volume read-only (default false).
     #[serde(default)]
@@ -175,11 +206,14 @@ pub struct VolumeWire {
 )]
 pub enum PortsWire {
     /// Port name to a fixed host port number or `"assign"`, in order.
+    #[schemars(schema_with = "ports_map_schema")]
     Map(indexmap::IndexMap<String, PortWire>),
     /// Port names; ops assigns each a port.
+    #[schemars(schema_with = "ports_names_schema")]
     Names(Vec<String>),
     /// Port names separated by commas (`"driver, cluster, web"`, seed
     /// 004's shorthand); ops assigns each a port.
+    #[schemars(schema_with = "ports_text_schema")]
     Text(String),
 }
 
@@ -191,9 +225,152 @@ pub enum PortsWire {
 )]
 pub enum PortWire {
     /// A fixed host port.
+    #[schemars(schema_with = "port_number_schema")]
     Number(serde_json::Number),
     /// `"assign"`: ops picks a free port from its range.
+    #[schemars(schema_with = "assign_schema")]
     Word(String),
+}
+
+/// `$schema`, when given, is a string: `null` or a number is refused
+/// rather than read as absent.
+fn a_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// A unit file's path or URI ends with a unit name `UnitName::parse`
+/// accepts (before a URI's query or fragment).
+pub(super) fn unit_file_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "(^|/)[A-Za-z0-9:_.-]+@?\\.(service|socket|timer|path|target)([?#].*)?$"
+    })
+}
+
+fn unit_files_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "items": unit_file_schema(generator) })
+}
+
+fn string_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string" })
+}
+
+/// What `PodName::parse` accepts (crate::records::names).
+pub(super) fn pod_name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": "^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$" })
+}
+
+/// What `Version::parse` accepts.
+fn version_text_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$",
+        "not": { "enum": crate::records::names::RESERVED_VERSIONS }
+    })
+}
+
+fn instance_names_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": generator.subschema_for::<InstanceNameWire>(),
+        "minItems": 1
+    })
+}
+
+/// What `check_instance` accepts.
+fn instance_name_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": "^[A-Za-z0-9:_.-]{1,64}$" })
+}
+
+/// A number read with `as_u64`.
+fn non_negative_integer_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "integer", "minimum": 0, "maximum": u64::MAX })
+}
+
+fn version_number_schema(generator: &mut SchemaGenerator) -> Schema {
+    non_negative_integer_schema(generator)
+}
+
+fn instance_count_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": super::validate::MAX_INSTANCES })
+}
+
+/// What `ImageId::parse` accepts; `null` is the same as leaving it out.
+pub(super) fn image_id_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "pattern": "^(sha512-[0-9a-f]{32,128}|sha256:[0-9a-f]{64})$",
+        "default": null
+    })
+}
+
+/// What `check_mount` accepts: absolute, normalised, not `/`, without what
+/// `check_unit_path` refuses (ASCII control characters and white space,
+/// quotes, `\`, `:`, `$`).
+fn mount_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": r#"^(/[^/\u0000-\u0020\u007f"'\\:$]+)+$"#,
+        "not": { "pattern": "(^|/)\\.\\.?(/|$)" }
+    })
+}
+
+/// A path in the bundle: not absolute (whether it stays in the bundle is
+/// ops' to check, on the files).
+pub(super) fn relative_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": ["string", "null"], "not": { "pattern": "^/" }, "default": null })
+}
+
+fn port_number_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": 65535 })
+}
+
+fn assign_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "const": "assign" })
+}
+
+/// What `check_port_name` accepts.
+const PORT_NAME: &str = "[A-Za-z]([A-Za-z0-9_]{0,62}[A-Za-z0-9])?";
+
+fn ports_map_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": format!("^{PORT_NAME}$") },
+        "additionalProperties": generator.subschema_for::<PortWire>()
+    })
+}
+
+fn ports_names_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": { "type": "string", "pattern": format!("^{PORT_NAME}$") }
+    })
+}
+
+/// Names separated by commas, each trimmed of white space; not empty.
+fn ports_text_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": format!("^\\s*{PORT_NAME}\\s*(,\\s*{PORT_NAME}\\s*)*$")
+    })
+}
+
+/// What `check_env_name` accepts: not the names ops sets itself.
+pub(super) fn environment_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": {
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            "not": {
+                "anyOf": [
+                    { "enum": ["POD_NAME", "POD_VERSION", "POD_BUNDLE", "PORT"] },
+                    { "pattern": "^(PORT_|OPS_)" }
+                ]
+            }
+        },
+        "additionalProperties": { "type": "string" },
+        "default": {}
+    })
 }
 
 impl PodJson {

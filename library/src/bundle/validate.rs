@@ -19,7 +19,7 @@ use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
 /// Most instances a unit may have: beyond this a typo (`80800`) is likelier
 /// than intent.
-const MAX_INSTANCES: u64 = 1000;
+pub(super) const MAX_INSTANCES: u64 = 1000;
 
 /// A pod as read from either shape, not yet validated.
 #[derive(Debug, Default)]
