@@ -329,6 +329,40 @@ fn a_schema_key_that_is_not_a_string_is_refused() {
     insta::assert_json_snapshot!(messages);
 }
 
+/// The edge values of tests/fixtures/schema-edges.json: ops accepts or
+/// refuses each pod as the file says (tests/schema/check.py holds the
+/// published schema to the same verdicts).
+#[test]
+fn the_schema_edge_values_are_what_ops_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let edges: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("schema-edges.json")).unwrap())
+            .unwrap();
+    for (i, edge) in edges["cases"].as_array().unwrap().iter().enumerate() {
+        let case = edge["case"].as_str().unwrap();
+        let dir = tmp.path().join(i.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let pod = &edge["pod"];
+        let mut files = vec!["web.service".to_owned(), "img.aci".to_owned()];
+        for container in pod["containers"].as_array().unwrap() {
+            for unit in container["systemd"]["unit-files"].as_array().unwrap() {
+                files.push(unit.as_str().unwrap().to_owned());
+            }
+        }
+        for file in files.iter().filter(|f| !f.contains(':') && f.len() <= 255) {
+            std::fs::write(dir.join(file), "[Service]\nExecStart=/bin/true\n").unwrap();
+        }
+        std::fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+        let loaded = bundle::load(&dir);
+        assert_eq!(
+            loaded.is_ok(),
+            edge["ops"].as_bool().unwrap(),
+            "{case}: {:?}",
+            loaded.err().map(|e| e.to_string())
+        );
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -137,6 +137,23 @@ for path in good:
         value["$schema"] = 7
         check(f"good {name} with a $schema that is a number fails", list(POD.iter_errors(value)) != [])
 
+# Edge values of every bound and pattern (tests/fixtures/schema-edges.json):
+# the schema accepts a pod exactly when ops does (library/tests/bundles.rs
+# checks ops' side).
+edges = json.loads((PROJECT / "tests" / "fixtures" / "schema-edges.json").read_text())["cases"]
+check("the edge values are found", len(edges) >= 10, str(len(edges)))
+for edge in edges:
+    found = list(POD.iter_errors(edge["pod"]))
+    verdict = "validates" if edge["ops"] else "fails"
+    check(f"edge {edge['case']} {verdict}", (found == []) == edge["ops"],
+          "; ".join(f"{e.json_path}: {e.message[:80]}" for e in found) or "it validates")
+# Linux's limit on one variable (NAME=value, 131071 bytes), with a
+# one-letter name: too long to keep in the edge file.
+for length, ok in [(131069, True), (131070, False)]:
+    pod = {"name": "p", "version": 1, "environment": {"A": "x" * length}}
+    check(f"edge an environment value of {length} characters {'validates' if ok else 'fails'}",
+          (list(POD.iter_errors(pod)) == []) == ok)
+
 bad = sorted(d.name for d in (PROJECT / "tests" / "fixtures" / "bad-bundles").iterdir() if d.is_dir())
 check("every bad bundle is classified", set(bad) == set(EXPRESSED) | set(BEYOND),
       f"unclassified {sorted(set(bad) - set(EXPRESSED) - set(BEYOND))}, gone {sorted(set(EXPRESSED) | set(BEYOND) - set(bad))}")

@@ -127,6 +127,7 @@ pub struct SystemdUnit {
     /// The image the unit runs in: the `id` of one of `images`, or its
     /// `path` or `uri` as written there.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub image: Option<String>,
 }
 
@@ -146,9 +147,11 @@ pub struct AnnotationImage {
     pub path: Option<String>,
     /// URI of the image file. Give `path` or `uri`.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub uri: Option<String>,
     /// Detached OpenPGP signature of the image file: a path or a URI.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub signature: Option<String>,
 }
 
@@ -161,6 +164,7 @@ pub struct AnnotationVolume {
     /// Archive of the volume's initial contents (tar, possibly compressed):
     /// a path relative to pod.json or a URI.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub data: Option<String>,
 }
 

@@ -98,6 +98,7 @@ pub struct Container {
     /// as `RootDirectory=` (systemd runtime) and its location in
     /// `OPS_IMAGE` (either runtime), so unit files never name store paths.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub image: Option<String>,
     /// How systemd runs the service.
     pub systemd: SystemdSection,
@@ -167,10 +168,12 @@ pub struct ImageWire {
     /// Without a scheme, `/path` is a local file and `host.name/path` is
     /// fetched over https.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub uri: Option<String>,
     /// Detached OpenPGP signature of the image file (`.asc`): a path relative
     /// to pod.json or a URI.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub signature: Option<String>,
 }
 
@@ -194,6 +197,7 @@ pub struct VolumeWire {
     /// Archive of the volume's initial contents (tar, possibly compressed): a
     /// path relative to pod.json or a URI.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub data: Option<String>,
 }
 
@@ -240,10 +244,12 @@ fn a_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 /// A unit file's path or URI ends with a unit name `UnitName::parse`
 /// accepts (before a URI's query or fragment).
+/// The name is at most 255 bytes (the lookahead; every character the
+/// name may hold is one byte).
 pub(super) fn unit_file_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "pattern": "(^|/)[A-Za-z0-9:_.-]+@?\\.(service|socket|timer|path|target)([?#].*)?$"
+        "pattern": "(^|/)(?=[^/?#]{1,255}([?#].*)?$)[A-Za-z0-9:_.-]+@?\\.(service|socket|timer|path|target)([?#].*)?$"
     })
 }
 
@@ -318,7 +324,12 @@ fn mount_schema(_: &mut SchemaGenerator) -> Schema {
 /// A path in the bundle: not absolute (whether it stays in the bundle is
 /// ops' to check, on the files).
 pub(super) fn relative_path_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": ["string", "null"], "not": { "pattern": "^/" }, "default": null })
+    json_schema!({
+        "type": ["string", "null"],
+        "minLength": 1,
+        "not": { "pattern": "^/" },
+        "default": null
+    })
 }
 
 fn port_number_schema(_: &mut SchemaGenerator) -> Schema {
@@ -347,11 +358,19 @@ fn ports_names_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// What `str::trim` takes off each name (`char::is_whitespace`, Unicode's
+/// White_Space), spelled out: `\s` differs between regex dialects (ECMA-262,
+/// which editors use, has U+FEFF and not U+0085; Python's has U+001C to
+/// U+001F), and neither is Rust's.
+const WHITE_SPACE: &str =
+    "[\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
 /// Names separated by commas, each trimmed of white space; not empty.
 fn ports_text_schema(_: &mut SchemaGenerator) -> Schema {
+    let ws = WHITE_SPACE;
     json_schema!({
         "type": "string",
-        "pattern": format!("^\\s*{PORT_NAME}\\s*(,\\s*{PORT_NAME}\\s*)*$")
+        "pattern": format!("^{ws}*{PORT_NAME}{ws}*(,{ws}*{PORT_NAME}{ws}*)*$")
     })
 }
 
@@ -368,7 +387,13 @@ pub(super) fn environment_schema(_: &mut SchemaGenerator) -> Schema {
                 ]
             }
         },
-        "additionalProperties": { "type": "string" },
+        // What `check_env_value` refuses: a NUL, and (at the least) a
+        // value longer than Linux passes with a one-letter name.
+        "additionalProperties": {
+            "type": "string",
+            "not": { "pattern": "\\u0000" },
+            "maxLength": crate::records::unit_syntax::MAX_ASSIGNMENT - 2
+        },
         "default": {}
     })
 }
