@@ -451,7 +451,11 @@ fn compare_version(
     links: &Links,
     differences: &mut Vec<String>,
 ) {
-    if published.manifest.as_deref() != Some(wanted.manifest.as_slice()) {
+    if let Some(held) = published.manifest.as_deref() {
+        if held != wanted.manifest.as_slice() {
+            differences.push(manifest_difference(held, &wanted.manifest));
+        }
+    } else {
         differences.push("pod.json differs from the published one".to_owned());
     }
     for file in &wanted.files {
@@ -484,6 +488,35 @@ fn compare_version(
             "the published version has no {} (it is not a complete release)",
             layout::RECORD
         ));
+    }
+}
+
+/// How two pod.json texts differ, said of `"$schema"` when nothing else
+/// does: a published version never changes, and an editor's schema link
+/// added after publishing is the one change a user would not think of.
+fn manifest_difference(published: &[u8], wanted: &[u8]) -> String {
+    let without_schema = |text: &[u8]| {
+        let mut value: serde_json::Value = serde_json::from_slice(text).ok()?;
+        let schema = value.as_object_mut()?.remove("$schema");
+        Some((value, schema))
+    };
+    match (without_schema(published), without_schema(wanted)) {
+        (Some((held, held_schema)), Some((pod, schema)))
+            if held == pod && held_schema != schema =>
+        {
+            let shown = |schema: Option<serde_json::Value>| match schema {
+                Some(serde_json::Value::String(s)) => crate::records::names::shown(&s),
+                _ => "none".to_owned(),
+            };
+            format!(
+                "pod.json differs from the published one only in \"$schema\" (published: {}, \
+                 now: {}); a published version never changes: put \"$schema\" back as it was, \
+                 or publish it with the next version",
+                shown(held_schema),
+                shown(schema)
+            )
+        }
+        _ => "pod.json differs from the published one".to_owned(),
     }
 }
 
@@ -601,6 +634,42 @@ mod tests {
     fn unit_files_are_told_apart_from_other_files() {
         assert_eq!(kind(Path::new("units/web.service")), "unit file");
         assert_eq!(kind(Path::new("config.toml")), "file");
+    }
+
+    /// A republish whose pod.json differs in `"$schema"` alone is refused
+    /// saying so (and what to do); any other difference as before.
+    #[test]
+    fn a_pod_json_differing_only_in_its_schema_link_says_so() {
+        let pod = r#"{"name": "shop", "version": 3}"#;
+        let cases = [
+            (
+                "added",
+                pod,
+                r#"{"$schema": "schemas/pod.schema.json", "name": "shop", "version": 3}"#,
+            ),
+            (
+                "changed",
+                r#"{"$schema": "a", "name": "shop", "version": 3}"#,
+                r#"{"version": 3, "name": "shop", "$schema": "b"}"#,
+            ),
+            (
+                "removed",
+                r#"{"$schema": "a", "name": "shop", "version": 3}"#,
+                pod,
+            ),
+            (
+                "and more",
+                pod,
+                r#"{"$schema": "a", "name": "shop", "version": 4}"#,
+            ),
+            ("not JSON", "{", pod),
+            ("its keys' order", pod, r#"{"version": 3, "name": "shop"}"#),
+        ];
+        let messages: std::collections::BTreeMap<_, _> = cases
+            .iter()
+            .map(|(case, held, now)| (*case, manifest_difference(held.as_bytes(), now.as_bytes())))
+            .collect();
+        insta::assert_json_snapshot!(messages);
     }
 
     #[test]
