@@ -15,6 +15,12 @@ on the target, and runs that machine's binary as a module. Check mode and
 diff reach the binary as for any module: it honours them. Async is not
 supported.
 
+A collection without any binary is its source (a git install, or a copy of
+the project's checkout: the binaries are built, not kept in git): its tasks
+fail at once, before asking the host anything, saying how to get a built
+collection. One that has binaries, but none for the host's machine, names
+the machines it was built for.
+
 The binary is not copied for every task: the module Ansible copies and
 runs is a small launcher that runs the host's cached copy of the binary,
 checked first (module_cache.py). Only when the host has no intact copy is
@@ -25,7 +31,10 @@ sent runs from Ansible's remote tmp, as Ansible runs any binary module.
 
 from __future__ import annotations
 
+import json
 import os
+
+import yaml
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -51,6 +60,51 @@ MACHINES = {
 }
 
 
+# The collection's directory: this file is plugins/plugin_utils/ in it.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def collection_version(root=ROOT):
+    """The collection's version, from MANIFEST.json (an installed collection)
+    or galaxy.yml (a copy of the source tree); None when neither tells it."""
+    try:
+        with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as manifest:
+            return str(json.load(manifest)["collection_info"]["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(os.path.join(root, "galaxy.yml"), encoding="utf-8") as galaxy:
+            return str(yaml.safe_load(galaxy)["version"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def source_checkout_message(module, root=ROOT):
+    """What a task says when the collection holds no binary at all: the
+    collection's source, as a git install or a copy of the checkout gives it."""
+    tarball = "ops-onboard-%s.tar.gz" % (collection_version(root) or "<version>")
+    return (
+        "%s.%s cannot run: the ops.onboard collection at %s is a source checkout without the module binaries "
+        "(they are built, not kept in git, so a git install has none). Install a built collection instead: the "
+        "release tarball (ansible-galaxy collection install ./%s, or a requirements.yml entry of type url or "
+        "file), or one built from the project's checkout with collection/build"
+        % (COLLECTION, module, root, tarball)
+    )
+
+
+def no_binary_message(module, machine, built):
+    """What a task says when the collection has binaries, none for this machine."""
+    name = MACHINES.get(machine, machine)
+    if name not in MACHINES.values():
+        return "%s.%s has no binary for this host's machine %r: ops runs on x86_64 and aarch64 Linux hosts only " \
+            "(this collection was built for: %s)" % (COLLECTION, module, machine, ", ".join(built))
+    return (
+        "%s.%s has no binary for this host's machine %r (this collection was built for: %s only): install the "
+        "release tarball, which holds x86_64 and aarch64, or build one with collection/build"
+        % (COLLECTION, module, machine, ", ".join(built))
+    )
+
+
 class BinaryModule(ActionBase):
     """The action of every ops module: dispatch to the binary for the target."""
 
@@ -62,24 +116,28 @@ class BinaryModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         module = (self._task.resolved_action or self._task.action).rsplit(".", 1)[-1]
+        built = self._built(module)
+        if not built:
+            # Before the host is asked anything: no host can run this.
+            raise AnsibleActionFail(source_checkout_message(module))
         directory = self._cache_directory(task_vars)
         system, machine, cached = self._platform(task_vars, directory, module)
         if system != "Linux":
             raise AnsibleActionFail(
                 "%s.%s runs on Linux only; this host runs %s" % (COLLECTION, module, system)
             )
-        binary = "%s.%s_%s" % (COLLECTION, module, MACHINES.get(machine, machine))
-        if not self._shared_loader_obj.module_loader.has_plugin(binary):
-            built = sorted(
-                name for name in set(MACHINES.values())
-                if self._shared_loader_obj.module_loader.has_plugin("%s.%s_%s" % (COLLECTION, module, name))
-            )
-            raise AnsibleActionFail(
-                "%s.%s has no binary for this host's machine %r (this collection was built for: %s)"
-                % (COLLECTION, module, machine, ", ".join(built) or "none")
-            )
-        result.update(self._run_binary(binary, task_vars, directory, cached))
+        name = MACHINES.get(machine, machine)
+        if name not in built:
+            raise AnsibleActionFail(no_binary_message(module, machine, built))
+        result.update(self._run_binary("%s.%s_%s" % (COLLECTION, module, name), task_vars, directory, cached))
         return result
+
+    def _built(self, module):
+        """The machines this collection holds a binary of the module for, sorted."""
+        return sorted(
+            name for name in set(MACHINES.values())
+            if self._shared_loader_obj.module_loader.has_plugin("%s.%s_%s" % (COLLECTION, module, name))
+        )
 
     def _digests(self, module):
         """The sha256 of each machine's binary of the module this collection holds."""
