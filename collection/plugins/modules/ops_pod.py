@@ -297,7 +297,8 @@ notes:
     run the collection's binary of that machine as
     C(bin/<machine>/ops_pod --validate BUNDLE); it checks what this module
     checks before it deploys, and each image and volume archive whole,
-    writing nothing.
+    writing nothing. C(docs/writing-a-bundle.md) in the collection shows
+    how to make a bundle and check it.
 seealso:
   - module: ops.onboard.ops_facts
   - module: ops.onboard.ops_image
