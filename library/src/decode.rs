@@ -25,6 +25,17 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// A tar stream so compressed, as its file name's suffix says it.
+    pub fn tar_suffix(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Gzip => "tar.gz",
+            Compression::Bzip2 => "tar.bz2",
+            Compression::Xz => "tar.xz",
+            Compression::Zstd => "tar.zst",
+        }
+    }
+
     /// Tell the compression from the first bytes of a stream.
     pub fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {

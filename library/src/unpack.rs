@@ -379,6 +379,111 @@ impl Unpacker {
         Ok(())
     }
 
+    /// Read `archive` to its end as [`Unpacker::unpack`] would, writing
+    /// nothing: each entry judged as placing it judges it, against the
+    /// tree the entries before it would have made, kept in memory
+    /// ([`Tree`]); then, for a contained tree, every symlink followed
+    /// inside it. Counts what would be written in `result`. The
+    /// destination is never looked at.
+    pub fn survey<R: Read>(
+        &mut self,
+        archive: &mut Archive<R>,
+        mut route: impl FnMut(&Path) -> io::Result<Route>,
+    ) -> io::Result<()> {
+        let mut tree = Tree::default();
+        let mut entries = archive.entries()?;
+        let mut last: Option<String> = None;
+        loop {
+            if let Some(gate) = &self.gate {
+                gate.start();
+            }
+            let next = entries.next();
+            if let Some(gate) = &self.gate {
+                gate.stop();
+            }
+            let mut entry = match next {
+                None => break,
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    return Err(match &last {
+                        Some(last) => {
+                            io::Error::new(e.kind(), format!("the entry after {last:?}: {e}"))
+                        }
+                        None => e,
+                    })
+                }
+            };
+            let path = entry.path()?.into_owned();
+            if let Route::Into(rel) = route(&path)? {
+                self.judge(&mut tree, &mut entry, &rel)?;
+            }
+            let shown = path.display().to_string();
+            // Data cut short reads as a short entry: the extraction's
+            // write would fall short there.
+            if io::copy(&mut entry, &mut io::sink())? < entry.size() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("entry {shown:?}: the archive ends inside its data"),
+                ));
+            }
+            last = Some(shown);
+        }
+        if self.policy.contained {
+            let mut links: Vec<&PathBuf> = tree.links.keys().collect();
+            links.sort();
+            for link in links {
+                resolve_with(link, |here| Ok(tree.links.get(here).cloned()))
+                    .map_err(|why| refuse(&link.display().to_string(), why))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Unpacker::place`]'s judgement of one entry, on the tree in memory.
+    fn judge<R: Read>(
+        &mut self,
+        tree: &mut Tree,
+        entry: &mut Entry<'_, R>,
+        rel: &Path,
+    ) -> io::Result<()> {
+        let name = rel.display().to_string();
+        if rel.file_name().is_none() {
+            return Ok(()); // the root itself
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let kind = entry.header().entry_type();
+        if !self.admits(kind, &name)? {
+            return Ok(());
+        }
+        tree.make_dirs(parent).map_err(|why| refuse(&name, why))?;
+        tree.clear(rel, kind == EntryType::Directory);
+        self.result.entries += 1;
+        match kind {
+            EntryType::Directory => drop(tree.dirs.insert(rel.to_owned())),
+            EntryType::Link => {
+                let target = self.link_target(entry, &name)?;
+                tree.hard_link(&self.policy, rel, &target)
+                    .map_err(|why| refuse(&name, why))?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| refuse(&name, "a symlink without a target"))?
+                    .into_owned();
+                if self.policy.contained {
+                    lexically_inside(parent, &target).map_err(|why| refuse(&name, why))?;
+                }
+                tree.links.insert(rel.to_owned(), target);
+            }
+            _ if is_special(kind) => drop(tree.files.insert(rel.to_owned(), true)),
+            _ => {
+                self.result.bytes += entry.header().size()?;
+                tree.files.insert(rel.to_owned(), false);
+            }
+        }
+        Ok(())
+    }
+
     /// Charge an entry to the free space before it is written: a regular
     /// file its declared size, a directory one block, anything else its
     /// inode only.
@@ -803,6 +908,121 @@ impl Unpacker {
     }
 }
 
+/// The tree an archive would make, known in memory: what
+/// [`Unpacker::survey`] judges entries against instead of the disk.
+#[derive(Debug, Default)]
+struct Tree {
+    dirs: HashSet<PathBuf>,
+    /// Symlinks, and their targets.
+    links: std::collections::HashMap<PathBuf, PathBuf>,
+    /// Other files, and whether each is special (a device, a fifo).
+    files: std::collections::HashMap<PathBuf, bool>,
+}
+
+/// What a path of a [`Tree`] is.
+enum Kind {
+    Dir,
+    Link(PathBuf),
+    File { special: bool },
+}
+
+impl Tree {
+    /// [`Unpacker::make_dirs`]: the parents of an entry, made, none of
+    /// them a symlink or a file.
+    fn make_dirs(&mut self, dir: &Path) -> Result<(), String> {
+        let mut so_far = PathBuf::new();
+        for part in dir.components() {
+            so_far.push(part);
+            if self.links.contains_key(&so_far) {
+                return Err(format!("it lies under the symlink {}", so_far.display()));
+            }
+            if self.files.contains_key(&so_far) {
+                return Err(format!(
+                    "it lies under {}, which is not a directory",
+                    so_far.display()
+                ));
+            }
+            self.dirs.insert(so_far.clone());
+        }
+        Ok(())
+    }
+
+    /// [`Unpacker::clear`]: a later entry replaces an earlier one.
+    fn clear(&mut self, rel: &Path, keep_dir: bool) {
+        if self.dirs.contains(rel) {
+            if !keep_dir {
+                self.dirs.retain(|d| !d.starts_with(rel));
+                self.links.retain(|l, _| !l.starts_with(rel));
+                self.files.retain(|f, _| !f.starts_with(rel));
+            }
+        } else {
+            self.links.remove(rel);
+            self.files.remove(rel);
+        }
+    }
+
+    /// [`lookup`]: what `rel` is, not following symlinks on the way.
+    fn lookup(&self, rel: &Path) -> Result<Option<Kind>, String> {
+        let mut so_far = PathBuf::new();
+        let mut parts = rel.components().peekable();
+        while let Some(part) = parts.next() {
+            so_far.push(part);
+            let kind = if self.dirs.contains(&so_far) {
+                Kind::Dir
+            } else if let Some(target) = self.links.get(&so_far) {
+                Kind::Link(target.clone())
+            } else if let Some(special) = self.files.get(&so_far) {
+                Kind::File { special: *special }
+            } else {
+                return Ok(None);
+            };
+            match kind {
+                _ if parts.peek().is_none() => return Ok(Some(kind)),
+                Kind::Dir => {}
+                Kind::Link(_) => {
+                    return Err(format!(
+                        "its link target lies under the symlink {}",
+                        so_far.display()
+                    ))
+                }
+                Kind::File { .. } => {
+                    return Err(format!(
+                        "its link target lies under {}, which is not a directory",
+                        so_far.display()
+                    ))
+                }
+            }
+        }
+        Ok(Some(Kind::Dir)) // the root of the tree
+    }
+
+    /// [`Unpacker::place_hard_link`] and [`check_link_kind`]: a hard link
+    /// at `rel` to `target` is what it links to, judged so.
+    fn hard_link(&mut self, policy: &Policy, rel: &Path, target: &Path) -> Result<(), String> {
+        let shown = target.display();
+        match self.lookup(target)? {
+            None => Err(format!(
+                "a hard link to {shown}, which the archive has not created before it"
+            )),
+            Some(Kind::Dir) => Err(format!("a hard link to the directory {shown}")),
+            Some(Kind::Link(points_to)) => {
+                if policy.contained {
+                    let parent = rel.parent().unwrap_or(Path::new(""));
+                    lexically_inside(parent, &points_to).map_err(|why| {
+                        format!("a hard link to the symlink {shown}, which here would be {why}")
+                    })?;
+                }
+                self.links.insert(rel.to_owned(), points_to);
+                Ok(())
+            }
+            Some(Kind::File { special }) => {
+                self.files.insert(rel.to_owned(), special);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What `rel` is inside `base`, looked at on disk without following
 /// anything: `None` if it does not exist; an error if a parent is a
 /// symlink or not a directory (a link through it could reach anywhere).
@@ -974,6 +1194,22 @@ fn lexically_inside(dir: &Path, target: &Path) -> Result<(), String> {
 /// other symlinks, without leaving `root`: an error says where it leaves
 /// (or that it loops). A path that ends at something missing is fine.
 fn resolve_inside(root: &Path, link: &Path) -> Result<(), String> {
+    resolve_with(link, |here| match fs::symlink_metadata(root.join(here)) {
+        Ok(meta) if meta.file_type().is_symlink() => fs::read_link(root.join(here))
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        // Missing from here on: the rest is only names.
+        _ => Ok(None),
+    })
+}
+
+/// [`resolve_inside`], with `read_link` telling the target of a path that
+/// is a symlink (`None` for anything else): on disk, or in a tree known
+/// in memory ([`Tree`]).
+fn resolve_with(
+    link: &Path,
+    read_link: impl Fn(&Path) -> Result<Option<PathBuf>, String>,
+) -> Result<(), String> {
     /// As the kernel's limit on symlinks followed in one lookup.
     const MAX_HOPS: usize = 40;
     let mut hops = 0;
@@ -987,7 +1223,7 @@ fn resolve_inside(root: &Path, link: &Path) -> Result<(), String> {
     while let Some(part) = todo.pop() {
         if part == ".." {
             if at.pop().is_none() {
-                let target = fs::read_link(root.join(link)).unwrap_or_default();
+                let target = read_link(link).ok().flatten().unwrap_or_default();
                 return Err(format!(
                     "its target {} leads outside the volume once the symlinks on its way are followed",
                     target.display()
@@ -1000,26 +1236,20 @@ fn resolve_inside(root: &Path, link: &Path) -> Result<(), String> {
         }
         at.push(part);
         let here: PathBuf = at.iter().collect();
-        match fs::symlink_metadata(root.join(&here)) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_HOPS {
-                    return Err("its target is a loop of symlinks".to_owned());
-                }
-                let target = fs::read_link(root.join(&here)).map_err(|e| e.to_string())?;
-                if target.has_root() {
-                    return Err(format!(
-                        "its target leads outside the volume (to {} through {})",
-                        target.display(),
-                        here.display()
-                    ));
-                }
-                at.pop();
-                todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+        if let Some(target) = read_link(&here)? {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err("its target is a loop of symlinks".to_owned());
             }
-            Ok(_) => {}
-            // Missing from here on: the rest is only names.
-            Err(_) => {}
+            if target.has_root() {
+                return Err(format!(
+                    "its target leads outside the volume (to {} through {})",
+                    target.display(),
+                    here.display()
+                ));
+            }
+            at.pop();
+            todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
         }
     }
     Ok(())

@@ -390,6 +390,74 @@ fn malicious_archives_are_refused_by_entry_and_leave_nothing_behind() {
     insta::assert_json_snapshot!(messages);
 }
 
+/// ops_pod --validate reads a volume's archive through without writing
+/// (`volume::survey_for_pod`): it refuses every archive the extraction
+/// refuses, in the same words, and counts what the extraction writes.
+#[test]
+fn a_survey_judges_an_archive_as_the_extraction_does_writing_nothing() {
+    let mut host = Host::new();
+    host.deploy("1", None).unwrap();
+    let why = |m: &str| m[m.find(": entry ").unwrap_or_else(|| panic!("{m}"))..].to_owned();
+    for (case, entries, _) in MALICIOUS {
+        for format in ["tar", "gz"] {
+            let archive = host.file(
+                &format!("{}.{format}", case.replace(' ', "-")),
+                &compressed(format, &tar_of(entries)),
+            );
+            let before = host.snapshot();
+            let surveyed = volume::survey_for_pod(&archive, "data").expect_err(case);
+            assert_eq!(host.snapshot(), before, "{case}: the survey wrote");
+            let extracted = host
+                .volume(&host.request("data", Some(&archive)))
+                .expect_err(case);
+            assert_eq!(
+                why(&ops_core::ansible::error_chain(&surveyed)),
+                why(&extracted),
+                "{case} ({format})"
+            );
+        }
+    }
+    let tar = tar_of(GOOD);
+    for format in ["tar", "gz", "xz", "bz2", "zst"] {
+        let bytes = compressed(format, &tar);
+        let archive = host.file(&format!("good.{format}"), &bytes);
+        let surveyed = volume::survey_for_pod(&archive, "good").unwrap();
+        let named = match format {
+            "tar" => "tar".to_owned(),
+            compressed => format!("tar.{compressed}"),
+        };
+        assert_eq!(surveyed.format, named);
+        // What ops_volume reported extracting it (the test above).
+        assert_eq!((surveyed.entries, surveyed.bytes), (5, 11), "{format}");
+        assert_eq!(surveyed.digests.sha256, sha256(&bytes));
+    }
+    // Cut inside an entry's data, inside a header, and a gzip stream cut
+    // short: said as the extraction says it.
+    let mut in_data = tar_of(&[("big", &format!("f:{}", "x".repeat(2000)))]);
+    in_data.truncate(1200);
+    let mut in_header = tar.clone();
+    in_header.truncate(700);
+    let gz = compressed("gz", &tar);
+    for (name, bytes) in [
+        ("cut.tar", in_data),
+        ("cut-header.tar", in_header),
+        ("cut.gz", gz[..gz.len() - 9].to_vec()),
+    ] {
+        let archive = host.file(name, &bytes);
+        let surveyed = volume::survey_for_pod(&archive, name).expect_err(name);
+        let extracted = host
+            .volume(&host.request("data", Some(&archive)))
+            .expect_err(name);
+        // Each names the file its way: what follows the name is the same.
+        let after = |m: &str, named: &str| m[m.find(named).expect(m) + named.len()..].to_owned();
+        assert_eq!(
+            after(&ops_core::ansible::error_chain(&surveyed), name),
+            after(&extracted, &archive.display().to_string()),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn special_files_and_setuid_bits_need_asking_for() {
     let mut host = Host::new();

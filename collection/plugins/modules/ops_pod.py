@@ -293,6 +293,12 @@ notes:
     the cached binary runs from there).
   - The result's RV(pod) is the record M(ops.onboard.ops_facts) returns under
     C(ansible_facts.ops.pods.<name>).
+  - To check a bundle before any host sees it (on the controller, in CI),
+    run the collection's binary of that machine as
+    C(bin/<machine>/ops_pod --validate BUNDLE); it checks what this module
+    checks before it deploys, and each image and volume archive whole,
+    writing nothing. C(docs/writing-a-bundle.md) in the collection shows
+    how to make a bundle and check it.
 seealso:
   - module: ops.onboard.ops_facts
   - module: ops.onboard.ops_image

@@ -56,6 +56,25 @@ pub struct Bundle {
     pub pod: Pod,
     /// Images pod.json lists without an id, not yet in `pod.images`.
     pub pending: Vec<PendingImage>,
+    /// Where in pod.json each unit, image and volume of `pod` was read.
+    pub fields: Fields,
+}
+
+/// The field path in pod.json of each entry of the validated pod, in the
+/// pod's order: what a later check of a file (an image's digest, a unit
+/// file as systemd reads it, a volume's archive) names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// Each of `pod.units`: its unit file (`containers[0].systemd.unit-files[1]`).
+    pub units: Vec<String>,
+    /// Each of `pod.images`: its entry (`images[1]`).
+    pub images: Vec<String>,
+    /// Each of `pod.volumes`: its archive (`volumes[0].data`), or its name
+    /// when it has none.
+    pub volumes: Vec<String>,
+    /// Where the pod's ports were declared (`ports`; in the Appc shape,
+    /// the annotation's and the manifest's `ports[0]`...).
+    pub ports: Vec<String>,
 }
 
 /// An image pod.json lists without an id (seed 001 makes it optional). Its
@@ -197,7 +216,7 @@ pub(crate) fn parse(
         draft.problems = unknown;
         (Shape::Native, draft)
     };
-    let (pod, pending) = draft.validate(&dir, files).map_err(invalid)?;
+    let (pod, pending, fields) = draft.validate(&dir, files).map_err(invalid)?;
     Ok(Bundle {
         dir,
         manifest,
@@ -205,6 +224,7 @@ pub(crate) fn parse(
         shape,
         pod,
         pending,
+        fields,
     })
 }
 

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::native::{InstanceNameWire, InstancesWire, PortWire, PortsWire, VersionWire};
-use super::{PendingImage, Problem};
+use super::{Fields, PendingImage, Problem};
 use crate::records::names::{self, ImageId, PodName, UnitName, Version};
 use crate::records::pod::{Image, Pod, Port, Source, Unit, Volume};
 
@@ -327,13 +327,31 @@ fn check_mount(path: &str) -> Result<PathBuf, String> {
 }
 
 impl Draft {
+    /// Where each entry was read: the pod's units, images (those with an
+    /// id: the others are pending) and volumes follow the draft's order
+    /// once it validates with no problem.
+    fn fields(&self) -> Fields {
+        Fields {
+            units: self.units.iter().map(|u| u.file.at.clone()).collect(),
+            images: (self.images.iter())
+                .filter(|i| i.id.is_some())
+                .map(|i| i.at.clone())
+                .collect(),
+            volumes: (self.volumes.iter())
+                .map(|v| v.data.as_ref().unwrap_or(&v.name).at.clone())
+                .collect(),
+            ports: self.ports.iter().map(|p| p.at.clone()).collect(),
+        }
+    }
+
     /// Validate the whole draft against the bundle directory `dir`
     /// (canonical): the pod, or every problem found.
     pub(super) fn validate(
         self,
         dir: &Path,
         files: Files<'_>,
-    ) -> Result<(Pod, Vec<PendingImage>), Vec<Problem>> {
+    ) -> Result<(Pod, Vec<PendingImage>, Fields), Vec<Problem>> {
+        let fields = self.fields();
         let mut v = Validator {
             dir,
             files,
@@ -390,6 +408,7 @@ impl Draft {
                     environment: self.environment.value,
                 },
                 images.pending,
+                fields,
             )),
             _ => Err(v.problems),
         }

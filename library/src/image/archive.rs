@@ -856,6 +856,59 @@ pub fn identify(path: &Path, file: &str) -> Result<(Format, Vec<String>), ImageE
     }
 }
 
+/// Read an OCI archive whole and check every blob (`blobs/sha256/<hex>`:
+/// the layers, manifests and config) against the digest its name gives,
+/// as the import checks those it uses: what [`identify`], which reads the
+/// documents only, leaves to the import. The number of blobs checked.
+pub fn check_blobs(path: &Path, file: &str) -> Result<usize, ImageError> {
+    let unpack_error = |source: io::Error| unpack_error(file, source);
+    let opened = fs::File::open(path).map_err(unpack_error)?;
+    let (_, stream) = decompress(opened).map_err(unpack_error)?;
+    let guarded = Guarded::new(stream);
+    let gate = guarded.gate();
+    let mut archive = Archive::new(guarded);
+    let mut entries = archive.entries().map_err(unpack_error)?;
+    let mut checked = 0;
+    loop {
+        gate.start();
+        let next = entries.next();
+        gate.stop();
+        let mut entry = match next {
+            None => return Ok(checked),
+            Some(entry) => entry.map_err(unpack_error)?,
+        };
+        let name = entry.path().map_err(unpack_error)?.display().to_string();
+        let key = name.trim_start_matches("./");
+        let named = key
+            .strip_prefix("blobs/sha256/")
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        let regular = matches!(
+            entry.header().entry_type(),
+            EntryType::Regular | EntryType::Continuous
+        );
+        let mut hashed = HashingReader::new::<Sha256>(&mut entry);
+        let copied = io::copy(&mut hashed, &mut io::sink()).map_err(unpack_error)?;
+        let (actual, _) = hashed.finish().map_err(unpack_error)?;
+        if copied < entry.size() {
+            return Err(ImageError::Truncated {
+                file: file.to_owned(),
+            });
+        }
+        match named {
+            Some(hex) if regular && actual != hex => {
+                return Err(ImageError::Corrupt {
+                    file: file.to_owned(),
+                    what: format!("blob {key}"),
+                    expected: format!("sha256:{hex}"),
+                    actual: format!("sha256:{actual}"),
+                })
+            }
+            Some(_) if regular => checked += 1,
+            _ => {}
+        }
+    }
+}
+
 /// The largest file [`identify`] reads: documents are far smaller.
 const IDENTIFY_LIMIT: u64 = 1 << 20;
 

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod image;
 pub mod pod;
 pub mod release;
+mod validate;
 pub mod volume;
 
 use serde_json::{Map, Value};

@@ -237,31 +237,57 @@ impl Module for OpsPod {
     }
 }
 
+/// ops_pod run by a person or by systemd rather than by Ansible (its
+/// first argument a flag): `--validate` checks a bundle
+/// ([`super::validate`]), `--wake` is the waker of an idle pod, `--help`
+/// says all three ways to run it.
+pub fn command_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    let code = match args.get(1).and_then(|a| a.to_str()) {
+        Some("--validate") => super::validate::main(&args[2..]),
+        Some("--wake") => wake_main(args),
+        Some("--help" | "-h") => {
+            // The usage asked for goes to stdout (the module's one output
+            // channel, which clippy guards, is not in use here).
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), usage().as_bytes());
+            0
+        }
+        _ => {
+            let flag = args.get(1).map(|a| a.to_string_lossy().into_owned());
+            eprint!(
+                "ops_pod: unknown option {:?}\n{}",
+                flag.unwrap_or_default(),
+                usage()
+            );
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Every way to run the binary.
+fn usage() -> String {
+    format!(
+        "{}\n       {}\n\n--validate: {}\n\n--wake: {WAKE_ABOUT}\n\n{MODULE_USAGE}\n",
+        super::validate::USAGE,
+        WAKE_USAGE.trim_start_matches("usage: "),
+        super::validate::ABOUT,
+    )
+}
+
 /// The waker of an idle pod: `ops-wake --wake --root R --unit-dir U --pod P`
 /// (the unit `ops-<pod>:wake.service` that the pod's sockets start runs
 /// this program so). It says what it did on stderr (the journal) and exits
 /// 0 when the pod is up, or was not idle.
-pub fn wake_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+fn wake_main(args: Vec<std::ffi::OsString>) -> i32 {
     close_listening_sockets();
-    let args: Vec<std::ffi::OsString> = args.collect();
-    if args.get(1).is_some_and(|a| a == "--help" || a == "-h") {
-        // The usage asked for goes to stdout (the module's one output
-        // channel, which clippy guards, is not in use here).
-        let mut out = std::io::stdout();
-        let _ = std::io::Write::write_all(
-            &mut out,
-            format!("{WAKE_USAGE}\n{WAKE_ABOUT}\n\n{MODULE_USAGE}\n").as_bytes(),
-        );
-        std::process::exit(0)
-    }
-    let code = match wake_args(args.into_iter()) {
+    match wake_args(args.into_iter()) {
         Err(e) => {
             eprintln!("ops-wake: {e}");
             2
         }
         Ok((root, unit_dir, name)) => wake_run(&root, &unit_dir, &name),
-    };
-    std::process::exit(code)
+    }
 }
 
 /// systemd hands the triggered service its sockets' listening descriptors

@@ -26,6 +26,7 @@ mod plan;
 mod planted;
 mod step;
 mod up;
+pub mod validate;
 mod verify;
 
 #[cfg(test)]

@@ -121,6 +121,38 @@ impl Systemctl {
         }
         Ok(Self { version })
     }
+
+    /// Only a verifier of unit files, on a machine that need not run
+    /// systemd (ops_pod --validate, on a controller): its version read
+    /// from `systemd-analyze --version`. Why not, when it cannot be had:
+    /// then nothing verifies the unit files here.
+    pub fn verifier() -> Result<Self, String> {
+        let output = command::run(
+            Command::new("systemd-analyze").arg("--version"),
+            Some(Duration::from_secs(10)),
+        );
+        let text = match output {
+            Ok(output) => output.stdout,
+            Err(CommandError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err("systemd-analyze is not installed here".to_owned())
+            }
+            Err(e) => return Err(crate::ansible::error_chain(&e)),
+        };
+        match parse_version(&text) {
+            Some(version) => Ok(Self { version }),
+            None => Err(format!(
+                "systemd-analyze --version printed no version ({})",
+                quotable(&text)
+            )),
+        }
+    }
+
+    /// The version of systemd this talks to.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 fn systemctl(

@@ -306,6 +306,62 @@ pub fn extract(
     })
 }
 
+/// What reading an archive through found (see [`survey`]).
+#[derive(Debug, Clone)]
+pub struct Surveyed {
+    pub entries: u64,
+    pub bytes: u64,
+    /// The compression, as its file name would say it (`tar.gz`).
+    pub format: &'static str,
+    pub digests: Digests,
+}
+
+/// Read the archive to its end as [`extract`] reads it, writing nothing:
+/// every entry judged by `policy` as far as the archive alone tells (see
+/// [`Unpacker::survey`]), the compressed and the tar stream read whole,
+/// the file's sha256 computed on the way.
+pub fn survey(archive: Opened<'_>, policy: Policy) -> Result<Surveyed, VolumeError> {
+    let shown = archive.shown;
+    let failed = |source: io::Error| unusable(shown, source);
+    let opened = open_checked(&archive).map_err(&failed)?;
+    let length = opened.metadata().map_err(&failed)?.len();
+    let hashes = Arc::new(Mutex::new(Some(Hashes::new(None))));
+    let hashing = HashingFile {
+        file: opened,
+        hashes: Arc::clone(&hashes),
+    };
+    let (compression, mut decoder) =
+        decode::decompressed(BufReader::with_capacity(256 << 10, hashing)).map_err(&failed)?;
+    // Nothing is written: the destination is never looked at.
+    let mut unpacker = Unpacker::new(Path::new("/nonexistent"), false).with_policy(policy);
+    {
+        let guarded = Guarded::new(&mut decoder);
+        unpacker = unpacker.with_gate(guarded.gate());
+        let mut archive = Archive::new(guarded);
+        unpacker.survey(&mut archive, route).map_err(&failed)?;
+    }
+    // What follows the archive's end is read too, as the extraction reads
+    // it: a damaged compressed tail is caught.
+    io::copy(&mut decoder, &mut io::sink()).map_err(&failed)?;
+    drop(decoder);
+    let digests = (hashes.lock().expect("not poisoned").take())
+        .expect("hashed once")
+        .digests();
+    if digests.size != length {
+        return Err(VolumeError::Changed {
+            file: shown.to_owned(),
+            first: format!("{length} bytes"),
+            then: format!("{} bytes", digests.size),
+        });
+    }
+    Ok(Surveyed {
+        entries: unpacker.result.entries,
+        bytes: unpacker.result.bytes,
+        format: compression.tar_suffix(),
+        digests,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1358,9 +1358,21 @@ fn changed_data(
     Ok(Some((deployed_with, digests)))
 }
 
+/// A pod volume's archive in a bundle, read through as ops_pod would
+/// extract it, writing nothing (see [`extract::survey`]): its format,
+/// entries and sha256.
+pub fn survey_for_pod(path: &Path, shown: &str) -> Result<extract::Surveyed, VolumeError> {
+    let archive = extract::Opened {
+        file: path,
+        shown,
+        no_links: false,
+    };
+    extract::survey(archive, Settings::default().policy())
+}
+
 /// [`decode::check_start`] on the first bytes of the archive at
 /// `location` (a download is cut off once they are read).
-fn check_archive_start(
+pub(crate) fn check_archive_start(
     location: &Location,
     shown: &str,
     timeout: Duration,

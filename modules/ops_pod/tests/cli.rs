@@ -97,20 +97,25 @@ fn the_waker_mode_says_how_it_is_called_and_wakes_only_an_idle_pod() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(usage.stdout.is_empty());
     insta::assert_snapshot!(String::from_utf8_lossy(&usage.stderr));
-    // An operator's --help gets the usage, not the module's JSON; a typo
-    // gets it as the error.
+    // An operator's --help gets every way to run it, not the module's
+    // JSON; a typo gets it as the error.
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert_eq!(help.status.code(), Some(0));
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     assert!(
-        help.starts_with("usage: ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD\n")
-            && help.contains("journalctl -u ops-<pod>:wake.service")
+        help.starts_with(
+            "usage: ops_pod --validate [--json] [--keyring FILE] [--runtime systemd|podman] \
+             [--root ROOT] BUNDLE\n       ops-wake --wake --root ROOT --unit-dir UNIT_DIR --pod POD\n"
+        ) && help.contains("journalctl -u ops-<pod>:wake.service")
             && help.contains("ops_pod ARGS_FILE, or the JSON arguments on standard input"),
         "{help}"
     );
     let typo = Command::new(BIN).arg("--wkae").output().unwrap();
     assert_eq!(typo.status.code(), Some(2));
-    assert_eq!(typo.stderr, usage.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&typo.stderr),
+        format!("ops_pod: unknown option \"--wkae\"\n{help}")
+    );
     let relative = Command::new(BIN)
         .args([
             "--wake",
