@@ -23,7 +23,7 @@ description:
     and its unit files are installed in O(unit_dir) under versioned names
     (C(<pod>-<version>-<unit>), for example C(shop-2-web@.service)), so
     versions sit side by side. A plain unit the bundle gives instances
-    (C(replication) V([8080, 8081]) with C(example.service), as in the seeds) is installed as
+    (C(replication) V([8080, 8081]) with C(example.service)) is installed as
     its template (C(example-1001-example@.service)), one instance each.
     C(ops-<pod>.target) wants every installed
     version's units and, while the pod is started, brings them back after a
@@ -50,7 +50,7 @@ description:
     M(ops.onboard.ops_image) does, and a new version's volumes are built
     from their archives before it is added. An image is removed with the
     last version that uses it.
-  - An image may leave out its C(id) (as seed 001 allows), in either shape - ops computes it from the file,
+  - An image may leave out its C(id), in either shape - ops computes it from the file,
     records it, and warns that nothing pinned the image unless a C(signature) verified it; a unit names such an
     image by its C(path) or C(uri). An image given by C(path) is read (check mode too); one given by C(uri) is
     downloaded by a real run only, under the lock, into the store's staging (always removed), before it plans.
@@ -69,7 +69,7 @@ description:
     that a crash leaves the running version running and a rerun converges.
   - New unit files are checked with C(systemd-analyze verify) before anything
     is written.
-  - A unit file may be given by V(http://), V(https://) or V(file://) URI (as seed 001 allows) - fetched to plan,
+  - A unit file may be given by V(http://), V(https://) or V(file://) URI - fetched to plan,
     check mode too (at most 1 MiB), stored with the version and pinned - a rerun with the same URI fetches nothing.
 version_added: 0.1.0
 author: ops developers (@ops)
