@@ -296,3 +296,99 @@ fn a_wrong_command_line_says_how_to_call_it_and_exits_2() {
          (os error 2)\n"
     );
 }
+
+#[test]
+fn a_name_with_a_newline_cannot_add_a_line_of_its_own() {
+    // A unit file's directory, an image and a volume archive whose names
+    // each hold a newline and the start of a line --validate prints.
+    let bundle = Bundle::new();
+    let dir = bundle.path();
+    let units = "u\nbundle     forged.json (native shape): valid";
+    fs::create_dir(dir.join(units)).unwrap();
+    fs::rename(
+        dir.join("units/helper.service"),
+        dir.join(units).join("helper.service"),
+    )
+    .unwrap();
+    fs::rename(dir.join("web.aci"), dir.join("web\nimage      x.aci")).unwrap();
+    fs::rename(dir.join("www.tar"), dir.join("www\u{1b}[2K\u{202e}.tar")).unwrap();
+    let escaped = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    bundle.edit(
+        "pod.json",
+        "units/helper.service",
+        &escaped(&format!("{units}/helper.service")),
+    );
+    bundle.edit("pod.json", "web.aci", &escaped("web\nimage      x.aci"));
+    bundle.edit("pod.json", "www.tar", &escaped("www\u{1b}[2K\u{202e}.tar"));
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let shown = bundle.shown(&output.stdout);
+    // The lines of a good bundle: each name on its own one.
+    let valid = Bundle::new().validate(&[]);
+    assert_eq!(
+        shown.lines().count(),
+        valid.stdout.split(|b| *b == b'\n').count() - 1
+    );
+    let bundles = shown.lines().filter(|l| l.starts_with("bundle"));
+    assert_eq!(bundles.count(), 1, "{shown}");
+    assert!(!shown.contains(['\u{1b}', '\u{202e}']), "{shown}");
+    // The last line says whether systemd-analyze is here.
+    let listed: Vec<&str> = shown
+        .lines()
+        .filter(|l| !l.starts_with("unit files"))
+        .collect();
+    insta::assert_snapshot!(listed.join("\n"));
+
+    // A problem's line is one line too.
+    fs::remove_file(dir.join(units).join("helper.service")).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let said = bundle.shown(&output.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    insta::assert_snapshot!(said);
+    // JSON is one document, the problem in it.
+    let json = bundle.validate(&["--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        value["problems"][0]["field"], "containers[1].systemd.unit-files[0]",
+        "{value}"
+    );
+}
+
+#[test]
+fn a_fifo_or_a_device_in_the_bundle_is_refused_at_once() {
+    let mut said = BTreeMap::new();
+    for file in ["pod.json", "web.aci", "www.tar", "units/helper.service"] {
+        let bundle = Bundle::new();
+        let path = bundle.path().join(file);
+        fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let tmp = bundle.dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let output = assert_cmd::Command::new(BIN)
+            .env("TMPDIR", &tmp)
+            .args(["--validate".as_ref(), bundle.path().as_os_str()])
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{file}: {output:?}");
+        said.insert(file, bundle.shown(&output.stderr));
+    }
+    // A volume archive that is a link to /dev/zero.
+    let bundle = Bundle::new();
+    fs::remove_file(bundle.path().join("www.tar")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", bundle.path().join("www.tar")).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("www.tar -> /dev/zero", bundle.shown(&output.stderr));
+    insta::assert_json_snapshot!(said);
+}
