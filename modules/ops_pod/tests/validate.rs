@@ -361,6 +361,50 @@ fn a_name_with_a_newline_cannot_add_a_line_of_its_own() {
 }
 
 #[test]
+fn an_archive_the_deploy_refuses_is_refused_and_read_in_bounded_memory() {
+    let mut said = BTreeMap::new();
+    // More than 16 MiB after the tar's end: the import and the extraction
+    // refuse it (a stream that goes on for ever), so --validate does.
+    let bundle = Bundle::new();
+    let zeros = vec![0u8; 17 << 20];
+    let mut aci = fs::read(bundle.path().join("web.aci")).unwrap();
+    aci.extend_from_slice(&zeros);
+    let hex: String = (sha2::Sha512::digest(&aci).iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fs::write(bundle.path().join("web.aci"), &aci).unwrap();
+    bundle.edit("pod.json", &bundle.id, &format!("sha512-{hex}"));
+    let mut www = fs::read(bundle.path().join("www.tar")).unwrap();
+    www.extend_from_slice(&zeros);
+    fs::write(bundle.path().join("www.tar"), &www).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("a long tail", bundle.shown(&output.stderr));
+
+    // A GNU long name of 2 MiB: what the tar reader would hold for one
+    // entry's headers, as the import bounds it (else a few compressed MiB
+    // make it hold gigabytes).
+    let bundle = Bundle::new();
+    let long = format!("rootfs/{}", "a/".repeat(1 << 20));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest", &[][..]).unwrap();
+    b.append_data(&mut h, &long, &[][..]).unwrap();
+    let aci = b.into_inner().unwrap();
+    let hex: String = (sha2::Sha512::digest(&aci).iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fs::write(bundle.path().join("web.aci"), &aci).unwrap();
+    bundle.edit("pod.json", &bundle.id, &format!("sha512-{hex}"));
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("a long name", bundle.shown(&output.stderr));
+    insta::assert_json_snapshot!(said);
+}
+
+#[test]
 fn a_fifo_or_a_device_in_the_bundle_is_refused_at_once() {
     let mut said = BTreeMap::new();
     for file in ["pod.json", "web.aci", "www.tar", "units/helper.service"] {
