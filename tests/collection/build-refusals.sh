@@ -96,6 +96,20 @@ check "collection/build on a Darwin host (uname -s says so) refuses with one mes
 check "collection/build --debug on a Darwin host refuses the same way" on_darwin --debug
 check "collection/build --only x86_64 on a Darwin host refuses the same way" on_darwin --only x86_64
 
+# A wrong command line: refused before anything runs (the Darwin stand-ins
+# say so if a tool is called), whatever the host.
+wrong_words() {
+  local expected=$1
+  shift
+  PATH=$shims/darwin:$PATH refuses "$expected" "$@" || return 1
+  [ ! -e "$shims/darwin-calls" ] || { cat "$shims/darwin-calls"; return 1; }
+}
+check "collection/build --only 'x86_64 aarch64' (two machines in one word) is refused" \
+  wrong_words "collection/build: --only takes x86_64 or aarch64, not 'x86_64 aarch64'" --only "x86_64 aarch64"
+check "collection/build --only x86_64 with a word after it is refused, not ignored" \
+  wrong_words "$(sed -n '4,19s/^#   //p' "$scratch_build"; echo "collection/build: unknown argument 'extra'")" \
+  --only x86_64 extra
+
 # Whatever a build made, a binary is placed only where its ELF header says
 # it belongs: the machine (e_machine), and static (no dynamic loader named).
 # A failed release build leaves no tarball either.

@@ -8,7 +8,6 @@
 //! `index.json` annotations. Nothing here writes.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
@@ -16,8 +15,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::archive;
-use crate::download::digest::{hex, HashingReader};
+use crate::download::digest::{hex, HashingReader, TAIL_LIMIT};
 use crate::records::image::Format;
+use crate::unpack::Guarded;
 
 /// The sha256 (hex) and size of a file.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
@@ -52,12 +52,19 @@ const DOCUMENTS: &[&str] = &["manifest", "manifest.json", "index.json", "oci-lay
 
 /// Read an image file (`file` names it in errors).
 pub fn identify(path: &Path, file: &str) -> Result<Identified, String> {
-    let bad = |e: io::Error| format!("{file}: cannot be read as an image: {e}");
-    let opened = File::open(path).map_err(bad)?;
+    let bad = |e: io::Error| {
+        let said = e.to_string();
+        format!(
+            "{file}: cannot be read as an image: {}",
+            crate::decode::content_free(&said)
+        )
+    };
+    let opened = crate::atomic::open_regular(path).map_err(bad)?;
     let (_, stream) =
         crate::decode::decompressed(BufReader::with_capacity(256 << 10, opened)).map_err(bad)?;
     let mut hashing = HashingReader::new::<Sha512>(stream);
     let docs = documents(&mut hashing).map_err(bad)?;
+    tail(&mut hashing).map_err(bad)?;
     let (sha512, _) = hashing.finish().map_err(bad)?;
     if docs.contains_key("index.json") || docs.contains_key("manifest.json") {
         let (format, ids) = archive::identify(path, file)
@@ -81,11 +88,21 @@ pub fn identify(path: &Path, file: &str) -> Result<Identified, String> {
     }
 }
 
-/// The small documents at the top of the archive, by name.
+/// The small documents at the top of the archive, by name. Read through
+/// [`Guarded`], as the import reads an image: what the tar reader buffers
+/// for one entry's headers (a GNU long name, PAX records) is bounded, so
+/// a small compressed file cannot make it hold gigabytes.
 fn documents(reader: &mut impl Read) -> io::Result<HashMap<String, Vec<u8>>> {
     let mut docs = HashMap::new();
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries()? {
+    let guarded = Guarded::new(reader);
+    let gate = guarded.gate();
+    let mut archive = tar::Archive::new(guarded);
+    let mut entries = archive.entries()?;
+    loop {
+        gate.start();
+        let next = entries.next();
+        gate.stop();
+        let Some(entry) = next else { break };
         let mut entry = entry?;
         let path = entry
             .path()?
@@ -97,8 +114,28 @@ fn documents(reader: &mut impl Read) -> io::Result<HashMap<String, Vec<u8>>> {
             (&mut entry).take(DOCUMENT_LIMIT).read_to_end(&mut bytes)?;
             docs.insert(path, bytes);
         }
+        // Read to its end here, not skipped by the tar reader while the
+        // gate counts: the gate counts headers only.
+        io::copy(&mut entry, &mut io::sink())?;
     }
     Ok(docs)
+}
+
+/// What follows the tar archive's end, read (it is part of an ACI's id)
+/// and bounded as the import bounds it ([`TAIL_LIMIT`]): an image the
+/// import refuses is not identified.
+fn tail(reader: &mut impl Read) -> io::Result<()> {
+    let tail = io::copy(&mut reader.take(TAIL_LIMIT + 1), &mut io::sink())?;
+    if tail > TAIL_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "more than {} MiB follow the end of the tar archive",
+                TAIL_LIMIT >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `example.com/shop/app:1.2` → `app`.

@@ -43,7 +43,7 @@ pub(crate) fn main(words: &[OsString]) -> i32 {
     let options = match parse(words) {
         Ok(options) => options,
         Err(e) => {
-            eprintln!("ops_pod --validate: {e}\n{USAGE}");
+            eprintln!("ops_pod --validate: {}\n{USAGE}", one_line(&e));
             return 2;
         }
     };
@@ -187,7 +187,35 @@ fn text(found: &Validated, verified_by: &str) -> String {
 }
 
 fn row(key: &str, value: impl AsRef<str>) -> String {
-    format!("{key:<11}{}", value.as_ref())
+    format!("{key:<11}{}", one_line(value.as_ref()))
+}
+
+/// `text` as one line of the text output: a control character (a newline
+/// in a file name in the bundle, an escape sequence) or a character that
+/// reorders what a terminal shows is written escaped (`\n`, `\u{202e}`),
+/// so that no name in a bundle can add a line of its own, such as a
+/// second "valid", or hide part of one.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match escaped(c) {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn unit_text(unit: &validate::FoundUnit) -> String {
@@ -251,7 +279,7 @@ fn warnings(found: &Validated) -> String {
     found
         .warnings
         .iter()
-        .map(|w| format!("ops_pod --validate: warning: {w}\n"))
+        .map(|w| format!("ops_pod --validate: warning: {}\n", one_line(w)))
         .collect()
 }
 
@@ -264,13 +292,14 @@ fn refusal(error: &BundleError) -> String {
                 problems.len()
             );
             for problem in problems {
-                s.push_str(&format!("  {}: {problem}\n", manifest.display()));
+                let line = format!("{}: {problem}", manifest.display());
+                s.push_str(&format!("  {}\n", one_line(&line)));
             }
             s
         }
         other => format!(
             "ops_pod --validate: {}\n",
-            crate::ansible::error_chain(other)
+            one_line(&crate::ansible::error_chain(other))
         ),
     }
 }

@@ -296,3 +296,143 @@ fn a_wrong_command_line_says_how_to_call_it_and_exits_2() {
          (os error 2)\n"
     );
 }
+
+#[test]
+fn a_name_with_a_newline_cannot_add_a_line_of_its_own() {
+    // A unit file's directory, an image and a volume archive whose names
+    // each hold a newline and the start of a line --validate prints.
+    let bundle = Bundle::new();
+    let dir = bundle.path();
+    let units = "u\nbundle     forged.json (native shape): valid";
+    fs::create_dir(dir.join(units)).unwrap();
+    fs::rename(
+        dir.join("units/helper.service"),
+        dir.join(units).join("helper.service"),
+    )
+    .unwrap();
+    fs::rename(dir.join("web.aci"), dir.join("web\nimage      x.aci")).unwrap();
+    fs::rename(dir.join("www.tar"), dir.join("www\u{1b}[2K\u{202e}.tar")).unwrap();
+    let escaped = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    bundle.edit(
+        "pod.json",
+        "units/helper.service",
+        &escaped(&format!("{units}/helper.service")),
+    );
+    bundle.edit("pod.json", "web.aci", &escaped("web\nimage      x.aci"));
+    bundle.edit("pod.json", "www.tar", &escaped("www\u{1b}[2K\u{202e}.tar"));
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let shown = bundle.shown(&output.stdout);
+    // The lines of a good bundle: each name on its own one.
+    let valid = Bundle::new().validate(&[]);
+    assert_eq!(
+        shown.lines().count(),
+        valid.stdout.split(|b| *b == b'\n').count() - 1
+    );
+    let bundles = shown.lines().filter(|l| l.starts_with("bundle"));
+    assert_eq!(bundles.count(), 1, "{shown}");
+    assert!(!shown.contains(['\u{1b}', '\u{202e}']), "{shown}");
+    // The last line says whether systemd-analyze is here.
+    let listed: Vec<&str> = shown
+        .lines()
+        .filter(|l| !l.starts_with("unit files"))
+        .collect();
+    insta::assert_snapshot!(listed.join("\n"));
+
+    // A problem's line is one line too.
+    fs::remove_file(dir.join(units).join("helper.service")).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let said = bundle.shown(&output.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    insta::assert_snapshot!(said);
+    // JSON is one document, the problem in it.
+    let json = bundle.validate(&["--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        value["problems"][0]["field"], "containers[1].systemd.unit-files[0]",
+        "{value}"
+    );
+}
+
+#[test]
+fn an_archive_the_deploy_refuses_is_refused_and_read_in_bounded_memory() {
+    let mut said = BTreeMap::new();
+    // More than 16 MiB after the tar's end: the import and the extraction
+    // refuse it (a stream that goes on for ever), so --validate does.
+    let bundle = Bundle::new();
+    let zeros = vec![0u8; 17 << 20];
+    let mut aci = fs::read(bundle.path().join("web.aci")).unwrap();
+    aci.extend_from_slice(&zeros);
+    let hex: String = (sha2::Sha512::digest(&aci).iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fs::write(bundle.path().join("web.aci"), &aci).unwrap();
+    bundle.edit("pod.json", &bundle.id, &format!("sha512-{hex}"));
+    let mut www = fs::read(bundle.path().join("www.tar")).unwrap();
+    www.extend_from_slice(&zeros);
+    fs::write(bundle.path().join("www.tar"), &www).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("a long tail", bundle.shown(&output.stderr));
+
+    // A GNU long name of 2 MiB: what the tar reader would hold for one
+    // entry's headers, as the import bounds it (else a few compressed MiB
+    // make it hold gigabytes).
+    let bundle = Bundle::new();
+    let long = format!("rootfs/{}", "a/".repeat(1 << 20));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest", &[][..]).unwrap();
+    b.append_data(&mut h, &long, &[][..]).unwrap();
+    let aci = b.into_inner().unwrap();
+    let hex: String = (sha2::Sha512::digest(&aci).iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fs::write(bundle.path().join("web.aci"), &aci).unwrap();
+    bundle.edit("pod.json", &bundle.id, &format!("sha512-{hex}"));
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("a long name", bundle.shown(&output.stderr));
+    insta::assert_json_snapshot!(said);
+}
+
+#[test]
+fn a_fifo_or_a_device_in_the_bundle_is_refused_at_once() {
+    let mut said = BTreeMap::new();
+    for file in ["pod.json", "web.aci", "www.tar", "units/helper.service"] {
+        let bundle = Bundle::new();
+        let path = bundle.path().join(file);
+        fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let tmp = bundle.dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let output = assert_cmd::Command::new(BIN)
+            .env("TMPDIR", &tmp)
+            .args(["--validate".as_ref(), bundle.path().as_os_str()])
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{file}: {output:?}");
+        said.insert(file, bundle.shown(&output.stderr));
+    }
+    // A volume archive that is a link to /dev/zero.
+    let bundle = Bundle::new();
+    fs::remove_file(bundle.path().join("www.tar")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", bundle.path().join("www.tar")).unwrap();
+    let output = bundle.validate(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    said.insert("www.tar -> /dev/zero", bundle.shown(&output.stderr));
+    insta::assert_json_snapshot!(said);
+}
