@@ -91,6 +91,9 @@ fn parse(words: &[OsString]) -> Result<Options, String> {
         root: PathBuf::from(super::DEFAULT_ROOT),
         download_timeout: Duration::from_secs(600),
     };
+    // After `--` every word is a bundle, as for any command taking paths
+    // (one that starts with `-`).
+    let mut options_ended = false;
     while let Some(word) = words.next().transpose()? {
         let mut value = |flag: &str| {
             words
@@ -99,6 +102,12 @@ fn parse(words: &[OsString]) -> Result<Options, String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match word.as_str() {
+            "" => return Err("the bundle's path is empty".to_owned()),
+            "--" if !options_ended => options_ended = true,
+            path if options_ended && bundle.is_none() => bundle = Some(PathBuf::from(path)),
+            extra if options_ended => {
+                return Err(format!("one bundle at a time: {extra:?} is one too many"))
+            }
             "--json" => json = true,
             "--keyring" => checks.keyring = Some(keyring(&value("--keyring")?)?),
             "--runtime" => checks.runtime = runtime(&value("--runtime")?)?,

@@ -279,6 +279,8 @@ fn a_wrong_command_line_says_how_to_call_it_and_exits_2() {
         &["--validate", "--root", "ops", "web-1"],
         &["--validate", "--keyring", "/nonexistent/keys.asc", "web-1"],
         &["--validate", "--keyring"],
+        &["--validate", ""],
+        &["--validate", "--", "web-1", "--json"],
     ] {
         said.insert(args.join(" "), run(args));
     }
@@ -290,6 +292,16 @@ fn a_wrong_command_line_says_how_to_call_it_and_exits_2() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
+    // After `--`, a word starting with `-` is the bundle.
+    let dashed = assert_cmd::Command::new(BIN)
+        .args(["--validate", "--json", "--", "-web-1"])
+        .output()
+        .unwrap();
+    assert_eq!(dashed.status.code(), Some(1), "{dashed:?}");
+    assert!(
+        String::from_utf8_lossy(&dashed.stdout).contains("cannot read the bundle -web-1"),
+        "{dashed:?}"
+    );
     assert_eq!(
         String::from_utf8_lossy(&missing.stderr),
         "ops_pod --validate: cannot read the bundle /nonexistent/web-1: No such file or directory \
