@@ -334,26 +334,8 @@ impl Unpacker {
         self.budget = Some(budget);
         let mut entries = archive.entries()?;
         let mut last: Option<String> = None;
-        loop {
-            if let Some(gate) = &self.gate {
-                gate.start();
-            }
-            let next = entries.next();
-            if let Some(gate) = &self.gate {
-                gate.stop();
-            }
-            let mut entry = match next {
-                None => break,
-                Some(Ok(entry)) => entry,
-                Some(Err(e)) => {
-                    return Err(match &last {
-                        Some(last) if self.gate.is_some() => {
-                            io::Error::new(e.kind(), format!("the entry after {last:?}: {e}"))
-                        }
-                        _ => e,
-                    })
-                }
-            };
+        let name_last = self.gate.is_some();
+        while let Some(mut entry) = self.next_entry(&mut entries, last.as_deref(), name_last)? {
             let path = entry.path()?.into_owned();
             match route(&path)? {
                 Route::Other => other(&path, &mut entry)?,
@@ -379,6 +361,33 @@ impl Unpacker {
         Ok(())
     }
 
+    /// The archive's next entry, its header read inside the gate; an error
+    /// names the entry before it when `name_last` (a header's error alone
+    /// does not say where in the archive it is).
+    fn next_entry<'a, R: Read>(
+        &self,
+        entries: &mut tar::Entries<'a, R>,
+        last: Option<&str>,
+        name_last: bool,
+    ) -> io::Result<Option<tar::Entry<'a, R>>> {
+        if let Some(gate) = &self.gate {
+            gate.start();
+        }
+        let next = entries.next();
+        if let Some(gate) = &self.gate {
+            gate.stop();
+        }
+        match (next, last) {
+            (None, _) => Ok(None),
+            (Some(Ok(entry)), _) => Ok(Some(entry)),
+            (Some(Err(e)), Some(last)) if name_last => Err(io::Error::new(
+                e.kind(),
+                format!("the entry after {last:?}: {e}"),
+            )),
+            (Some(Err(e)), _) => Err(e),
+        }
+    }
+
     /// Read `archive` to its end as [`Unpacker::unpack`] would, writing
     /// nothing: each entry judged as placing it judges it, against the
     /// tree the entries before it would have made, kept in memory
@@ -393,26 +402,7 @@ impl Unpacker {
         let mut tree = Tree::default();
         let mut entries = archive.entries()?;
         let mut last: Option<String> = None;
-        loop {
-            if let Some(gate) = &self.gate {
-                gate.start();
-            }
-            let next = entries.next();
-            if let Some(gate) = &self.gate {
-                gate.stop();
-            }
-            let mut entry = match next {
-                None => break,
-                Some(Ok(entry)) => entry,
-                Some(Err(e)) => {
-                    return Err(match &last {
-                        Some(last) => {
-                            io::Error::new(e.kind(), format!("the entry after {last:?}: {e}"))
-                        }
-                        None => e,
-                    })
-                }
-            };
+        while let Some(mut entry) = self.next_entry(&mut entries, last.as_deref(), true)? {
             let path = entry.path()?.into_owned();
             if let Route::Into(rel) = route(&path)? {
                 self.judge(&mut tree, &mut entry, &rel)?;
