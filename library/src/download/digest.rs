@@ -148,6 +148,23 @@ impl<R: Read> Read for HashingReader<R> {
 /// pads a few MiB at most.
 pub const TAIL_LIMIT: u64 = 16 << 20;
 
+/// Read what follows a tar archive's end, refused past [`TAIL_LIMIT`]:
+/// every reader of a tar (download, import, extraction, identification,
+/// survey) bounds it alike, so none accepts what another refuses.
+pub fn read_tail(reader: &mut impl Read) -> io::Result<u64> {
+    let tail = io::copy(&mut reader.take(TAIL_LIMIT + 1), &mut io::sink())?;
+    if tail > TAIL_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "more than {} MiB follow the end of the tar archive",
+                TAIL_LIMIT >> 20
+            ),
+        ));
+    }
+    Ok(tail)
+}
+
 /// A reader fed by another thread that reads (and decompresses) the source
 /// and hashes it: the thread that unpacks does nothing but unpack.
 #[derive(Debug)]
@@ -212,16 +229,7 @@ impl PrefetchingReader {
     /// stream that goes on without end (a server sending zeros for ever)
     /// must be refused, not read until the timeout.
     pub fn finish(mut self) -> io::Result<(Option<String>, u64)> {
-        let tail = io::copy(&mut (&mut self).take(TAIL_LIMIT + 1), &mut io::sink())?;
-        if tail > TAIL_LIMIT {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "more than {} MiB follow the end of the tar archive",
-                    TAIL_LIMIT >> 20
-                ),
-            ));
-        }
+        read_tail(&mut self)?;
         let worker = self.worker.take().expect("finish runs once");
         Ok(worker.join().expect("the reading thread does not panic"))
     }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::archive;
-use crate::download::digest::{hex, HashingReader, TAIL_LIMIT};
+use crate::download::digest::{hex, read_tail, HashingReader};
 use crate::records::image::Format;
 use crate::unpack::Guarded;
 
@@ -64,7 +64,9 @@ pub fn identify(path: &Path, file: &str) -> Result<Identified, String> {
         crate::decode::decompressed(BufReader::with_capacity(256 << 10, opened)).map_err(bad)?;
     let mut hashing = HashingReader::new::<Sha512>(stream);
     let docs = documents(&mut hashing).map_err(bad)?;
-    tail(&mut hashing).map_err(bad)?;
+    // What follows the tar's end is part of an ACI's id, bounded as the
+    // import bounds it: an image the import refuses is not identified.
+    read_tail(&mut hashing).map_err(bad)?;
     let (sha512, _) = hashing.finish().map_err(bad)?;
     if docs.contains_key("index.json") || docs.contains_key("manifest.json") {
         let (format, ids) = archive::identify(path, file)
@@ -119,23 +121,6 @@ fn documents(reader: &mut impl Read) -> io::Result<HashMap<String, Vec<u8>>> {
         io::copy(&mut entry, &mut io::sink())?;
     }
     Ok(docs)
-}
-
-/// What follows the tar archive's end, read (it is part of an ACI's id)
-/// and bounded as the import bounds it ([`TAIL_LIMIT`]): an image the
-/// import refuses is not identified.
-fn tail(reader: &mut impl Read) -> io::Result<()> {
-    let tail = io::copy(&mut reader.take(TAIL_LIMIT + 1), &mut io::sink())?;
-    if tail > TAIL_LIMIT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "more than {} MiB follow the end of the tar archive",
-                TAIL_LIMIT >> 20
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// `example.com/shop/app:1.2` → `app`.

@@ -17,7 +17,7 @@ use tar::Archive;
 
 use super::VolumeError;
 use crate::decode;
-use crate::download::digest::{hex, PrefetchingReader, TAIL_LIMIT};
+use crate::download::digest::{hex, read_tail, PrefetchingReader};
 use crate::unpack::{self, Guarded, Policy, Route, Unpacker};
 
 /// A digest algorithm a checksum may use.
@@ -343,17 +343,7 @@ pub fn survey(archive: Opened<'_>, policy: Policy) -> Result<Surveyed, VolumeErr
     // What follows the archive's end is read too, as the extraction reads
     // it: a damaged compressed tail is caught, and one longer than the
     // extraction reads refused as it refuses it.
-    let tail =
-        io::copy(&mut (&mut decoder).take(TAIL_LIMIT + 1), &mut io::sink()).map_err(&failed)?;
-    if tail > TAIL_LIMIT {
-        return Err(failed(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "more than {} MiB follow the end of the tar archive",
-                TAIL_LIMIT >> 20
-            ),
-        )));
-    }
+    read_tail(&mut decoder).map_err(&failed)?;
     drop(decoder);
     let digests = (hashes.lock().expect("not poisoned").take())
         .expect("hashed once")
