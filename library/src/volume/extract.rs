@@ -124,6 +124,28 @@ impl Hashes {
     }
 }
 
+/// The digests of a file read through, once its decoder is done: every
+/// decoder reads to the end of the file (multi-member gzip, all zstd
+/// frames, ...) or fails, so a count other than the length seen at the
+/// start means the file changed while it was read.
+fn read_whole(
+    hashes: &Mutex<Option<Hashes>>,
+    length: u64,
+    shown: &str,
+) -> Result<Digests, VolumeError> {
+    let digests = (hashes.lock().expect("not poisoned").take())
+        .expect("hashed once")
+        .digests();
+    if digests.size != length {
+        return Err(VolumeError::Changed {
+            file: shown.to_owned(),
+            first: format!("{length} bytes"),
+            then: format!("{} bytes", digests.size),
+        });
+    }
+    Ok(digests)
+}
+
 /// Hash a stream, keeping its first [`decode::HEAD`] bytes for [`decode::check_start`]:
 /// one read tells both whether it changed and whether it can be extracted.
 pub fn digests_and_head(
@@ -283,21 +305,7 @@ pub fn extract(
     // What follows the archive's end (tar's zero blocks, padding) is read
     // too, so a damaged compressed tail is caught.
     prefetched.finish().map_err(&failed)?;
-    let digests = hashes
-        .lock()
-        .expect("not poisoned")
-        .take()
-        .expect("hashed once")
-        .digests();
-    // Every decoder reads to the end of the file (multi-member gzip, all
-    // zstd frames, ...) or fails; a different count means the file changed.
-    if digests.size != length {
-        return Err(VolumeError::Changed {
-            file: shown.to_owned(),
-            first: format!("{length} bytes"),
-            then: format!("{} bytes", digests.size),
-        });
-    }
+    let digests = read_whole(&hashes, length, shown)?;
     Ok(Extracted {
         entries: unpacker.result.entries,
         bytes: unpacker.result.bytes,
@@ -345,16 +353,7 @@ pub fn survey(archive: Opened<'_>, policy: Policy) -> Result<Surveyed, VolumeErr
     // extraction reads refused as it refuses it.
     read_tail(&mut decoder).map_err(&failed)?;
     drop(decoder);
-    let digests = (hashes.lock().expect("not poisoned").take())
-        .expect("hashed once")
-        .digests();
-    if digests.size != length {
-        return Err(VolumeError::Changed {
-            file: shown.to_owned(),
-            first: format!("{length} bytes"),
-            then: format!("{} bytes", digests.size),
-        });
-    }
+    let digests = read_whole(&hashes, length, shown)?;
     Ok(Surveyed {
         entries: unpacker.result.entries,
         bytes: unpacker.result.bytes,
